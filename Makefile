@@ -1,0 +1,91 @@
+# relayq: build, test and operate.
+#
+#   make run                 install missing packages, build, start broker + producer + consumer locally
+#   make up | down | logs    docker compose when a Docker engine answers, else the local mode
+#   make scale-consumer N=3  reach N consumers (local processes, or compose replicas)
+#   make monitor             live terminal view (health, queue depth, rates, consumers, DLQ)
+#   make test                everything CI runs (unit, sanitizers, integration, system, ops checks)
+#   make bench | clean | deps | build | help
+#
+# Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
+# Ports: AMQP_PORT (5672), MGMT_PORT (15672), PRODUCER_PORT (5000), CONSUMER_PORT (8000: the
+# first consumer; the next ones take 8001, 8002, ...). .env is read when present.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+BUILD_DIR ?= build
+ASAN_DIR ?= build-asan
+RUN_DIR ?= run
+N ?= 3
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+COMPOSE ?= docker compose
+PYTHON ?= /usr/bin/python3
+
+export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
+
+# True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
+DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
+
+.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status
+
+help:
+	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD_DIR) -DRQ_WERROR=ON
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+	@test -x $(BUILD_DIR)/bin/producer && test -x $(BUILD_DIR)/bin/consumer && \
+		echo "built $(BUILD_DIR)/bin/producer and $(BUILD_DIR)/bin/consumer"
+
+test: deps build
+	@bash scripts/make-test.sh
+
+run: deps build
+	@bash scripts/local.sh up
+
+up:
+	@if $(DOCKER_UP); then \
+		[ -f .env ] || { [ -f .env.example ] && cp .env.example .env && echo "created .env from .env.example"; } ; \
+		$(COMPOSE) up -d --build && $(COMPOSE) ps; \
+	else \
+		echo "no Docker engine answers: local mode"; \
+		$(MAKE) --no-print-directory run; \
+	fi
+
+down:
+	@bash scripts/local.sh down
+	@if $(DOCKER_UP); then $(COMPOSE) down; fi
+
+status:
+	@bash scripts/local.sh status
+
+logs:
+	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
+		$(COMPOSE) logs -f; \
+	else \
+		bash scripts/local.sh logs; \
+	fi
+
+scale-consumer:
+	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
+		$(COMPOSE) up -d --no-recreate --scale consumer=$(N) && $(COMPOSE) ps consumer; \
+	else \
+		bash scripts/local.sh scale $(N); \
+	fi
+
+monitor:
+	@$(PYTHON) scripts/monitor.py --run-dir $(RUN_DIR) $(MONITOR_ARGS)
+
+bench:
+	@if [ -f scripts/bench.sh ]; then \
+		bash scripts/bench.sh; \
+	else \
+		echo "scripts/bench.sh is not there (yet): no benchmark to run"; exit 1; \
+	fi
+
+clean: down
+	rm -rf build build-* $(BUILD_DIR) $(ASAN_DIR) $(RUN_DIR)

@@ -1,0 +1,197 @@
+/* amqp_conn.c - connection set-up and topology for rabbitmq-c 0.11. */
+#include "amqp_conn.h"
+
+#include <amqp_tcp_socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+char *rq_amqp_strdup(amqp_bytes_t b)
+{
+    char *s = malloc(b.len + 1);
+    if (s == NULL)
+        return NULL;
+    if (b.len > 0)
+        memcpy(s, b.bytes, b.len);
+    s[b.len] = '\0';
+    return s;
+}
+
+int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return 0;
+    case AMQP_RESPONSE_NONE:
+        snprintf(err, errlen, "%s: missing RPC reply", what);
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            const amqp_connection_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: connection closed by broker: %u %.*s", what,
+                     m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            const amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: channel closed by broker: %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        } else {
+            snprintf(err, errlen, "%s: unexpected broker method 0x%08X", what, r.reply.id);
+        }
+        break;
+    default:
+        snprintf(err, errlen, "%s: unknown reply type %d", what, (int)r.reply_type);
+        break;
+    }
+    return -1;
+}
+
+amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen)
+{
+    amqp_connection_state_t conn = amqp_new_connection();
+    amqp_socket_t *sock;
+    struct timeval tv;
+    int rc;
+
+    if (conn == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    sock = amqp_tcp_socket_new(conn);
+    if (sock == NULL) {
+        snprintf(err, errlen, "cannot create TCP socket");
+        goto fail;
+    }
+    tv.tv_sec = cfg->connect_timeout_ms / 1000;
+    tv.tv_usec = (cfg->connect_timeout_ms % 1000) * 1000;
+    /* Bounds the AMQP handshake and every synchronous RPC (declares, qos, consume). */
+    amqp_set_handshake_timeout(conn, &tv);
+    amqp_set_rpc_timeout(conn, &tv);
+    rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", cfg->host, cfg->port,
+                 amqp_error_string2(rc));
+        goto fail;
+    }
+    if (rq_amqp_check_reply(amqp_login(conn, cfg->vhost, 0, AMQP_DEFAULT_FRAME_SIZE,
+                                       cfg->heartbeat, AMQP_SASL_METHOD_PLAIN, cfg->user,
+                                       cfg->password),
+                            "login", err, errlen) != 0)
+        goto fail;
+    amqp_channel_open(conn, RQ_AMQP_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "channel.open", err, errlen) != 0)
+        goto fail;
+    return conn;
+
+fail:
+    amqp_destroy_connection(conn);
+    return NULL;
+}
+
+void rq_amqp_close(amqp_connection_state_t conn)
+{
+    struct timeval tv = {1, 0};
+
+    if (conn == NULL)
+        return;
+    /* A dead socket makes these fail fast; a live one is bounded by the RPC timeout. */
+    amqp_set_rpc_timeout(conn, &tv);
+    if (amqp_get_socket(conn) != NULL && amqp_get_sockfd(conn) >= 0) {
+        amqp_channel_close(conn, RQ_AMQP_CHANNEL, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(conn);
+}
+
+char *rq_amqp_dlq_name(const RabbitMQConfig *cfg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.dlq", cfg->request_queue);
+    return buf;
+}
+
+char *rq_amqp_retry_queue_name(const RabbitMQConfig *cfg, int attempt, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.retry.%d", cfg->request_queue, attempt);
+    return buf;
+}
+
+long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt)
+{
+    long long d = cfg->retry_base_ms;
+
+    for (int i = 1; i < attempt && d < 86400000LL; i++)
+        d *= 2;
+    return d;
+}
+
+/* Declares one durable queue of the configured type with extra arguments. */
+static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
+                         const char *name, amqp_table_entry_t *extra, int nextra, char *err,
+                         size_t errlen)
+{
+    amqp_table_entry_t args[8];
+    amqp_table_t table;
+    char what[320];
+    int n = 0;
+
+    args[n].key = amqp_cstring_bytes("x-queue-type");
+    args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    args[n++].value.value.bytes = amqp_cstring_bytes(cfg->queue_type);
+    for (int i = 0; i < nextra && n < 8; i++)
+        args[n++] = extra[i];
+    table.num_entries = n;
+    table.entries = args;
+    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), 0, 1, 0, 0, table);
+    snprintf(what, sizeof(what), "queue.declare %s (durable, x-queue-type=%s)", name,
+             cfg->queue_type);
+    return rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, errlen);
+}
+
+static amqp_table_entry_t utf8_arg(const char *key, const char *value)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(value);
+    return e;
+}
+
+static amqp_table_entry_t i64_arg(const char *key, long long value)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = value;
+    return e;
+}
+
+int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
+                             size_t errlen)
+{
+    amqp_table_entry_t extra[3];
+    char dlq[300], name[300];
+    int n;
+
+    rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
+    if (declare_queue(conn, cfg, dlq, NULL, 0, err, errlen) != 0)
+        return -1;
+    for (int a = 1; a <= cfg->max_retries; a++) {
+        extra[0] = i64_arg("x-message-ttl", rq_amqp_retry_delay_ms(cfg, a));
+        extra[1] = utf8_arg("x-dead-letter-exchange", "");
+        extra[2] = utf8_arg("x-dead-letter-routing-key", cfg->request_queue);
+        rq_amqp_retry_queue_name(cfg, a, name, sizeof(name));
+        if (declare_queue(conn, cfg, name, extra, 3, err, errlen) != 0)
+            return -1;
+    }
+    n = 0;
+    extra[n++] = utf8_arg("x-dead-letter-exchange", "");
+    extra[n++] = utf8_arg("x-dead-letter-routing-key", dlq);
+    if (strcmp(cfg->queue_type, "quorum") == 0)
+        extra[n++] = i64_arg("x-delivery-limit", RQ_QUORUM_DELIVERY_LIMIT);
+    return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
+}

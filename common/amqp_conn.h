@@ -1,0 +1,58 @@
+/* amqp_conn.h - opening an AMQP connection and declaring relayq's topology (rabbitmq-c 0.11).
+ *
+ * A connection is not thread-safe: the thread that opens it owns it and is the only one that
+ * may use or close it. Channel 1 is opened by rq_amqp_open().
+ *
+ * Topology (declared identically by both services; declaration is idempotent). All queues
+ * are durable, of type QUEUE_TYPE, on the default exchange:
+ *   <q>           the request queue; x-dead-letter-exchange "" and x-dead-letter-routing-key
+ *                 <q>.dlq, so a rejected message (requeue=false) lands in the DLQ; quorum
+ *                 queues also get x-delivery-limit RQ_QUORUM_DELIVERY_LIMIT.
+ *   <q>.dlq       the dead-letter queue.
+ *   <q>.retry.N   for N = 1..MAX_RETRIES: delay queues with x-message-ttl
+ *                 RETRY_BASE_MS * 2^(N-1) that dead-letter back to <q> (one queue per
+ *                 attempt, so a long delay never blocks a short one behind it).
+ * A service that finds a queue declared with other arguments gets PRECONDITION_FAILED,
+ * reported as a clear error naming the queue by rq_amqp_declare_topology().
+ */
+#ifndef RQ_AMQP_CONN_H
+#define RQ_AMQP_CONN_H
+
+#include <amqp.h>
+#include <stddef.h>
+
+#include "config.h"
+
+#define RQ_AMQP_CHANNEL 1
+#define RQ_QUORUM_DELIVERY_LIMIT 20
+
+/* Opens a TCP connection to cfg->host:port, logs in (PLAIN) with cfg's heartbeat, and opens
+ * channel 1. Returns the connection (owned by the caller, close with rq_amqp_close()), or
+ * NULL with a human-readable reason in err (credentials never included). */
+amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen);
+
+/* Closes channel and connection politely (bounded by a short timeout) and frees it.
+ * NULL is a no-op. Safe on a connection whose socket already failed. */
+void rq_amqp_close(amqp_connection_state_t conn);
+
+/* Writes the name of the dead-letter queue ("<q>.dlq") into buf. Returns buf. */
+char *rq_amqp_dlq_name(const RabbitMQConfig *cfg, char *buf, size_t len);
+
+/* Writes the name of delay queue `attempt` (1..max_retries, "<q>.retry.N") into buf. */
+char *rq_amqp_retry_queue_name(const RabbitMQConfig *cfg, int attempt, char *buf, size_t len);
+
+/* Delay in ms of the delay queue for `attempt` (RETRY_BASE_MS * 2^(attempt-1)). */
+long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt);
+
+/* Declares the whole topology above. Returns 0, or -1 with err filled. */
+int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
+                             size_t errlen);
+
+/* Describes the reply of an RPC call (amqp_get_rpc_reply) as text in err; `what` names the
+ * operation ("queue.declare"). Returns 0 when the reply is normal, -1 otherwise. */
+int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);
+
+/* Copies an amqp_bytes_t into a NUL-terminated heap string (caller frees). NULL on failure. */
+char *rq_amqp_strdup(amqp_bytes_t b);
+
+#endif

@@ -1,0 +1,798 @@
+/* config.c - the settings table and everything it drives.
+ *
+ * `settings[]` below is the only place a setting is described. Defaults, validation,
+ * `.env` files, the environment, `--help` and `.env.example` all walk that table, so adding a
+ * setting is one line here plus its field in config.h.
+ */
+#include "config.h"
+#include "config_table.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const queue_types[] = {"classic", "quorum", NULL};
+
+#define FIELD(f) offsetof(rq_config_t, f)
+#define S_STR(name, def, f, lo, hi, svc, grp, flags, desc)                                         \
+    {                                                                                              \
+        name, RQ_CFG_STRING, def, FIELD(f), lo, hi, 0, 0, NULL, svc, flags, grp, desc              \
+    }
+#define S_INT(name, def, f, lo, hi, svc, grp, desc)                                                \
+    {                                                                                              \
+        name, RQ_CFG_INT, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc                     \
+    }
+#define S_I64(name, def, f, lo, hi, svc, grp, desc)                                                \
+    {                                                                                              \
+        name, RQ_CFG_INT64, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc                   \
+    }
+#define S_DBL(name, def, f, lo, hi, svc, grp, desc)                                                \
+    {                                                                                              \
+        name, RQ_CFG_DOUBLE, def, FIELD(f), 0, 0, lo, hi, NULL, svc, 0, grp, desc                  \
+    }
+#define S_ENUM(name, def, f, choices, svc, grp, desc)                                              \
+    {                                                                                              \
+        name, RQ_CFG_ENUM, def, FIELD(f), 0, 0, 0, 0, choices, svc, 0, grp, desc                   \
+    }
+
+#define ALL RQ_SVC_ALL
+#define PROD RQ_SVC_PRODUCER
+#define CONS RQ_SVC_CONSUMER
+#define G_GEN RQ_CFG_GROUP_GENERAL
+#define G_MQ RQ_CFG_GROUP_RABBITMQ
+#define G_PROD RQ_CFG_GROUP_PRODUCER
+#define G_CONS RQ_CFG_GROUP_CONSUMER
+
+/* Every setting, in the order --help and .env.example print them (grouped). */
+static const rq_cfg_desc_t settings[] = {
+    S_ENUM("LOG_LEVEL", "info", log_level, log_levels, ALL, G_GEN,
+           "Lowest level of the JSON log lines written to stderr"),
+
+    S_STR("RABBITMQ_HOST", "localhost", rabbitmq.host, 1, 255, ALL, G_MQ, 0,
+          "Broker host name or IP address"),
+    S_INT("RABBITMQ_PORT", "5672", rabbitmq.port, 1, 65535, ALL, G_MQ, "Broker AMQP port"),
+    S_STR("RABBITMQ_USER", "guest", rabbitmq.user, 1, 255, ALL, G_MQ, 0, "Broker user name"),
+    S_STR("RABBITMQ_PASS", "guest", rabbitmq.password, 0, 1024, ALL, G_MQ, RQ_CFG_SECRET,
+          "Broker password; never logged or echoed"),
+    S_STR("RABBITMQ_VHOST", "/", rabbitmq.vhost, 1, 255, ALL, G_MQ, 0, "Broker virtual host"),
+    S_INT("RABBITMQ_HEARTBEAT", "30", rabbitmq.heartbeat, 0, 3600, ALL, G_MQ,
+          "AMQP heartbeat interval in seconds; 0 disables heartbeats"),
+    S_INT("RABBITMQ_CONNECT_TIMEOUT_MS", "5000", rabbitmq.connect_timeout_ms, 100, 120000, ALL,
+          G_MQ, "Deadline for connecting and logging in to the broker, in milliseconds"),
+    S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
+          "Durable queue the producer publishes to and consumers read; derived queues add a "
+          "suffix"),
+    S_ENUM("QUEUE_TYPE", "classic", rabbitmq.queue_type, queue_types, ALL, G_MQ,
+           "Type of the request queue, quorum for clustered brokers; both services must agree"),
+    S_INT("PREFETCH_COUNT", "100", rabbitmq.prefetch, 1, 65535, ALL, G_MQ,
+          "Deliveries a consumer may hold unacknowledged: the basic.qos prefetch count"),
+    S_INT("MAX_RETRIES", "5", rabbitmq.max_retries, 0, 20, ALL, G_MQ,
+          "Processing attempts retried through the delay queues before a message goes to the "
+          "dead-letter queue; both services must agree (it shapes the topology)"),
+    S_INT("RETRY_BASE_MS", "1000", rabbitmq.retry_base_ms, 10, 3600000, ALL, G_MQ,
+          "Delay before the first retry; retry n waits RETRY_BASE_MS * 2^(n-1); both services "
+          "must agree"),
+
+    S_STR("PRODUCER_BIND", "127.0.0.1", producer_bind, 1, 255, PROD, G_PROD, 0,
+          "Address the producer's HTTP API listens on"),
+    S_INT("PRODUCER_PORT", "5000", producer_port, 1, 65535, PROD, G_PROD,
+          "TCP port of the producer's HTTP API"),
+    S_I64("MAX_BODY_BYTES", "1048576", max_body_bytes, 1024, 67108864, PROD, G_PROD,
+          "Largest accepted HTTP request body in bytes; a larger one gets 413"),
+    S_INT("MAX_BATCH_SIZE", "1000", max_batch_size, 1, 100000, PROD, G_PROD,
+          "Most messages in one batch request; a larger batch gets 413"),
+    S_DBL("MAX_PROCESSING_TIME", "60", max_processing_time, 0, 3600, PROD, G_PROD,
+          "Largest accepted processing_time of a message, in seconds"),
+    S_INT("PUBLISH_TIMEOUT_MS", "5000", publish_timeout_ms, 100, 120000, PROD, G_PROD,
+          "Deadline for the broker to confirm a publish, in milliseconds; then 503"),
+    S_INT("REPLY_TIMEOUT_MS", "30000", reply_timeout_ms, 100, 600000, PROD, G_PROD,
+          "Deadline for a consumer's reply when the client waits for it, in milliseconds; "
+          "then 504"),
+    S_INT("MESSAGE_STORE_SIZE", "10000", message_store_size, 0, 10000000, PROD, G_PROD,
+          "Recent messages kept for GET /messages/{id}; 0 keeps none"),
+    S_INT("MAX_PENDING", "100000", max_pending, 1, 10000000, PROD, G_PROD,
+          "Messages the publisher may hold unconfirmed before requests get 503"),
+    S_INT("HTTP_THREADS", "2", http_threads, 1, 64, PROD, G_PROD,
+          "Threads serving the producer's HTTP API"),
+
+    S_STR("CONSUMER_BIND", "127.0.0.1", consumer_bind, 1, 255, CONS, G_CONS, 0,
+          "Address of the consumer's metrics and health HTTP server"),
+    S_INT("CONSUMER_PORT", "8000", consumer_port, 0, 65535, CONS, G_CONS,
+          "TCP port of the consumer's metrics and health HTTP server; 0 runs no HTTP server"),
+    S_STR("OUTPUT_FILE", "", output_file, 0, 4095, CONS, G_CONS, 0,
+          "File the consumer appends each processed payload to, one per line; empty: none"),
+    S_INT("BATCH_WAIT_MS", "5", batch_wait_ms, 0, 1000, CONS, G_CONS,
+          "Group-commit window: how long the consumer gathers deliveries before one write, "
+          "fsync and ack, in milliseconds"),
+};
+
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+static const char *const group_titles[RQ_CFG_GROUP_COUNT] = {
+    [RQ_CFG_GROUP_GENERAL] = "General",
+    [RQ_CFG_GROUP_RABBITMQ] = "RabbitMQ",
+    [RQ_CFG_GROUP_PRODUCER] = "Producer",
+    [RQ_CFG_GROUP_CONSUMER] = "Consumer",
+};
+
+static const char *const bool_true[] = {"true", "1", "yes", NULL};
+static const char *const bool_false[] = {"false", "0", "no", NULL};
+
+const rq_cfg_desc_t *rq_config_table(size_t *n)
+{
+    if (n)
+        *n = N_SETTINGS;
+    return settings;
+}
+
+/* Fills err (if any) with printf-formatted text. Always returns -1. */
+__attribute__((format(printf, 2, 3))) static int fail(rq_config_error_t *err, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(err->text, sizeof err->text, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static const rq_cfg_desc_t *find_setting(const char *name)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (strcmp(settings[i].name, name) == 0)
+            return &settings[i];
+    }
+    return NULL;
+}
+
+/* Appends the printf-formatted text to buf at *pos, never overflowing (len > 0). */
+__attribute__((format(printf, 4, 5))) static void append(char *buf, size_t len, size_t *pos,
+                                                         const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (*pos >= len - 1)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(buf + *pos, len - *pos, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    *pos = (size_t)n >= len - *pos ? len - 1 : *pos + (size_t)n;
+}
+
+void rq_cfg_describe_range(const rq_cfg_desc_t *d, char *buf, size_t len)
+{
+    size_t pos = 0;
+
+    if (len == 0)
+        return;
+    buf[0] = '\0';
+    switch (d->type) {
+    case RQ_CFG_STRING:
+        append(buf, len, &pos, "%" PRId64 "..%" PRId64 " characters", d->min, d->max);
+        break;
+    case RQ_CFG_INT:
+    case RQ_CFG_INT64:
+        append(buf, len, &pos, "%" PRId64 "..%" PRId64, d->min, d->max);
+        break;
+    case RQ_CFG_DOUBLE:
+        append(buf, len, &pos, "%g..%g", d->dmin, d->dmax);
+        break;
+    case RQ_CFG_BOOL:
+        append(buf, len, &pos, "true|false|1|0|yes|no");
+        break;
+    case RQ_CFG_ENUM:
+        for (size_t i = 0; d->choices && d->choices[i]; i++)
+            append(buf, len, &pos, "%s%s", i ? "|" : "", d->choices[i]);
+        break;
+    }
+}
+
+/* Writes `"value"` with control and non-ASCII bytes escaped and long values cut, or
+ * "the value" for a secret, into buf: error texts must be printable and never leak. */
+static void show_value(const rq_cfg_desc_t *d, const char *value, char *buf, size_t len)
+{
+    size_t pos = 0, i;
+    const size_t max_shown = 64;
+
+    buf[0] = '\0';
+    if (d->flags & RQ_CFG_SECRET) {
+        append(buf, len, &pos, "the value");
+        return;
+    }
+    append(buf, len, &pos, "\"");
+    for (i = 0; value[i] && i < max_shown; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if (ch == '"' || ch == '\\')
+            append(buf, len, &pos, "\\%c", ch);
+        else if (ch < 0x20 || ch >= 0x7f)
+            append(buf, len, &pos, "\\x%02x", ch);
+        else
+            append(buf, len, &pos, "%c", ch);
+    }
+    append(buf, len, &pos, value[i] ? "...\"" : "\"");
+}
+
+/* Parses a whole decimal integer: optional sign, digits, nothing else (no spaces, no
+ * "12abc", no empty text). Returns 0, -1 (not an integer) or -2 (does not fit int64). */
+static int parse_int64(const char *s, int64_t *out)
+{
+    const char *p = s;
+    char *end;
+    long long v;
+
+    if (*p == '+' || *p == '-')
+        p++;
+    if (*p == '\0')
+        return -1;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+    }
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno == ERANGE)
+        return -2;
+    if (*end != '\0')
+        return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+/* Parses a finite decimal number ("60", "0.5", "1e2"); rejects inf, nan, hex and garbage. */
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    if (*s == '\0' || strspn(s, "0123456789+-.eE") != strlen(s))
+        return -1;
+    errno = 0;
+    v = strtod(s, &end);
+    if (end == s || *end != '\0')
+        return -1;
+    if (errno == ERANGE || !isfinite(v))
+        return -2;
+    *out = v;
+    return 0;
+}
+
+static const char *match_choice(const char *const *choices, const char *value)
+{
+    for (size_t i = 0; choices && choices[i]; i++) {
+        if (strcasecmp(choices[i], value) == 0)
+            return choices[i];
+    }
+    return NULL;
+}
+
+/* Replaces the string field at slot with a copy of value. */
+static int store_string(const rq_cfg_desc_t *d, char **slot, const char *value,
+                        rq_config_error_t *err)
+{
+    char *copy = strdup(value);
+
+    if (!copy)
+        return fail(err, "%s: out of memory", d->name);
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_config_error_t *err)
+{
+    char *field = (char *)base + d->offset;
+    char range[256], shown[300];
+    int64_t iv = 0;
+    double dv = 0;
+    int rc;
+
+    rq_cfg_describe_range(d, range, sizeof range);
+    show_value(d, value, shown, sizeof shown);
+    switch (d->type) {
+    case RQ_CFG_STRING: {
+        size_t len = strlen(value);
+        if (len < (uint64_t)d->min || len > (uint64_t)d->max)
+            return fail(err, "%s: %s must be %s long", d->name, shown, range);
+        return store_string(d, (char **)(void *)field, value, err);
+    }
+    case RQ_CFG_INT:
+    case RQ_CFG_INT64:
+        rc = parse_int64(value, &iv);
+        if (rc == -1)
+            return fail(err, "%s: %s is not an integer (allowed: %s)", d->name, shown, range);
+        if (rc == -2 || iv < d->min || iv > d->max)
+            return fail(err, "%s: %s is out of range %s", d->name, shown, range);
+        if (d->type == RQ_CFG_INT)
+            *(int *)(void *)field = (int)iv;
+        else
+            *(int64_t *)(void *)field = iv;
+        return 0;
+    case RQ_CFG_DOUBLE:
+        rc = parse_double(value, &dv);
+        if (rc == -1)
+            return fail(err, "%s: %s is not a number (allowed: %s)", d->name, shown, range);
+        if (rc == -2 || dv < d->dmin || dv > d->dmax)
+            return fail(err, "%s: %s is out of range %s", d->name, shown, range);
+        *(double *)(void *)field = dv;
+        return 0;
+    case RQ_CFG_BOOL:
+        if (match_choice(bool_true, value))
+            *(bool *)(void *)field = true;
+        else if (match_choice(bool_false, value))
+            *(bool *)(void *)field = false;
+        else
+            return fail(err, "%s: %s is not a boolean (allowed: %s)", d->name, shown, range);
+        return 0;
+    case RQ_CFG_ENUM: {
+        const char *choice = match_choice(d->choices, value);
+        if (!choice)
+            return fail(err, "%s: %s is not one of %s", d->name, shown, range);
+        return store_string(d, (char **)(void *)field, choice, err);
+    }
+    }
+    return fail(err, "%s: bad setting type", d->name);
+}
+
+void rq_config_free(rq_config_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const rq_cfg_desc_t *d = &settings[i];
+        if (d->type == RQ_CFG_STRING || d->type == RQ_CFG_ENUM) {
+            char **slot = (char **)(void *)((char *)c + d->offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+    memset(c, 0, sizeof *c);
+}
+
+int rq_config_defaults(rq_config_t *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (rq_cfg_parse(&settings[i], c, settings[i].def, NULL) != 0)
+            goto err;
+    }
+    return 0;
+err:
+    rq_config_free(c);
+    return -1;
+}
+
+int rq_config_set(rq_config_t *c, const char *name, const char *value, rq_config_error_t *err)
+{
+    const rq_cfg_desc_t *d = find_setting(name);
+
+    if (!d)
+        return fail(err, "unknown setting %s", name);
+    return rq_cfg_parse(d, c, value, err);
+}
+
+static bool is_blank(char ch)
+{
+    return ch == ' ' || ch == '\t';
+}
+
+static bool is_space(char ch)
+{
+    return is_blank(ch) || ch == '\r' || ch == '\n' || ch == '\v' || ch == '\f';
+}
+
+static bool is_name_start(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || ch == '_';
+}
+
+static bool is_name_char(char ch)
+{
+    return is_name_start(ch) || (ch >= '0' && ch <= '9');
+}
+
+/* Unescapes a double-quoted value in place; p points just after the opening quote.
+ * Returns the position after the closing quote, or NULL when the quote is not closed. */
+static char *unquote_double(char *p)
+{
+    char *w = p;
+
+    for (;;) {
+        if (*p == '\0')
+            return NULL;
+        if (*p == '"')
+            break;
+        if (*p == '\\') {
+            char next = p[1];
+            if (next == '\0')
+                return NULL;
+            if (next == 'n' || next == '"' || next == '\\') {
+                *w++ = next == 'n' ? '\n' : next;
+                p += 2;
+                continue;
+            }
+            *w++ = *p++; /* an unknown escape stays as written */
+        }
+        *w++ = *p++;
+    }
+    *w = '\0'; /* w <= p: the closing quote is overwritten at worst */
+    return p + 1;
+}
+
+int rq_env_parse_line(char *line, char **name, char **value, rq_config_error_t *err)
+{
+    char *p = line, *name_start, *name_end, *val, *open;
+
+    *name = NULL;
+    *value = NULL;
+    while (is_space(*p))
+        p++;
+    if (*p == '\0' || *p == '#')
+        return 0;
+    if (strncmp(p, "export", 6) == 0 && is_blank(p[6])) {
+        p += 6;
+        while (is_blank(*p))
+            p++;
+    }
+    if (!is_name_start(*p))
+        return fail(err, "column %d: expected a variable name ([A-Za-z_][A-Za-z0-9_]*)",
+                    (int)(p - line) + 1);
+    name_start = p;
+    while (is_name_char(*p))
+        p++;
+    name_end = p;
+    while (is_blank(*p))
+        p++;
+    if (*p != '=') {
+        int shown = name_end - name_start > 64 ? 64 : (int)(name_end - name_start);
+        if (*p == '\0' || is_space(*p))
+            return fail(err, "missing '=' after %.*s", shown, name_start);
+        return fail(err, "column %d: invalid character in variable name %.*s", (int)(p - line) + 1,
+                    shown, name_start);
+    }
+    p++;
+    *name_end = '\0'; /* may overwrite the '=' itself, which has been consumed */
+    while (is_blank(*p))
+        p++;
+
+    if (*p == '\'' || *p == '"') {
+        open = p;
+        val = p + 1;
+        if (*p == '\'') {
+            char *close = strchr(val, '\'');
+            if (!close)
+                return fail(err, "column %d: unterminated single quote", (int)(open - line) + 1);
+            *close = '\0';
+            p = close + 1;
+        } else {
+            p = unquote_double(val);
+            if (!p)
+                return fail(err, "column %d: unterminated double quote", (int)(open - line) + 1);
+        }
+        while (is_space(*p))
+            p++;
+        if (*p != '\0' && *p != '#')
+            return fail(err, "column %d: unexpected text after the closing quote",
+                        (int)(p - line) + 1);
+    } else {
+        /* Bare: up to a '#' that follows whitespace (a comment), minus trailing spaces. */
+        char *end;
+        val = p;
+        for (end = p; *end; end++) {
+            if (*end == '#' && end > line && is_space(end[-1]))
+                break;
+        }
+        while (end > val && is_space(end[-1]))
+            end--;
+        *end = '\0';
+    }
+    *name = name_start;
+    *value = val;
+    return 0;
+}
+
+/* Applies the settings of `services` found in the `.env` file at path. Names of the other
+ * service are accepted and skipped (one file serves both); unknown names are an error. */
+static int load_env_file(rq_config_t *c, unsigned services, const char *path,
+                         rq_config_error_t *err)
+{
+    int rc = -1;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned lineno = 0;
+    rq_config_error_t lerr;
+    FILE *f = fopen(path, "r");
+
+    if (!f)
+        return fail(err, "%s: %s", path, strerror(errno));
+    for (;;) {
+        char *name, *value;
+        const rq_cfg_desc_t *d;
+
+        errno = 0;
+        n = getline(&line, &cap, f);
+        if (n < 0)
+            break;
+        lineno++;
+        if (strlen(line) != (size_t)n) {
+            fail(err, "%s:%u: NUL byte in line", path, lineno);
+            goto out;
+        }
+        if (rq_env_parse_line(line, &name, &value, &lerr) != 0) {
+            fail(err, "%s:%u: %s", path, lineno, lerr.text);
+            goto out;
+        }
+        if (!name)
+            continue;
+        d = find_setting(name);
+        if (!d) {
+            fail(err, "%s:%u: unknown variable %s", path, lineno, name);
+            goto out;
+        }
+        if (!(d->services & services))
+            continue;
+        if (rq_cfg_parse(d, c, value, &lerr) != 0) {
+            fail(err, "%s:%u: %s", path, lineno, lerr.text);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        fail(err, "%s: read error: %s", path, strerror(errno ? errno : EIO));
+        goto out;
+    }
+    rc = 0;
+out:
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int rq_config_load(rq_config_t *c, unsigned services, const char *env_file, rq_config_error_t *err)
+{
+    if (rq_config_defaults(c) != 0) {
+        fail(err, "out of memory");
+        goto err;
+    }
+    if (env_file && load_env_file(c, services, env_file, err) != 0)
+        goto err;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const rq_cfg_desc_t *d = &settings[i];
+        const char *v;
+
+        if (!(d->services & services))
+            continue;
+        v = getenv(d->name);
+        if (v && rq_cfg_parse(d, c, v, err) != 0)
+            goto err;
+    }
+    return 0;
+err:
+    rq_config_free(c);
+    return -1;
+}
+
+/* Writes v as a `.env` value that rq_env_parse_line() reads back unchanged: bare when
+ * safe, else single-quoted, else double-quoted with escapes. */
+static void format_env_value(const char *v, char *buf, size_t len)
+{
+    size_t pos = 0;
+    const char *safe = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:@%+,-";
+
+    buf[0] = '\0';
+    if (strspn(v, safe) == strlen(v)) {
+        append(buf, len, &pos, "%s", v);
+    } else if (!strchr(v, '\'') && !strchr(v, '\n')) {
+        append(buf, len, &pos, "'%s'", v);
+    } else {
+        append(buf, len, &pos, "\"");
+        for (; *v; v++) {
+            if (*v == '\n')
+                append(buf, len, &pos, "\\n");
+            else if (*v == '"' || *v == '\\')
+                append(buf, len, &pos, "\\%c", *v);
+            else
+                append(buf, len, &pos, "%c", *v);
+        }
+        append(buf, len, &pos, "\"");
+    }
+}
+
+static unsigned group_services(rq_cfg_group_t g)
+{
+    unsigned svc = 0;
+
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (settings[i].group == g)
+            svc |= settings[i].services;
+    }
+    return svc;
+}
+
+static const char *services_text(unsigned svc)
+{
+    if ((svc & RQ_SVC_ALL) == RQ_SVC_ALL)
+        return "producer and consumer";
+    if (svc & RQ_SVC_PRODUCER)
+        return "producer";
+    if (svc & RQ_SVC_CONSUMER)
+        return "consumer";
+    return "no service";
+}
+
+/* Prints text word-wrapped to `width` columns, every line starting with `prefix`. */
+static void print_wrapped(FILE *out, const char *prefix, const char *text, size_t width)
+{
+    size_t col = 0;
+    bool fresh = true;
+
+    while (*text == ' ')
+        text++;
+    while (*text) {
+        size_t wlen = strcspn(text, " ");
+        if (!fresh && col + 1 + wlen > width) {
+            fputc('\n', out);
+            fresh = true;
+        }
+        if (fresh) {
+            fputs(prefix, out);
+            col = strlen(prefix);
+            fresh = false;
+        } else {
+            fputc(' ', out);
+            col++;
+        }
+        fwrite(text, 1, wlen, out);
+        col += wlen;
+        text += wlen;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
+void rq_config_print_help(FILE *out, const char *prog, unsigned services)
+{
+    char range[256], def[300], text[600];
+
+    if (!prog)
+        prog = "relayq";
+    fprintf(out,
+            "Usage: %s [OPTIONS]\n"
+            "\n"
+            "Options:\n"
+            "  -h, --help               Print this help and exit.\n"
+            "  -V, --version            Print the version and exit.\n"
+            "      --env-file PATH      Read settings from the .env file PATH (default: the\n"
+            "                           file named by the ENV_FILE environment variable).\n"
+            "      --print-env-example  Print a commented .env file with every setting and\n"
+            "                           exit.\n"
+            "\n"
+            "Settings come from environment variables, which override the env file, which\n"
+            "overrides the defaults shown. Unknown names in the env file are an error.\n",
+            prog);
+    for (int g = 0; g < RQ_CFG_GROUP_COUNT; g++) {
+        bool header = false;
+        for (size_t i = 0; i < N_SETTINGS; i++) {
+            const rq_cfg_desc_t *d = &settings[i];
+            if ((int)d->group != g || !(d->services & services))
+                continue;
+            if (!header) {
+                fprintf(out, "\n%s:\n", group_titles[g]);
+                header = true;
+            }
+            rq_cfg_describe_range(d, range, sizeof range);
+            format_env_value(d->def, def, sizeof def);
+            snprintf(text, sizeof text, "%s (%s)", d->desc, range);
+            fprintf(out, "  %s=%s\n", d->name, def);
+            print_wrapped(out, "      ", text, 79);
+        }
+    }
+}
+
+void rq_config_print_env_example(FILE *out)
+{
+    char range[256], def[300], text[600];
+
+    fprintf(out,
+            "# relayq configuration: copy to .env and change what you need.\n"
+            "#\n"
+            "# Generated from the settings table in common/config.c by `relayq_env_example`\n"
+            "# (or `producer --print-env-example`); regenerate it rather than editing it.\n"
+            "#\n"
+            "# Precedence, lowest first: the defaults shown here, this file (given with\n"
+            "# --env-file PATH or named by the ENV_FILE environment variable), then the\n"
+            "# process environment. An unknown name in this file is an error. Values may be\n"
+            "# bare (a ' #' starts a comment), 'single-quoted' (verbatim) or \"double-quoted\"\n"
+            "# (with \\n \\\" \\\\ escapes). Every line below holds the default.\n");
+    for (int g = 0; g < RQ_CFG_GROUP_COUNT; g++) {
+        fprintf(out, "\n# ---- %s (read by the %s) ----\n", group_titles[g],
+                services_text(group_services((rq_cfg_group_t)g)));
+        for (size_t i = 0; i < N_SETTINGS; i++) {
+            const rq_cfg_desc_t *d = &settings[i];
+            if ((int)d->group != g)
+                continue;
+            rq_cfg_describe_range(d, range, sizeof range);
+            format_env_value(d->def, def, sizeof def);
+            snprintf(text, sizeof text, "%s (%s)", d->desc, range);
+            fputc('\n', out);
+            print_wrapped(out, "# ", text, 88);
+            fprintf(out, "%s=%s\n", d->name, def);
+        }
+    }
+}
+
+int rq_config_from_args(rq_config_t *c, int argc, char **argv, const char *prog, unsigned services)
+{
+    const char *env_file = NULL;
+    bool help = false, version = false, example = false;
+    rq_config_error_t err;
+
+    memset(c, 0, sizeof *c);
+    if (!prog)
+        prog = argc > 0 && argv[0] ? argv[0] : "relayq";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            help = true;
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            version = true;
+        } else if (strcmp(a, "--print-env-example") == 0) {
+            example = true;
+        } else if (strcmp(a, "--env-file") == 0 || strncmp(a, "--env-file=", 11) == 0) {
+            if (a[10] == '=') {
+                env_file = a + 11;
+            } else if (i + 1 < argc) {
+                env_file = argv[++i];
+            } else {
+                fprintf(stderr, "%s: option '--env-file' needs a PATH\n", prog);
+                goto usage;
+            }
+            if (*env_file == '\0') {
+                fprintf(stderr, "%s: option '--env-file' needs a non-empty PATH\n", prog);
+                goto usage;
+            }
+        } else if (a[0] == '-') {
+            fprintf(stderr, "%s: unknown option '%s'\n", prog, a);
+            goto usage;
+        } else {
+            fprintf(stderr, "%s: unexpected argument '%s'\n", prog, a);
+            goto usage;
+        }
+    }
+    if (help) {
+        rq_config_print_help(stdout, prog, services);
+        return 1;
+    }
+    if (version) {
+        printf("%s relayq %s\n", prog, RQ_VERSION);
+        return 1;
+    }
+    if (example) {
+        rq_config_print_env_example(stdout);
+        return 1;
+    }
+    if (!env_file) {
+        const char *e = getenv("ENV_FILE");
+        if (e && *e)
+            env_file = e;
+    }
+    if (rq_config_load(c, services, env_file, &err) != 0) {
+        fprintf(stderr, "%s: %s\n", prog, err.text);
+        return -1;
+    }
+    return 0;
+usage:
+    fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+    return -1;
+}

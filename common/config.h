@@ -1,0 +1,107 @@
+/* config.h - the configuration of both services, driven by one table.
+ *
+ * One table (config.c) lists every setting: environment variable, type, default, allowed
+ * range or choices, the field it fills, which service reads it, and a description. The same
+ * table parses the environment and `.env` files, validates, prints `--help`, and prints the
+ * `.env.example` documentation (`--print-env-example`), so they never disagree.
+ *
+ * Precedence, lowest first: table defaults, the `--env-file` (or ENV_FILE) file, the process
+ * environment. Unknown variables in a `.env` file are an error (a typo must not pass silently).
+ *
+ * Strings in the structs are heap copies owned by the struct; rq_config_free() releases them.
+ */
+#ifndef RQ_CONFIG_H
+#define RQ_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define RQ_VERSION "0.1.0"
+
+/* Which service reads a setting (a bit mask). */
+enum {
+    RQ_SVC_PRODUCER = 1u << 0,
+    RQ_SVC_CONSUMER = 1u << 1,
+    RQ_SVC_ALL = RQ_SVC_PRODUCER | RQ_SVC_CONSUMER,
+};
+
+/* The broker connection and topology, shared by both services. */
+typedef struct RabbitMQConfig {
+    char *host;           /* RABBITMQ_HOST, default "localhost" */
+    int port;             /* RABBITMQ_PORT, 1..65535, default 5672 */
+    char *user;           /* RABBITMQ_USER, default "guest" */
+    char *password;       /* RABBITMQ_PASS, default "guest"; never logged */
+    char *vhost;          /* RABBITMQ_VHOST, default "/" */
+    int heartbeat;        /* RABBITMQ_HEARTBEAT seconds, 0..3600 (0 disables), default 30 */
+    int connect_timeout_ms; /* RABBITMQ_CONNECT_TIMEOUT_MS, 100..120000, default 5000 */
+    char *request_queue;  /* REQUEST_QUEUE, default "request_queue" */
+    char *queue_type;     /* QUEUE_TYPE, "classic" | "quorum", default "classic" */
+    int prefetch;         /* PREFETCH_COUNT, 1..65535, default 100 */
+    int max_retries;      /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
+    int retry_base_ms;    /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
+    /* TLS (AMQPS) settings are added by the security work; plain TCP until then. */
+} RabbitMQConfig;
+
+typedef struct rq_config {
+    RabbitMQConfig rabbitmq;
+    char *log_level;          /* LOG_LEVEL: debug|info|warn|error, default info */
+
+    /* producer */
+    char *producer_bind;      /* PRODUCER_BIND, default 127.0.0.1 */
+    int producer_port;        /* PRODUCER_PORT, 1..65535, default 5000 */
+    int64_t max_body_bytes;   /* MAX_BODY_BYTES, 1 KiB..64 MiB, default 1 MiB */
+    int max_batch_size;       /* MAX_BATCH_SIZE, 1..100000, default 1000 */
+    double max_processing_time; /* MAX_PROCESSING_TIME seconds, 0..3600, default 60 */
+    int publish_timeout_ms;   /* PUBLISH_TIMEOUT_MS: deadline for a confirm, 100..120000, default 5000 */
+    int reply_timeout_ms;     /* REPLY_TIMEOUT_MS: deadline for a reply (wait), 100..600000, default 30000 */
+    int message_store_size;   /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id}, 0..10000000, default 10000 */
+    int max_pending;          /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default 100000 */
+    int http_threads;         /* HTTP_THREADS, 1..64, default 2 */
+
+    /* consumer */
+    char *consumer_bind;      /* CONSUMER_BIND, default 127.0.0.1 */
+    int consumer_port;        /* CONSUMER_PORT, 0..65535 (0 = no HTTP), default 8000 */
+    char *output_file;        /* OUTPUT_FILE, default "" (none) */
+    int batch_wait_ms;        /* BATCH_WAIT_MS: group-commit window, 0..1000, default 5 */
+} rq_config_t;
+
+/* Error detail for load/validation failures: names the variable and the allowed range. */
+typedef struct rq_config_error {
+    char text[512];
+} rq_config_error_t;
+
+/* Fills *c with the table defaults (heap strings). Returns 0, or -1 on allocation failure. */
+int rq_config_defaults(rq_config_t *c);
+
+/* Sets one variable by name from text, validating it. Returns 0; -1 with err filled when the
+ * name is unknown or the value is out of range / not one of the choices. */
+int rq_config_set(rq_config_t *c, const char *name, const char *value, rq_config_error_t *err);
+
+/* Loads defaults, then `env_file` (may be NULL), then the process environment, for the
+ * settings of `services`. Returns 0, or -1 with err filled (the struct is then freed). */
+int rq_config_load(rq_config_t *c, unsigned services, const char *env_file,
+                   rq_config_error_t *err);
+
+/* Parses one `.env` line: blank lines and `# comments` yield 0 with *name = NULL; otherwise
+ * `[export ]NAME=value` where value may be bare (trailing spaces and ` #comment` dropped),
+ * 'single-quoted' (verbatim) or "double-quoted" (\n \" \\ escapes). On success *name and
+ * *value point into `line`, which is modified in place. Returns 0, or -1 with err filled. */
+int rq_env_parse_line(char *line, char **name, char **value, rq_config_error_t *err);
+
+/* Frees the strings of *c (the struct itself is the caller's). Safe on a zeroed struct. */
+void rq_config_free(rq_config_t *c);
+
+/* Prints `--help` text for `prog`: usage, options, then every setting of `services` with its
+ * default, range and description. */
+void rq_config_print_help(FILE *out, const char *prog, unsigned services);
+
+/* Prints the `.env.example` document: every setting, commented, with its default. */
+void rq_config_print_env_example(FILE *out);
+
+/* Handles the command line shared by both programs: --help, --version, --env-file PATH,
+ * --print-env-example. On 0 the caller continues with *c loaded; on 1 the caller exits 0
+ * (help/version printed); on -1 the caller exits 2 (the error was printed to stderr). */
+int rq_config_from_args(rq_config_t *c, int argc, char **argv, const char *prog,
+                        unsigned services);
+
+#endif

@@ -1,0 +1,153 @@
+/* util.c - time, ids, UTF-8 validation and an interruptible sleep. */
+#include "util.h"
+
+#include <time.h>
+#include <uuid/uuid.h>
+
+int64_t rq_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t rq_mono_ms(void)
+{
+    return rq_mono_ns() / 1000000;
+}
+
+int64_t rq_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Writes `v` (0 <= v < 10^width) as exactly `width` decimal digits. */
+static char *put_digits(char *p, int v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + width;
+}
+
+/* Years 0000..9999 are all ISO 8601 allows without an expanded representation. */
+#define RQ_ISO_MIN_MS (-62167219200000LL) /* 0000-01-01T00:00:00.000Z */
+#define RQ_ISO_MAX_MS 253402300799999LL   /* 9999-12-31T23:59:59.999Z */
+
+char *rq_iso8601(int64_t epoch_ms, char *out)
+{
+    if (epoch_ms < RQ_ISO_MIN_MS)
+        epoch_ms = RQ_ISO_MIN_MS;
+    if (epoch_ms > RQ_ISO_MAX_MS)
+        epoch_ms = RQ_ISO_MAX_MS;
+    /* Floor division so that times before 1970 get a positive millisecond part. */
+    int64_t secs = epoch_ms / 1000;
+    int64_t ms = epoch_ms % 1000;
+    if (ms < 0) {
+        ms += 1000;
+        secs -= 1;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        tm = (struct tm){.tm_year = 70, .tm_mday = 1};
+        ms = 0;
+    }
+    char *p = out;
+    p = put_digits(p, tm.tm_year + 1900, 4);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mon + 1, 2);
+    *p++ = '-';
+    p = put_digits(p, tm.tm_mday, 2);
+    *p++ = 'T';
+    p = put_digits(p, tm.tm_hour, 2);
+    *p++ = ':';
+    p = put_digits(p, tm.tm_min, 2);
+    *p++ = ':';
+    /* A leap second (60) is left as gmtime reports it. */
+    p = put_digits(p, tm.tm_sec, 2);
+    *p++ = '.';
+    p = put_digits(p, (int)ms, 3);
+    *p++ = 'Z';
+    *p = '\0';
+    return out;
+}
+
+void rq_uuid(char *out)
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, out);
+}
+
+/* Well-formed UTF-8 byte sequences, Unicode 15 table 3-7. */
+int rq_utf8_valid(const char *buf, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)buf;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 3;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates U+D800..U+DFFF */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 4;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else {
+            return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
+        }
+        if (len - i < n)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k < n; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+        }
+        i += n;
+    }
+    return 1;
+}
+
+#define RQ_SLEEP_POLL_NS 50000000LL
+#define RQ_SLEEP_MAX_S 1e9 /* ~31 years; keeps the nanosecond arithmetic in range */
+
+int rq_sleep_interruptible(double seconds, volatile int *stop)
+{
+    if (!(seconds > 0)) /* also NaN */
+        seconds = 0;
+    if (seconds > RQ_SLEEP_MAX_S)
+        seconds = RQ_SLEEP_MAX_S;
+    int64_t deadline = rq_mono_ns() + (int64_t)(seconds * 1e9);
+    for (;;) {
+        int64_t now = rq_mono_ns();
+        if (now >= deadline)
+            return 0;
+        if (stop && *stop)
+            return -1;
+        int64_t chunk = deadline - now;
+        if (chunk > RQ_SLEEP_POLL_NS)
+            chunk = RQ_SLEEP_POLL_NS;
+        struct timespec ts = {.tv_sec = (time_t)(chunk / 1000000000),
+                              .tv_nsec = (long)(chunk % 1000000000)};
+        /* EINTR just means the loop re-checks the clock and the flag sooner. */
+        (void)nanosleep(&ts, NULL);
+    }
+}

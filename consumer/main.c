@@ -1,0 +1,156 @@
+/* main.c - the relayq consumer: configuration, signals, metrics/health HTTP, the worker.
+ *
+ * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when start-up fails (output file,
+ * HTTP listener, memory), 2 on a configuration error.
+ */
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "config.h"
+#include "http_util.h"
+#include "log.h"
+#include "metrics.h"
+#include "output.h"
+#include "worker.h"
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static int install_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_signal;
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+        return -1;
+    sa.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &sa, NULL);
+}
+
+static enum MHD_Result handle_http(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **con_cls)
+{
+    const rq_http_common_t *common = cls;
+    enum MHD_Result ret;
+
+    if (rq_http_serve_common(common, conn, method, url, &ret))
+        return ret;
+    return rq_http_reply_error(conn, 404, "not found");
+}
+
+/* Starts the HTTP server on bind:port. Returns the daemon, or NULL (logged). */
+static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_t *common)
+{
+    struct addrinfo hints;
+    struct addrinfo *ai = NULL;
+    struct MHD_Daemon *d = NULL;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    char portstr[16];
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    rc = getaddrinfo(bind, portstr, &hints, &ai);
+    if (rc != 0) {
+        rq_error("CONSUMER_BIND %s: %s", bind, gai_strerror(rc));
+        goto out;
+    }
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_http, common,
+                         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned int)30, MHD_OPTION_END);
+    if (d == NULL)
+        rq_error("cannot start the HTTP server on %s:%d: %s", bind, port,
+                 errno != 0 ? strerror(errno) : "unknown error");
+out:
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    return d;
+}
+
+int main(int argc, char **argv)
+{
+    rq_config_t cfg;
+    rq_log_level_t level = RQ_LOG_INFO;
+    rq_metrics_t *metrics = NULL;
+    rq_worker_metrics_t wm;
+    rq_output_t *out = NULL;
+    rq_worker_t *worker = NULL;
+    struct MHD_Daemon *http = NULL;
+    rq_http_common_t common;
+    char err[512];
+    int status = 1;
+    int rc;
+
+    memset(&cfg, 0, sizeof(cfg));
+    rc = rq_config_from_args(&cfg, argc, argv, "consumer", RQ_SVC_CONSUMER);
+    if (rc == 1)
+        return 0;
+    if (rc < 0)
+        return 2;
+    rq_log_level_parse(cfg.log_level, &level);
+    rq_log_init("consumer", level);
+
+    if (install_signals() < 0) {
+        rq_error("cannot install signal handlers: %s", strerror(errno));
+        goto out;
+    }
+    metrics = rq_metrics_new();
+    if (metrics == NULL || rq_worker_metrics_register(&wm, metrics) < 0) {
+        rq_error("cannot create the metrics registry");
+        goto out;
+    }
+    if (cfg.output_file != NULL && cfg.output_file[0] != '\0') {
+        out = rq_output_open(cfg.output_file, err, sizeof(err));
+        if (out == NULL) {
+            rq_error("%s", err);
+            goto out;
+        }
+    }
+    worker = rq_worker_new(&cfg, out, &wm);
+    if (worker == NULL) {
+        rq_error("out of memory");
+        goto out;
+    }
+    if (cfg.consumer_port > 0) {
+        common.metrics = metrics;
+        common.ready = rq_worker_ready;
+        common.ready_arg = worker;
+        http = start_http(cfg.consumer_bind, cfg.consumer_port, &common);
+        if (http == NULL)
+            goto out;
+        rq_info("consumer %s: health and metrics on http://%s:%d", RQ_VERSION, cfg.consumer_bind,
+                cfg.consumer_port);
+    } else {
+        rq_info("consumer %s: HTTP disabled (CONSUMER_PORT=0)", RQ_VERSION);
+    }
+
+    rq_worker_run(worker, &g_stop);
+    status = 0;
+out:
+    if (http != NULL)
+        MHD_stop_daemon(http);
+    rq_worker_free(worker);
+    rq_output_free(out);
+    rq_metrics_free(metrics);
+    rq_config_free(&cfg);
+    return status;
+}

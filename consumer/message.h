@@ -1,0 +1,84 @@
+/* message.h - decoding a delivered message into what the consumer writes and replies.
+ *
+ * Pure functions (no I/O, no globals): a delivery's content type, message id and body go in,
+ * the output line, the reply text and the processing parameters come out. Safe to call from
+ * any thread; meant to be fuzzed.
+ *
+ * Accepted content types (parameters such as "; charset=utf-8" are ignored, case-insensitive):
+ *   - application/json (also when the content type is absent): a JSON object with
+ *     "payload" (any JSON value, required), "id" (string; when absent the message_id
+ *     property is used), "processing_time" (number >= 0, optional, capped at a maximum),
+ *     "fail_times" (integer >= 0, optional). Other members are ignored.
+ *   - application/octet-stream and text/plain (tailed lines): the body is the line, byte for
+ *     byte (NUL, \r and invalid UTF-8 included); the id is the message_id property.
+ * Anything else is undecodable: the caller rejects it without requeue.
+ *
+ * The output line is a string payload verbatim (it may hold any character, even '\n'), any
+ * other payload compact-serialized (JSON_COMPACT | JSON_ENCODE_ANY, keys in their original
+ * order). The reply is "Consumer processed: " followed by the line.
+ */
+#ifndef RQ_CONSUMER_MESSAGE_H
+#define RQ_CONSUMER_MESSAGE_H
+
+#include <amqp.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RQ_REPLY_PREFIX "Consumer processed: "
+#define RQ_REPLY_PREFIX_LEN (sizeof(RQ_REPLY_PREFIX) - 1)
+
+typedef enum {
+    RQ_MSG_JSON = 0, /* an API message */
+    RQ_MSG_RAW = 1,  /* a tailed line */
+} rq_msg_kind_t;
+
+/* What message decoding needs from a delivery. Each field is a (pointer, length) pair that
+ * need not be NUL-terminated; a NULL pointer means "property absent". */
+typedef struct rq_msg_input {
+    const char *content_type;
+    size_t content_type_len;
+    const char *message_id;
+    size_t message_id_len;
+    const void *body;
+    size_t body_len;
+} rq_msg_input_t;
+
+/* A decoded message. All memory is owned by the struct; release it with rq_message_clear(). */
+typedef struct rq_message {
+    rq_msg_kind_t kind;
+    char *id;    /* NUL-terminated message id (never NULL after a successful decode) */
+    char *reply; /* "Consumer processed: <line>", reply_len bytes, NUL-terminated */
+    size_t reply_len;
+    const char *line; /* points into reply after the prefix; line_len bytes, may hold NUL */
+    size_t line_len;
+    double processing_time; /* seconds, 0 when absent, already capped */
+    int processing_capped;  /* 1 when processing_time was above the maximum and got capped */
+    int fail_times;         /* 0 when absent */
+} rq_message_t;
+
+/* Why a message could not be decoded, as one short sentence. */
+typedef struct rq_msg_error {
+    char text[256];
+} rq_msg_error_t;
+
+/* Decodes `in` into *out (which is overwritten, not freed first). `max_processing_time`
+ * (seconds, >= 0) caps processing_time. Returns 0; -1 when the message is undecodable, with
+ * err->text set (err may be NULL) and *out left empty (rq_message_clear() is still safe);
+ * -2 on allocation failure (err->text "out of memory"): the message itself may be fine. */
+int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_message_t *out,
+                      rq_msg_error_t *err);
+
+/* Frees what rq_message_decode() allocated and zeroes *m. NULL and zeroed structs are fine. */
+void rq_message_clear(rq_message_t *m);
+
+/* Fills an rq_msg_input_t from AMQP properties and body (pointers borrowed from `props` and
+ * `body`, valid as long as they are). */
+void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes_t body,
+                                rq_msg_input_t *in);
+
+/* Epoch milliseconds at which the message was published: the `x-published-ms` header (any
+ * integer field kind, or a decimal string) if present and positive, else the `timestamp`
+ * property (seconds) * 1000, else -1. */
+int64_t rq_message_published_ms(const amqp_basic_properties_t *props);
+
+#endif

@@ -1,0 +1,728 @@
+/* worker.c - the consumer loop (see worker.h). */
+#include "worker.h"
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "amqp_conn.h"
+#include "log.h"
+#include "message.h"
+#include "settle.h"
+#include "util.h"
+
+#define POLL_MS 100            /* how often the stop flag is checked while idle */
+#define BACKOFF_MIN_MS 200     /* first reconnect delay */
+#define BACKOFF_MAX_MS 10000   /* reconnect delay cap */
+#define OUTPUT_ERROR_PAUSE 1.0 /* seconds to pause after a failed output write */
+#define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
+
+enum { ST_CONNECTING = 0, ST_READY = 1, ST_STOPPING = 2 };
+
+/* Results of consume_one(). */
+enum { GOT_NOTHING = 0, GOT_DELIVERY = 1, GOT_OTHER_FRAME = 2 };
+
+typedef struct item {
+    amqp_envelope_t env;
+    int64_t recv_ns;
+    rq_message_t msg;
+    rq_disp_t disp;
+} item_t;
+
+struct rq_worker {
+    const rq_config_t *cfg;
+    rq_output_t *out;
+    rq_worker_metrics_t m;
+
+    amqp_connection_state_t conn;
+    amqp_bytes_t consumer_tag; /* malloc'd copy */
+    int ever_connected;
+
+    /* the current batch, in delivery order, and scratch arrays for the commit */
+    item_t *items;
+    size_t cap;
+    size_t n;
+    const char **lines;
+    size_t *lens;
+    const char **ids;
+    uint64_t *tags;
+    rq_disp_t *disps;
+    rq_settle_op_t *ops;
+
+    uint64_t rng;
+
+    /* shared with rq_worker_ready() */
+    atomic_int state;
+    pthread_mutex_t lock;
+    char last_error[256];
+};
+
+static void set_last_error(rq_worker_t *w, const char *text)
+{
+    size_t len = strnlen(text, sizeof(w->last_error) - 1); /* truncates long texts */
+
+    pthread_mutex_lock(&w->lock);
+    memcpy(w->last_error, text, len);
+    w->last_error[len] = '\0';
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void set_state(rq_worker_t *w, int st)
+{
+    atomic_store(&w->state, st);
+    rq_series_set(w->m.connected, st == ST_READY ? 1 : 0);
+}
+
+/* A printable, bounded copy of AMQP bytes for log records. */
+static void printable(amqp_bytes_t b, char *out, size_t outlen)
+{
+    size_t j = 0;
+    const unsigned char *s = b.bytes;
+
+    for (size_t i = 0; i < b.len && j + 1 < outlen; i++)
+        out[j++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+    out[j] = '\0';
+}
+
+/* Reconnect delay: half of `backoff` plus a random part of the other half. */
+static int jitter(rq_worker_t *w, int backoff)
+{
+    /* xorshift64: no shared libc state */
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    return backoff / 2 + (int)(w->rng % (uint64_t)(backoff / 2 + 1));
+}
+
+int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
+{
+    static const double batch_buckets[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000};
+    static const char *const reason_label[] = {"reason"};
+    static const char *const decode[] = {"decode"};
+    static const char *const output[] = {"output"};
+    rq_metric_t *f;
+
+    memset(wm, 0, sizeof(*wm));
+#define SIMPLE(field, kind, name, help)                                                            \
+    do {                                                                                           \
+        f = rq_metrics_##kind(reg, name, help, 0, NULL);                                           \
+        if (f == NULL || (wm->field = rq_metric_series(f, 0, NULL)) == NULL)                       \
+            return -1;                                                                             \
+    } while (0)
+#define HIST(field, name, help, buckets, nbuckets)                                                 \
+    do {                                                                                           \
+        f = rq_metrics_histogram(reg, name, help, 0, NULL, buckets, nbuckets);                     \
+        if (f == NULL || (wm->field = rq_metric_series(f, 0, NULL)) == NULL)                       \
+            return -1;                                                                             \
+    } while (0)
+
+    SIMPLE(consumed, counter, "messages_consumed_total",
+           "Messages processed and acknowledged by this consumer.");
+    HIST(duration, "message_processing_duration_seconds",
+         "Time from delivery to acknowledgement of a processed message (processing_time, "
+         "output write and sync, reply), in seconds.",
+         rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
+    f = rq_metrics_counter(reg, "message_processing_errors_total",
+                           "Messages that could not be processed, by reason (decode: rejected "
+                           "without requeue; output: output file error, requeued).",
+                           1, reason_label);
+    if (f == NULL || (wm->errors_decode = rq_metric_series(f, 1, decode)) == NULL ||
+        (wm->errors_output = rq_metric_series(f, 1, output)) == NULL)
+        return -1;
+    HIST(consume_latency, "consumer_queue_consume_latency_seconds",
+         "Time from publication (x-published-ms header, else the timestamp property) to "
+         "delivery to this consumer, in seconds.",
+         rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
+    SIMPLE(lines_written, counter, "consumer_lines_written_total",
+           "Lines appended (and synced) to OUTPUT_FILE.");
+    SIMPLE(replies_sent, counter, "consumer_replies_sent_total",
+           "Replies published to reply_to queues.");
+    SIMPLE(requeued, counter, "consumer_messages_requeued_total",
+           "Deliveries returned to the queue unprocessed (shutdown, output error).");
+    HIST(batch_size, "consumer_batch_size", "Deliveries settled per group commit.", batch_buckets,
+         sizeof(batch_buckets) / sizeof(batch_buckets[0]));
+    HIST(sync_duration, "consumer_output_sync_duration_seconds",
+         "Time to write and sync one batch to OUTPUT_FILE, in seconds.", rq_metrics_latency_buckets,
+         rq_metrics_latency_buckets_len);
+    SIMPLE(connected, gauge, "consumer_broker_connected",
+           "1 while connected to the broker and consuming, else 0.");
+    SIMPLE(reconnects, counter, "consumer_reconnects_total",
+           "Times a lost broker connection was re-established.");
+#undef SIMPLE
+#undef HIST
+    return 0;
+}
+
+rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_worker_metrics_t *wm)
+{
+    rq_worker_t *w = calloc(1, sizeof(*w));
+    size_t cap = cfg->rabbitmq.prefetch > 0 ? (size_t)cfg->rabbitmq.prefetch : 1;
+
+    if (w == NULL)
+        return NULL;
+    w->cfg = cfg;
+    w->out = out;
+    if (wm != NULL)
+        w->m = *wm;
+    w->cap = cap;
+    pthread_mutex_init(&w->lock, NULL);
+    atomic_init(&w->state, ST_CONNECTING);
+    snprintf(w->last_error, sizeof(w->last_error), "not connected yet");
+    w->rng = (uint64_t)rq_mono_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    w->items = calloc(cap, sizeof(*w->items));
+    w->lines = calloc(cap, sizeof(*w->lines));
+    w->lens = calloc(cap, sizeof(*w->lens));
+    w->ids = calloc(cap, sizeof(*w->ids));
+    w->tags = calloc(cap, sizeof(*w->tags));
+    w->disps = calloc(cap, sizeof(*w->disps));
+    w->ops = calloc(cap, sizeof(*w->ops));
+    if (w->items == NULL || w->lines == NULL || w->lens == NULL || w->ids == NULL ||
+        w->tags == NULL || w->disps == NULL || w->ops == NULL) {
+        rq_worker_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void rq_worker_free(rq_worker_t *w)
+{
+    if (w == NULL)
+        return;
+    if (w->conn != NULL)
+        amqp_destroy_connection(w->conn);
+    amqp_bytes_free(w->consumer_tag);
+    free(w->items);
+    free(w->lines);
+    free(w->lens);
+    free(w->ids);
+    free(w->tags);
+    free(w->disps);
+    free(w->ops);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+int rq_worker_ready(void *arg, char *reason, size_t reasonlen)
+{
+    rq_worker_t *w = arg;
+    int st = atomic_load(&w->state);
+
+    if (st == ST_READY)
+        return 1;
+    if (reasonlen == 0)
+        return 0;
+    if (st == ST_STOPPING) {
+        snprintf(reason, reasonlen, "shutting down");
+    } else {
+        pthread_mutex_lock(&w->lock);
+        snprintf(reason, reasonlen, "broker not connected: %s", w->last_error);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return 0;
+}
+
+/* Forgets a failed connection without talking to the broker: the socket is closed, and the
+ * broker requeues every unsettled delivery. */
+static void drop_conn(rq_worker_t *w)
+{
+    if (w->conn != NULL)
+        amqp_destroy_connection(w->conn);
+    w->conn = NULL;
+    amqp_bytes_free(w->consumer_tag);
+    w->consumer_tag = amqp_empty_bytes;
+    if (atomic_load(&w->state) == ST_READY)
+        set_state(w, ST_CONNECTING);
+}
+
+/* Opens the connection, declares the topology, sets the prefetch and starts consuming.
+ * Returns 0, or -1 with err filled (nothing left open). */
+static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
+{
+    const RabbitMQConfig *rc = &w->cfg->rabbitmq;
+    amqp_connection_state_t conn;
+    amqp_basic_consume_ok_t *ok;
+
+    conn = rq_amqp_open(rc, err, errlen);
+    if (conn == NULL)
+        return -1;
+    if (rq_amqp_declare_topology(conn, rc, err, errlen) < 0)
+        goto err;
+    amqp_basic_qos(conn, RQ_AMQP_CHANNEL, 0, (uint16_t)rc->prefetch, 0);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.qos", err, errlen) < 0)
+        goto err;
+    ok = amqp_basic_consume(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(rc->request_queue),
+                            amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.consume", err, errlen) < 0)
+        goto err;
+    if (ok == NULL) {
+        snprintf(err, errlen, "basic.consume: no consume-ok");
+        goto err;
+    }
+    w->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
+    if (w->consumer_tag.bytes == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    w->conn = conn;
+    return 0;
+err:
+    amqp_destroy_connection(conn);
+    return -1;
+}
+
+/* Reads and handles one frame that is not a basic.deliver (amqp_consume_message returned
+ * AMQP_STATUS_UNEXPECTED_STATE). Returns 0 to carry on, -1 when the connection must go. */
+static int handle_frame(rq_worker_t *w)
+{
+    amqp_frame_t f;
+    char text[300];
+    int rc = amqp_simple_wait_frame(w->conn, &f);
+
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(text, sizeof(text), "reading a frame: %s", amqp_error_string2(rc));
+        goto fail;
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return 0; /* stray content frame: nothing to do */
+    switch (f.payload.method.id) {
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *m = f.payload.method.decoded;
+        amqp_channel_close_ok_t close_ok = {0};
+        char msg[200];
+
+        printable(m->reply_text, msg, sizeof(msg));
+        snprintf(text, sizeof(text), "channel closed by the broker: %u %s", m->reply_code, msg);
+        amqp_send_method(w->conn, f.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        goto fail;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *m = f.payload.method.decoded;
+        amqp_connection_close_ok_t close_ok = {0};
+        char msg[200];
+
+        printable(m->reply_text, msg, sizeof(msg));
+        snprintf(text, sizeof(text), "connection closed by the broker: %u %s", m->reply_code, msg);
+        amqp_send_method(w->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &close_ok);
+        goto fail;
+    }
+    case AMQP_BASIC_CANCEL_METHOD:
+        snprintf(text, sizeof(text), "the broker cancelled the consumer (queue deleted?)");
+        goto fail;
+    case AMQP_BASIC_RETURN_METHOD: {
+        /* not expected (replies are not mandatory), but its content must be read */
+        amqp_message_t msg;
+        amqp_rpc_reply_t r = amqp_read_message(w->conn, f.channel, &msg, 0);
+
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            rq_amqp_check_reply(r, "basic.return", text, sizeof(text));
+            goto fail;
+        }
+        amqp_destroy_message(&msg);
+        rq_warn("a reply was returned by the broker (unroutable)");
+        return 0;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+        rq_warn("the broker blocked the connection (resource alarm): replies may stall");
+        return 0;
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        rq_info("the broker unblocked the connection");
+        return 0;
+    default:
+        rq_debug("ignoring AMQP method 0x%08x on channel %u", (unsigned)f.payload.method.id,
+                 (unsigned)f.channel);
+        return 0;
+    }
+fail:
+    rq_warn("%s", text);
+    set_last_error(w, text);
+    return -1;
+}
+
+/* Waits up to timeout_ms for a delivery and appends it to the batch. Returns GOT_DELIVERY,
+ * GOT_NOTHING (timeout), GOT_OTHER_FRAME (another frame was handled), or -1 when the
+ * connection failed (logged). */
+static int consume_one(rq_worker_t *w, int timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    item_t *it = &w->items[w->n];
+    amqp_rpc_reply_t r;
+    char text[300];
+
+    amqp_maybe_release_buffers(w->conn);
+    r = amqp_consume_message(w->conn, &it->env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        int64_t pub_ms = rq_message_published_ms(&it->env.message.properties);
+
+        it->recv_ns = rq_mono_ns();
+        it->disp = RQ_DISP_REQUEUE; /* until processed */
+        memset(&it->msg, 0, sizeof(it->msg));
+        w->n++;
+        if (pub_ms > 0) {
+            int64_t lag = rq_wall_ms() - pub_ms;
+
+            rq_series_observe(w->m.consume_latency, lag > 0 ? (double)lag / 1000.0 : 0.0);
+        }
+        return GOT_DELIVERY;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        if (r.library_error == AMQP_STATUS_TIMEOUT)
+            return GOT_NOTHING;
+        if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
+            return handle_frame(w) < 0 ? -1 : GOT_OTHER_FRAME;
+    }
+    rq_amqp_check_reply(r, "consume", text, sizeof(text));
+    rq_warn("broker connection lost: %s", text);
+    set_last_error(w, text);
+    return -1;
+}
+
+/* Collects a batch: waits (checking *stop every POLL_MS) for a first delivery, then gathers
+ * more for up to BATCH_WAIT_MS or until the prefetch count is held. Returns 0 (w->n may be 0
+ * when stopping), or -1 when the connection failed. */
+static int collect(rq_worker_t *w, volatile int *stop)
+{
+    int64_t deadline;
+
+    while (w->n == 0) {
+        int r;
+
+        if (*stop)
+            return 0;
+        r = consume_one(w, POLL_MS);
+        if (r < 0)
+            return -1;
+    }
+    deadline = rq_mono_ms() + w->cfg->batch_wait_ms;
+    while (w->n < w->cap && !*stop) {
+        int64_t left = deadline - rq_mono_ms();
+        int r = consume_one(w, left > 0 ? (int)left : 0);
+
+        if (r < 0)
+            return -1;
+        if (r == GOT_NOTHING)
+            break;
+    }
+    return 0;
+}
+
+/* Publishes the reply of a processed message to its reply_to queue, if it has one.
+ * Returns 1 when sent, 0 when there is no reply_to, -1 on a connection error. */
+static int send_reply(rq_worker_t *w, const item_t *it)
+{
+    const amqp_basic_properties_t *req = &it->env.message.properties;
+    amqp_basic_properties_t p;
+    amqp_bytes_t body = {.len = it->msg.reply_len, .bytes = it->msg.reply};
+    int rc;
+
+    if (!(req->_flags & AMQP_BASIC_REPLY_TO_FLAG) || req->reply_to.len == 0)
+        return 0;
+    memset(&p, 0, sizeof(p));
+    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+               AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
+    /* a raw line that is not UTF-8 is not text */
+    p.content_type = amqp_cstring_bytes(it->msg.kind == RQ_MSG_RAW &&
+                                                !rq_utf8_valid(it->msg.reply, it->msg.reply_len)
+                                            ? "application/octet-stream"
+                                            : REPLY_CONTENT_TYPE);
+    p.delivery_mode = 1;
+    p.message_id = amqp_cstring_bytes(it->msg.id);
+    p.timestamp = (uint64_t)(rq_wall_ms() / 1000);
+    p.app_id = amqp_cstring_bytes("relayq-consumer");
+    if (req->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = req->correlation_id;
+    }
+    rc = amqp_basic_publish(w->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, req->reply_to, 0, 0, &p,
+                            body);
+    if (rc != AMQP_STATUS_OK) {
+        char text[200];
+
+        snprintf(text, sizeof(text), "publishing a reply: %s", amqp_error_string2(rc));
+        rq_warn("broker connection lost: %s", text);
+        set_last_error(w, text);
+        return -1;
+    }
+    return 1;
+}
+
+static int send_settle(rq_worker_t *w, const rq_settle_op_t *op)
+{
+    amqp_boolean_t multiple = op->multiple ? 1 : 0;
+
+    switch (op->disp) {
+    case RQ_DISP_ACK:
+        return amqp_basic_ack(w->conn, RQ_AMQP_CHANNEL, op->tag, multiple);
+    case RQ_DISP_REJECT:
+        return multiple ? amqp_basic_nack(w->conn, RQ_AMQP_CHANNEL, op->tag, 1, 0)
+                        : amqp_basic_reject(w->conn, RQ_AMQP_CHANNEL, op->tag, 0);
+    case RQ_DISP_REQUEUE:
+        return multiple ? amqp_basic_nack(w->conn, RQ_AMQP_CHANNEL, op->tag, 1, 1)
+                        : amqp_basic_reject(w->conn, RQ_AMQP_CHANNEL, op->tag, 1);
+    }
+    return AMQP_STATUS_INVALID_PARAMETER;
+}
+
+/* Commits items [a, b): output lines (one write + sync), replies, then settlement. Returns 0,
+ * or -1 when the connection failed (the caller drops it; unsettled deliveries come back). */
+static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+{
+    size_t nok = 0;
+    size_t nreq = 0;
+    size_t nops;
+    int output_failed = 0;
+    int64_t now;
+
+    for (size_t i = a; i < b; i++) {
+        const item_t *it = &w->items[i];
+
+        if (it->disp != RQ_DISP_ACK)
+            continue;
+        w->lines[nok] = it->msg.line;
+        w->lens[nok] = it->msg.line_len;
+        w->ids[nok] = it->msg.id;
+        nok++;
+    }
+
+    if (w->out != NULL && nok > 0) {
+        int64_t t0 = rq_mono_ns();
+        int64_t wr = rq_output_append_batch(w->out, w->lines, w->lens, w->ids, nok);
+
+        rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
+        if (wr < 0) {
+            rq_error("cannot write %zu lines to %s: %s; requeueing them", nok,
+                     rq_output_path(w->out), strerror((int)-wr));
+            rq_series_add(w->m.errors_output, (double)nok);
+            for (size_t i = a; i < b; i++) {
+                if (w->items[i].disp == RQ_DISP_ACK)
+                    w->items[i].disp = RQ_DISP_REQUEUE;
+            }
+            output_failed = 1;
+        } else {
+            rq_series_add(w->m.lines_written, (double)wr);
+        }
+    }
+
+    for (size_t i = a; i < b; i++) {
+        int r;
+
+        if (w->items[i].disp != RQ_DISP_ACK)
+            continue;
+        r = send_reply(w, &w->items[i]);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            rq_series_inc(w->m.replies_sent);
+    }
+
+    for (size_t i = a; i < b; i++) {
+        w->tags[i - a] = w->items[i].env.delivery_tag;
+        w->disps[i - a] = w->items[i].disp;
+        if (w->items[i].disp == RQ_DISP_REQUEUE)
+            nreq++;
+    }
+    nops = rq_settle_plan(w->tags, w->disps, b - a, w->ops);
+    for (size_t k = 0; k < nops; k++) {
+        int rc = send_settle(w, &w->ops[k]);
+
+        if (rc != AMQP_STATUS_OK) {
+            char text[200];
+
+            snprintf(text, sizeof(text), "sending %s: %s", rq_disp_name(w->ops[k].disp),
+                     amqp_error_string2(rc));
+            rq_warn("broker connection lost: %s", text);
+            set_last_error(w, text);
+            return -1;
+        }
+    }
+
+    now = rq_mono_ns();
+    for (size_t i = a; i < b; i++) {
+        if (w->items[i].disp == RQ_DISP_ACK) {
+            rq_series_inc(w->m.consumed);
+            rq_series_observe(w->m.duration, (double)(now - w->items[i].recv_ns) / 1e9);
+        }
+    }
+    rq_series_add(w->m.requeued, (double)nreq);
+    rq_series_observe(w->m.batch_size, (double)(b - a));
+    if (rq_log_enabled(RQ_LOG_DEBUG))
+        rq_debug("batch settled: %zu deliveries, %zu frames, %zu requeued", b - a, nops, nreq);
+    if (output_failed)
+        rq_sleep_interruptible(OUTPUT_ERROR_PAUSE, stop);
+    return 0;
+}
+
+/* Waits `seconds` of processing time, sending heartbeats so that a long wait does not look
+ * like a dead connection. Returns 0 when done, 1 when *stop cut it short, -1 on a
+ * connection error. */
+static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop)
+{
+    int hb = amqp_get_heartbeat(w->conn);
+    double slice = hb > 0 ? hb / 2.0 : seconds;
+    int64_t end = rq_mono_ns() + (int64_t)(seconds * 1e9);
+
+    for (;;) {
+        double left = (double)(end - rq_mono_ns()) / 1e9;
+        amqp_frame_t beat;
+        int rc;
+
+        if (left <= 0)
+            return 0;
+        if (rq_sleep_interruptible(left < slice ? left : slice, stop) < 0)
+            return 1;
+        if (hb <= 0 || (double)(end - rq_mono_ns()) <= 0)
+            continue;
+        memset(&beat, 0, sizeof(beat));
+        beat.frame_type = AMQP_FRAME_HEARTBEAT;
+        beat.channel = 0;
+        rc = amqp_send_frame(w->conn, &beat);
+        if (rc != AMQP_STATUS_OK) {
+            char text[200];
+
+            snprintf(text, sizeof(text), "sending a heartbeat: %s", amqp_error_string2(rc));
+            rq_warn("broker connection lost: %s", text);
+            set_last_error(w, text);
+            return -1;
+        }
+    }
+}
+
+/* Decodes and processes the collected batch, committing it (in one or more parts). Returns 0,
+ * or -1 when the connection failed. */
+static int process(rq_worker_t *w, volatile int *stop)
+{
+    size_t from = 0; /* first item not committed yet */
+
+    for (size_t i = 0; i < w->n; i++) {
+        item_t *it = &w->items[i];
+        rq_msg_input_t in;
+        rq_msg_error_t err;
+        int rc;
+
+        rq_message_input_from_amqp(&it->env.message.properties, it->env.message.body, &in);
+        rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
+        if (rc < 0) {
+            char mid[128];
+
+            printable(it->env.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG
+                          ? it->env.message.properties.message_id
+                          : amqp_empty_bytes,
+                      mid, sizeof(mid));
+            if (rc == -2) {
+                rq_error("out of memory decoding message %s; requeueing it", mid);
+                it->disp = RQ_DISP_REQUEUE;
+                continue;
+            }
+            rq_warn("rejecting message (delivery %llu, message_id \"%s\"): %s",
+                    (unsigned long long)it->env.delivery_tag, mid, err.text);
+            rq_series_inc(w->m.errors_decode);
+            it->disp = RQ_DISP_REJECT;
+            continue;
+        }
+        if (it->msg.processing_capped)
+            rq_debug("message %s: processing_time capped at %g s", it->msg.id,
+                     it->msg.processing_time);
+        if (it->msg.processing_time > 0) {
+            /* Do not hold finished messages back behind a wait. */
+            if (i > from) {
+                if (commit(w, from, i, stop) < 0)
+                    return -1;
+                from = i;
+            }
+            rc = wait_processing(w, it->msg.processing_time, stop);
+            if (rc < 0)
+                return -1;
+            if (rc > 0) {
+                rq_info("shutting down: message %s requeued before its processing_time ended",
+                        it->msg.id);
+                it->disp = RQ_DISP_REQUEUE;
+                continue;
+            }
+        }
+        it->disp = RQ_DISP_ACK;
+    }
+    return commit(w, from, w->n, stop);
+}
+
+static void release_batch(rq_worker_t *w)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        amqp_destroy_envelope(&w->items[i].env);
+        rq_message_clear(&w->items[i].msg);
+    }
+    w->n = 0;
+}
+
+/* Stops consuming and closes the connection politely. Unsettled deliveries (prefetched
+ * after the last batch) are requeued by the broker when the channel closes. */
+static void shutdown_conn(rq_worker_t *w)
+{
+    char err[300];
+
+    struct timeval rpc_timeout = {.tv_sec = 5, .tv_usec = 0};
+
+    if (w->conn == NULL)
+        return;
+    /* bound the shutdown even when the broker stopped answering */
+    amqp_set_rpc_timeout(w->conn, &rpc_timeout);
+    amqp_basic_cancel(w->conn, RQ_AMQP_CHANNEL, w->consumer_tag);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(w->conn), "basic.cancel", err, sizeof(err)) < 0) {
+        rq_warn("%s", err);
+        drop_conn(w);
+        return;
+    }
+    rq_amqp_close(w->conn);
+    w->conn = NULL;
+    amqp_bytes_free(w->consumer_tag);
+    w->consumer_tag = amqp_empty_bytes;
+}
+
+int rq_worker_run(rq_worker_t *w, volatile int *stop)
+{
+    const RabbitMQConfig *rc = &w->cfg->rabbitmq;
+    int backoff = BACKOFF_MIN_MS;
+    int attempt = 0;
+    char err[512];
+
+    while (!*stop) {
+        int r;
+
+        if (w->conn == NULL) {
+            attempt++;
+            if (connect_broker(w, err, sizeof(err)) < 0) {
+                int delay = jitter(w, backoff);
+
+                set_last_error(w, err);
+                rq_warn("broker connection attempt %d to %s:%d failed: %s; retrying in %d ms",
+                        attempt, rc->host, rc->port, err, delay);
+                rq_sleep_interruptible(delay / 1000.0, stop);
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            rq_info("consuming from queue %s on %s:%d (prefetch %d, batch wait %d ms, output %s)%s",
+                    rc->request_queue, rc->host, rc->port, rc->prefetch, w->cfg->batch_wait_ms,
+                    w->out != NULL ? rq_output_path(w->out) : "none",
+                    w->ever_connected ? " after reconnecting" : "");
+            if (w->ever_connected)
+                rq_series_inc(w->m.reconnects);
+            w->ever_connected = 1;
+            attempt = 0;
+            backoff = BACKOFF_MIN_MS;
+            set_state(w, ST_READY);
+        }
+        r = collect(w, stop);
+        if (r == 0 && w->n > 0)
+            r = process(w, stop);
+        release_batch(w);
+        if (r < 0)
+            drop_conn(w);
+    }
+    set_state(w, ST_STOPPING);
+    shutdown_conn(w);
+    rq_info("consumer stopped");
+    return 0;
+}

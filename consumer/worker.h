@@ -1,0 +1,74 @@
+/* worker.h - the consumer loop: one thread owning the AMQP connection.
+ *
+ * rq_worker_run() connects (rq_amqp_open, topology, basic.qos(PREFETCH_COUNT), basic.consume
+ * with manual acks) and then repeats a group commit:
+ *   1. collect deliveries: wait for one (checking the stop flag every 100 ms), then gather
+ *      more for up to BATCH_WAIT_MS or until PREFETCH_COUNT are held;
+ *   2. decode each; an undecodable one is rejected without requeue and counted; a valid one
+ *      waits its processing_time (before such a wait, the messages already processed are
+ *      committed, so a slow message does not hold back the replies of earlier ones);
+ *   3. commit: append the lines of the processed messages to OUTPUT_FILE with one write and
+ *      one fdatasync, then publish the replies (to reply_to, with the correlation_id), then
+ *      settle the batch (settle.h: ack/reject/nack runs with `multiple`).
+ * When the output cannot be written, the batch's processed messages are requeued instead of
+ * acked (and the loop pauses for a second). A socket error, heartbeat timeout, channel or
+ * connection close, or a cancelled consumer drops the connection (the unsettled batch is
+ * redelivered by the broker) and reconnects with exponential backoff (200 ms doubling to 10 s,
+ * with jitter), logging every attempt; readiness is false while disconnected.
+ *
+ * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
+ * messages without processing_time are processed and acked; a processing_time wait is cut
+ * short and that message requeued — then basic.cancel, and the connection is closed.
+ *
+ * Threads: rq_worker_run() runs in one thread; rq_worker_ready() may be called from any
+ * thread (e.g. the HTTP server's).
+ */
+#ifndef RQ_CONSUMER_WORKER_H
+#define RQ_CONSUMER_WORKER_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "output.h"
+
+/* The metric series the worker updates (any may be NULL). */
+typedef struct rq_worker_metrics {
+    rq_series_t *consumed;        /* messages_consumed_total */
+    rq_series_t *duration;        /* message_processing_duration_seconds */
+    rq_series_t *errors_decode;   /* message_processing_errors_total{reason="decode"} */
+    rq_series_t *errors_output;   /* message_processing_errors_total{reason="output"} */
+    rq_series_t *consume_latency; /* consumer_queue_consume_latency_seconds */
+    rq_series_t *lines_written;   /* consumer_lines_written_total */
+    rq_series_t *replies_sent;    /* consumer_replies_sent_total */
+    rq_series_t *requeued;        /* consumer_messages_requeued_total */
+    rq_series_t *batch_size;      /* consumer_batch_size (histogram) */
+    rq_series_t *sync_duration;   /* consumer_output_sync_duration_seconds (histogram) */
+    rq_series_t *connected;       /* consumer_broker_connected (gauge 0/1) */
+    rq_series_t *reconnects;      /* consumer_reconnects_total */
+} rq_worker_metrics_t;
+
+typedef struct rq_worker rq_worker_t;
+
+/* Registers the consumer's metric families in `reg` and fills *wm with their series.
+ * Returns 0, or -1 when a family cannot be registered (e.g. name taken, no memory). */
+int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg);
+
+/* Creates a worker. `cfg` is borrowed and must outlive the worker; `out` (may be NULL: no
+ * output file) is borrowed too; `wm` is copied (may be NULL: no metrics).
+ * Returns NULL on allocation failure. */
+rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_worker_metrics_t *wm);
+
+/* Runs the loop described above in the calling thread until *stop becomes non-zero (set it
+ * from a signal handler or another thread). Broker failures are retried, never fatal; so is
+ * an output file error (the messages are requeued). Returns 0 once stopped. */
+int rq_worker_run(rq_worker_t *w, volatile int *stop);
+
+/* rq_ready_fn for the HTTP server: 1 when connected, topology declared and consuming; else 0
+ * with the reason in reason[reasonlen]. `arg` is the rq_worker_t. Thread-safe. */
+int rq_worker_ready(void *arg, char *reason, size_t reasonlen);
+
+/* Frees the worker (not cfg/out). Call after rq_worker_run() returned. NULL is a no-op. */
+void rq_worker_free(rq_worker_t *w);
+
+#endif

@@ -1,0 +1,489 @@
+/* api.c - request routing, validation and suspended waits for the publisher. */
+#include "api.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http_util.h"
+#include "log.h"
+#include "request.h"
+#include "util.h"
+
+enum route {
+    R_OTHER = 0,
+    R_PRODUCE,
+    R_BATCH,
+    R_MESSAGES,
+    R_HEALTH,
+    R_LIVE,
+    R_READY,
+    R_METRICS,
+    R_COUNT
+};
+static const char *const route_label[R_COUNT] = {
+    "other", "/produce", "/batch-produce", "/messages/{id}",
+    "/health", "/health/live", "/health/ready", "/metrics",
+};
+
+enum { ST_FIRST = 0, ST_RECEIVING, ST_WAITING, ST_DONE };
+
+struct rq_api {
+    const rq_config_t *cfg;
+    rq_publisher_t *pub;
+    rq_store_t *store;
+    rq_metrics_t *metrics;
+    struct MHD_Daemon *daemon;
+    rq_http_common_t common;
+    rq_metric_t *m_http;
+    rq_series_t *m_rejected;
+};
+
+/* Per-request state, from the first callback to MHD's completion notice. */
+typedef struct req_ctx {
+    rq_api_t *api;
+    struct MHD_Connection *conn;
+    int64_t start_ns;
+    enum route route;
+    const char *method;
+    int state;
+    unsigned status; /* the status sent, for the metric */
+    /* body */
+    char *buf;
+    size_t len, cap;
+    int too_large;
+    /* the job */
+    rq_request_t req;
+    rq_pub_job_t job;
+    rq_pub_msg_t *msgs;
+    char ts[RQ_ISO8601_LEN + 1];
+    pthread_mutex_t lock; /* done vs suspended, between an HTTP and the publisher thread */
+    int done, suspended;
+} req_ctx_t;
+
+static enum route route_of(const char *url)
+{
+    if (strcmp(url, "/produce") == 0)
+        return R_PRODUCE;
+    if (strcmp(url, "/batch-produce") == 0)
+        return R_BATCH;
+    if (strncmp(url, "/messages/", 10) == 0 && url[10] != '\0' && strchr(url + 10, '/') == NULL)
+        return R_MESSAGES;
+    if (strcmp(url, "/health") == 0)
+        return R_HEALTH;
+    if (strcmp(url, "/health/live") == 0)
+        return R_LIVE;
+    if (strcmp(url, "/health/ready") == 0)
+        return R_READY;
+    if (strcmp(url, "/metrics") == 0)
+        return R_METRICS;
+    return R_OTHER;
+}
+
+static void ctx_free(req_ctx_t *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; c->msgs != NULL && i < c->job.n; i++) {
+        free(c->msgs[i].body);
+        free(c->msgs[i].reply);
+    }
+    free(c->msgs);
+    rq_request_clear(&c->req);
+    free(c->buf);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static enum MHD_Result reply(req_ctx_t *c, unsigned status, json_t *body)
+{
+    c->status = status;
+    return rq_http_reply_json(c->conn, status, body);
+}
+
+static enum MHD_Result reply_error(req_ctx_t *c, unsigned status, const char *msg)
+{
+    if (status >= 400 && status < 500)
+        rq_series_inc(c->api->m_rejected);
+    c->status = status;
+    return rq_http_reply_error(c->conn, status, msg);
+}
+
+/* 503 with Retry-After: the broker is unavailable or the producer is overloaded. */
+static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
+{
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+    json_decref(o);
+    c->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+    if (text == NULL)
+        return MHD_NO;
+    return rq_http_reply_buf(c->conn, c->status, "application/json", text, strlen(text),
+                             MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
+/* Runs on the publisher thread when the job completes. */
+static void job_done(rq_pub_job_t *job, void *arg)
+{
+    req_ctx_t *c = arg;
+
+    if (job->status == RQ_JOB_CONFIRMED || job->status == RQ_JOB_REPLIED ||
+        job->status == RQ_JOB_REPLY_TIMEOUT) {
+        int64_t now = rq_wall_ms();
+        for (size_t i = 0; i < job->n; i++)
+            rq_store_queued(c->api->store, job->msgs[i].message_id, now);
+    }
+    struct MHD_Connection *conn = c->conn;
+    int resume;
+
+    pthread_mutex_lock(&c->lock);
+    c->done = 1;
+    resume = c->suspended;
+    c->suspended = 0;
+    pthread_mutex_unlock(&c->lock);
+    /* After the resume, an HTTP thread may answer and free c at once: touch nothing. */
+    if (resume)
+        MHD_resume_connection(conn);
+}
+
+/* The response once the job completed. */
+static enum MHD_Result reply_job(req_ctx_t *c)
+{
+    rq_pub_job_t *job = &c->job;
+    json_t *o, *ids, *replies;
+
+    switch (job->status) {
+    case RQ_JOB_CONFIRMED:
+    case RQ_JOB_REPLIED:
+        break;
+    case RQ_JOB_REPLY_TIMEOUT:
+        o = json_pack("{s:s}", "error", job->error);
+        if (c->req.batch) {
+            ids = json_array();
+            for (size_t i = 0; i < job->n; i++)
+                json_array_append_new(ids, json_string(job->msgs[i].message_id));
+            json_object_set_new(o, "message_ids", ids);
+        } else {
+            json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
+        }
+        return reply(c, MHD_HTTP_GATEWAY_TIMEOUT, o);
+    default:
+        return reply_503(c, job->error ? job->error : "the broker is unavailable");
+    }
+    o = json_pack("{s:s}", "status", "success");
+    if (o == NULL)
+        return MHD_NO;
+    if (c->req.batch) {
+        ids = json_array();
+        replies = job->want_reply ? json_array() : NULL;
+        for (size_t i = 0; i < job->n; i++) {
+            json_array_append_new(ids, json_string(job->msgs[i].message_id));
+            if (replies)
+                json_array_append_new(replies,
+                                      json_stringn(job->msgs[i].reply, job->msgs[i].reply_len));
+        }
+        json_object_set_new(o, "messages_produced", json_integer((json_int_t)job->n));
+        json_object_set_new(o, "message_ids", ids);
+        if (replies)
+            json_object_set_new(o, "replies", replies);
+    } else {
+        json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
+        if (job->want_reply)
+            json_object_set_new(o, "reply",
+                                json_stringn(job->msgs[0].reply, job->msgs[0].reply_len));
+    }
+    json_object_set_new(o, "timestamp", json_string(c->ts));
+    return reply(c, job->want_reply ? MHD_HTTP_OK : MHD_HTTP_CREATED, o);
+}
+
+static int query_wait(struct MHD_Connection *conn)
+{
+    const char *w = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
+
+    return w != NULL && (strcmp(w, "true") == 0 || strcmp(w, "1") == 0 || w[0] == '\0');
+}
+
+/* The whole body arrived: validate, hand over, suspend. */
+static enum MHD_Result start_produce(req_ctx_t *c)
+{
+    rq_api_t *api = c->api;
+    rq_limits_t lim = {(size_t)api->cfg->max_batch_size, api->cfg->max_processing_time};
+    rq_request_error_t err;
+    int64_t now_ns = rq_mono_ns();
+    int64_t now_ms = rq_wall_ms();
+
+    if (c->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
+                 (long long)api->cfg->max_body_bytes);
+        return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+    }
+    if (rq_request_parse(c->buf, c->len, c->route == R_BATCH, &lim, &c->req, &err) != 0)
+        return reply_error(c, err.status, err.text);
+    free(c->buf);
+    c->buf = NULL;
+
+    c->msgs = calloc(c->req.n, sizeof(*c->msgs));
+    if (c->msgs == NULL)
+        return reply_503(c, "out of memory");
+    c->job.msgs = c->msgs;
+    c->job.n = c->req.n;
+    rq_iso8601(now_ms, c->ts);
+    for (size_t i = 0; i < c->req.n; i++) {
+        rq_pub_msg_t *m = &c->msgs[i];
+        m->body = rq_item_encode(&c->req.items[i], c->ts, &m->body_len);
+        if (m->body == NULL)
+            return reply_503(c, "out of memory");
+        m->message_id = c->req.items[i].id;
+        m->content_type = "application/json";
+        m->published_ms = now_ms;
+    }
+    c->job.want_reply = c->req.wait || query_wait(c->conn);
+    c->job.publish_deadline_ns = now_ns + (int64_t)api->cfg->publish_timeout_ms * 1000000;
+    c->job.reply_deadline_ns = now_ns + (int64_t)api->cfg->reply_timeout_ms * 1000000;
+    c->job.done = job_done;
+    c->job.done_arg = c;
+    if (rq_publisher_submit(api->pub, &c->job) != 0)
+        return reply_503(c, c->job.error);
+    c->state = ST_WAITING;
+    pthread_mutex_lock(&c->lock);
+    if (!c->done) {
+        MHD_suspend_connection(c->conn);
+        c->suspended = 1;
+        pthread_mutex_unlock(&c->lock);
+        return MHD_YES; /* c may be resumed (not freed) from now on */
+    }
+    pthread_mutex_unlock(&c->lock);
+    c->state = ST_DONE;
+    return reply_job(c);
+}
+
+static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
+{
+    enum MHD_Result ret;
+    json_t *o;
+
+    if (rq_http_serve_common(&c->api->common, c->conn, c->method, url, &ret)) {
+        c->status = strcmp(url, "/metrics") == 0 || strcmp(url, "/health/live") == 0 ? 200 : 0;
+        if (c->status == 0) {
+            char reason[8];
+            c->status = c->api->common.ready(c->api->common.ready_arg, reason, sizeof(reason))
+                            ? 200
+                            : 503;
+        }
+        return ret;
+    }
+    if (c->route == R_MESSAGES) {
+        if (strcmp(c->method, "GET") != 0 && strcmp(c->method, "HEAD") != 0) {
+            c->status = 405;
+            return rq_http_reply_405(c->conn, "GET, HEAD");
+        }
+        o = rq_store_get(c->api->store, url + 10);
+        if (o == NULL)
+            return reply_error(c, MHD_HTTP_NOT_FOUND, "unknown message id (or no longer kept)");
+        return reply(c, MHD_HTTP_OK, o);
+    }
+    return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+/* Checks method and headers of a produce request on its first callback. Returns 0 to go
+ * on reading the body, or queues an error and returns 1. */
+static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
+{
+    const char *ct, *cl;
+
+    if (strcmp(c->method, MHD_HTTP_METHOD_POST) != 0) {
+        c->status = 405;
+        *ret = rq_http_reply_405(c->conn, "POST");
+        return 1;
+    }
+    ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        *ret = reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                           "Content-Type must be application/json");
+        return 1;
+    }
+    cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL && strtoll(cl, NULL, 10) > c->api->cfg->max_body_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
+                 (long long)c->api->cfg->max_body_bytes);
+        *ret = reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+        return 1;
+    }
+    return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    rq_api_t *api = cls;
+    req_ctx_t *c = *con_cls;
+    enum MHD_Result ret;
+
+    if (c == NULL) {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL)
+            return MHD_NO;
+        pthread_mutex_init(&c->lock, NULL);
+        c->api = api;
+        c->conn = conn;
+        c->start_ns = rq_mono_ns();
+        c->route = route_of(url);
+        c->method = method;
+        *con_cls = c;
+        if (c->route != R_PRODUCE && c->route != R_BATCH)
+            return serve_get(c, url);
+        if (check_produce_headers(c, &ret))
+            return ret;
+        c->state = ST_RECEIVING;
+        return MHD_YES;
+    }
+    if (c->state == ST_RECEIVING && *upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (c->too_large || c->len + n > (size_t)api->cfg->max_body_bytes) {
+            c->too_large = 1; /* keep draining; answer 413 at the end */
+            return MHD_YES;
+        }
+        if (c->len + n > c->cap) {
+            size_t ncap = c->cap ? c->cap : 1024;
+            while (ncap < c->len + n)
+                ncap *= 2;
+            char *nb = realloc(c->buf, ncap);
+            if (nb == NULL)
+                return MHD_NO;
+            c->buf = nb;
+            c->cap = ncap;
+        }
+        memcpy(c->buf + c->len, upload_data, n);
+        c->len += n;
+        return MHD_YES;
+    }
+    if (c->state == ST_RECEIVING)
+        return start_produce(c);
+    if (c->state == ST_WAITING) {
+        c->state = ST_DONE;
+        return reply_job(c);
+    }
+    return MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    rq_api_t *api = cls;
+    req_ctx_t *c = *con_cls;
+    char status[12];
+    const char *method;
+
+    if (c == NULL)
+        return;
+    *con_cls = NULL;
+    snprintf(status, sizeof(status), "%u", c->status ? c->status : 499u);
+    method = strcmp(c->method, "GET") == 0    ? "GET"
+             : strcmp(c->method, "POST") == 0 ? "POST"
+             : strcmp(c->method, "HEAD") == 0 ? "HEAD"
+                                              : "other";
+    const char *labels[3] = {method, route_label[c->route], status};
+    rq_series_observe(rq_metric_series(api->m_http, 3, labels),
+                      (double)(rq_mono_ns() - c->start_ns) / 1e9);
+    ctx_free(c);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char text[512];
+
+    vsnprintf(text, sizeof(text), fmt, ap);
+    text[strcspn(text, "\n")] = '\0';
+    rq_warn("http: %s", text);
+}
+
+static int ready_cb(void *arg, char *reason, size_t reasonlen)
+{
+    return rq_publisher_ready(arg, reason, reasonlen);
+}
+
+rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
+                     rq_store_t *store)
+{
+    static const char *const http_labels[3] = {"method", "path", "status"};
+    rq_api_t *api = calloc(1, sizeof(*api));
+    struct sockaddr_storage ss;
+    struct addrinfo hints, *ai = NULL;
+    char port[16];
+    unsigned flags;
+
+    if (api == NULL)
+        return NULL;
+    api->cfg = cfg;
+    api->pub = pub;
+    api->store = store;
+    api->metrics = metrics;
+    api->common.metrics = metrics;
+    api->common.ready = ready_cb;
+    api->common.ready_arg = pub;
+    api->m_http = rq_metrics_histogram(metrics, "http_request_duration_seconds",
+                                       "HTTP request duration, by method, path and status.", 3,
+                                       http_labels, rq_metrics_latency_buckets,
+                                       rq_metrics_latency_buckets_len);
+    api->m_rejected = rq_metric_series(
+        rq_metrics_counter(metrics, "producer_requests_rejected_total",
+                           "Requests answered 4xx (nothing published).", 0, NULL),
+        0, NULL);
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof(port), "%d", cfg->producer_port);
+    if (getaddrinfo(cfg->producer_bind, port, &hints, &ai) != 0 || ai == NULL) {
+        rq_error("PRODUCER_BIND %s is not a numeric IP address", cfg->producer_bind);
+        goto err;
+    }
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    api->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->producer_port, NULL, NULL, on_request, api,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (api->daemon == NULL) {
+        rq_error("cannot listen on %s:%d (port in use?)", cfg->producer_bind,
+                 cfg->producer_port);
+        goto err;
+    }
+    return api;
+
+err:
+    free(api);
+    return NULL;
+}
+
+void rq_api_quiesce(rq_api_t *api)
+{
+    if (api != NULL && api->daemon != NULL)
+        MHD_quiesce_daemon(api->daemon);
+}
+
+void rq_api_free(rq_api_t *api)
+{
+    if (api == NULL)
+        return;
+    if (api->daemon != NULL)
+        MHD_stop_daemon(api->daemon);
+    free(api);
+}

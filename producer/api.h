@@ -1,0 +1,34 @@
+/* api.h - the producer's HTTP API on libmicrohttpd.
+ *
+ *   POST /produce           one message        -> 201 (confirmed) | 200 with reply (wait)
+ *   POST /batch-produce     {"messages":[...]} -> 201 | 200 with replies (wait)
+ *   GET  /messages/{id}     recent message status (bounded store)
+ *   GET  /health, /health/live, /health/ready, /metrics
+ *
+ * HTTP threads never block on the broker: a produce request is handed to the publisher and
+ * its MHD connection suspended until the job completes (resumed from the publisher thread).
+ */
+#ifndef RQ_API_H
+#define RQ_API_H
+
+#include "config.h"
+#include "metrics.h"
+#include "publisher.h"
+#include "store.h"
+
+typedef struct rq_api rq_api_t;
+
+/* Starts the HTTP server on cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and
+ * `store` must outlive the API. Returns NULL with a reason logged on failure (for example
+ * the port is taken). */
+rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
+                     rq_store_t *store);
+
+/* Stops accepting new connections (existing ones are still served). NULL is a no-op. */
+void rq_api_quiesce(rq_api_t *api);
+
+/* Stops the server and frees it. Every job handed to the publisher must have completed
+ * (stop the publisher first). NULL is a no-op. */
+void rq_api_free(rq_api_t *api);
+
+#endif

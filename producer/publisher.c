@@ -1,0 +1,793 @@
+/* publisher.c - one thread, one AMQP connection, pipelined confirms, RPC replies.
+ *
+ * Data structures, all owned by the publisher thread except the intake list:
+ *   intake   jobs handed over by other threads (mutex + eventfd wake-up)
+ *   sendq    messages waiting to be published, in order
+ *   inflight messages published and not yet confirmed, indexed by delivery tag - base
+ *   waiters  correlation id -> message, for messages whose job waits for a reply
+ *   jobs     every accepted, unfinished job, oldest first (deadline sweeps walk it)
+ */
+#include "publisher.h"
+
+#include <amqp.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "amqp_conn.h"
+#include "hmap.h"
+#include "log.h"
+
+enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_DONE };
+
+/* A growable ring of message pointers. */
+typedef struct ring {
+    rq_pub_msg_t **v;
+    size_t cap, head, len;
+} ring_t;
+
+struct rq_publisher {
+    const rq_config_t *cfg;
+    rq_reply_hook_t hook;
+    void *hook_arg;
+
+    pthread_t thread;
+    int thread_started;
+    int wake_fd;
+
+    pthread_mutex_t lock; /* guards intake, pending, ready, reason, stopping */
+    rq_pub_job_t *intake_head, *intake_tail;
+    size_t pending; /* messages accepted and not finished */
+    int ready;
+    char reason[256];
+    int stopping;
+    int64_t stop_deadline_ns;
+
+    /* publisher thread only */
+    amqp_connection_state_t conn;
+    char *reply_queue;
+    ring_t sendq;
+    ring_t inflight;
+    uint64_t inflight_base; /* delivery tag of inflight slot 0 (head) */
+    uint64_t next_tag;
+    rq_hmap_t *waiters;
+    rq_pub_job_t *jobs_head, *jobs_tail;
+    int backoff_ms;
+
+    rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects;
+};
+
+/* ---- ring ------------------------------------------------------------------------------ */
+
+static int ring_push(ring_t *r, rq_pub_msg_t *m)
+{
+    if (r->len == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 1024;
+        rq_pub_msg_t **nv = malloc(ncap * sizeof(*nv));
+        if (nv == NULL)
+            return -1;
+        for (size_t i = 0; i < r->len; i++)
+            nv[i] = r->v[(r->head + i) % r->cap];
+        free(r->v);
+        r->v = nv;
+        r->cap = ncap;
+        r->head = 0;
+    }
+    r->v[(r->head + r->len) % r->cap] = m;
+    r->len++;
+    return 0;
+}
+
+static rq_pub_msg_t **ring_at(ring_t *r, size_t i)
+{
+    return &r->v[(r->head + i) % r->cap];
+}
+
+static rq_pub_msg_t *ring_pop(ring_t *r)
+{
+    rq_pub_msg_t *m = r->v[r->head];
+    r->head = (r->head + 1) % r->cap;
+    r->len--;
+    return m;
+}
+
+/* ---- job bookkeeping ------------------------------------------------------------------- */
+
+static void set_ready(rq_publisher_t *p, int ready, const char *reason)
+{
+    pthread_mutex_lock(&p->lock);
+    p->ready = ready;
+    snprintf(p->reason, sizeof(p->reason), "%s", reason);
+    pthread_mutex_unlock(&p->lock);
+    rq_series_set(p->m_connected, ready);
+}
+
+/* Completes a job: drops every reference the publisher holds to it, then calls done. */
+static void job_finish(rq_publisher_t *p, rq_pub_job_t *job, rq_job_status_t st, const char *err)
+{
+    if (job->finished)
+        return;
+    job->finished = 1;
+    for (size_t i = 0; i < job->n; i++) {
+        rq_pub_msg_t *m = &job->msgs[i];
+        if (m->state == MSG_INFLIGHT && m->tag >= p->inflight_base &&
+            m->tag - p->inflight_base < p->inflight.len)
+            *ring_at(&p->inflight, m->tag - p->inflight_base) = NULL;
+        if (job->want_reply && m->correlation_id[0] != '\0')
+            rq_hmap_del(p->waiters, m->correlation_id);
+        m->state = MSG_DONE;
+    }
+    /* sendq entries are dropped lazily: publish_sendq skips messages of finished jobs, but
+     * they must not point at freed memory, so purge them now. */
+    if (p->sendq.len > 0) {
+        size_t w = 0;
+        for (size_t i = 0; i < p->sendq.len; i++) {
+            rq_pub_msg_t *m = *ring_at(&p->sendq, i);
+            if (m->job != job)
+                *ring_at(&p->sendq, w++) = m;
+        }
+        p->sendq.len = w;
+    }
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        p->jobs_head = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    else
+        p->jobs_tail = job->prev;
+    job->next = job->prev = NULL;
+
+    if (st != RQ_JOB_CONFIRMED && st != RQ_JOB_REPLIED)
+        rq_series_inc(p->m_errors);
+    pthread_mutex_lock(&p->lock);
+    p->pending -= job->n;
+    pthread_mutex_unlock(&p->lock);
+    job->status = st;
+    job->error = err;
+    job->done(job, job->done_arg);
+}
+
+/* A message was confirmed (ack) or refused (nack) by the broker. */
+static void msg_resolved(rq_publisher_t *p, rq_pub_msg_t *m, int acked)
+{
+    rq_pub_job_t *job = m->job;
+
+    if (m->state != MSG_INFLIGHT)
+        return;
+    m->state = MSG_CONFIRMED;
+    if (acked) {
+        rq_series_observe(p->m_latency, (double)(rq_mono_ns() - m->sent_ns) / 1e9);
+        rq_series_inc(p->m_produced);
+    } else {
+        job->nacked = 1;
+    }
+    if (--job->unconfirmed > 0)
+        return;
+    if (job->nacked)
+        job_finish(p, job, RQ_JOB_UNAVAILABLE, "the broker refused the message (nack)");
+    else if (!job->want_reply || job->unreplied == 0)
+        job_finish(p, job, job->want_reply ? RQ_JOB_REPLIED : RQ_JOB_CONFIRMED, NULL);
+}
+
+/* Returns 1 when a nack covers a message that must never be dropped. */
+static int nack_needs_replay(rq_publisher_t *p, uint64_t tag, int multiple)
+{
+    for (size_t i = 0; i < p->inflight.len && p->inflight_base + i <= tag; i++) {
+        rq_pub_msg_t *m = *ring_at(&p->inflight, i);
+        if (m != NULL && (multiple || p->inflight_base + i == tag) && m->job->retry_forever)
+            return 1;
+    }
+    return 0;
+}
+
+static void handle_confirm(rq_publisher_t *p, uint64_t tag, int multiple, int acked)
+{
+    if (tag < p->inflight_base)
+        return;
+    if (multiple) {
+        while (p->inflight.len > 0 && p->inflight_base <= tag) {
+            rq_pub_msg_t *m = ring_pop(&p->inflight);
+            p->inflight_base++;
+            if (m != NULL)
+                msg_resolved(p, m, acked);
+        }
+        return;
+    }
+    if (tag - p->inflight_base < p->inflight.len) {
+        rq_pub_msg_t **slot = ring_at(&p->inflight, tag - p->inflight_base);
+        rq_pub_msg_t *m = *slot;
+        *slot = NULL;
+        if (m != NULL)
+            msg_resolved(p, m, acked);
+    }
+    while (p->inflight.len > 0 && *ring_at(&p->inflight, 0) == NULL) {
+        ring_pop(&p->inflight);
+        p->inflight_base++;
+    }
+}
+
+static void handle_reply(rq_publisher_t *p, amqp_message_t *msg)
+{
+    amqp_basic_properties_t *props = &msg->properties;
+    char cid[RQ_UUID_LEN + 1] = "";
+    char *mid = NULL;
+    rq_pub_msg_t *m;
+
+    rq_series_inc(p->m_replies);
+    if ((props->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) &&
+        props->correlation_id.len <= RQ_UUID_LEN) {
+        memcpy(cid, props->correlation_id.bytes, props->correlation_id.len);
+        cid[props->correlation_id.len] = '\0';
+    }
+    if (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        mid = rq_amqp_strdup(props->message_id);
+    if (p->hook != NULL)
+        p->hook(mid ? mid : "", msg->body.bytes, msg->body.len, p->hook_arg);
+    free(mid);
+
+    m = cid[0] ? rq_hmap_del(p->waiters, cid) : NULL;
+    if (m == NULL || m->job->finished || m->reply != NULL)
+        return;
+    m->reply = rq_amqp_strdup(msg->body);
+    m->reply_len = msg->body.len;
+    if (--m->job->unreplied == 0 && m->job->unconfirmed == 0)
+        job_finish(p, m->job, RQ_JOB_REPLIED, NULL);
+}
+
+/* ---- connection ------------------------------------------------------------------------ */
+
+/* Fails or requeues the work that depended on the connection, then closes it. */
+static void connection_lost(rq_publisher_t *p, const char *why)
+{
+    rq_pub_job_t *job, *next;
+    ring_t old = p->sendq;
+
+    rq_warn("broker connection lost: %s", why);
+    set_ready(p, 0, why);
+    rq_amqp_close(p->conn);
+    p->conn = NULL;
+    free(p->reply_queue);
+    p->reply_queue = NULL;
+
+    /* Jobs waiting for replies lost their callback queue once anything was published. */
+    for (job = p->jobs_head; job != NULL; job = next) {
+        next = job->next;
+        if (!job->want_reply)
+            continue;
+        for (size_t i = 0; i < job->n; i++) {
+            if (job->msgs[i].state != MSG_QUEUED) {
+                job_finish(p, job, RQ_JOB_UNAVAILABLE,
+                           "the broker connection was lost while waiting for the reply");
+                break;
+            }
+        }
+    }
+    /* Unconfirmed messages go back to the front of the send queue, in order. */
+    memset(&p->sendq, 0, sizeof(p->sendq));
+    while (p->inflight.len > 0) {
+        rq_pub_msg_t *m = ring_pop(&p->inflight);
+        if (m != NULL && m->state == MSG_INFLIGHT) {
+            m->state = MSG_QUEUED;
+            if (ring_push(&p->sendq, m) != 0)
+                job_finish(p, m->job, RQ_JOB_UNAVAILABLE, "out of memory");
+        }
+    }
+    while (old.len > 0) {
+        rq_pub_msg_t *m = ring_pop(&old);
+        if (ring_push(&p->sendq, m) != 0)
+            job_finish(p, m->job, RQ_JOB_UNAVAILABLE, "out of memory");
+    }
+    free(old.v);
+    p->inflight_base = 1;
+    p->next_tag = 1;
+}
+
+/* Opens the connection, confirm mode, topology and callback queue. Returns 0 or -1. */
+static int connect_broker(rq_publisher_t *p)
+{
+    const RabbitMQConfig *rc = &p->cfg->rabbitmq;
+    char err[512];
+    amqp_queue_declare_ok_t *q;
+
+    p->conn = rq_amqp_open(rc, err, sizeof(err));
+    if (p->conn == NULL)
+        goto fail;
+    if (rq_amqp_declare_topology(p->conn, rc, err, sizeof(err)) != 0)
+        goto fail;
+    amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, sizeof(err)))
+        goto fail;
+    q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1,
+                           amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "callback queue.declare", err,
+                            sizeof(err)))
+        goto fail;
+    p->reply_queue = rq_amqp_strdup(q->queue);
+    if (p->reply_queue == NULL) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    amqp_basic_consume(p->conn, RQ_AMQP_CHANNEL, q->queue, amqp_empty_bytes, 0, 1, 1,
+                       amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "basic.consume", err, sizeof(err)))
+        goto fail;
+    amqp_maybe_release_buffers(p->conn);
+    p->inflight_base = 1;
+    p->next_tag = 1;
+    p->backoff_ms = 0;
+    rq_series_inc(p->m_reconnects);
+    rq_info("connected to %s:%d, queue %s, callback queue %s", rc->host, rc->port,
+            rc->request_queue, p->reply_queue);
+    set_ready(p, 1, "");
+    return 0;
+
+fail:
+    rq_warn("broker connection failed: %s", err);
+    set_ready(p, 0, err);
+    rq_amqp_close(p->conn);
+    p->conn = NULL;
+    free(p->reply_queue);
+    p->reply_queue = NULL;
+    return -1;
+}
+
+/* ---- the loop -------------------------------------------------------------------------- */
+
+static void take_intake(rq_publisher_t *p)
+{
+    rq_pub_job_t *job, *next;
+    uint64_t junk;
+
+    if (read(p->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
+        rq_warn("eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&p->lock);
+    job = p->intake_head;
+    p->intake_head = p->intake_tail = NULL;
+    pthread_mutex_unlock(&p->lock);
+    for (; job != NULL; job = next) {
+        next = job->next;
+        job->next = NULL;
+        job->prev = p->jobs_tail;
+        if (p->jobs_tail)
+            p->jobs_tail->next = job;
+        else
+            p->jobs_head = job;
+        p->jobs_tail = job;
+        for (size_t i = 0; i < job->n; i++) {
+            if (ring_push(&p->sendq, &job->msgs[i]) != 0) {
+                job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
+                break;
+            }
+        }
+    }
+}
+
+/* Publishes everything in the send queue. Returns 0, or -1 when the connection failed. */
+static int publish_sendq(rq_publisher_t *p)
+{
+    const RabbitMQConfig *rc = &p->cfg->rabbitmq;
+    amqp_bytes_t rk = amqp_cstring_bytes(rc->request_queue);
+
+    while (p->sendq.len > 0) {
+        rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
+        rq_pub_job_t *job = m->job;
+        amqp_basic_properties_t props;
+        amqp_table_entry_t hdr[4];
+        amqp_bytes_t body;
+        int rc2;
+
+        if (m->correlation_id[0] == '\0')
+            rq_uuid(m->correlation_id);
+        memset(&props, 0, sizeof(props));
+        props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                       AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
+                       AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_APP_ID_FLAG |
+                       AMQP_BASIC_HEADERS_FLAG;
+        /* Tailed lines expect no reply; API messages always carry the callback queue. */
+        if (m->file_id == NULL)
+            props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        props.content_type = amqp_cstring_bytes(m->content_type);
+        props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+        props.message_id = amqp_cstring_bytes(m->message_id);
+        props.timestamp = (uint64_t)(m->published_ms / 1000);
+        props.correlation_id = amqp_cstring_bytes(m->correlation_id);
+        props.reply_to = amqp_cstring_bytes(p->reply_queue);
+        props.app_id = amqp_cstring_bytes("relayq-producer");
+        hdr[0].key = amqp_cstring_bytes("x-published-ms");
+        hdr[0].value.kind = AMQP_FIELD_KIND_I64;
+        hdr[0].value.value.i64 = m->published_ms;
+        hdr[1].key = amqp_cstring_bytes("x-source");
+        hdr[1].value.kind = AMQP_FIELD_KIND_UTF8;
+        hdr[1].value.value.bytes = amqp_cstring_bytes(m->source ? m->source : "api");
+        props.headers.num_entries = 2;
+        if (m->file_id != NULL) {
+            hdr[2].key = amqp_cstring_bytes("x-file");
+            hdr[2].value.kind = AMQP_FIELD_KIND_UTF8;
+            hdr[2].value.value.bytes = amqp_cstring_bytes(m->file_id);
+            hdr[3].key = amqp_cstring_bytes("x-offset");
+            hdr[3].value.kind = AMQP_FIELD_KIND_I64;
+            hdr[3].value.value.i64 = m->offset;
+            props.headers.num_entries = 4;
+        }
+        props.headers.entries = hdr;
+        body.bytes = m->body;
+        body.len = m->body_len;
+
+        rc2 = amqp_basic_publish(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, 0, &props,
+                                 body);
+        if (rc2 != AMQP_STATUS_OK) {
+            char why[160];
+            snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc2));
+            connection_lost(p, why);
+            return -1;
+        }
+        if (ring_push(&p->inflight, m) != 0) {
+            /* Published but untracked: fail the job; its confirm will be ignored. */
+            ring_pop(&p->sendq);
+            job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
+            continue;
+        }
+        ring_pop(&p->sendq);
+        m->tag = p->next_tag++;
+        m->state = MSG_INFLIGHT;
+        m->sent_ns = rq_mono_ns();
+        if (job->want_reply && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)
+            job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
+    }
+    return 0;
+}
+
+/* Handles one frame. Returns 0, or -1 when the connection must be rebuilt. */
+static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
+{
+    char why[300];
+
+    if (f->frame_type != AMQP_FRAME_METHOD)
+        return 0;
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *a = f->payload.method.decoded;
+        handle_confirm(p, a->delivery_tag, a->multiple, 1);
+        return 0;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *n = f->payload.method.decoded;
+        rq_warn("broker nacked delivery tag %llu%s", (unsigned long long)n->delivery_tag,
+                n->multiple ? " (multiple)" : "");
+        if (nack_needs_replay(p, n->delivery_tag, n->multiple)) {
+            /* Publishing the nacked line alone would put it behind later lines: replay
+             * everything unconfirmed, in order, on a new connection. */
+            connection_lost(p, "the broker nacked a message that must not be dropped");
+            return -1;
+        }
+        handle_confirm(p, n->delivery_tag, n->multiple, 0);
+        return 0;
+    }
+    case AMQP_BASIC_DELIVER_METHOD: {
+        amqp_message_t msg;
+        amqp_rpc_reply_t r = amqp_read_message(p->conn, f->channel, &msg, 0);
+        if (rq_amqp_check_reply(r, "reading a reply", why, sizeof(why)) != 0) {
+            connection_lost(p, why);
+            return -1;
+        }
+        handle_reply(p, &msg);
+        amqp_destroy_message(&msg);
+        return 0;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t msg;
+        if (amqp_read_message(p->conn, f->channel, &msg, 0).reply_type == AMQP_RESPONSE_NORMAL)
+            amqp_destroy_message(&msg);
+        return 0;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *c = f->payload.method.decoded;
+        amqp_channel_close_ok_t ok;
+        snprintf(why, sizeof(why), "channel closed by broker: %u %.*s", c->reply_code,
+                 (int)c->reply_text.len, (char *)c->reply_text.bytes);
+        amqp_send_method(p->conn, f->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        connection_lost(p, why);
+        return -1;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *c = f->payload.method.decoded;
+        amqp_connection_close_ok_t ok;
+        snprintf(why, sizeof(why), "connection closed by broker: %u %.*s", c->reply_code,
+                 (int)c->reply_text.len, (char *)c->reply_text.bytes);
+        amqp_send_method(p->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        connection_lost(p, why);
+        return -1;
+    }
+    case AMQP_BASIC_CANCEL_METHOD:
+        connection_lost(p, "the broker cancelled the callback queue consumer");
+        return -1;
+    default:
+        return 0;
+    }
+}
+
+/* Reads and handles frames until none is waiting (or `budget` frames). `wait_ms` > 0 lets the
+ * first read wait that long, which also lets rabbitmq-c send and check heartbeats.
+ * Returns the number of frames handled, or -1 when the connection was lost. */
+static int drain_frames(rq_publisher_t *p, int wait_ms, int budget)
+{
+    int n = 0;
+
+    while (n < budget) {
+        amqp_frame_t f;
+        struct timeval tv = {0, n == 0 ? wait_ms * 1000 : 0};
+        int rc = amqp_simple_wait_frame_noblock(p->conn, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            break;
+        if (rc != AMQP_STATUS_OK) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s", amqp_error_string2(rc));
+            connection_lost(p, why);
+            return -1;
+        }
+        n++;
+        if (handle_frame(p, &f) != 0)
+            return -1;
+    }
+    if (!amqp_frames_enqueued(p->conn) && !amqp_data_in_buffer(p->conn))
+        amqp_maybe_release_buffers(p->conn);
+    return n;
+}
+
+/* Fails the jobs whose deadline has passed. Publish and reply deadlines interleave in the
+ * job list, so the walk visits every job; the caller runs it at most every few ms. */
+static void sweep_deadlines(rq_publisher_t *p, int64_t now)
+{
+    rq_pub_job_t *job, *next;
+
+    for (job = p->jobs_head; job != NULL; job = next) {
+        next = job->next;
+        if (job->unconfirmed > 0 && !job->retry_forever && now >= job->publish_deadline_ns)
+            job_finish(p, job, RQ_JOB_TIMEOUT,
+                       p->conn ? "the broker did not confirm the message in time"
+                               : "the broker is unavailable");
+        else if (job->unconfirmed == 0 && job->want_reply && now >= job->reply_deadline_ns)
+            job_finish(p, job, RQ_JOB_REPLY_TIMEOUT, "no reply before the reply timeout");
+    }
+}
+
+static int stopping_now(rq_publisher_t *p, int64_t now)
+{
+    int s;
+
+    pthread_mutex_lock(&p->lock);
+    s = p->stopping && ((p->intake_head == NULL && p->jobs_head == NULL) ||
+                        now >= p->stop_deadline_ns);
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
+
+static void wait_for_work(rq_publisher_t *p, int timeout_ms)
+{
+    struct pollfd pf[2];
+    int n = 1;
+
+    pf[0].fd = p->wake_fd;
+    pf[0].events = POLLIN;
+    if (p->conn != NULL) {
+        pf[1].fd = amqp_get_sockfd(p->conn);
+        pf[1].events = POLLIN;
+        n = 2;
+    }
+    poll(pf, (nfds_t)n, timeout_ms);
+}
+
+static void *publisher_main(void *arg)
+{
+    rq_publisher_t *p = arg;
+    int64_t next_attempt = 0, last_hb = 0, last_sweep = 0;
+
+    for (;;) {
+        int64_t now = rq_mono_ns();
+        int busy = 0;
+
+        if (stopping_now(p, now))
+            break;
+        if (p->conn == NULL) {
+            if (now >= next_attempt) {
+                if (connect_broker(p) != 0) {
+                    int base = p->backoff_ms ? p->backoff_ms * 2 : 200;
+                    p->backoff_ms = base > 10000 ? 10000 : base;
+                    /* full jitter on the upper half keeps reconnect storms apart */
+                    next_attempt = rq_mono_ns() + (int64_t)(p->backoff_ms / 2 +
+                                                            rand() % (p->backoff_ms / 2 + 1)) *
+                                                      1000000;
+                    rq_info("reconnecting in about %d ms", p->backoff_ms);
+                }
+            }
+            take_intake(p);
+            sweep_deadlines(p, rq_mono_ns());
+            if (p->conn == NULL) {
+                wait_for_work(p, 20);
+                continue;
+            }
+        }
+        take_intake(p);
+        if (p->sendq.len > 0) {
+            busy = 1;
+            if (publish_sendq(p) != 0)
+                continue;
+        }
+        /* Confirms and replies already waiting. */
+        int got = drain_frames(p, 0, 4096);
+        if (got < 0)
+            continue;
+        busy |= got > 0;
+        now = rq_mono_ns();
+        if (now - last_sweep > 5000000) {
+            last_sweep = now;
+            sweep_deadlines(p, now);
+        }
+        if (now - last_hb > 1000000000LL) {
+            /* Let rabbitmq-c send a heartbeat when due and check the broker's. */
+            last_hb = now;
+            if (drain_frames(p, 1, 64) < 0)
+                continue;
+        }
+        if (!busy && p->conn != NULL && !amqp_frames_enqueued(p->conn) &&
+            !amqp_data_in_buffer(p->conn))
+            wait_for_work(p, 50);
+    }
+
+    /* Shutdown: fail whatever is left, then close. */
+    take_intake(p);
+    while (p->jobs_head != NULL)
+        job_finish(p, p->jobs_head, RQ_JOB_UNAVAILABLE, "the producer is shutting down");
+    rq_amqp_close(p->conn);
+    p->conn = NULL;
+    set_ready(p, 0, "shut down");
+    return NULL;
+}
+
+/* ---- public API ------------------------------------------------------------------------ */
+
+rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
+                                 rq_reply_hook_t hook, void *hook_arg)
+{
+    rq_publisher_t *p = calloc(1, sizeof(*p));
+    rq_metric_t *f;
+
+    if (p == NULL)
+        return NULL;
+    p->cfg = cfg;
+    p->hook = hook;
+    p->hook_arg = hook_arg;
+    p->wake_fd = -1;
+    pthread_mutex_init(&p->lock, NULL);
+    snprintf(p->reason, sizeof(p->reason), "connecting to the broker");
+    p->waiters = rq_hmap_new(1024);
+    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (p->waiters == NULL || p->wake_fd < 0)
+        goto err;
+
+    f = rq_metrics_counter(metrics, "messages_produced_total",
+                           "Messages confirmed by the broker (durably stored).", 0, NULL);
+    p->m_produced = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_histogram(metrics, "producer_queue_publish_latency_seconds",
+                             "Time from basic.publish to the broker's confirm.", 0, NULL,
+                             rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
+    p->m_latency = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(metrics, "producer_publish_errors_total",
+                           "Jobs that failed: broker unavailable, nack, timeout.", 0, NULL);
+    p->m_errors = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(metrics, "producer_replies_received_total",
+                           "Replies received on the callback queue.", 0, NULL);
+    p->m_replies = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_gauge(metrics, "producer_broker_connected",
+                         "1 when connected to the broker with topology declared.", 0, NULL);
+    p->m_connected = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(metrics, "producer_broker_connections_total",
+                           "Successful broker connections (1 + reconnects).", 0, NULL);
+    p->m_reconnects = rq_metric_series(f, 0, NULL);
+
+    if (pthread_create(&p->thread, NULL, publisher_main, p) != 0)
+        goto err;
+    p->thread_started = 1;
+    return p;
+
+err:
+    rq_publisher_free(p);
+    return NULL;
+}
+
+void rq_publisher_stop(rq_publisher_t *p, int grace_ms)
+{
+    uint64_t one = 1;
+
+    if (p->thread_started) {
+        pthread_mutex_lock(&p->lock);
+        p->stopping = 1;
+        p->stop_deadline_ns = rq_mono_ns() + (int64_t)grace_ms * 1000000;
+        pthread_mutex_unlock(&p->lock);
+        if (write(p->wake_fd, &one, sizeof(one)) < 0)
+            rq_warn("eventfd write: %s", strerror(errno));
+        pthread_join(p->thread, NULL);
+        p->thread_started = 0;
+    }
+}
+
+void rq_publisher_free(rq_publisher_t *p)
+{
+    if (p == NULL)
+        return;
+    rq_publisher_stop(p, 0);
+    if (p->wake_fd >= 0)
+        close(p->wake_fd);
+    rq_hmap_free(p->waiters);
+    free(p->sendq.v);
+    free(p->inflight.v);
+    free(p->reply_queue);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
+{
+    uint64_t one = 1;
+    int was_empty;
+
+    job->status = RQ_JOB_PENDING;
+    job->error = NULL;
+    job->unconfirmed = job->n;
+    job->unreplied = job->want_reply ? job->n : 0;
+    job->finished = job->nacked = 0;
+    job->next = job->prev = NULL;
+    for (size_t i = 0; i < job->n; i++) {
+        job->msgs[i].job = job;
+        job->msgs[i].state = MSG_QUEUED;
+        job->msgs[i].correlation_id[0] = '\0';
+        job->msgs[i].reply = NULL;
+        job->msgs[i].reply_len = 0;
+    }
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->lock);
+        job->error = "the producer is shutting down";
+        return -1;
+    }
+    if (!p->ready) {
+        pthread_mutex_unlock(&p->lock);
+        job->error = "the broker is unavailable";
+        return -1;
+    }
+    if (p->pending + job->n > (size_t)p->cfg->max_pending) {
+        pthread_mutex_unlock(&p->lock);
+        job->error = "the producer is overloaded, retry later";
+        return -1;
+    }
+    p->pending += job->n;
+    was_empty = p->intake_head == NULL;
+    if (p->intake_tail)
+        p->intake_tail->next = job;
+    else
+        p->intake_head = job;
+    p->intake_tail = job;
+    pthread_mutex_unlock(&p->lock);
+    if (was_empty && write(p->wake_fd, &one, sizeof(one)) < 0)
+        rq_warn("eventfd write: %s", strerror(errno));
+    return 0;
+}
+
+int rq_publisher_ready(rq_publisher_t *p, char *reason, size_t reasonlen)
+{
+    int r;
+
+    pthread_mutex_lock(&p->lock);
+    r = p->ready;
+    if (!r && reason != NULL)
+        snprintf(reason, reasonlen, "%s", p->reason);
+    pthread_mutex_unlock(&p->lock);
+    return r;
+}

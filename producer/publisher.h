@@ -1,0 +1,108 @@
+/* publisher.h - the thread that owns the producer's AMQP connection.
+ *
+ * HTTP threads (and the tailer) hand over jobs; the publisher thread publishes every message
+ * of every job on one channel in confirm mode, pipelining publishes and reading basic.ack /
+ * basic.nack frames (honouring `multiple`), so many jobs share one broker round trip. The same
+ * thread consumes the producer's exclusive, server-named callback queue and completes jobs
+ * that wait for replies by correlation id.
+ *
+ * A job completes exactly once, through its `done` callback, called on the publisher thread:
+ *   RQ_JOB_CONFIRMED     every message confirmed by the broker (persistent, durable queue)
+ *   RQ_JOB_REPLIED       confirmed, and every message got its reply (want_reply)
+ *   RQ_JOB_UNAVAILABLE   not connected, connection lost, or the broker nacked a message
+ *   RQ_JOB_TIMEOUT       not confirmed before the publish deadline
+ *   RQ_JOB_REPLY_TIMEOUT confirmed, but a reply did not come before the reply deadline
+ * After `done` returns, the publisher never touches the job again: its owner may free it.
+ * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
+ * drops are published again on the new connection while their deadline allows.
+ */
+#ifndef RQ_PUBLISHER_H
+#define RQ_PUBLISHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "metrics.h"
+#include "util.h"
+
+typedef struct rq_publisher rq_publisher_t;
+
+typedef enum {
+    RQ_JOB_PENDING = 0,
+    RQ_JOB_CONFIRMED,
+    RQ_JOB_REPLIED,
+    RQ_JOB_UNAVAILABLE,
+    RQ_JOB_TIMEOUT,
+    RQ_JOB_REPLY_TIMEOUT,
+} rq_job_status_t;
+
+typedef struct rq_pub_msg {
+    /* set by the submitter */
+    char *body;               /* owned by the job's owner */
+    size_t body_len;
+    char *message_id;         /* owned by the job's owner */
+    const char *content_type; /* static string */
+    int64_t published_ms;     /* wall clock, for the x-published-ms header */
+    const char *source;       /* x-source header: "api" or "tail" (static string) */
+    const char *file_id;      /* tailed lines: x-file header (owned by the job's owner), else NULL */
+    int64_t offset;           /* tailed lines: x-offset header, the line's byte offset */
+    /* filled by the publisher */
+    char correlation_id[RQ_UUID_LEN + 1];
+    char *reply; /* heap, owned by the job's owner after done (free()) */
+    size_t reply_len;
+    /* private to the publisher */
+    int state;
+    uint64_t tag;
+    int64_t sent_ns;
+    struct rq_pub_job *job;
+} rq_pub_msg_t;
+
+typedef struct rq_pub_job {
+    rq_pub_msg_t *msgs; /* n messages, owned by the job's owner */
+    size_t n;
+    int want_reply;
+    /* Never give up (tailed lines): no publish deadline, and a nack rebuilds the connection
+     * so that every unconfirmed message is published again in its original order. */
+    int retry_forever;
+    int64_t publish_deadline_ns; /* rq_mono_ns() based; ignored with retry_forever */
+    int64_t reply_deadline_ns;
+    void (*done)(struct rq_pub_job *job, void *arg);
+    void *done_arg;
+    rq_job_status_t status; /* set before done() */
+    const char *error;      /* static text for failures */
+    /* private to the publisher */
+    size_t unconfirmed, unreplied;
+    int finished, nacked;
+    struct rq_pub_job *next, *prev;
+} rq_pub_job_t;
+
+/* Called on the publisher thread for every reply that arrives on the callback queue, with
+ * the reply's message_id property (may be empty) and body. */
+typedef void (*rq_reply_hook_t)(const char *message_id, const char *body, size_t len, void *arg);
+
+/* Creates the publisher and starts its thread, which connects (and reconnects with backoff)
+ * on its own. `cfg` and `metrics` must outlive the publisher. Returns NULL on failure. */
+rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
+                                 rq_reply_hook_t hook, void *hook_arg);
+
+/* Stops accepting jobs (later submits fail at once), waits up to `grace_ms` for the jobs in
+ * flight to complete, fails the rest with RQ_JOB_UNAVAILABLE, closes the connection and
+ * joins the thread. The publisher stays allocated, so other threads may still call submit
+ * or ready safely until rq_publisher_free(). Idempotent. */
+void rq_publisher_stop(rq_publisher_t *p, int grace_ms);
+
+/* Stops the publisher (with no grace) if still running, then frees it. NULL is a no-op. */
+void rq_publisher_free(rq_publisher_t *p);
+
+/* Hands a job to the publisher. Thread-safe. Returns 0 when accepted (done will be called
+ * later, on the publisher thread); -1 when refused at once because the publisher is not
+ * connected, shutting down, or holds max_pending messages already: then `done` is NOT
+ * called and job->error says why. */
+int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job);
+
+/* Returns 1 when connected with topology declared, else 0 with the reason copied into
+ * reason. Thread-safe. */
+int rq_publisher_ready(rq_publisher_t *p, char *reason, size_t reasonlen);
+
+#endif

@@ -1,0 +1,181 @@
+/* request.c - request body validation. */
+#include "request.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static int fail(rq_request_error_t *err, unsigned status, const char *prefix, const char *msg)
+{
+    err->status = status;
+    snprintf(err->text, sizeof(err->text), "%s%s", prefix, msg);
+    return -1;
+}
+
+/* Validates one item object into *it. `prefix` names the item in messages ("" or
+ * "messages[3]: "). */
+static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_item_t *it,
+                      int *wait, const char *prefix, rq_request_error_t *err)
+{
+    json_t *v;
+    char uuid[RQ_UUID_LEN + 1];
+
+    it->fail_times = -1;
+    if (!json_is_object(obj))
+        return fail(err, 400, prefix, "must be a JSON object");
+    it->payload = json_object_get(obj, "payload");
+    if (it->payload == NULL)
+        return fail(err, 400, prefix, "\"payload\" is required");
+    v = json_object_get(obj, "id");
+    if (v != NULL) {
+        if (!json_is_string(v))
+            return fail(err, 400, prefix, "\"id\" must be a string");
+        if (json_string_length(v) == 0 || json_string_length(v) > RQ_MAX_ID_LEN)
+            return fail(err, 400, prefix, "\"id\" must be 1 to 256 bytes long");
+        if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL)
+            return fail(err, 400, prefix, "\"id\" must not contain NUL");
+        it->id = strdup(json_string_value(v));
+    } else {
+        rq_uuid(uuid);
+        it->id = strdup(uuid);
+    }
+    if (it->id == NULL)
+        return fail(err, 400, prefix, "out of memory");
+    v = json_object_get(obj, "processing_time");
+    if (v != NULL) {
+        char msg[128];
+        if (!json_is_number(v))
+            return fail(err, 400, prefix, "\"processing_time\" must be a number of seconds");
+        it->processing_time = json_number_value(v);
+        if (!isfinite(it->processing_time) || it->processing_time < 0 ||
+            it->processing_time > lim->max_processing_time) {
+            snprintf(msg, sizeof(msg), "\"processing_time\" must be between 0 and %g seconds",
+                     lim->max_processing_time);
+            return fail(err, 400, prefix, msg);
+        }
+    }
+    v = json_object_get(obj, "fail_times");
+    if (v != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100)
+            return fail(err, 400, prefix, "\"fail_times\" must be an integer from 0 to 100");
+        it->fail_times = json_integer_value(v);
+    }
+    v = json_object_get(obj, "wait");
+    if (v != NULL) {
+        if (!allow_wait)
+            return fail(err, 400, prefix, "\"wait\" belongs to the batch, not to an item");
+        if (!json_is_boolean(v))
+            return fail(err, 400, prefix, "\"wait\" must be true or false");
+        *wait = json_is_true(v);
+    }
+    return 0;
+}
+
+int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                     rq_request_t *req, rq_request_error_t *err)
+{
+    json_error_t jerr;
+    json_t *msgs, *v;
+    char prefix[48];
+
+    memset(req, 0, sizeof(*req));
+    req->batch = batch;
+    if (len == 0) {
+        fail(err, 400, "", "the request body is empty; send a JSON object");
+        goto err;
+    }
+    /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL). */
+    req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (req->root == NULL) {
+        char msg[220];
+        snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", jerr.line,
+                 jerr.column, jerr.text);
+        fail(err, 400, "", msg);
+        goto err;
+    }
+    if (!json_is_object(req->root)) {
+        fail(err, 400, "", "the request body must be a JSON object");
+        goto err;
+    }
+    if (!batch) {
+        req->items = calloc(1, sizeof(*req->items));
+        if (req->items == NULL) {
+            fail(err, 400, "", "out of memory");
+            goto err;
+        }
+        req->n = 1;
+        if (parse_item(req->root, 1, lim, &req->items[0], &req->wait, "", err) != 0)
+            goto err;
+        return 0;
+    }
+    msgs = json_object_get(req->root, "messages");
+    if (!json_is_array(msgs)) {
+        fail(err, 400, "", "\"messages\" must be an array of message objects");
+        goto err;
+    }
+    if (json_array_size(msgs) == 0) {
+        fail(err, 400, "", "\"messages\" must not be empty");
+        goto err;
+    }
+    if (json_array_size(msgs) > lim->max_batch) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "a batch holds at most %zu messages, got %zu",
+                 lim->max_batch, json_array_size(msgs));
+        fail(err, 413, "", msg);
+        goto err;
+    }
+    v = json_object_get(req->root, "wait");
+    if (v != NULL) {
+        if (!json_is_boolean(v)) {
+            fail(err, 400, "", "\"wait\" must be true or false");
+            goto err;
+        }
+        req->wait = json_is_true(v);
+    }
+    req->n = json_array_size(msgs);
+    req->items = calloc(req->n, sizeof(*req->items));
+    if (req->items == NULL) {
+        fail(err, 400, "", "out of memory");
+        goto err;
+    }
+    for (size_t i = 0; i < req->n; i++) {
+        snprintf(prefix, sizeof(prefix), "messages[%zu]: ", i);
+        if (parse_item(json_array_get(msgs, i), 0, lim, &req->items[i], NULL, prefix, err) != 0)
+            goto err;
+    }
+    return 0;
+
+err:
+    rq_request_clear(req);
+    return -1;
+}
+
+void rq_request_clear(rq_request_t *req)
+{
+    for (size_t i = 0; i < req->n && req->items != NULL; i++)
+        free(req->items[i].id);
+    free(req->items);
+    json_decref(req->root);
+    memset(req, 0, sizeof(*req));
+}
+
+char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len)
+{
+    json_t *o = json_pack("{s:s,s:O,s:f,s:s,s:s}", "id", item->id, "payload", item->payload,
+                          "processing_time", item->processing_time, "timestamp", timestamp,
+                          "source", "api");
+    char *text;
+
+    if (o == NULL)
+        return NULL;
+    if (item->fail_times >= 0)
+        json_object_set_new(o, "fail_times", json_integer(item->fail_times));
+    text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(o);
+    if (text != NULL)
+        *len = strlen(text);
+    return text;
+}

@@ -1,0 +1,57 @@
+/* request.h - parsing and validating POST /produce and /batch-produce bodies.
+ *
+ * Pure functions (no I/O), so they are unit-tested table-driven and fuzzed.
+ *
+ * Single:  {"id"?: string, "payload": any, "processing_time"?: number, "fail_times"?: int,
+ *           "wait"?: bool}
+ * Batch:   {"messages": [item, ...], "wait"?: bool}   (items as single, without "wait")
+ * Every item is validated before anything is published: one bad item rejects the batch.
+ */
+#ifndef RQ_REQUEST_H
+#define RQ_REQUEST_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define RQ_MAX_ID_LEN 256
+
+typedef struct rq_limits {
+    size_t max_batch;           /* more items -> 413 */
+    double max_processing_time; /* seconds */
+} rq_limits_t;
+
+typedef struct rq_item {
+    char *id;        /* heap: given or a new UUID */
+    json_t *payload; /* borrowed from the request's root */
+    double processing_time;
+    long long fail_times; /* -1 when absent */
+} rq_item_t;
+
+typedef struct rq_request {
+    json_t *root; /* owned */
+    int batch;
+    int wait; /* "wait": true in the body */
+    size_t n;
+    rq_item_t *items; /* n items, owned */
+} rq_request_t;
+
+typedef struct rq_request_error {
+    unsigned status; /* 400 or 413 */
+    char text[256];
+} rq_request_error_t;
+
+/* Parses body[0..len) (need not be NUL-terminated) into *req. Returns 0, or -1 with err
+ * filled (status 400 for malformed JSON, invalid UTF-8, wrong types, missing payload, a bad
+ * batch item — naming its index; 413 for too many batch items). *req is zeroed on error. */
+int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                     rq_request_t *req, rq_request_error_t *err);
+
+/* Frees what *req owns and zeroes it. Safe on a zeroed struct. */
+void rq_request_clear(rq_request_t *req);
+
+/* Serializes the message published for an item:
+ * {"id","payload","processing_time","timestamp","source":"api"[,"fail_times"]}.
+ * Returns a heap string (caller frees) with its length in *len, or NULL on failure. */
+char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len);
+
+#endif

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Start, stop or query a private RabbitMQ node from the Debian package, bound to 127.0.0.1.
+#
+#   scripts/broker.sh start DIR PORT [MGMT_PORT]   start a node whose data, logs and pidfile live in DIR
+#   scripts/broker.sh stop DIR                     stop the node started in DIR (by its pid)
+#   scripts/broker.sh status DIR                   exit 0 when the node in DIR answers
+#
+# The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
+# (a developer's `make run` and a `make test`) can run side by side without touching each other.
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status DIR [PORT [MGMT_PORT]]" >&2; exit 2; }
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+node_env() {
+	local port
+	port=$(cat "$dir/port")
+	export RABBITMQ_NODENAME="relayq$port@localhost"
+	export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+	export RABBITMQ_NODE_PORT="$port"
+	export RABBITMQ_DIST_PORT=$((port + 20000))
+	export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+	export RABBITMQ_LOG_BASE="$dir/log"
+	export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
+	export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
+	export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+	export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
+	export ERL_EPMD_ADDRESS=127.0.0.1
+	export HOME="$dir/home"
+}
+
+ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
+
+case "$cmd" in
+start)
+	port=${3:-5672}
+	mgmt=${4:-}
+	echo "$port" >"$dir/port"
+	node_env
+	if [ -f "$RABBITMQ_PID_FILE" ] && kill -0 "$(cat "$RABBITMQ_PID_FILE")" 2>/dev/null; then
+		echo "broker already running (pid $(cat "$RABBITMQ_PID_FILE"))"
+		exit 0
+	fi
+	mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE" "$HOME"
+	{
+		echo "listeners.tcp.1 = 127.0.0.1:$port"
+		echo "loopback_users.guest = true"
+		if [ -n "$mgmt" ]; then
+			echo "management.tcp.ip = 127.0.0.1"
+			echo "management.tcp.port = $mgmt"
+		fi
+	} >"$dir/rabbitmq.conf"
+	echo "[]." >"$dir/advanced.config"
+	if [ -n "$mgmt" ]; then echo "[rabbitmq_management]." >"$dir/enabled_plugins"; else echo "[]." >"$dir/enabled_plugins"; fi
+	# The same cookie for the server (run as rabbitmq) and rabbitmqctl (run here).
+	[ -f "$HOME/.erlang.cookie" ] || head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$HOME/.erlang.cookie"
+	chmod 600 "$HOME/.erlang.cookie"
+	chown -R rabbitmq:rabbitmq "$dir"
+	# rabbitmq-server drops to the rabbitmq user; run it detached and remember its pid.
+	(cd "$dir" && setsid rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null &)
+	for _ in $(seq 1 120); do
+		if [ -f "$RABBITMQ_PID_FILE" ] && ctl await_startup --timeout 2 >/dev/null 2>&1; then
+			echo "broker up on 127.0.0.1:$port (node $RABBITMQ_NODENAME, pid $(cat "$RABBITMQ_PID_FILE"))"
+			exit 0
+		fi
+		sleep 0.5
+	done
+	echo "broker did not start; see $RABBITMQ_LOG_BASE" >&2
+	tail -n 30 "$RABBITMQ_LOG_BASE/stdout.log" >&2 || true
+	exit 1
+	;;
+stop)
+	[ -f "$dir/port" ] || exit 0
+	node_env
+	[ -f "$RABBITMQ_PID_FILE" ] || exit 0
+	pid=$(cat "$RABBITMQ_PID_FILE")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	rm -f "$RABBITMQ_PID_FILE"
+	;;
+status)
+	[ -f "$dir/port" ] || exit 1
+	node_env
+	ctl status >/dev/null 2>&1
+	;;
+*)
+	echo "unknown command $cmd" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The body of `make test` (the Makefile has already run install-deps and the build).
+#
+# Steps, each counted once in the closing line `make test: N passed, M failed`:
+#   unit tests (ctest, BUILD_DIR)          sanitizer build (ASAN_DIR, ASan+UBSan) + its unit tests
+#   integration + system tests             (tests/integration/run.sh: its own broker, free ports)
+#   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
+#   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
+# A failed step does not stop the others (the build steps excepted); exit 1 when any failed.
+#
+# Environment: BUILD_DIR (build), ASAN_DIR (build-asan), JOBS (nproc), PYTHON (/usr/bin/python3).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+abspath() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
+BUILD_DIR=$(abspath "${BUILD_DIR:-build}")
+ASAN_DIR=$(abspath "${ASAN_DIR:-build-asan}")
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+PYTHON=${PYTHON:-/usr/bin/python3}
+export PYTHONDONTWRITEBYTECODE=1
+
+passed=0 failed=0
+failures=()
+t0=$SECONDS
+
+# Erlang's port mapper (epmd) is started by the first broker and outlives it. When none ran
+# before the tests, stop it at the end (epmd refuses while any Erlang node is registered).
+epmd_before=0
+epmd -names >/dev/null 2>&1 && epmd_before=1
+finish() {
+	if [ "$epmd_before" = 0 ] && epmd -names >/dev/null 2>&1; then
+		epmd -kill >/dev/null 2>&1 || true
+	fi
+}
+trap finish EXIT
+
+# step NAME CMD...: runs CMD, prints its output and duration, counts it.
+step() {
+	local name=$1 start=$SECONDS rc
+	shift
+	printf '\n==== %s\n' "$name"
+	"$@"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		passed=$((passed + 1))
+		printf '==== PASS %s (%ds)\n' "$name" $((SECONDS - start))
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+		printf '==== FAIL %s (exit %d, %ds)\n' "$name" "$rc" $((SECONDS - start))
+	fi
+	return $rc
+}
+
+asan_build() {
+	cmake -S . -B "$ASAN_DIR" -DRQ_SANITIZE=ON -DRQ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
+		cmake --build "$ASAN_DIR" -j"$JOBS" -- --no-print-directory >"$ASAN_DIR.log" 2>&1 ||
+		{
+			tail -n 40 "$ASAN_DIR.log"
+			return 1
+		}
+}
+
+integration() {
+	if [ ! -f tests/integration/run.sh ]; then
+		echo "tests/integration/run.sh is missing"
+		return 1
+	fi
+	BUILD_DIR="$BUILD_DIR" bash tests/integration/run.sh
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+step "unit tests" ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error
+if step "sanitizer build (ASan+UBSan, $ASAN_DIR)" asan_build; then
+	step "unit tests under ASan+UBSan" ctest --test-dir "$ASAN_DIR" --output-on-failure --no-tests=error
+else
+	failed=$((failed + 1))
+	failures+=("unit tests under ASan+UBSan (not run: build failed)")
+fi
+step "integration and system tests" integration
+step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py
+step "promtool check rules" promtool check rules prometheus/alerts.yml
+step "promtool check config" promtool check config prometheus/prometheus.yml
+step "promtool test rules (alert unit tests)" promtool test rules tests/ops/alerts_test.yml
+step "local mode end to end (tests/ops/test_local.sh)" env BUILD_DIR="$BUILD_DIR" bash tests/ops/test_local.sh
+
+printf '\n'
+for f in "${failures[@]}"; do echo "failed: $f"; done
+echo "make test took $((SECONDS - t0)) s"
+echo "make test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

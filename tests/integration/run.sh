@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# run.sh - the end-to-end tests of relayq against a private RabbitMQ on free ports.
+#
+# Starts a broker (scripts/broker.sh, bound to 127.0.0.1), the producer, the consumer (with
+# OUTPUT_FILE) and a second producer whose request queue has no consumer (for the bad-request
+# tests); runs scripts/test_system.py, test_api.py, test_topology.sh and, when present,
+# test_consumer.sh (which starts its own broker on BROKER2_PORT); checks that the output file
+# holds a line for every message the producer accepted; stops the services with SIGTERM
+# (each must exit 0 within 10 s) and the broker. Everything started is stopped by PID on exit.
+#
+# Environment: BUILD_DIR (default build), BROKER_PORT (default: a free port), KEEP_TMP=1 to
+# keep the scratch folder. Prints each step and `N passed, N failed`; exit 1 on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
+
+BUILD_DIR=${BUILD_DIR:-build}
+case $BUILD_DIR in /*) ;; *) BUILD_DIR=$root/$BUILD_DIR ;; esac
+bin=$BUILD_DIR/bin
+TMP=$(mktemp -d /tmp/relayq-it.XXXXXX)
+chmod 755 "$TMP" # the broker runs as the rabbitmq user and must reach its folder inside
+t_start=$(date +%s)
+broker_dir=$TMP/broker
+broker_started=
+pid_producer='' pid_badreq='' pid_consumer=''
+
+cleanup() {
+	local rc=$?
+	kill_quietly "$pid_producer" "$pid_badreq" "$pid_consumer"
+	if [ -n "$broker_started" ]; then
+		"$root/scripts/broker.sh" stop "$broker_dir" >/dev/null 2>&1 || true
+	fi
+	if [ "$RQ_FAILED" -eq 0 ] && [ "${KEEP_TMP:-0}" != 1 ]; then
+		rm -rf "$TMP"
+	else
+		echo "logs and data kept in $TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# step NAME SECONDS CMD...: runs CMD bounded in time with its output indented; one check.
+step() {
+	local name=$1 limit=$2 rc
+	shift 2
+	log "step: $name"
+	timeout -k 5 "$limit" "$@" 2>&1 | sed -u 's/^/    /' | tee "$TMP/step.out"
+	rc=${PIPESTATUS[0]}
+	local sub
+	sub=$(grep -E '^ *[0-9]+ passed, [0-9]+ failed$' "$TMP/step.out" | tail -n 1 | tr -s ' ')
+	if [ "$rc" = 0 ]; then
+		pass "$name${sub:+ ($sub)}"
+	elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+		fail "$name" "timed out after $limit s"
+	else
+		fail "$name${sub:+ ($sub)}" "exit status $rc"
+	fi
+}
+
+log "relayq integration tests (build: $BUILD_DIR, scratch: $TMP)"
+for b in producer consumer; do
+	if [ ! -x "$bin/$b" ]; then
+		fail "binary $bin/$b present" "build first (make build)"
+		summary
+		exit 1
+	fi
+done
+pass "binaries present in $bin"
+
+BROKER_PORT=${BROKER_PORT:-$(free_broker_port)}
+log "step: start broker on 127.0.0.1:$BROKER_PORT"
+if "$root/scripts/broker.sh" start "$broker_dir" "$BROKER_PORT" >"$TMP/broker-start.log" 2>&1; then
+	broker_started=1
+	pass "broker started on 127.0.0.1:$BROKER_PORT"
+else
+	broker_started=1
+	fail "broker started" "$(tail -n 5 "$TMP/broker-start.log" | tr '\n' ' ')"
+	summary
+	exit 1
+fi
+
+PRODUCER_PORT=$(free_port)
+BADREQ_PORT=$(free_port)
+CONSUMER_PORT=$(free_port)
+BADREQ_QUEUE=relayq_badreq_test
+BADREQ_REPLY_TIMEOUT_MS=1000
+OUTPUT=$TMP/output.txt
+common_env=(RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT="$BROKER_PORT" LOG_LEVEL=warn)
+
+log "step: start producer :$PRODUCER_PORT, consumer :$CONSUMER_PORT, bad-request producer :$BADREQ_PORT"
+env "${common_env[@]}" PRODUCER_BIND=127.0.0.1 PRODUCER_PORT="$PRODUCER_PORT" \
+	"$bin/producer" >"$TMP/producer.log" 2>&1 &
+pid_producer=$!
+env "${common_env[@]}" CONSUMER_BIND=127.0.0.1 CONSUMER_PORT="$CONSUMER_PORT" OUTPUT_FILE="$OUTPUT" \
+	"$bin/consumer" >"$TMP/consumer.log" 2>&1 &
+pid_consumer=$!
+env "${common_env[@]}" PRODUCER_BIND=127.0.0.1 PRODUCER_PORT="$BADREQ_PORT" REQUEST_QUEUE="$BADREQ_QUEUE" \
+	REPLY_TIMEOUT_MS="$BADREQ_REPLY_TIMEOUT_MS" "$bin/producer" >"$TMP/producer-badreq.log" 2>&1 &
+pid_badreq=$!
+
+ready_ok=1
+for pair in "producer:$PRODUCER_PORT" "consumer:$CONSUMER_PORT" "bad-request producer:$BADREQ_PORT"; do
+	name=${pair%:*}
+	port=${pair##*:}
+	if wait_ready "http://127.0.0.1:$port/health/ready" 30; then
+		pass "$name ready on 127.0.0.1:$port"
+	else
+		ready_ok=
+		fail "$name ready on 127.0.0.1:$port within 30 s" "/health/ready -> $(http_status "http://127.0.0.1:$port/health/ready")"
+	fi
+done
+if [ -z "$ready_ok" ]; then
+	for f in producer consumer producer-badreq; do
+		echo "--- $f.log (tail)"
+		tail -n 20 "$TMP/$f.log"
+	done
+	summary
+	exit 1
+fi
+
+EXPECTED=$TMP/expected.txt
+: >"$EXPECTED"
+step "system test (scripts/test_system.py)" 120 \
+	"$PY" "$root/scripts/test_system.py" --url "http://127.0.0.1:$PRODUCER_PORT" \
+	--consumer-url "http://127.0.0.1:$CONSUMER_PORT" --record "$EXPECTED"
+grep -E '^ *INFO  load:' "$TMP/step.out" | sed 's/^ *INFO  /throughput: /' >"$TMP/throughput.txt" || true
+
+step "API edge cases (tests/integration/test_api.py)" 150 \
+	"$PY" "$here/test_api.py" --url "http://127.0.0.1:$PRODUCER_PORT" \
+	--badreq-url "http://127.0.0.1:$BADREQ_PORT" --queue "$BADREQ_QUEUE" --amqp-port "$BROKER_PORT" \
+	--tool "$bin/rq_amqp_tool" --reply-timeout-ms "$BADREQ_REPLY_TIMEOUT_MS" --record "$EXPECTED"
+
+step "topology mismatch (tests/integration/test_topology.sh)" 120 \
+	env BUILD_DIR="$BUILD_DIR" RABBITMQ_PORT="$BROKER_PORT" WORK="$TMP/topology" bash "$here/test_topology.sh"
+
+if [ -f "$here/test_consumer.sh" ]; then
+	BROKER2_PORT=$(free_broker_port)
+	step "consumer tests (tests/integration/test_consumer.sh)" 180 \
+		env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER2_PORT" bash "$here/test_consumer.sh"
+else
+	log "tests/integration/test_consumer.sh not present: skipped"
+fi
+
+# Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
+log "step: output file has a line for every accepted message"
+verify_out=$("$PY" - "$EXPECTED" "$OUTPUT" <<'EOF'
+import collections, sys, time
+exp_path, out_path = sys.argv[1], sys.argv[2]
+with open(exp_path, encoding="utf-8") as f:
+    want = collections.Counter(line.rstrip("\n") for line in f)
+deadline = time.monotonic() + 30
+while True:
+    try:
+        with open(out_path, "rb") as f:
+            got = collections.Counter(l.rstrip(b"\n").decode("utf-8", "replace") for l in f)
+    except FileNotFoundError:
+        got = collections.Counter()
+    missing = {k: n - got[k] for k, n in want.items() if got[k] < n}
+    if not missing or time.monotonic() > deadline:
+        break
+    time.sleep(0.25)
+total = sum(want.values())
+print("%d expected lines, %d lines in the output file, %d missing" % (total, sum(got.values()), sum(missing.values())))
+for k in list(missing)[:5]:
+    print("missing: %r x%d" % (k[:120], missing[k]))
+sys.exit(1 if missing or total == 0 else 0)
+EOF
+)
+vrc=$?
+printf '%s\n' "$verify_out" | sed 's/^/    /' # indent
+if [ "$vrc" = 0 ]; then
+	pass "output file: $(echo "$verify_out" | head -n 1)"
+else
+	fail "output file has every accepted message" "$(echo "$verify_out" | head -n 1)"
+fi
+
+# Shutdown: every service exits 0 on SIGTERM within 10 s.
+log "step: stop services with SIGTERM"
+stop_pid "$pid_producer" "producer"
+stop_pid "$pid_badreq" "bad-request producer"
+stop_pid "$pid_consumer" "consumer"
+pid_producer='' pid_badreq='' pid_consumer=''
+
+if grep -lE 'AddressSanitizer|runtime error:|LeakSanitizer|ThreadSanitizer' "$TMP"/*.log "$TMP"/topology/*.log >/dev/null 2>&1; then
+	fail "no sanitizer reports in service logs" "$(grep -lE 'AddressSanitizer|runtime error:|LeakSanitizer|ThreadSanitizer' "$TMP"/*.log "$TMP"/topology/*.log 2>/dev/null | tr '\n' ' ')"
+else
+	pass "no sanitizer reports in service logs"
+fi
+
+log "step: stop broker"
+if "$root/scripts/broker.sh" stop "$broker_dir" >/dev/null 2>&1; then
+	broker_started=
+	pass "broker stopped"
+else
+	fail "broker stopped"
+fi
+
+[ -s "$TMP/throughput.txt" ] && cat "$TMP/throughput.txt"
+log "finished in $(($(date +%s) - t_start)) s"
+summary

@@ -1,0 +1,364 @@
+/* Unit tests for consumer/message.c: decoding deliveries, output line and reply rendering,
+ * and the published-at lookup for the consume latency. */
+#include <criterion/criterion.h>
+#include <limits.h>
+#include <string.h>
+
+#include "message.h"
+
+/* ---- decode cases ---- */
+
+enum { OK = 0, BAD = -1 };
+
+typedef struct {
+    const char *name;
+    const char *content_type; /* NULL: property absent */
+    const char *message_id;   /* NULL: property absent */
+    const char *body;
+    size_t body_len; /* bytes of body */
+    double max_pt;
+    int rc;
+    /* expectations when rc == OK */
+    rq_msg_kind_t kind;
+    const char *id;
+    const char *line;
+    size_t line_len;
+    double pt;
+    int capped;
+    int fail_times;
+    /* expectation when rc == BAD: a substring of the reason */
+    const char *reason;
+} dcase_t;
+
+#define JSON "application/json"
+#define RAW "application/octet-stream"
+#define L(s) s, sizeof(s) - 1
+
+/* A valid JSON message: id, line (both C strings), pt / capped / fail_times. */
+#define GOOD(name, ct, mid, body, id, line, pt, capped, ft)                                        \
+    {                                                                                              \
+        name, ct, mid, L(body), 60, OK, RQ_MSG_JSON, id, L(line), pt, capped, ft, NULL             \
+    }
+#define FAIL(name, ct, mid, body, reason)                                                          \
+    {                                                                                              \
+        name, ct, mid, L(body), 60, BAD, RQ_MSG_JSON, NULL, NULL, 0, 0, 0, 0, reason               \
+    }
+
+static const dcase_t cases[] = {
+    /* valid API messages */
+    GOOD("string payload", JSON, "m1", "{\"id\":\"a1\",\"payload\":\"hello\"}", "a1", "hello", 0, 0,
+         0),
+    GOOD("producer body", JSON, "a2",
+         "{\"id\":\"a2\",\"payload\":\"hi\",\"processing_time\":0.5,"
+         "\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"source\":\"api\"}",
+         "a2", "hi", 0.5, 0, 0),
+    GOOD("object payload keeps key order, compact", JSON, NULL,
+         "{\"id\":\"o\",\"payload\": { \"b\" : 1, \"a\" : [1, 2, {\"c\": null}] } }", "o",
+         "{\"b\":1,\"a\":[1,2,{\"c\":null}]}", 0, 0, 0),
+    GOOD("array payload", JSON, NULL, "{\"id\":\"x\",\"payload\":[\"a\", true, false]}", "x",
+         "[\"a\",true,false]", 0, 0, 0),
+    GOOD("integer payload", JSON, NULL, "{\"id\":\"x\",\"payload\":42}", "x", "42", 0, 0, 0),
+    GOOD("real payload", JSON, NULL, "{\"id\":\"x\",\"payload\":1.5}", "x", "1.5", 0, 0, 0),
+    GOOD("true payload", JSON, NULL, "{\"id\":\"x\",\"payload\":true}", "x", "true", 0, 0, 0),
+    GOOD("null payload is present", JSON, NULL, "{\"id\":\"x\",\"payload\":null}", "x", "null", 0,
+         0, 0),
+    GOOD("empty string payload", JSON, NULL, "{\"id\":\"x\",\"payload\":\"\"}", "x", "", 0, 0, 0),
+    GOOD("string payload is verbatim (escapes decoded)", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":\"a\\\"b\\\\c\\tz \\u00e9\"}", "x", "a\"b\\c\tz \xC3\xA9", 0, 0,
+         0),
+    GOOD("string payload with NUL", JSON, NULL, "{\"id\":\"x\",\"payload\":\"a\\u0000b\"}", "x",
+         "a\0b", 0, 0, 0),
+    GOOD("non-ASCII escaped in object payload stays UTF-8", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":{\"k\":\"\\u20ac\"}}", "x", "{\"k\":\"\xE2\x82\xAC\"}", 0, 0,
+         0),
+    GOOD("id falls back to message_id", JSON, "mid-7", "{\"payload\":\"p\"}", "mid-7", "p", 0, 0,
+         0),
+    GOOD("null id falls back to message_id", JSON, "mid-8", "{\"id\":null,\"payload\":\"p\"}",
+         "mid-8", "p", 0, 0, 0),
+    GOOD("body id wins over message_id", JSON, "mid-9", "{\"id\":\"body\",\"payload\":\"p\"}",
+         "body", "p", 0, 0, 0),
+    GOOD("content type absent means JSON", NULL, NULL, "{\"id\":\"x\",\"payload\":1}", "x", "1", 0,
+         0, 0),
+    GOOD("content type with parameters", "application/json; charset=utf-8", NULL,
+         "{\"id\":\"x\",\"payload\":1}", "x", "1", 0, 0, 0),
+    GOOD("content type in capitals", " Application/JSON ", NULL, "{\"id\":\"x\",\"payload\":1}",
+         "x", "1", 0, 0, 0),
+    GOOD("processing_time integer", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":2}", "x", "1", 2, 0, 0),
+    GOOD("processing_time zero", JSON, NULL, "{\"id\":\"x\",\"payload\":1,\"processing_time\":0.0}",
+         "x", "1", 0, 0, 0),
+    GOOD("processing_time null is absent", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":null}", "x", "1", 0, 0, 0),
+    GOOD("processing_time at the maximum is kept", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":60}", "x", "1", 60, 0, 0),
+    GOOD("processing_time huge is capped", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":1e300}", "x", "1", 60, 1, 0),
+    GOOD("processing_time just above the maximum is capped", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":60.001}", "x", "1", 60, 1, 0),
+    GOOD("fail_times", JSON, NULL, "{\"id\":\"x\",\"payload\":1,\"fail_times\":3}", "x", "1", 0, 0,
+         3),
+    GOOD("fail_times huge is clamped", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"fail_times\":99999999999}", "x", "1", 0, 0, INT_MAX),
+    GOOD("unknown members are ignored", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"extra\":{\"deep\":[1]},\"source\":7}", "x", "1", 0, 0, 0),
+
+    /* undecodable API messages */
+    FAIL("missing payload", JSON, "m", "{\"id\":\"x\",\"processing_time\":1}",
+         "missing \"payload\""),
+    FAIL("missing id and message_id", JSON, NULL, "{\"payload\":1}", "missing \"id\""),
+    FAIL("empty message_id does not count as an id", JSON, "", "{\"payload\":1}", "missing \"id\""),
+    FAIL("id is a number", JSON, "m", "{\"id\":5,\"payload\":1}", "\"id\" must be"),
+    FAIL("id is an object", JSON, "m", "{\"id\":{},\"payload\":1}", "\"id\" must be"),
+    FAIL("id is empty", JSON, "m", "{\"id\":\"\",\"payload\":1}", "\"id\" must be"),
+    FAIL("id holds NUL", JSON, NULL, "{\"id\":\"a\\u0000b\",\"payload\":1}", "NUL"),
+    FAIL("processing_time negative", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":-0.5}",
+         "\"processing_time\" must be >= 0"),
+    FAIL("processing_time string", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":\"5\"}", "must be a number"),
+    FAIL("processing_time bool", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":true}", "must be a number"),
+    FAIL("processing_time overflowing", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":1,\"processing_time\":1e999}", "invalid JSON"),
+    FAIL("fail_times negative", JSON, NULL, "{\"id\":\"x\",\"payload\":1,\"fail_times\":-1}",
+         "\"fail_times\" must be >= 0"),
+    FAIL("fail_times real", JSON, NULL, "{\"id\":\"x\",\"payload\":1,\"fail_times\":1.5}",
+         "must be an integer"),
+    FAIL("fail_times string", JSON, NULL, "{\"id\":\"x\",\"payload\":1,\"fail_times\":\"2\"}",
+         "must be an integer"),
+    FAIL("invalid JSON", JSON, "m", "{\"id\":\"x\",\"payload\":", "invalid JSON"),
+    FAIL("trailing garbage", JSON, "m", "{\"id\":\"x\",\"payload\":1} x", "invalid JSON"),
+    FAIL("empty body", JSON, "m", "", "invalid JSON"),
+    FAIL("invalid UTF-8 in JSON", JSON, "m", "{\"id\":\"x\",\"payload\":\"\xC3\x28\"}",
+         "invalid JSON"),
+    FAIL("array body", JSON, "m", "[1,2]", "must be a JSON object"),
+    FAIL("string body", JSON, "m", "\"payload\"", "must be a JSON object"),
+    FAIL("number body", JSON, "m", "42", "must be a JSON object"),
+    FAIL("null body", JSON, "m", "null", "must be a JSON object"),
+    FAIL("plain text sent as JSON", NULL, "m", "hello", "invalid JSON"),
+    FAIL("unsupported content type", "application/xml", "m", "<a/>", "unsupported content_type"),
+    FAIL("unsupported content type prefix", "application/jsonx", "m", "{\"payload\":1}",
+         "unsupported content_type"),
+
+    /* tailed lines */
+    {"raw line with NUL and CR", RAW, "f:0", L("a\0b\r"), 60, OK, RQ_MSG_RAW, "f:0", L("a\0b\r"), 0,
+     0, 0, NULL},
+    {"raw empty line", RAW, "f:10", L(""), 60, OK, RQ_MSG_RAW, "f:10", L(""), 0, 0, 0, NULL},
+    {"raw invalid UTF-8 and tabs", RAW, "f:3", L("\xFF\xFE\t x"), 60, OK, RQ_MSG_RAW, "f:3",
+     L("\xFF\xFE\t x"), 0, 0, 0, NULL},
+    {"raw JSON-looking line stays raw", RAW, "f:4", L("{\"payload\":1}"), 60, OK, RQ_MSG_RAW, "f:4",
+     L("{\"payload\":1}"), 0, 0, 0, NULL},
+    {"text/plain is a raw line", "text/plain; charset=utf-8", "f:5", L("line"), 60, OK, RQ_MSG_RAW,
+     "f:5", L("line"), 0, 0, 0, NULL},
+    {"raw line without message_id", RAW, NULL, L("x"), 60, BAD, RQ_MSG_RAW, NULL, NULL, 0, 0, 0, 0,
+     "message_id"},
+    {"raw line with empty message_id", RAW, "", L("x"), 60, BAD, RQ_MSG_RAW, NULL, NULL, 0, 0, 0, 0,
+     "message_id"},
+};
+
+static void run_case(const dcase_t *c)
+{
+    rq_msg_input_t in = {0};
+    rq_message_t m;
+    rq_msg_error_t err;
+    int rc;
+
+    in.content_type = c->content_type;
+    in.content_type_len = c->content_type != NULL ? strlen(c->content_type) : 0;
+    in.message_id = c->message_id;
+    in.message_id_len = c->message_id != NULL ? strlen(c->message_id) : 0;
+    in.body = c->body;
+    in.body_len = c->body_len;
+
+    rc = rq_message_decode(&in, c->max_pt, &m, &err);
+    cr_expect_eq(rc, c->rc, "[%s] rc %d, expected %d (reason: %s)", c->name, rc, c->rc,
+                 rc < 0 ? err.text : "-");
+    if (rc != c->rc) {
+        rq_message_clear(&m);
+        return;
+    }
+    if (rc < 0) {
+        cr_expect_not_null(strstr(err.text, c->reason), "[%s] reason \"%s\" lacks \"%s\"", c->name,
+                           err.text, c->reason);
+        cr_expect_null(m.id, "[%s] id left set on failure", c->name);
+        cr_expect_null(m.reply, "[%s] reply left set on failure", c->name);
+        return;
+    }
+    cr_expect_eq(m.kind, c->kind, "[%s] kind", c->name);
+    cr_expect_str_eq(m.id, c->id, "[%s] id", c->name);
+    cr_expect_eq(m.line_len, c->line_len, "[%s] line length %zu, expected %zu", c->name, m.line_len,
+                 c->line_len);
+    if (m.line_len == c->line_len)
+        cr_expect(memcmp(m.line, c->line, c->line_len) == 0, "[%s] line \"%.*s\" != \"%s\"",
+                  c->name, (int)m.line_len, m.line, c->line);
+    /* the reply is the prefix then the line, NUL-terminated */
+    cr_expect_eq(m.reply_len, RQ_REPLY_PREFIX_LEN + c->line_len, "[%s] reply length", c->name);
+    cr_expect(memcmp(m.reply, "Consumer processed: ", RQ_REPLY_PREFIX_LEN) == 0,
+              "[%s] reply prefix", c->name);
+    cr_expect_eq(m.line, m.reply + RQ_REPLY_PREFIX_LEN, "[%s] line points into reply", c->name);
+    cr_expect_eq(m.reply[m.reply_len], '\0', "[%s] reply NUL-terminated", c->name);
+    cr_expect_float_eq(m.processing_time, c->pt, 1e-9, "[%s] processing_time %g, expected %g",
+                       c->name, m.processing_time, c->pt);
+    cr_expect_eq(m.processing_capped, c->capped, "[%s] capped", c->name);
+    cr_expect_eq(m.fail_times, c->fail_times, "[%s] fail_times", c->name);
+    rq_message_clear(&m);
+    cr_expect_null(m.reply);
+}
+
+Test(message, decode_table)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(&cases[i]);
+}
+
+Test(message, reply_text_for_string_and_object)
+{
+    rq_msg_input_t in = {0};
+    rq_message_t m;
+
+    in.body = "{\"id\":\"r\",\"payload\":\"hello world\"}";
+    in.body_len = strlen(in.body);
+    cr_assert_eq(rq_message_decode(&in, 60, &m, NULL), 0);
+    cr_expect_str_eq(m.reply, "Consumer processed: hello world");
+    rq_message_clear(&m);
+
+    in.body = "{\"id\":\"r\",\"payload\":{\"z\":1,\"a\":\"b\"}}";
+    in.body_len = strlen(in.body);
+    cr_assert_eq(rq_message_decode(&in, 60, &m, NULL), 0);
+    cr_expect_str_eq(m.reply, "Consumer processed: {\"z\":1,\"a\":\"b\"}");
+    rq_message_clear(&m);
+}
+
+Test(message, max_processing_time_zero_caps_everything)
+{
+    rq_msg_input_t in = {0};
+    rq_message_t m;
+
+    in.body = "{\"id\":\"r\",\"payload\":1,\"processing_time\":0.25}";
+    in.body_len = strlen(in.body);
+    cr_assert_eq(rq_message_decode(&in, 0, &m, NULL), 0);
+    cr_expect_float_eq(m.processing_time, 0.0, 1e-12);
+    cr_expect_eq(m.processing_capped, 1);
+    rq_message_clear(&m);
+}
+
+Test(message, body_is_not_read_past_its_length)
+{
+    /* the body is a prefix of a longer buffer: only body_len bytes count */
+    static const char buf[] = "{\"id\":\"x\",\"payload\":\"ab\"}GARBAGE";
+    rq_msg_input_t in = {0};
+    rq_message_t m;
+
+    in.body = buf;
+    in.body_len = strlen("{\"id\":\"x\",\"payload\":\"ab\"}");
+    cr_assert_eq(rq_message_decode(&in, 60, &m, NULL), 0);
+    cr_expect_eq(m.line_len, 2);
+    rq_message_clear(&m);
+
+    /* a message_id that is not NUL-terminated */
+    in.body = "{\"payload\":1}";
+    in.body_len = strlen(in.body);
+    in.message_id = "idXYZ";
+    in.message_id_len = 2;
+    cr_assert_eq(rq_message_decode(&in, 60, &m, NULL), 0);
+    cr_expect_str_eq(m.id, "id");
+    rq_message_clear(&m);
+}
+
+Test(message, clear_is_idempotent)
+{
+    rq_message_t m;
+
+    memset(&m, 0, sizeof(m));
+    rq_message_clear(&m);
+    rq_message_clear(&m);
+    rq_message_clear(NULL);
+}
+
+/* ---- AMQP properties ---- */
+
+Test(message, input_from_amqp_properties)
+{
+    amqp_basic_properties_t p;
+    rq_msg_input_t in;
+    char body[] = "xyz";
+
+    memset(&p, 0, sizeof(p));
+    p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+    p.content_type = amqp_cstring_bytes("application/json");
+    p.message_id = amqp_cstring_bytes("m-1");
+    rq_message_input_from_amqp(&p, (amqp_bytes_t){3, body}, &in);
+    cr_expect_eq(in.content_type_len, 16);
+    cr_expect(memcmp(in.content_type, "application/json", 16) == 0);
+    cr_expect_eq(in.message_id_len, 3);
+    cr_expect_eq(in.body, body);
+    cr_expect_eq(in.body_len, 3);
+
+    p._flags = 0;
+    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
+    cr_expect_null(in.content_type);
+    cr_expect_null(in.message_id);
+    cr_expect_not_null(in.body);
+    cr_expect_eq(in.body_len, 0);
+}
+
+static amqp_basic_properties_t with_header(amqp_table_entry_t *e)
+{
+    amqp_basic_properties_t p;
+
+    memset(&p, 0, sizeof(p));
+    p._flags = AMQP_BASIC_HEADERS_FLAG;
+    p.headers.num_entries = 1;
+    p.headers.entries = e;
+    return p;
+}
+
+Test(message, published_ms_from_header_kinds)
+{
+    amqp_table_entry_t e;
+    amqp_basic_properties_t p;
+
+    e.key = amqp_cstring_bytes("x-published-ms");
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = 1767225600123;
+    p = with_header(&e);
+    cr_expect_eq(rq_message_published_ms(&p), 1767225600123);
+
+    e.value.kind = AMQP_FIELD_KIND_U64;
+    e.value.value.u64 = 1767225600124;
+    cr_expect_eq(rq_message_published_ms(&p), 1767225600124);
+
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes("1767225600125");
+    cr_expect_eq(rq_message_published_ms(&p), 1767225600125);
+
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes("12abc");
+    cr_expect_eq(rq_message_published_ms(&p), -1, "not a number, no timestamp");
+
+    e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    e.value.value.boolean = 1;
+    cr_expect_eq(rq_message_published_ms(&p), -1);
+
+    e.key = amqp_cstring_bytes("x-other");
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = 5;
+    cr_expect_eq(rq_message_published_ms(&p), -1, "other header names are ignored");
+}
+
+Test(message, published_ms_falls_back_to_timestamp)
+{
+    amqp_table_entry_t e;
+    amqp_basic_properties_t p;
+
+    e.key = amqp_cstring_bytes("x-published-ms");
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = 0; /* not positive: ignored */
+    p = with_header(&e);
+    p._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+    p.timestamp = 1767225600;
+    cr_expect_eq(rq_message_published_ms(&p), 1767225600000LL);
+
+    memset(&p, 0, sizeof(p));
+    cr_expect_eq(rq_message_published_ms(&p), -1);
+}

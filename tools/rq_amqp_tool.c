@@ -1,0 +1,813 @@
+/* rq_amqp_tool.c - a small AMQP command-line tool for relayq's tests and benchmarks.
+ *
+ *   rq_amqp_tool publish --queue Q [--count N] [--json|--raw-file F|--body TEXT] ...
+ *   rq_amqp_tool get     --queue Q [--count N] [--wait S] [--format body|props]
+ *   rq_amqp_tool depth   --queue Q [--consumers]
+ *   rq_amqp_tool purge   --queue Q
+ *   rq_amqp_tool declare --queue Q [--topology [--queue-type T] | --transient]
+ *   rq_amqp_tool delete  --queue Q
+ *
+ * publish uses publisher confirms, pipelined: messages are published back to back while
+ * basic.ack / basic.nack frames (honouring `multiple`) are read as they come, with at most
+ * --window messages unconfirmed. It fails (exit 1) unless every message was confirmed (no
+ * nack, no basic.return: messages are published `mandatory`) before --timeout.
+ *
+ * Connection settings: RABBITMQ_HOST/PORT/USER/PASS/VHOST from the environment if set
+ * (host defaults to 127.0.0.1 here), overridden by --host/--port/--user/--pass/--vhost.
+ * Exit status: 0 success, 1 failure, 2 usage error.
+ */
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amqp_conn.h"
+#include "config.h"
+#include "util.h"
+
+#define TOOL "rq_amqp_tool"
+
+typedef struct opts {
+    const char *cmd;
+    const char *queue;
+    long long count; /* -1: not given */
+    int json;
+    const char *raw_file;
+    const char *body;
+    const char *content_type;
+    const char *reply_to;
+    const char *correlation_id;
+    const char *id_prefix;
+    long long start;
+    double processing_time; /* < 0: omitted */
+    long long fail_times;   /* < 0: omitted */
+    int payload_object;
+    int transient;
+    long long window;
+    double timeout;
+    double rate; /* messages/s, 0 = unlimited */
+    int declare;
+    double wait;
+    const char *format;
+    int consumers;
+    int topology;
+    const char *queue_type;
+    int quiet;
+} opts_t;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f, "usage: " TOOL " COMMAND --queue Q [options]\n"
+           "\n"
+           "commands:\n"
+           "  publish   publish messages with publisher confirms (pipelined)\n"
+           "  get       fetch messages with basic.get (acked after printing) and print them\n"
+           "  depth     print the queue's ready message count (passive declare)\n"
+           "  purge     purge the queue, print the number of messages removed\n"
+           "  declare   declare the queue (durable unless --transient; --topology: as relayq's\n"
+           "            request queue, with x-queue-type)\n"
+           "  delete    delete the queue\n"
+           "\n"
+           "connection: --host H (127.0.0.1) --port P (5672) --user U --pass P --vhost V\n"
+           "            (defaults from RABBITMQ_HOST/PORT/USER/PASS/VHOST when set)\n"
+           "\n"
+           "publish:\n"
+           "  --count N             messages to publish (default 1; with --raw-file: all lines)\n"
+           "  --json                API-style JSON messages (default): {\"id\":\"<prefix>-<i>\",\n"
+           "                        \"payload\":\"<prefix> message <i>\",\"processing_time\",...}\n"
+           "  --payload-object      payload {\"seq\":i,\"text\":\"<prefix> message <i>\"}\n"
+           "  --id-prefix P         id prefix (default \"msg\"; with --raw-file: the file path)\n"
+           "  --start I             first index i (default 0)\n"
+           "  --processing-time T   add \"processing_time\": T\n"
+           "  --fail-times N        add \"fail_times\": N\n"
+           "  --raw-file F          publish each line of F (without its '\\n'; a last line\n"
+           "                        without '\\n' too) as application/octet-stream, message id\n"
+           "                        \"<prefix>:<byte offset>\"\n"
+           "  --body TEXT           publish TEXT verbatim (message id \"<prefix>-<i>\")\n"
+           "  --content-type CT     content type for --body (default application/json;\n"
+           "                        \"none\" omits the property)\n"
+           "  --reply-to Q          set reply_to\n"
+           "  --correlation-id X    X for a single message, X-<i> for several (default with\n"
+           "                        --reply-to: a UUID per message)\n"
+           "  --transient           delivery_mode 1 (default 2, persistent)\n"
+           "  --window W            most unconfirmed messages at a time (default 10000)\n"
+           "  --rate R              publish at most R messages per second (default unlimited)\n"
+           "  --declare             declare the queue as relayq's request queue first\n"
+           "  --queue-type T        x-queue-type for --declare/--topology (default classic)\n"
+           "  --timeout S           give up after S seconds (default 120)\n"
+           "get:\n"
+           "  --count N             stop after N messages (default: all that are there)\n"
+           "  --wait S              poll up to S seconds for N messages (default 0); exit 1 when\n"
+           "                        fewer than N arrived\n"
+           "  --format body|props   body per line, or \"correlation_id<TAB>message_id<TAB>body\"\n"
+           "depth:\n"
+           "  --consumers           print \"<messages> <consumers>\"\n"
+           "  --quiet               (all commands) no summary on stderr\n");
+}
+
+static int connect_to(const opts_t *o, const char *host, const char *port, const char *user,
+                      const char *pass, const char *vhost, rq_config_t *cfg,
+                      amqp_connection_state_t *conn)
+{
+    rq_config_error_t cerr;
+    char err[512];
+    struct {
+        const char *name;
+        const char *value;
+    } sets[] = {
+        {"RABBITMQ_HOST", host},       {"RABBITMQ_PORT", port},   {"RABBITMQ_USER", user},
+        {"RABBITMQ_PASS", pass},       {"RABBITMQ_VHOST", vhost}, {"REQUEST_QUEUE", o->queue},
+        {"QUEUE_TYPE", o->queue_type},
+    };
+
+    if (rq_config_defaults(cfg) < 0) {
+        fprintf(stderr, TOOL ": out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        if (sets[i].value == NULL)
+            continue;
+        if (rq_config_set(cfg, sets[i].name, sets[i].value, &cerr) < 0) {
+            fprintf(stderr, TOOL ": %s\n", cerr.text);
+            return -1;
+        }
+    }
+    *conn = rq_amqp_open(&cfg->rabbitmq, err, sizeof(err));
+    if (*conn == NULL) {
+        fprintf(stderr, TOOL ": %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int check(amqp_connection_state_t conn, const char *what)
+{
+    char err[512];
+
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, sizeof(err)) < 0) {
+        fprintf(stderr, TOOL ": %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- publish ---------------------------------------------------------------------------- */
+
+typedef struct pub {
+    amqp_connection_state_t conn;
+    uint8_t *state;     /* per tag (index tag-1): 0 unsettled, 1 acked, 2 nacked */
+    uint64_t published; /* highest tag published */
+    uint64_t low;       /* lowest tag that may be unsettled */
+    uint64_t settled;
+    uint64_t nacked;
+    uint64_t returned;
+} pub_t;
+
+static void settle(pub_t *p, uint64_t tag, int multiple, uint8_t how)
+{
+    if (tag == 0 || tag > p->published)
+        return;
+    if (multiple) {
+        for (uint64_t t = p->low; t <= tag; t++) {
+            if (p->state[t - 1] == 0) {
+                p->state[t - 1] = how;
+                p->settled++;
+                p->nacked += how == 2;
+            }
+        }
+    } else if (p->state[tag - 1] == 0) {
+        p->state[tag - 1] = how;
+        p->settled++;
+        p->nacked += how == 2;
+    }
+    while (p->low <= p->published && p->state[p->low - 1] != 0)
+        p->low++;
+}
+
+/* Reads one frame, waiting at most timeout_ms (0: only what is already there). Returns 1 when
+ * a frame was handled, 0 on timeout, -1 on a fatal error (printed). */
+static int read_confirm(pub_t *p, int timeout_ms)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    amqp_frame_t f;
+    int rc;
+
+    amqp_maybe_release_buffers(p->conn);
+    rc = amqp_simple_wait_frame_noblock(p->conn, &f, &tv);
+    if (rc == AMQP_STATUS_TIMEOUT)
+        return 0;
+    if (rc != AMQP_STATUS_OK) {
+        fprintf(stderr, TOOL ": waiting for confirms: %s\n", amqp_error_string2(rc));
+        return -1;
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+        return 1;
+    switch (f.payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *a = f.payload.method.decoded;
+        settle(p, a->delivery_tag, a->multiple, 1);
+        return 1;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *n = f.payload.method.decoded;
+        settle(p, n->delivery_tag, n->multiple, 2);
+        return 1;
+    }
+    case AMQP_BASIC_RETURN_METHOD: {
+        amqp_message_t m;
+        amqp_rpc_reply_t r = amqp_read_message(p->conn, f.channel, &m, 0);
+
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            fprintf(stderr, TOOL ": reading a returned message failed\n");
+            return -1;
+        }
+        amqp_destroy_message(&m);
+        p->returned++;
+        return 1;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *m = f.payload.method.decoded;
+        fprintf(stderr, TOOL ": channel closed by the broker: %u %.*s\n", m->reply_code,
+                (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        return -1;
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *m = f.payload.method.decoded;
+        fprintf(stderr, TOOL ": connection closed by the broker: %u %.*s\n", m->reply_code,
+                (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        return -1;
+    }
+    default:
+        return 1;
+    }
+}
+
+/* Reads a whole file into memory. Returns 0 or -1 (printed). */
+static int slurp(const char *path, char **buf, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 1 << 16;
+    size_t n = 0;
+    char *b = NULL;
+
+    if (f == NULL) {
+        fprintf(stderr, TOOL ": %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    b = malloc(cap);
+    while (b != NULL) {
+        size_t r = fread(b + n, 1, cap - n, f);
+        n += r;
+        if (r == 0)
+            break;
+        if (n == cap) {
+            char *nb = realloc(b, cap * 2);
+            if (nb == NULL) {
+                free(b);
+                b = NULL;
+                break;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    if (b == NULL || ferror(f)) {
+        fprintf(stderr, TOOL ": %s: read failed\n", path);
+        free(b);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+static double now_s(void)
+{
+    return (double)rq_mono_ns() / 1e9;
+}
+
+static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg)
+{
+    pub_t p;
+    char *file = NULL;
+    size_t file_len = 0;
+    size_t file_off = 0;
+    long long count = o->count;
+    const char *prefix = o->id_prefix;
+    double t0;
+    double deadline;
+    double elapsed;
+    int rc = 1;
+
+    memset(&p, 0, sizeof(p));
+    p.conn = conn;
+    p.low = 1;
+    if (o->declare) {
+        char err[512];
+
+        if (rq_amqp_declare_topology(conn, &cfg->rabbitmq, err, sizeof(err)) < 0) {
+            fprintf(stderr, TOOL ": %s\n", err);
+            return 1;
+        }
+    }
+    if (o->raw_file != NULL) {
+        long long lines = 0;
+
+        if (slurp(o->raw_file, &file, &file_len) < 0)
+            return 1;
+        for (size_t i = 0; i < file_len; i++)
+            lines += file[i] == '\n';
+        if (file_len > 0 && file[file_len - 1] != '\n')
+            lines++;
+        if (count < 0 || count > lines)
+            count = lines;
+        if (prefix == NULL)
+            prefix = o->raw_file;
+    }
+    if (prefix == NULL)
+        prefix = "msg";
+    if (count < 0)
+        count = 1;
+    p.state = calloc((size_t)count + 1, 1);
+    if (p.state == NULL) {
+        fprintf(stderr, TOOL ": out of memory\n");
+        goto out;
+    }
+    amqp_confirm_select(conn, RQ_AMQP_CHANNEL);
+    if (check(conn, "confirm.select") < 0)
+        goto out;
+
+    t0 = now_s();
+    deadline = t0 + o->timeout;
+    for (long long k = 0; k < count; k++) {
+        long long i = o->start + k;
+        amqp_basic_properties_t props;
+        amqp_table_entry_t hdr[3];
+        char id[512];
+        char corr[300];
+        char ts[RQ_ISO8601_LEN + 1];
+        char *json_body = NULL;
+        amqp_bytes_t body;
+        int64_t wall = rq_wall_ms();
+        int r;
+
+        /* drain the confirms already there every 256 messages; keep at most `window`
+         * unconfirmed */
+        if (k % 256 == 0 && k > 0) {
+            while ((r = read_confirm(&p, 0)) > 0)
+                ;
+            if (r < 0)
+                goto out;
+        }
+        while ((long long)(p.published - p.settled) >= o->window) {
+            if (now_s() > deadline) {
+                fprintf(stderr, TOOL ": timed out waiting for confirms\n");
+                goto out;
+            }
+            if (read_confirm(&p, 100) < 0)
+                goto out;
+        }
+        if (o->rate > 0) {
+            double due = t0 + (double)k / o->rate;
+            double now = now_s();
+
+            if (due > now)
+                rq_sleep_interruptible(due - now, NULL);
+        }
+
+        memset(&props, 0, sizeof(props));
+        props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                       AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
+        props.delivery_mode = o->transient ? 1 : 2;
+        props.timestamp = (uint64_t)(wall / 1000);
+        props.app_id = amqp_cstring_bytes(TOOL);
+        hdr[0].key = amqp_cstring_bytes("x-published-ms");
+        hdr[0].value.kind = AMQP_FIELD_KIND_I64;
+        hdr[0].value.value.i64 = wall;
+        hdr[1].key = amqp_cstring_bytes("x-source");
+        hdr[1].value.kind = AMQP_FIELD_KIND_UTF8;
+        hdr[1].value.value.bytes = amqp_cstring_bytes(o->raw_file != NULL ? "tail" : "tool");
+        props.headers.entries = hdr;
+        props.headers.num_entries = 2;
+
+        if (o->raw_file != NULL) {
+            const char *nl = memchr(file + file_off, '\n', file_len - file_off);
+            size_t len = nl != NULL ? (size_t)(nl - (file + file_off)) : file_len - file_off;
+
+            snprintf(id, sizeof(id), "%s:%zu", prefix, file_off);
+            body.bytes = file + file_off;
+            body.len = len;
+            hdr[2].key = amqp_cstring_bytes("x-offset");
+            hdr[2].value.kind = AMQP_FIELD_KIND_I64;
+            hdr[2].value.value.i64 = (int64_t)file_off;
+            props.headers.num_entries = 3;
+            props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+            props.content_type = amqp_cstring_bytes("application/octet-stream");
+            file_off += len + 1;
+        } else if (o->body != NULL) {
+            snprintf(id, sizeof(id), "%s-%lld", prefix, i);
+            body = amqp_cstring_bytes(o->body);
+            if (strcmp(o->content_type, "none") != 0) {
+                props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+                props.content_type = amqp_cstring_bytes(o->content_type);
+            }
+        } else {
+            json_t *obj;
+            char text[600];
+
+            snprintf(id, sizeof(id), "%s-%lld", prefix, i);
+            snprintf(text, sizeof(text), "%s message %lld", prefix, i);
+            obj = json_object();
+            json_object_set_new(obj, "id", json_string(id));
+            if (o->payload_object)
+                json_object_set_new(obj, "payload",
+                                    json_pack("{s:I,s:s}", "seq", (json_int_t)i, "text", text));
+            else
+                json_object_set_new(obj, "payload", json_string(text));
+            if (o->processing_time >= 0)
+                json_object_set_new(obj, "processing_time", json_real(o->processing_time));
+            if (o->fail_times >= 0)
+                json_object_set_new(obj, "fail_times", json_integer(o->fail_times));
+            json_object_set_new(obj, "timestamp", json_string(rq_iso8601(wall, ts)));
+            json_object_set_new(obj, "source", json_string("tool"));
+            json_body = json_dumps(obj, JSON_COMPACT);
+            json_decref(obj);
+            if (json_body == NULL) {
+                fprintf(stderr, TOOL ": out of memory\n");
+                goto out;
+            }
+            body = amqp_cstring_bytes(json_body);
+            props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+            props.content_type = amqp_cstring_bytes("application/json");
+        }
+        props.message_id = amqp_cstring_bytes(id);
+        if (o->reply_to != NULL) {
+            props._flags |= AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
+            props.reply_to = amqp_cstring_bytes(o->reply_to);
+            if (o->correlation_id == NULL)
+                rq_uuid(corr);
+            else if (count == 1)
+                snprintf(corr, sizeof(corr), "%s", o->correlation_id);
+            else
+                snprintf(corr, sizeof(corr), "%s-%lld", o->correlation_id, i);
+            props.correlation_id = amqp_cstring_bytes(corr);
+        } else if (o->correlation_id != NULL) {
+            props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+            if (count == 1)
+                snprintf(corr, sizeof(corr), "%s", o->correlation_id);
+            else
+                snprintf(corr, sizeof(corr), "%s-%lld", o->correlation_id, i);
+            props.correlation_id = amqp_cstring_bytes(corr);
+        }
+
+        r = amqp_basic_publish(conn, RQ_AMQP_CHANNEL, amqp_empty_bytes,
+                               amqp_cstring_bytes(o->queue), 1, 0, &props, body);
+        free(json_body);
+        if (r != AMQP_STATUS_OK) {
+            fprintf(stderr, TOOL ": publish: %s\n", amqp_error_string2(r));
+            goto out;
+        }
+        p.published++;
+    }
+    while (p.settled < p.published) {
+        if (now_s() > deadline) {
+            fprintf(stderr, TOOL ": timed out waiting for confirms (%llu of %llu)\n",
+                    (unsigned long long)p.settled, (unsigned long long)p.published);
+            goto out;
+        }
+        if (read_confirm(&p, 100) < 0)
+            goto out;
+    }
+    /* a basic.return comes before the ack of its message: all are in by now */
+    elapsed = now_s() - t0;
+    if (!o->quiet)
+        fprintf(stderr,
+                TOOL ": published %llu to %s: %llu confirmed, %llu nacked, %llu returned in "
+                     "%.3f s (%.0f msg/s)\n",
+                (unsigned long long)p.published, o->queue,
+                (unsigned long long)(p.settled - p.nacked), (unsigned long long)p.nacked,
+                (unsigned long long)p.returned, elapsed,
+                elapsed > 0 ? (double)p.published / elapsed : 0.0);
+    printf("published=%llu confirmed=%llu nacked=%llu returned=%llu seconds=%.3f rate=%.0f\n",
+           (unsigned long long)p.published, (unsigned long long)(p.settled - p.nacked),
+           (unsigned long long)p.nacked, (unsigned long long)p.returned, elapsed,
+           elapsed > 0 ? (double)p.published / elapsed : 0.0);
+    rc = (p.nacked == 0 && p.returned == 0) ? 0 : 1;
+    if (p.returned > 0)
+        fprintf(stderr, TOOL ": %llu messages were unroutable (does queue %s exist?)\n",
+                (unsigned long long)p.returned, o->queue);
+out:
+    free(p.state);
+    free(file);
+    return rc;
+}
+
+/* ---- get, depth, purge, declare, delete ------------------------------------------------- */
+
+static void put_bytes(amqp_bytes_t b)
+{
+    if (b.len > 0)
+        fwrite(b.bytes, 1, b.len, stdout);
+}
+
+static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
+{
+    long long got = 0;
+    double deadline = now_s() + o->wait;
+    int props = o->format != NULL && strcmp(o->format, "props") == 0;
+
+    while (o->count < 0 || got < o->count) {
+        amqp_rpc_reply_t r;
+        amqp_message_t m;
+        amqp_basic_get_ok_t *ok;
+
+        amqp_maybe_release_buffers(conn);
+        r = amqp_basic_get(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 0);
+        if (check(conn, "basic.get") < 0)
+            return 1;
+        if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) {
+            if (o->count < 0 || now_s() >= deadline)
+                break;
+            rq_sleep_interruptible(0.05, NULL);
+            continue;
+        }
+        ok = r.reply.decoded;
+        r = amqp_read_message(conn, RQ_AMQP_CHANNEL, &m, 0);
+        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            char err[512];
+            rq_amqp_check_reply(r, "reading a message", err, sizeof(err));
+            fprintf(stderr, TOOL ": %s\n", err);
+            return 1;
+        }
+        if (props) {
+            if (m.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
+                put_bytes(m.properties.correlation_id);
+            putchar('\t');
+            if (m.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                put_bytes(m.properties.message_id);
+            putchar('\t');
+        }
+        put_bytes(m.body);
+        putchar('\n');
+        amqp_destroy_message(&m);
+        if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, ok->delivery_tag, 0) != AMQP_STATUS_OK) {
+            fprintf(stderr, TOOL ": basic.ack failed\n");
+            return 1;
+        }
+        got++;
+    }
+    fflush(stdout);
+    if (!o->quiet)
+        fprintf(stderr, TOOL ": got %lld messages from %s\n", got, o->queue);
+    return (o->count >= 0 && got < o->count) ? 1 : 0;
+}
+
+static int cmd_depth(const opts_t *o, amqp_connection_state_t conn)
+{
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(
+        conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 1, 0, 0, 0, amqp_empty_table);
+
+    if (check(conn, "queue.declare (passive)") < 0 || ok == NULL)
+        return 1;
+    if (o->consumers)
+        printf("%u %u\n", ok->message_count, ok->consumer_count);
+    else
+        printf("%u\n", ok->message_count);
+    return 0;
+}
+
+static int cmd_purge(const opts_t *o, amqp_connection_state_t conn)
+{
+    amqp_queue_purge_ok_t *ok =
+        amqp_queue_purge(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue));
+
+    if (check(conn, "queue.purge") < 0 || ok == NULL)
+        return 1;
+    printf("%u\n", ok->message_count);
+    return 0;
+}
+
+static int cmd_declare(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg)
+{
+    char err[512];
+
+    if (o->topology) {
+        if (rq_amqp_declare_topology(conn, &cfg->rabbitmq, err, sizeof(err)) < 0) {
+            fprintf(stderr, TOOL ": %s\n", err);
+            return 1;
+        }
+        return 0;
+    }
+    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 0, !o->transient, 0, 0,
+                       amqp_empty_table);
+    return check(conn, "queue.declare") < 0 ? 1 : 0;
+}
+
+static int cmd_delete(const opts_t *o, amqp_connection_state_t conn)
+{
+    amqp_queue_delete(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 0, 0);
+    return check(conn, "queue.delete") < 0 ? 1 : 0;
+}
+
+/* ---- main ------------------------------------------------------------------------------- */
+
+static int parse_ll(const char *opt, const char *s, long long lo, long long *out)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *s == '\0' || *end != '\0' || v < lo) {
+        fprintf(stderr, TOOL ": %s: expected an integer >= %lld, got \"%s\"\n", opt, lo, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_d(const char *opt, const char *s, double *out)
+{
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || *s == '\0' || *end != '\0' || !(v >= 0)) {
+        fprintf(stderr, TOOL ": %s: expected a number >= 0, got \"%s\"\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    const char *host = getenv("RABBITMQ_HOST") != NULL ? getenv("RABBITMQ_HOST") : "127.0.0.1";
+    const char *port = getenv("RABBITMQ_PORT");
+    const char *user = getenv("RABBITMQ_USER");
+    const char *pass = getenv("RABBITMQ_PASS");
+    const char *vhost = getenv("RABBITMQ_VHOST");
+    rq_config_t cfg;
+    amqp_connection_state_t conn = NULL;
+    int rc = 1;
+
+    memset(&o, 0, sizeof(o));
+    memset(&cfg, 0, sizeof(cfg));
+    o.count = -1;
+    o.json = 1;
+    o.content_type = "application/json";
+    o.processing_time = -1;
+    o.fail_times = -1;
+    o.window = 10000;
+    o.timeout = 120;
+    o.queue_type = NULL;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    o.cmd = argv[1];
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+
+        if (strcmp(a, "--json") == 0) {
+            o.json = 1;
+            takes = 0;
+        } else if (strcmp(a, "--payload-object") == 0) {
+            o.payload_object = 1;
+            takes = 0;
+        } else if (strcmp(a, "--transient") == 0) {
+            o.transient = 1;
+            takes = 0;
+        } else if (strcmp(a, "--declare") == 0) {
+            o.declare = 1;
+            takes = 0;
+        } else if (strcmp(a, "--consumers") == 0) {
+            o.consumers = 1;
+            takes = 0;
+        } else if (strcmp(a, "--topology") == 0) {
+            o.topology = 1;
+            takes = 0;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o.quiet = 1;
+            takes = 0;
+        } else if (strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (!takes)
+            continue;
+        if (v == NULL) {
+            fprintf(stderr, TOOL ": unknown option or missing value: %s\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--host") == 0) {
+            host = v;
+        } else if (strcmp(a, "--port") == 0) {
+            port = v;
+        } else if (strcmp(a, "--user") == 0) {
+            user = v;
+        } else if (strcmp(a, "--pass") == 0) {
+            pass = v;
+        } else if (strcmp(a, "--vhost") == 0) {
+            vhost = v;
+        } else if (strcmp(a, "--queue") == 0) {
+            o.queue = v;
+        } else if (strcmp(a, "--count") == 0) {
+            if (parse_ll(a, v, 0, &o.count) < 0)
+                return 2;
+        } else if (strcmp(a, "--start") == 0) {
+            if (parse_ll(a, v, 0, &o.start) < 0)
+                return 2;
+        } else if (strcmp(a, "--window") == 0) {
+            if (parse_ll(a, v, 1, &o.window) < 0)
+                return 2;
+        } else if (strcmp(a, "--fail-times") == 0) {
+            if (parse_ll(a, v, 0, &o.fail_times) < 0)
+                return 2;
+        } else if (strcmp(a, "--processing-time") == 0) {
+            if (parse_d(a, v, &o.processing_time) < 0)
+                return 2;
+        } else if (strcmp(a, "--timeout") == 0) {
+            if (parse_d(a, v, &o.timeout) < 0)
+                return 2;
+        } else if (strcmp(a, "--rate") == 0) {
+            if (parse_d(a, v, &o.rate) < 0)
+                return 2;
+        } else if (strcmp(a, "--wait") == 0) {
+            if (parse_d(a, v, &o.wait) < 0)
+                return 2;
+        } else if (strcmp(a, "--raw-file") == 0) {
+            o.raw_file = v;
+        } else if (strcmp(a, "--body") == 0) {
+            o.body = v;
+        } else if (strcmp(a, "--content-type") == 0) {
+            o.content_type = v;
+        } else if (strcmp(a, "--reply-to") == 0) {
+            o.reply_to = v;
+        } else if (strcmp(a, "--correlation-id") == 0) {
+            o.correlation_id = v;
+        } else if (strcmp(a, "--id-prefix") == 0) {
+            o.id_prefix = v;
+        } else if (strcmp(a, "--format") == 0) {
+            if (strcmp(v, "body") != 0 && strcmp(v, "props") != 0) {
+                fprintf(stderr, TOOL ": --format: body or props\n");
+                return 2;
+            }
+            o.format = v;
+        } else if (strcmp(a, "--queue-type") == 0) {
+            o.queue_type = v;
+        } else {
+            fprintf(stderr, TOOL ": unknown option: %s\n", a);
+            return 2;
+        }
+    }
+    if (o.queue == NULL || o.queue[0] == '\0') {
+        fprintf(stderr, TOOL ": --queue is required\n");
+        return 2;
+    }
+    if (o.raw_file != NULL && o.body != NULL) {
+        fprintf(stderr, TOOL ": --raw-file and --body exclude each other\n");
+        return 2;
+    }
+    if (strcmp(o.cmd, "publish") != 0 && strcmp(o.cmd, "get") != 0 && strcmp(o.cmd, "depth") != 0 &&
+        strcmp(o.cmd, "purge") != 0 && strcmp(o.cmd, "declare") != 0 &&
+        strcmp(o.cmd, "delete") != 0) {
+        fprintf(stderr, TOOL ": unknown command %s\n", o.cmd);
+        usage(stderr);
+        return 2;
+    }
+
+    if (connect_to(&o, host, port, user, pass, vhost, &cfg, &conn) < 0)
+        goto out;
+    if (strcmp(o.cmd, "publish") == 0)
+        rc = cmd_publish(&o, conn, &cfg);
+    else if (strcmp(o.cmd, "get") == 0)
+        rc = cmd_get(&o, conn);
+    else if (strcmp(o.cmd, "depth") == 0)
+        rc = cmd_depth(&o, conn);
+    else if (strcmp(o.cmd, "purge") == 0)
+        rc = cmd_purge(&o, conn);
+    else if (strcmp(o.cmd, "declare") == 0)
+        rc = cmd_declare(&o, conn, &cfg);
+    else
+        rc = cmd_delete(&o, conn);
+out:
+    rq_amqp_close(conn);
+    rq_config_free(&cfg);
+    return rc;
+}
