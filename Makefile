@@ -27,7 +27,7 @@ export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
 # True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
 DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 
-.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status
+.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status prometheusrule
 
 help:
 	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
@@ -37,7 +37,7 @@ deps:
 
 build: deps
 	cmake -S . -B $(BUILD_DIR) -DRQ_WERROR=ON
-	cmake --build $(BUILD_DIR) -j$(JOBS)
+	cmake --build $(BUILD_DIR) -j$(JOBS) -- --no-print-directory
 	@test -x $(BUILD_DIR)/bin/producer && test -x $(BUILD_DIR)/bin/consumer && \
 		echo "built $(BUILD_DIR)/bin/producer and $(BUILD_DIR)/bin/consumer"
 
@@ -86,6 +86,10 @@ bench:
 	else \
 		echo "scripts/bench.sh is not there (yet): no benchmark to run"; exit 1; \
 	fi
+
+# deploy/base/prometheusrule.yaml is generated from prometheus/alerts.yml (make test checks it).
+prometheusrule:
+	@$(PYTHON) scripts/gen-prometheusrule.py
 
 clean: down
 	rm -rf build build-* $(BUILD_DIR) $(ASAN_DIR) $(RUN_DIR)

@@ -54,6 +54,8 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     amqp_connection_state_t conn = amqp_new_connection();
     amqp_socket_t *sock;
     struct timeval tv;
+    amqp_table_entry_t caps[2], props[2];
+    amqp_table_t ptable;
     int rc;
 
     if (conn == NULL) {
@@ -76,9 +78,26 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
                  amqp_error_string2(rc));
         goto fail;
     }
-    if (rq_amqp_check_reply(amqp_login(conn, cfg->vhost, 0, AMQP_DEFAULT_FRAME_SIZE,
-                                       cfg->heartbeat, AMQP_SASL_METHOD_PLAIN, cfg->user,
-                                       cfg->password),
+    /* Ask for connection.blocked notices (resource alarms) and consumer-cancel notices. */
+    caps[0].key = amqp_cstring_bytes("connection.blocked");
+    caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[0].value.value.boolean = 1;
+    caps[1].key = amqp_cstring_bytes("consumer_cancel_notify");
+    caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    caps[1].value.value.boolean = 1;
+    props[0].key = amqp_cstring_bytes("capabilities");
+    props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+    props[0].value.value.table.num_entries = 2;
+    props[0].value.value.table.entries = caps;
+    props[1].key = amqp_cstring_bytes("product");
+    props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    props[1].value.value.bytes = amqp_cstring_bytes("relayq " RQ_VERSION);
+    ptable.num_entries = 2;
+    ptable.entries = props;
+    if (rq_amqp_check_reply(amqp_login_with_properties(conn, cfg->vhost, 0,
+                                                       AMQP_DEFAULT_FRAME_SIZE, cfg->heartbeat,
+                                                       &ptable, AMQP_SASL_METHOD_PLAIN,
+                                                       cfg->user, cfg->password),
                             "login", err, errlen) != 0)
         goto fail;
     amqp_channel_open(conn, RQ_AMQP_CHANNEL);

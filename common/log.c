@@ -48,7 +48,7 @@ int rq_log_level_parse(const char *text, rq_log_level_t *out)
         const char *name;
         rq_log_level_t level;
     } table[] = {
-        {"debug", RQ_LOG_DEBUG}, {"info", RQ_LOG_INFO},   {"warn", RQ_LOG_WARN},
+        {"debug", RQ_LOG_DEBUG},  {"info", RQ_LOG_INFO},   {"warn", RQ_LOG_WARN},
         {"warning", RQ_LOG_WARN}, {"error", RQ_LOG_ERROR},
     };
     if (!text || !out)
@@ -115,7 +115,7 @@ static size_t utf8_seq(const unsigned char *s, size_t len, size_t *bad)
 }
 
 /* Upper bound of the escaped size of `len` message bytes. */
-#define RQ_ESC_MAX(len) ((len) * 6)
+#define RQ_ESC_MAX(len) ((len)*6)
 
 /* JSON-escapes src[0..len) into dst (room for RQ_ESC_MAX(len) bytes); returns bytes written. */
 static size_t json_escape(char *dst, const char *src, size_t len)

@@ -311,9 +311,8 @@ static int valid_label_name(const char *name, rq_kind_t kind)
     return 1;
 }
 
-static rq_metric_t *family_new(rq_kind_t kind, const char *name, const char *help,
-                               size_t nlabels, const char *const *labels, const double *buckets,
-                               size_t nbuckets)
+static rq_metric_t *family_new(rq_kind_t kind, const char *name, const char *help, size_t nlabels,
+                               const char *const *labels, const double *buckets, size_t nbuckets)
 {
     if (!valid_metric_name(name) || nlabels > RQ_METRIC_MAX_LABELS || (nlabels && !labels))
         return NULL;
@@ -395,24 +394,23 @@ err:
     return NULL;
 }
 
-rq_metric_t *rq_metrics_counter(rq_metrics_t *m, const char *name, const char *help,
-                                size_t nlabels, const char *const *labels)
+rq_metric_t *rq_metrics_counter(rq_metrics_t *m, const char *name, const char *help, size_t nlabels,
+                                const char *const *labels)
 {
     return family_register(m, RQ_KIND_COUNTER, name, help, nlabels, labels, NULL, 0);
 }
 
-rq_metric_t *rq_metrics_gauge(rq_metrics_t *m, const char *name, const char *help,
-                              size_t nlabels, const char *const *labels)
+rq_metric_t *rq_metrics_gauge(rq_metrics_t *m, const char *name, const char *help, size_t nlabels,
+                              const char *const *labels)
 {
     return family_register(m, RQ_KIND_GAUGE, name, help, nlabels, labels, NULL, 0);
 }
 
 rq_metric_t *rq_metrics_histogram(rq_metrics_t *m, const char *name, const char *help,
-                                  size_t nlabels, const char *const *labels,
-                                  const double *buckets, size_t nbuckets)
+                                  size_t nlabels, const char *const *labels, const double *buckets,
+                                  size_t nbuckets)
 {
-    return family_register(m, RQ_KIND_HISTOGRAM, name, help, nlabels, labels, buckets,
-                           nbuckets);
+    return family_register(m, RQ_KIND_HISTOGRAM, name, help, nlabels, labels, buckets, nbuckets);
 }
 
 /* ---- rendering ---- */
@@ -526,8 +524,8 @@ static void sb_labels(rq_sbuf_t *b, const rq_metric_t *f, const rq_series_t *s, 
 }
 
 /* One sample line: name[suffix]{labels} value */
-static void sb_sample(rq_sbuf_t *b, const rq_metric_t *f, const char *suffix,
-                      const rq_series_t *s, const char *le, double v)
+static void sb_sample(rq_sbuf_t *b, const rq_metric_t *f, const char *suffix, const rq_series_t *s,
+                      const char *le, double v)
 {
     sb_puts(b, f->name);
     sb_puts(b, suffix);

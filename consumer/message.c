@@ -164,7 +164,7 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
             set_err(err, "\"processing_time\" must be >= 0");
             goto out;
         }
-        if (t > max_pt + 1) {
+        if (t > max_pt) {
             t = max_pt;
             out->processing_capped = 1;
         }
@@ -194,7 +194,7 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
             goto out;
         }
     } else {
-        const size_t flags = JSON_ENCODE_ANY;
+        const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
         size_t need = json_dumpb(v, NULL, 0, flags);
 
         out->reply = need > 0 ? malloc(RQ_REPLY_PREFIX_LEN + need + 1) : NULL;

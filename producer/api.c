@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dlq.h"
 #include "http_util.h"
 #include "log.h"
 #include "request.h"
@@ -23,11 +24,13 @@ enum route {
     R_LIVE,
     R_READY,
     R_METRICS,
+    R_DLQ,
+    R_DLQ_RETRY,
     R_COUNT
 };
 static const char *const route_label[R_COUNT] = {
     "other", "/produce", "/batch-produce", "/messages/{id}",
-    "/health", "/health/live", "/health/ready", "/metrics",
+    "/health", "/health/live", "/health/ready", "/metrics", "/dlq", "/dlq/retry",
 };
 
 enum { ST_FIRST = 0, ST_RECEIVING, ST_WAITING, ST_DONE };
@@ -81,6 +84,10 @@ static enum route route_of(const char *url)
         return R_READY;
     if (strcmp(url, "/metrics") == 0)
         return R_METRICS;
+    if (strcmp(url, "/dlq") == 0)
+        return R_DLQ;
+    if (strcmp(url, "/dlq/retry") == 0)
+        return R_DLQ_RETRY;
     return R_OTHER;
 }
 
@@ -288,7 +295,57 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
             return reply_error(c, MHD_HTTP_NOT_FOUND, "unknown message id (or no longer kept)");
         return reply(c, MHD_HTTP_OK, o);
     }
+    if (c->route == R_DLQ) {
+        const char *lim = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "limit");
+        char *end = NULL, err[300];
+        long n = lim ? strtol(lim, &end, 10) : 10;
+        if (strcmp(c->method, "GET") != 0) {
+            c->status = 405;
+            return rq_http_reply_405(c->conn, "GET");
+        }
+        if ((lim && (*lim == '\0' || *end != '\0')) || n < 0 || n > 1000)
+            return reply_error(c, MHD_HTTP_BAD_REQUEST, "limit must be an integer from 0 to 1000");
+        o = rq_dlq_peek(&c->api->cfg->rabbitmq, (size_t)n, err, sizeof(err));
+        if (o == NULL)
+            return reply_503(c, err);
+        return reply(c, MHD_HTTP_OK, o);
+    }
     return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+/* POST /dlq/retry: {"count": N} or ?count=N; none or 0 moves every message. */
+static enum MHD_Result dlq_retry(req_ctx_t *c)
+{
+    const char *q = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "count");
+    long long count = 0;
+    size_t remaining = 0;
+    char err[300], *end = NULL;
+    long moved;
+
+    if (c->too_large)
+        return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+    if (q != NULL) {
+        count = strtoll(q, &end, 10);
+        if (*q == '\0' || *end != '\0' || count < 0)
+            return reply_error(c, MHD_HTTP_BAD_REQUEST, "count must be a non-negative integer");
+    } else if (c->len > 0) {
+        json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
+        json_t *v = json_object_get(root, "count");
+        if (!json_is_object(root) || (v != NULL && (!json_is_integer(v) ||
+                                                    json_integer_value(v) < 0))) {
+            json_decref(root);
+            return reply_error(c, MHD_HTTP_BAD_REQUEST,
+                               "send {\"count\": N} with N >= 0, or no body to move all");
+        }
+        count = v ? json_integer_value(v) : 0;
+        json_decref(root);
+    }
+    moved = rq_dlq_retry(&c->api->cfg->rabbitmq, (size_t)count, &remaining, err, sizeof(err));
+    if (moved < 0)
+        return reply_503(c, err);
+    return reply(c, MHD_HTTP_OK,
+                 json_pack("{s:s,s:I,s:I}", "status", "success", "moved", (json_int_t)moved,
+                           "remaining", (json_int_t)remaining));
 }
 
 /* Checks method and headers of a produce request on its first callback. Returns 0 to go
@@ -303,13 +360,15 @@ static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
         return 1;
     }
     ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (c->route == R_DLQ_RETRY && ct == NULL && (cl == NULL || strcmp(cl, "0") == 0))
+        return 0; /* no body: move everything */
     if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
         (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
         *ret = reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                            "Content-Type must be application/json");
         return 1;
     }
-    cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL && strtoll(cl, NULL, 10) > c->api->cfg->max_body_bytes) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
@@ -340,7 +399,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->route = route_of(url);
         c->method = method;
         *con_cls = c;
-        if (c->route != R_PRODUCE && c->route != R_BATCH)
+        if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
             return serve_get(c, url);
         if (check_produce_headers(c, &ret))
             return ret;
@@ -367,6 +426,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         memcpy(c->buf + c->len, upload_data, n);
         c->len += n;
         return MHD_YES;
+    }
+    if (c->state == ST_RECEIVING && c->route == R_DLQ_RETRY) {
+        c->state = ST_DONE;
+        return dlq_retry(c);
     }
     if (c->state == ST_RECEIVING)
         return start_produce(c);

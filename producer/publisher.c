@@ -47,6 +47,7 @@ struct rq_publisher {
     int ready;
     char reason[256];
     int stopping;
+    int blocked; /* connection.blocked: the broker refuses publishes (resource alarm) */
     int64_t stop_deadline_ns;
 
     /* publisher thread only */
@@ -60,7 +61,8 @@ struct rq_publisher {
     rq_pub_job_t *jobs_head, *jobs_tail;
     int backoff_ms;
 
-    rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects;
+    rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
+        *m_blocked;
 };
 
 /* ---- ring ------------------------------------------------------------------------------ */
@@ -255,6 +257,10 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     p->conn = NULL;
     free(p->reply_queue);
     p->reply_queue = NULL;
+    pthread_mutex_lock(&p->lock);
+    p->blocked = 0; /* a new connection gets its own notice */
+    pthread_mutex_unlock(&p->lock);
+    rq_series_set(p->m_blocked, 0);
 
     /* Jobs waiting for replies lost their callback queue once anything was published. */
     for (job = p->jobs_head; job != NULL; job = next) {
@@ -508,6 +514,19 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
     case AMQP_BASIC_CANCEL_METHOD:
         connection_lost(p, "the broker cancelled the callback queue consumer");
         return -1;
+    case AMQP_CONNECTION_BLOCKED_METHOD:
+    case AMQP_CONNECTION_UNBLOCKED_METHOD: {
+        int blocked = f->payload.method.id == AMQP_CONNECTION_BLOCKED_METHOD;
+        pthread_mutex_lock(&p->lock);
+        p->blocked = blocked;
+        pthread_mutex_unlock(&p->lock);
+        rq_series_set(p->m_blocked, blocked);
+        if (blocked)
+            rq_warn("the broker blocked publishing (memory or disk alarm): answering 503");
+        else
+            rq_info("the broker unblocked publishing");
+        return 0;
+    }
     default:
         return 0;
     }
@@ -691,6 +710,9 @@ rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     f = rq_metrics_counter(metrics, "producer_broker_connections_total",
                            "Successful broker connections (1 + reconnects).", 0, NULL);
     p->m_reconnects = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_gauge(metrics, "producer_broker_blocked",
+                         "1 while the broker blocks publishers (connection.blocked).", 0, NULL);
+    p->m_blocked = rq_metric_series(f, 0, NULL);
 
     if (pthread_create(&p->thread, NULL, publisher_main, p) != 0)
         goto err;
@@ -760,6 +782,11 @@ int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
     if (!p->ready) {
         pthread_mutex_unlock(&p->lock);
         job->error = "the broker is unavailable";
+        return -1;
+    }
+    if (p->blocked) {
+        pthread_mutex_unlock(&p->lock);
+        job->error = "the broker is blocking publishers (memory or disk alarm), retry later";
         return -1;
     }
     if (p->pending + job->n > (size_t)p->cfg->max_pending) {

@@ -62,6 +62,7 @@ class Client:
         self.timeout = timeout
         self.conn = None
         self.used = 0
+        self.opened = 0  # connections opened so far (keep-alive shows as few)
 
     def close(self):
         """Closes the connection (the next request opens a new one)."""
@@ -88,6 +89,7 @@ class Client:
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=tmo)
+                self.opened += 1
             elif self.conn.sock is not None:
                 self.conn.sock.settimeout(tmo)
             reused = self.used > 0
@@ -454,6 +456,7 @@ class SystemTest:
     def load(self):
         threads_n, per = self.args.threads, self.args.requests
         codes = {}
+        conns = [0]
         lat = []
         errors = []
         lock = threading.Lock()
@@ -479,6 +482,7 @@ class SystemTest:
             finally:
                 cli.close()
                 with lock:
+                    conns[0] += cli.opened
                     for k, v in mine.items():
                         codes[k] = codes.get(k, 0) + v
                     lat.extend(my_lat)
@@ -506,6 +510,8 @@ class SystemTest:
                      % (threads_n, per, ok, dt, ok / dt if dt > 0 else 0, pct(0.5), pct(0.99),
                         lat[-1] * 1000 if lat else 0))
         self.load_rate = ok / dt if dt > 0 else 0
+        self.ck.check("load: keep-alive held (%d connections for %d requests)" % (conns[0], total),
+                      conns[0] <= 2 * threads_n, conns[0])
         self.ck.check("load: all %d concurrent produces -> 201" % total,
                       ok == total and not errors and not any(th.is_alive() for th in ths),
                       "codes %s, %d errors %s" % (codes, len(errors), errors[:3]))

@@ -114,8 +114,8 @@ expect_mismatch() {
 	else
 		fail "$name logs PRECONDITION_FAILED naming queue $queue" "log: $(tail -n 5 "$log" | tr '\n' ' ')"
 	fi
-	if grep -qiE 'segmentation fault|AddressSanitizer|core dumped|abort' "$log"; then
-		fail "$name log shows no crash" "$(grep -iE 'segmentation|sanitizer|core dumped|abort' "$log" | head -n 2)"
+	if grep -qiE 'segmentation fault|AddressSanitizer|runtime error:|core dumped' "$log"; then
+		fail "$name log shows no crash" "$(grep -iE 'segmentation|sanitizer|runtime error:|core dumped' "$log" | head -n 2)"
 	else
 		pass "$name log shows no crash"
 	fi
@@ -164,5 +164,38 @@ else
 	fail "quorum consumer still ready after the mismatch"
 fi
 kill_quietly "$pid_p2" "$pid_c3"
+
+# Scenario 3: the queue was declared quorum by someone else (rq_amqp_tool); a classic
+# producer must refuse it, and the tool's own declaration with the same type succeeds.
+tool=$BUILD_DIR/bin/rq_amqp_tool
+if [ -x "$tool" ]; then
+	q3=relayq_topo_${run_id}_tool
+	log "scenario 3: rq_amqp_tool declares $q3 quorum; producer wants classic"
+	if "$tool" declare --port "$RABBITMQ_PORT" --queue "$q3" --topology --queue-type quorum --quiet >"$WORK/tool.log" 2>&1; then
+		pass "rq_amqp_tool declares $q3 as a quorum queue"
+	else
+		fail "rq_amqp_tool declares $q3 as a quorum queue" "$(tail -n 3 "$WORK/tool.log" | tr '\n' ' ')"
+	fi
+	if "$tool" declare --port "$RABBITMQ_PORT" --queue "$q3" --topology --queue-type classic --quiet >"$WORK/tool2.log" 2>&1; then
+		fail "rq_amqp_tool re-declaring $q3 as classic is refused" "it succeeded"
+	elif grep -qi precondition "$WORK/tool2.log"; then
+		pass "rq_amqp_tool re-declaring $q3 as classic is refused with PRECONDITION_FAILED"
+	else
+		fail "rq_amqp_tool re-declaring $q3 as classic is refused with PRECONDITION_FAILED" "$(tail -n 3 "$WORK/tool2.log" | tr '\n' ' ')"
+	fi
+	p3=$(free_port)
+	start_svc producer topo-producer-tool "$q3" classic "$p3"
+	pid_p3=$STARTED_PID
+	expect_mismatch topo-producer-tool "$pid_p3" "$p3" "$q3"
+	kill_quietly "$pid_p3"
+	# with the matching type the same producer binary becomes ready on that queue
+	p4=$(free_port)
+	start_svc producer topo-producer-quorum "$q3" quorum "$p4"
+	pid_p4=$STARTED_PID
+	expect_ready topo-producer-quorum "$pid_p4" "$p4"
+	kill_quietly "$pid_p4"
+else
+	log "no $tool: scenario 3 skipped"
+fi
 
 summary

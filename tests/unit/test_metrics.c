@@ -53,39 +53,38 @@ Test(metrics, render_exact)
     cr_assert_not_null(rq_metrics_counter(m, "rq_up_total", "", 0, NULL));
     cr_assert_not_null(rq_metrics_counter(m, "rq_unused_total", "Never used.", 1, route));
 
-    const char *want =
-        "# HELP rq_requests_total Requests handled.\\nBy method \\\\ path.\n"
-        "# TYPE rq_requests_total counter\n"
-        "rq_requests_total{method=\"GET\",path=\"/a\\\"b\\\\c\\nd\"} 3\n"
-        "rq_requests_total{method=\"POST\",path=\"/x\"} 2.5\n"
-        "# HELP rq_inflight In-flight requests.\n"
-        "# TYPE rq_inflight gauge\n"
-        "rq_inflight -4\n"
-        "# HELP rq_latency_seconds Latency.\n"
-        "# TYPE rq_latency_seconds histogram\n"
-        "rq_latency_seconds_bucket{route=\"r1\",le=\"0.005\"} 1\n"
-        "rq_latency_seconds_bucket{route=\"r1\",le=\"0.25\"} 2\n"
-        "rq_latency_seconds_bucket{route=\"r1\",le=\"1\"} 3\n"
-        "rq_latency_seconds_bucket{route=\"r1\",le=\"+Inf\"} 4\n"
-        "rq_latency_seconds_sum{route=\"r1\"} 4.75390625\n"
-        "rq_latency_seconds_count{route=\"r1\"} 4\n"
-        "rq_latency_seconds_bucket{route=\"r2\",le=\"0.005\"} 0\n"
-        "rq_latency_seconds_bucket{route=\"r2\",le=\"0.25\"} 0\n"
-        "rq_latency_seconds_bucket{route=\"r2\",le=\"1\"} 0\n"
-        "rq_latency_seconds_bucket{route=\"r2\",le=\"+Inf\"} 0\n"
-        "rq_latency_seconds_sum{route=\"r2\"} 0\n"
-        "rq_latency_seconds_count{route=\"r2\"} 0\n"
-        "# HELP rq_plain_seconds No labels.\n"
-        "# TYPE rq_plain_seconds histogram\n"
-        "rq_plain_seconds_bucket{le=\"0.5\"} 0\n"
-        "rq_plain_seconds_bucket{le=\"+Inf\"} 0\n"
-        "rq_plain_seconds_sum 0\n"
-        "rq_plain_seconds_count 0\n"
-        "# HELP rq_up_total \n"
-        "# TYPE rq_up_total counter\n"
-        "rq_up_total 0\n"
-        "# HELP rq_unused_total Never used.\n"
-        "# TYPE rq_unused_total counter\n";
+    const char *want = "# HELP rq_requests_total Requests handled.\\nBy method \\\\ path.\n"
+                       "# TYPE rq_requests_total counter\n"
+                       "rq_requests_total{method=\"GET\",path=\"/a\\\"b\\\\c\\nd\"} 3\n"
+                       "rq_requests_total{method=\"POST\",path=\"/x\"} 2.5\n"
+                       "# HELP rq_inflight In-flight requests.\n"
+                       "# TYPE rq_inflight gauge\n"
+                       "rq_inflight -4\n"
+                       "# HELP rq_latency_seconds Latency.\n"
+                       "# TYPE rq_latency_seconds histogram\n"
+                       "rq_latency_seconds_bucket{route=\"r1\",le=\"0.005\"} 1\n"
+                       "rq_latency_seconds_bucket{route=\"r1\",le=\"0.25\"} 2\n"
+                       "rq_latency_seconds_bucket{route=\"r1\",le=\"1\"} 3\n"
+                       "rq_latency_seconds_bucket{route=\"r1\",le=\"+Inf\"} 4\n"
+                       "rq_latency_seconds_sum{route=\"r1\"} 4.75390625\n"
+                       "rq_latency_seconds_count{route=\"r1\"} 4\n"
+                       "rq_latency_seconds_bucket{route=\"r2\",le=\"0.005\"} 0\n"
+                       "rq_latency_seconds_bucket{route=\"r2\",le=\"0.25\"} 0\n"
+                       "rq_latency_seconds_bucket{route=\"r2\",le=\"1\"} 0\n"
+                       "rq_latency_seconds_bucket{route=\"r2\",le=\"+Inf\"} 0\n"
+                       "rq_latency_seconds_sum{route=\"r2\"} 0\n"
+                       "rq_latency_seconds_count{route=\"r2\"} 0\n"
+                       "# HELP rq_plain_seconds No labels.\n"
+                       "# TYPE rq_plain_seconds histogram\n"
+                       "rq_plain_seconds_bucket{le=\"0.5\"} 0\n"
+                       "rq_plain_seconds_bucket{le=\"+Inf\"} 0\n"
+                       "rq_plain_seconds_sum 0\n"
+                       "rq_plain_seconds_count 0\n"
+                       "# HELP rq_up_total \n"
+                       "# TYPE rq_up_total counter\n"
+                       "rq_up_total 0\n"
+                       "# HELP rq_unused_total Never used.\n"
+                       "# TYPE rq_unused_total counter\n";
     size_t len = 0;
     char *got = rq_metrics_render(m, &len);
     cr_assert_not_null(got);
@@ -174,8 +173,7 @@ Test(metrics, update_semantics)
     rq_series_t *c = rq_metric_series(rq_metrics_counter(m, "c_total", "c", 0, NULL), 0, NULL);
     rq_series_t *g = rq_metric_series(rq_metrics_gauge(m, "g", "g", 0, NULL), 0, NULL);
     const double b[] = {1, 2};
-    rq_series_t *h =
-        rq_metric_series(rq_metrics_histogram(m, "h", "h", 0, NULL, b, 2), 0, NULL);
+    rq_series_t *h = rq_metric_series(rq_metrics_histogram(m, "h", "h", 0, NULL, b, 2), 0, NULL);
     cr_assert(c && g && h);
 
     rq_series_inc(c);
@@ -255,8 +253,8 @@ Test(metrics, invalid_names_rejected)
 {
     rq_metrics_t *m = rq_metrics_new();
     cr_assert_not_null(m);
-    static const char *const bad_names[] = {"",     "1abc", "a-b", "a b", "a.b",
-                                            "caf\xC3\xA9", "a\n", "{x}"};
+    static const char *const bad_names[] = {"",    "1abc",        "a-b", "a b",
+                                            "a.b", "caf\xC3\xA9", "a\n", "{x}"};
     for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
         cr_expect_null(rq_metrics_counter(m, bad_names[i], "h", 0, NULL), "'%s'", bad_names[i]);
         cr_expect_null(rq_metrics_gauge(m, bad_names[i], "h", 0, NULL), "'%s'", bad_names[i]);
@@ -270,8 +268,7 @@ Test(metrics, invalid_names_rejected)
         cr_expect_not_null(rq_metrics_counter(m, good_names[i], "h", 0, NULL), "'%s'",
                            good_names[i]);
 
-    static const char *const bad_labels[] = {"",   "1a", "a:b", "a-b", "__reserved",
-                                             "a b", "é"};
+    static const char *const bad_labels[] = {"", "1a", "a:b", "a-b", "__reserved", "a b", "é"};
     for (size_t i = 0; i < sizeof(bad_labels) / sizeof(bad_labels[0]); i++) {
         const char *l[] = {bad_labels[i]};
         cr_expect_null(rq_metrics_counter(m, "bad_label_total", "h", 1, l), "label '%s'",
@@ -316,10 +313,9 @@ Test(metrics, invalid_names_rejected)
 
     char *txt = rq_metrics_render(m, NULL);
     cr_assert_not_null(txt);
-    cr_expect(strstr(txt, "h6_bucket{le=\"1\"} 0\nh6_bucket{le=\"+Inf\"} 0\nh6_sum") != NULL,
-              "%s", txt);
-    cr_expect(strstr(txt, "h7_bucket{le=\"+Inf\"} 0\nh7_sum 0\nh7_count 0\n") != NULL, "%s",
+    cr_expect(strstr(txt, "h6_bucket{le=\"1\"} 0\nh6_bucket{le=\"+Inf\"} 0\nh6_sum") != NULL, "%s",
               txt);
+    cr_expect(strstr(txt, "h7_bucket{le=\"+Inf\"} 0\nh7_sum 0\nh7_count 0\n") != NULL, "%s", txt);
     cr_expect(strstr(txt, "bad_label_total") == NULL);
     free(txt);
     rq_metrics_free(m);
@@ -335,9 +331,8 @@ Test(metrics, latency_buckets)
 
     rq_metrics_t *m = rq_metrics_new();
     cr_assert_not_null(m);
-    rq_metric_t *h = rq_metrics_histogram(m, "lat_seconds", "l", 0, NULL,
-                                          rq_metrics_latency_buckets,
-                                          rq_metrics_latency_buckets_len);
+    rq_metric_t *h = rq_metrics_histogram(
+        m, "lat_seconds", "l", 0, NULL, rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
     cr_assert_not_null(h);
     rq_series_t *s = rq_metric_series(h, 0, NULL);
     for (int i = 0; i < 20; i++)
@@ -419,8 +414,7 @@ Test(metrics, concurrent_updates_exact)
     rq_series_t *c = rq_metric_series(rq_metrics_counter(m, "c_total", "c", 0, NULL), 0, NULL);
     rq_series_t *g = rq_metric_series(rq_metrics_gauge(m, "g", "g", 0, NULL), 0, NULL);
     const double b[] = {0, 0.5, 1};
-    rq_series_t *h =
-        rq_metric_series(rq_metrics_histogram(m, "h", "h", 0, NULL, b, 3), 0, NULL);
+    rq_series_t *h = rq_metric_series(rq_metrics_histogram(m, "h", "h", 0, NULL, b, 3), 0, NULL);
     const char *const key[] = {"key"};
     rq_metric_t *fam = rq_metrics_counter(m, "fam_total", "f", 1, key);
     cr_assert(c && g && h && fam);

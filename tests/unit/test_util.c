@@ -19,7 +19,10 @@ typedef struct {
     int valid;
 } utf8_case_t;
 
-#define U8(name, lit, valid) {name, lit, sizeof(lit) - 1, valid}
+#define U8(name, lit, valid)                                                                       \
+    {                                                                                              \
+        name, lit, sizeof(lit) - 1, valid                                                          \
+    }
 
 static const utf8_case_t utf8_cases[] = {
     U8("empty", "", 1),
@@ -72,8 +75,8 @@ Test(util, utf8_table)
 {
     for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++) {
         const utf8_case_t *c = &utf8_cases[i];
-        cr_expect_eq(rq_utf8_valid(c->bytes, c->len), c->valid, "case '%s': expected %s",
-                     c->name, c->valid ? "valid" : "invalid");
+        cr_expect_eq(rq_utf8_valid(c->bytes, c->len), c->valid, "case '%s': expected %s", c->name,
+                     c->valid ? "valid" : "invalid");
     }
 }
 
@@ -135,11 +138,11 @@ Test(util, iso8601_known_epochs)
         {999, "1970-01-01T00:00:00.999Z"},
         {1000, "1970-01-01T00:00:01.000Z"},
         {1700000000123LL, "2023-11-14T22:13:20.123Z"},
-        {951782400000LL, "2000-02-29T00:00:00.000Z"},    /* leap day */
+        {951782400000LL, "2000-02-29T00:00:00.000Z"}, /* leap day */
         {946684799999LL, "1999-12-31T23:59:59.999Z"},
-        {2147483648000LL, "2038-01-19T03:14:08.000Z"},   /* past 32-bit time_t */
+        {2147483648000LL, "2038-01-19T03:14:08.000Z"}, /* past 32-bit time_t */
         {1798761599999LL, "2026-12-31T23:59:59.999Z"},
-        {-1, "1969-12-31T23:59:59.999Z"},                /* floor, not truncation */
+        {-1, "1969-12-31T23:59:59.999Z"}, /* floor, not truncation */
         {-1000, "1969-12-31T23:59:59.000Z"},
         {-86400001LL, "1969-12-30T23:59:59.999Z"},
         {253402300799999LL, "9999-12-31T23:59:59.999Z"}, /* last representable */
@@ -168,8 +171,8 @@ Test(util, iso8601_now_matches_time)
     struct tm tm;
     strftime(a, sizeof(a), "%Y-%m-%dT%H:%M:%S", gmtime_r(&before, &tm));
     strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%S", gmtime_r(&after, &tm));
-    cr_expect(strncmp(out, a, 19) == 0 || strncmp(out, b, 19) == 0, "got %s, want %s or %s",
-              out, a, b);
+    cr_expect(strncmp(out, a, 19) == 0 || strncmp(out, b, 19) == 0, "got %s, want %s or %s", out, a,
+              b);
 }
 
 /* ---- clocks ---- */
@@ -187,8 +190,8 @@ Test(util, clocks)
     cr_expect_geq(bm - am, 19);
     int64_t wall = rq_wall_ms();
     int64_t now = (int64_t)time(NULL) * 1000;
-    cr_expect(wall >= now - 2000 && wall <= now + 2000, "wall %lld vs time() %lld",
-              (long long)wall, (long long)now);
+    cr_expect(wall >= now - 2000 && wall <= now + 2000, "wall %lld vs time() %lld", (long long)wall,
+              (long long)now);
 }
 
 /* ---- UUID ---- */
