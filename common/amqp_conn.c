@@ -6,6 +6,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+int rq_backoff_next(rq_backoff_t *b)
+{
+    if (b->rng == 0)
+        b->rng = (((uint64_t)time(NULL) * 2654435761u) ^ ((uint64_t)getpid() << 32)) | 1;
+    b->rng ^= b->rng << 13;
+    b->rng ^= b->rng >> 7;
+    b->rng ^= b->rng << 17;
+    b->cur_ms = b->cur_ms == 0 ? RQ_RECONNECT_MIN_MS : b->cur_ms * 2;
+    if (b->cur_ms > RQ_RECONNECT_MAX_MS)
+        b->cur_ms = RQ_RECONNECT_MAX_MS;
+    return b->cur_ms / 2 + (int)(b->rng % (uint64_t)(b->cur_ms / 2 + 1));
+}
+
+void rq_backoff_reset(rq_backoff_t *b)
+{
+    b->cur_ms = 0;
+}
 
 char *rq_amqp_strdup(amqp_bytes_t b)
 {

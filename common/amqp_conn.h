@@ -20,11 +20,29 @@
 
 #include <amqp.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
 #define RQ_AMQP_CHANNEL 1
 #define RQ_QUORUM_DELIVERY_LIMIT 20
+
+/* Reconnect backoff shared by both services: exponential from RQ_RECONNECT_MIN_MS, doubling
+ * up to RQ_RECONNECT_MAX_MS, each delay drawn from its upper half (jitter keeps many clients
+ * from reconnecting in step after a broker restart). The cap is low so that a service is
+ * ready again within seconds of the broker's return. Not thread-safe (one per loop). */
+#define RQ_RECONNECT_MIN_MS 200
+#define RQ_RECONNECT_MAX_MS 2000
+typedef struct rq_backoff {
+    int cur_ms;   /* 0 before the first failure */
+    uint64_t rng; /* xorshift state; seeded on first use */
+} rq_backoff_t;
+
+/* Returns the delay in ms before the next attempt, and doubles the base for the next. */
+int rq_backoff_next(rq_backoff_t *b);
+
+/* Forgets past failures (call after a successful connection). */
+void rq_backoff_reset(rq_backoff_t *b);
 
 /* Opens a TCP connection to cfg->host:port, logs in (PLAIN) with cfg's heartbeat, and opens
  * channel 1. Returns the connection (owned by the caller, close with rq_amqp_close()), or

@@ -59,7 +59,7 @@ struct rq_publisher {
     uint64_t next_tag;
     rq_hmap_t *waiters;
     rq_pub_job_t *jobs_head, *jobs_tail;
-    int backoff_ms;
+    rq_backoff_t backoff;
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -327,7 +327,7 @@ static int connect_broker(rq_publisher_t *p)
     amqp_maybe_release_buffers(p->conn);
     p->inflight_base = 1;
     p->next_tag = 1;
-    p->backoff_ms = 0;
+    rq_backoff_reset(&p->backoff);
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s:%d, queue %s, callback queue %s", rc->host, rc->port,
             rc->request_queue, p->reply_queue);
@@ -617,13 +617,9 @@ static void *publisher_main(void *arg)
         if (p->conn == NULL) {
             if (now >= next_attempt) {
                 if (connect_broker(p) != 0) {
-                    int base = p->backoff_ms ? p->backoff_ms * 2 : 200;
-                    p->backoff_ms = base > 10000 ? 10000 : base;
-                    /* full jitter on the upper half keeps reconnect storms apart */
-                    next_attempt = rq_mono_ns() + (int64_t)(p->backoff_ms / 2 +
-                                                            rand() % (p->backoff_ms / 2 + 1)) *
-                                                      1000000;
-                    rq_info("reconnecting in about %d ms", p->backoff_ms);
+                    int delay = rq_backoff_next(&p->backoff);
+                    next_attempt = rq_mono_ns() + (int64_t)delay * 1000000;
+                    rq_info("reconnecting in %d ms", delay);
                 }
             }
             take_intake(p);

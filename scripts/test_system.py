@@ -639,6 +639,21 @@ class SystemTest:
         r = self.c.get("/messages/" + str(uuid.uuid4()))
         self.ck.check("GET /messages/{unknown} -> 404 JSON error", r.status == 404 and is_error_body(r), r)
 
+    # -- consumer metrics --
+    def consumed(self):
+        """The consumer's messages_consumed_total grows by every accepted message (15 s)."""
+        if self.c0 is None:
+            self.ck.check("consumer metrics: messages_consumed_total readable at the start", False)
+            return
+        deadline = time.monotonic() + 15
+        while True:
+            v, _ = self.metrics_value("messages_consumed_total", self.args.consumer_url)
+            if (v is not None and v - self.c0 >= self.accepted) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.ck.check("consumer metrics: messages_consumed_total grew by >= %d within 15 s" % self.accepted,
+                      v is not None and v - self.c0 >= self.accepted, "before %s after %s" % (self.c0, v))
+
     # -- bad requests --
     def bad(self):
         ck, c = self.ck, self.c
@@ -693,12 +708,20 @@ def main(argv=None):
     except Exception as e:  # noqa: BLE001
         t.m0 = None
         t.ck.check("GET /metrics before the run", False, e)
+    t.c0 = None
+    if args.consumer_url:
+        try:
+            t.c0, _ = t.metrics_value("messages_consumed_total", args.consumer_url)
+        except Exception as e:  # noqa: BLE001
+            t.ck.check("GET consumer /metrics before the run", False, e)
     t.section("single produce", t.singles)
     t.section("batch produce", t.batch)
     t.section("concurrent load", t.load)
     t.section("metrics", t.metrics)
     t.section("request/reply (wait)", t.wait)
     t.section("message status", t.status)
+    if args.consumer_url:
+        t.section("consumer caught up", t.consumed)
     t.section("bad requests", t.bad)
     if args.record:
         t.rec.save(args.record)
