@@ -2,6 +2,7 @@
 #include "api.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -348,6 +349,39 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
                            "remaining", (json_int_t)remaining));
 }
 
+/* 1 for "application/json", optionally followed by spaces and ";parameters". */
+static int is_json_type(const char *ct)
+{
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0)
+        return 0;
+    ct += 16;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* Percent-decodes s in place, except "%00": a NUL would cut the path short for every
+ * string comparison, so it stays literal (and matches no route). Returns the new length. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    char *r = s, *w = s;
+
+    while (*r != '\0') {
+        if (r[0] == '%' && isxdigit((unsigned char)r[1]) && isxdigit((unsigned char)r[2])) {
+            char hex[3] = {r[1], r[2], '\0'};
+            unsigned v = (unsigned)strtoul(hex, NULL, 16);
+            if (v != 0) {
+                *w++ = (char)v;
+                r += 3;
+                continue;
+            }
+        }
+        *w++ = *r++;
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 /* Checks method and headers of a produce request on its first callback. Returns 0 to go
  * on reading the body, or queues an error and returns 1. */
 static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
@@ -363,8 +397,7 @@ static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
     cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (c->route == R_DLQ_RETRY && ct == NULL && (cl == NULL || strcmp(cl, "0") == 0))
         return 0; /* no body: move everything */
-    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
-        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+    if (!is_json_type(ct)) {
         *ret = reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
                            "Content-Type must be application/json");
         return 1;
@@ -400,11 +433,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->method = method;
         *con_cls = c;
         if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
-            return serve_get(c, url);
+            return MHD_YES; /* answered on the next call: answering now closes keep-alive */
         if (check_produce_headers(c, &ret))
-            return ret;
+            return ret; /* early error: the body is not read, the connection is closed */
         c->state = ST_RECEIVING;
         return MHD_YES;
+    }
+    if (c->state == ST_FIRST && *upload_data_size > 0) {
+        *upload_data_size = 0; /* a body on GET is ignored */
+        return MHD_YES;
+    }
+    if (c->state == ST_FIRST) {
+        c->state = ST_DONE;
+        return serve_get(c, url);
     }
     if (c->state == ST_RECEIVING && *upload_data_size > 0) {
         size_t n = *upload_data_size;
@@ -519,7 +560,8 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         flags |= MHD_USE_IPv6;
     api->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->producer_port, NULL, NULL, on_request, api,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
+        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE,
         (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
