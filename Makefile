@@ -5,7 +5,8 @@
 #   make scale-consumer N=3  reach N consumers (local processes, or compose replicas)
 #   make monitor             live terminal view (health, queue depth, rates, consumers, DLQ)
 #   make test                everything CI runs (unit, sanitizers, integration, system, ops checks)
-#   make bench | clean | deps | build | help
+#   make status              local mode: what runs, with pids and URLs
+#   make bench | clean | deps | build | env-example | prometheusrule | help
 #
 # Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
 # Ports: AMQP_PORT (5672), MGMT_PORT (15672), PRODUCER_PORT (5000), CONSUMER_PORT (8000: the
@@ -27,10 +28,10 @@ export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
 # True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
 DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 
-.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status prometheusrule
+.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status prometheusrule env-example
 
 help:
-	@sed -n '2,13p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash scripts/install-deps.sh
@@ -77,8 +78,13 @@ scale-consumer:
 		bash scripts/local.sh scale $(N); \
 	fi
 
+# MONITOR_ARGS=--once prints one frame (exit 0 when everything is ready).
 monitor:
-	@$(PYTHON) scripts/monitor.py --run-dir $(RUN_DIR) $(MONITOR_ARGS)
+	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
+		$(PYTHON) scripts/monitor.py --prometheus http://127.0.0.1:9090 $(MONITOR_ARGS); \
+	else \
+		$(PYTHON) scripts/monitor.py --run-dir $(RUN_DIR) $(MONITOR_ARGS); \
+	fi
 
 bench:
 	@if [ -f scripts/bench.sh ]; then \
@@ -90,6 +96,10 @@ bench:
 # deploy/base/prometheusrule.yaml is generated from prometheus/alerts.yml (make test checks it).
 prometheusrule:
 	@$(PYTHON) scripts/gen-prometheusrule.py
+
+# .env.example is generated from the settings table (make test checks it).
+env-example: build
+	$(BUILD_DIR)/bin/producer --print-env-example >.env.example
 
 clean: down
 	rm -rf build build-* $(BUILD_DIR) $(ASAN_DIR) $(RUN_DIR)

@@ -18,6 +18,8 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
+static const char *const tail_froms[] = {"head", "end", NULL};
+static const char *const tail_overlongs[] = {"split", "skip", NULL};
 
 #define FIELD(f) offsetof(rq_config_t, f)
 #define S_STR(name, def, f, lo, hi, svc, grp, flags, desc)                                         \
@@ -100,6 +102,34 @@ static const rq_cfg_desc_t settings[] = {
           "Messages the publisher may hold unconfirmed before requests get 503"),
     S_INT("HTTP_THREADS", "2", http_threads, 1, 64, PROD, G_PROD,
           "Threads serving the producer's HTTP API"),
+    S_STR("INPUT_FILE", "", input_file, 0, 4095, PROD, G_PROD, 0,
+          "File the producer tails: every line appended to it is published to the request "
+          "queue, in order, at least once (rotation by rename, copytruncate and delete plus "
+          "recreate are followed); empty: no tailing"),
+    S_STR("TAIL_STATE_DIR", "tail-state", tail_state_dir, 1, 4000, PROD, G_PROD, 0,
+          "Folder (created if missing) where the tail position is saved, advanced only past "
+          "lines the broker confirmed; relative paths start at the working directory; keep it "
+          "across restarts"),
+    S_ENUM("TAIL_FROM", "head", tail_from, tail_froms, PROD, G_PROD,
+           "Where tailing starts in a file that exists at startup when no position is saved: "
+           "head (its first line) or end (only lines appended later); files appearing later "
+           "and saved positions always start at their head or resume exactly"),
+    S_I64("TAIL_MAX_LINE_BYTES", "1048576", tail_max_line_bytes, 1, 67108864, PROD, G_PROD,
+          "Longest tailed line in bytes; a longer line follows TAIL_OVERLONG and is counted in "
+          "producer_tail_overlong_lines_total"),
+    S_ENUM("TAIL_OVERLONG", "split", tail_overlong, tail_overlongs, PROD, G_PROD,
+           "What happens to a line longer than TAIL_MAX_LINE_BYTES: split sends it as messages "
+           "of TAIL_MAX_LINE_BYTES bytes (the last one may be shorter), skip drops it"),
+    S_INT("TAIL_POLL_MS", "250", tail_poll_ms, 10, 60000, PROD, G_PROD,
+          "Interval of the stat polling that backs up inotify (the only watch when inotify is "
+          "unavailable), in milliseconds"),
+    S_INT("TAIL_ROTATE_WAIT_MS", "1000", tail_rotate_wait_ms, 0, 600000, PROD, G_PROD,
+          "After a rotation or deletion, how long the old file is still read for late writes "
+          "before the new file at the path is followed, in milliseconds"),
+    S_INT("TAIL_BATCH_LINES", "500", tail_batch_lines, 1, 100000, PROD, G_PROD,
+          "Most tailed lines handed to the publisher in one job"),
+    S_INT("TAIL_MAX_INFLIGHT_JOBS", "16", tail_max_inflight_jobs, 1, 1024, PROD, G_PROD,
+          "Most tail jobs waiting for the broker's confirms at once; reading pauses beyond"),
 
     S_STR("CONSUMER_BIND", "127.0.0.1", consumer_bind, 1, 255, CONS, G_CONS, 0,
           "Address of the consumer's metrics and health HTTP server"),

@@ -58,6 +58,17 @@ typedef struct rq_config {
     int max_pending;          /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default 100000 */
     int http_threads;         /* HTTP_THREADS, 1..64, default 2 */
 
+    /* producer: file tailing (producer/tailer.h) */
+    char *input_file;         /* INPUT_FILE: file to tail, default "" (no tailing) */
+    char *tail_state_dir;     /* TAIL_STATE_DIR: where the tail position is saved, default "tail-state" */
+    char *tail_from;          /* TAIL_FROM: head|end, where to start with no saved state, default head */
+    int64_t tail_max_line_bytes; /* TAIL_MAX_LINE_BYTES, 1..67108864, default 1048576 */
+    char *tail_overlong;      /* TAIL_OVERLONG: split|skip, default split */
+    int tail_poll_ms;         /* TAIL_POLL_MS: stat polling interval, 10..60000, default 250 */
+    int tail_rotate_wait_ms;  /* TAIL_ROTATE_WAIT_MS: drain a rotated file, 0..600000, default 1000 */
+    int tail_batch_lines;     /* TAIL_BATCH_LINES: lines per publisher job, 1..100000, default 500 */
+    int tail_max_inflight_jobs; /* TAIL_MAX_INFLIGHT_JOBS, 1..1024, default 16 */
+
     /* consumer */
     char *consumer_bind;      /* CONSUMER_BIND, default 127.0.0.1 */
     int consumer_port;        /* CONSUMER_PORT, 0..65535 (0 = no HTTP), default 8000 */

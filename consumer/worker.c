@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "amqp_conn.h"
 #include "log.h"
@@ -17,8 +16,6 @@
 #include "util.h"
 
 #define POLL_MS 100            /* how often the stop flag is checked while idle */
-#define BACKOFF_MIN_MS 200     /* first reconnect delay */
-#define BACKOFF_MAX_MS 10000   /* reconnect delay cap */
 #define OUTPUT_ERROR_PAUSE 1.0 /* seconds to pause after a failed output write */
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
 
@@ -54,7 +51,7 @@ struct rq_worker {
     rq_disp_t *disps;
     rq_settle_op_t *ops;
 
-    uint64_t rng;
+    rq_backoff_t backoff;
 
     /* shared with rq_worker_ready() */
     atomic_int state;
@@ -87,16 +84,6 @@ static void printable(amqp_bytes_t b, char *out, size_t outlen)
     for (size_t i = 0; i < b.len && j + 1 < outlen; i++)
         out[j++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
     out[j] = '\0';
-}
-
-/* Reconnect delay: half of `backoff` plus a random part of the other half. */
-static int jitter(rq_worker_t *w, int backoff)
-{
-    /* xorshift64: no shared libc state */
-    w->rng ^= w->rng << 13;
-    w->rng ^= w->rng >> 7;
-    w->rng ^= w->rng << 17;
-    return backoff / 2 + (int)(w->rng % (uint64_t)(backoff / 2 + 1));
 }
 
 int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
@@ -173,7 +160,6 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     pthread_mutex_init(&w->lock, NULL);
     atomic_init(&w->state, ST_CONNECTING);
     snprintf(w->last_error, sizeof(w->last_error), "not connected yet");
-    w->rng = (uint64_t)rq_mono_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
     w->items = calloc(cap, sizeof(*w->items));
     w->lines = calloc(cap, sizeof(*w->lines));
     w->lens = calloc(cap, sizeof(*w->lens));
@@ -684,7 +670,6 @@ static void shutdown_conn(rq_worker_t *w)
 int rq_worker_run(rq_worker_t *w, volatile int *stop)
 {
     const RabbitMQConfig *rc = &w->cfg->rabbitmq;
-    int backoff = BACKOFF_MIN_MS;
     int attempt = 0;
     char err[512];
 
@@ -694,13 +679,12 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
         if (w->conn == NULL) {
             attempt++;
             if (connect_broker(w, err, sizeof(err)) < 0) {
-                int delay = jitter(w, backoff);
+                int delay = rq_backoff_next(&w->backoff);
 
                 set_last_error(w, err);
                 rq_warn("broker connection attempt %d to %s:%d failed: %s; retrying in %d ms",
                         attempt, rc->host, rc->port, err, delay);
                 rq_sleep_interruptible(delay / 1000.0, stop);
-                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
             rq_info("consuming from queue %s on %s:%d (prefetch %d, batch wait %d ms, output %s)%s",
@@ -711,7 +695,7 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
                 rq_series_inc(w->m.reconnects);
             w->ever_connected = 1;
             attempt = 0;
-            backoff = BACKOFF_MIN_MS;
+            rq_backoff_reset(&w->backoff);
             set_state(w, ST_READY);
         }
         r = collect(w, stop);

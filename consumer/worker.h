@@ -13,8 +13,9 @@
  * When the output cannot be written, the batch's processed messages are requeued instead of
  * acked (and the loop pauses for a second). A socket error, heartbeat timeout, channel or
  * connection close, or a cancelled consumer drops the connection (the unsettled batch is
- * redelivered by the broker) and reconnects with exponential backoff (200 ms doubling to 10 s,
- * with jitter), logging every attempt; readiness is false while disconnected.
+ * redelivered by the broker) and reconnects with the shared exponential backoff with jitter
+ * (rq_backoff_t in amqp_conn.h: 200 ms doubling to RQ_RECONNECT_MAX_MS), logging every
+ * attempt; readiness is false while disconnected.
  *
  * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
  * messages without processing_time are processed and acked; a processing_time wait is cut

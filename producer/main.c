@@ -1,4 +1,4 @@
-/* main.c - the relayq producer: HTTP API + publisher thread. */
+/* main.c - the relayq producer: HTTP API + publisher thread (+ the tailer with INPUT_FILE). */
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 #include "metrics.h"
 #include "publisher.h"
 #include "store.h"
+#include "tailer.h"
 #include "util.h"
 
 static volatile sig_atomic_t stop_signal;
@@ -28,6 +29,12 @@ static void on_reply(const char *message_id, const char *body, size_t len, void 
 {
     if (message_id[0] != '\0')
         rq_store_processed(arg, message_id, body, len, rq_wall_ms());
+}
+
+/* The tailer hands its jobs to the publisher. */
+static int tail_submit(void *arg, rq_pub_job_t *job)
+{
+    return rq_publisher_submit(arg, job);
 }
 
 /* Thousands of concurrent callers need thousands of descriptors. */
@@ -49,6 +56,7 @@ int main(int argc, char **argv)
     rq_store_t *store = NULL;
     rq_publisher_t *pub = NULL;
     rq_api_t *api = NULL;
+    rq_tailer_t *tailer = NULL;
     struct sigaction sa;
     int rc, status = 1;
 
@@ -84,6 +92,17 @@ int main(int argc, char **argv)
     rq_info("producer %s listening on http://%s:%d (broker %s:%d, queue %s)", RQ_VERSION,
             cfg.producer_bind, cfg.producer_port, cfg.rabbitmq.host, cfg.rabbitmq.port,
             cfg.rabbitmq.request_queue);
+    if (cfg.input_file[0] != '\0') {
+        rq_tail_opts_t to;
+        char err[512];
+
+        rq_tail_opts_from_config(&to, &cfg);
+        tailer = rq_tailer_new(&to, metrics, tail_submit, pub, err, sizeof(err));
+        if (tailer == NULL) {
+            rq_error("cannot tail %s: %s", cfg.input_file, err);
+            goto out;
+        }
+    }
 
     while (!stop_signal) {
         struct timespec ts = {0, 200000000};
@@ -92,12 +111,18 @@ int main(int argc, char **argv)
 
     rq_info("signal %d: stopping; finishing in-flight requests", (int)stop_signal);
     rq_api_quiesce(api);
+    /* Stop reading, let the tail jobs in flight be confirmed and save the position, then
+     * stop the publisher. */
+    rq_tailer_stop(tailer, cfg.publish_timeout_ms);
     rq_publisher_stop(pub, cfg.publish_timeout_ms);
     status = 0;
 
 out:
     rq_api_free(api);
+    rq_tailer_stop(tailer, 0);
+    /* The publisher completes every job it still holds; only then may the tailer's go. */
     rq_publisher_free(pub);
+    rq_tailer_free(tailer);
     rq_store_free(store);
     rq_metrics_free(metrics);
     rq_config_free(&cfg);

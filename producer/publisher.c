@@ -385,7 +385,7 @@ static int publish_sendq(rq_publisher_t *p)
         rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
         rq_pub_job_t *job = m->job;
         amqp_basic_properties_t props;
-        amqp_table_entry_t hdr[4];
+        amqp_table_entry_t hdr[5];
         amqp_bytes_t body;
         int rc2;
 
@@ -420,7 +420,10 @@ static int publish_sendq(rq_publisher_t *p)
             hdr[3].key = amqp_cstring_bytes("x-offset");
             hdr[3].value.kind = AMQP_FIELD_KIND_I64;
             hdr[3].value.value.i64 = m->offset;
-            props.headers.num_entries = 4;
+            hdr[4].key = amqp_cstring_bytes("x-end");
+            hdr[4].value.kind = AMQP_FIELD_KIND_I64;
+            hdr[4].value.value.i64 = m->end_offset;
+            props.headers.num_entries = 5;
         }
         props.headers.entries = hdr;
         body.bytes = m->body;

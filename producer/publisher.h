@@ -47,6 +47,7 @@ typedef struct rq_pub_msg {
     const char *source;       /* x-source header: "api" or "tail" (static string) */
     const char *file_id;      /* tailed lines: x-file header (owned by the job's owner), else NULL */
     int64_t offset;           /* tailed lines: x-offset header, the line's byte offset */
+    int64_t end_offset;       /* tailed lines: x-end header, just past the line (and its '\n') */
     /* filled by the publisher */
     char correlation_id[RQ_UUID_LEN + 1];
     char *reply; /* heap, owned by the job's owner after done (free()) */

@@ -18,8 +18,15 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-ENV_FILE=${ENV_FILE:-.env}
-[ -f "$ENV_FILE" ] && ENV_FILE=$(cd "$(dirname "$ENV_FILE")" && pwd)/$(basename "$ENV_FILE") || ENV_FILE=
+# The .env file (ENV_FILE names another, as for the programs). It is handed to the programs
+# with --env-file; ENV_FILE itself is not passed on, so they read exactly that one file.
+envfile=${ENV_FILE:-.env}
+if [ -f "$envfile" ]; then
+	envfile=$(cd "$(dirname "$envfile")" && pwd)/$(basename "$envfile")
+else
+	envfile=
+fi
+unset ENV_FILE
 
 # env_get NAME DEFAULT: the process environment, else the .env file, else DEFAULT.
 env_get() {
@@ -28,8 +35,8 @@ env_get() {
 		printf '%s' "${!name}"
 		return
 	fi
-	if [ -n "$ENV_FILE" ]; then
-		line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?$name=" "$ENV_FILE" | tail -n 1 || true)
+	if [ -n "$envfile" ]; then
+		line=$(grep -E "^[[:space:]]*(export[[:space:]]+)?$name=" "$envfile" | tail -n 1 || true)
 		if [ -n "$line" ]; then
 			val=${line#*=}
 			val=${val%%[[:space:]]#*}
@@ -111,7 +118,7 @@ start() {
 		return 0
 	fi
 	local args=()
-	[ -n "$ENV_FILE" ] && args=(--env-file "$ENV_FILE")
+	[ -n "$envfile" ] && args=(--env-file "$envfile")
 	# Process environment wins over the .env file inside the programs, so the values set
 	# here (the broker this script runs, the ports it hands out) are the ones used.
 	env RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT="$AMQP_PORT" "$@" \
@@ -171,7 +178,13 @@ broker_up() {
 	# epmd (Erlang's port mapper) is started by the first Erlang node and outlives it. Remember
 	# whether this script caused it, so `down` can stop it and leave nothing behind.
 	if ! epmd -names >/dev/null 2>&1; then touch "$RUN_DIR/epmd.ours"; fi
-	bash scripts/broker.sh start "$BROKER_DIR" "$AMQP_PORT" "$MGMT_PORT"
+	# Its output goes to a file: a helper process of the broker's start-up may keep the
+	# descriptors it inherits open for the broker's lifetime, which would hold a pipe
+	# (`make run | tee ...`) open until `make down`.
+	local rc=0
+	bash scripts/broker.sh start "$BROKER_DIR" "$AMQP_PORT" "$MGMT_PORT" >"$RUN_DIR/broker-start.out" 2>&1 </dev/null || rc=$?
+	cat "$RUN_DIR/broker-start.out"
+	return $rc
 }
 
 broker_down() {

@@ -4,6 +4,7 @@
 # Steps, each counted once in the closing line `make test: N passed, M failed`:
 #   unit tests (ctest, BUILD_DIR)          sanitizer build (ASAN_DIR, ASan+UBSan) + its unit tests
 #   integration + system tests             (tests/integration/run.sh: its own broker, free ports)
+#   .env.example = `producer --print-env-example`
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 # A failed step does not stop the others (the build steps excepted); exit 1 when any failed.
@@ -12,7 +13,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 abspath() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
 BUILD_DIR=$(abspath "${BUILD_DIR:-build}")
 ASAN_DIR=$(abspath "${ASAN_DIR:-build-asan}")
@@ -55,9 +56,9 @@ step() {
 
 asan_build() {
 	cmake -S . -B "$ASAN_DIR" -DRQ_SANITIZE=ON -DRQ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null &&
-		cmake --build "$ASAN_DIR" -j"$JOBS" -- --no-print-directory >"$ASAN_DIR.log" 2>&1 ||
+		cmake --build "$ASAN_DIR" -j"$JOBS" -- --no-print-directory >"$ASAN_DIR/build.log" 2>&1 ||
 		{
-			tail -n 40 "$ASAN_DIR.log"
+			tail -n 40 "$ASAN_DIR/build.log"
 			return 1
 		}
 }
@@ -81,6 +82,12 @@ else
 	failures+=("unit tests under ASan+UBSan (not run: build failed)")
 fi
 step "integration and system tests" integration
+env_example() {
+	# .env.example is generated from the config table; a stale copy misleads operators.
+	"$BUILD_DIR/bin/producer" --print-env-example | diff -u .env.example - &&
+		echo ".env.example matches the config table"
+}
+step ".env.example up to date (make env-example)" env_example
 step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py
 step "promtool check rules" promtool check rules prometheus/alerts.yml
 step "promtool check config" promtool check config prometheus/prometheus.yml
@@ -90,5 +97,5 @@ step "local mode end to end (tests/ops/test_local.sh)" env BUILD_DIR="$BUILD_DIR
 printf '\n'
 for f in "${failures[@]}"; do echo "failed: $f"; done
 echo "make test took $((SECONDS - t0)) s"
-echo "make test: $passed passed, $failed failed"
+echo "make-test: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -13,6 +13,8 @@ and deliver rates, and the dead-letter queue's depth.
 Where to look: --run-dir (default run/) for the local mode's pidfiles and ports; otherwise
 --producer / --consumer URLs (repeatable) or PRODUCER_PORT / CONSUMER_PORT, and --mgmt
 (default http://127.0.0.1:$MGMT_PORT, 15672) with RABBITMQ_USER / RABBITMQ_PASS (guest/guest).
+Under docker compose the consumers publish no port: --prometheus URL (http://127.0.0.1:9090)
+lists every consumer replica Prometheus scrapes, with its counters, instead.
 """
 
 import argparse
@@ -81,6 +83,8 @@ def discover(args):
     else:
         services.append(("producer", "http://127.0.0.1:%s" % os.environ.get("PRODUCER_PORT", "5000")))
 
+    if args.prometheus:
+        return services
     if args.consumer:
         for i, url in enumerate(args.consumer, 1):
             services.append(("consumer-%d" % i, url.rstrip("/")))
@@ -146,6 +150,38 @@ class Monitor:
             rows.append((name, base, fmt_status(live_s), fmt_status(ready_s), reason, "  ".join(stats)))
         return rows, all_ready
 
+    def prometheus_consumer_rows(self):
+        """Consumer replicas as Prometheus sees them (job relayq-consumer): up, counters, rate."""
+        base = self.args.prometheus.rstrip("/")
+
+        def query(q):
+            s, body = http_get(base + "/api/v1/query?" + urllib.parse.urlencode({"query": q}))
+            if s != 200:
+                raise OSError("Prometheus %s: %s" % (base, fmt_status(s) if s else body))
+            res = json.loads(body).get("data", {}).get("result", [])
+            return {r["metric"].get("instance", "?"): float(r["value"][1]) for r in res}
+
+        try:
+            up = query('up{job="relayq-consumer"}')
+            consumed = query('sum by (instance) (messages_consumed_total{job="relayq-consumer"})')
+            rate = query('sum by (instance) (rate(messages_consumed_total{job="relayq-consumer"}[1m]))')
+            errs = query('sum by (instance) (message_processing_errors_total{job="relayq-consumer"})')
+        except (OSError, ValueError) as e:
+            return [("consumers", base, "?", "?", str(e), "")], False
+        rows, ok = [], bool(up)
+        for i, inst in enumerate(sorted(up), 1):
+            live = "ok" if up[inst] == 1 else "DOWN"
+            ok = ok and live == "ok"
+            stats = []
+            if inst in consumed:
+                stats.append("consumed=%d (%.1f/s)" % (consumed[inst], rate.get(inst, 0.0)))
+            if inst in errs:
+                stats.append("proc_err=%d" % errs[inst])
+            rows.append(("consumer-%d" % i, inst, live, "-", "", "  ".join(stats)))
+        if not rows:
+            rows.append(("consumers", base, "-", "-", "Prometheus scrapes no consumer", ""))
+        return rows, ok
+
     def broker_lines(self):
         a = self.args
         vhost = urllib.parse.quote(a.vhost, safe="")
@@ -193,6 +229,10 @@ class Monitor:
 
     def frame(self):
         rows, all_ready = self.service_rows()
+        if self.args.prometheus:
+            prows, pok = self.prometheus_consumer_rows()
+            rows += prows
+            all_ready = all_ready and pok
         blines, broker_ok = self.broker_lines()
         out = ["relayq monitor  %s  (every %gs, Ctrl-C quits)" % (time.strftime("%Y-%m-%d %H:%M:%S"), self.args.interval), ""]
         out.append("%-11s %-24s %-6s %-6s %s" % ("service", "url", "live", "ready", "metrics"))
@@ -217,6 +257,7 @@ def main():
     p.add_argument("--run-dir", default="run", help="local mode run folder (pidfiles, ports)")
     p.add_argument("--producer", help="producer base URL (default from --run-dir or PRODUCER_PORT)")
     p.add_argument("--consumer", action="append", help="consumer base URL (repeatable)")
+    p.add_argument("--prometheus", help="list consumers from this Prometheus (compose mode)")
     p.add_argument("--mgmt", default="http://127.0.0.1:%s" % os.environ.get("MGMT_PORT", "15672"),
                    help="RabbitMQ management API base URL")
     p.add_argument("--user", default=os.environ.get("RABBITMQ_USER", "guest"))

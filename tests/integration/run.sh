@@ -140,7 +140,7 @@ step "topology mismatch (tests/integration/test_topology.sh)" 120 \
 if [ -f "$here/test_consumer.sh" ]; then
 	BROKER2_PORT=$(free_broker_port)
 	step "consumer tests (tests/integration/test_consumer.sh)" 180 \
-		env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER2_PORT" bash "$here/test_consumer.sh"
+		env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER2_PORT" CONSUMER_HTTP_PORT="$(free_port)" bash "$here/test_consumer.sh"
 else
 	log "tests/integration/test_consumer.sh not present: skipped"
 fi

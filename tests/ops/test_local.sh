@@ -9,7 +9,7 @@
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
+cd "$ROOT" || exit 1
 PY=/usr/bin/python3
 export BUILD_DIR=${BUILD_DIR:-build}
 RUN_DIR=$(mktemp -d /tmp/relayq-ops.XXXXXX)

@@ -199,6 +199,15 @@ Test(config, defaults_match_the_header)
     cr_expect_eq(c.message_store_size, 10000);
     cr_expect_eq(c.max_pending, 100000);
     cr_expect_eq(c.http_threads, 2);
+    cr_expect_str_eq(c.input_file, "");
+    cr_expect_str_eq(c.tail_state_dir, "tail-state");
+    cr_expect_str_eq(c.tail_from, "head");
+    cr_expect_eq(c.tail_max_line_bytes, 1048576);
+    cr_expect_str_eq(c.tail_overlong, "split");
+    cr_expect_eq(c.tail_poll_ms, 250);
+    cr_expect_eq(c.tail_rotate_wait_ms, 1000);
+    cr_expect_eq(c.tail_batch_lines, 500);
+    cr_expect_eq(c.tail_max_inflight_jobs, 16);
     cr_expect_str_eq(c.consumer_bind, "127.0.0.1");
     cr_expect_eq(c.consumer_port, 8000);
     cr_expect_str_eq(c.output_file, "");
@@ -236,6 +245,15 @@ static const struct {
     {"MESSAGE_STORE_SIZE", RQ_CFG_INT, 0, 10000000, RQ_SVC_PRODUCER},
     {"MAX_PENDING", RQ_CFG_INT, 1, 10000000, RQ_SVC_PRODUCER},
     {"HTTP_THREADS", RQ_CFG_INT, 1, 64, RQ_SVC_PRODUCER},
+    {"INPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"TAIL_STATE_DIR", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"TAIL_FROM", RQ_CFG_ENUM, 0, 0, RQ_SVC_PRODUCER},
+    {"TAIL_MAX_LINE_BYTES", RQ_CFG_INT64, 1, 64 * 1024 * 1024, RQ_SVC_PRODUCER},
+    {"TAIL_OVERLONG", RQ_CFG_ENUM, 0, 0, RQ_SVC_PRODUCER},
+    {"TAIL_POLL_MS", RQ_CFG_INT, 10, 60000, RQ_SVC_PRODUCER},
+    {"TAIL_ROTATE_WAIT_MS", RQ_CFG_INT, 0, 600000, RQ_SVC_PRODUCER},
+    {"TAIL_BATCH_LINES", RQ_CFG_INT, 1, 100000, RQ_SVC_PRODUCER},
+    {"TAIL_MAX_INFLIGHT_JOBS", RQ_CFG_INT, 1, 1024, RQ_SVC_PRODUCER},
     {"CONSUMER_BIND", RQ_CFG_STRING, 0, 0, RQ_SVC_CONSUMER},
     {"CONSUMER_PORT", RQ_CFG_INT, 0, 65535, RQ_SVC_CONSUMER},
     {"OUTPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_CONSUMER},

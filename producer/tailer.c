@@ -1,0 +1,1227 @@
+/* tailer.c - the tail thread: watch, read, split, batch, submit, commit, save.
+ *
+ * Jobs live in a ring of max_inflight + 1 slots, in file order: the oldest uncommitted job
+ * at `head`, the job being filled (BUILDING) last. A slot goes
+ *   FREE -> BUILDING -> READY (closed) -> INFLIGHT (accepted) -> CONFIRMED | FAILED
+ * and back to FREE when the head of the ring is CONFIRMED: its end offset becomes the
+ * committed offset. The publisher's done callback only flips INFLIGHT to CONFIRMED/FAILED
+ * under `lock` and writes the eventfd; everything else is the tail thread's.
+ *
+ * All jobs in the ring belong to the open file's current generation: before following
+ * another file, or restarting a truncated one at 0, the thread stops reading until every job
+ * is committed (the "barrier"), so the saved state always names the file its offset is in.
+ *
+ * Anything that breaks the in-order chain (a job failing after acceptance, an allocation
+ * failure while filling a job) triggers a rewind: wait until nothing is in flight, drop the
+ * uncommitted jobs, and read again from the committed offset (same message ids).
+ */
+#include "tailer.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "tail_state.h"
+#include "util.h"
+
+#define READ_CHUNK (256 * 1024)
+#define READ_BUDGET (8 * 1024 * 1024) /* bytes read per turn before looking at confirms */
+#define JOB_MAX_BYTES (1024 * 1024)   /* a job closes once its bodies reach this size */
+#define SAVE_EVERY_MS 100
+#define BACKOFF_MIN_MS 20
+#define BACKOFF_MAX_MS 1000
+#define W RQ_LINESPLIT_WINDOW
+
+_Static_assert(RQ_LINESPLIT_WINDOW == RQ_TAIL_BEFORE_BYTES,
+               "the splitter's window is the hash-before-offset span");
+
+enum { JOB_FREE = 0, JOB_BUILDING, JOB_READY, JOB_INFLIGHT, JOB_CONFIRMED, JOB_FAILED };
+
+typedef enum { ACT_NONE = 0, ACT_SWITCH, ACT_RESTART } action_t;
+
+typedef struct tail_job {
+    rq_pub_job_t job;
+    rq_pub_msg_t *msgs;
+    size_t *body_off, *id_off; /* arena offsets while building (the arena may move) */
+    size_t n, cap;
+    char *arena;
+    size_t arena_len, arena_cap;
+    int64_t start, end; /* stream offsets covered: [start, end) */
+    unsigned char before[W];
+    size_t before_len; /* the stream bytes just before `end` */
+    char file_id[RQ_TAIL_FILE_ID_MAX];
+    int state; /* JOB_*: INFLIGHT and later under t->lock */
+    struct rq_tailer *t;
+} tail_job_t;
+
+struct rq_tailer {
+    rq_tail_opts_t o;
+    char *path, *state_dir, *dir;
+    char state_path[4200];
+    int lock_fd;
+    rq_tail_submit_fn submit;
+    void *submit_arg;
+
+    pthread_t thread;
+    int started;
+    int wake_fd;
+    pthread_mutex_t lock; /* job states once submitted, stop request, stats */
+    int stop;
+    int64_t stop_deadline_ms;
+    rq_tail_stats_t stats;
+
+    /* ---- tail thread only ---- */
+    int in_fd, dir_wd, file_wd;
+    int64_t last_dir_watch_ms;
+    rq_linesplit_t *ls;
+    tail_job_t *jobs;
+    int njobs, head, count, inflight;
+    int rewind;
+
+    /* the open file and its generation */
+    int fd;
+    rq_tail_ident_t ident;
+    unsigned char head_bytes[RQ_TAIL_FP_BYTES];
+    char file_id[RQ_TAIL_FILE_ID_MAX];
+    int64_t read_pos;           /* file offset of the next read */
+    unsigned char last_read[W]; /* the file bytes just before read_pos */
+    size_t last_read_len;
+    int64_t file_size;
+    int eof, blocked;
+    int rotated;
+    int64_t rotated_ms;
+    action_t action;
+    int flush_pending; /* the action waits for the partial line to be handed out */
+
+    /* saved position */
+    rq_tail_state_t loaded;
+    int have_state; /* 1 loaded, 0 none, -1 unreadable */
+    int first_open;
+    int64_t committed;
+    unsigned char committed_before[W];
+    size_t committed_before_len;
+    int dirty;
+    int64_t last_save_ms;
+    int save_error_logged;
+
+    int64_t retry_at_ms;
+    int backoff_ms, refused_logged, waiting_logged, read_error_logged;
+    uint64_t overlong_counted;
+
+    rq_series_t *m_read, *m_confirmed, *m_behind, *m_rotations, *m_overlong;
+};
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static void win_push(unsigned char *win, size_t *wlen, const void *data, size_t n)
+{
+    const unsigned char *d = data;
+
+    if (n >= W) {
+        memcpy(win, d + n - W, W);
+        *wlen = W;
+        return;
+    }
+    if (*wlen + n > W) {
+        size_t drop = *wlen + n - W;
+        memmove(win, win + drop, *wlen - drop);
+        *wlen -= drop;
+    }
+    memcpy(win + *wlen, d, n);
+    *wlen += n;
+}
+
+static ssize_t pread_all(int fd, void *buf, size_t n, int64_t off)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + (int64_t)got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+static void wake(rq_tailer_t *t)
+{
+    uint64_t one = 1;
+
+    if (write(t->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        rq_warn("tailer: eventfd write: %s", strerror(errno));
+}
+
+static tail_job_t *job_at(rq_tailer_t *t, int i)
+{
+    return &t->jobs[(t->head + i) % t->njobs];
+}
+
+static void job_reset(tail_job_t *j)
+{
+    j->n = 0;
+    j->arena_len = 0;
+    j->state = JOB_FREE;
+    if (j->arena_cap > 4 * JOB_MAX_BYTES) {
+        free(j->arena);
+        j->arena = NULL;
+        j->arena_cap = 0;
+    }
+}
+
+/* Called by the publisher (any thread), exactly once per accepted job. */
+static void on_job_done(rq_pub_job_t *job, void *arg)
+{
+    tail_job_t *j = arg;
+    rq_tailer_t *t = j->t;
+
+    pthread_mutex_lock(&t->lock);
+    j->state = job->status == RQ_JOB_CONFIRMED ? JOB_CONFIRMED : JOB_FAILED;
+    pthread_mutex_unlock(&t->lock);
+    wake(t);
+}
+
+/* ---- state ----------------------------------------------------------------------------- */
+
+static void save_now(rq_tailer_t *t)
+{
+    rq_tail_state_t st;
+    char err[512];
+
+    memset(&st, 0, sizeof(st));
+    snprintf(st.file_id, sizeof(st.file_id), "%s", t->file_id);
+    st.ident = t->ident;
+    st.offset = t->committed;
+    st.before_len = (uint32_t)t->committed_before_len;
+    st.before_hash = rq_tail_hash(t->committed_before, t->committed_before_len);
+    t->last_save_ms = rq_mono_ms();
+    if (rq_tail_state_save(t->state_path, &st, err, sizeof(err)) != 0) {
+        if (!t->save_error_logged)
+            rq_error("tailer: cannot save the tail position: %s (retrying)", err);
+        t->save_error_logged = 1;
+        return;
+    }
+    if (t->save_error_logged)
+        rq_info("tailer: the tail position is saved again");
+    t->save_error_logged = 0;
+    t->dirty = 0;
+    pthread_mutex_lock(&t->lock);
+    t->stats.state_saves++;
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- the file -------------------------------------------------------------------------- */
+
+static void watch_file(rq_tailer_t *t)
+{
+    char proc[64];
+
+    const uint32_t mask = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
+    int wd;
+
+    if (t->in_fd < 0)
+        return;
+    /* Through /proc the watch lands on the open file even if the path moved meanwhile. */
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+    wd = inotify_add_watch(t->in_fd, proc, mask);
+    if (wd < 0)
+        wd = inotify_add_watch(t->in_fd, t->path, mask);
+    /* The same inode keeps its watch descriptor; drop the old watch only if it differs. */
+    if (t->file_wd >= 0 && t->file_wd != wd)
+        inotify_rm_watch(t->in_fd, t->file_wd);
+    t->file_wd = wd;
+}
+
+static void watch_dir(rq_tailer_t *t, int64_t now)
+{
+    if (t->in_fd < 0 || t->dir_wd >= 0 || now - t->last_dir_watch_ms < t->o.poll_ms)
+        return;
+    t->last_dir_watch_ms = now;
+    t->dir_wd = inotify_add_watch(t->in_fd, t->dir,
+                                  IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_ATTRIB |
+                                      IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
+}
+
+/* Makes fd the file being read, from `offset`, as generation `file_id` (NULL: a new one).
+ * Saves the position before any line of it is handed out. */
+static void start_generation(rq_tailer_t *t, int fd, const rq_tail_ident_t *id,
+                             const unsigned char *head, int64_t offset, const char *file_id)
+{
+    unsigned char before[W];
+    size_t blen = offset < W ? (size_t)offset : W;
+    ssize_t n = blen ? pread_all(fd, before, blen, offset - (int64_t)blen) : 0;
+
+    if (n < 0 || (size_t)n != blen)
+        n = 0; /* cannot happen for a verified offset; a shorter hash is still valid */
+    if (t->fd >= 0 && t->fd != fd)
+        close(t->fd);
+    t->fd = fd;
+    t->ident = *id;
+    memcpy(t->head_bytes, head, id->fp_len);
+    if (file_id != NULL)
+        snprintf(t->file_id, sizeof(t->file_id), "%s", file_id);
+    else
+        rq_tail_new_file_id(id, t->file_id);
+    if (lseek(fd, (off_t)offset, SEEK_SET) < 0)
+        rq_warn("tailer: lseek: %s", strerror(errno));
+    t->read_pos = offset;
+    t->last_read_len = 0;
+    win_push(t->last_read, &t->last_read_len, before, (size_t)n);
+    rq_linesplit_reset(t->ls, offset, before, (size_t)n);
+    t->committed = offset;
+    t->committed_before_len = 0;
+    win_push(t->committed_before, &t->committed_before_len, before, (size_t)n);
+    t->eof = 0;
+    t->rotated = 0;
+    t->action = ACT_NONE;
+    t->flush_pending = 0;
+    t->waiting_logged = 0;
+    watch_file(t);
+    save_now(t);
+    pthread_mutex_lock(&t->lock);
+    snprintf(t->stats.file_id, sizeof(t->stats.file_id), "%s", t->file_id);
+    t->stats.committed = offset;
+    t->stats.read_offset = offset;
+    t->stats.following = 1;
+    pthread_mutex_unlock(&t->lock);
+    rq_info("tailer: following %s (file id %s) from offset %" PRId64, t->path, t->file_id, offset);
+}
+
+static void count_rotation(rq_tailer_t *t)
+{
+    rq_series_inc(t->m_rotations);
+    pthread_mutex_lock(&t->lock);
+    t->stats.rotations++;
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Looks in the input's folder for the file of the saved state (renamed by a rotation while
+ * the producer was down). Returns an fd verified to hold the saved position, or -1. */
+static int find_rotated(rq_tailer_t *t, char *name, size_t namelen)
+{
+    DIR *d = opendir(t->dir);
+    struct dirent *e;
+    int fd = -1;
+
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        struct stat sb;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        if ((uint64_t)sb.st_dev != t->loaded.ident.dev ||
+            (uint64_t)sb.st_ino != t->loaded.ident.ino)
+            continue;
+        fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd >= 0 && rq_tail_state_verify(&t->loaded, fd, NULL, 0) != RQ_TAIL_SAME) {
+            close(fd);
+            fd = -1;
+        }
+        if (fd >= 0)
+            snprintf(name, namelen, "%s", e->d_name);
+        break;
+    }
+    closedir(d);
+    return fd;
+}
+
+/* First file of this process with a saved state: resume in the rotated file if it is still
+ * in the folder. Returns 1 when resumed there. */
+static int resume_rotated(rq_tailer_t *t)
+{
+    char name[256];
+    rq_tail_ident_t id;
+    unsigned char head[RQ_TAIL_FP_BYTES];
+    int fd = find_rotated(t, name, sizeof(name));
+
+    if (fd < 0)
+        return 0;
+    if (rq_tail_ident_of_fd(fd, &id, head) != 0) {
+        close(fd);
+        return 0;
+    }
+    rq_info("tailer: %s was rotated while stopped; finishing %s/%s first", t->path, t->dir, name);
+    t->first_open = 0;
+    start_generation(t, fd, &id, head, t->loaded.offset, t->loaded.file_id);
+    t->rotated = 1;
+    t->rotated_ms = rq_mono_ms();
+    count_rotation(t);
+    return 1;
+}
+
+/* No file open: opens the path if it exists and decides where to start. */
+static void open_path(rq_tailer_t *t)
+{
+    rq_tail_ident_t id;
+    unsigned char head[RQ_TAIL_FP_BYTES];
+    struct stat sb;
+    char why[256];
+    int fd, m;
+
+    fd = open(t->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        if (t->first_open && t->have_state == 1 && resume_rotated(t))
+            return;
+        if (!t->waiting_logged)
+            rq_info("tailer: waiting for %s (%s)", t->path, strerror(errno));
+        t->waiting_logged = 1;
+        return;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || rq_tail_ident_of_fd(fd, &id, head) != 0) {
+        if (!t->waiting_logged)
+            rq_warn("tailer: %s is not a readable regular file; waiting", t->path);
+        t->waiting_logged = 1;
+        close(fd);
+        return;
+    }
+    if (!t->first_open) {
+        start_generation(t, fd, &id, head, 0, NULL);
+        return;
+    }
+    if (t->have_state == 1) {
+        m = rq_tail_state_verify(&t->loaded, fd, why, sizeof(why));
+        if (m == RQ_TAIL_SAME) {
+            t->first_open = 0;
+            rq_info("tailer: resuming %s at saved offset %" PRId64, t->path, t->loaded.offset);
+            start_generation(t, fd, &id, head, t->loaded.offset, t->loaded.file_id);
+            return;
+        }
+        if (m == RQ_TAIL_OTHER) {
+            if (resume_rotated(t)) {
+                close(fd);
+                return;
+            }
+            rq_warn("tailer: the saved file of %s is gone (rotated away or deleted); starting "
+                    "the current file at its head",
+                    t->path);
+        } else {
+            rq_warn("tailer: saved position does not fit %s: %s; starting at its head", t->path,
+                    m < 0 ? strerror(-m) : why);
+        }
+        count_rotation(t);
+        t->first_open = 0;
+        start_generation(t, fd, &id, head, 0, NULL);
+        return;
+    }
+    t->first_open = 0;
+    if (t->have_state < 0) {
+        start_generation(t, fd, &id, head, 0, NULL); /* unreadable state: never skip */
+        return;
+    }
+    start_generation(t, fd, &id, head, t->o.from_end ? (int64_t)sb.st_size : 0, NULL);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+/* The job being filled, or a fresh one; NULL when the ring is full. */
+static tail_job_t *building_job(rq_tailer_t *t)
+{
+    tail_job_t *j;
+
+    if (t->count > 0) {
+        j = job_at(t, t->count - 1);
+        if (j->state == JOB_BUILDING)
+            return j;
+    }
+    if (t->count == t->njobs)
+        return NULL;
+    j = job_at(t, t->count);
+    t->count++;
+    j->state = JOB_BUILDING;
+    j->n = 0;
+    j->arena_len = 0;
+    j->start = j->end = rq_linesplit_offset(t->ls);
+    snprintf(j->file_id, sizeof(j->file_id), "%s", t->file_id);
+    return j;
+}
+
+/* Adds a record to j. Returns 0, or -1 on allocation failure (j unchanged). */
+static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
+{
+    size_t need;
+    int n;
+
+    if (line->kind == RQ_LINE_SKIPPED) {
+        j->end = line->end;
+        return 0;
+    }
+    if (j->n == j->cap) {
+        size_t ncap = j->cap ? j->cap * 2 : 64;
+        rq_pub_msg_t *nm;
+        size_t *nb, *ni;
+        if (ncap > (size_t)t->o.batch_lines)
+            ncap = (size_t)t->o.batch_lines;
+        nm = realloc(j->msgs, ncap * sizeof(*nm));
+        if (nm == NULL)
+            return -1;
+        j->msgs = nm;
+        nb = realloc(j->body_off, ncap * sizeof(*nb));
+        if (nb == NULL)
+            return -1;
+        j->body_off = nb;
+        ni = realloc(j->id_off, ncap * sizeof(*ni));
+        if (ni == NULL)
+            return -1;
+        j->id_off = ni;
+        j->cap = ncap;
+    }
+    need = line->len + RQ_TAIL_FILE_ID_MAX + 24;
+    if (j->arena_cap - j->arena_len < need) {
+        size_t ncap = j->arena_cap * 2;
+        char *na;
+        if (ncap < j->arena_len + need)
+            ncap = j->arena_len + need;
+        if (ncap < 64 * 1024)
+            ncap = 64 * 1024;
+        na = realloc(j->arena, ncap);
+        if (na == NULL)
+            return -1;
+        j->arena = na;
+        j->arena_cap = ncap;
+    }
+    memset(&j->msgs[j->n], 0, sizeof(j->msgs[0]));
+    j->body_off[j->n] = j->arena_len;
+    memcpy(j->arena + j->arena_len, line->data, line->len);
+    j->arena_len += line->len;
+    j->id_off[j->n] = j->arena_len;
+    n = snprintf(j->arena + j->arena_len, j->arena_cap - j->arena_len, "%s:%" PRId64, j->file_id,
+                 line->offset);
+    j->arena_len += (size_t)n + 1;
+    j->msgs[j->n].body_len = line->len;
+    j->msgs[j->n].offset = line->offset;
+    j->n++;
+    j->end = line->end;
+    rq_series_inc(t->m_read);
+    pthread_mutex_lock(&t->lock);
+    t->stats.lines_read++;
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+/* Closes the BUILDING job j: READY to submit, CONFIRMED when it holds only skipped lines,
+ * or dropped when it covers nothing. */
+static void close_job(rq_tailer_t *t, tail_job_t *j)
+{
+    int64_t now = rq_wall_ms();
+
+    j->before_len = rq_linesplit_window(t->ls, j->before);
+    if (j->n == 0) {
+        if (j->end == j->start) {
+            job_reset(j);
+            t->count--;
+        } else {
+            pthread_mutex_lock(&t->lock);
+            j->state = JOB_CONFIRMED;
+            pthread_mutex_unlock(&t->lock);
+        }
+        return;
+    }
+    for (size_t i = 0; i < j->n; i++) {
+        rq_pub_msg_t *m = &j->msgs[i];
+        m->body = j->arena + j->body_off[i];
+        m->message_id = j->arena + j->id_off[i];
+        m->content_type = "application/octet-stream";
+        m->published_ms = now;
+        m->source = "tail";
+        m->file_id = j->file_id;
+    }
+    memset(&j->job, 0, sizeof(j->job));
+    j->job.msgs = j->msgs;
+    j->job.n = j->n;
+    j->job.retry_forever = 1;
+    j->job.done = on_job_done;
+    j->job.done_arg = j;
+    j->state = JOB_READY;
+}
+
+static void close_building(rq_tailer_t *t)
+{
+    if (t->count > 0 && job_at(t, t->count - 1)->state == JOB_BUILDING)
+        close_job(t, job_at(t, t->count - 1));
+}
+
+/* Adds the overlong lines the splitter recognised since the last call to the metric. */
+static void count_overlong(rq_tailer_t *t)
+{
+    uint64_t ov = rq_linesplit_overlong(t->ls);
+
+    if (ov == t->overlong_counted)
+        return;
+    rq_series_add(t->m_overlong, (double)(ov - t->overlong_counted));
+    pthread_mutex_lock(&t->lock);
+    t->stats.overlong += ov - t->overlong_counted;
+    pthread_mutex_unlock(&t->lock);
+    t->overlong_counted = ov;
+}
+
+/* Moves buffered records into jobs. Returns 0 when the splitter has no complete record left,
+ * 1 when the ring is full (or a rewind is needed) and records wait in the splitter. */
+static int extract(rq_tailer_t *t)
+{
+    for (;;) {
+        tail_job_t *j = building_job(t);
+        rq_line_t line;
+
+        if (j == NULL)
+            return 1;
+        count_overlong(t);
+        if (!rq_linesplit_next(t->ls, &line)) {
+            if (j->n == 0 && j->end == j->start) {
+                job_reset(j);
+                t->count--;
+            }
+            break;
+        }
+        if (add_record(t, j, &line) != 0) {
+            rq_error("tailer: out of memory; reading again from the confirmed offset");
+            t->rewind = 1;
+            return 1;
+        }
+        if (j->n >= (size_t)t->o.batch_lines || j->arena_len >= JOB_MAX_BYTES)
+            close_job(t, j);
+    }
+    count_overlong(t);
+    return 0;
+}
+
+/* Hands the trailing partial line out as a line (the file will not grow any more). Returns 0,
+ * or 1 when the ring is full (try again later). */
+static int flush_partial(rq_tailer_t *t)
+{
+    tail_job_t *j;
+    rq_line_t line;
+
+    if (extract(t) != 0)
+        return 1;
+    if (rq_linesplit_pending(t->ls) == 0)
+        return 0;
+    j = building_job(t);
+    if (j == NULL)
+        return 1;
+    if (rq_linesplit_flush(t->ls, &line) && add_record(t, j, &line) != 0) {
+        rq_error("tailer: out of memory; reading again from the confirmed offset");
+        t->rewind = 1;
+        return 1;
+    }
+    count_overlong(t);
+    return 0;
+}
+
+/* Extracts and reads until end of file, a full ring, or the read budget. */
+static void pump(rq_tailer_t *t)
+{
+    size_t budget = READ_BUDGET;
+
+    t->blocked = 0;
+    for (;;) {
+        size_t got;
+        ssize_t n;
+        char *p;
+
+        if (extract(t) != 0) {
+            t->blocked = 1;
+            return;
+        }
+        if (budget == 0)
+            return;
+        p = rq_linesplit_space(t->ls, READ_CHUNK, &got);
+        if (p == NULL) {
+            rq_error("tailer: out of memory for the read buffer");
+            t->blocked = 1;
+            return;
+        }
+        n = read(t->fd, p, got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (!t->read_error_logged)
+                rq_error("tailer: read %s: %s", t->path, strerror(errno));
+            t->read_error_logged = 1;
+            t->eof = 1;
+            return;
+        }
+        if (n == 0) {
+            t->eof = 1;
+            close_building(t); /* no more lines now: send what we have */
+            return;
+        }
+        t->read_error_logged = 0;
+        rq_linesplit_commit(t->ls, (size_t)n);
+        /* the first bytes feed the fingerprint until it covers RQ_TAIL_FP_BYTES */
+        if (t->ident.fp_len < RQ_TAIL_FP_BYTES && t->read_pos <= (int64_t)t->ident.fp_len &&
+            t->read_pos + n > (int64_t)t->ident.fp_len) {
+            size_t from = t->ident.fp_len - (size_t)t->read_pos;
+            size_t take = (size_t)n - from;
+            if (take > RQ_TAIL_FP_BYTES - t->ident.fp_len)
+                take = RQ_TAIL_FP_BYTES - t->ident.fp_len;
+            memcpy(t->head_bytes + t->ident.fp_len, p + from, take);
+            t->ident.fp_len += (uint32_t)take;
+            t->ident.fp = rq_tail_hash(t->head_bytes, t->ident.fp_len);
+        }
+        win_push(t->last_read, &t->last_read_len, p, (size_t)n);
+        t->read_pos += n;
+        t->eof = 0;
+        budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
+    }
+}
+
+/* The open file no longer holds what was read from it: finish the lines read, then start
+ * again at 0 once they are committed. */
+static void truncated(rq_tailer_t *t, const char *why)
+{
+    rq_warn("tailer: %s %s (read up to offset %" PRId64 "); starting it again at 0 as a new "
+            "file",
+            t->path, why, t->read_pos);
+    count_rotation(t);
+    t->action = ACT_RESTART;
+    t->flush_pending = 1;
+}
+
+/* Looks for truncation of the open file and for another file at the path. */
+static void check_file(rq_tailer_t *t, int64_t now)
+{
+    unsigned char buf[RQ_TAIL_FP_BYTES > W ? RQ_TAIL_FP_BYTES : W];
+    struct stat sb, ps;
+    ssize_t n;
+
+    if (fstat(t->fd, &sb) == 0) {
+        t->file_size = (int64_t)sb.st_size;
+        if (t->file_size < t->read_pos) {
+            truncated(t, "was truncated");
+            return;
+        }
+    }
+    if (t->last_read_len > 0) {
+        n = pread_all(t->fd, buf, t->last_read_len, t->read_pos - (int64_t)t->last_read_len);
+        if (n >= 0 && ((size_t)n != t->last_read_len || memcmp(buf, t->last_read, (size_t)n))) {
+            truncated(t, "was rewritten before the read position (copytruncate?)");
+            return;
+        }
+    }
+    if (t->ident.fp_len > 0) {
+        n = pread_all(t->fd, buf, t->ident.fp_len, 0);
+        if (n >= 0 && ((size_t)n != t->ident.fp_len || memcmp(buf, t->head_bytes, (size_t)n))) {
+            truncated(t, "had its first bytes rewritten (copytruncate?)");
+            return;
+        }
+    }
+    if (stat(t->path, &ps) != 0 || (uint64_t)ps.st_dev != t->ident.dev ||
+        (uint64_t)ps.st_ino != t->ident.ino) {
+        if (!t->rotated) {
+            t->rotated = 1;
+            t->rotated_ms = now;
+            count_rotation(t);
+            rq_info("tailer: %s was rotated or deleted; reading the old file to its end", t->path);
+        }
+    } else if (t->rotated) {
+        t->rotated = 0; /* renamed back: nothing to switch to */
+    }
+}
+
+/* Submits the READY jobs in order until one is refused. */
+static void submit_ready(rq_tailer_t *t, int64_t now)
+{
+    for (int i = 0; i < t->count; i++) {
+        tail_job_t *j = job_at(t, i);
+        int st;
+
+        pthread_mutex_lock(&t->lock);
+        st = j->state;
+        if (st == JOB_READY && now >= t->retry_at_ms && t->inflight < t->o.max_inflight)
+            j->state = JOB_INFLIGHT; /* before submit: done may run before it returns */
+        pthread_mutex_unlock(&t->lock);
+        if (st == JOB_BUILDING ||
+            (st == JOB_READY && (now < t->retry_at_ms || t->inflight >= t->o.max_inflight)))
+            return;
+        if (st != JOB_READY)
+            continue;
+        if (t->submit(t->submit_arg, &j->job) != 0) {
+            pthread_mutex_lock(&t->lock);
+            j->state = JOB_READY;
+            pthread_mutex_unlock(&t->lock);
+            t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : BACKOFF_MIN_MS;
+            if (t->backoff_ms > BACKOFF_MAX_MS)
+                t->backoff_ms = BACKOFF_MAX_MS;
+            t->retry_at_ms = now + t->backoff_ms;
+            if (!t->refused_logged)
+                rq_warn("tailer: the publisher refused lines (%s); retrying",
+                        j->job.error ? j->job.error : "refused");
+            t->refused_logged = 1;
+            return;
+        }
+        if (t->refused_logged)
+            rq_info("tailer: the publisher accepts lines again");
+        t->refused_logged = 0;
+        t->backoff_ms = 0;
+        t->inflight++;
+    }
+}
+
+/* Commits the confirmed prefix of the ring; notes failures. */
+static void collect(rq_tailer_t *t)
+{
+    uint64_t confirmed = 0;
+    int failed = 0, inflight = 0;
+    uint64_t junk;
+
+    if (read(t->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
+        rq_warn("tailer: eventfd read: %s", strerror(errno));
+    pthread_mutex_lock(&t->lock);
+    while (t->count > 0 && job_at(t, 0)->state == JOB_CONFIRMED) {
+        tail_job_t *j = job_at(t, 0);
+        t->committed = j->end;
+        memcpy(t->committed_before, j->before, j->before_len);
+        t->committed_before_len = j->before_len;
+        confirmed += j->n;
+        job_reset(j);
+        t->head = (t->head + 1) % t->njobs;
+        t->count--;
+        t->dirty = 1;
+    }
+    for (int i = 0; i < t->count; i++) {
+        int st = job_at(t, i)->state;
+        failed |= st == JOB_FAILED;
+        inflight += st == JOB_INFLIGHT;
+    }
+    t->stats.lines_confirmed += confirmed;
+    t->stats.committed = t->committed;
+    t->stats.inflight_jobs = inflight;
+    pthread_mutex_unlock(&t->lock);
+    t->inflight = inflight;
+    if (confirmed)
+        rq_series_add(t->m_confirmed, (double)confirmed);
+    if (failed && !t->rewind) {
+        rq_warn("tailer: the publisher gave up on tailed lines; publishing again from offset "
+                "%" PRId64,
+                t->committed);
+        t->rewind = 1;
+    }
+}
+
+/* Drops the uncommitted jobs and reads again from the committed offset. Only when nothing is
+ * in flight. */
+static void do_rewind(rq_tailer_t *t)
+{
+    while (t->count > 0) {
+        job_reset(job_at(t, t->count - 1));
+        t->count--;
+    }
+    t->head = 0;
+    if (t->fd >= 0) {
+        if (lseek(t->fd, (off_t)t->committed, SEEK_SET) < 0)
+            rq_warn("tailer: lseek: %s", strerror(errno));
+        t->read_pos = t->committed;
+        t->last_read_len = 0;
+        win_push(t->last_read, &t->last_read_len, t->committed_before, t->committed_before_len);
+        rq_linesplit_reset(t->ls, t->committed, t->committed_before, t->committed_before_len);
+        t->eof = 0;
+        if (t->action != ACT_NONE) {
+            t->action = ACT_NONE; /* the checks find the reason again */
+            t->flush_pending = 0;
+            t->rotated = 0;
+        }
+    }
+    t->rewind = 0;
+}
+
+/* Every job is committed: follow the next file, or restart the truncated one at 0. */
+static void do_action(rq_tailer_t *t)
+{
+    rq_tail_ident_t id;
+    unsigned char head[RQ_TAIL_FP_BYTES];
+
+    if (t->dirty)
+        save_now(t);
+    if (t->action == ACT_RESTART && rq_tail_ident_of_fd(t->fd, &id, head) == 0) {
+        start_generation(t, t->fd, &id, head, 0, NULL);
+        return;
+    }
+    rq_info("tailer: finished the old file (file id %s) at offset %" PRId64, t->file_id,
+            t->committed);
+    close(t->fd);
+    t->fd = -1;
+    t->action = ACT_NONE;
+    t->rotated = 0;
+    t->file_size = 0;
+    if (t->in_fd >= 0 && t->file_wd >= 0)
+        inotify_rm_watch(t->in_fd, t->file_wd);
+    t->file_wd = -1;
+    pthread_mutex_lock(&t->lock);
+    t->stats.following = 0;
+    pthread_mutex_unlock(&t->lock);
+    open_path(t);
+}
+
+static void drain_inotify(rq_tailer_t *t)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+    for (;;) {
+        ssize_t n = read(t->in_fd, buf, sizeof(buf));
+        if (n <= 0)
+            return;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)(void *)p;
+            if (ev->mask & IN_IGNORED) {
+                if (ev->wd == t->dir_wd)
+                    t->dir_wd = -1;
+                if (ev->wd == t->file_wd)
+                    t->file_wd = -1;
+            }
+            p += sizeof(*ev) + ev->len;
+        }
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+static void *tail_main(void *arg)
+{
+    rq_tailer_t *t = arg;
+    int64_t deadline;
+
+    for (;;) {
+        int64_t now = rq_mono_ms(), timeout;
+        struct pollfd pf[2];
+        int nfds = 1, stop, ready = 0;
+
+        collect(t);
+        pthread_mutex_lock(&t->lock);
+        stop = t->stop;
+        pthread_mutex_unlock(&t->lock);
+        if (stop)
+            break;
+        watch_dir(t, now);
+        if (t->rewind && t->inflight == 0)
+            do_rewind(t);
+        if (t->fd < 0 && !t->rewind)
+            open_path(t);
+        if (t->fd >= 0 && !t->rewind) {
+            if (t->action != ACT_NONE && t->flush_pending && flush_partial(t) == 0) {
+                close_building(t);
+                t->flush_pending = 0;
+            }
+            if (t->action != ACT_NONE && !t->flush_pending && t->count == 0)
+                do_action(t);
+            if (t->fd >= 0 && t->action == ACT_NONE) {
+                check_file(t, now);
+                if (t->action == ACT_NONE)
+                    pump(t);
+                if (t->action == ACT_NONE && t->rotated && t->eof && !t->blocked &&
+                    now - t->rotated_ms >= t->o.rotate_wait_ms) {
+                    pump(t); /* one last look for late writes */
+                    if (t->eof && !t->blocked) {
+                        t->action = ACT_SWITCH;
+                        t->flush_pending = 1;
+                    }
+                }
+            }
+        }
+        if (!t->rewind)
+            submit_ready(t, now);
+        now = rq_mono_ms();
+        if (t->dirty && now - t->last_save_ms >= SAVE_EVERY_MS)
+            save_now(t);
+        rq_series_set(t->m_behind, t->fd >= 0 && t->file_size > t->committed
+                                       ? (double)(t->file_size - t->committed)
+                                       : 0);
+        pthread_mutex_lock(&t->lock);
+        t->stats.read_offset = rq_linesplit_offset(t->ls);
+        pthread_mutex_unlock(&t->lock);
+
+        /* How long to sleep: not at all with more to read, else until the next thing due. */
+        timeout = t->o.poll_ms;
+        if (t->fd >= 0 && !t->eof && !t->blocked && !t->rewind && t->action == ACT_NONE)
+            timeout = 0;
+        if (t->action != ACT_NONE && !t->flush_pending && t->count == 0)
+            timeout = 0;
+        for (int i = 0; i < t->count; i++)
+            ready |= job_at(t, i)->state == JOB_READY;
+        if (ready)
+            timeout = min64(timeout, t->retry_at_ms - now);
+        if (t->dirty)
+            timeout = min64(timeout, t->last_save_ms + SAVE_EVERY_MS - now);
+        if (t->rotated && t->action == ACT_NONE)
+            timeout = min64(timeout, t->rotated_ms + t->o.rotate_wait_ms - now);
+        if (timeout < 0)
+            timeout = 0;
+        pf[0].fd = t->wake_fd;
+        pf[0].events = POLLIN;
+        if (t->in_fd >= 0) {
+            pf[1].fd = t->in_fd;
+            pf[1].events = POLLIN;
+            nfds = 2;
+        }
+        if (poll(pf, (nfds_t)nfds, (int)timeout) > 0 && nfds == 2 && (pf[1].revents & POLLIN))
+            drain_inotify(t);
+    }
+
+    /* Stop: lines not yet accepted are dropped (read again next time); wait for the rest. */
+    while (t->count > 0) {
+        tail_job_t *j = job_at(t, t->count - 1);
+        if (j->state != JOB_BUILDING && j->state != JOB_READY)
+            break;
+        job_reset(j);
+        t->count--;
+    }
+    pthread_mutex_lock(&t->lock);
+    deadline = t->stop_deadline_ms;
+    pthread_mutex_unlock(&t->lock);
+    for (;;) {
+        struct pollfd pf = {t->wake_fd, POLLIN, 0};
+        int64_t left;
+        collect(t);
+        left = deadline - rq_mono_ms();
+        if (t->inflight == 0 || left <= 0)
+            break;
+        poll(&pf, 1, (int)min64(left, 50));
+    }
+    if (t->file_id[0] != '\0' && (t->dirty || t->save_error_logged))
+        save_now(t);
+    rq_info("tailer: stopped at offset %" PRId64 " of file id %s (%d jobs unconfirmed)",
+            t->committed, t->file_id[0] ? t->file_id : "-", t->inflight);
+    return NULL;
+}
+
+/* ---- public API ------------------------------------------------------------------------ */
+
+void rq_tail_opts_from_config(rq_tail_opts_t *o, const rq_config_t *cfg)
+{
+    memset(o, 0, sizeof(*o));
+    o->path = cfg->input_file;
+    o->state_dir = cfg->tail_state_dir;
+    o->from_end = cfg->tail_from != NULL && strcmp(cfg->tail_from, "end") == 0;
+    o->max_line = (size_t)cfg->tail_max_line_bytes;
+    o->overlong = cfg->tail_overlong != NULL && strcmp(cfg->tail_overlong, "skip") == 0
+                      ? RQ_OVERLONG_SKIP
+                      : RQ_OVERLONG_SPLIT;
+    o->poll_ms = cfg->tail_poll_ms;
+    o->rotate_wait_ms = cfg->tail_rotate_wait_ms;
+    o->batch_lines = cfg->tail_batch_lines;
+    if (cfg->max_pending > 0 && o->batch_lines > cfg->max_pending)
+        o->batch_lines = cfg->max_pending;
+    o->max_inflight = cfg->tail_max_inflight_jobs;
+    o->use_inotify = 1;
+}
+
+/* mkdir -p. Returns 0 or -1 (errno set). */
+static int make_dirs(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+
+    if (len == 0 || len >= sizeof(buf)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void register_metrics(rq_tailer_t *t, rq_metrics_t *m)
+{
+    rq_metric_t *f;
+
+    f = rq_metrics_counter(m, "producer_lines_read_total",
+                           "Lines read from INPUT_FILE and handed to the publisher (a piece of "
+                           "a split overlong line counts as a line).",
+                           0, NULL);
+    t->m_read = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(m, "producer_tail_lines_confirmed_total",
+                           "Tailed lines confirmed by the broker.", 0, NULL);
+    t->m_confirmed = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_gauge(m, "producer_tail_bytes_behind",
+                         "Bytes of the tailed file after the confirmed offset.", 0, NULL);
+    t->m_behind = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(m, "producer_tail_rotations_total",
+                           "Rotations seen: renamed or deleted, truncated or rewritten files.", 0,
+                           NULL);
+    t->m_rotations = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(m, "producer_tail_overlong_lines_total",
+                           "Tailed lines longer than TAIL_MAX_LINE_BYTES (split or skipped).", 0,
+                           NULL);
+    t->m_overlong = rq_metric_series(f, 0, NULL);
+}
+
+rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_tail_submit_fn submit,
+                           void *submit_arg, char *err, size_t errlen)
+{
+    rq_tailer_t *t = NULL;
+    char lock_path[4300], tmp_path[4300], lerr[512];
+    const char *slash;
+
+    if (o->path == NULL || o->path[0] == '\0' || o->state_dir == NULL || o->max_line == 0 ||
+        o->batch_lines < 1 || o->max_inflight < 1 || o->poll_ms < 1 || submit == NULL) {
+        snprintf(err, errlen, "invalid tailer options");
+        return NULL;
+    }
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        goto oom;
+    pthread_mutex_init(&t->lock, NULL);
+    t->o = *o;
+    t->fd = t->in_fd = t->wake_fd = t->lock_fd = -1;
+    t->dir_wd = t->file_wd = -1;
+    t->last_dir_watch_ms = -1000000;
+    t->first_open = 1;
+    t->submit = submit;
+    t->submit_arg = submit_arg;
+    t->path = strdup(o->path);
+    t->state_dir = strdup(o->state_dir);
+    slash = strrchr(o->path, '/');
+    t->dir = slash == NULL      ? strdup(".")
+             : slash == o->path ? strdup("/")
+                                : strndup(o->path, (size_t)(slash - o->path));
+    t->njobs = o->max_inflight + 1;
+    t->jobs = calloc((size_t)t->njobs, sizeof(*t->jobs));
+    t->ls = rq_linesplit_new(o->max_line, o->overlong);
+    if (t->path == NULL || t->state_dir == NULL || t->dir == NULL || t->jobs == NULL ||
+        t->ls == NULL)
+        goto oom;
+    t->o.path = t->path;
+    t->o.state_dir = t->state_dir;
+    for (int i = 0; i < t->njobs; i++)
+        t->jobs[i].t = t;
+
+    if (make_dirs(t->state_dir) != 0) {
+        snprintf(err, errlen, "TAIL_STATE_DIR %s: %s", t->state_dir, strerror(errno));
+        goto err;
+    }
+    if (rq_tail_state_path(t->state_dir, t->path, t->state_path, sizeof(t->state_path)) != 0) {
+        snprintf(err, errlen, "TAIL_STATE_DIR/INPUT_FILE: path too long");
+        goto err;
+    }
+    snprintf(lock_path, sizeof(lock_path), "%s.lock", t->state_path);
+    t->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (t->lock_fd < 0) {
+        snprintf(err, errlen, "%s: %s", lock_path, strerror(errno));
+        goto err;
+    }
+    if (flock(t->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "%s is tailed by another process with the same TAIL_STATE_DIR (%s)",
+                 t->path, strerror(errno));
+        goto err;
+    }
+    snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", t->state_path);
+    unlink(tmp_path); /* a save cut short by a crash */
+    t->have_state = 0;
+    switch (rq_tail_state_load(t->state_path, &t->loaded, lerr, sizeof(lerr))) {
+    case 0:
+        t->have_state = 1;
+        rq_info("tailer: saved position for %s: file id %s, offset %" PRId64, t->path,
+                t->loaded.file_id, t->loaded.offset);
+        break;
+    case 1:
+        break;
+    default:
+        t->have_state = -1;
+        rq_error("tailer: the saved position is unreadable (%s); the file will be read from "
+                 "its head",
+                 lerr);
+        break;
+    }
+
+    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (t->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto err;
+    }
+    if (o->use_inotify) {
+        t->in_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (t->in_fd < 0)
+            rq_warn("tailer: inotify unavailable (%s); polling every %d ms", strerror(errno),
+                    o->poll_ms);
+    }
+    register_metrics(t, metrics);
+    if (pthread_create(&t->thread, NULL, tail_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the tailer thread");
+        goto err;
+    }
+    t->started = 1;
+    return t;
+
+oom:
+    snprintf(err, errlen, "out of memory");
+err:
+    rq_tailer_free(t);
+    return NULL;
+}
+
+void rq_tailer_stop(rq_tailer_t *t, int grace_ms)
+{
+    if (t == NULL || !t->started)
+        return;
+    pthread_mutex_lock(&t->lock);
+    t->stop = 1;
+    t->stop_deadline_ms = rq_mono_ms() + grace_ms;
+    pthread_mutex_unlock(&t->lock);
+    wake(t);
+    pthread_join(t->thread, NULL);
+    t->started = 0;
+}
+
+void rq_tailer_free(rq_tailer_t *t)
+{
+    if (t == NULL)
+        return;
+    rq_tailer_stop(t, 0);
+    for (int i = 0; t->jobs != NULL && i < t->njobs; i++) {
+        free(t->jobs[i].msgs);
+        free(t->jobs[i].body_off);
+        free(t->jobs[i].id_off);
+        free(t->jobs[i].arena);
+    }
+    free(t->jobs);
+    rq_linesplit_free(t->ls);
+    if (t->fd >= 0)
+        close(t->fd);
+    if (t->in_fd >= 0)
+        close(t->in_fd);
+    if (t->wake_fd >= 0)
+        close(t->wake_fd);
+    if (t->lock_fd >= 0)
+        close(t->lock_fd);
+    free(t->path);
+    free(t->state_dir);
+    free(t->dir);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+void rq_tailer_stats(rq_tailer_t *t, rq_tail_stats_t *s)
+{
+    pthread_mutex_lock(&t->lock);
+    *s = t->stats;
+    pthread_mutex_unlock(&t->lock);
+}

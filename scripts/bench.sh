@@ -1,0 +1,431 @@
+#!/usr/bin/env bash
+# relayq's benchmark (`make bench`): a private broker, the producer and the consumer on
+# 127.0.0.1, each step over a fixed duration, one table at the end and every figure in
+# bench-results.json in the run folder (printed at the end).
+#
+#   1. the broker's limit: rq_amqp_tool publishing persistent messages with pipelined confirms
+#   2. POST /produce with wrk at 1, 16, 64 and 256 connections
+#   3. POST /batch-produce with 100 messages per request
+#   4. request/reply (POST /produce with "wait": true) at 16 callers, a consumer running
+#   5. file tail end to end (INPUT_FILE -> broker -> fsync'd OUTPUT_FILE), 200,000 lines
+#   6. peak RSS (VmHWM) of the producer and the consumer over every step
+#   7. the consumer alone draining a pre-filled queue, with and without OUTPUT_FILE
+#
+# Every ratio is against step 1 of the same run. The bench checks what it measured: the 201s
+# the producer answered equal the messages confirmed and the queue's depth (a dedicated queue
+# per step, no consumer in steps 2-3); wrk's own 201 count matches up to the requests still in
+# flight when wrk stopped. It exits 1 on a MISMATCH; a missed target is only reported.
+#
+# Settings (environment):
+#   BENCH_SECONDS (10)             duration of each timed step
+#   BENCH_CONNECTIONS ("1 16 64 256")  wrk connections for /produce
+#   BENCH_BATCH_SIZE (100)  BENCH_BATCH_CONNECTIONS (16)  BENCH_RR_CONNECTIONS (16)
+#   BENCH_TAIL_LINES (200000)  BENCH_TAIL_TIMEOUT (180)  BENCH_DRAIN_COUNT (10000 x BENCH_SECONDS)
+#   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
+#   BENCH_AMQP_PORT                broker port (default: the first free one in 5680-5699)
+#   BENCH_DIR                      run folder (default: a new /tmp/relayq-bench.XXXXXX)
+#   BENCH_SKIP_BUILD=1             use BUILD_DIR as it is (default: cmake --build first)
+#   BENCH_PRODUCER_ENV, BENCH_CONSUMER_ENV  extra VAR=VALUE words for the services
+#   BUILD_DIR (build; configured as Release when it does not exist yet), PYTHON
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+abspath() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$ROOT" "$1" ;; esac; }
+
+PY=${PYTHON:-/usr/bin/python3}
+REPORT=$ROOT/scripts/bench/report.py
+LUA_DIR=$ROOT/scripts/bench
+BUILD_DIR=$(abspath "${BUILD_DIR:-build}")
+BIN=$BUILD_DIR/bin
+TOOL=$BIN/rq_amqp_tool
+SECS=${BENCH_SECONDS:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-1 16 64 256}
+BATCH_SIZE=${BENCH_BATCH_SIZE:-100}
+BATCH_CONNS=${BENCH_BATCH_CONNECTIONS:-16}
+RR_CONNS=${BENCH_RR_CONNECTIONS:-16}
+TAIL_LINES=${BENCH_TAIL_LINES:-200000}
+TAIL_TIMEOUT=${BENCH_TAIL_TIMEOUT:-180}
+DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
+WINDOW=${BENCH_WINDOW:-1000}
+CLK_TCK=$(getconf CLK_TCK)
+TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
+
+# The services and the tool read these; the bench sets what it needs explicitly.
+unset ENV_FILE RABBITMQ_HOST RABBITMQ_PORT RABBITMQ_USER RABBITMQ_PASS RABBITMQ_VHOST
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	printf 'bench: %s\n' "$*" >&2
+	exit 1
+}
+
+[[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
+command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
+command -v curl >/dev/null || die "curl is not installed"
+
+# ---- build ---------------------------------------------------------------------------------
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+	if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+		cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	fi
+	log "building in $BUILD_DIR"
+	cmake --build "$BUILD_DIR" -j"${JOBS:-2}" --target producer consumer rq_amqp_tool \
+		>"${TMPDIR:-/tmp}/relayq-bench-build.log" 2>&1 ||
+		{ tail -n 30 "${TMPDIR:-/tmp}/relayq-bench-build.log" >&2; die "build failed"; }
+fi
+for b in producer consumer rq_amqp_tool; do
+	[ -x "$BIN/$b" ] || die "$BIN/$b is missing (build first, or unset BENCH_SKIP_BUILD)"
+done
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+
+# ---- run folder, ports, cleanup ------------------------------------------------------------
+if [ -n "${BENCH_DIR:-}" ]; then
+	WORK=$(abspath "$BENCH_DIR")
+	mkdir -p "$WORK"
+else
+	WORK=$(mktemp -d "${TMPDIR:-/tmp}/relayq-bench.XXXXXX")
+fi
+chmod 755 "$WORK" # the broker runs as the rabbitmq user and keeps its data below
+LOGS=$WORK/logs
+FACTS=$WORK/facts.tsv
+BROKER_DIR=$WORK/broker
+mkdir -p "$LOGS"
+: >"$FACTS"
+
+fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
+
+if [ -n "${BENCH_AMQP_PORT:-}" ]; then
+	AMQP_PORT=$BENCH_AMQP_PORT
+else
+	AMQP_PORT=
+	for p in $(seq 5680 5699); do
+		# broker.sh puts the Erlang distribution port at PORT + 20000.
+		if "$PY" "$REPORT" portfree "$p" $((p + 20000)); then
+			AMQP_PORT=$p
+			break
+		fi
+	done
+	[ -n "$AMQP_PORT" ] || die "no free broker port in 5680-5699 (set BENCH_AMQP_PORT)"
+fi
+
+PIDS=()
+BROKER_STARTED=0
+
+alive() { [ -d "/proc/$1" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
+# stop_pid PID: SIGTERM, up to 15 s, then SIGKILL; reaps it.
+stop_pid() {
+	local pid=$1
+	if alive "$pid"; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for _ in $(seq 1 150); do
+			alive "$pid" || break
+			sleep 0.1
+		done
+		alive "$pid" && kill -KILL "$pid" 2>/dev/null
+	fi
+	wait "$pid" 2>/dev/null || true
+	local keep=() p
+	for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+cleanup() {
+	local pid
+	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+	if [ "$BROKER_STARTED" = 1 ]; then
+		scripts/broker.sh stop "$BROKER_DIR" >/dev/null 2>&1 || true
+		rm -rf "$BROKER_DIR/mnesia" # persistent messages of the run; the logs stay
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- helpers -------------------------------------------------------------------------------
+cpu_ticks() { # utime + stime of PID in clock ticks (0 when gone)
+	if [ -r "/proc/$1/stat" ]; then
+		awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+	else
+		echo 0
+	fi
+}
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+
+# cpu_mark STEP ROLE=PID...: remembers the CPU counters now; cpu_record STEP writes the deltas.
+declare -A CPU0=()
+declare -A CPUPID=()
+cpu_mark() {
+	local step=$1 kv
+	shift
+	for kv in "$@"; do
+		CPUPID[$step.${kv%%=*}]=${kv#*=}
+		CPU0[$step.${kv%%=*}]=$(cpu_ticks "${kv#*=}")
+	done
+}
+cpu_record() {
+	local step=$1 key
+	for key in "${!CPU0[@]}"; do
+		[[ $key == "$step".* ]] || continue
+		fact "$step.cpu_ticks.${key#"$step".}" $(($(cpu_ticks "${CPUPID[$key]}") - ${CPU0[$key]}))
+		unset "CPU0[$key]" "CPUPID[$key]"
+	done
+}
+
+depth() { "$TOOL" depth --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet; }
+delete_queue() { "$TOOL" delete --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet >/dev/null 2>&1 || true; }
+
+# start_service ROLE STEP VAR=VALUE...: starts build/bin/ROLE with a clean environment and
+# waits for /health/ready. Sets SVC_PID and SVC_URL.
+SVC_PID=
+SVC_URL=
+start_service() {
+	local role=$1 step=$2 port extra
+	shift 2
+	port=$("$PY" "$REPORT" freeport)
+	if [ "$role" = producer ]; then
+		set -- PRODUCER_BIND=127.0.0.1 PRODUCER_PORT="$port" "$@"
+		extra=${BENCH_PRODUCER_ENV:-}
+	else
+		set -- CONSUMER_BIND=127.0.0.1 CONSUMER_PORT="$port" "$@"
+		extra=${BENCH_CONSUMER_ENV:-}
+	fi
+	# shellcheck disable=SC2086 # extra is a list of VAR=VALUE words
+	env -i PATH="$PATH" HOME="${HOME:-/root}" LOG_LEVEL=warn RABBITMQ_HOST=127.0.0.1 \
+		RABBITMQ_PORT="$AMQP_PORT" "$@" $extra "$BIN/$role" >>"$LOGS/$step.$role.log" 2>&1 &
+	SVC_PID=$!
+	SVC_URL=http://127.0.0.1:$port
+	PIDS+=("$SVC_PID")
+	for _ in $(seq 1 300); do
+		alive "$SVC_PID" || { tail -n 20 "$LOGS/$step.$role.log" >&2; die "$role exited during $step"; }
+		if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$SVC_URL/health/ready")" = 200 ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	tail -n 20 "$LOGS/$step.$role.log" >&2
+	die "$role not ready after 30 s during $step"
+}
+
+# stop_service ROLE STEP PID: records the peak RSS, then stops the process.
+stop_service() {
+	local role=$1 step=$2 pid=$3 kb
+	kb=$(hwm_kb "$pid")
+	[ -n "$kb" ] && fact "$step.rss_kb.$role" "$kb"
+	alive "$pid" || log "warning: $role of $step had exited already (see $LOGS/$step.$role.log)"
+	stop_pid "$pid"
+}
+
+# run_wrk STEP CONNECTIONS SCRIPT URL: wrk over SECS seconds; output in logs/STEP.wrk.txt.
+run_wrk() {
+	local step=$1 c=$2 script=$3 url=$4 t=2
+	[ "$c" -ge 2 ] || t=1
+	fact "$step.connections" "$c"
+	fact "$step.threads" "$t"
+	fact "$step.wrk" "$LOGS/$step.wrk.txt"
+	fact "$step.loadgen_time" "$LOGS/$step.wrk.time"
+	{ time BATCH_SIZE=$BATCH_SIZE wrk -t"$t" -c"$c" -d"${SECS}s" --timeout 10s --latency \
+		-s "$LUA_DIR/$script" "$url" >"$LOGS/$step.wrk.txt" 2>&1; } 2>"$LOGS/$step.wrk.time" ||
+		log "warning: wrk failed in $step (see $LOGS/$step.wrk.txt)"
+}
+
+BROKER_PID=
+broker_pid() { cat "$BROKER_DIR/rabbitmq.pid" 2>/dev/null || echo 0; }
+
+# ---- meta ----------------------------------------------------------------------------------
+fact meta.date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+fact meta.host "$(uname -srm)"
+fact meta.nproc "$(nproc)"
+fact meta.cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+fact meta.build_type "${BUILD_TYPE:-?}"
+fact meta.build_dir "$BUILD_DIR"
+fact meta.git "$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo '+dirty')"
+fact meta.bench_seconds "$SECS"
+fact meta.loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+fact meta.clk_tck "$CLK_TCK"
+fact meta.amqp_port "$AMQP_PORT"
+fact meta.run_dir "$WORK"
+fact meta.produce_connections "$CONNECTIONS"
+fact meta.wrk "$(wrk --version 2>&1 | head -n 1)"
+
+log "run folder $WORK"
+log "starting a broker on 127.0.0.1:$AMQP_PORT"
+BROKER_STARTED=1
+scripts/broker.sh start "$BROKER_DIR" "$AMQP_PORT" >"$LOGS/broker-start.log" 2>&1 ||
+	{ cat "$LOGS/broker-start.log" >&2; die "the broker did not start"; }
+BROKER_PID=$(broker_pid)
+fact meta.broker "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?')"
+
+# ---- 1. the broker's limit -----------------------------------------------------------------
+log "1/7 broker limit: rq_amqp_tool publish, window $WINDOW"
+"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare \
+	--count 5000 --window "$WINDOW" --quiet >"$LOGS/warmup.out" 2>&1 ||
+	{ cat "$LOGS/warmup.out" >&2; die "warm-up publish failed"; }
+rate0=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$LOGS/warmup.out")
+delete_queue bench.warmup
+count=$((${rate0:-5000} * SECS))
+[ "$count" -ge 5000 ] || count=5000
+fact limit.window "$WINDOW"
+fact limit.out "$LOGS/limit.out"
+fact limit.loadgen_time "$LOGS/limit.time"
+cpu_mark limit broker="$BROKER_PID"
+t0=$EPOCHREALTIME
+{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit --declare \
+	--count "$count" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
+	>"$LOGS/limit.out" 2>&1; } 2>"$LOGS/limit.time" ||
+	log "warning: the limit publish failed (see $LOGS/limit.out)"
+fact limit.wall_s "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
+cpu_record limit
+fact limit.depth "$(depth bench.limit || echo -1)"
+delete_queue bench.limit
+log "    $(grep -o 'rate=[0-9]*' "$LOGS/limit.out" || echo 'no rate') msg/s"
+
+# ---- 2. POST /produce ----------------------------------------------------------------------
+produce_step() { # STEP QUEUE SCRIPT PATH CONNECTIONS
+	local step=$1 q=$2 script=$3 path=$4 c=$5 pid url t0
+	delete_queue "$q"
+	start_service producer "$step" REQUEST_QUEUE="$q"
+	pid=$SVC_PID url=$SVC_URL
+	cpu_mark "$step" producer="$pid" broker="$BROKER_PID"
+	t0=$EPOCHREALTIME
+	run_wrk "$step" "$c" "$script" "$url$path"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$url/metrics" \
+		produced=messages_produced_total server_status="http_status:$path" ||
+		log "warning: could not read the producer's metrics in $step"
+	fact "$step.wall_s" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
+	cpu_record "$step"
+	fact "$step.depth" "$(depth "$q" || echo -1)"
+	stop_service producer "$step" "$pid"
+	delete_queue "$q"
+}
+
+for c in $CONNECTIONS; do
+	log "2/7 POST /produce, $c connections, ${SECS} s"
+	produce_step "produce_c$c" "bench.produce.c$c" produce.lua /produce "$c"
+done
+
+# ---- 3. POST /batch-produce ----------------------------------------------------------------
+log "3/7 POST /batch-produce, $BATCH_SIZE messages per request, $BATCH_CONNS connections, ${SECS} s"
+fact batch.batch_size "$BATCH_SIZE"
+produce_step batch bench.batch batch.lua /batch-produce "$BATCH_CONNS"
+
+# ---- 4. request/reply ----------------------------------------------------------------------
+log "4/7 request/reply, $RR_CONNS callers, ${SECS} s"
+q=bench.rr
+delete_queue "$q"
+start_service consumer rr REQUEST_QUEUE="$q"
+cpid=$SVC_PID c_url=$SVC_URL
+start_service producer rr REQUEST_QUEUE="$q"
+ppid_=$SVC_PID purl=$SVC_URL
+cpu_mark rr producer="$ppid_" consumer="$cpid" broker="$BROKER_PID"
+t0=$EPOCHREALTIME
+run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
+"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$purl/metrics" \
+	produced=messages_produced_total replies_received=producer_replies_received_total \
+	server_status=http_status:/produce || log "warning: could not read the producer's metrics"
+"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$c_url/metrics" \
+	consumed=messages_consumed_total replies_sent=consumer_replies_sent_total ||
+	log "warning: could not read the consumer's metrics"
+fact rr.wall_s "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
+cpu_record rr
+fact rr.depth "$(depth "$q" || echo -1)"
+stop_service producer rr "$ppid_"
+stop_service consumer rr "$cpid"
+delete_queue "$q"
+
+# ---- 5. file tail end to end ---------------------------------------------------------------
+if "$BIN/producer" --help 2>/dev/null | grep -q INPUT_FILE; then
+	log "5/7 file tail end to end, $TAIL_LINES lines"
+	q=bench.tail
+	tdir=$WORK/tail
+	rm -rf "$tdir"
+	mkdir -p "$tdir/state"
+	"$PY" "$REPORT" gen-lines "$tdir/input.log" "$TAIL_LINES"
+	size=$(stat -c %s "$tdir/input.log")
+	fact tail.status ran
+	fact tail.lines "$TAIL_LINES"
+	fact tail.bytes "$size"
+	delete_queue "$q"
+	start_service consumer tail REQUEST_QUEUE="$q" OUTPUT_FILE="$tdir/output.log"
+	cpid=$SVC_PID
+	tail_env=(REQUEST_QUEUE="$q" INPUT_FILE="$tdir/input.log")
+	phelp=$("$BIN/producer" --help 2>/dev/null)
+	grep -q TAIL_STATE_DIR <<<"$phelp" && tail_env+=(TAIL_STATE_DIR="$tdir/state")
+	grep -q TAIL_FROM <<<"$phelp" && tail_env+=(TAIL_FROM=head)
+	cpu_mark tail consumer="$cpid" broker="$BROKER_PID"
+	t0=$EPOCHREALTIME
+	fact tail.t_start "$t0"
+	start_service producer tail "${tail_env[@]}"
+	ppid_=$SVC_PID
+	cpu_mark tail producer="$ppid_"
+	if end=$("$PY" "$REPORT" wait-size "$tdir/output.log" "$size" "$TAIL_TIMEOUT"); then
+		fact tail.t_end "$end"
+		sleep 1 # a late duplicate would show in cmp
+	else
+		fact tail.timeout "$end"
+		log "warning: the output file did not reach the input's size within $TAIL_TIMEOUT s ($end)"
+	fi
+	cpu_record tail
+	if cmp -s "$tdir/input.log" "$tdir/output.log"; then fact tail.cmp identical; else fact tail.cmp differ; fi
+	fact tail.output_lines "$(wc -l <"$tdir/output.log" 2>/dev/null || echo -1)"
+	fact tail.depth "$(depth "$q" || echo -1)"
+	stop_service producer tail "$ppid_"
+	stop_service consumer tail "$cpid"
+	delete_queue "$q"
+	if grep -q '^tail.cmp	identical' "$FACTS"; then rm -f "$tdir/input.log" "$tdir/output.log"; fi
+else
+	log "5/7 file tail: skipped (the producer has no INPUT_FILE yet)"
+	fact tail.status skipped
+	fact tail.why "no tailer"
+fi
+
+# ---- 7. the consumer draining a pre-filled queue -------------------------------------------
+for mode in file plain; do
+	step=drain_$mode
+	q=bench.drain.$mode
+	log "7/7 consumer draining $DRAIN_COUNT queued messages ($([ $mode = file ] && echo with || echo without) OUTPUT_FILE)"
+	delete_queue "$q"
+	fact "$step.count" "$DRAIN_COUNT"
+	fact "$step.prefill_out" "$LOGS/$step.prefill.out"
+	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue "$q" --declare \
+		--count "$DRAIN_COUNT" --window "$WINDOW" --id-prefix drain --timeout 600 \
+		>"$LOGS/$step.prefill.out" 2>&1 || log "warning: pre-filling $q failed"
+	out_env=()
+	if [ $mode = file ]; then
+		rm -f "$WORK/drain.out"
+		out_env=(OUTPUT_FILE="$WORK/drain.out")
+	fi
+	t0=$EPOCHREALTIME
+	fact "$step.t_start" "$t0"
+	start_service consumer "$step" REQUEST_QUEUE="$q" "${out_env[@]}"
+	cpid=$SVC_PID
+	cpu_mark "$step" consumer="$cpid" broker="$BROKER_PID"
+	if end=$("$PY" "$REPORT" wait-metric "$SVC_URL/metrics" messages_consumed_total \
+		"$DRAIN_COUNT" $((SECS * 30 + 60))); then
+		fact "$step.t_end" "$end"
+	else
+		fact "$step.timeout" "$end"
+		log "warning: the consumer did not drain $q in time ($end)"
+	fi
+	cpu_record "$step"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$SVC_URL/metrics" \
+		consumed=messages_consumed_total || true
+	fact "$step.depth" "$(depth "$q" || echo -1)"
+	[ $mode = file ] && fact "$step.output_lines" "$(wc -l <"$WORK/drain.out" 2>/dev/null || echo -1)"
+	stop_service consumer "$step" "$cpid"
+	delete_queue "$q"
+	rm -f "$WORK/drain.out"
+done
+
+fact meta.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+cleanup
+BROKER_STARTED=0
+trap - EXIT
+
+echo
+rc=0
+"$PY" "$REPORT" summarize "$WORK" || rc=$?
+echo
+echo "figures: $WORK/bench-results.json (table: $WORK/bench-table.txt, logs: $LOGS)"
+exit "$rc"

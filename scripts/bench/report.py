@@ -1,0 +1,694 @@
+#!/usr/bin/env python3
+"""report.py - helpers for scripts/bench.sh and the summary of a bench run (stdlib only).
+
+  report.py freeport                          print a free TCP port on 127.0.0.1
+  report.py portfree PORT...                  exit 0 when every PORT can be bound on 127.0.0.1
+  report.py settle --facts F --prefix P URL NAME=SPEC...
+        poll the Prometheus endpoint URL until the selected values stop changing (1 s), then
+        append "P.NAME<TAB>value" to F. SPEC is a metric name with optional label matchers,
+        e.g. 'http_request_duration_seconds_count{path="/produce",status="201"}' (matching
+        series are summed), or 'http_status:/produce': one fact P.NAME.<code> per status.
+  report.py wait-metric URL SPEC TARGET TIMEOUT
+        poll URL every 50 ms until SPEC >= TARGET; print the wall time (epoch seconds) when it
+        was first seen; exit 1 (printing the last value) on timeout.
+  report.py wait-size FILE SIZE TIMEOUT
+        poll FILE's size every 20 ms until it is >= SIZE; print the epoch time; exit 1 on
+        timeout (printing the last size).
+  report.py gen-lines FILE N                  write N log-like lines (deterministic) to FILE
+  report.py summarize DIR                     read DIR/facts.tsv, write DIR/bench-results.json
+        and DIR/bench-table.txt, print the table; exit 1 when a check found a MISMATCH.
+
+facts.tsv holds one "key<TAB>value" per line, written by bench.sh (and `settle`); dotted keys
+nest (produce_c64.server_status.201). Values that name wrk outputs (*.wrk) are parsed here.
+"""
+
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.request
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def fetch(url, timeout=2.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode("utf-8", "replace")
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text):
+    """Returns [(name, {label: value}, float)] for every sample line."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        if not m:
+            continue
+        labels = dict(LABEL.findall(m.group(3) or ""))
+        try:
+            v = float(m.group(4))
+        except ValueError:
+            continue
+        out.append((m.group(1), labels, v))
+    return out
+
+
+def parse_spec(spec):
+    m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?$', spec)
+    if not m:
+        raise SystemExit("report.py: bad metric spec: %s" % spec)
+    return m.group(1), dict(LABEL.findall(m.group(2) or ""))
+
+
+def select(samples, spec):
+    """Sum of the samples matching spec, or None when no series matches."""
+    name, want = parse_spec(spec)
+    total, found = 0.0, False
+    for n, labels, v in samples:
+        if n == name and all(labels.get(k) == val for k, val in want.items()):
+            total += v
+            found = True
+    return total if found else None
+
+
+def http_statuses(samples, path):
+    out = {}
+    for n, labels, v in samples:
+        if n == "http_request_duration_seconds_count" and labels.get("path") == path:
+            out[labels.get("status", "?")] = out.get(labels.get("status", "?"), 0) + v
+    return out
+
+
+def num(v):
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def cmd_settle(args):
+    facts = prefix = None
+    rest = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--facts":
+            facts = args[i + 1]
+            i += 2
+        elif args[i] == "--prefix":
+            prefix = args[i + 1]
+            i += 2
+        else:
+            rest.append(args[i])
+            i += 1
+    if not facts or not prefix or len(rest) < 2:
+        raise SystemExit("usage: report.py settle --facts F --prefix P URL NAME=SPEC...")
+    url, pairs = rest[0], [p.split("=", 1) for p in rest[1:]]
+
+    def snapshot():
+        samples = parse_metrics(fetch(url))
+        snap = {}
+        for name, spec in pairs:
+            if spec.startswith("http_status:"):
+                for code, v in http_statuses(samples, spec[len("http_status:"):]).items():
+                    snap["%s.%s" % (name, code)] = v
+            else:
+                snap[name] = select(samples, spec)
+        return snap
+
+    deadline = time.monotonic() + 20
+    last, stable_since = snapshot(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        cur = snapshot()
+        if cur != last:
+            last, stable_since = cur, time.monotonic()
+        elif time.monotonic() - stable_since >= 1.0:
+            break
+    with open(facts, "a") as f:
+        for k in sorted(last):
+            f.write("%s.%s\t%s\n" % (prefix, k, num(last[k]) if last[k] is not None else "absent"))
+
+
+def cmd_wait_metric(url, spec, target, timeout):
+    target, deadline = float(target), time.monotonic() + float(timeout)
+    last = None
+    while True:
+        try:
+            last = select(parse_metrics(fetch(url, 1.0)), spec)
+        except OSError:
+            pass
+        if last is not None and last >= target:
+            print("%.6f" % time.time())
+            return 0
+        if time.monotonic() > deadline:
+            print("timeout last=%s" % num(last))
+            return 1
+        time.sleep(0.05)
+
+
+def cmd_wait_size(path, size, timeout):
+    size, deadline = int(size), time.monotonic() + float(timeout)
+    last = -1
+    while True:
+        try:
+            last = os.stat(path).st_size
+        except FileNotFoundError:
+            pass
+        if last >= size:
+            print("%.6f" % time.time())
+            return 0
+        if time.monotonic() > deadline:
+            print("timeout last=%d" % last)
+            return 1
+        time.sleep(0.02)
+
+
+def cmd_gen_lines(path, n):
+    words = ["GET", "POST", "/api/orders", "/health", "user=alice", "user=bob", "ok", "retry",
+             "latency_ms=12", "latency_ms=230", "status=200", "status=503"]
+    with open(path, "w", encoding="ascii", newline="\n") as f:
+        buf = []
+        for i in range(int(n)):
+            w = [words[(i * 7 + k * 3) % len(words)] for k in range(4)]
+            buf.append("2024-05-01T12:%02d:%02d.%03dZ INFO relayq-bench line=%07d %s\tpad=%s\n"
+                       % ((i // 60000) % 60, (i // 1000) % 60, i % 1000, i, " ".join(w),
+                          "x" * (i % 23)))
+            if len(buf) == 10000:
+                f.write("".join(buf))
+                buf = []
+        f.write("".join(buf))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def port_free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", int(p)))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------- summary
+
+
+def load_facts(d):
+    facts = {}
+    with open(os.path.join(d, "facts.tsv")) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "\t" not in line:
+                continue
+            k, v = line.split("\t", 1)
+            facts[k] = v
+    return facts
+
+
+def tofloat(v, default=None):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return default
+
+
+def step_facts(facts, step):
+    p = step + "."
+    return {k[len(p):]: v for k, v in facts.items() if k.startswith(p)}
+
+
+def read_wrk(path):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("WRKJSON "):
+                    return json.loads(line[len("WRKJSON "):])
+    except OSError:
+        pass
+    return None
+
+
+TOOL_LINE = re.compile(r"published=(\d+) confirmed=(\d+) nacked=(\d+) returned=(\d+) "
+                       r"seconds=([\d.]+) rate=(\d+)")
+
+
+def read_tool(path):
+    try:
+        with open(path) as f:
+            m = TOOL_LINE.search(f.read())
+    except OSError:
+        return None
+    if not m:
+        return None
+    return {"published": int(m.group(1)), "confirmed": int(m.group(2)),
+            "nacked": int(m.group(3)), "returned": int(m.group(4)),
+            "seconds": float(m.group(5)), "msgs_per_s": float(m.group(6))}
+
+
+def cpu_of(sf, clk):
+    """CPU seconds by process role over a step, from <role>.cpu_ticks facts and wrk time."""
+    out = {}
+    for k, v in sf.items():
+        if k.startswith("cpu_ticks."):
+            out[k[len("cpu_ticks."):]] = round(tofloat(v, 0) / clk, 2)
+    if "loadgen_time" in sf:
+        try:
+            with open(sf["loadgen_time"]) as f:
+                u, s = f.read().split()[:2]
+            out["loadgen"] = round(float(u) + float(s), 2)
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def ms(us):
+    return None if us is None else round(us / 1000.0, 3)
+
+
+def wrk_step(facts, step, per_request, ok_status, clk):
+    sf = step_facts(facts, step)
+    if not sf:
+        return None
+    w = read_wrk(sf.get("wrk", ""))
+    r = {"connections": int(tofloat(sf.get("connections"), 0)),
+         "threads": int(tofloat(sf.get("threads"), 0))}
+    if w is None:
+        r["error"] = "no wrk summary (see %s)" % sf.get("wrk")
+        return r
+    dur = w["duration_us"] / 1e6
+    status = {k: int(v) for k, v in w["status"].items()}
+    ok = status.get(str(ok_status), 0)
+    r.update({
+        "seconds": round(dur, 3),
+        "requests": w["requests"],
+        "status": status,
+        "ok_per_s": round(ok / dur, 1) if dur > 0 else 0.0,
+        "msgs_per_s": round(ok * per_request / dur, 1) if dur > 0 else 0.0,
+        "socket_errors": {k: v for k, v in w["errors"].items() if k != "status"},
+        "latency_ms": {"p50": ms(w["latency_us"]["p"]["50"]), "p90": ms(w["latency_us"]["p"]["90"]),
+                       "p99": ms(w["latency_us"]["p"]["99"]),
+                       "p99.9": ms(w["latency_us"]["p"]["99.9"]),
+                       "mean": ms(w["latency_us"]["mean"]), "max": ms(w["latency_us"]["max"])},
+        "server_status": {k[len("server_status."):]: int(tofloat(v, 0)) for k, v in sf.items()
+                          if k.startswith("server_status.")},
+        "cpu_s": cpu_of(sf, clk),
+        "wall_s": round(tofloat(sf.get("wall_s"), 0), 2),
+    })
+    for k in ("produced", "depth", "replies_received", "consumed", "replies_sent"):
+        if k in sf:
+            r[k] = int(tofloat(sf[k], -1)) if sf[k] != "absent" else None
+    return r
+
+
+def check_produce(name, r, per_request):
+    """201s answered == messages confirmed == queue depth (see bench.sh)."""
+    if r is None:
+        return None
+    if "error" in r:
+        return {"step": name, "result": "MISMATCH", "detail": r["error"]}
+    client = r["status"].get("201", 0)
+    srv = r["server_status"]
+    s201, s499 = srv.get("201", 0), srv.get("499", 0)
+    produced, depth, conns = r.get("produced"), r.get("depth"), r["connections"]
+    problems = []
+    if produced is None or depth is None:
+        problems.append("missing figures (produced=%s depth=%s)" % (produced, depth))
+    else:
+        if (s201 + s499) * per_request != produced or produced != depth:
+            problems.append("producer answered 201 to %d and lost %d callers, x%d = %d; it "
+                            "counted %d confirmed; the queue holds %d"
+                            % (s201, s499, per_request, (s201 + s499) * per_request, produced,
+                               depth))
+        if not (client <= s201 <= client + conns):
+            problems.append("wrk saw %d x 201, the producer sent %d (more than %d in flight)"
+                            % (client, s201, conns))
+    detail = ("wrk 201s %d, producer 201s %d + %d cut off by wrk's stop (x%d) = confirmed %s "
+              "= queue depth %s" % (client, s201, s499, per_request, produced, depth))
+    return {"step": name, "result": "MISMATCH" if problems else "OK",
+            "detail": "; ".join(problems) if problems else detail}
+
+
+def fmt_rate(v, unit="/s"):
+    return "-" if v is None else "{:,.0f}{}".format(v, unit)
+
+
+def fmt_ms(v):
+    if v is None:
+        return "-"
+    return ("%.2f ms" % v) if v < 10 else ("%.1f ms" % v) if v < 100 else ("%.0f ms" % v)
+
+
+def fmt_pct(v):
+    return "-" if v is None else "%.0f%%" % (v * 100)
+
+
+def summarize(d):
+    facts = load_facts(d)
+    clk = tofloat(facts.get("meta.clk_tck"), 100.0)
+    res = {"meta": {k[5:]: v for k, v in facts.items() if k.startswith("meta.")}}
+    checks, targets, rows = [], [], []
+
+    # 1. broker limit
+    lf = step_facts(facts, "limit")
+    tool = read_tool(lf.get("out", ""))
+    limit = tool["msgs_per_s"] if tool else None
+    res["broker_limit"] = dict(tool or {"error": "no figure (see %s)" % lf.get("out")},
+                               window=int(tofloat(lf.get("window"), 0)),
+                               cpu_s=cpu_of(lf, clk), wall_s=tofloat(lf.get("wall_s")))
+    if tool:
+        depth = int(tofloat(lf.get("depth"), -1))
+        ok = tool["confirmed"] == tool["published"] and depth == tool["confirmed"]
+        checks.append({"step": "1 broker limit", "result": "OK" if ok else "MISMATCH",
+                       "detail": "published %d, confirmed %d, queue depth %d"
+                       % (tool["published"], tool["confirmed"], depth)})
+    else:
+        checks.append({"step": "1 broker limit", "result": "MISMATCH",
+                       "detail": "the publish tool gave no figure"})
+
+    def ratio(v):
+        return None if (v is None or not limit) else v / limit
+
+    rows.append(("1", "broker limit: confirmed publish (window %s)" % lf.get("window", "?"),
+                 fmt_rate(limit, " msg/s"), "100%" if limit else "-", None, None, None, "-",
+                 "", ""))
+
+    # 2. /produce
+    res["produce"] = []
+    conns = [c for c in facts.get("meta.produce_connections", "").split() if c]
+    for c in conns:
+        r = wrk_step(facts, "produce_c%s" % c, 1, 201, clk)
+        if r is None:
+            continue
+        r["ratio"] = ratio(r.get("msgs_per_s"))
+        res["produce"].append(r)
+        chk = check_produce("2 /produce c=%s" % c, r, 1)
+        checks.append(chk)
+        tgt, result = "", ""
+        if c == "64" and "error" not in r:
+            p99 = r["latency_ms"]["p99"]
+            okk = r["ratio"] is not None and r["ratio"] >= 0.5 and p99 <= 20
+            tgt, result = ">=50% and p99<=20 ms", "PASS" if okk else "MISS"
+            targets.append({"name": "/produce at 64 connections", "target": tgt,
+                            "value": "%s of the limit, p99 %s" % (fmt_pct(r["ratio"]),
+                                                                  fmt_ms(p99)),
+                            "result": result})
+        lat = r.get("latency_ms", {})
+        rows.append(("2", "POST /produce, %s connections" % c,
+                     fmt_rate(r.get("ok_per_s"), " req/s"), fmt_pct(r.get("ratio")),
+                     lat.get("p50"), lat.get("p99"), lat.get("p99.9"), errors_of(r, 201), tgt,
+                     result))
+
+    # 3. /batch-produce
+    bsize = int(tofloat(facts.get("batch.batch_size"), 100))
+    r = wrk_step(facts, "batch", bsize, 201, clk)
+    if r is not None:
+        r["batch_size"] = bsize
+        r["ratio"] = ratio(r.get("msgs_per_s"))
+        res["batch"] = r
+        checks.append(check_produce("3 /batch-produce", r, bsize))
+        okk = r.get("ratio") is not None and r["ratio"] >= 0.8
+        targets.append({"name": "/batch-produce", "target": ">=80% of the limit",
+                        "value": fmt_pct(r.get("ratio")), "result": "PASS" if okk else "MISS"})
+        lat = r.get("latency_ms", {})
+        rows.append(("3", "POST /batch-produce x%d, %d connections" % (bsize, r["connections"]),
+                     fmt_rate(r.get("msgs_per_s"), " msg/s"), fmt_pct(r.get("ratio")),
+                     lat.get("p50"), lat.get("p99"), lat.get("p99.9"), errors_of(r, 201),
+                     ">=80%", "PASS" if okk else "MISS"))
+
+    # 4. request/reply
+    r = wrk_step(facts, "rr", 1, 200, clk)
+    if r is not None:
+        r["ratio"] = ratio(r.get("ok_per_s"))
+        res["request_reply"] = r
+        if "error" in r:
+            checks.append({"step": "4 request/reply", "result": "MISMATCH", "detail": r["error"]})
+        else:
+            client, s200 = r["status"].get("200", 0), r["server_status"].get("200", 0)
+            depth, rep = r.get("depth"), r.get("replies_received")
+            sent = r.get("replies_sent")
+            okk = (depth == 0 and client <= s200 <= client + r["connections"]
+                   and rep is not None and sent is not None and s200 <= rep <= sent)
+            checks.append({"step": "4 request/reply", "result": "OK" if okk else "MISMATCH",
+                           "detail": "wrk 200s %d, producer 200s %d, replies received %s, "
+                           "consumer replies sent %s, queue depth after %s"
+                           % (client, s200, rep, sent, depth)})
+            p99 = r["latency_ms"]["p99"]
+            okt = r["ok_per_s"] >= 3000 and p99 <= 10
+            targets.append({"name": "request/reply at 16 callers",
+                            "target": ">=3,000 rt/s and p99<=10 ms",
+                            "value": "%s, p99 %s" % (fmt_rate(r["ok_per_s"], " rt/s"),
+                                                     fmt_ms(p99)),
+                            "result": "PASS" if okt else "MISS"})
+            lat = r["latency_ms"]
+            rows.append(("4", "request/reply (wait), %d callers" % r["connections"],
+                         fmt_rate(r["ok_per_s"], " rt/s"), fmt_pct(r["ratio"]), lat["p50"],
+                         lat["p99"], lat["p99.9"], errors_of(r, 200), ">=3,000/s, p99<=10 ms",
+                         "PASS" if okt else "MISS"))
+
+    # 5. tail
+    tf = step_facts(facts, "tail")
+    tail = {"status": tf.get("status", "not run")}
+    if tail["status"] == "ran":
+        lines = int(tofloat(tf.get("lines"), 0))
+        secs = tofloat(tf.get("t_end"), 0) - tofloat(tf.get("t_start"), 0) \
+            if tf.get("t_end") else None
+        tail.update({"lines": lines, "bytes": int(tofloat(tf.get("bytes"), 0)),
+                     "seconds": round(secs, 3) if secs else None,
+                     "lines_per_s": round(lines / secs, 1) if secs else None,
+                     "output_lines": int(tofloat(tf.get("output_lines"), -1)),
+                     "cmp": tf.get("cmp"), "cpu_s": cpu_of(tf, clk)})
+        tail["ratio"] = ratio(tail["lines_per_s"])
+        okc = tf.get("cmp") == "identical" and secs
+        checks.append({"step": "5 file tail", "result": "OK" if okc else "MISMATCH",
+                       "detail": "%d lines in, %s lines out, cmp: %s%s"
+                       % (lines, tail["output_lines"], tf.get("cmp"),
+                          "" if secs else " (timed out: %s)" % tf.get("timeout", "?"))})
+        okt = bool(secs) and tail["lines_per_s"] >= 10000
+        targets.append({"name": "file tail end to end", "target": ">=10,000 lines/s",
+                        "value": fmt_rate(tail["lines_per_s"], " lines/s"),
+                        "result": "PASS" if okt else "MISS"})
+        rows.append(("5", "file tail end to end, {:,} lines".format(lines),
+                     fmt_rate(tail["lines_per_s"], " lines/s"), fmt_pct(tail["ratio"]), None,
+                     None, None, "-", ">=10,000/s", "PASS" if okt else "MISS"))
+    else:
+        why = tf.get("why", "no tailer")
+        tail["why"] = why
+        targets.append({"name": "file tail end to end", "target": ">=10,000 lines/s",
+                        "value": "skipped (%s)" % why, "result": "n/a"})
+        rows.append(("5", "file tail end to end", "skipped (%s)" % why, "-", None, None, None,
+                     "-", ">=10,000/s", "n/a"))
+    res["tail"] = tail
+
+    # 6. peak RSS (VmHWM, kB) over every instance of each service
+    rss = {"producer": {}, "consumer": {}}
+    for k, v in facts.items():
+        m = re.match(r"^([a-z0-9_]+)\.rss_kb\.(producer|consumer)$", k)
+        if m and tofloat(v) is not None:
+            rss[m.group(2)][m.group(1)] = int(tofloat(v))
+    res["peak_rss"] = {}
+    for role, limit_mb in (("producer", 20), ("consumer", 10)):
+        per = rss[role]
+        peak = max(per.values()) if per else None
+        mb = None if peak is None else peak * 1024 / 1e6
+        where = max(per, key=per.get) if per else None
+        res["peak_rss"][role] = {"peak_mb": round(mb, 2) if mb else None, "during": where,
+                                 "per_step_kb": per}
+        okk = mb is not None and mb <= limit_mb
+        targets.append({"name": "%s peak RSS" % role, "target": "<=%d MB" % limit_mb,
+                        "value": "-" if mb is None else "%.1f MB (%s)" % (mb, where),
+                        "result": "PASS" if okk else ("n/a" if mb is None else "MISS")})
+        rows.append(("6", "peak RSS %s (VmHWM, during %s)" % (role, where or "-"),
+                     "-" if mb is None else "%.1f MB" % mb, "-", None, None, None, "-",
+                     "<=%d MB" % limit_mb, "PASS" if okk else ("n/a" if mb is None else "MISS")))
+
+    # 7. drain
+    res["drain"] = []
+    for mode, label in (("file", "with OUTPUT_FILE"), ("plain", "no output file")):
+        df = step_facts(facts, "drain_" + mode)
+        if not df:
+            continue
+        n = int(tofloat(df.get("count"), 0))
+        secs = (tofloat(df.get("t_end"), 0) - tofloat(df.get("t_start"), 0)
+                if df.get("t_end") else None)
+        pre = read_tool(df.get("prefill_out", ""))
+        dr = {"output_file": mode == "file", "count": n,
+              "seconds": round(secs, 3) if secs else None,
+              "msgs_per_s": round(n / secs, 1) if secs else None,
+              "consumed": int(tofloat(df.get("consumed"), -1)),
+              "depth_after": int(tofloat(df.get("depth"), -1)),
+              "prefill_msgs_per_s": pre["msgs_per_s"] if pre else None,
+              "cpu_s": cpu_of(df, clk)}
+        if mode == "file":
+            dr["output_lines"] = int(tofloat(df.get("output_lines"), -1))
+        dr["ratio"] = ratio(dr["msgs_per_s"])
+        res["drain"].append(dr)
+        okc = (secs is not None and dr["consumed"] == n and dr["depth_after"] == 0
+               and (mode != "file" or dr["output_lines"] == n))
+        checks.append({"step": "7 drain %s" % label, "result": "OK" if okc else "MISMATCH",
+                       "detail": "pre-filled %d, consumed %d, queue depth after %d%s%s"
+                       % (n, dr["consumed"], dr["depth_after"],
+                          ", output lines %d" % dr["output_lines"] if mode == "file" else "",
+                          "" if secs else " (timed out: %s)" % df.get("timeout", "?"))})
+        rows.append(("7", "consumer drains {:,} queued, {}".format(n, label),
+                     fmt_rate(dr["msgs_per_s"], " msg/s"), fmt_pct(dr["ratio"]), None, None,
+                     None, "-", "", ""))
+
+    res["targets"] = targets
+    res["checks"] = checks
+    res["cpu_by_step"] = cpu_table(res)
+
+    with open(os.path.join(d, "bench-results.json"), "w") as f:
+        json.dump(res, f, indent=2, sort_keys=False)
+        f.write("\n")
+    text = render(res, rows)
+    with open(os.path.join(d, "bench-table.txt"), "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+    return 1 if any(c["result"] != "OK" for c in checks) else 0
+
+
+def errors_of(r, ok_status):
+    if "status" not in r:
+        return "?"
+    bad = sum(v for k, v in r["status"].items() if k != str(ok_status))
+    sock = sum(r.get("socket_errors", {}).values())
+    return "%d" % (bad + sock)
+
+
+def cpu_table(res):
+    out = []
+
+    def add(name, r, msgs):
+        if not r or "cpu_s" not in r:
+            return
+        wall = r.get("wall_s") or r.get("seconds")
+        row = {"step": name, "wall_s": wall, "cpu_s": r["cpu_s"]}
+        if msgs:
+            row["cpu_us_per_msg"] = {k: round(v * 1e6 / msgs, 1) for k, v in r["cpu_s"].items()}
+        out.append(row)
+
+    bl = res.get("broker_limit", {})
+    add("1 broker limit", bl, bl.get("confirmed"))
+    for r in res.get("produce", []):
+        if "error" not in r:
+            add("2 /produce c=%d" % r["connections"], r, r["server_status"].get("201", 0)
+                + r["server_status"].get("499", 0))
+    b = res.get("batch")
+    if b and "error" not in b:
+        add("3 /batch-produce", b, b.get("produced"))
+    rr = res.get("request_reply")
+    if rr and "error" not in rr:
+        add("4 request/reply", rr, rr["server_status"].get("200", 0))
+    t = res.get("tail", {})
+    if t.get("status") == "ran":
+        add("5 file tail", dict(t, wall_s=t.get("seconds")), t.get("lines"))
+    for dr in res.get("drain", []):
+        add("7 drain %s" % ("file" if dr["output_file"] else "plain"),
+            dict(dr, wall_s=dr.get("seconds")), dr.get("count"))
+    return out
+
+
+def render(res, rows):
+    m = res["meta"]
+    lines = []
+    lines.append("relayq bench  %s  %s  %s cores  %s build %s  %s s per step  load avg %s -> %s"
+                 % (m.get("date", "?"), m.get("host", "?"), m.get("nproc", "?"),
+                    m.get("build_type", "?"), m.get("git", "?"), m.get("bench_seconds", "?"),
+                    m.get("loadavg_start", "?"), m.get("loadavg_end", "?")))
+    lines.append("")
+    hdr = ("#", "measure", "rate", "vs limit", "p50", "p99", "p99.9", "errors", "target",
+           "result")
+    table = [hdr] + [tuple(fmt_cell(c, i) for i, c in enumerate(r)) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(hdr))]
+    right = {2, 3, 4, 5, 6, 7}
+    for r in table:
+        cells = [(c.rjust(widths[i]) if i in right else c.ljust(widths[i]))
+                 for i, c in enumerate(r)]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("")
+    lines.append("vs limit: the rate as a share of the broker's own confirmed-publish rate "
+                 "(row 1, same run). errors: non-2xx answers plus socket errors seen by wrk.")
+    lines.append("")
+    lines.append("checks (what was measured reached the queue):")
+    for c in res["checks"]:
+        lines.append("  %-8s %-28s %s" % (c["result"], c["step"], c["detail"]))
+    if res.get("cpu_by_step"):
+        lines.append("")
+        lines.append("CPU seconds by process during each step (2 cores = 2.0 s per wall second):")
+        roles = ["producer", "consumer", "broker", "loadgen"]
+        hdr2 = ["step", "wall s"] + roles + ["producer us/msg", "broker us/msg"]
+        t2 = [hdr2]
+        for row in res["cpu_by_step"]:
+            c = row["cpu_s"]
+            per = row.get("cpu_us_per_msg", {})
+            t2.append([row["step"], "%.1f" % (row["wall_s"] or 0)]
+                      + [("%.1f" % c[r]) if r in c else "-" for r in roles]
+                      + [("%.0f" % per[r]) if r in per else "-" for r in ("producer", "broker")])
+        w2 = [max(len(r[i]) for r in t2) for i in range(len(hdr2))]
+        for r in t2:
+            lines.append("  " + "  ".join(c.ljust(w2[0]) if i == 0 else c.rjust(w2[i])
+                                          for i, c in enumerate(r)))
+        lines.append("  (loadgen: wrk, or rq_amqp_tool for the broker limit)")
+    mism = [c for c in res["checks"] if c["result"] != "OK"]
+    lines.append("")
+    lines.append("targets: %d PASS, %d MISS, %d n/a; checks: %s"
+                 % (sum(t["result"] == "PASS" for t in res["targets"]),
+                    sum(t["result"] == "MISS" for t in res["targets"]),
+                    sum(t["result"] == "n/a" for t in res["targets"]),
+                    "all OK" if not mism else "%d MISMATCH" % len(mism)))
+    return "\n".join(lines) + "\n"
+
+
+def fmt_cell(c, i):
+    if i in (4, 5, 6):
+        return fmt_ms(c)
+    return "" if c is None else str(c)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.stderr.write(__doc__)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "freeport":
+        print(free_port())
+        return 0
+    if cmd == "portfree":
+        return 0 if all(port_free(p) for p in args) else 1
+    if cmd == "settle":
+        cmd_settle(args)
+        return 0
+    if cmd == "wait-metric" and len(args) == 4:
+        return cmd_wait_metric(*args)
+    if cmd == "wait-size" and len(args) == 3:
+        return cmd_wait_size(*args)
+    if cmd == "gen-lines" and len(args) == 2:
+        cmd_gen_lines(*args)
+        return 0
+    if cmd == "summarize" and len(args) == 1:
+        return summarize(args[0])
+    sys.stderr.write(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
