@@ -140,6 +140,9 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("BATCH_WAIT_MS", "5", batch_wait_ms, 0, 1000, CONS, G_CONS,
           "Group-commit window: how long the consumer gathers deliveries before one write, "
           "fsync and ack, in milliseconds"),
+    S_INT("DEDUP_ID_WINDOW", "100000", dedup_id_window, 1, 10000000, CONS, G_CONS,
+          "Message ids the exactly-once output writer remembers (8 bytes each): a redelivery "
+          "of an older id would be written again"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

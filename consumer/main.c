@@ -119,7 +119,7 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.output_file != NULL && cfg.output_file[0] != '\0') {
-        out = rq_output_open(cfg.output_file, err, sizeof(err));
+        out = rq_output_open(cfg.output_file, (size_t)cfg.dedup_id_window, err, sizeof(err));
         if (out == NULL) {
             rq_error("%s", err);
             goto out;

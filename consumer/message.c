@@ -337,20 +337,48 @@ static int field_to_i64(const amqp_field_value_t *f, int64_t *out)
     }
 }
 
+static const amqp_field_value_t *find_header(const amqp_basic_properties_t *props,
+                                             const char *key)
+{
+    size_t klen = strlen(key);
+
+    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return NULL;
+    for (int i = 0; i < props->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &props->headers.entries[i];
+        if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0)
+            return &e->value;
+    }
+    return NULL;
+}
+
+int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key, int64_t *out)
+{
+    const amqp_field_value_t *v = find_header(props, key);
+
+    return v != NULL && field_to_i64(v, out) == 0 ? 0 : -1;
+}
+
+int rq_message_header_str(const amqp_basic_properties_t *props, const char *key, char *out,
+                          size_t outlen)
+{
+    const amqp_field_value_t *v = find_header(props, key);
+
+    if (v == NULL || (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES) ||
+        v->value.bytes.len == 0 || v->value.bytes.len >= outlen ||
+        memchr(v->value.bytes.bytes, '\0', v->value.bytes.len) != NULL)
+        return -1;
+    memcpy(out, v->value.bytes.bytes, v->value.bytes.len);
+    out[v->value.bytes.len] = '\0';
+    return 0;
+}
+
 int64_t rq_message_published_ms(const amqp_basic_properties_t *props)
 {
-    static const char key[] = "x-published-ms";
+    int64_t v;
 
-    if (props->_flags & AMQP_BASIC_HEADERS_FLAG) {
-        for (int i = 0; i < props->headers.num_entries; i++) {
-            const amqp_table_entry_t *e = &props->headers.entries[i];
-            int64_t v;
-
-            if (e->key.len == sizeof(key) - 1 && memcmp(e->key.bytes, key, e->key.len) == 0 &&
-                field_to_i64(&e->value, &v) == 0 && v > 0)
-                return v;
-        }
-    }
+    if (rq_message_header_i64(props, "x-published-ms", &v) == 0 && v > 0)
+        return v;
     if ((props->_flags & AMQP_BASIC_TIMESTAMP_FLAG) && props->timestamp > 0 &&
         props->timestamp < (uint64_t)INT64_MAX / 1000)
         return (int64_t)props->timestamp * 1000;

@@ -76,6 +76,15 @@ void rq_message_clear(rq_message_t *m);
 void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes_t body,
                                 rq_msg_input_t *in);
 
+/* Looks up integer header `key` (any integer field kind, or a decimal string) into *out.
+ * Returns 0, or -1 when absent or not an integer. */
+int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key, int64_t *out);
+
+/* Copies string header `key` into out (NUL-terminated, outlen bytes of room). Returns 0, or
+ * -1 when absent, not a string, empty, or too long for out. */
+int rq_message_header_str(const amqp_basic_properties_t *props, const char *key, char *out,
+                          size_t outlen);
+
 /* Epoch milliseconds at which the message was published: the `x-published-ms` header (any
  * integer field kind, or a decimal string) if present and positive, else the `timestamp`
  * property (seconds) * 1000, else -1. */

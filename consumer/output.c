@@ -1,147 +1,491 @@
-/* output.c - durable batched appends to the output file (see output.h). */
+/* output.c - the exactly-once output writer: ledger, lock, recovery (see output.h). */
 #include "output.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "seen.h"
+
+#define COMPACT_BYTES (8u << 20)
+#define MAX_FILES 1024
+#define MAX_FILE_ID 128
+
 struct rq_output {
-    int fd;
-    char *path;
-    char *buf; /* reused between batches */
+    char *path, *ledger_path, *lock_path;
+    int fd, ledger_fd, lock_fd;
+    ino_t ledger_ino;
+    off_t ledger_pos; /* bytes of the ledger already applied to the index */
+    size_t id_window;
+    size_t compact_bytes;
+    off_t compacted; /* ledger size right after the last compaction */
+    rq_seen_t *seen;
+    char *buf; /* reused: the output bytes, then the ledger record */
     size_t cap;
 };
 
-/* fsyncs the directory holding `path`. Returns 0 or -errno (EINVAL from filesystems that
- * cannot sync directories is not an error). */
+/* A parsed ledger record, before it is applied. */
+typedef struct record {
+    off_t at, end; /* byte range in the ledger */
+    int64_t before, after;
+} record_t;
+
 static int sync_parent_dir(const char *path)
 {
     char *copy = strdup(path);
-    int fd = -1;
-    int rc = 0;
+    int fd, rc = 0;
 
     if (copy == NULL)
         return -ENOMEM;
     fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
+    if (fd < 0 || (fsync(fd) < 0 && errno != EINVAL))
         rc = -errno;
-        goto out;
-    }
-    if (fsync(fd) < 0 && errno != EINVAL)
-        rc = -errno;
-out:
     if (fd >= 0)
         close(fd);
     free(copy);
     return rc;
 }
 
-rq_output_t *rq_output_open(const char *path, char *err, size_t errlen)
+static int reserve(rq_output_t *out, size_t need)
 {
-    rq_output_t *out = NULL;
+    if (need <= out->cap)
+        return 0;
+    size_t ncap = out->cap ? out->cap : 65536;
+    while (ncap < need)
+        ncap *= 2;
+    char *nb = realloc(out->buf, ncap);
+    if (nb == NULL)
+        return -ENOMEM;
+    out->buf = nb;
+    out->cap = ncap;
+    return 0;
+}
+
+/* A file id from a message header goes into the ledger as a token: keep it to safe bytes. */
+static int file_id_ok(const char *id)
+{
+    size_t n = 0;
+
+    for (; id[n] != '\0'; n++) {
+        char ch = id[n];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == ':' || ch == '.' || ch == '_' || ch == '-'))
+            return 0;
+    }
+    return n > 0 && n <= MAX_FILE_ID;
+}
+
+/* Applies the body lines of one record (between "B" and "E") to the index. */
+static int apply_record(rq_output_t *out, char *p, char *end)
+{
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        char id[MAX_FILE_ID + 1];
+        long long a, b;
+        unsigned long long h;
+
+        if (nl == NULL)
+            break;
+        *nl = '\0';
+        if (p[0] == 'R' && sscanf(p, "R %128s %lld %lld", id, &a, &b) == 3) {
+            if (rq_seen_add_range(out->seen, id, a, b) != 0)
+                return -ENOMEM;
+        } else if (p[0] == 'H' && sscanf(p, "H %llx", &h) == 1) {
+            rq_seen_add_hash(out->seen, (uint64_t)h);
+        }
+        *nl = '\n';
+        p = nl + 1;
+    }
+    return 0;
+}
+
+/* Reads the ledger from ledger_pos to its end, repairs a torn tail or a half-done newest
+ * commit, and applies the complete records. Called with the lock held. Returns 0 or -errno. */
+static int catch_up(rq_output_t *out)
+{
+    struct stat st, lst;
+    off_t size, pos = out->ledger_pos;
+    record_t last = {0, 0, -1, -1};
+    char *data = NULL;
+    ssize_t got;
+    int rc = 0;
+
+    /* Another process compacted the ledger (rename): start over from the new file. */
+    if (stat(out->ledger_path, &lst) == 0 && lst.st_ino != out->ledger_ino) {
+        int fd = open(out->ledger_path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        close(out->ledger_fd);
+        out->ledger_fd = fd;
+        out->ledger_ino = lst.st_ino;
+        out->ledger_pos = pos = 0;
+        rq_seen_free(out->seen);
+        out->seen = rq_seen_new(out->id_window, MAX_FILES);
+        if (out->seen == NULL)
+            return -ENOMEM;
+    }
+    if (fstat(out->ledger_fd, &st) < 0)
+        return -errno;
+    size = st.st_size;
+    if (size > pos) {
+        data = malloc((size_t)(size - pos) + 1);
+        if (data == NULL)
+            return -ENOMEM;
+        got = pread(out->ledger_fd, data, (size_t)(size - pos), pos);
+        if (got != size - pos) {
+            rc = got < 0 ? -errno : -EIO;
+            goto out;
+        }
+    }
+    /* Parse records; remember where each starts so the newest can be undone. */
+    off_t complete = pos;
+    char *p = data, *dend = data ? data + (size - pos) : NULL;
+    record_t *recs = NULL;
+    size_t nrec = 0, crec = 0;
+    while (p != NULL && p < dend) {
+        long long b, a;
+        char *nl = memchr(p, '\n', (size_t)(dend - p));
+        char *e;
+        if (nl == NULL || p[0] != 'B' || sscanf(p, "B %lld %lld", &b, &a) != 2)
+            break;
+        /* the record ends at a line "E\n" */
+        e = nl + 1;
+        while (e < dend && !(e[0] == 'E' && e + 1 < dend && e[1] == '\n')) {
+            char *n2 = memchr(e, '\n', (size_t)(dend - e));
+            if (n2 == NULL) {
+                e = dend;
+                break;
+            }
+            e = n2 + 1;
+        }
+        if (e >= dend)
+            break; /* torn: its writer died mid-write */
+        if (nrec == crec) {
+            size_t nc = crec ? crec * 2 : 16;
+            record_t *nr = realloc(recs, nc * sizeof(*nr));
+            if (nr == NULL) {
+                free(recs);
+                rc = -ENOMEM;
+                goto out;
+            }
+            recs = nr;
+            crec = nc;
+        }
+        recs[nrec].at = pos + (p - data);
+        recs[nrec].end = pos + (e + 2 - data);
+        recs[nrec].before = b;
+        recs[nrec].after = a;
+        nrec++;
+        p = e + 2;
+    }
+    if (nrec > 0) {
+        complete = recs[nrec - 1].end;
+        last = recs[nrec - 1];
+    }
+    if (complete < size) {
+        rq_warn("output ledger %s: dropping a torn record (%lld bytes)", out->ledger_path,
+                (long long)(size - complete));
+        if (ftruncate(out->ledger_fd, complete) < 0) {
+            rc = -errno;
+            free(recs);
+            goto out;
+        }
+    }
+    /* The newest commit must be fully in the output, else undo it. */
+    if (nrec > 0) {
+        struct stat ost;
+        if (fstat(out->fd, &ost) < 0) {
+            rc = -errno;
+            free(recs);
+            goto out;
+        }
+        if (ost.st_size < last.after) {
+            rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)",
+                    out->path, (long long)(ost.st_size - last.before),
+                    (long long)(last.after - last.before));
+            if (ftruncate(out->fd, last.before) < 0 || fdatasync(out->fd) < 0 ||
+                ftruncate(out->ledger_fd, last.at) < 0 || fdatasync(out->ledger_fd) < 0) {
+                rc = -errno;
+                free(recs);
+                goto out;
+            }
+            nrec--;
+        }
+    }
+    for (size_t i = 0; i < nrec && rc == 0; i++) {
+        char *rs = data + (recs[i].at - pos);
+        char *re = data + (recs[i].end - pos);
+        char *first_nl = memchr(rs, '\n', (size_t)(re - rs));
+        rc = apply_record(out, first_nl + 1, re - 2);
+    }
+    /* Next time, read on from the end of the last record kept. */
+    out->ledger_pos = nrec > 0 ? recs[nrec - 1].end : pos;
+    free(recs);
+out:
+    free(data);
+    return rc;
+}
+
+rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_t errlen)
+{
+    rq_output_t *out = calloc(1, sizeof(*out));
+    struct stat st;
     int rc;
 
-    if (path == NULL || path[0] == '\0') {
-        if (errlen > 0)
-            snprintf(err, errlen, "output file path is empty");
-        return NULL;
-    }
-    out = calloc(1, sizeof(*out));
     if (out == NULL)
         goto nomem;
-    out->fd = -1;
+    out->fd = out->ledger_fd = out->lock_fd = -1;
+    out->id_window = id_window ? id_window : 1;
+    out->compact_bytes = COMPACT_BYTES;
     out->path = strdup(path);
-    if (out->path == NULL)
+    out->ledger_path = malloc(strlen(path) + 8);
+    out->lock_path = malloc(strlen(path) + 8);
+    out->seen = rq_seen_new(out->id_window, MAX_FILES);
+    if (out->path == NULL || out->ledger_path == NULL || out->lock_path == NULL ||
+        out->seen == NULL)
         goto nomem;
-    out->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    sprintf(out->ledger_path, "%s.ledger", path);
+    sprintf(out->lock_path, "%s.lock", path);
+    out->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (out->fd < 0) {
-        if (errlen > 0)
-            snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
-        goto err;
+        snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
+        goto fail;
     }
-    rc = sync_parent_dir(path);
-    if (rc < 0) {
-        if (errlen > 0)
-            snprintf(err, errlen, "cannot sync the directory of %s: %s", path, strerror(-rc));
-        goto err;
+    out->ledger_fd = open(out->ledger_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    out->lock_fd = open(out->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (out->ledger_fd < 0 || out->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s or %s: %s", out->ledger_path, out->lock_path,
+                 strerror(errno));
+        goto fail;
+    }
+    if (fstat(out->ledger_fd, &st) < 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", out->ledger_path, strerror(errno));
+        goto fail;
+    }
+    out->ledger_ino = st.st_ino;
+    sync_parent_dir(path);
+    if (flock(out->lock_fd, LOCK_EX) < 0) {
+        snprintf(err, errlen, "cannot lock %s: %s", out->lock_path, strerror(errno));
+        goto fail;
+    }
+    rc = catch_up(out);
+    flock(out->lock_fd, LOCK_UN);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot load %s: %s", out->ledger_path, strerror(-rc));
+        goto fail;
     }
     return out;
+
 nomem:
-    if (errlen > 0)
-        snprintf(err, errlen, "out of memory");
-err:
+    snprintf(err, errlen, "out of memory");
+fail:
     rq_output_free(out);
     return NULL;
 }
 
-int64_t rq_output_append_batch(rq_output_t *out, const char *const *lines, const size_t *lens,
-                               const char *const *ids, size_t n)
+/* Line i duplicates an earlier line of the same batch. */
+static int dup_in_batch(const rq_output_line_t *l, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        if (!l[j].written)
+            continue;
+        if (l[i].file_id && l[j].file_id && strcmp(l[i].file_id, l[j].file_id) == 0 &&
+            l[i].start >= l[j].start && l[i].start < l[j].end)
+            return 1;
+        if (!l[i].file_id && !l[j].file_id && l[i].msg_id && l[j].msg_id &&
+            l[i].msg_id_len == l[j].msg_id_len &&
+            memcmp(l[i].msg_id, l[j].msg_id, l[i].msg_id_len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+struct compact_ctx {
+    FILE *f;
+};
+
+static void compact_cb(const char *file_id, int64_t start, int64_t end, uint64_t hash, void *arg)
+{
+    struct compact_ctx *c = arg;
+
+    if (file_id)
+        fprintf(c->f, "R %s %" PRId64 " %" PRId64 "\n", file_id, start, end);
+    else
+        fprintf(c->f, "H %016" PRIx64 "\n", hash);
+}
+
+/* Rewrites the ledger as one record of the whole index. Lock held. Best effort. */
+static void compact(rq_output_t *out)
+{
+    char *tmp = malloc(strlen(out->ledger_path) + 5);
+    struct compact_ctx c = {NULL};
+    struct stat st;
+    int fd;
+
+    if (tmp == NULL || fstat(out->fd, &st) < 0)
+        goto out;
+    sprintf(tmp, "%s.tmp", out->ledger_path);
+    c.f = fopen(tmp, "w");
+    if (c.f == NULL)
+        goto out;
+    fprintf(c.f, "B %lld %lld\n", (long long)st.st_size, (long long)st.st_size);
+    rq_seen_each(out->seen, compact_cb, &c);
+    fprintf(c.f, "E\n");
+    if (fflush(c.f) != 0 || fsync(fileno(c.f)) != 0 || fclose(c.f) != 0) {
+        c.f = NULL;
+        unlink(tmp);
+        goto out;
+    }
+    c.f = NULL;
+    if (rename(tmp, out->ledger_path) != 0) {
+        unlink(tmp);
+        goto out;
+    }
+    sync_parent_dir(out->ledger_path);
+    fd = open(out->ledger_path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0 && fstat(fd, &st) == 0) {
+        close(out->ledger_fd);
+        out->ledger_fd = fd;
+        out->ledger_ino = st.st_ino;
+        out->ledger_pos = st.st_size;
+        out->compacted = st.st_size;
+        rq_info("output ledger compacted to %lld bytes", (long long)st.st_size);
+    } else if (fd >= 0) {
+        close(fd);
+    }
+out:
+    if (c.f)
+        fclose(c.f);
+    free(tmp);
+}
+
+int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n)
 {
     struct stat st;
-    size_t total = 0;
-    size_t off = 0;
+    size_t bytes = 0, nnew = 0, rec_len = 0;
+    off_t before, rec_at;
+    char *p;
     int64_t rc;
 
-    (void)ids; /* used by the exactly-once writer (issue 3) */
     if (n == 0)
         return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] > SIZE_MAX - total - 1)
-            return -EOVERFLOW;
-        total += lens[i] + 1;
-    }
-    if (total > out->cap) {
-        size_t cap = out->cap > 0 ? out->cap : 4096;
-        char *nb;
-
-        while (cap < total)
-            cap = cap > SIZE_MAX / 2 ? total : cap * 2;
-        nb = realloc(out->buf, cap);
-        if (nb == NULL)
-            return -ENOMEM;
-        out->buf = nb;
-        out->cap = cap;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] > 0)
-            memcpy(out->buf + off, lines[i], lens[i]);
-        off += lens[i];
-        out->buf[off++] = '\n';
-    }
-
-    if (fstat(out->fd, &st) < 0)
+    if (flock(out->lock_fd, LOCK_EX) < 0)
         return -errno;
-    off = 0;
-    while (off < total) {
-        ssize_t w = write(out->fd, out->buf + off, total - off);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            rc = w < 0 ? -errno : -EIO;
-            /* Leave no half batch behind: the caller will not ack, so the messages come back
-             * and are written again. */
-            if (off > 0 && ftruncate(out->fd, st.st_size) < 0)
-                rc = -EIO;
-            return rc;
+    rc = catch_up(out);
+    if (rc != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        rq_output_line_t *l = &lines[i];
+        if (l->file_id != NULL && !file_id_ok(l->file_id))
+            l->file_id = NULL; /* untrusted header: fall back to the message id */
+        if (l->file_id != NULL)
+            l->written = !rq_seen_has_range(out->seen, l->file_id, l->start);
+        else if (l->msg_id != NULL)
+            l->written = !rq_seen_has_id(out->seen, l->msg_id, l->msg_id_len);
+        else
+            l->written = 1;
+        if (l->written && dup_in_batch(lines, i))
+            l->written = 0;
+        if (l->written) {
+            bytes += l->len + 1;
+            nnew++;
         }
-        off += (size_t)w;
     }
-    while (fdatasync(out->fd) < 0) {
-        if (errno != EINTR)
-            return -errno;
+    if (nnew == 0)
+        goto out;
+    if (fstat(out->fd, &st) < 0) {
+        rc = -errno;
+        goto out;
     }
-    return (int64_t)n;
+    before = st.st_size;
+    /* The record: B before after / R or H per line / E. */
+    rc = reserve(out, bytes + nnew * (MAX_FILE_ID + 64) + 64);
+    if (rc != 0)
+        goto out;
+    p = out->buf + bytes;
+    p += sprintf(p, "B %lld %lld\n", (long long)before, (long long)(before + (off_t)bytes));
+    for (size_t i = 0; i < n; i++) {
+        const rq_output_line_t *l = &lines[i];
+        if (!l->written)
+            continue;
+        if (l->file_id != NULL)
+            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, l->start,
+                         l->end > l->start ? l->end : l->start + 1);
+        else if (l->msg_id != NULL)
+            p += sprintf(p, "H %016" PRIx64 "\n", rq_seen_hash(l->msg_id, l->msg_id_len));
+    }
+    p += sprintf(p, "E\n");
+    rec_len = (size_t)(p - (out->buf + bytes));
+    rec_at = out->ledger_pos;
+    if (pwrite(out->ledger_fd, out->buf + bytes, rec_len, rec_at) != (ssize_t)rec_len ||
+        fdatasync(out->ledger_fd) < 0) {
+        rc = -(errno ? errno : EIO);
+        if (ftruncate(out->ledger_fd, rec_at) < 0)
+            rq_warn("cannot undo a ledger record: %s", strerror(errno));
+        goto out;
+    }
+    /* The lines. */
+    p = out->buf;
+    for (size_t i = 0; i < n; i++) {
+        if (!lines[i].written)
+            continue;
+        memcpy(p, lines[i].data, lines[i].len);
+        p[lines[i].len] = '\n';
+        p += lines[i].len + 1;
+    }
+    if (pwrite(out->fd, out->buf, bytes, before) != (ssize_t)bytes || fdatasync(out->fd) < 0) {
+        rc = -(errno ? errno : EIO);
+        /* Undo both, so the batch is simply not there (it will be redelivered). */
+        if (ftruncate(out->fd, before) < 0 || ftruncate(out->ledger_fd, rec_at) < 0)
+            rq_warn("cannot undo a failed output write: %s", strerror(errno));
+        goto out;
+    }
+    /* Committed: index what was written. */
+    for (size_t i = 0; i < n; i++) {
+        const rq_output_line_t *l = &lines[i];
+        if (!l->written)
+            continue;
+        if (l->file_id != NULL)
+            rq_seen_add_range(out->seen, l->file_id, l->start,
+                              l->end > l->start ? l->end : l->start + 1);
+        else if (l->msg_id != NULL)
+            rq_seen_add_id(out->seen, l->msg_id, l->msg_id_len);
+    }
+    out->ledger_pos = rec_at + (off_t)rec_len;
+    rc = (int64_t)nnew;
+    /* Compact past the threshold, and only once the ledger doubled since the last time (an
+     * index larger than the threshold must not be rewritten on every commit). */
+    if (out->ledger_pos > (off_t)out->compact_bytes && out->ledger_pos > 2 * out->compacted)
+        compact(out);
+out:
+    flock(out->lock_fd, LOCK_UN);
+    if (rc < 0)
+        for (size_t i = 0; i < n; i++)
+            lines[i].written = 0;
+    return rc;
 }
 
 const char *rq_output_path(const rq_output_t *out)
 {
     return out->path;
+}
+
+size_t rq_output_index_entries(const rq_output_t *out)
+{
+    return rq_seen_ranges(out->seen) + rq_seen_ids(out->seen);
+}
+
+void rq_output_set_compact_bytes(rq_output_t *out, size_t bytes)
+{
+    out->compact_bytes = bytes;
 }
 
 void rq_output_free(rq_output_t *out)
@@ -150,7 +494,14 @@ void rq_output_free(rq_output_t *out)
         return;
     if (out->fd >= 0)
         close(out->fd);
+    if (out->ledger_fd >= 0)
+        close(out->ledger_fd);
+    if (out->lock_fd >= 0)
+        close(out->lock_fd);
+    rq_seen_free(out->seen);
     free(out->buf);
     free(out->path);
+    free(out->ledger_path);
+    free(out->lock_path);
     free(out);
 }

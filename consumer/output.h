@@ -1,11 +1,27 @@
-/* output.h - the consumer's output file: durable, batched line appends.
+/* output.h - the consumer's exactly-once output file writer.
  *
- * The file is opened O_WRONLY|O_APPEND|O_CREAT (mode 0644). A batch of lines is appended with
- * a single write(2) of one buffer (each line followed by '\n'), then fdatasync(2), so a batch
- * costs one write and one sync however many lines it holds. A batch is all or nothing as far
- * as this process can make it: when the write fails part-way, the file is truncated back to
- * its size before the batch (this assumes no other process appends concurrently; the
- * multi-writer case takes a file lock in the exactly-once writer of issue 3).
+ * At-least-once delivery plus this idempotent writer give exactly-once lines in the output:
+ * a line whose key was already written is skipped. Keys: a tailed line is (source file id,
+ * [start, end) byte range); an API message is its message id (see seen.h).
+ *
+ * Files, for OUTPUT_FILE=PATH:
+ *   PATH          the lines, byte for byte, each followed by '\n'
+ *   PATH.ledger   an append-only journal of commits: what each batch wrote and the output
+ *                 file's size before and after it
+ *   PATH.lock     flock(2) target shared by every consumer process writing PATH
+ *
+ * A commit (one batch), under the lock:
+ *   1. catch up: read ledger records other processes appended since our last look;
+ *   2. recover: when the newest record's "after" size is larger than PATH's size, its writer
+ *      died between the ledger and the output: truncate PATH back to "before" and drop the
+ *      record (its messages were not acked, so they come again);
+ *   3. skip the lines already written (per the index) and duplicates inside the batch;
+ *   4. append the record, fdatasync the ledger; write the lines with one pwrite at the end
+ *      of PATH, fdatasync PATH; then (caller) ack.
+ * So durability costs two syncs per batch, a crash at any point neither loses nor repeats a
+ * line, and several consumers on one host may share PATH. With several consumers, lines keep
+ * their order within a batch; batches interleave in commit order.
+ * The ledger is compacted (rewritten as one record of the whole index) past 8 MiB.
  *
  * Not thread-safe: one thread (the consumer worker) owns an rq_output_t.
  */
@@ -17,25 +33,37 @@
 
 typedef struct rq_output rq_output_t;
 
-/* Opens (creating if needed) the output file at `path` and syncs its directory so that a
- * newly created file survives a crash. Returns the writer (free with rq_output_free()), or
- * NULL with a reason (including strerror) in err (errlen bytes, may be 0). */
-rq_output_t *rq_output_open(const char *path, char *err, size_t errlen);
+/* One line to write. */
+typedef struct rq_output_line {
+    const char *data; /* the line's bytes, without '\n' (may hold any byte) */
+    size_t len;
+    const char *file_id; /* tailed line: the source file's id, else NULL */
+    int64_t start, end;  /* tailed line: its byte range [start, end) in the source */
+    const char *msg_id;  /* otherwise: the message id (NULL: no de-duplication) */
+    size_t msg_id_len;
+    int written; /* out: 1 written by this call, 0 skipped as already written */
+} rq_output_line_t;
 
-/* Appends n lines (lines[i] of lens[i] bytes, which may hold any byte except that a '\n'
- * inside a line splits it in the file) and makes them durable before returning. ids[i] is
- * the message id of each line (may be NULL, or hold NULL entries): unused for now, the
- * exactly-once writer (issue 3) skips ids it has already written.
- * Returns the number of lines written (n), or a negative errno: on a write error nothing of
- * the batch stays in the file; on a sync error (-EIO, -ENOSPC...) the data may or may not be
- * on disk, and the caller must not acknowledge the messages. n == 0 returns 0 at once. */
-int64_t rq_output_append_batch(rq_output_t *out, const char *const *lines, const size_t *lens,
-                               const char *const *ids, size_t n);
+/* Opens (creating if needed) PATH, PATH.ledger and PATH.lock, loads the index from the
+ * ledger and repairs a commit a crashed writer left half done. `id_window` bounds the
+ * message ids remembered. Returns the writer, or NULL with a reason in err. */
+rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_t errlen);
+
+/* Writes the lines not written before, durably (see above), setting each line's `written`.
+ * Returns the number of lines written (0..n), or a negative errno: then nothing of the batch
+ * is in PATH and the caller must not ack. */
+int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n);
 
 /* The path given to rq_output_open() (owned by out). */
 const char *rq_output_path(const rq_output_t *out);
 
-/* Closes the file and frees the writer. NULL is a no-op. */
+/* Size of the index, for metrics: file ranges and remembered ids. */
+size_t rq_output_index_entries(const rq_output_t *out);
+
+/* Sets the ledger size past which it is compacted (default 8 MiB; tests use small sizes). */
+void rq_output_set_compact_bytes(rq_output_t *out, size_t bytes);
+
+/* Closes the files and frees the writer. NULL is a no-op. */
 void rq_output_free(rq_output_t *out);
 
 #endif

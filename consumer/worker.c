@@ -26,6 +26,7 @@ enum { GOT_NOTHING = 0, GOT_DELIVERY = 1, GOT_OTHER_FRAME = 2 };
 
 typedef struct item {
     amqp_envelope_t env;
+    char file_id[129]; /* tailed line: the x-file header, else "" */
     int64_t recv_ns;
     rq_message_t msg;
     rq_disp_t disp;
@@ -44,9 +45,7 @@ struct rq_worker {
     item_t *items;
     size_t cap;
     size_t n;
-    const char **lines;
-    size_t *lens;
-    const char **ids;
+    rq_output_line_t *olines;
     uint64_t *tags;
     rq_disp_t *disps;
     rq_settle_op_t *ops;
@@ -127,6 +126,8 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
          rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
     SIMPLE(lines_written, counter, "consumer_lines_written_total",
            "Lines appended (and synced) to OUTPUT_FILE.");
+    SIMPLE(duplicates, counter, "consumer_duplicates_skipped_total",
+           "Lines not written because OUTPUT_FILE already held them (redeliveries).");
     SIMPLE(replies_sent, counter, "consumer_replies_sent_total",
            "Replies published to reply_to queues.");
     SIMPLE(requeued, counter, "consumer_messages_requeued_total",
@@ -161,13 +162,11 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     atomic_init(&w->state, ST_CONNECTING);
     snprintf(w->last_error, sizeof(w->last_error), "not connected yet");
     w->items = calloc(cap, sizeof(*w->items));
-    w->lines = calloc(cap, sizeof(*w->lines));
-    w->lens = calloc(cap, sizeof(*w->lens));
-    w->ids = calloc(cap, sizeof(*w->ids));
+    w->olines = calloc(cap, sizeof(*w->olines));
     w->tags = calloc(cap, sizeof(*w->tags));
     w->disps = calloc(cap, sizeof(*w->disps));
     w->ops = calloc(cap, sizeof(*w->ops));
-    if (w->items == NULL || w->lines == NULL || w->lens == NULL || w->ids == NULL ||
+    if (w->items == NULL || w->olines == NULL ||
         w->tags == NULL || w->disps == NULL || w->ops == NULL) {
         rq_worker_free(w);
         return NULL;
@@ -183,9 +182,7 @@ void rq_worker_free(rq_worker_t *w)
         amqp_destroy_connection(w->conn);
     amqp_bytes_free(w->consumer_tag);
     free(w->items);
-    free(w->lines);
-    free(w->lens);
-    free(w->ids);
+    free(w->olines);
     free(w->tags);
     free(w->disps);
     free(w->ops);
@@ -347,6 +344,9 @@ static int consume_one(rq_worker_t *w, int timeout_ms)
         it->recv_ns = rq_mono_ns();
         it->disp = RQ_DISP_REQUEUE; /* until processed */
         memset(&it->msg, 0, sizeof(it->msg));
+        if (rq_message_header_str(&it->env.message.properties, "x-file", it->file_id,
+                                  sizeof(it->file_id)) != 0)
+            it->file_id[0] = '\0';
         w->n++;
         if (pub_ms > 0) {
             int64_t lag = rq_wall_ms() - pub_ms;
@@ -466,17 +466,34 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     for (size_t i = a; i < b; i++) {
         const item_t *it = &w->items[i];
 
+        rq_output_line_t *ol = &w->olines[nok];
+        const amqp_basic_properties_t *props = &it->env.message.properties;
+        int64_t start, end;
+
         if (it->disp != RQ_DISP_ACK)
             continue;
-        w->lines[nok] = it->msg.line;
-        w->lens[nok] = it->msg.line_len;
-        w->ids[nok] = it->msg.id;
+        memset(ol, 0, sizeof(*ol));
+        ol->data = it->msg.line;
+        ol->len = it->msg.line_len;
+        /* A tailed line is keyed by its place in the source file (x-file, x-offset, x-end);
+         * an API message by its id. */
+        if (it->msg.kind == RQ_MSG_RAW && it->file_id[0] != '\0' &&
+            rq_message_header_i64(props, "x-offset", &start) == 0 && start >= 0) {
+            if (rq_message_header_i64(props, "x-end", &end) != 0 || end <= start)
+                end = start + (int64_t)it->msg.line_len + 1;
+            ol->file_id = it->file_id;
+            ol->start = start;
+            ol->end = end;
+        } else {
+            ol->msg_id = it->msg.id;
+            ol->msg_id_len = strlen(it->msg.id);
+        }
         nok++;
     }
 
     if (w->out != NULL && nok > 0) {
         int64_t t0 = rq_mono_ns();
-        int64_t wr = rq_output_append_batch(w->out, w->lines, w->lens, w->ids, nok);
+        int64_t wr = rq_output_append_batch(w->out, w->olines, nok);
 
         rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
         if (wr < 0) {
@@ -490,6 +507,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
             output_failed = 1;
         } else {
             rq_series_add(w->m.lines_written, (double)wr);
+            rq_series_add(w->m.duplicates, (double)(nok - (size_t)wr));
         }
     }
 

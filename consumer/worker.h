@@ -41,6 +41,7 @@ typedef struct rq_worker_metrics {
     rq_series_t *errors_output;   /* message_processing_errors_total{reason="output"} */
     rq_series_t *consume_latency; /* consumer_queue_consume_latency_seconds */
     rq_series_t *lines_written;   /* consumer_lines_written_total */
+    rq_series_t *duplicates;      /* consumer_duplicates_skipped_total */
     rq_series_t *replies_sent;    /* consumer_replies_sent_total */
     rq_series_t *requeued;        /* consumer_messages_requeued_total */
     rq_series_t *batch_size;      /* consumer_batch_size (histogram) */

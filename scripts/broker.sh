@@ -29,6 +29,9 @@ node_env() {
 	export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
 	export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
 	export ERL_EPMD_ADDRESS=127.0.0.1
+	# Erlang distribution (node-to-node, and rabbitmqctl) on loopback only, like everything else.
+	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+	export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 	export HOME="$dir/home"
 }
 
@@ -60,7 +63,8 @@ start)
 	chmod 600 "$HOME/.erlang.cookie"
 	chown -R rabbitmq:rabbitmq "$dir"
 	# rabbitmq-server drops to the rabbitmq user; run it detached and remember its pid.
-	(cd "$dir" && setsid rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null &)
+	# exec: no shell lingers holding the caller's stdout (a pipe would never close).
+	(cd "$dir" && exec setsid rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null) &
 	for _ in $(seq 1 120); do
 		if [ -f "$RABBITMQ_PID_FILE" ] && ctl await_startup --timeout 2 >/dev/null 2>&1; then
 			echo "broker up on 127.0.0.1:$port (node $RABBITMQ_NODENAME, pid $(cat "$RABBITMQ_PID_FILE"))"

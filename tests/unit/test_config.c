@@ -258,6 +258,7 @@ static const struct {
     {"CONSUMER_PORT", RQ_CFG_INT, 0, 65535, RQ_SVC_CONSUMER},
     {"OUTPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_CONSUMER},
     {"BATCH_WAIT_MS", RQ_CFG_INT, 0, 1000, RQ_SVC_CONSUMER},
+    {"DEDUP_ID_WINDOW", RQ_CFG_INT, 1, 10000000, RQ_SVC_CONSUMER},
 };
 #define N_EXPECTED (sizeof expected_table / sizeof expected_table[0])
 

@@ -1,6 +1,6 @@
-/* Unit tests for consumer/output.c: durable batched appends, on temporary files. */
+/* test_output.c - the exactly-once output writer: dedup, ledger, crash recovery, sharing. */
 #include <criterion/criterion.h>
-#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,24 +10,26 @@
 #include "output.h"
 
 static char dir[64];
-static char path[128];
+static char path[128], ledger[160], lockp[160];
 
 static void setup(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/rq_test_output.XXXXXX");
     cr_assert_not_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/out.log", dir);
+    snprintf(path, sizeof(path), "%s/out.txt", dir);
+    snprintf(ledger, sizeof(ledger), "%s.ledger", path);
+    snprintf(lockp, sizeof(lockp), "%s.lock", path);
 }
 
 static void teardown(void)
 {
-    unlink(path);
-    rmdir(dir);
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
 }
 
-TestSuite(output, .init = setup, .fini = teardown);
+TestSuite(output, .init = setup, .fini = teardown, .timeout = 60);
 
-/* Reads the whole file at `p` into a malloc'd buffer; *len gets its size. */
 static char *read_all(const char *p, size_t *len)
 {
     FILE *f = fopen(p, "rb");
@@ -39,143 +41,222 @@ static char *read_all(const char *p, size_t *len)
     n = ftell(f);
     fseek(f, 0, SEEK_SET);
     buf = malloc((size_t)n + 1);
-    cr_assert_not_null(buf);
     cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
     fclose(f);
     *len = (size_t)n;
     return buf;
 }
 
-Test(output, batch_append_writes_lines_in_order)
+static off_t size_of(const char *p)
 {
-    const char *lines[] = {"first", "", "with\0nul", "tab\tand\rcr", "{\"a\":1}"};
-    size_t lens[] = {5, 0, 8, 10, 7};
-    const char *ids[] = {"1", "2", "3", "4", "5"};
-    static const char want[] = "first\n\nwith\0nul\ntab\tand\rcr\n{\"a\":1}\n";
-    char err[256] = "";
-    rq_output_t *out = rq_output_open(path, err, sizeof(err));
-    size_t len;
-    char *got;
-
-    cr_assert_not_null(out, "open: %s", err);
-    cr_expect_str_eq(rq_output_path(out), path);
-    cr_assert_eq(rq_output_append_batch(out, lines, lens, ids, 5), 5);
-    got = read_all(path, &len);
-    cr_expect_eq(len, sizeof(want) - 1);
-    cr_expect(memcmp(got, want, sizeof(want) - 1) == 0, "content differs");
-    free(got);
-    rq_output_free(out);
-}
-
-Test(output, empty_batch_is_a_no_op)
-{
-    char err[256] = "";
-    rq_output_t *out = rq_output_open(path, err, sizeof(err));
     struct stat st;
-
-    cr_assert_not_null(out, "open: %s", err);
-    cr_expect_eq(rq_output_append_batch(out, NULL, NULL, NULL, 0), 0);
-    cr_assert_eq(stat(path, &st), 0, "the file is created at open");
-    cr_expect_eq(st.st_size, 0);
-    rq_output_free(out);
+    return stat(p, &st) == 0 ? st.st_size : -1;
 }
 
-Test(output, reopen_appends_and_keeps_earlier_lines)
+static rq_output_line_t id_line(const char *data, const char *id)
 {
-    const char *a[] = {"one", "two"};
-    size_t alen[] = {3, 3};
-    const char *b[] = {"three"};
-    size_t blen[] = {5};
-    char err[256] = "";
-    rq_output_t *out;
+    rq_output_line_t l = {0};
+    l.data = data;
+    l.len = strlen(data);
+    l.msg_id = id;
+    l.msg_id_len = strlen(id);
+    return l;
+}
+
+static rq_output_line_t tail_line(const char *data, size_t len, const char *file, int64_t start)
+{
+    rq_output_line_t l = {0};
+    l.data = data;
+    l.len = len;
+    l.file_id = file;
+    l.start = start;
+    l.end = start + (int64_t)len + 1;
+    return l;
+}
+
+static void expect_file(const char *want, size_t wantlen)
+{
     size_t len;
-    char *got;
-
-    out = rq_output_open(path, err, sizeof(err));
-    cr_assert_not_null(out, "open: %s", err);
-    cr_assert_eq(rq_output_append_batch(out, a, alen, NULL, 2), 2);
-    rq_output_free(out);
-
-    out = rq_output_open(path, err, sizeof(err));
-    cr_assert_not_null(out, "reopen: %s", err);
-    cr_assert_eq(rq_output_append_batch(out, b, blen, NULL, 1), 1);
-    cr_assert_eq(rq_output_append_batch(out, a, alen, NULL, 2), 2);
-    rq_output_free(out);
-
-    got = read_all(path, &len);
-    cr_expect_eq(len, strlen("one\ntwo\nthree\none\ntwo\n"));
-    cr_expect(memcmp(got, "one\ntwo\nthree\none\ntwo\n", len) == 0, "got \"%.*s\"", (int)len, got);
+    char *got = read_all(path, &len);
+    cr_expect_eq(len, wantlen, "output is %zu bytes, want %zu", len, wantlen);
+    cr_expect(len == wantlen && memcmp(got, want, len) == 0, "output differs: [%s]", got);
     free(got);
 }
 
-Test(output, large_batches_grow_the_buffer)
+Test(output, writes_lines_and_skips_repeated_ids)
 {
-    enum { N = 20000 };
-    static const char *lines[N];
-    static size_t lens[N];
-    static char text[N][16];
-    char err[256] = "";
-    rq_output_t *out = rq_output_open(path, err, sizeof(err));
-    size_t len;
-    size_t nl = 0;
-    char *got;
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b1[3], b2[3];
 
-    cr_assert_not_null(out, "open: %s", err);
-    for (int i = 0; i < N; i++) {
-        snprintf(text[i], sizeof(text[i]), "line %d", i);
-        lines[i] = text[i];
-        lens[i] = strlen(text[i]);
+    cr_assert_not_null(o, "%s", err);
+    b1[0] = id_line("one", "m1");
+    b1[1] = id_line("two", "m2");
+    b1[2] = id_line("one again", "m1"); /* a duplicate inside the batch */
+    cr_expect_eq(rq_output_append_batch(o, b1, 3), 2);
+    cr_expect_eq(b1[0].written, 1);
+    cr_expect_eq(b1[2].written, 0);
+    b2[0] = id_line("two", "m2");
+    b2[1] = id_line("three", "m3");
+    b2[2] = id_line("", "m4"); /* an empty line is a line */
+    cr_expect_eq(rq_output_append_batch(o, b2, 3), 2);
+    cr_expect_eq(b2[0].written, 0);
+    expect_file("one\ntwo\nthree\n\n", 15);
+    rq_output_free(o);
+}
+
+Test(output, remembers_across_reopen)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+    const char raw[] = {'a', '\0', '\r', (char)0xff};
+
+    b[0] = id_line("api", "id-1");
+    b[1] = tail_line(raw, sizeof(raw), "f1", 0);
+    cr_assert_eq(rq_output_append_batch(o, b, 2), 2);
+    rq_output_free(o);
+
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("api", "id-1");
+    b[1] = tail_line(raw, sizeof(raw), "f1", 0);
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 0, "redelivered lines written twice");
+    b[0] = tail_line("next", 4, "f1", 5);
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("api\na\0\r\xff\nnext\n", 14);
+    rq_output_free(o);
+}
+
+Test(output, rolls_back_a_commit_whose_output_is_incomplete)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+    FILE *f;
+
+    b[0] = tail_line("first", 5, "f", 0);
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    /* A writer died after its ledger record and half its output. */
+    f = fopen(ledger, "a");
+    fprintf(f, "B 6 12\nR f 6 12\nE\n");
+    fclose(f);
+    f = fopen(path, "a");
+    fprintf(f, "sec");
+    fclose(f);
+
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    expect_file("first\n", 6);
+    b[0] = tail_line("secnd", 5, "f", 6);
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1, "the rolled-back line must be written");
+    expect_file("first\nsecnd\n", 12);
+    rq_output_free(o);
+}
+
+Test(output, drops_a_torn_ledger_record)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+    FILE *f;
+
+    b[0] = id_line("x", "a");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    f = fopen(ledger, "a");
+    fprintf(f, "B 2 4\nH 00000000000000"); /* died mid-record */
+    fclose(f);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("y", "b");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    b[0] = id_line("x", "a");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 0);
+    rq_output_free(o);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    b[0] = id_line("y", "b");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 0, "the ledger must parse after the repair");
+    expect_file("x\ny\n", 4);
+    rq_output_free(o);
+}
+
+Test(output, two_writers_share_one_file)
+{
+    char err[256];
+    rq_output_t *a = rq_output_open(path, 1000, err, sizeof(err));
+    rq_output_t *b = rq_output_open(path, 1000, err, sizeof(err));
+    char data[200][16];
+    size_t total = 0;
+
+    cr_assert_not_null(a);
+    cr_assert_not_null(b);
+    /* Both get every line (as after a redelivery to another consumer): each written once. */
+    for (int i = 0; i < 200; i++) {
+        rq_output_line_t l;
+        snprintf(data[i], sizeof(data[i]), "line %03d", i);
+        l = tail_line(data[i], strlen(data[i]), "src", (int64_t)i * 9);
+        cr_assert_geq(rq_output_append_batch(i % 2 ? a : b, &l, 1), 0);
+        l = tail_line(data[i], strlen(data[i]), "src", (int64_t)i * 9);
+        cr_assert_eq(rq_output_append_batch(i % 2 ? b : a, &l, 1), 0, "line %d twice", i);
+        total += strlen(data[i]) + 1;
     }
-    cr_assert_eq(rq_output_append_batch(out, lines, lens, NULL, 10), 10);
-    cr_assert_eq(rq_output_append_batch(out, lines + 10, lens + 10, NULL, N - 10), N - 10);
-    rq_output_free(out);
-
-    got = read_all(path, &len);
-    for (size_t i = 0; i < len; i++)
-        nl += got[i] == '\n';
-    cr_expect_eq(nl, N);
-    cr_expect(memcmp(got, "line 0\nline 1\n", 14) == 0);
-    cr_expect(memcmp(got + len - 11, "line 19999\n", 11) == 0);
-    free(got);
+    cr_expect_eq(size_of(path), (off_t)total);
+    rq_output_free(a);
+    rq_output_free(b);
 }
 
-Test(output, new_file_mode_is_0644)
+Test(output, compaction_keeps_the_index)
 {
-    char err[256] = "";
-    mode_t old = umask(022);
-    rq_output_t *out = rq_output_open(path, err, sizeof(err));
-    struct stat st;
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 1000, err, sizeof(err));
+    char ids[300][16];
 
-    umask(old);
-    cr_assert_not_null(out, "open: %s", err);
-    cr_assert_eq(stat(path, &st), 0);
-    cr_expect_eq(st.st_mode & 0777, 0644, "mode %o", (unsigned)(st.st_mode & 0777));
-    rq_output_free(out);
+    rq_output_set_compact_bytes(o, 2048);
+    for (int i = 0; i < 300; i++) {
+        rq_output_line_t l;
+        snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+        l = id_line("v", ids[i]);
+        cr_assert_eq(rq_output_append_batch(o, &l, 1), 1);
+    }
+    cr_expect_lt(size_of(ledger), 2048 + 4096, "ledger not compacted: %lld bytes",
+                 (long long)size_of(ledger));
+    rq_output_free(o);
+    o = rq_output_open(path, 1000, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    for (int i = 0; i < 300; i += 13) {
+        rq_output_line_t l = id_line("v", ids[i]);
+        cr_expect_eq(rq_output_append_batch(o, &l, 1), 0, "%s forgotten by compaction", ids[i]);
+    }
+    cr_expect_eq(size_of(path), 600);
+    rq_output_free(o);
 }
 
-Test(output, open_errors_name_the_path)
+Test(output, untrusted_file_id_falls_back_to_the_message_id)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t l = tail_line("x", 1, "bad id\nB 0 0", 0);
+
+    l.msg_id = "m";
+    l.msg_id_len = 1;
+    cr_expect_eq(rq_output_append_batch(o, &l, 1), 1);
+    rq_output_free(o);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "ledger corrupted by a hostile header: %s", err);
+    l = tail_line("x", 1, "bad id\nB 0 0", 0);
+    l.msg_id = "m";
+    l.msg_id_len = 1;
+    cr_expect_eq(rq_output_append_batch(o, &l, 1), 0);
+    rq_output_free(o);
+}
+
+Test(output, open_fails_clearly_on_a_missing_directory)
 {
     char err[256] = "";
-    char bad[200];
-
-    snprintf(bad, sizeof(bad), "%s/no/such/dir/out.log", dir);
-    cr_expect_null(rq_output_open(bad, err, sizeof(err)));
-    cr_expect_not_null(strstr(err, bad), "error \"%s\" should name the path", err);
-    cr_expect_null(rq_output_open("", err, sizeof(err)));
-    cr_expect_null(rq_output_open(dir, err, sizeof(err)), "a directory is not a file");
+    cr_expect_null(rq_output_open("/nonexistent-dir/out.txt", 10, err, sizeof(err)));
+    cr_expect(strstr(err, "/nonexistent-dir/out.txt") != NULL, "%s", err);
     rq_output_free(NULL);
-}
-
-Test(output, write_error_is_reported)
-{
-    /* /dev/full fails every write with ENOSPC */
-    const char *lines[] = {"x"};
-    size_t lens[] = {1};
-    char err[256] = "";
-    rq_output_t *out = rq_output_open("/dev/full", err, sizeof(err));
-
-    if (out == NULL)
-        cr_skip_test("/dev/full unavailable: %s", err);
-    cr_expect_eq(rq_output_append_batch(out, lines, lens, NULL, 1), -ENOSPC);
-    rq_output_free(out);
 }
