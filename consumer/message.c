@@ -9,10 +9,10 @@
 #include <string.h>
 #include <strings.h>
 
-static void set_err(rq_msg_error_t *err, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-static void set_err(rq_msg_error_t *err, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
 {
     va_list ap;
 

@@ -503,7 +503,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ctx_free(c);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char text[512];
 

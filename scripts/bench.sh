@@ -22,6 +22,8 @@
 #   BENCH_BATCH_SIZE (100)  BENCH_BATCH_CONNECTIONS (16)  BENCH_RR_CONNECTIONS (16)
 #   BENCH_TAIL_LINES (200000)  BENCH_TAIL_TIMEOUT (180)  BENCH_DRAIN_COUNT (10000 x BENCH_SECONDS)
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
+#   BENCH_STEPS ("1 2 3 4 5 7")    the steps to run (6, peak RSS, comes with the others)
+#   BENCH_LIMIT_AGAIN (1)          measure the broker limit again at the end (drift; 0: no)
 #   BENCH_AMQP_PORT                broker port (default: the first free one in 5680-5699)
 #   BENCH_DIR                      run folder (default: a new /tmp/relayq-bench.XXXXXX)
 #   BENCH_SKIP_BUILD=1             use BUILD_DIR as it is (default: cmake --build first)
@@ -49,6 +51,7 @@ TAIL_LINES=${BENCH_TAIL_LINES:-200000}
 TAIL_TIMEOUT=${BENCH_TAIL_TIMEOUT:-180}
 DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
+STEPS=${BENCH_STEPS:-1 2 3 4 5 7}
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
 
@@ -164,6 +167,14 @@ cpu_mark() {
 		CPU0[$step.${kv%%=*}]=$(cpu_ticks "${kv#*=}")
 	done
 }
+cpu_mark_new() { # STEP ROLE=PID: for a process started during the step (counters from 0)
+	local step=$1 kv
+	shift
+	for kv in "$@"; do
+		CPUPID[$step.${kv%%=*}]=${kv#*=}
+		CPU0[$step.${kv%%=*}]=0
+	done
+}
 cpu_record() {
 	local step=$1 key
 	for key in "${!CPU0[@]}"; do
@@ -173,6 +184,7 @@ cpu_record() {
 	done
 }
 
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
 depth() { "$TOOL" depth --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet; }
 delete_queue() { "$TOOL" delete --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet >/dev/null 2>&1 || true; }
 
@@ -247,6 +259,8 @@ fact meta.clk_tck "$CLK_TCK"
 fact meta.amqp_port "$AMQP_PORT"
 fact meta.run_dir "$WORK"
 fact meta.produce_connections "$CONNECTIONS"
+fact meta.steps "$STEPS"
+fact meta.services_env "${BENCH_PRODUCER_ENV:-} ${BENCH_CONSUMER_ENV:-}"
 fact meta.wrk "$(wrk --version 2>&1 | head -n 1)"
 
 log "run folder $WORK"
@@ -258,31 +272,33 @@ BROKER_PID=$(broker_pid)
 fact meta.broker "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?')"
 
 # ---- 1. the broker's limit -----------------------------------------------------------------
-log "1/7 broker limit: rq_amqp_tool publish, window $WINDOW"
-"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare \
-	--count 5000 --window "$WINDOW" --quiet >"$LOGS/warmup.out" 2>&1 ||
-	{ cat "$LOGS/warmup.out" >&2; die "warm-up publish failed"; }
-rate0=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$LOGS/warmup.out")
-delete_queue bench.warmup
-count=$((${rate0:-5000} * SECS))
-[ "$count" -ge 5000 ] || count=5000
-fact limit.window "$WINDOW"
-fact limit.out "$LOGS/limit.out"
-fact limit.loadgen_time "$LOGS/limit.time"
-cpu_mark limit broker="$BROKER_PID"
-t0=$EPOCHREALTIME
-{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit --declare \
-	--count "$count" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
-	>"$LOGS/limit.out" 2>&1; } 2>"$LOGS/limit.time" ||
-	log "warning: the limit publish failed (see $LOGS/limit.out)"
-fact limit.wall_s "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
-cpu_record limit
-fact limit.depth "$(depth bench.limit || echo -1)"
-delete_queue bench.limit
-log "    $(grep -o 'rate=[0-9]*' "$LOGS/limit.out" || echo 'no rate') msg/s"
+step_limit() { # STEP: limit (first, the denominator) or limit_end (again at the end: drift)
+	local step=$1 rate0 count t0
+	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare \
+		--count 5000 --window "$WINDOW" --quiet >"$LOGS/$step.warmup.out" 2>&1 ||
+		{ cat "$LOGS/$step.warmup.out" >&2; die "warm-up publish failed"; }
+	rate0=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$LOGS/$step.warmup.out")
+	delete_queue bench.warmup
+	count=$((${rate0:-5000} * SECS))
+	[ "$count" -ge 5000 ] || count=5000
+	fact "$step.window" "$WINDOW"
+	fact "$step.out" "$LOGS/$step.out"
+	fact "$step.loadgen_time" "$LOGS/$step.time"
+	cpu_mark "$step" broker="$BROKER_PID"
+	t0=$EPOCHREALTIME
+	{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit --declare \
+		--count "$count" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
+		>"$LOGS/$step.out" 2>&1; } 2>"$LOGS/$step.time" ||
+		log "warning: the limit publish failed (see $LOGS/$step.out)"
+	fact "$step.wall_s" "$(elapsed "$t0")"
+	cpu_record "$step"
+	fact "$step.depth" "$(depth bench.limit || echo -1)"
+	delete_queue bench.limit
+	log "    $(grep -o 'rate=[0-9]*' "$LOGS/$step.out" || echo 'no rate') msg/s"
+}
 
-# ---- 2. POST /produce ----------------------------------------------------------------------
-produce_step() { # STEP QUEUE SCRIPT PATH CONNECTIONS
+# ---- 2. and 3. POST /produce and /batch-produce (no consumer: the queue keeps every message) --
+step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS
 	local step=$1 q=$2 script=$3 path=$4 c=$5 pid url t0
 	delete_queue "$q"
 	start_service producer "$step" REQUEST_QUEUE="$q"
@@ -293,52 +309,51 @@ produce_step() { # STEP QUEUE SCRIPT PATH CONNECTIONS
 	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$url/metrics" \
 		produced=messages_produced_total server_status="http_status:$path" ||
 		log "warning: could not read the producer's metrics in $step"
-	fact "$step.wall_s" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
+	fact "$step.wall_s" "$(elapsed "$t0")"
 	cpu_record "$step"
 	fact "$step.depth" "$(depth "$q" || echo -1)"
 	stop_service producer "$step" "$pid"
 	delete_queue "$q"
 }
 
-for c in $CONNECTIONS; do
-	log "2/7 POST /produce, $c connections, ${SECS} s"
-	produce_step "produce_c$c" "bench.produce.c$c" produce.lua /produce "$c"
-done
-
-# ---- 3. POST /batch-produce ----------------------------------------------------------------
-log "3/7 POST /batch-produce, $BATCH_SIZE messages per request, $BATCH_CONNS connections, ${SECS} s"
-fact batch.batch_size "$BATCH_SIZE"
-produce_step batch bench.batch batch.lua /batch-produce "$BATCH_CONNS"
-
 # ---- 4. request/reply ----------------------------------------------------------------------
-log "4/7 request/reply, $RR_CONNS callers, ${SECS} s"
-q=bench.rr
-delete_queue "$q"
-start_service consumer rr REQUEST_QUEUE="$q"
-cpid=$SVC_PID c_url=$SVC_URL
-start_service producer rr REQUEST_QUEUE="$q"
-ppid_=$SVC_PID purl=$SVC_URL
-cpu_mark rr producer="$ppid_" consumer="$cpid" broker="$BROKER_PID"
-t0=$EPOCHREALTIME
-run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
-"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$purl/metrics" \
-	produced=messages_produced_total replies_received=producer_replies_received_total \
-	server_status=http_status:/produce || log "warning: could not read the producer's metrics"
-"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$c_url/metrics" \
-	consumed=messages_consumed_total replies_sent=consumer_replies_sent_total ||
-	log "warning: could not read the consumer's metrics"
-fact rr.wall_s "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { print b - a }')"
-cpu_record rr
-fact rr.depth "$(depth "$q" || echo -1)"
-stop_service producer rr "$ppid_"
-stop_service consumer rr "$cpid"
-delete_queue "$q"
+step_rr() {
+	local q=bench.rr cpid curl ppid purl t0
+	delete_queue "$q"
+	start_service consumer rr REQUEST_QUEUE="$q"
+	cpid=$SVC_PID curl=$SVC_URL
+	start_service producer rr REQUEST_QUEUE="$q"
+	ppid=$SVC_PID purl=$SVC_URL
+	cpu_mark rr producer="$ppid" consumer="$cpid" broker="$BROKER_PID"
+	t0=$EPOCHREALTIME
+	run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$purl/metrics" \
+		produced=messages_produced_total replies_received=producer_replies_received_total \
+		server_status=http_status:/produce || log "warning: could not read the producer's metrics"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$curl/metrics" \
+		consumed=messages_consumed_total replies_sent=consumer_replies_sent_total ||
+		log "warning: could not read the consumer's metrics"
+	fact rr.wall_s "$(elapsed "$t0")"
+	cpu_record rr
+	fact rr.depth "$(depth "$q" || echo -1)"
+	stop_service producer rr "$ppid"
+	stop_service consumer rr "$cpid"
+	delete_queue "$q"
+}
 
 # ---- 5. file tail end to end ---------------------------------------------------------------
-if "$BIN/producer" --help 2>/dev/null | grep -q INPUT_FILE; then
-	log "5/7 file tail end to end, $TAIL_LINES lines"
-	q=bench.tail
-	tdir=$WORK/tail
+# The input file is complete before the producer starts (TAIL_FROM=head); the clock runs from
+# the producer's start until the consumer's output file holds every byte, then cmp.
+step_tail() {
+	local q=bench.tail tdir=$WORK/tail size cpid ppid phelp end
+	local tail_env=()
+	phelp=$("$BIN/producer" --help 2>/dev/null || true)
+	if ! grep -q INPUT_FILE <<<"$phelp"; then
+		log "    skipped: the producer has no INPUT_FILE yet"
+		fact tail.status skipped
+		fact tail.why "no tailer"
+		return 0
+	fi
 	rm -rf "$tdir"
 	mkdir -p "$tdir/state"
 	"$PY" "$REPORT" gen-lines "$tdir/input.log" "$TAIL_LINES"
@@ -350,57 +365,54 @@ if "$BIN/producer" --help 2>/dev/null | grep -q INPUT_FILE; then
 	start_service consumer tail REQUEST_QUEUE="$q" OUTPUT_FILE="$tdir/output.log"
 	cpid=$SVC_PID
 	tail_env=(REQUEST_QUEUE="$q" INPUT_FILE="$tdir/input.log")
-	phelp=$("$BIN/producer" --help 2>/dev/null)
 	grep -q TAIL_STATE_DIR <<<"$phelp" && tail_env+=(TAIL_STATE_DIR="$tdir/state")
 	grep -q TAIL_FROM <<<"$phelp" && tail_env+=(TAIL_FROM=head)
 	cpu_mark tail consumer="$cpid" broker="$BROKER_PID"
-	t0=$EPOCHREALTIME
-	fact tail.t_start "$t0"
+	fact tail.t_start "$EPOCHREALTIME"
 	start_service producer tail "${tail_env[@]}"
-	ppid_=$SVC_PID
-	cpu_mark tail producer="$ppid_"
+	ppid=$SVC_PID
+	cpu_mark_new tail producer="$ppid"
 	if end=$("$PY" "$REPORT" wait-size "$tdir/output.log" "$size" "$TAIL_TIMEOUT"); then
 		fact tail.t_end "$end"
+		cpu_record tail
 		sleep 1 # a late duplicate would show in cmp
 	else
+		cpu_record tail
 		fact tail.timeout "$end"
 		log "warning: the output file did not reach the input's size within $TAIL_TIMEOUT s ($end)"
 	fi
-	cpu_record tail
-	if cmp -s "$tdir/input.log" "$tdir/output.log"; then fact tail.cmp identical; else fact tail.cmp differ; fi
+	if cmp -s "$tdir/input.log" "$tdir/output.log"; then
+		fact tail.cmp identical
+	else
+		fact tail.cmp differ
+	fi
 	fact tail.output_lines "$(wc -l <"$tdir/output.log" 2>/dev/null || echo -1)"
 	fact tail.depth "$(depth "$q" || echo -1)"
-	stop_service producer tail "$ppid_"
+	stop_service producer tail "$ppid"
 	stop_service consumer tail "$cpid"
 	delete_queue "$q"
 	if grep -q '^tail.cmp	identical' "$FACTS"; then rm -f "$tdir/input.log" "$tdir/output.log"; fi
-else
-	log "5/7 file tail: skipped (the producer has no INPUT_FILE yet)"
-	fact tail.status skipped
-	fact tail.why "no tailer"
-fi
+}
 
 # ---- 7. the consumer draining a pre-filled queue -------------------------------------------
-for mode in file plain; do
-	step=drain_$mode
-	q=bench.drain.$mode
-	log "7/7 consumer draining $DRAIN_COUNT queued messages ($([ $mode = file ] && echo with || echo without) OUTPUT_FILE)"
+step_drain() { # MODE: file (OUTPUT_FILE, the durable path) or plain (ack only)
+	local mode=$1 step=drain_$1 q=bench.drain.$1 cpid end
+	local out_env=()
 	delete_queue "$q"
 	fact "$step.count" "$DRAIN_COUNT"
 	fact "$step.prefill_out" "$LOGS/$step.prefill.out"
 	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue "$q" --declare \
 		--count "$DRAIN_COUNT" --window "$WINDOW" --id-prefix drain --timeout 600 \
 		>"$LOGS/$step.prefill.out" 2>&1 || log "warning: pre-filling $q failed"
-	out_env=()
-	if [ $mode = file ]; then
+	if [ "$mode" = file ]; then
 		rm -f "$WORK/drain.out"
 		out_env=(OUTPUT_FILE="$WORK/drain.out")
 	fi
-	t0=$EPOCHREALTIME
-	fact "$step.t_start" "$t0"
+	cpu_mark "$step" broker="$BROKER_PID"
+	fact "$step.t_start" "$EPOCHREALTIME"
 	start_service consumer "$step" REQUEST_QUEUE="$q" "${out_env[@]}"
 	cpid=$SVC_PID
-	cpu_mark "$step" consumer="$cpid" broker="$BROKER_PID"
+	cpu_mark_new "$step" consumer="$cpid"
 	if end=$("$PY" "$REPORT" wait-metric "$SVC_URL/metrics" messages_consumed_total \
 		"$DRAIN_COUNT" $((SECS * 30 + 60))); then
 		fact "$step.t_end" "$end"
@@ -412,11 +424,50 @@ for mode in file plain; do
 	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$SVC_URL/metrics" \
 		consumed=messages_consumed_total || true
 	fact "$step.depth" "$(depth "$q" || echo -1)"
-	[ $mode = file ] && fact "$step.output_lines" "$(wc -l <"$WORK/drain.out" 2>/dev/null || echo -1)"
+	if [ "$mode" = file ]; then
+		fact "$step.output_lines" "$(wc -l <"$WORK/drain.out" 2>/dev/null || echo -1)"
+	fi
 	stop_service consumer "$step" "$cpid"
 	delete_queue "$q"
 	rm -f "$WORK/drain.out"
-done
+}
+
+# ---- the run -------------------------------------------------------------------------------
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if want 1; then
+	log "1/7 broker limit: rq_amqp_tool publish, window $WINDOW, ~${SECS} s"
+	step_limit limit
+fi
+if want 2; then
+	for c in $CONNECTIONS; do
+		log "2/7 POST /produce, $c connections, ${SECS} s"
+		step_produce "produce_c$c" "bench.produce.c$c" produce.lua /produce "$c"
+	done
+fi
+if want 3; then
+	log "3/7 POST /batch-produce, $BATCH_SIZE messages per request, $BATCH_CONNS connections, ${SECS} s"
+	fact batch.batch_size "$BATCH_SIZE"
+	step_produce batch bench.batch batch.lua /batch-produce "$BATCH_CONNS"
+fi
+if want 4; then
+	log "4/7 request/reply, $RR_CONNS callers, ${SECS} s"
+	step_rr
+fi
+if want 5; then
+	log "5/7 file tail end to end, $TAIL_LINES lines"
+	step_tail
+fi
+if want 7; then
+	log "7/7 consumer draining $DRAIN_COUNT queued messages, with OUTPUT_FILE"
+	step_drain file
+	log "7/7 consumer draining $DRAIN_COUNT queued messages, without OUTPUT_FILE"
+	step_drain plain
+fi
+if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
+	log "1/7 broker limit again (drift over the run)"
+	step_limit limit_end
+fi
 
 fact meta.loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 cleanup

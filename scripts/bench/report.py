@@ -364,29 +364,39 @@ def summarize(d):
     res = {"meta": {k[5:]: v for k, v in facts.items() if k.startswith("meta.")}}
     checks, targets, rows = [], [], []
 
-    # 1. broker limit
-    lf = step_facts(facts, "limit")
-    tool = read_tool(lf.get("out", ""))
-    limit = tool["msgs_per_s"] if tool else None
-    res["broker_limit"] = dict(tool or {"error": "no figure (see %s)" % lf.get("out")},
-                               window=int(tofloat(lf.get("window"), 0)),
-                               cpu_s=cpu_of(lf, clk), wall_s=tofloat(lf.get("wall_s")))
-    if tool:
-        depth = int(tofloat(lf.get("depth"), -1))
-        ok = tool["confirmed"] == tool["published"] and depth == tool["confirmed"]
-        checks.append({"step": "1 broker limit", "result": "OK" if ok else "MISMATCH",
-                       "detail": "published %d, confirmed %d, queue depth %d"
-                       % (tool["published"], tool["confirmed"], depth)})
-    else:
-        checks.append({"step": "1 broker limit", "result": "MISMATCH",
-                       "detail": "the publish tool gave no figure"})
+    # 1. broker limit (and again at the end, as a measure of the drift during the run)
+    limit = None
+    for step, label in (("limit", "1 broker limit"), ("limit_end", "1 broker limit, at the end")):
+        lf = step_facts(facts, step)
+        if not lf:
+            continue
+        tool = read_tool(lf.get("out", ""))
+        key = "broker_limit" if step == "limit" else "broker_limit_at_end"
+        res[key] = dict(tool or {"error": "no figure (see %s)" % lf.get("out")},
+                        window=int(tofloat(lf.get("window"), 0)),
+                        cpu_s=cpu_of(lf, clk), wall_s=tofloat(lf.get("wall_s")))
+        if tool:
+            depth = int(tofloat(lf.get("depth"), -1))
+            ok = tool["confirmed"] == tool["published"] and depth == tool["confirmed"]
+            checks.append({"step": label, "result": "OK" if ok else "MISMATCH",
+                           "detail": "published %d, confirmed %d, queue depth %d"
+                           % (tool["published"], tool["confirmed"], depth)})
+        else:
+            checks.append({"step": label, "result": "MISMATCH",
+                           "detail": "the publish tool gave no figure"})
+        rate = tool["msgs_per_s"] if tool else None
+        if step == "limit":
+            limit = rate
+            rows.append(("1", "broker limit: confirmed publish (window %s)" % lf.get("window", "?"),
+                         fmt_rate(rate, " msg/s"), "100%" if rate else "-", None, None, None,
+                         "-", "", ""))
+        else:
+            end_row = ("1", "broker limit again at the end (drift)", fmt_rate(rate, " msg/s"),
+                       fmt_pct(rate / limit) if (rate and limit) else "-", None, None, None,
+                       "-", "", "")
 
     def ratio(v):
         return None if (v is None or not limit) else v / limit
-
-    rows.append(("1", "broker limit: confirmed publish (window %s)" % lf.get("window", "?"),
-                 fmt_rate(limit, " msg/s"), "100%" if limit else "-", None, None, None, "-",
-                 "", ""))
 
     # 2. /produce
     res["produce"] = []
@@ -549,6 +559,8 @@ def summarize(d):
                      fmt_rate(dr["msgs_per_s"], " msg/s"), fmt_pct(dr["ratio"]), None, None,
                      None, "-", "", ""))
 
+    if "end_row" in locals():
+        rows.insert(1, end_row)
     res["targets"] = targets
     res["checks"] = checks
     res["cpu_by_step"] = cpu_table(res)
@@ -585,6 +597,8 @@ def cpu_table(res):
 
     bl = res.get("broker_limit", {})
     add("1 broker limit", bl, bl.get("confirmed"))
+    bl = res.get("broker_limit_at_end", {})
+    add("1 limit at the end", bl, bl.get("confirmed"))
     for r in res.get("produce", []):
         if "error" not in r:
             add("2 /produce c=%d" % r["connections"], r, r["server_status"].get("201", 0)
@@ -611,6 +625,8 @@ def render(res, rows):
                  % (m.get("date", "?"), m.get("host", "?"), m.get("nproc", "?"),
                     m.get("build_type", "?"), m.get("git", "?"), m.get("bench_seconds", "?"),
                     m.get("loadavg_start", "?"), m.get("loadavg_end", "?")))
+    if m.get("services_env", "").strip():
+        lines.append("service settings: %s" % m["services_env"].strip())
     lines.append("")
     hdr = ("#", "measure", "rate", "vs limit", "p50", "p99", "p99.9", "errors", "target",
            "result")
