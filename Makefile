@@ -6,7 +6,7 @@
 #   make monitor             live terminal view (health, queue depth, rates, consumers, DLQ)
 #   make test                everything CI runs (unit, sanitizers, integration, system, ops checks)
 #   make status              local mode: what runs, with pids and URLs
-#   make bench | clean | deps | build | env-example | prometheusrule | help
+#   make bench | fuzz | clean | deps | build | env-example | prometheusrule | help
 #
 # Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
 # Ports: AMQP_PORT (5672), MGMT_PORT (15672), PRODUCER_PORT (5000), CONSUMER_PORT (8000: the
@@ -19,6 +19,7 @@ BUILD_DIR ?= build
 ASAN_DIR ?= build-asan
 RUN_DIR ?= run
 N ?= 3
+FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 COMPOSE ?= docker compose
 PYTHON ?= /usr/bin/python3
@@ -28,7 +29,7 @@ export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
 # True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
 DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 
-.PHONY: help deps build test run up down logs scale-consumer monitor bench clean status prometheusrule env-example
+.PHONY: help deps build test run up down logs scale-consumer monitor bench fuzz clean status prometheusrule env-example
 
 help:
 	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
@@ -85,6 +86,9 @@ monitor:
 	else \
 		$(PYTHON) scripts/monitor.py --run-dir $(RUN_DIR) $(MONITOR_ARGS); \
 	fi
+
+fuzz:
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench:
 	@if [ -f scripts/bench.sh ]; then \

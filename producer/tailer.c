@@ -116,7 +116,7 @@ struct rq_tailer {
     int64_t last_save_ms;
     int save_error_logged;
 
-    int64_t retry_at_ms;
+    int64_t retry_at_ms, refused_since_ms;
     int backoff_ms, refused_logged, waiting_logged, read_error_logged;
     uint64_t overlong_counted;
 
@@ -258,9 +258,9 @@ static void watch_dir(rq_tailer_t *t, int64_t now)
                                       IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
 }
 
-/* Makes fd the file being read, from `offset`, as generation `file_id` (NULL: a new one).
- * Saves the position before any line of it is handed out. */
-static void start_generation(rq_tailer_t *t, int fd, const rq_tail_ident_t *id,
+/* Makes fd (`name`, for logs) the file being read, from `offset`, as generation `file_id`
+ * (NULL: a new one). Saves the position before any line of it is handed out. */
+static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_tail_ident_t *id,
                              const unsigned char *head, int64_t offset, const char *file_id)
 {
     unsigned char before[W];
@@ -300,7 +300,7 @@ static void start_generation(rq_tailer_t *t, int fd, const rq_tail_ident_t *id,
     t->stats.read_offset = offset;
     t->stats.following = 1;
     pthread_mutex_unlock(&t->lock);
-    rq_info("tailer: following %s (file id %s) from offset %" PRId64, t->path, t->file_id, offset);
+    rq_info("tailer: following %s (file id %s) from offset %" PRId64, name, t->file_id, offset);
 }
 
 static void count_rotation(rq_tailer_t *t)
@@ -347,7 +347,7 @@ static int find_rotated(rq_tailer_t *t, char *name, size_t namelen)
  * in the folder. Returns 1 when resumed there. */
 static int resume_rotated(rq_tailer_t *t)
 {
-    char name[256];
+    char name[256], full[600];
     rq_tail_ident_t id;
     unsigned char head[RQ_TAIL_FP_BYTES];
     int fd = find_rotated(t, name, sizeof(name));
@@ -358,9 +358,10 @@ static int resume_rotated(rq_tailer_t *t)
         close(fd);
         return 0;
     }
-    rq_info("tailer: %s was rotated while stopped; finishing %s/%s first", t->path, t->dir, name);
+    snprintf(full, sizeof(full), "%s/%s", t->dir, name);
+    rq_info("tailer: %s was rotated while stopped; finishing %s first", t->path, full);
     t->first_open = 0;
-    start_generation(t, fd, &id, head, t->loaded.offset, t->loaded.file_id);
+    start_generation(t, fd, full, &id, head, t->loaded.offset, t->loaded.file_id);
     t->rotated = 1;
     t->rotated_ms = rq_mono_ms();
     count_rotation(t);
@@ -393,7 +394,7 @@ static void open_path(rq_tailer_t *t)
         return;
     }
     if (!t->first_open) {
-        start_generation(t, fd, &id, head, 0, NULL);
+        start_generation(t, fd, t->path, &id, head, 0, NULL);
         return;
     }
     if (t->have_state == 1) {
@@ -401,7 +402,7 @@ static void open_path(rq_tailer_t *t)
         if (m == RQ_TAIL_SAME) {
             t->first_open = 0;
             rq_info("tailer: resuming %s at saved offset %" PRId64, t->path, t->loaded.offset);
-            start_generation(t, fd, &id, head, t->loaded.offset, t->loaded.file_id);
+            start_generation(t, fd, t->path, &id, head, t->loaded.offset, t->loaded.file_id);
             return;
         }
         if (m == RQ_TAIL_OTHER) {
@@ -418,15 +419,15 @@ static void open_path(rq_tailer_t *t)
         }
         count_rotation(t);
         t->first_open = 0;
-        start_generation(t, fd, &id, head, 0, NULL);
+        start_generation(t, fd, t->path, &id, head, 0, NULL);
         return;
     }
     t->first_open = 0;
     if (t->have_state < 0) {
-        start_generation(t, fd, &id, head, 0, NULL); /* unreadable state: never skip */
+        start_generation(t, fd, t->path, &id, head, 0, NULL); /* unreadable state: never skip */
         return;
     }
-    start_generation(t, fd, &id, head, t->o.from_end ? (int64_t)sb.st_size : 0, NULL);
+    start_generation(t, fd, t->path, &id, head, t->o.from_end ? (int64_t)sb.st_size : 0, NULL);
 }
 
 /* ---- jobs ------------------------------------------------------------------------------ */
@@ -761,10 +762,18 @@ static void submit_ready(rq_tailer_t *t, int64_t now)
             if (t->backoff_ms > BACKOFF_MAX_MS)
                 t->backoff_ms = BACKOFF_MAX_MS;
             t->retry_at_ms = now + t->backoff_ms;
-            if (!t->refused_logged)
-                rq_warn("tailer: the publisher refused lines (%s); retrying",
+            /* brief refusals (starting up, a reconnect) are routine; a long streak is not */
+            if (t->refused_logged == 0) {
+                t->refused_since_ms = now;
+                rq_info("tailer: the publisher refused lines (%s); retrying",
                         j->job.error ? j->job.error : "refused");
-            t->refused_logged = 1;
+                t->refused_logged = 1;
+            } else if (t->refused_logged == 1 && now - t->refused_since_ms > 10000) {
+                rq_warn("tailer: the publisher has refused lines for %" PRId64 " s (%s); still "
+                        "retrying, reading is paused",
+                        (now - t->refused_since_ms) / 1000, j->job.error ? j->job.error : "");
+                t->refused_logged = 2;
+            }
             return;
         }
         if (t->refused_logged)
@@ -851,7 +860,7 @@ static void do_action(rq_tailer_t *t)
     if (t->dirty)
         save_now(t);
     if (t->action == ACT_RESTART && rq_tail_ident_of_fd(t->fd, &id, head) == 0) {
-        start_generation(t, t->fd, &id, head, 0, NULL);
+        start_generation(t, t->fd, t->path, &id, head, 0, NULL);
         return;
     }
     rq_info("tailer: finished the old file (file id %s) at offset %" PRId64, t->file_id,

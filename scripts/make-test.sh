@@ -4,7 +4,8 @@
 # Steps, each counted once in the closing line `make test: N passed, M failed`:
 #   unit tests (ctest, BUILD_DIR)          sanitizer build (ASAN_DIR, ASan+UBSan) + its unit tests
 #   integration + system tests             (tests/integration/run.sh: its own broker, free ports)
-#   .env.example = `producer --print-env-example`
+#   .env.example = `producer --print-env-example`; README's config table = .env.example
+#   fuzzing: each libFuzzer harness for FUZZ_SECONDS (10) under ASan+UBSan (scripts/fuzz.sh)
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 # A failed step does not stop the others (the build steps excepted); exit 1 when any failed.
@@ -88,6 +89,8 @@ env_example() {
 		echo ".env.example matches the config table"
 }
 step ".env.example up to date (make env-example)" env_example
+step "README configuration table up to date" "$PYTHON" scripts/gen-readme-config.py --check
+step "fuzzing, ${FUZZ_SECONDS:-10} s per harness (scripts/fuzz.sh)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py
 step "promtool check rules" promtool check rules prometheus/alerts.yml
 step "promtool check config" promtool check config prometheus/prometheus.yml

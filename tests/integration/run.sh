@@ -145,6 +145,11 @@ else
 	log "tests/integration/test_consumer.sh not present: skipped"
 fi
 
+# Issue 3's promise under faults: every tailed line in the output exactly once, in order.
+step "tail faults: rotate, copytruncate, kill -9 both, broker restart (test_tail_faults.py)" 300 \
+	"$PY" "$here/test_tail_faults.py" --build-dir "$BUILD_DIR" --lines "${TAIL_FAULT_LINES:-30000}" \
+	--seconds "${TAIL_FAULT_SECONDS:-40}"
+
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"
 verify_out=$("$PY" - "$EXPECTED" "$OUTPUT" <<'EOF'
