@@ -1,6 +1,9 @@
 /* util.c - time, ids, UTF-8 validation and an interruptible sleep. */
 #include "util.h"
 
+#include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
 #include <time.h>
 #include <uuid/uuid.h>
 
@@ -76,11 +79,63 @@ char *rq_iso8601(int64_t epoch_ms, char *out)
     return out;
 }
 
+/* A per-thread xoshiro256** generator seeded from getrandom(2). libuuid's
+ * uuid_generate_random() re-reads the kernel's entropy and re-seeds random(3) on every call
+ * (getpid, getuid, srandom: about 5 % of the producer's CPU at load); ids need uniqueness,
+ * not secrecy, and 122 random bits from a well-seeded generator give that. Not fork-safe
+ * (a child would repeat the parent's sequence); the services never fork. */
+static _Thread_local uint64_t rng[4];
+static _Thread_local int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t rng_next(void)
+{
+    uint64_t result, t;
+
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            uuid_t u; /* getrandom unavailable: fall back to libuuid once for the seed */
+            uuid_generate(u);
+            memcpy(rng, u, sizeof(u));
+            uuid_generate(u);
+            memcpy(&rng[2], u, sizeof(u));
+        }
+        rng[0] |= 1; /* never all zero */
+        rng_seeded = 1;
+    }
+    result = rotl(rng[1] * 5, 7) * 9;
+    t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return result;
+}
+
 void rq_uuid(char *out)
 {
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, out);
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    uint64_t a = rng_next(), c = rng_next();
+    int j = 0;
+
+    memcpy(b, &a, 8);
+    memcpy(b + 8, &c, 8);
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10 */
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[j++] = '-';
+        out[j++] = hex[b[i] >> 4];
+        out[j++] = hex[b[i] & 15];
+    }
+    out[j] = '\0';
 }
 
 /* Well-formed UTF-8 byte sequences, Unicode 15 table 3-7. */
