@@ -18,7 +18,8 @@ PACKAGES=(
 	curl wrk
 	python3 python3-yaml
 	prometheus # ships promtool (Debian has no separate promtool package)
-	clang      # libFuzzer builds
+	clang libclang-rt-14-dev # libFuzzer builds (the runtime is only a Recommends of clang)
+	openssl valgrind         # TLS test certificates; the memcheck run in make test
 )
 
 case "${1:-}" in
