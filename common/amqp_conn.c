@@ -1,6 +1,7 @@
 /* amqp_conn.c - connection set-up and topology for rabbitmq-c 0.11. */
 #include "amqp_conn.h"
 
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,57 @@ int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t 
     return -1;
 }
 
+/* The CA bundle used when RABBITMQ_TLS_CA is empty (Debian's ca-certificates). */
+#define RQ_SYSTEM_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+
+/* Creates the TLS socket of conn as configured: CA, client certificate, verification, TLS
+ * 1.2 or later. Returns it (owned by conn), or NULL with err filled. */
+static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
+                                 char *err, size_t errlen)
+{
+    const char *ca = cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0' ? cfg->tls_ca
+                                                                  : RQ_SYSTEM_CA_BUNDLE;
+    int has_cert = cfg->tls_cert != NULL && cfg->tls_cert[0] != '\0';
+    int has_key = cfg->tls_key != NULL && cfg->tls_key[0] != '\0';
+    amqp_socket_t *sock = amqp_ssl_socket_new(conn);
+    int rc;
+
+    if (sock == NULL) {
+        snprintf(err, errlen, "cannot create a TLS socket (OpenSSL initialisation failed)");
+        return NULL;
+    }
+    if (has_cert != has_key) {
+        snprintf(err, errlen, "RABBITMQ_TLS_CERT and RABBITMQ_TLS_KEY must be set together");
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_peer(sock, cfg->tls_verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_hostname(sock, cfg->tls_verify ? 1 : 0);
+    rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "TLS: cannot require TLS 1.2 or later: %s", amqp_error_string2(rc));
+        return NULL;
+    }
+    if (cfg->tls_verify || (cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0')) {
+        rc = amqp_ssl_socket_set_cacert(sock, ca);
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "RABBITMQ_TLS_CA %s: cannot load the CA certificates: %s", ca,
+                     amqp_error_string2(rc));
+            return NULL;
+        }
+    }
+    if (has_cert) {
+        rc = amqp_ssl_socket_set_key(sock, cfg->tls_cert, cfg->tls_key);
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen,
+                     "RABBITMQ_TLS_CERT %s / RABBITMQ_TLS_KEY %s: cannot load the client "
+                     "certificate and key: %s",
+                     cfg->tls_cert, cfg->tls_key, amqp_error_string2(rc));
+            return NULL;
+        }
+    }
+    return sock;
+}
+
 amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen)
 {
     amqp_connection_state_t conn = amqp_new_connection();
@@ -82,10 +134,16 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    sock = amqp_tcp_socket_new(conn);
-    if (sock == NULL) {
-        snprintf(err, errlen, "cannot create TCP socket");
-        goto fail;
+    if (cfg->tls) {
+        sock = tls_socket(conn, cfg, err, errlen);
+        if (sock == NULL)
+            goto fail;
+    } else {
+        sock = amqp_tcp_socket_new(conn);
+        if (sock == NULL) {
+            snprintf(err, errlen, "cannot create TCP socket");
+            goto fail;
+        }
     }
     tv.tv_sec = cfg->connect_timeout_ms / 1000;
     tv.tv_usec = (cfg->connect_timeout_ms % 1000) * 1000;
@@ -94,8 +152,14 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     amqp_set_rpc_timeout(conn, &tv);
     rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "cannot connect to %s:%d: %s", cfg->host, cfg->port,
-                 amqp_error_string2(rc));
+        snprintf(err, errlen, "cannot connect to %s%s:%d: %s%s", cfg->tls ? "amqps://" : "",
+                 cfg->host, cfg->port, amqp_error_string2(rc),
+                 cfg->tls && (rc == AMQP_STATUS_SSL_ERROR ||
+                              rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
+                              rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
+                              rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
+                     ? " (check RABBITMQ_TLS_CA, the broker's certificate and RABBITMQ_HOST)"
+                     : "");
         goto fail;
     }
     /* Ask for connection.blocked notices (resource alarms) and consumer-cancel notices. */

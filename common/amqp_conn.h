@@ -44,9 +44,12 @@ int rq_backoff_next(rq_backoff_t *b);
 /* Forgets past failures (call after a successful connection). */
 void rq_backoff_reset(rq_backoff_t *b);
 
-/* Opens a TCP connection to cfg->host:port, logs in (PLAIN) with cfg's heartbeat, and opens
- * channel 1. Returns the connection (owned by the caller, close with rq_amqp_close()), or
- * NULL with a human-readable reason in err (credentials never included). */
+/* Opens a TCP connection to cfg->host:port (TLS when cfg->tls: AMQPS with TLS 1.2+, the CA
+ * bundle cfg->tls_ca or the system one, an optional client certificate, and peer plus host
+ * name verification unless cfg->tls_verify is false), logs in (PLAIN) with cfg's heartbeat,
+ * and opens channel 1. Returns the connection (owned by the caller, close with
+ * rq_amqp_close()), or NULL with a human-readable reason in err (credentials never
+ * included; a verification failure says so). */
 amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen);
 
 /* Closes channel and connection politely (bounded by a short timeout) and frees it.

@@ -42,6 +42,10 @@ static const char *const tail_overlongs[] = {"split", "skip", NULL};
     {                                                                                              \
         name, RQ_CFG_ENUM, def, FIELD(f), 0, 0, 0, 0, choices, svc, 0, grp, desc                   \
     }
+#define S_BOOL(name, def, f, svc, grp, desc)                                                       \
+    {                                                                                              \
+        name, RQ_CFG_BOOL, def, FIELD(f), 0, 0, 0, 0, NULL, svc, 0, grp, desc                      \
+    }
 
 #define ALL RQ_SVC_ALL
 #define PROD RQ_SVC_PRODUCER
@@ -55,6 +59,26 @@ static const char *const tail_overlongs[] = {"split", "skip", NULL};
 static const rq_cfg_desc_t settings[] = {
     S_ENUM("LOG_LEVEL", "info", log_level, log_levels, ALL, G_GEN,
            "Lowest level of the JSON log lines written to stderr"),
+    S_INT("HTTP_CONNECTION_TIMEOUT_S", "30", http_connection_timeout_s, 0, 86400, ALL, G_GEN,
+          "An HTTP connection idle (nothing received or sent) this many seconds is closed, "
+          "which frees the slot of a slow client (slowloris); requests waiting for the broker "
+          "are not affected; 0 disables the timeout"),
+    S_INT("HTTP_MAX_CONNECTIONS", "8192", http_max_connections, 1, 1000000, ALL, G_GEN,
+          "Most open HTTP connections per service; beyond, new connections are closed at once "
+          "(counted in http_connections_rejected_total)"),
+    S_INT("HTTP_MAX_CONNECTIONS_PER_IP", "0", http_max_connections_per_ip, 0, 1000000, ALL,
+          G_GEN,
+          "Most open HTTP connections from one client address; beyond, new ones are closed at "
+          "once; 0 sets no per-address limit"),
+    S_INT("MAX_HEADER_BYTES", "32768", max_header_bytes, 4096, 1048576, ALL, G_GEN,
+          "Memory per HTTP connection for the request line and headers (libmicrohttpd's "
+          "connection memory limit); a longer URL gets 414, larger headers 431"),
+    S_STR("HTTP_TLS_CERT", "", http_tls_cert, 0, 4095, ALL, G_GEN, 0,
+          "PEM certificate chain file: with HTTP_TLS_KEY the HTTP port speaks HTTPS only; "
+          "empty: plain HTTP"),
+    S_STR("HTTP_TLS_KEY", "", http_tls_key, 0, 4095, ALL, G_GEN, 0,
+          "PEM private key file (unencrypted) of HTTP_TLS_CERT; keep it readable by the "
+          "service only"),
 
     S_STR("RABBITMQ_HOST", "localhost", rabbitmq.host, 1, 255, ALL, G_MQ, 0,
           "Broker host name or IP address"),
@@ -67,6 +91,20 @@ static const rq_cfg_desc_t settings[] = {
           "AMQP heartbeat interval in seconds; 0 disables heartbeats"),
     S_INT("RABBITMQ_CONNECT_TIMEOUT_MS", "5000", rabbitmq.connect_timeout_ms, 100, 120000, ALL,
           G_MQ, "Deadline for connecting and logging in to the broker, in milliseconds"),
+    S_BOOL("RABBITMQ_TLS", "false", rabbitmq.tls, ALL, G_MQ,
+           "Connect with AMQPS (TLS); set RABBITMQ_PORT to the broker's TLS listener, usually "
+           "5671"),
+    S_STR("RABBITMQ_TLS_CA", "", rabbitmq.tls_ca, 0, 4095, ALL, G_MQ, 0,
+          "PEM file of the CA certificates trusted to sign the broker's certificate; empty: "
+          "the system bundle /etc/ssl/certs/ca-certificates.crt"),
+    S_STR("RABBITMQ_TLS_CERT", "", rabbitmq.tls_cert, 0, 4095, ALL, G_MQ, 0,
+          "PEM client certificate chain for brokers that require one (with RABBITMQ_TLS_KEY); "
+          "empty: none"),
+    S_STR("RABBITMQ_TLS_KEY", "", rabbitmq.tls_key, 0, 4095, ALL, G_MQ, 0,
+          "PEM private key (unencrypted) of RABBITMQ_TLS_CERT"),
+    S_BOOL("RABBITMQ_TLS_VERIFY", "true", rabbitmq.tls_verify, ALL, G_MQ,
+           "Verify the broker's certificate chain and that it names RABBITMQ_HOST; turn off "
+           "only for a test broker"),
     S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
           "Durable queue the producer publishes to and consumers read; derived queues add a "
           "suffix"),
@@ -102,6 +140,24 @@ static const rq_cfg_desc_t settings[] = {
           "Messages the publisher may hold unconfirmed before requests get 503"),
     S_INT("HTTP_THREADS", "2", http_threads, 1, 64, PROD, G_PROD,
           "Threads serving the producer's HTTP API"),
+    S_STR("API_KEYS_FILE", "", api_keys_file, 0, 4095, PROD, G_PROD, 0,
+          "File of API keys, one `key-id:secret[:scopes]` or `key-id:sha256:<hex>[:scopes]` "
+          "per line (# comments); when keys are set, every endpoint but /health* and /metrics "
+          "needs `Authorization: Bearer <secret>`; re-read on SIGHUP"),
+    S_STR("API_KEYS", "", api_keys, 0, 65535, PROD, G_PROD, RQ_CFG_SECRET,
+          "API keys as comma-separated entries in the API_KEYS_FILE format, added to the "
+          "file's; scopes are produce, batch, dlq, messages (default: all)"),
+    S_DBL("RATE_LIMIT_RPS", "0", rate_limit_rps, 0, 1000000, PROD, G_PROD,
+          "Requests per second allowed per API key (per client address without keys), as a "
+          "token bucket; beyond, 429 with Retry-After; 0 turns rate limiting off"),
+    S_INT("RATE_LIMIT_BURST", "0", rate_limit_burst, 0, 1000000, PROD, G_PROD,
+          "Requests a client may send at once above the rate (the bucket size); 0 means "
+          "RATE_LIMIT_RPS rounded up (at least 1)"),
+    S_INT("RATE_LIMIT_MAX_CLIENTS", "10000", rate_limit_max_clients, 16, 10000000, PROD, G_PROD,
+          "Rate-limit buckets kept in memory (about 200 bytes each); the least recently seen "
+          "client is forgotten beyond"),
+    S_INT("MAX_JSON_DEPTH", "64", max_json_depth, 1, 1000, PROD, G_PROD,
+          "Deepest nesting of arrays and objects accepted in a request body; deeper gets 400"),
     S_STR("INPUT_FILE", "", input_file, 0, 4095, PROD, G_PROD, 0,
           "File the producer tails: every line appended to it is published to the request "
           "queue, in order, at least once (rotation by rename, copytruncate and delete plus "
@@ -124,8 +180,8 @@ static const rq_cfg_desc_t settings[] = {
           "Interval of the stat polling that backs up inotify (the only watch when inotify is "
           "unavailable), in milliseconds"),
     S_INT("TAIL_ROTATE_WAIT_MS", "1000", tail_rotate_wait_ms, 0, 600000, PROD, G_PROD,
-          "After a rotation or deletion, how long the old file is still read for late writes "
-          "before the new file at the path is followed, in milliseconds"),
+          "After a rotation (another file at the path) or deletion, how long the old file is "
+          "still read for late writes before the new file is followed, in milliseconds"),
     S_INT("TAIL_BATCH_LINES", "500", tail_batch_lines, 1, 100000, PROD, G_PROD,
           "Most tailed lines handed to the publisher in one job"),
     S_INT("TAIL_MAX_INFLIGHT_JOBS", "16", tail_max_inflight_jobs, 1, 1024, PROD, G_PROD,

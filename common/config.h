@@ -13,6 +13,7 @@
 #ifndef RQ_CONFIG_H
 #define RQ_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -39,12 +40,24 @@ typedef struct RabbitMQConfig {
     int prefetch;         /* PREFETCH_COUNT, 1..65535, default 100 */
     int max_retries;      /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
     int retry_base_ms;    /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
-    /* TLS (AMQPS) settings are added by the security work; plain TCP until then. */
+    bool tls;             /* RABBITMQ_TLS: AMQPS (TLS) instead of plain TCP, default false */
+    char *tls_ca;         /* RABBITMQ_TLS_CA: CA bundle (PEM) to verify the broker, default "" (system bundle) */
+    char *tls_cert;       /* RABBITMQ_TLS_CERT: client certificate chain (PEM), default "" (none) */
+    char *tls_key;        /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
+    bool tls_verify;      /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default true */
 } RabbitMQConfig;
 
 typedef struct rq_config {
     RabbitMQConfig rabbitmq;
     char *log_level;          /* LOG_LEVEL: debug|info|warn|error, default info */
+
+    /* HTTP servers of both services (limits against hostile clients, TLS) */
+    int http_connection_timeout_s; /* HTTP_CONNECTION_TIMEOUT_S: idle connection timeout, 0..86400 (0 = none), default 30 */
+    int http_max_connections;      /* HTTP_MAX_CONNECTIONS: open connections in total, 1..1000000, default 8192 */
+    int http_max_connections_per_ip; /* HTTP_MAX_CONNECTIONS_PER_IP: 0..1000000 (0 = no limit), default 0 */
+    int max_header_bytes;          /* MAX_HEADER_BYTES: per-connection memory for request line + headers, 4096..1048576, default 32768 */
+    char *http_tls_cert;           /* HTTP_TLS_CERT: PEM certificate chain for HTTPS, default "" (plain HTTP) */
+    char *http_tls_key;            /* HTTP_TLS_KEY: PEM private key for HTTPS, default "" */
 
     /* producer */
     char *producer_bind;      /* PRODUCER_BIND, default 127.0.0.1 */
@@ -57,6 +70,14 @@ typedef struct rq_config {
     int message_store_size;   /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id}, 0..10000000, default 10000 */
     int max_pending;          /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default 100000 */
     int http_threads;         /* HTTP_THREADS, 1..64, default 2 */
+
+    /* producer: access control and abuse limits (producer/auth.h, producer/ratelimit.h) */
+    char *api_keys_file;      /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */
+    char *api_keys;           /* API_KEYS: comma-separated key entries, default ""; secret */
+    double rate_limit_rps;    /* RATE_LIMIT_RPS: requests per second per key/address, 0..1000000 (0 = off), default 0 */
+    int rate_limit_burst;     /* RATE_LIMIT_BURST: bucket size, 0..1000000 (0 = max(1, ceil(RPS))), default 0 */
+    int rate_limit_max_clients; /* RATE_LIMIT_MAX_CLIENTS: buckets kept (least recently used evicted), 16..10000000, default 10000 */
+    int max_json_depth;       /* MAX_JSON_DEPTH: nesting of arrays/objects in a body, 1..1000, default 64 */
 
     /* producer: file tailing (producer/tailer.h) */
     char *input_file;         /* INPUT_FILE: file to tail, default "" (no tailing) */

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "config.h"
+#include "http_server.h"
 #include "http_util.h"
 #include "log.h"
 #include "metrics.h"
@@ -52,13 +53,16 @@ static enum MHD_Result handle_http(void *cls, struct MHD_Connection *conn, const
     return rq_http_reply_error(conn, 404, "not found");
 }
 
-/* Starts the HTTP server on bind:port. Returns the daemon, or NULL (logged). */
-static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_t *common)
+/* Starts the HTTP server on bind:port with the shared limits and optional HTTPS of `srv`
+ * (prepared, outliving the daemon). Returns the daemon, or NULL (logged). */
+static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_t *common,
+                                     rq_http_server_t *srv)
 {
     struct addrinfo hints;
     struct addrinfo *ai = NULL;
     struct MHD_Daemon *d = NULL;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned int flags =
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | rq_http_server_flags(srv);
     char portstr[16];
     int rc;
 
@@ -74,9 +78,10 @@ static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_
     }
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_http, common,
-                         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT,
-                         (unsigned int)30, MHD_OPTION_END);
+    /* Timeout, connection caps, header memory, HTTPS and the logger come from the array. */
+    d = MHD_start_daemon(flags, (uint16_t)port, rq_http_server_accept, srv, handle_http, common,
+                         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_ARRAY,
+                         rq_http_server_options(srv), MHD_OPTION_END);
     if (d == NULL)
         rq_error("cannot start the HTTP server on %s:%d: %s", bind, port,
                  errno != 0 ? strerror(errno) : "unknown error");
@@ -96,11 +101,13 @@ int main(int argc, char **argv)
     rq_worker_t *worker = NULL;
     struct MHD_Daemon *http = NULL;
     rq_http_common_t common;
+    rq_http_server_t srv;
     char err[512];
     int status = 1;
     int rc;
 
     memset(&cfg, 0, sizeof(cfg));
+    memset(&srv, 0, sizeof(srv));
     rc = rq_config_from_args(&cfg, argc, argv, "consumer", RQ_SVC_CONSUMER);
     if (rc == 1)
         return 0;
@@ -134,11 +141,15 @@ int main(int argc, char **argv)
         common.metrics = metrics;
         common.ready = rq_worker_ready;
         common.ready_arg = worker;
-        http = start_http(cfg.consumer_bind, cfg.consumer_port, &common);
+        if (rq_http_server_prepare(&srv, &cfg, NULL, err, sizeof(err)) != 0) {
+            rq_error("%s", err);
+            goto out;
+        }
+        http = start_http(cfg.consumer_bind, cfg.consumer_port, &common, &srv);
         if (http == NULL)
             goto out;
-        rq_info("consumer %s: health and metrics on http://%s:%d", RQ_VERSION, cfg.consumer_bind,
-                cfg.consumer_port);
+        rq_info("consumer %s: health and metrics on %s://%s:%d", RQ_VERSION,
+                rq_http_server_scheme(&srv), cfg.consumer_bind, cfg.consumer_port);
     } else {
         rq_info("consumer %s: HTTP disabled (CONSUMER_PORT=0)", RQ_VERSION);
     }
@@ -148,6 +159,7 @@ int main(int argc, char **argv)
 out:
     if (http != NULL)
         MHD_stop_daemon(http);
+    rq_http_server_clear(&srv);
     rq_worker_free(worker);
     rq_output_free(out);
     rq_metrics_free(metrics);

@@ -11,7 +11,7 @@
  *     "fail_times" (integer >= 0, optional). Other members are ignored.
  *   - application/octet-stream and text/plain (tailed lines): the body is the line, byte for
  *     byte (NUL, \r and invalid UTF-8 included); the id is the message_id property.
- * Anything else is undecodable: the caller rejects it without requeue.
+ * Anything else is undecodable: the caller dead-letters it (retry.h).
  *
  * The output line is a string payload verbatim (it may hold any character, even '\n'), any
  * other payload compact-serialized (JSON_COMPACT | JSON_ENCODE_ANY, keys in their original

@@ -12,17 +12,28 @@
 #include "amqp_conn.h"
 #include "log.h"
 #include "message.h"
+#include "retry.h"
 #include "settle.h"
 #include "util.h"
 
 #define POLL_MS 100            /* how often the stop flag is checked while idle */
 #define OUTPUT_ERROR_PAUSE 1.0 /* seconds to pause after a failed output write */
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
+#define CONFIRM_TIMEOUT_MS 10000 /* longest wait for the broker to confirm retry/DLQ copies */
+#define COPY_CHANNEL 2           /* confirm-mode channel for retry/DLQ copies (see worker.h) */
 
 enum { ST_CONNECTING = 0, ST_READY = 1, ST_STOPPING = 2 };
 
 /* Results of consume_one(). */
 enum { GOT_NOTHING = 0, GOT_DELIVERY = 1, GOT_OTHER_FRAME = 2 };
+
+/* What an acked delivery leaves behind besides the ack. */
+enum {
+    ROUTE_NONE = 0,        /* processed: output line and reply */
+    ROUTE_RETRY,           /* failed: a copy to <q>.retry.(attempt+1) */
+    ROUTE_DLQ_FAILED,      /* failed its last attempt: a copy to <q>.dlq */
+    ROUTE_DLQ_UNDECODABLE, /* cannot be decoded: a copy to <q>.dlq */
+};
 
 typedef struct item {
     amqp_envelope_t env;
@@ -30,6 +41,9 @@ typedef struct item {
     int64_t recv_ns;
     rq_message_t msg;
     rq_disp_t disp;
+    int attempt;   /* x-relayq-attempt of the delivery (0: first) */
+    int route;     /* ROUTE_*, meaningful when disp is RQ_DISP_ACK */
+    char why[256]; /* failure text for the copy's headers */
 } item_t;
 
 struct rq_worker {
@@ -51,6 +65,21 @@ struct rq_worker {
     rq_settle_op_t *ops;
 
     rq_backoff_t backoff;
+
+    /* Copies are published on COPY_CHANNEL, in confirm mode: copy k of the connection gets
+     * delivery tag k (pub_seq counts them). The copies of the commit in progress are
+     * confirmed before their originals are acked on RQ_AMQP_CHANNEL. */
+    uint64_t pub_seq;
+    uint64_t *copy_tags; /* delivery tags of the copies of the current commit */
+    unsigned char *copy_done;
+    size_t ncopies;
+    size_t copies_left;
+    int copy_failed; /* a copy was nacked or returned (unroutable) */
+    char copy_error[200];
+
+    /* deliveries read while waiting for confirms, handed out before reading new ones */
+    amqp_envelope_t *stash;
+    size_t stash_cap, stash_head, stash_len;
 
     /* shared with rq_worker_ready() */
     atomic_int state;
@@ -91,6 +120,8 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
     static const char *const reason_label[] = {"reason"};
     static const char *const decode[] = {"decode"};
     static const char *const output[] = {"output"};
+    static const char *const failed[] = {"failed"};
+    static const char *const undecodable[] = {"undecodable"};
     rq_metric_t *f;
 
     memset(wm, 0, sizeof(*wm));
@@ -114,11 +145,22 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
          "output write and sync, reply), in seconds.",
          rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
     f = rq_metrics_counter(reg, "message_processing_errors_total",
-                           "Messages that could not be processed, by reason (decode: rejected "
-                           "without requeue; output: output file error, requeued).",
+                           "Processing attempts that failed, by reason (decode: undecodable, "
+                           "sent to the DLQ; output: output file error, requeued; failed: "
+                           "processing failed, retried or dead-lettered).",
                            1, reason_label);
     if (f == NULL || (wm->errors_decode = rq_metric_series(f, 1, decode)) == NULL ||
-        (wm->errors_output = rq_metric_series(f, 1, output)) == NULL)
+        (wm->errors_output = rq_metric_series(f, 1, output)) == NULL ||
+        (wm->errors_failed = rq_metric_series(f, 1, failed)) == NULL)
+        return -1;
+    SIMPLE(retries, counter, "consumer_retries_total",
+           "Failed attempts sent to a delay queue (<queue>.retry.N) for another attempt.");
+    f = rq_metrics_counter(reg, "consumer_dead_lettered_total",
+                           "Messages this consumer sent to the dead-letter queue, by reason "
+                           "(failed: every attempt failed; undecodable: cannot be parsed).",
+                           1, reason_label);
+    if (f == NULL || (wm->dead_failed = rq_metric_series(f, 1, failed)) == NULL ||
+        (wm->dead_undecodable = rq_metric_series(f, 1, undecodable)) == NULL)
         return -1;
     HIST(consume_latency, "consumer_queue_consume_latency_seconds",
          "Time from publication (x-published-ms header, else the timestamp property) to "
@@ -166,12 +208,50 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     w->tags = calloc(cap, sizeof(*w->tags));
     w->disps = calloc(cap, sizeof(*w->disps));
     w->ops = calloc(cap, sizeof(*w->ops));
-    if (w->items == NULL || w->olines == NULL ||
-        w->tags == NULL || w->disps == NULL || w->ops == NULL) {
+    w->copy_tags = calloc(cap, sizeof(*w->copy_tags));
+    w->copy_done = calloc(cap, sizeof(*w->copy_done));
+    if (w->items == NULL || w->olines == NULL || w->tags == NULL || w->disps == NULL ||
+        w->ops == NULL || w->copy_tags == NULL || w->copy_done == NULL) {
         rq_worker_free(w);
         return NULL;
     }
     return w;
+}
+
+/* Frees the deliveries read ahead while waiting for confirms (the broker redelivers them
+ * once the connection is gone). */
+static void stash_clear(rq_worker_t *w)
+{
+    while (w->stash_len > 0) {
+        amqp_destroy_envelope(&w->stash[w->stash_head]);
+        w->stash_head = (w->stash_head + 1) % w->stash_cap;
+        w->stash_len--;
+    }
+    w->stash_head = 0;
+}
+
+/* Keeps a delivery read while waiting for confirms (takes over env). Returns 0, or -1 when
+ * out of memory (env is then destroyed). */
+static int stash_push(rq_worker_t *w, amqp_envelope_t *env)
+{
+    if (w->stash_len == w->stash_cap) {
+        size_t ncap = w->stash_cap ? w->stash_cap * 2 : 16;
+        amqp_envelope_t *nv = malloc(ncap * sizeof(*nv));
+
+        if (nv == NULL) {
+            amqp_destroy_envelope(env);
+            return -1;
+        }
+        for (size_t i = 0; i < w->stash_len; i++)
+            nv[i] = w->stash[(w->stash_head + i) % w->stash_cap];
+        free(w->stash);
+        w->stash = nv;
+        w->stash_cap = ncap;
+        w->stash_head = 0;
+    }
+    w->stash[(w->stash_head + w->stash_len) % w->stash_cap] = *env;
+    w->stash_len++;
+    return 0;
 }
 
 void rq_worker_free(rq_worker_t *w)
@@ -180,6 +260,10 @@ void rq_worker_free(rq_worker_t *w)
         return;
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
+    stash_clear(w);
+    free(w->stash);
+    free(w->copy_tags);
+    free(w->copy_done);
     amqp_bytes_free(w->consumer_tag);
     free(w->items);
     free(w->olines);
@@ -216,6 +300,7 @@ static void drop_conn(rq_worker_t *w)
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
     w->conn = NULL;
+    stash_clear(w);
     amqp_bytes_free(w->consumer_tag);
     w->consumer_tag = amqp_empty_bytes;
     if (atomic_load(&w->state) == ST_READY)
@@ -238,6 +323,14 @@ static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
     amqp_basic_qos(conn, RQ_AMQP_CHANNEL, 0, (uint16_t)rc->prefetch, 0);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.qos", err, errlen) < 0)
         goto err;
+    /* A second channel in confirm mode for the copies: a retry/DLQ copy is known to be stored
+     * before its original is acked, and replies (channel 1) need no confirms. */
+    amqp_channel_open(conn, COPY_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "channel.open (copies)", err, errlen) < 0)
+        goto err;
+    amqp_confirm_select(conn, COPY_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "confirm.select", err, errlen) < 0)
+        goto err;
     ok = amqp_basic_consume(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(rc->request_queue),
                             amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.consume", err, errlen) < 0)
@@ -252,39 +345,101 @@ static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
         goto err;
     }
     w->conn = conn;
+    w->pub_seq = 0;
     return 0;
 err:
     amqp_destroy_connection(conn);
     return -1;
 }
 
-/* Reads and handles one frame that is not a basic.deliver (amqp_consume_message returned
- * AMQP_STATUS_UNEXPECTED_STATE). Returns 0 to carry on, -1 when the connection must go. */
-static int handle_frame(rq_worker_t *w)
+/* A confirm (ack or nack) for delivery tag `tag` (and every lower one with `multiple`):
+ * marks the copies of the current commit it covers. Confirms of replies are ignored. */
+static void note_confirm(rq_worker_t *w, uint64_t tag, int multiple, int acked)
 {
-    amqp_frame_t f;
-    char text[300];
-    int rc = amqp_simple_wait_frame(w->conn, &f);
-
-    if (rc != AMQP_STATUS_OK) {
-        snprintf(text, sizeof(text), "reading a frame: %s", amqp_error_string2(rc));
-        goto fail;
+    for (size_t k = 0; k < w->ncopies; k++) {
+        if (w->copy_done[k] || !(w->copy_tags[k] == tag || (multiple && w->copy_tags[k] < tag)))
+            continue;
+        w->copy_done[k] = 1;
+        w->copies_left--;
+        if (!acked && !w->copy_failed) {
+            w->copy_failed = 1;
+            snprintf(w->copy_error, sizeof(w->copy_error),
+                     "the broker refused (nacked) a retry/dead-letter copy");
+        }
     }
-    if (f.frame_type != AMQP_FRAME_METHOD)
+}
+
+/* Reads the content of a basic.deliver method frame `f` into the stash. Returns 0 or -1. */
+static int stash_delivery(rq_worker_t *w, const amqp_frame_t *f, char *text, size_t textlen)
+{
+    const amqp_basic_deliver_t *d = f->payload.method.decoded;
+    amqp_envelope_t env;
+    amqp_rpc_reply_t r;
+
+    memset(&env, 0, sizeof(env));
+    env.channel = f->channel;
+    env.delivery_tag = d->delivery_tag;
+    env.redelivered = d->redelivered;
+    env.consumer_tag = amqp_bytes_malloc_dup(d->consumer_tag);
+    env.exchange = amqp_bytes_malloc_dup(d->exchange);
+    env.routing_key = amqp_bytes_malloc_dup(d->routing_key);
+    r = amqp_read_message(w->conn, f->channel, &env.message, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        amqp_bytes_free(env.consumer_tag);
+        amqp_bytes_free(env.exchange);
+        amqp_bytes_free(env.routing_key);
+        rq_amqp_check_reply(r, "reading a delivery", text, textlen);
+        return -1;
+    }
+    if (stash_push(w, &env) < 0) {
+        snprintf(text, textlen, "out of memory keeping a delivery");
+        return -1;
+    }
+    rq_debug("delivery %llu read while waiting for confirms (%zu kept)",
+             (unsigned long long)d->delivery_tag, w->stash_len);
+    return 0;
+}
+
+/* Handles one frame that amqp_consume_message() did not (anything but a delivery read by
+ * it): confirms, deliveries read while waiting for confirms, returns, closes, cancels,
+ * blocked notices. Returns 0 to carry on, -1 when the connection must go (logged). */
+static int handle_frame(rq_worker_t *w, const amqp_frame_t *f)
+{
+    char text[300];
+
+    if (f->frame_type != AMQP_FRAME_METHOD)
         return 0; /* stray content frame: nothing to do */
-    switch (f.payload.method.id) {
+    switch (f->payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD: {
+        const amqp_basic_ack_t *m = f->payload.method.decoded;
+
+        if (f->channel == COPY_CHANNEL)
+            note_confirm(w, m->delivery_tag, m->multiple, 1);
+        return 0;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        const amqp_basic_nack_t *m = f->payload.method.decoded;
+
+        if (f->channel == COPY_CHANNEL)
+            note_confirm(w, m->delivery_tag, m->multiple, 0);
+        return 0;
+    }
+    case AMQP_BASIC_DELIVER_METHOD:
+        if (stash_delivery(w, f, text, sizeof(text)) < 0)
+            goto fail;
+        return 0;
     case AMQP_CHANNEL_CLOSE_METHOD: {
-        amqp_channel_close_t *m = f.payload.method.decoded;
+        amqp_channel_close_t *m = f->payload.method.decoded;
         amqp_channel_close_ok_t close_ok = {0};
         char msg[200];
 
         printable(m->reply_text, msg, sizeof(msg));
         snprintf(text, sizeof(text), "channel closed by the broker: %u %s", m->reply_code, msg);
-        amqp_send_method(w->conn, f.channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        amqp_send_method(w->conn, f->channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
         goto fail;
     }
     case AMQP_CONNECTION_CLOSE_METHOD: {
-        amqp_connection_close_t *m = f.payload.method.decoded;
+        amqp_connection_close_t *m = f->payload.method.decoded;
         amqp_connection_close_ok_t close_ok = {0};
         char msg[200];
 
@@ -297,16 +452,31 @@ static int handle_frame(rq_worker_t *w)
         snprintf(text, sizeof(text), "the broker cancelled the consumer (queue deleted?)");
         goto fail;
     case AMQP_BASIC_RETURN_METHOD: {
-        /* not expected (replies are not mandatory), but its content must be read */
+        /* Only copies are published `mandatory` (replies are not): one found no queue (a delay
+         * queue or the DLQ was deleted). Its original must not be acked; reconnecting declares
+         * the topology again. The return comes before the copy's confirm, so the commit sees
+         * it. */
+        const amqp_basic_return_t *ret = f->payload.method.decoded;
         amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(w->conn, f.channel, &msg, 0);
+        amqp_rpc_reply_t r;
+        char rk[160];
 
+        printable(ret->routing_key, rk, sizeof(rk));
+        r = amqp_read_message(w->conn, f->channel, &msg, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             rq_amqp_check_reply(r, "basic.return", text, sizeof(text));
             goto fail;
         }
         amqp_destroy_message(&msg);
-        rq_warn("a reply was returned by the broker (unroutable)");
+        if (f->channel != COPY_CHANNEL) {
+            rq_warn("a reply to %s was returned by the broker (unroutable)", rk);
+            return 0;
+        }
+        if (!w->copy_failed) {
+            w->copy_failed = 1;
+            snprintf(w->copy_error, sizeof(w->copy_error),
+                     "a copy to queue %s was returned unroutable (queue missing?)", rk);
+        }
         return 0;
     }
     case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -316,8 +486,8 @@ static int handle_frame(rq_worker_t *w)
         rq_info("the broker unblocked the connection");
         return 0;
     default:
-        rq_debug("ignoring AMQP method 0x%08x on channel %u", (unsigned)f.payload.method.id,
-                 (unsigned)f.channel);
+        rq_debug("ignoring AMQP method 0x%08x on channel %u", (unsigned)f->payload.method.id,
+                 (unsigned)f->channel);
         return 0;
     }
 fail:
@@ -326,9 +496,49 @@ fail:
     return -1;
 }
 
-/* Waits up to timeout_ms for a delivery and appends it to the batch. Returns GOT_DELIVERY,
- * GOT_NOTHING (timeout), GOT_OTHER_FRAME (another frame was handled), or -1 when the
- * connection failed (logged). */
+/* Reads one frame that is not a basic.deliver (amqp_consume_message returned
+ * AMQP_STATUS_UNEXPECTED_STATE) and handles it. Returns 0, or -1 when the connection must go. */
+static int read_other_frame(rq_worker_t *w)
+{
+    amqp_frame_t f;
+    int rc = amqp_simple_wait_frame(w->conn, &f);
+
+    if (rc != AMQP_STATUS_OK) {
+        char text[300];
+
+        snprintf(text, sizeof(text), "reading a frame: %s", amqp_error_string2(rc));
+        rq_warn("%s", text);
+        set_last_error(w, text);
+        return -1;
+    }
+    return handle_frame(w, &f);
+}
+
+/* Completes the batch item for a delivery just placed in it->env. */
+static void accept_delivery(rq_worker_t *w, item_t *it)
+{
+    int64_t pub_ms = rq_message_published_ms(&it->env.message.properties);
+
+    it->recv_ns = rq_mono_ns();
+    it->disp = RQ_DISP_REQUEUE; /* until processed */
+    it->route = ROUTE_NONE;
+    it->attempt = rq_retry_attempt(&it->env.message.properties);
+    it->why[0] = '\0';
+    memset(&it->msg, 0, sizeof(it->msg));
+    if (rq_message_header_str(&it->env.message.properties, "x-file", it->file_id,
+                              sizeof(it->file_id)) != 0)
+        it->file_id[0] = '\0';
+    w->n++;
+    if (pub_ms > 0) {
+        int64_t lag = rq_wall_ms() - pub_ms;
+
+        rq_series_observe(w->m.consume_latency, lag > 0 ? (double)lag / 1000.0 : 0.0);
+    }
+}
+
+/* Waits up to timeout_ms for a delivery (a stashed one first) and appends it to the batch.
+ * Returns GOT_DELIVERY, GOT_NOTHING (timeout), GOT_OTHER_FRAME (another frame was handled),
+ * or -1 when the connection failed (logged). */
 static int consume_one(rq_worker_t *w, int timeout_ms)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
@@ -336,30 +546,24 @@ static int consume_one(rq_worker_t *w, int timeout_ms)
     amqp_rpc_reply_t r;
     char text[300];
 
+    if (w->stash_len > 0) {
+        it->env = w->stash[w->stash_head];
+        w->stash_head = (w->stash_head + 1) % w->stash_cap;
+        w->stash_len--;
+        accept_delivery(w, it);
+        return GOT_DELIVERY;
+    }
     amqp_maybe_release_buffers(w->conn);
     r = amqp_consume_message(w->conn, &it->env, &tv, 0);
     if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-        int64_t pub_ms = rq_message_published_ms(&it->env.message.properties);
-
-        it->recv_ns = rq_mono_ns();
-        it->disp = RQ_DISP_REQUEUE; /* until processed */
-        memset(&it->msg, 0, sizeof(it->msg));
-        if (rq_message_header_str(&it->env.message.properties, "x-file", it->file_id,
-                                  sizeof(it->file_id)) != 0)
-            it->file_id[0] = '\0';
-        w->n++;
-        if (pub_ms > 0) {
-            int64_t lag = rq_wall_ms() - pub_ms;
-
-            rq_series_observe(w->m.consume_latency, lag > 0 ? (double)lag / 1000.0 : 0.0);
-        }
+        accept_delivery(w, it);
         return GOT_DELIVERY;
     }
     if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
         if (r.library_error == AMQP_STATUS_TIMEOUT)
             return GOT_NOTHING;
         if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
-            return handle_frame(w) < 0 ? -1 : GOT_OTHER_FRAME;
+            return read_other_frame(w) < 0 ? -1 : GOT_OTHER_FRAME;
     }
     rq_amqp_check_reply(r, "consume", text, sizeof(text));
     rq_warn("broker connection lost: %s", text);
@@ -436,6 +640,127 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     return 1;
 }
 
+static amqp_table_entry_t i64_header(const char *key, int64_t v)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = v;
+    return e;
+}
+
+static amqp_table_entry_t text_header(const char *key, const char *v)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(v);
+    return e;
+}
+
+/* Publishes the copy of a failed or undecodable delivery (retry.h): to the next delay queue
+ * or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as basic.return),
+ * and records its delivery tag so that the commit waits for its confirm. Returns 0, or -1 on
+ * a connection error or no memory (logged). */
+static int publish_copy(rq_worker_t *w, const item_t *it)
+{
+    const RabbitMQConfig *rc = &w->cfg->rabbitmq;
+    const amqp_basic_properties_t *orig = &it->env.message.properties;
+    amqp_basic_properties_t p;
+    amqp_table_entry_t add[2], *entries;
+    size_t cap =
+        (size_t)2 + ((orig->_flags & AMQP_BASIC_HEADERS_FLAG) && orig->headers.num_entries > 0
+                         ? (size_t)orig->headers.num_entries
+                         : 0);
+    char queue[300], text[300];
+    int rcode;
+
+    if (it->route == ROUTE_RETRY) {
+        rq_amqp_retry_queue_name(rc, it->attempt + 1, queue, sizeof(queue));
+        add[0] = i64_header(RQ_HDR_ATTEMPT, it->attempt + 1);
+        add[1] = text_header(RQ_HDR_LAST_ERROR, it->why);
+    } else {
+        rq_amqp_dlq_name(rc, queue, sizeof(queue));
+        add[0] = text_header(RQ_HDR_REASON, it->why);
+        add[1] = i64_header(RQ_HDR_ATTEMPTS, it->attempt + 1);
+    }
+    entries = malloc(cap * sizeof(*entries));
+    if (entries == NULL || rq_retry_copy_props(orig, add, 2, entries, cap, &p) < 0) {
+        free(entries);
+        snprintf(text, sizeof(text), "out of memory building a copy for %s", queue);
+        goto fail;
+    }
+    rcode = amqp_basic_publish(w->conn, COPY_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue),
+                               1, 0, &p, it->env.message.body);
+    free(entries);
+    if (rcode != AMQP_STATUS_OK) {
+        snprintf(text, sizeof(text), "publishing a copy to %s: %s", queue,
+                 amqp_error_string2(rcode));
+        goto fail;
+    }
+    w->copy_tags[w->ncopies] = ++w->pub_seq;
+    w->copy_done[w->ncopies] = 0;
+    w->ncopies++;
+    w->copies_left++;
+    return 0;
+fail:
+    rq_warn("broker connection lost: %s", text);
+    set_last_error(w, text);
+    return -1;
+}
+
+/* Waits until the broker confirmed every copy published by this commit (they are then
+ * stored: persistent messages in durable queues). Deliveries arriving meanwhile are stashed.
+ * Returns 0, or -1 when a copy was refused or returned, the connection failed, or no confirm
+ * came within CONFIRM_TIMEOUT_MS (logged): the caller drops the connection, and the
+ * originals, not acked, come back. */
+static int wait_copies(rq_worker_t *w)
+{
+    int64_t deadline = rq_mono_ms() + CONFIRM_TIMEOUT_MS;
+    char text[300];
+
+    while (w->copies_left > 0 && !w->copy_failed) {
+        int64_t left = deadline - rq_mono_ms();
+        struct timeval tv;
+        amqp_frame_t f;
+        int rc;
+
+        if (left <= 0) {
+            snprintf(text, sizeof(text),
+                     "no publisher confirm for %zu retry/dead-letter copies "
+                     "within %d ms",
+                     w->copies_left, CONFIRM_TIMEOUT_MS);
+            goto fail;
+        }
+        tv.tv_sec = left / 1000;
+        tv.tv_usec = (left % 1000) * 1000;
+        rc = amqp_simple_wait_frame_noblock(w->conn, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            continue;
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(text, sizeof(text), "waiting for publisher confirms: %s",
+                     amqp_error_string2(rc));
+            goto fail;
+        }
+        if (handle_frame(w, &f) < 0)
+            return -1;
+    }
+    if (w->copy_failed) {
+        snprintf(text, sizeof(text), "%s; reconnecting, the originals will be redelivered",
+                 w->copy_error);
+        rq_error("%s", text);
+        set_last_error(w, text);
+        return -1;
+    }
+    return 0;
+fail:
+    rq_warn("broker connection lost: %s", text);
+    set_last_error(w, text);
+    return -1;
+}
+
 static int send_settle(rq_worker_t *w, const rq_settle_op_t *op)
 {
     amqp_boolean_t multiple = op->multiple ? 1 : 0;
@@ -453,15 +778,65 @@ static int send_settle(rq_worker_t *w, const rq_settle_op_t *op)
     return AMQP_STATUS_INVALID_PARAMETER;
 }
 
-/* Commits items [a, b): output lines (one write + sync), replies, then settlement. Returns 0,
- * or -1 when the connection failed (the caller drops it; unsettled deliveries come back). */
+/* 1 when item i was processed (its line goes to the output and its reply is sent). */
+static int processed(const item_t *it)
+{
+    return it->disp == RQ_DISP_ACK && it->route == ROUTE_NONE;
+}
+
+/* Counts and logs what a settled commit did with items [a, b). */
+static void account(rq_worker_t *w, size_t a, size_t b)
+{
+    const RabbitMQConfig *rc = &w->cfg->rabbitmq;
+    int64_t now = rq_mono_ns();
+
+    for (size_t i = a; i < b; i++) {
+        const item_t *it = &w->items[i];
+        const char *id = it->msg.id != NULL ? it->msg.id : "?";
+
+        if (it->disp != RQ_DISP_ACK)
+            continue;
+        switch (it->route) {
+        case ROUTE_NONE:
+            rq_series_inc(w->m.consumed);
+            rq_series_observe(w->m.duration, (double)(now - it->recv_ns) / 1e9);
+            break;
+        case ROUTE_RETRY:
+            rq_series_inc(w->m.retries);
+            rq_info("message %s: attempt %d failed (%s); retry %d in %lld ms", id, it->attempt + 1,
+                    it->why, it->attempt + 1, rq_amqp_retry_delay_ms(rc, it->attempt + 1));
+            break;
+        case ROUTE_DLQ_FAILED:
+            rq_series_inc(w->m.dead_failed);
+            rq_warn("message %s dead-lettered: %s", id, it->why);
+            break;
+        case ROUTE_DLQ_UNDECODABLE:
+            rq_series_inc(w->m.dead_undecodable);
+            break;
+        }
+    }
+}
+
+/* Commits items [a, b): copies of failed deliveries (retry.h), output lines (one write +
+ * sync), replies, the copies' confirms, then settlement. Returns 0, or -1 when the connection
+ * failed or a copy was not confirmed (the caller drops the connection; unsettled deliveries
+ * come back). */
 static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
 {
     size_t nok = 0;
     size_t nreq = 0;
     size_t nops;
     int output_failed = 0;
-    int64_t now;
+
+    /* Copies first: the broker stores them while the output is written and synced. */
+    w->ncopies = w->copies_left = 0;
+    w->copy_failed = 0;
+    for (size_t i = a; i < b; i++) {
+        const item_t *it = &w->items[i];
+
+        if (it->disp == RQ_DISP_ACK && it->route != ROUTE_NONE && publish_copy(w, it) < 0)
+            return -1;
+    }
 
     for (size_t i = a; i < b; i++) {
         const item_t *it = &w->items[i];
@@ -470,7 +845,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         const amqp_basic_properties_t *props = &it->env.message.properties;
         int64_t start, end;
 
-        if (it->disp != RQ_DISP_ACK)
+        if (!processed(it))
             continue;
         memset(ol, 0, sizeof(*ol));
         ol->data = it->msg.line;
@@ -501,7 +876,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
                      rq_output_path(w->out), strerror((int)-wr));
             rq_series_add(w->m.errors_output, (double)nok);
             for (size_t i = a; i < b; i++) {
-                if (w->items[i].disp == RQ_DISP_ACK)
+                if (processed(&w->items[i]))
                     w->items[i].disp = RQ_DISP_REQUEUE;
             }
             output_failed = 1;
@@ -514,7 +889,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     for (size_t i = a; i < b; i++) {
         int r;
 
-        if (w->items[i].disp != RQ_DISP_ACK)
+        if (!processed(&w->items[i]))
             continue;
         r = send_reply(w, &w->items[i]);
         if (r < 0)
@@ -522,6 +897,13 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         if (r > 0)
             rq_series_inc(w->m.replies_sent);
     }
+
+    /* Copy confirmed, then ack: a crash anywhere up to here (consumer, connection or broker)
+     * leaves the original unacked, so it comes back: a duplicate copy at worst, never a lost
+     * message. */
+    if (w->ncopies > 0 && wait_copies(w) < 0)
+        return -1;
+    w->ncopies = w->copies_left = 0;
 
     for (size_t i = a; i < b; i++) {
         w->tags[i - a] = w->items[i].env.delivery_tag;
@@ -544,13 +926,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         }
     }
 
-    now = rq_mono_ns();
-    for (size_t i = a; i < b; i++) {
-        if (w->items[i].disp == RQ_DISP_ACK) {
-            rq_series_inc(w->m.consumed);
-            rq_series_observe(w->m.duration, (double)(now - w->items[i].recv_ns) / 1e9);
-        }
-    }
+    account(w, a, b);
     rq_series_add(w->m.requeued, (double)nreq);
     rq_series_observe(w->m.batch_size, (double)(b - a));
     if (rq_log_enabled(RQ_LOG_DEBUG))
@@ -595,6 +971,23 @@ static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop)
     }
 }
 
+/* Routes a failed attempt (it->why says why): to the next delay queue, or after the last
+ * attempt to the DLQ with the reason. */
+static void fail_attempt(rq_worker_t *w, item_t *it)
+{
+    rq_series_inc(w->m.errors_failed);
+    if (rq_retry_next_queue(it->attempt, w->cfg->rabbitmq.max_retries) > 0) {
+        it->route = ROUTE_RETRY;
+    } else {
+        char last[sizeof(it->why)];
+
+        memcpy(last, it->why, sizeof(last));
+        snprintf(it->why, sizeof(it->why), "processing failed after %d attempts: %s",
+                 it->attempt + 1, last);
+        it->route = ROUTE_DLQ_FAILED;
+    }
+}
+
 /* Decodes and processes the collected batch, committing it (in one or more parts). Returns 0,
  * or -1 when the connection failed. */
 static int process(rq_worker_t *w, volatile int *stop)
@@ -621,10 +1014,14 @@ static int process(rq_worker_t *w, volatile int *stop)
                 it->disp = RQ_DISP_REQUEUE;
                 continue;
             }
-            rq_warn("rejecting message (delivery %llu, message_id \"%s\"): %s",
+            /* Straight to the DLQ with the reason in a header (GET /dlq shows it), rather
+             * than a reject whose x-death would only say "rejected". */
+            rq_warn("dead-lettering undecodable message (delivery %llu, message_id \"%s\"): %s",
                     (unsigned long long)it->env.delivery_tag, mid, err.text);
             rq_series_inc(w->m.errors_decode);
-            it->disp = RQ_DISP_REJECT;
+            snprintf(it->why, sizeof(it->why), "undecodable: %s", err.text);
+            it->route = ROUTE_DLQ_UNDECODABLE;
+            it->disp = RQ_DISP_ACK;
             continue;
         }
         if (it->msg.processing_capped)
@@ -647,6 +1044,8 @@ static int process(rq_worker_t *w, volatile int *stop)
                 continue;
             }
         }
+        if (rq_retry_simulated_failure(&it->msg, it->attempt, it->why, sizeof(it->why)))
+            fail_attempt(w, it);
         it->disp = RQ_DISP_ACK;
     }
     return commit(w, from, w->n, stop);

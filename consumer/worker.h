@@ -1,15 +1,21 @@
 /* worker.h - the consumer loop: one thread owning the AMQP connection.
  *
- * rq_worker_run() connects (rq_amqp_open, topology, basic.qos(PREFETCH_COUNT), basic.consume
- * with manual acks) and then repeats a group commit:
+ * rq_worker_run() connects (rq_amqp_open, topology, basic.qos(PREFETCH_COUNT), a second
+ * channel in confirm mode for copies, basic.consume with manual acks) and then repeats a
+ * group commit:
  *   1. collect deliveries: wait for one (checking the stop flag every 100 ms), then gather
  *      more for up to BATCH_WAIT_MS or until PREFETCH_COUNT are held;
- *   2. decode each; an undecodable one is rejected without requeue and counted; a valid one
- *      waits its processing_time (before such a wait, the messages already processed are
- *      committed, so a slow message does not hold back the replies of earlier ones);
- *   3. commit: append the lines of the processed messages to OUTPUT_FILE with one write and
- *      one fdatasync, then publish the replies (to reply_to, with the correlation_id), then
- *      settle the batch (settle.h: ack/reject/nack runs with `multiple`).
+ *   2. decode each and process it: wait its processing_time (before such a wait, the
+ *      messages already processed are committed, so a slow message does not hold back the
+ *      replies of earlier ones), then succeed, or fail (today only the "fail_times" test
+ *      aid fails a message). A failed attempt is retried through the delay queues, and
+ *      after MAX_RETRIES retries dead-lettered; an undecodable message is dead-lettered at
+ *      once (retry.h: attempt counter header, copies, reasons);
+ *   3. commit: publish the copies of failed and undecodable deliveries (to
+ *      <q>.retry.<attempt+1> or <q>.dlq); append the lines of the processed messages to
+ *      OUTPUT_FILE with one write and one fdatasync; publish their replies (to reply_to,
+ *      with the correlation_id; none for a failed attempt); wait for the broker to confirm
+ *      the copies; then settle the batch (settle.h: ack/nack runs with `multiple`).
  * When the output cannot be written, the batch's processed messages are requeued instead of
  * acked (and the loop pauses for a second). A socket error, heartbeat timeout, channel or
  * connection close, or a cancelled consumer drops the connection (the unsettled batch is
@@ -17,9 +23,29 @@
  * (rq_backoff_t in amqp_conn.h: 200 ms doubling to RQ_RECONNECT_MAX_MS), logging every
  * attempt; readiness is false while disconnected.
  *
+ * Retry and dead-letter copies: confirmed before the original is acked. The copy is a new
+ * publish and the original's ack a separate step, so the order matters: publish, then ack.
+ * Publishing before acking on one channel would order the two at the broker, but without a
+ * confirm the broker may still lose the copy (it was not yet written to disk) while the ack
+ * is already applied, if it crashes in between. So copies go on a second channel (2) in
+ * confirm mode, `mandatory`, persistent, and the originals are acked (channel 1) only once
+ * every copy of the commit is confirmed (stored in its durable queue). A nacked or returned
+ * (unroutable: queue deleted) copy, or no confirm within 10 s, drops the connection: the
+ * originals come back and reconnecting declares the topology again. A crash between the
+ * confirm and the ack makes a duplicate copy (two retry chains of one message: the output
+ * writer keeps its line once; the caller gets the first reply), never a loss. Replies stay
+ * unconfirmed on channel 1 (they are transient and best effort: a lost reply is a 504 for a
+ * waiting caller, never a lost message), so the common path pays nothing for confirms.
+ * Deliveries that arrive while waiting for confirms are kept in order and handed to the
+ * next batch. While the broker blocks publishers (memory or disk alarm) it stops reading
+ * this connection once it publishes: replies and copies stall, and after 10 s without a
+ * confirm the connection is rebuilt (a consumer that never publishes would keep going; one
+ * connection per process is the simpler trade).
+ *
  * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
- * messages without processing_time are processed and acked; a processing_time wait is cut
- * short and that message requeued — then basic.cancel, and the connection is closed.
+ * messages without processing_time are processed and acked (or retried / dead-lettered); a
+ * processing_time wait is cut short and that message requeued — then basic.cancel, and the
+ * connection is closed.
  *
  * Threads: rq_worker_run() runs in one thread; rq_worker_ready() may be called from any
  * thread (e.g. the HTTP server's).
@@ -35,19 +61,23 @@
 
 /* The metric series the worker updates (any may be NULL). */
 typedef struct rq_worker_metrics {
-    rq_series_t *consumed;        /* messages_consumed_total */
-    rq_series_t *duration;        /* message_processing_duration_seconds */
-    rq_series_t *errors_decode;   /* message_processing_errors_total{reason="decode"} */
-    rq_series_t *errors_output;   /* message_processing_errors_total{reason="output"} */
-    rq_series_t *consume_latency; /* consumer_queue_consume_latency_seconds */
-    rq_series_t *lines_written;   /* consumer_lines_written_total */
-    rq_series_t *duplicates;      /* consumer_duplicates_skipped_total */
-    rq_series_t *replies_sent;    /* consumer_replies_sent_total */
-    rq_series_t *requeued;        /* consumer_messages_requeued_total */
-    rq_series_t *batch_size;      /* consumer_batch_size (histogram) */
-    rq_series_t *sync_duration;   /* consumer_output_sync_duration_seconds (histogram) */
-    rq_series_t *connected;       /* consumer_broker_connected (gauge 0/1) */
-    rq_series_t *reconnects;      /* consumer_reconnects_total */
+    rq_series_t *consumed;         /* messages_consumed_total */
+    rq_series_t *duration;         /* message_processing_duration_seconds */
+    rq_series_t *errors_decode;    /* message_processing_errors_total{reason="decode"} */
+    rq_series_t *errors_output;    /* message_processing_errors_total{reason="output"} */
+    rq_series_t *errors_failed;    /* message_processing_errors_total{reason="failed"} */
+    rq_series_t *retries;          /* consumer_retries_total */
+    rq_series_t *dead_failed;      /* consumer_dead_lettered_total{reason="failed"} */
+    rq_series_t *dead_undecodable; /* consumer_dead_lettered_total{reason="undecodable"} */
+    rq_series_t *consume_latency;  /* consumer_queue_consume_latency_seconds */
+    rq_series_t *lines_written;    /* consumer_lines_written_total */
+    rq_series_t *duplicates;       /* consumer_duplicates_skipped_total */
+    rq_series_t *replies_sent;     /* consumer_replies_sent_total */
+    rq_series_t *requeued;         /* consumer_messages_requeued_total */
+    rq_series_t *batch_size;       /* consumer_batch_size (histogram) */
+    rq_series_t *sync_duration;    /* consumer_output_sync_duration_seconds (histogram) */
+    rq_series_t *connected;        /* consumer_broker_connected (gauge 0/1) */
+    rq_series_t *reconnects;       /* consumer_reconnects_total */
 } rq_worker_metrics_t;
 
 typedef struct rq_worker rq_worker_t;

@@ -9,7 +9,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    rq_limits_t lim = {50, 60.0};
+    rq_limits_t lim = {50, 60.0, 32};
     rq_request_t req;
     rq_request_error_t err;
 

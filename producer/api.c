@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <math.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -10,9 +11,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "dlq.h"
+#include "http_server.h"
 #include "http_util.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "request.h"
 #include "util.h"
 
@@ -34,7 +38,20 @@ static const char *const route_label[R_COUNT] = {
     "/health", "/health/live", "/health/ready", "/metrics", "/dlq", "/dlq/retry",
 };
 
-enum { ST_FIRST = 0, ST_RECEIVING, ST_WAITING, ST_DONE };
+/* ST_NEW: made by the URI log callback, before the first access-handler call. */
+enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE };
+
+/* The scope a key needs for each route; public routes need no key at all. */
+static const unsigned route_scope[R_COUNT] = {
+    [R_PRODUCE] = RQ_SCOPE_PRODUCE, [R_BATCH] = RQ_SCOPE_BATCH,
+    [R_MESSAGES] = RQ_SCOPE_MESSAGES, [R_DLQ] = RQ_SCOPE_DLQ,
+    [R_DLQ_RETRY] = RQ_SCOPE_DLQ,
+};
+
+static int route_public(enum route r)
+{
+    return r == R_HEALTH || r == R_LIVE || r == R_READY || r == R_METRICS;
+}
 
 struct rq_api {
     const rq_config_t *cfg;
@@ -45,6 +62,15 @@ struct rq_api {
     rq_http_common_t common;
     rq_metric_t *m_http;
     rq_series_t *m_rejected;
+    /* security (issue 6) */
+    rq_auth_t *auth;   /* never NULL; disabled without keys */
+    rq_ratelimit_t *rl; /* NULL when RATE_LIMIT_RPS is 0 */
+    rq_http_server_t http;
+    rq_metric_t *m_by_key;       /* producer_requests_total{key} */
+    rq_metric_t *m_rate_limited; /* producer_rate_limited_total{key} */
+    rq_metric_t *m_limits;       /* producer_limit_rejections_total{limit} */
+    rq_series_t *m_auth[3];      /* producer_auth_failures_total{reason}: missing, invalid, scope */
+    rq_series_t *m_lim_body, *m_lim_timeout;
 };
 
 /* Per-request state, from the first callback to MHD's completion notice. */
@@ -67,6 +93,11 @@ typedef struct req_ctx {
     char ts[RQ_ISO8601_LEN + 1];
     pthread_mutex_t lock; /* done vs suspended, between an HTTP and the publisher thread */
     int done, suspended;
+    /* admission: the key that authenticated the request, or why it is refused */
+    char key_id[RQ_KEY_ID_MAX + 1];
+    unsigned deny_status; /* 401, 403 or 429; 0: admitted */
+    unsigned retry_after; /* 429: seconds */
+    int invalid_token;    /* 401 for a token that matches no key (not a missing one) */
 } req_ctx_t;
 
 static enum route route_of(const char *url)
@@ -107,6 +138,27 @@ static void ctx_free(req_ctx_t *c)
     free(c);
 }
 
+static req_ctx_t *ctx_new(rq_api_t *api, struct MHD_Connection *conn)
+{
+    req_ctx_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    pthread_mutex_init(&c->lock, NULL);
+    c->api = api;
+    c->conn = conn;
+    c->start_ns = rq_mono_ns();
+    return c;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: runs as soon as the request line is read, so that a request
+ * whose headers or body then stall is reported to on_completed (with its termination
+ * code) even when the access handler never ran. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    return ctx_new(cls, conn);
+}
+
 static enum MHD_Result reply(req_ctx_t *c, unsigned status, json_t *body)
 {
     c->status = status;
@@ -133,6 +185,100 @@ static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
         return MHD_NO;
     return rq_http_reply_buf(c->conn, c->status, "application/json", text, strlen(text),
                              MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
+/* The peer's numeric address, for log lines. */
+static void peer_text(struct MHD_Connection *conn, char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+    socklen_t salen = sa == NULL                  ? 0
+                      : sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                  : sizeof(struct sockaddr_in);
+
+    if (sa == NULL || getnameinfo(sa, salen, buf, (socklen_t)len, NULL, 0, NI_NUMERICHOST) != 0)
+        snprintf(buf, len, "?");
+}
+
+/* Authentication, scope and rate limit, on the first call of every non-public request.
+ * Leaves c->deny_status 0 when the request may go on. */
+static void admit(req_ctx_t *c)
+{
+    rq_api_t *api = c->api;
+    char client[RQ_CLIENT_KEY_MAX], peer[64];
+
+    if (route_public(c->route))
+        return;
+    if (rq_auth_enabled(api->auth)) {
+        const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+        rq_auth_result_t r = rq_auth_check(api->auth, h, route_scope[c->route], c->key_id);
+        if (r != RQ_AUTH_OK) {
+            peer_text(c->conn, peer, sizeof(peer));
+            c->deny_status = r == RQ_AUTH_FORBIDDEN ? MHD_HTTP_FORBIDDEN : MHD_HTTP_UNAUTHORIZED;
+            c->invalid_token = r == RQ_AUTH_INVALID;
+            rq_series_inc(api->m_auth[r == RQ_AUTH_MISSING ? 0 : r == RQ_AUTH_INVALID ? 1 : 2]);
+            if (r == RQ_AUTH_FORBIDDEN)
+                rq_http_server_warn(&api->http, "403 %s %s: key %s lacks the scope (from %s)",
+                                    c->method, route_label[c->route], c->key_id, peer);
+            else
+                rq_http_server_warn(&api->http, "401 %s %s from %s: %s", c->method,
+                                    route_label[c->route], peer,
+                                    r == RQ_AUTH_MISSING ? "no Bearer token"
+                                                         : "the token matches no API key");
+            return;
+        }
+        const char *label[1] = {c->key_id};
+        rq_series_inc(rq_metric_series(api->m_by_key, 1, label));
+    }
+    if (api->rl != NULL) {
+        if (c->key_id[0] != '\0') {
+            snprintf(client, sizeof(client), "k:%s", c->key_id);
+        } else {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+            rq_ratelimit_client_key(ci != NULL ? ci->client_addr : NULL, client, sizeof(client));
+        }
+        if (rq_ratelimit_take(api->rl, client, rq_mono_ns(), &c->retry_after) != 0) {
+            const char *label[1] = {c->key_id};
+            c->deny_status = MHD_HTTP_TOO_MANY_REQUESTS;
+            rq_series_inc(rq_metric_series(api->m_rate_limited, 1, label));
+        }
+    }
+}
+
+/* The 401, 403 or 429 decided by admit(). */
+static enum MHD_Result reply_deny(req_ctx_t *c)
+{
+    const char *msg, *hname = NULL;
+    char hvalue[96], text[300];
+
+    switch (c->deny_status) {
+    case MHD_HTTP_UNAUTHORIZED:
+        msg = c->invalid_token ? "invalid API key"
+                               : "an API key is required: send Authorization: Bearer <secret>";
+        hname = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+        snprintf(hvalue, sizeof(hvalue), "Bearer realm=\"relayq\"%s",
+                 c->invalid_token ? ", error=\"invalid_token\"" : "");
+        break;
+    case MHD_HTTP_FORBIDDEN:
+        msg = "this API key may not use this endpoint";
+        break;
+    default:
+        msg = "rate limit exceeded; retry after the time in Retry-After";
+        hname = MHD_HTTP_HEADER_RETRY_AFTER;
+        snprintf(hvalue, sizeof(hvalue), "%u", c->retry_after);
+        break;
+    }
+    snprintf(text, sizeof(text), "{\"error\":\"%s\"}", msg);
+    rq_series_inc(c->api->m_rejected);
+    c->status = c->deny_status;
+    char *body = strdup(text);
+    if (body == NULL)
+        return MHD_NO;
+    return rq_http_reply_buf(c->conn, c->status, "application/json", body, strlen(body), hname,
+                             hname != NULL ? hvalue : NULL);
 }
 
 /* Runs on the publisher thread when the job completes. */
@@ -220,7 +366,8 @@ static int query_wait(struct MHD_Connection *conn)
 static enum MHD_Result start_produce(req_ctx_t *c)
 {
     rq_api_t *api = c->api;
-    rq_limits_t lim = {(size_t)api->cfg->max_batch_size, api->cfg->max_processing_time};
+    rq_limits_t lim = {(size_t)api->cfg->max_batch_size, api->cfg->max_processing_time,
+                       (size_t)api->cfg->max_json_depth};
     rq_request_error_t err;
     int64_t now_ns = rq_mono_ns();
     int64_t now_ms = rq_wall_ms();
@@ -229,10 +376,14 @@ static enum MHD_Result start_produce(req_ctx_t *c)
         char msg[96];
         snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
                  (long long)api->cfg->max_body_bytes);
+        rq_series_inc(api->m_lim_body);
         return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
     }
-    if (rq_request_parse(c->buf, c->len, c->route == R_BATCH, &lim, &c->req, &err) != 0)
+    if (rq_request_parse(c->buf, c->len, c->route == R_BATCH, &lim, &c->req, &err) != 0) {
+        if (err.limit != NULL)
+            rq_series_inc(rq_metric_series(api->m_limits, 1, &err.limit));
         return reply_error(c, err.status, err.text);
+    }
     free(c->buf);
     c->buf = NULL;
 
@@ -323,13 +474,20 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
     char err[300], *end = NULL;
     long moved;
 
-    if (c->too_large)
+    if (c->too_large) {
+        rq_series_inc(c->api->m_lim_body);
         return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+    }
     if (q != NULL) {
         count = strtoll(q, &end, 10);
         if (*q == '\0' || *end != '\0' || count < 0)
             return reply_error(c, MHD_HTTP_BAD_REQUEST, "count must be a non-negative integer");
     } else if (c->len > 0) {
+        if (rq_json_too_deep(c->buf, c->len, (size_t)c->api->cfg->max_json_depth)) {
+            static const char *const depth[1] = {"json_depth"};
+            rq_series_inc(rq_metric_series(c->api->m_limits, 1, depth));
+            return reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
+        }
         json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
         json_t *v = json_object_get(root, "count");
         if (!json_is_object(root) || (v != NULL && (!json_is_integer(v) ||
@@ -404,6 +562,7 @@ static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
     }
     if (cl != NULL && strtoll(cl, NULL, 10) > c->api->cfg->max_body_bytes) {
         char msg[96];
+        rq_series_inc(c->api->m_lim_body);
         snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
                  (long long)c->api->cfg->max_body_bytes);
         *ret = reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
@@ -422,18 +581,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     enum MHD_Result ret;
 
     if (c == NULL) {
-        c = calloc(1, sizeof(*c));
+        c = ctx_new(api, conn); /* normally made by on_uri already */
         if (c == NULL)
             return MHD_NO;
-        pthread_mutex_init(&c->lock, NULL);
-        c->api = api;
-        c->conn = conn;
-        c->start_ns = rq_mono_ns();
+        *con_cls = c;
+    }
+    if (c->state == ST_NEW) {
+        c->state = ST_FIRST;
         c->route = route_of(url);
         c->method = method;
-        *con_cls = c;
+        admit(c);
         if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
             return MHD_YES; /* answered on the next call: answering now closes keep-alive */
+        if (c->deny_status != 0)
+            return reply_deny(c); /* the body of a refused client is never read */
         if (check_produce_headers(c, &ret))
             return ret; /* early error: the body is not read, the connection is closed */
         c->state = ST_RECEIVING;
@@ -445,6 +606,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (c->state == ST_FIRST) {
         c->state = ST_DONE;
+        if (c->deny_status != 0)
+            return reply_deny(c);
         return serve_get(c, url);
     }
     if (c->state == ST_RECEIVING && *upload_data_size > 0) {
@@ -492,6 +655,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (c == NULL)
         return;
     *con_cls = NULL;
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+        rq_series_inc(api->m_lim_timeout); /* a stalled client (slowloris) was cut off */
+    if (c->state == ST_NEW) {
+        /* Refused by MHD before the handler ran (headers too large: counted by its logger)
+         * or timed out while sending its headers. */
+        ctx_free(c);
+        return;
+    }
     snprintf(status, sizeof(status), "%u", c->status ? c->status : 499u);
     method = strcmp(c->method, "GET") == 0    ? "GET"
              : strcmp(c->method, "POST") == 0 ? "POST"
@@ -500,16 +671,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     const char *labels[3] = {method, route_label[c->route], status};
     rq_series_observe(rq_metric_series(api->m_http, 3, labels),
                       (double)(rq_mono_ns() - c->start_ns) / 1e9);
+    if (rq_log_enabled(RQ_LOG_DEBUG))
+        rq_debug("%s %s %s key=%s %.1f ms%s", method, route_label[c->route], status,
+                 c->key_id[0] ? c->key_id : "-", (double)(rq_mono_ns() - c->start_ns) / 1e6,
+                 toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? " (timed out)" : "");
     ctx_free(c);
-}
-
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char text[512];
-
-    vsnprintf(text, sizeof(text), fmt, ap);
-    text[strcspn(text, "\n")] = '\0';
-    rq_warn("http: %s", text);
 }
 
 static int ready_cb(void *arg, char *reason, size_t reasonlen)
@@ -521,10 +687,16 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
                      rq_store_t *store)
 {
     static const char *const http_labels[3] = {"method", "path", "status"};
+    static const char *const key_label[1] = {"key"}, *const limit_label[1] = {"limit"};
+    static const char *const reason_label[1] = {"reason"};
+    static const char *const reasons[3][1] = {{"missing"}, {"invalid"}, {"scope"}};
+    static const char *const body_size[1] = {"body_size"}, *const timeout[1] = {"timeout"};
     rq_api_t *api = calloc(1, sizeof(*api));
     struct sockaddr_storage ss;
     struct addrinfo hints, *ai = NULL;
-    char port[16];
+    char port[16], err[512], keys[1024];
+    rq_auth_error_t aerr;
+    rq_metric_t *auth_fail;
     unsigned flags;
 
     if (api == NULL)
@@ -544,6 +716,60 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         rq_metrics_counter(metrics, "producer_requests_rejected_total",
                            "Requests answered 4xx (nothing published).", 0, NULL),
         0, NULL);
+    api->m_by_key = rq_metrics_counter(metrics, "producer_requests_total",
+                                       "Requests that presented a valid API key, by key id.", 1,
+                                       key_label);
+    api->m_rate_limited = rq_metrics_counter(
+        metrics, "producer_rate_limited_total",
+        "Requests answered 429 by the rate limit, by API key id (empty without keys).", 1,
+        key_label);
+    api->m_limits = rq_metrics_counter(
+        metrics, "producer_limit_rejections_total",
+        "Requests or connections refused by an abuse limit: body_size, batch_length, "
+        "json_depth, header_size, connections, timeout.",
+        1, limit_label);
+    auth_fail = rq_metrics_counter(metrics, "producer_auth_failures_total",
+                                   "Requests refused by API key checks: missing (no Bearer "
+                                   "token), invalid (unknown key), scope (key lacks the "
+                                   "endpoint).",
+                                   1, reason_label);
+    for (int i = 0; i < 3; i++)
+        api->m_auth[i] = rq_metric_series(auth_fail, 1, reasons[i]);
+    api->m_lim_body = rq_metric_series(api->m_limits, 1, body_size);
+    api->m_lim_timeout = rq_metric_series(api->m_limits, 1, timeout);
+
+    api->auth = rq_auth_new(cfg->api_keys_file, cfg->api_keys, &aerr);
+    if (api->auth == NULL) {
+        rq_error("API keys: %s", aerr.text);
+        goto err;
+    }
+    if (rq_auth_enabled(api->auth)) {
+        rq_auth_describe(api->auth, keys, sizeof(keys));
+        rq_info("API keys required on every endpoint but /health* and /metrics; keys: %s", keys);
+    } else if (!rq_http_is_loopback(cfg->producer_bind)) {
+        rq_warn("PRODUCER_BIND %s is not a loopback address and no API keys are configured: "
+                "anyone who reaches this port can publish; set API_KEYS_FILE or API_KEYS",
+                cfg->producer_bind);
+    } else {
+        rq_info("no API keys configured: the API is open to local clients only (%s)",
+                cfg->producer_bind);
+    }
+    if (cfg->rate_limit_rps > 0) {
+        double burst = cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst
+                                                 : ceil(cfg->rate_limit_rps);
+        api->rl = rq_ratelimit_new(cfg->rate_limit_rps, burst < 1 ? 1 : burst,
+                                   (size_t)cfg->rate_limit_max_clients);
+        if (api->rl == NULL) {
+            rq_error("cannot create the rate limiter");
+            goto err;
+        }
+        rq_info("rate limit: %g requests/s per %s, bursts of %g", cfg->rate_limit_rps,
+                rq_auth_enabled(api->auth) ? "API key" : "client address", burst < 1 ? 1 : burst);
+    }
+    if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
+        rq_error("%s", err);
+        goto err;
+    }
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
@@ -555,27 +781,48 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
     }
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_ERROR_LOG;
+            MHD_USE_ERROR_LOG | rq_http_server_flags(&api->http);
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* Logger, timeout, connection caps, header memory and HTTPS come from the array. */
     api->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->producer_port, NULL, NULL, on_request, api,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape,
-        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)8192, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
+        flags, (uint16_t)cfg->producer_port, rq_http_server_accept, &api->http, on_request, api,
+        MHD_OPTION_ARRAY, rq_http_server_options(&api->http), MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri, api,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (api->daemon == NULL) {
-        rq_error("cannot listen on %s:%d (port in use?)", cfg->producer_bind,
-                 cfg->producer_port);
+        rq_error("cannot listen on %s:%d (port in use, or a bad HTTPS certificate or key?)",
+                 cfg->producer_bind, cfg->producer_port);
         goto err;
     }
     return api;
 
 err:
-    free(api);
+    rq_api_free(api);
     return NULL;
+}
+
+const char *rq_api_scheme(const rq_api_t *api)
+{
+    return rq_http_server_scheme(&api->http);
+}
+
+int rq_api_reload_keys(rq_api_t *api)
+{
+    rq_auth_error_t err;
+    char keys[1024];
+    int n = rq_auth_reload(api->auth, &err);
+
+    if (n < 0) {
+        rq_error("API keys not reloaded (the current keys stay): %s", err.text);
+        return -1;
+    }
+    rq_auth_describe(api->auth, keys, sizeof(keys));
+    rq_info("API keys reloaded: %d keys: %s", n, keys);
+    return n;
 }
 
 void rq_api_quiesce(rq_api_t *api)
@@ -590,5 +837,8 @@ void rq_api_free(rq_api_t *api)
         return;
     if (api->daemon != NULL)
         MHD_stop_daemon(api->daemon);
+    rq_http_server_clear(&api->http);
+    rq_ratelimit_free(api->rl);
+    rq_auth_free(api->auth);
     free(api);
 }

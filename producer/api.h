@@ -4,6 +4,11 @@
  *   POST /batch-produce     {"messages":[...]} -> 201 | 200 with replies (wait)
  *   GET  /messages/{id}     recent message status (bounded store)
  *   GET  /health, /health/live, /health/ready, /metrics
+ *   GET  /dlq, POST /dlq/retry
+ *
+ * With API keys (producer/auth.h) every route but /health* and /metrics needs a Bearer key
+ * with the route's scope (401/403); RATE_LIMIT_RPS adds a token bucket per key or client
+ * address (429). The HTTP limits and HTTPS come from common/http_server.h.
  *
  * HTTP threads never block on the broker: a produce request is handed to the publisher and
  * its MHD connection suspended until the job completes (resumed from the publisher thread).
@@ -23,6 +28,15 @@ typedef struct rq_api rq_api_t;
  * the port is taken). */
 rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
                      rq_store_t *store);
+
+/* Re-reads the API keys (API_KEYS_FILE and API_KEYS) and swaps them in without disturbing
+ * requests in flight; on any error the current keys stay. Logs the outcome (key ids, never
+ * secrets). Returns the key count or -1. Call from one thread at a time (the main loop on
+ * SIGHUP); safe while requests are served. */
+int rq_api_reload_keys(rq_api_t *api);
+
+/* "https" when HTTP_TLS_CERT/KEY are set, else "http" (for the start-up log line). */
+const char *rq_api_scheme(const rq_api_t *api);
 
 /* Stops accepting new connections (existing ones are still served). NULL is a no-op. */
 void rq_api_quiesce(rq_api_t *api);

@@ -18,10 +18,17 @@
 #include "util.h"
 
 static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t reload_signal;
 
 static void on_signal(int sig)
 {
     stop_signal = sig;
+}
+
+/* SIGHUP: the main loop re-reads the API keys (the handler only sets a flag). */
+static void on_hup(int sig)
+{
+    reload_signal = sig;
 }
 
 /* Every reply, waited for or not, marks its message processed in the store. */
@@ -57,6 +64,7 @@ int main(int argc, char **argv)
     rq_publisher_t *pub = NULL;
     rq_api_t *api = NULL;
     rq_tailer_t *tailer = NULL;
+    int64_t stop_deadline, grace;
     struct sigaction sa;
     int rc, status = 1;
 
@@ -73,6 +81,8 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     metrics = rq_metrics_new();
@@ -89,8 +99,9 @@ int main(int argc, char **argv)
     api = rq_api_new(&cfg, metrics, pub, store);
     if (api == NULL)
         goto out;
-    rq_info("producer %s listening on http://%s:%d (broker %s:%d, queue %s)", RQ_VERSION,
-            cfg.producer_bind, cfg.producer_port, cfg.rabbitmq.host, cfg.rabbitmq.port,
+    rq_info("producer %s listening on %s://%s:%d (broker %s%s:%d, queue %s)", RQ_VERSION,
+            rq_api_scheme(api), cfg.producer_bind, cfg.producer_port,
+            cfg.rabbitmq.tls ? "amqps://" : "", cfg.rabbitmq.host, cfg.rabbitmq.port,
             cfg.rabbitmq.request_queue);
     if (cfg.input_file[0] != '\0') {
         rq_tail_opts_t to;
@@ -107,14 +118,20 @@ int main(int argc, char **argv)
     while (!stop_signal) {
         struct timespec ts = {0, 200000000};
         nanosleep(&ts, NULL);
+        if (reload_signal) {
+            reload_signal = 0;
+            rq_api_reload_keys(api);
+        }
     }
 
     rq_info("signal %d: stopping; finishing in-flight requests", (int)stop_signal);
     rq_api_quiesce(api);
     /* Stop reading, let the tail jobs in flight be confirmed and save the position, then
-     * stop the publisher. */
+     * stop the publisher: both within one PUBLISH_TIMEOUT_MS window. */
+    stop_deadline = rq_mono_ms() + cfg.publish_timeout_ms;
     rq_tailer_stop(tailer, cfg.publish_timeout_ms);
-    rq_publisher_stop(pub, cfg.publish_timeout_ms);
+    grace = stop_deadline - rq_mono_ms();
+    rq_publisher_stop(pub, grace > 0 ? (int)grace : 0);
     status = 0;
 
 out:

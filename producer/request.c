@@ -11,6 +11,7 @@
 static int fail(rq_request_error_t *err, unsigned status, const char *prefix, const char *msg)
 {
     err->status = status;
+    err->limit = NULL;
     snprintf(err->text, sizeof(err->text), "%s%s", prefix, msg);
     return -1;
 }
@@ -74,6 +75,30 @@ static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_it
     return 0;
 }
 
+int rq_json_too_deep(const char *buf, size_t len, size_t max_depth)
+{
+    size_t depth = 0;
+    int in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++; /* skip the escaped character, a quote included */
+            else if (ch == '"')
+                in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth)
+                return 1;
+        } else if ((ch == ']' || ch == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}
+
 int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
                      rq_request_t *req, rq_request_error_t *err)
 {
@@ -85,6 +110,13 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
     req->batch = batch;
     if (len == 0) {
         fail(err, 400, "", "the request body is empty; send a JSON object");
+        goto err;
+    }
+    if (lim->max_depth > 0 && rq_json_too_deep(body, len, lim->max_depth)) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "JSON nested deeper than %zu levels", lim->max_depth);
+        fail(err, 400, "", msg);
+        err->limit = "json_depth";
         goto err;
     }
     /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL). */
@@ -125,6 +157,7 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
         snprintf(msg, sizeof(msg), "a batch holds at most %zu messages, got %zu",
                  lim->max_batch, json_array_size(msgs));
         fail(err, 413, "", msg);
+        err->limit = "batch_length";
         goto err;
     }
     v = json_object_get(req->root, "wait");

@@ -18,6 +18,7 @@
 typedef struct rq_limits {
     size_t max_batch;           /* more items -> 413 */
     double max_processing_time; /* seconds */
+    size_t max_depth;           /* deeper nesting of arrays/objects -> 400; 0: no limit */
 } rq_limits_t;
 
 typedef struct rq_item {
@@ -36,13 +37,21 @@ typedef struct rq_request {
 } rq_request_t;
 
 typedef struct rq_request_error {
-    unsigned status; /* 400 or 413 */
+    unsigned status;   /* 400 or 413 */
+    const char *limit; /* the abuse limit hit ("json_depth", "batch_length"), else NULL */
     char text[256];
 } rq_request_error_t;
 
+/* Returns 1 when the JSON text buf[0..len) nests arrays and objects more than max_depth
+ * levels deep (the top-level value is level 1; brackets inside strings, escapes included,
+ * do not count), else 0. A linear pre-scan that bounds the work and recursion of the parser
+ * before json_loadb() sees hostile input; it does not validate the text. Pure. */
+int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
+
 /* Parses body[0..len) (need not be NUL-terminated) into *req. Returns 0, or -1 with err
- * filled (status 400 for malformed JSON, invalid UTF-8, wrong types, missing payload, a bad
- * batch item — naming its index; 413 for too many batch items). *req is zeroed on error. */
+ * filled (status 400 for malformed JSON, nesting deeper than lim->max_depth, invalid UTF-8,
+ * wrong types, missing payload, a bad batch item — naming its index; 413 for too many batch
+ * items; err->limit names the abuse limit hit, if any). *req is zeroed on error. */
 int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
                      rq_request_t *req, rq_request_error_t *err);
 

@@ -1,11 +1,12 @@
 /* tailer.c - the tail thread: watch, read, split, batch, submit, commit, save.
  *
  * Jobs live in a ring of max_inflight + 1 slots, in file order: the oldest uncommitted job
- * at `head`, the job being filled (BUILDING) last. A slot goes
- *   FREE -> BUILDING -> READY (closed) -> INFLIGHT (accepted) -> CONFIRMED | FAILED
- * and back to FREE when the head of the ring is CONFIRMED: its end offset becomes the
- * committed offset. The publisher's done callback only flips INFLIGHT to CONFIRMED/FAILED
- * under `lock` and writes the eventfd; everything else is the tail thread's.
+ * at `head`, the job being filled (BUILDING) last. A slot's `state` (the tail thread's own)
+ * goes FREE -> BUILDING -> READY (closed) -> SUBMITTED (accepted by the publisher), or
+ * BUILDING -> SKIPPED (only dropped overlong lines, nothing to publish). The publisher's done
+ * callback only writes the slot's `result` (CONFIRMED or FAILED) under `lock` and writes the
+ * eventfd. When the head of the ring is confirmed (or SKIPPED) its end offset becomes the
+ * committed offset and the slot is FREE again.
  *
  * All jobs in the ring belong to the open file's current generation: before following
  * another file, or restarting a truncated one at 0, the thread stops reading until every job
@@ -47,7 +48,8 @@
 _Static_assert(RQ_LINESPLIT_WINDOW == RQ_TAIL_BEFORE_BYTES,
                "the splitter's window is the hash-before-offset span");
 
-enum { JOB_FREE = 0, JOB_BUILDING, JOB_READY, JOB_INFLIGHT, JOB_CONFIRMED, JOB_FAILED };
+enum { JOB_FREE = 0, JOB_BUILDING, JOB_READY, JOB_SUBMITTED, JOB_SKIPPED }; /* state */
+enum { RES_PENDING = 0, RES_CONFIRMED, RES_FAILED };                        /* result */
 
 typedef enum { ACT_NONE = 0, ACT_SWITCH, ACT_RESTART } action_t;
 
@@ -62,7 +64,8 @@ typedef struct tail_job {
     unsigned char before[W];
     size_t before_len; /* the stream bytes just before `end` */
     char file_id[RQ_TAIL_FILE_ID_MAX];
-    int state; /* JOB_*: INFLIGHT and later under t->lock */
+    int state;  /* JOB_*: the tail thread's only */
+    int result; /* RES_*: under t->lock (written by the done callback) */
     struct rq_tailer *t;
 } tail_job_t;
 
@@ -100,8 +103,8 @@ struct rq_tailer {
     size_t last_read_len;
     int64_t file_size;
     int eof, blocked;
-    int rotated;
-    int64_t rotated_ms;
+    int rotated;        /* the path no longer names the open file */
+    int64_t rotated_ms; /* when the rotate_wait clock started (0: not yet) */
     action_t action;
     int flush_pending; /* the action waits for the partial line to be handed out */
 
@@ -192,7 +195,7 @@ static void on_job_done(rq_pub_job_t *job, void *arg)
     rq_tailer_t *t = j->t;
 
     pthread_mutex_lock(&t->lock);
-    j->state = job->status == RQ_JOB_CONFIRMED ? JOB_CONFIRMED : JOB_FAILED;
+    j->result = job->status == RQ_JOB_CONFIRMED ? RES_CONFIRMED : RES_FAILED;
     pthread_mutex_unlock(&t->lock);
     wake(t);
 }
@@ -362,8 +365,8 @@ static int resume_rotated(rq_tailer_t *t)
     rq_info("tailer: %s was rotated while stopped; finishing %s first", t->path, full);
     t->first_open = 0;
     start_generation(t, fd, full, &id, head, t->loaded.offset, t->loaded.file_id);
-    t->rotated = 1;
-    t->rotated_ms = rq_mono_ms();
+    t->rotated = 1; /* check_file starts the rotate_wait clock */
+    t->rotated_ms = 0;
     count_rotation(t);
     return 1;
 }
@@ -508,6 +511,7 @@ static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
     j->arena_len += (size_t)n + 1;
     j->msgs[j->n].body_len = line->len;
     j->msgs[j->n].offset = line->offset;
+    j->msgs[j->n].end_offset = line->end; /* x-end: the consumer indexes [offset, end) */
     j->n++;
     j->end = line->end;
     rq_series_inc(t->m_read);
@@ -529,9 +533,7 @@ static void close_job(rq_tailer_t *t, tail_job_t *j)
             job_reset(j);
             t->count--;
         } else {
-            pthread_mutex_lock(&t->lock);
-            j->state = JOB_CONFIRMED;
-            pthread_mutex_unlock(&t->lock);
+            j->state = JOB_SKIPPED;
         }
         return;
     }
@@ -701,9 +703,11 @@ static void check_file(rq_tailer_t *t, int64_t now)
 {
     unsigned char buf[RQ_TAIL_FP_BYTES > W ? RQ_TAIL_FP_BYTES : W];
     struct stat sb, ps;
+    int have_sb, exists;
     ssize_t n;
 
-    if (fstat(t->fd, &sb) == 0) {
+    have_sb = fstat(t->fd, &sb) == 0;
+    if (have_sb) {
         t->file_size = (int64_t)sb.st_size;
         if (t->file_size < t->read_pos) {
             truncated(t, "was truncated");
@@ -724,17 +728,24 @@ static void check_file(rq_tailer_t *t, int64_t now)
             return;
         }
     }
-    if (stat(t->path, &ps) != 0 || (uint64_t)ps.st_dev != t->ident.dev ||
-        (uint64_t)ps.st_ino != t->ident.ino) {
-        if (!t->rotated) {
-            t->rotated = 1;
-            t->rotated_ms = now;
-            count_rotation(t);
-            rq_info("tailer: %s was rotated or deleted; reading the old file to its end", t->path);
-        }
-    } else if (t->rotated) {
-        t->rotated = 0; /* renamed back: nothing to switch to */
+    exists = stat(t->path, &ps) == 0;
+    if (exists && (uint64_t)ps.st_dev == t->ident.dev && (uint64_t)ps.st_ino == t->ident.ino) {
+        t->rotated = 0; /* (again) the file at the path: nothing to switch to */
+        t->rotated_ms = 0;
+        return;
     }
+    if (!t->rotated) {
+        t->rotated = 1;
+        t->rotated_ms = 0;
+        count_rotation(t);
+        rq_info("tailer: %s was %s; reading the old file to its end", t->path,
+                exists ? "rotated" : "renamed or deleted");
+    }
+    /* The old file is left rotate_wait after another file appears at the path, or after it
+     * is deleted; renamed away with nothing new at the path yet, it is still the file to
+     * read (late writes keep coming to it). */
+    if (t->rotated_ms == 0 && (exists || (have_sb && sb.st_nlink == 0)))
+        t->rotated_ms = now;
 }
 
 /* Submits the READY jobs in order until one is refused. */
@@ -742,22 +753,19 @@ static void submit_ready(rq_tailer_t *t, int64_t now)
 {
     for (int i = 0; i < t->count; i++) {
         tail_job_t *j = job_at(t, i);
-        int st;
 
-        pthread_mutex_lock(&t->lock);
-        st = j->state;
-        if (st == JOB_READY && now >= t->retry_at_ms && t->inflight < t->o.max_inflight)
-            j->state = JOB_INFLIGHT; /* before submit: done may run before it returns */
-        pthread_mutex_unlock(&t->lock);
-        if (st == JOB_BUILDING ||
-            (st == JOB_READY && (now < t->retry_at_ms || t->inflight >= t->o.max_inflight)))
+        if (j->state == JOB_BUILDING)
             return;
-        if (st != JOB_READY)
+        if (j->state != JOB_READY)
             continue;
+        if (now < t->retry_at_ms || t->inflight >= t->o.max_inflight)
+            return;
+        j->state = JOB_SUBMITTED;
+        pthread_mutex_lock(&t->lock);
+        j->result = RES_PENDING; /* before submit: done may run before it returns */
+        pthread_mutex_unlock(&t->lock);
         if (t->submit(t->submit_arg, &j->job) != 0) {
-            pthread_mutex_lock(&t->lock);
             j->state = JOB_READY;
-            pthread_mutex_unlock(&t->lock);
             t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : BACKOFF_MIN_MS;
             if (t->backoff_ms > BACKOFF_MAX_MS)
                 t->backoff_ms = BACKOFF_MAX_MS;
@@ -794,7 +802,9 @@ static void collect(rq_tailer_t *t)
     if (read(t->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
         rq_warn("tailer: eventfd read: %s", strerror(errno));
     pthread_mutex_lock(&t->lock);
-    while (t->count > 0 && job_at(t, 0)->state == JOB_CONFIRMED) {
+    while (t->count > 0 &&
+           (job_at(t, 0)->state == JOB_SKIPPED ||
+            (job_at(t, 0)->state == JOB_SUBMITTED && job_at(t, 0)->result == RES_CONFIRMED))) {
         tail_job_t *j = job_at(t, 0);
         t->committed = j->end;
         memcpy(t->committed_before, j->before, j->before_len);
@@ -806,9 +816,11 @@ static void collect(rq_tailer_t *t)
         t->dirty = 1;
     }
     for (int i = 0; i < t->count; i++) {
-        int st = job_at(t, i)->state;
-        failed |= st == JOB_FAILED;
-        inflight += st == JOB_INFLIGHT;
+        tail_job_t *j = job_at(t, i);
+        if (j->state != JOB_SUBMITTED)
+            continue;
+        failed |= j->result == RES_FAILED;
+        inflight += j->result == RES_PENDING;
     }
     t->stats.lines_confirmed += confirmed;
     t->stats.committed = t->committed;
@@ -937,8 +949,8 @@ static void *tail_main(void *arg)
                 check_file(t, now);
                 if (t->action == ACT_NONE)
                     pump(t);
-                if (t->action == ACT_NONE && t->rotated && t->eof && !t->blocked &&
-                    now - t->rotated_ms >= t->o.rotate_wait_ms) {
+                if (t->action == ACT_NONE && t->rotated && t->rotated_ms != 0 && t->eof &&
+                    !t->blocked && now - t->rotated_ms >= t->o.rotate_wait_ms) {
                     pump(t); /* one last look for late writes */
                     if (t->eof && !t->blocked) {
                         t->action = ACT_SWITCH;
@@ -967,11 +979,11 @@ static void *tail_main(void *arg)
             timeout = 0;
         for (int i = 0; i < t->count; i++)
             ready |= job_at(t, i)->state == JOB_READY;
-        if (ready)
+        if (ready && t->inflight < t->o.max_inflight) /* else a completion wakes us */
             timeout = min64(timeout, t->retry_at_ms - now);
         if (t->dirty)
             timeout = min64(timeout, t->last_save_ms + SAVE_EVERY_MS - now);
-        if (t->rotated && t->action == ACT_NONE)
+        if (t->rotated && t->rotated_ms != 0 && t->action == ACT_NONE)
             timeout = min64(timeout, t->rotated_ms + t->o.rotate_wait_ms - now);
         if (timeout < 0)
             timeout = 0;

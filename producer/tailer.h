@@ -14,9 +14,11 @@
  *
  * Files:
  *   - missing: waited for.
- *   - rotation by rename, or deletion: the open file is read to its end and for rotate_wait_ms
- *     more (late writes), its trailing partial line (if any) is sent as a line, then the file
- *     now at the path is followed from its head.
+ *   - rotation by rename, or deletion: the open file keeps being read (late writes) until
+ *     rotate_wait_ms after another file appeared at the path (or after it was deleted), then
+ *     it is read to its end, its trailing partial line (if any) is sent as a line, and the
+ *     file at the path is followed from its head. Renamed away with nothing new at the path
+ *     yet, the old file simply stays the one being read.
  *   - copytruncate / truncation (size below the read position, or the bytes before it or the
  *     first bytes changed): the lines already read are confirmed first, then reading starts
  *     again at 0 under a new file id (counted as a rotation).

@@ -68,22 +68,7 @@ die() {
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
 command -v curl >/dev/null || die "curl is not installed"
 
-# ---- build ---------------------------------------------------------------------------------
-if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-	if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-		cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-	fi
-	log "building in $BUILD_DIR"
-	cmake --build "$BUILD_DIR" -j"${JOBS:-2}" --target producer consumer rq_amqp_tool \
-		>"${TMPDIR:-/tmp}/relayq-bench-build.log" 2>&1 ||
-		{ tail -n 30 "${TMPDIR:-/tmp}/relayq-bench-build.log" >&2; die "build failed"; }
-fi
-for b in producer consumer rq_amqp_tool; do
-	[ -x "$BIN/$b" ] || die "$BIN/$b is missing (build first, or unset BENCH_SKIP_BUILD)"
-done
-BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
-
-# ---- run folder, ports, cleanup ------------------------------------------------------------
+# ---- run folder ----------------------------------------------------------------------------
 if [ -n "${BENCH_DIR:-}" ]; then
 	WORK=$(abspath "$BENCH_DIR")
 	mkdir -p "$WORK"
@@ -97,7 +82,23 @@ BROKER_DIR=$WORK/broker
 mkdir -p "$LOGS"
 : >"$FACTS"
 
+# ---- build (only the three programs the bench runs) ----------------------------------------
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+	if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
+		cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	fi
+	log "building in $BUILD_DIR"
+	cmake --build "$BUILD_DIR" -j"${JOBS:-2}" --target producer consumer rq_amqp_tool \
+		>"$LOGS/build.log" 2>&1 || { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
+fi
+for b in producer consumer rq_amqp_tool; do
+	[ -x "$BIN/$b" ] || die "$BIN/$b is missing (build first, or unset BENCH_SKIP_BUILD)"
+done
+BUILD_TYPE=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD_DIR/CMakeCache.txt" 2>/dev/null || true)
+
 fact() { printf '%s\t%s\n' "$1" "$2" >>"$FACTS"; }
+
+# ---- ports, cleanup ------------------------------------------------------------------------
 
 if [ -n "${BENCH_AMQP_PORT:-}" ]; then
 	AMQP_PORT=$BENCH_AMQP_PORT
@@ -147,8 +148,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- helpers -------------------------------------------------------------------------------
-cpu_ticks() { # utime + stime of PID in clock ticks (0 when gone)
-	if [ -r "/proc/$1/stat" ]; then
+cpu_ticks() { # utime + stime of PID in clock ticks (0 when gone); "busy"/"steal": the machine's
+	if [ "$1" = busy ]; then
+		awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat
+	elif [ "$1" = steal ]; then
+		awk '/^cpu / { print $9 }' /proc/stat
+	elif [ -r "/proc/$1/stat" ]; then
 		awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 	else
 		echo 0
@@ -225,6 +230,11 @@ stop_service() {
 	local role=$1 step=$2 pid=$3 kb
 	kb=$(hwm_kb "$pid")
 	[ -n "$kb" ] && fact "$step.rss_kb.$role" "$kb"
+	# what the peak is made of, now: private memory, and mapped files (shared libraries)
+	kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+	[ -n "$kb" ] && fact "$step.rss_anon_kb.$role" "$kb"
+	kb=$(awk '/^RssFile:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+	[ -n "$kb" ] && fact "$step.rss_file_kb.$role" "$kb"
 	alive "$pid" || log "warning: $role of $step had exited already (see $LOGS/$step.$role.log)"
 	stop_pid "$pid"
 }
@@ -273,28 +283,35 @@ fact meta.broker "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/de
 
 # ---- 1. the broker's limit -----------------------------------------------------------------
 step_limit() { # STEP: limit (first, the denominator) or limit_end (again at the end: drift)
-	local step=$1 rate0 count t0
+	# rq_amqp_tool publishes a fixed count, so the step runs it in chunks of about 2 s until
+	# BENCH_SECONDS have passed; the rate is the sum of confirmed messages over the sum of the
+	# tool's own publishing times (connection set-up excluded, each chunk's last confirms in).
+	local step=$1 rate0 chunk t0
 	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare \
 		--count 5000 --window "$WINDOW" --quiet >"$LOGS/$step.warmup.out" 2>&1 ||
 		{ cat "$LOGS/$step.warmup.out" >&2; die "warm-up publish failed"; }
 	rate0=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$LOGS/$step.warmup.out")
 	delete_queue bench.warmup
-	count=$((${rate0:-5000} * SECS))
-	[ "$count" -ge 5000 ] || count=5000
+	chunk=$((${rate0:-5000} * 2))
+	[ "$chunk" -ge 2000 ] || chunk=2000
 	fact "$step.window" "$WINDOW"
 	fact "$step.out" "$LOGS/$step.out"
 	fact "$step.loadgen_time" "$LOGS/$step.time"
-	cpu_mark "$step" broker="$BROKER_PID"
+	: >"$LOGS/$step.out"
+	: >"$LOGS/$step.time"
+	cpu_mark "$step" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
-	{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit --declare \
-		--count "$count" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
-		>"$LOGS/$step.out" 2>&1; } 2>"$LOGS/$step.time" ||
-		log "warning: the limit publish failed (see $LOGS/$step.out)"
+	while awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$SECS" 'BEGIN { exit !(b - a < s) }'; do
+		{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit \
+			--declare --count "$chunk" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
+			--quiet >>"$LOGS/$step.out" 2>&1; } 2>>"$LOGS/$step.time" ||
+			{ log "warning: the limit publish failed (see $LOGS/$step.out)"; break; }
+	done
 	fact "$step.wall_s" "$(elapsed "$t0")"
 	cpu_record "$step"
 	fact "$step.depth" "$(depth bench.limit || echo -1)"
 	delete_queue bench.limit
-	log "    $(grep -o 'rate=[0-9]*' "$LOGS/$step.out" || echo 'no rate') msg/s"
+	log "    $("$PY" "$REPORT" tool-rate "$LOGS/$step.out") msg/s"
 }
 
 # ---- 2. and 3. POST /produce and /batch-produce (no consumer: the queue keeps every message) --
@@ -303,7 +320,7 @@ step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS
 	delete_queue "$q"
 	start_service producer "$step" REQUEST_QUEUE="$q"
 	pid=$SVC_PID url=$SVC_URL
-	cpu_mark "$step" producer="$pid" broker="$BROKER_PID"
+	cpu_mark "$step" producer="$pid" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
 	run_wrk "$step" "$c" "$script" "$url$path"
 	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$url/metrics" \
@@ -324,7 +341,7 @@ step_rr() {
 	cpid=$SVC_PID curl=$SVC_URL
 	start_service producer rr REQUEST_QUEUE="$q"
 	ppid=$SVC_PID purl=$SVC_URL
-	cpu_mark rr producer="$ppid" consumer="$cpid" broker="$BROKER_PID"
+	cpu_mark rr producer="$ppid" consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
 	run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
 	"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$purl/metrics" \
@@ -367,7 +384,7 @@ step_tail() {
 	tail_env=(REQUEST_QUEUE="$q" INPUT_FILE="$tdir/input.log")
 	grep -q TAIL_STATE_DIR <<<"$phelp" && tail_env+=(TAIL_STATE_DIR="$tdir/state")
 	grep -q TAIL_FROM <<<"$phelp" && tail_env+=(TAIL_FROM=head)
-	cpu_mark tail consumer="$cpid" broker="$BROKER_PID"
+	cpu_mark tail consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
 	fact tail.t_start "$EPOCHREALTIME"
 	start_service producer tail "${tail_env[@]}"
 	ppid=$SVC_PID
@@ -408,7 +425,7 @@ step_drain() { # MODE: file (OUTPUT_FILE, the durable path) or plain (ack only)
 		rm -f "$WORK/drain.out"
 		out_env=(OUTPUT_FILE="$WORK/drain.out")
 	fi
-	cpu_mark "$step" broker="$BROKER_PID"
+	cpu_mark "$step" broker="$BROKER_PID" machine=busy steal=steal
 	fact "$step.t_start" "$EPOCHREALTIME"
 	start_service consumer "$step" REQUEST_QUEUE="$q" "${out_env[@]}"
 	cpid=$SVC_PID
@@ -441,7 +458,7 @@ if want 1; then
 fi
 if want 2; then
 	for c in $CONNECTIONS; do
-		log "2/7 POST /produce, $c connections, ${SECS} s"
+		log "2/7 POST /produce, $c connection(s), ${SECS} s"
 		step_produce "produce_c$c" "bench.produce.c$c" produce.lua /produce "$c"
 	done
 fi

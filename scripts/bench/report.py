@@ -14,6 +14,7 @@
   report.py wait-size FILE SIZE TIMEOUT
         poll FILE's size every 20 ms until it is >= SIZE; print the epoch time; exit 1 on
         timeout (printing the last size).
+  report.py tool-rate FILE                    print the msg/s of the rq_amqp_tool runs in FILE
   report.py gen-lines FILE N                  write N log-like lines (deterministic) to FILE
   report.py summarize DIR                     read DIR/facts.tsv, write DIR/bench-results.json
         and DIR/bench-table.txt, print the table; exit 1 when a check found a MISMATCH.
@@ -249,16 +250,25 @@ TOOL_LINE = re.compile(r"published=(\d+) confirmed=(\d+) nacked=(\d+) returned=(
 
 
 def read_tool(path):
+    """Sums every summary line of rq_amqp_tool publish in path (one per chunk)."""
     try:
         with open(path) as f:
-            m = TOOL_LINE.search(f.read())
+            found = TOOL_LINE.findall(f.read())
     except OSError:
         return None
-    if not m:
+    if not found:
         return None
-    return {"published": int(m.group(1)), "confirmed": int(m.group(2)),
-            "nacked": int(m.group(3)), "returned": int(m.group(4)),
-            "seconds": float(m.group(5)), "msgs_per_s": float(m.group(6))}
+    r = {"published": 0, "confirmed": 0, "nacked": 0, "returned": 0, "seconds": 0.0,
+         "runs": len(found)}
+    for m in found:
+        r["published"] += int(m[0])
+        r["confirmed"] += int(m[1])
+        r["nacked"] += int(m[2])
+        r["returned"] += int(m[3])
+        r["seconds"] += float(m[4])
+    r["seconds"] = round(r["seconds"], 3)
+    r["msgs_per_s"] = round(r["confirmed"] / r["seconds"], 1) if r["seconds"] > 0 else 0.0
+    return r
 
 
 def cpu_of(sf, clk):
@@ -270,8 +280,8 @@ def cpu_of(sf, clk):
     if "loadgen_time" in sf:
         try:
             with open(sf["loadgen_time"]) as f:
-                u, s = f.read().split()[:2]
-            out["loadgen"] = round(float(u) + float(s), 2)
+                words = f.read().split()  # "user sys" per run of the load generator
+            out["loadgen"] = round(sum(float(w) for w in words), 2)
         except (OSError, ValueError):
             pass
     return out
@@ -331,15 +341,17 @@ def check_produce(name, r, per_request):
         problems.append("missing figures (produced=%s depth=%s)" % (produced, depth))
     else:
         if (s201 + s499) * per_request != produced or produced != depth:
-            problems.append("producer answered 201 to %d and lost %d callers, x%d = %d; it "
-                            "counted %d confirmed; the queue holds %d"
+            problems.append("the producer sent %d x 201 and %d answers to callers wrk had "
+                            "dropped (499), x%d = %d; it counted %d confirmed; the queue holds %d"
                             % (s201, s499, per_request, (s201 + s499) * per_request, produced,
                                depth))
         if not (client <= s201 <= client + conns):
             problems.append("wrk saw %d x 201, the producer sent %d (more than %d in flight)"
                             % (client, s201, conns))
-    detail = ("wrk 201s %d, producer 201s %d + %d cut off by wrk's stop (x%d) = confirmed %s "
-              "= queue depth %s" % (client, s201, s499, per_request, produced, depth))
+    detail = ("wrk 201s %d; producer 201s %d + %d dropped by wrk's stop (499)%s = confirmed "
+              "%s = queue depth %s" % (client, s201, s499,
+                                       "" if per_request == 1 else " x%d" % per_request,
+                                       produced, depth))
     return {"step": name, "result": "MISMATCH" if problems else "OK",
             "detail": "; ".join(problems) if problems else detail}
 
@@ -361,7 +373,10 @@ def fmt_pct(v):
 def summarize(d):
     facts = load_facts(d)
     clk = tofloat(facts.get("meta.clk_tck"), 100.0)
-    res = {"meta": {k[5:]: v for k, v in facts.items() if k.startswith("meta.")}}
+    res = {"meta": {}}
+    for k, v in facts.items():
+        if k.startswith("meta."):
+            res["meta"][k[5:]] = int(v) if re.fullmatch(r"-?[0-9]+", v) else v
     checks, targets, rows = [], [], []
 
     # 1. broker limit (and again at the end, as a measure of the drift during the run)
@@ -419,7 +434,7 @@ def summarize(d):
                                                                   fmt_ms(p99)),
                             "result": result})
         lat = r.get("latency_ms", {})
-        rows.append(("2", "POST /produce, %s connections" % c,
+        rows.append(("2", "POST /produce, %s connection%s" % (c, "" if c == "1" else "s"),
                      fmt_rate(r.get("ok_per_s"), " req/s"), fmt_pct(r.get("ratio")),
                      lat.get("p50"), lat.get("p99"), lat.get("p99.9"), errors_of(r, 201), tgt,
                      result))
@@ -497,11 +512,12 @@ def summarize(d):
                      fmt_rate(tail["lines_per_s"], " lines/s"), fmt_pct(tail["ratio"]), None,
                      None, None, "-", ">=10,000/s", "PASS" if okt else "MISS"))
     else:
-        why = tf.get("why", "no tailer")
+        why = tf.get("why", "not in BENCH_STEPS")
         tail["why"] = why
+        shown = "skipped (%s)" % why if tf else "not run"
         targets.append({"name": "file tail end to end", "target": ">=10,000 lines/s",
-                        "value": "skipped (%s)" % why, "result": "n/a"})
-        rows.append(("5", "file tail end to end", "skipped (%s)" % why, "-", None, None, None,
+                        "value": shown, "result": "n/a"})
+        rows.append(("5", "file tail end to end", shown, "-", None, None, None,
                      "-", ">=10,000/s", "n/a"))
     res["tail"] = tail
 
@@ -512,18 +528,25 @@ def summarize(d):
         if m and tofloat(v) is not None:
             rss[m.group(2)][m.group(1)] = int(tofloat(v))
     res["peak_rss"] = {}
+    rss_notes = []
     for role, limit_mb in (("producer", 20), ("consumer", 10)):
         per = rss[role]
         peak = max(per.values()) if per else None
         mb = None if peak is None else peak * 1024 / 1e6
         where = max(per, key=per.get) if per else None
-        res["peak_rss"][role] = {"peak_mb": round(mb, 2) if mb else None, "during": where,
-                                 "per_step_kb": per}
+        anon = tofloat(facts.get("%s.rss_anon_kb.%s" % (where, role))) if where else None
+        files = tofloat(facts.get("%s.rss_file_kb.%s" % (where, role))) if where else None
+        res["peak_rss"][role] = {
+            "peak_mb": round(mb, 2) if mb else None, "during": where, "per_step_kb": per,
+            "at_stop_anon_kb": anon, "at_stop_file_kb": files}
         okk = mb is not None and mb <= limit_mb
         targets.append({"name": "%s peak RSS" % role, "target": "<=%d MB" % limit_mb,
                         "value": "-" if mb is None else "%.1f MB (%s)" % (mb, where),
                         "result": "PASS" if okk else ("n/a" if mb is None else "MISS")})
-        rows.append(("6", "peak RSS %s (VmHWM, during %s)" % (role, where or "-"),
+        if anon is not None and files is not None:
+            rss_notes.append("%s %.1f MB private + %.1f MB mapped files (shared libraries)"
+                             % (role, anon * 1024 / 1e6, files * 1024 / 1e6))
+        rows.append(("6", "peak RSS %s (VmHWM, in %s)" % (role, where or "-"),
                      "-" if mb is None else "%.1f MB" % mb, "-", None, None, None, "-",
                      "<=%d MB" % limit_mb, "PASS" if okk else ("n/a" if mb is None else "MISS")))
 
@@ -559,11 +582,19 @@ def summarize(d):
                      fmt_rate(dr["msgs_per_s"], " msg/s"), fmt_pct(dr["ratio"]), None, None,
                      None, "-", "", ""))
 
+    res["peak_rss"]["notes"] = rss_notes
     if "end_row" in locals():
         rows.insert(1, end_row)
     res["targets"] = targets
     res["checks"] = checks
     res["cpu_by_step"] = cpu_table(res)
+    ncpu = tofloat(res["meta"].get("nproc"), 2) or 2
+    timed = [r for r in res["cpu_by_step"] if "machine" in r["cpu_s"]]
+    avail = sum(ncpu * (r["wall_s"] or 0) for r in timed)
+    others = sum(r["cpu_s"]["machine"] - sum(v for k, v in r["cpu_s"].items() if k in
+                                             ("producer", "consumer", "broker", "loadgen"))
+                 for r in timed)
+    res["meta"]["others_cpu_share"] = round(max(others, 0) / avail, 3) if avail else None
 
     with open(os.path.join(d, "bench-results.json"), "w") as f:
         json.dump(res, f, indent=2, sort_keys=False)
@@ -625,6 +656,11 @@ def render(res, rows):
                  % (m.get("date", "?"), m.get("host", "?"), m.get("nproc", "?"),
                     m.get("build_type", "?"), m.get("git", "?"), m.get("bench_seconds", "?"),
                     m.get("loadavg_start", "?"), m.get("loadavg_end", "?")))
+    if m.get("others_cpu_share") is not None:
+        share = m["others_cpu_share"]
+        lines.append("other work on the host took %.0f%% of the CPU during the steps%s"
+                     % (share * 100, " (a noisy run: figures are low)" if share > 0.1 else
+                        " (a quiet run)"))
     if m.get("services_env", "").strip():
         lines.append("service settings: %s" % m["services_env"].strip())
     lines.append("")
@@ -640,27 +676,40 @@ def render(res, rows):
     lines.append("")
     lines.append("vs limit: the rate as a share of the broker's own confirmed-publish rate "
                  "(row 1, same run). errors: non-2xx answers plus socket errors seen by wrk.")
+    if res.get("peak_rss", {}).get("notes"):
+        lines.append("peak RSS, made of (at the end of that step): %s."
+                     % "; ".join(res["peak_rss"]["notes"]))
     lines.append("")
     lines.append("checks (what was measured reached the queue):")
     for c in res["checks"]:
         lines.append("  %-8s %-28s %s" % (c["result"], c["step"], c["detail"]))
     if res.get("cpu_by_step"):
         lines.append("")
-        lines.append("CPU seconds by process during each step (2 cores = 2.0 s per wall second):")
+        lines.append("CPU seconds by process during each step (%s cores = %s s of CPU per wall second):"
+                 % (m.get("nproc", "?"), m.get("nproc", "?")))
         roles = ["producer", "consumer", "broker", "loadgen"]
-        hdr2 = ["step", "wall s"] + roles + ["producer us/msg", "broker us/msg"]
+        hdr2 = (["step", "wall s"] + roles + ["others", "steal"]
+                + ["producer us/msg", "consumer us/msg", "broker us/msg"])
         t2 = [hdr2]
         for row in res["cpu_by_step"]:
             c = row["cpu_s"]
             per = row.get("cpu_us_per_msg", {})
+            others = None
+            if "machine" in c:
+                others = c["machine"] - sum(c.get(r, 0) for r in roles)
             t2.append([row["step"], "%.1f" % (row["wall_s"] or 0)]
                       + [("%.1f" % c[r]) if r in c else "-" for r in roles]
-                      + [("%.0f" % per[r]) if r in per else "-" for r in ("producer", "broker")])
+                      + ["-" if others is None else "%.1f" % max(others, 0.0),
+                         ("%.1f" % c["steal"]) if "steal" in c else "-"]
+                      + [("%.0f" % per[r]) if r in per else "-"
+                         for r in ("producer", "consumer", "broker")])
         w2 = [max(len(r[i]) for r in t2) for i in range(len(hdr2))]
         for r in t2:
             lines.append("  " + "  ".join(c.ljust(w2[0]) if i == 0 else c.rjust(w2[i])
                                           for i, c in enumerate(r)))
-        lines.append("  (loadgen: wrk, or rq_amqp_tool for the broker limit)")
+        lines.append("  loadgen: wrk, or rq_amqp_tool for the broker limit. others: CPU the machine spent "
+                     "outside these processes (other work on the host: noise). steal: time the "
+                     "hypervisor withheld.")
     mism = [c for c in res["checks"] if c["result"] != "OK"]
     lines.append("")
     lines.append("targets: %d PASS, %d MISS, %d n/a; checks: %s"
@@ -699,6 +748,10 @@ def main(argv):
         return cmd_wait_size(*args)
     if cmd == "gen-lines" and len(args) == 2:
         cmd_gen_lines(*args)
+        return 0
+    if cmd == "tool-rate" and len(args) == 1:
+        r = read_tool(args[0])
+        print("%.0f" % r["msgs_per_s"] if r else "no figure")
         return 0
     if cmd == "summarize" and len(args) == 1:
         return summarize(args[0])

@@ -234,6 +234,17 @@ static const struct {
     {"PREFETCH_COUNT", RQ_CFG_INT, 1, 65535, RQ_SVC_ALL},
     {"MAX_RETRIES", RQ_CFG_INT, 0, 20, RQ_SVC_ALL},
     {"RETRY_BASE_MS", RQ_CFG_INT, 10, 3600000, RQ_SVC_ALL},
+    {"RABBITMQ_TLS", RQ_CFG_BOOL, 0, 0, RQ_SVC_ALL},
+    {"RABBITMQ_TLS_CA", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
+    {"RABBITMQ_TLS_CERT", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
+    {"RABBITMQ_TLS_KEY", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
+    {"RABBITMQ_TLS_VERIFY", RQ_CFG_BOOL, 0, 0, RQ_SVC_ALL},
+    {"HTTP_CONNECTION_TIMEOUT_S", RQ_CFG_INT, 0, 86400, RQ_SVC_ALL},
+    {"HTTP_MAX_CONNECTIONS", RQ_CFG_INT, 1, 1000000, RQ_SVC_ALL},
+    {"HTTP_MAX_CONNECTIONS_PER_IP", RQ_CFG_INT, 0, 1000000, RQ_SVC_ALL},
+    {"MAX_HEADER_BYTES", RQ_CFG_INT, 4096, 1048576, RQ_SVC_ALL},
+    {"HTTP_TLS_CERT", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
+    {"HTTP_TLS_KEY", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
     {"LOG_LEVEL", RQ_CFG_ENUM, 0, 0, RQ_SVC_ALL},
     {"PRODUCER_BIND", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"PRODUCER_PORT", RQ_CFG_INT, 1, 65535, RQ_SVC_PRODUCER},
@@ -245,6 +256,12 @@ static const struct {
     {"MESSAGE_STORE_SIZE", RQ_CFG_INT, 0, 10000000, RQ_SVC_PRODUCER},
     {"MAX_PENDING", RQ_CFG_INT, 1, 10000000, RQ_SVC_PRODUCER},
     {"HTTP_THREADS", RQ_CFG_INT, 1, 64, RQ_SVC_PRODUCER},
+    {"API_KEYS_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"API_KEYS", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"RATE_LIMIT_RPS", RQ_CFG_DOUBLE, 0, 1000000, RQ_SVC_PRODUCER},
+    {"RATE_LIMIT_BURST", RQ_CFG_INT, 0, 1000000, RQ_SVC_PRODUCER},
+    {"RATE_LIMIT_MAX_CLIENTS", RQ_CFG_INT, 16, 10000000, RQ_SVC_PRODUCER},
+    {"MAX_JSON_DEPTH", RQ_CFG_INT, 1, 1000, RQ_SVC_PRODUCER},
     {"INPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"TAIL_STATE_DIR", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"TAIL_FROM", RQ_CFG_ENUM, 0, 0, RQ_SVC_PRODUCER},
@@ -1159,4 +1176,45 @@ Test(config_args, load_error_is_printed)
     fflush(stderr);
     cr_expect_stderr_eq_str(expected);
     remove_temp(path);
+}
+
+/* ---- security settings (issue 6) ---- */
+
+Test(config, security_defaults_and_bools)
+{
+    rq_config_t c;
+    rq_config_error_t err;
+
+    cr_assert_eq(rq_config_defaults(&c), 0);
+    cr_expect(!c.rabbitmq.tls, "AMQPS is off by default");
+    cr_expect(c.rabbitmq.tls_verify, "peer verification is on by default");
+    cr_expect_str_eq(c.api_keys, "");
+    cr_expect_eq(c.rate_limit_rps, 0.0, "rate limiting is off by default");
+    cr_expect_eq(c.max_json_depth, 64);
+    cr_expect_eq(c.http_connection_timeout_s, 30);
+    cr_expect_str_eq(c.producer_bind, "127.0.0.1", "loopback unless told otherwise");
+    cr_expect_eq(rq_config_set(&c, "RABBITMQ_TLS", "1", &err), 0, "%s", err.text);
+    cr_expect_eq(rq_config_set(&c, "RABBITMQ_TLS_VERIFY", "no", &err), 0, "%s", err.text);
+    cr_expect(c.rabbitmq.tls && !c.rabbitmq.tls_verify);
+    cr_expect_eq(rq_config_set(&c, "RABBITMQ_TLS", "maybe", &err), -1);
+    cr_expect(strstr(err.text, "RABBITMQ_TLS") != NULL, "%s", err.text);
+    cr_expect_eq(rq_config_set(&c, "MAX_JSON_DEPTH", "0", &err), -1);
+    cr_expect_eq(rq_config_set(&c, "RATE_LIMIT_RPS", "2.5", &err), 0, "%s", err.text);
+    cr_expect_eq(c.rate_limit_rps, 2.5);
+    rq_config_free(&c);
+}
+
+Test(config, api_keys_are_never_echoed)
+{
+    char value[70000];
+    rq_config_t c;
+    rq_config_error_t err;
+
+    memset(value, 'K', sizeof value - 1);
+    value[sizeof value - 1] = '\0';
+    cr_assert_eq(rq_config_defaults(&c), 0);
+    cr_assert_eq(rq_config_set(&c, "API_KEYS", value, &err), -1);
+    cr_expect(strstr(err.text, "API_KEYS") != NULL, "%s", err.text);
+    cr_expect(strstr(err.text, "KKK") == NULL, "secret echoed: %s", err.text);
+    rq_config_free(&c);
 }

@@ -4,7 +4,7 @@
 
 #include "request.h"
 
-static const rq_limits_t lim = {3, 60.0};
+static const rq_limits_t lim = {3, 60.0, 0};
 
 typedef struct {
     const char *body;
@@ -117,4 +117,74 @@ Test(request, encode_carries_every_field)
     json_decref(o);
     free(text);
     rq_request_clear(&req);
+}
+
+/* ---- nesting depth (MAX_JSON_DEPTH, issue 6) ---- */
+
+Test(request, json_too_deep_scan)
+{
+    static const struct {
+        const char *text;
+        size_t max;
+        int deep;
+    } scans[] = {
+        {"", 1, 0},
+        {"1", 0, 0},
+        {"{}", 1, 0},
+        {"{}", 0, 1},
+        {"{\"a\":[1,{\"b\":[]}]}", 4, 0},
+        {"{\"a\":[1,{\"b\":[]}]}", 3, 1},
+        {"[[],[],[],[]]", 2, 0},              /* siblings do not add up */
+        {"{\"a\":\"[[[[[[\"}", 1, 0},          /* brackets inside strings do not count */
+        {"{\"a\":\"\\\"[[[[\"}", 1, 0},        /* nor after an escaped quote */
+        {"{\"a\":\"\\\\\",\"b\":[[1]]}", 2, 1}, /* an escaped backslash ends before the quote */
+        {"]]]]}}}}[[", 1, 1},                  /* stray closers never go below zero */
+        {"\"[[[", 0, 0},                       /* unterminated string: its content ignored */
+    };
+
+    for (size_t i = 0; i < sizeof(scans) / sizeof(scans[0]); i++)
+        cr_expect_eq(rq_json_too_deep(scans[i].text, strlen(scans[i].text), scans[i].max),
+                     scans[i].deep, "case %zu: %s with max %zu", i, scans[i].text, scans[i].max);
+}
+
+Test(request, nesting_over_the_limit_is_400_before_parsing)
+{
+    const rq_limits_t deep_lim = {3, 60.0, 64};
+    rq_request_t req;
+    rq_request_error_t err;
+    char body[2 * 100000 + 64];
+    size_t n = 0, levels = 100000;
+
+    /* 63 levels of payload under the top-level object: accepted. */
+    n = (size_t)snprintf(body, sizeof(body), "{\"payload\":");
+    for (size_t i = 0; i < 63; i++)
+        body[n++] = '[';
+    for (size_t i = 0; i < 63; i++)
+        body[n++] = ']';
+    body[n++] = '}';
+    cr_assert_eq(rq_request_parse(body, n, 0, &deep_lim, &req, &err), 0, "%s", err.text);
+    rq_request_clear(&req);
+
+    /* 100000 levels: rejected by the pre-scan with the limit named (jansson never runs). */
+    n = (size_t)snprintf(body, sizeof(body), "{\"payload\":");
+    for (size_t i = 0; i < levels; i++)
+        body[n++] = '[';
+    for (size_t i = 0; i < levels && n < sizeof(body) - 1; i++)
+        body[n++] = ']';
+    cr_assert_eq(rq_request_parse(body, n, 0, &deep_lim, &req, &err), -1);
+    cr_expect_eq(err.status, 400);
+    cr_expect_str_eq(err.limit, "json_depth");
+    cr_expect(strstr(err.text, "deeper than 64") != NULL, "%s", err.text);
+    cr_expect_null(req.root);
+
+    /* The batch limit names itself too; ordinary errors name none. */
+    cr_assert_eq(rq_request_parse("{\"messages\":[{\"payload\":1},{\"payload\":1},{\"payload\":1},"
+                                  "{\"payload\":1}]}",
+                                  strlen("{\"messages\":[{\"payload\":1},{\"payload\":1},{\"payload\""
+                                         ":1},{\"payload\":1}]}"),
+                                  1, &deep_lim, &req, &err),
+                 -1);
+    cr_expect_str_eq(err.limit, "batch_length");
+    cr_assert_eq(rq_request_parse("{", 1, 0, &deep_lim, &req, &err), -1);
+    cr_expect_null(err.limit);
 }

@@ -630,6 +630,39 @@ Test(tailer, rename_rotation_reads_the_old_file_to_its_end_first)
     lines_free(&want);
 }
 
+/* Renamed away and nothing at the path yet: the old file is still the one to read, however
+ * long that lasts; rotate_wait counts from when the new file appears. */
+Test(tailer, renamed_file_is_read_until_a_new_file_appears)
+{
+    rq_tail_opts_t o;
+    sink_t s;
+    lines_t want = {0};
+    rq_tailer_t *t;
+    char rotated[400];
+
+    snprintf(rotated, sizeof(rotated), "%s.1", input);
+    opts(&o);
+    o.rotate_wait_ms = 100;
+    sink_init(&s);
+    t = start(&o, &s);
+    write_lines(input, "a", 0, 20, &want);
+    cr_assert(wait_for(&s, 20, 10));
+    cr_assert_eq(rename(input, rotated), 0);
+    usleep(400000); /* four times rotate_wait */
+    write_lines(rotated, "late", 0, 20, &want);
+    cr_assert(wait_for(&s, 40, 10), "late writes to the renamed file are read");
+    write_lines(input, "new", 0, 20, NULL);
+    usleep(30000);
+    write_lines(rotated, "later", 0, 5, &want); /* within rotate_wait of the new file */
+    write_lines(NULL, "new", 0, 20, &want);     /* the new file comes after all of the old */
+    cr_assert(wait_for(&s, want.n, 10), "%zu of %zu", sink_count(&s), want.n);
+    usleep(100000);
+    finish(t, &s);
+    expect_exactly(&s, &want);
+    sink_free(&s);
+    lines_free(&want);
+}
+
 Test(tailer, rotated_file_partial_last_line_is_sent_when_leaving_it)
 {
     rq_tail_opts_t o;

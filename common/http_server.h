@@ -1,0 +1,83 @@
+/* http_server.h - the hardening and HTTPS options both services give libmicrohttpd.
+ *
+ * One place turns the HTTP settings (HTTP_CONNECTION_TIMEOUT_S, HTTP_MAX_CONNECTIONS,
+ * HTTP_MAX_CONNECTIONS_PER_IP, MAX_HEADER_BYTES, HTTP_TLS_CERT/KEY) into MHD options, so the
+ * producer's API and the consumer's metrics port behave alike:
+ *
+ *   timeout          a connection idle that long is closed (slowloris); MHD does not time
+ *                    out a suspended connection (a request waiting for the broker)
+ *   connection caps  a connection over HTTP_MAX_CONNECTIONS_PER_IP is closed at once (no HTTP
+ *                    answer); at HTTP_MAX_CONNECTIONS MHD stops accepting, so new ones wait
+ *                    in the listen backlog (and are closed when MHD still gets one)
+ *   header memory    the per-connection memory pool; MHD answers 414 (URL) or 431 (headers)
+ *   HTTPS            GnuTLS via MHD_USE_TLS, certificate and key as PEM in memory, TLS 1.2+
+ *
+ * MHD reports the events it handles itself only through its log, so rq_http_server's logger
+ * recognises those lines, counts them in metrics, and rate-limits the log output.
+ */
+#ifndef RQ_HTTP_SERVER_H
+#define RQ_HTTP_SERVER_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "hmap.h"
+#include "metrics.h"
+
+#define RQ_HTTP_MAX_OPTIONS 14
+#define RQ_HTTP_LOG_PER_SECOND 20
+
+typedef struct rq_http_server {
+    char *cert_pem; /* NUL-terminated PEM text, or NULL when HTTPS is off */
+    char *key_pem;
+    rq_series_t *too_large;  /* 414/431 answered by MHD (optional) */
+    rq_series_t *conn_limit; /* connections refused by the caps (optional) */
+    /* open connections per client address, for HTTP_MAX_CONNECTIONS_PER_IP */
+    int per_ip_limit;
+    pthread_mutex_t ip_lock;
+    rq_hmap_t *ip_open; /* address text -> count (as a pointer-sized integer) */
+    /* log rate limit */
+    _Atomic int64_t log_window_s;
+    atomic_int log_used, log_dropped;
+    struct MHD_OptionItem opts[RQ_HTTP_MAX_OPTIONS];
+} rq_http_server_t;
+
+/* Prepares *s from cfg: reads the HTTPS files when HTTP_TLS_CERT and HTTP_TLS_KEY are set and
+ * fills the option array. `limits` (may be NULL) is a counter family with one label, limit:
+ * its series "header_size" and "connections" count what MHD refuses itself. Returns 0, or -1
+ * with err filled when only one TLS file is set, a file cannot be read or is not PEM, or
+ * libmicrohttpd lacks TLS. *s must stay at its address and outlive the daemon. */
+int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metric_t *limits,
+                           char *err, size_t errlen);
+
+/* The accept policy callback to give MHD_start_daemon (with s as its argument): refuses a
+ * connection from an address that already has HTTP_MAX_CONNECTIONS_PER_IP open, counting
+ * it (MHD enforces the same limit, silently, as a backstop). */
+enum MHD_Result rq_http_server_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
+
+/* MHD_USE_TLS when HTTPS is on, else 0: to OR into the daemon flags. */
+unsigned rq_http_server_flags(const rq_http_server_t *s);
+
+/* The option array for MHD_OPTION_ARRAY (terminated by MHD_OPTION_END). */
+struct MHD_OptionItem *rq_http_server_options(rq_http_server_t *s);
+
+/* "https" or "http", for log lines and URLs. */
+const char *rq_http_server_scheme(const rq_http_server_t *s);
+
+/* Wipes and frees the PEM texts (stop the daemon first). Safe on a zeroed struct. */
+void rq_http_server_clear(rq_http_server_t *s);
+
+/* Logs a warn line through s's rate limit (RQ_HTTP_LOG_PER_SECOND lines per second, then one
+ * line saying how many were dropped). For events a client can trigger at will. Thread-safe. */
+void rq_http_server_warn(rq_http_server_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* 1 when addr (a numeric IPv4 or IPv6 address) is a loopback address, else 0. */
+int rq_http_is_loopback(const char *addr);
+
+#endif

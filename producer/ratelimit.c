@@ -1,0 +1,183 @@
+/* ratelimit.c - token buckets in a bounded LRU map. */
+#include "ratelimit.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hmap.h"
+
+void rq_bucket_init(rq_bucket_t *b, double burst, int64_t now_ns)
+{
+    b->tokens = burst;
+    b->last_ns = now_ns;
+}
+
+int rq_bucket_take(rq_bucket_t *b, double rate, double burst, int64_t now_ns,
+                   unsigned *retry_after_s)
+{
+    double wait;
+
+    if (now_ns > b->last_ns) {
+        b->tokens += (double)(now_ns - b->last_ns) / 1e9 * rate;
+        if (b->tokens > burst)
+            b->tokens = burst;
+        b->last_ns = now_ns;
+    }
+    if (b->tokens >= 1.0) {
+        b->tokens -= 1.0;
+        return 0;
+    }
+    wait = ceil((1.0 - b->tokens) / rate);
+    *retry_after_s = wait < 1 ? 1u : wait > 86400 ? 86400u : (unsigned)wait;
+    return 1;
+}
+
+/* A bucket in the LRU list (most recent at the head). */
+typedef struct entry {
+    struct entry *prev, *next;
+    rq_bucket_t b;
+    char key[RQ_CLIENT_KEY_MAX];
+} entry_t;
+
+struct rq_ratelimit {
+    pthread_mutex_t lock;
+    double rate, burst;
+    size_t max;
+    rq_hmap_t *map; /* key -> entry_t */
+    entry_t *head, *tail;
+};
+
+rq_ratelimit_t *rq_ratelimit_new(double rate, double burst, size_t max_clients)
+{
+    rq_ratelimit_t *rl;
+
+    if (!(rate > 0) || !(burst >= 1) || max_clients == 0)
+        return NULL;
+    rl = calloc(1, sizeof(*rl));
+    if (rl == NULL)
+        return NULL;
+    rl->map = rq_hmap_new(max_clients < 1024 ? max_clients : 1024);
+    if (rl->map == NULL) {
+        free(rl);
+        return NULL;
+    }
+    pthread_mutex_init(&rl->lock, NULL);
+    rl->rate = rate;
+    rl->burst = burst;
+    rl->max = max_clients;
+    return rl;
+}
+
+static void unlink_entry(rq_ratelimit_t *rl, entry_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        rl->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        rl->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void push_head(rq_ratelimit_t *rl, entry_t *e)
+{
+    e->prev = NULL;
+    e->next = rl->head;
+    if (rl->head)
+        rl->head->prev = e;
+    rl->head = e;
+    if (rl->tail == NULL)
+        rl->tail = e;
+}
+
+int rq_ratelimit_take(rq_ratelimit_t *rl, const char *client, int64_t now_ns,
+                      unsigned *retry_after_s)
+{
+    char key[RQ_CLIENT_KEY_MAX];
+    entry_t *e;
+    int rc;
+
+    snprintf(key, sizeof(key), "%s", client);
+    pthread_mutex_lock(&rl->lock);
+    e = rq_hmap_get(rl->map, key);
+    if (e != NULL) {
+        unlink_entry(rl, e);
+    } else {
+        if (rq_hmap_len(rl->map) >= rl->max && rl->tail != NULL) {
+            e = rl->tail; /* reuse the least recently seen client's entry */
+            unlink_entry(rl, e);
+            rq_hmap_del(rl->map, e->key);
+        } else {
+            e = calloc(1, sizeof(*e));
+        }
+        if (e == NULL || rq_hmap_put(rl->map, key, e) != 0) {
+            /* Out of memory: let the request through rather than refuse everyone. */
+            free(e);
+            pthread_mutex_unlock(&rl->lock);
+            return 0;
+        }
+        memcpy(e->key, key, sizeof(key));
+        rq_bucket_init(&e->b, rl->burst, now_ns);
+    }
+    push_head(rl, e);
+    rc = rq_bucket_take(&e->b, rl->rate, rl->burst, now_ns, retry_after_s);
+    pthread_mutex_unlock(&rl->lock);
+    return rc;
+}
+
+size_t rq_ratelimit_size(rq_ratelimit_t *rl)
+{
+    size_t n;
+
+    pthread_mutex_lock(&rl->lock);
+    n = rq_hmap_len(rl->map);
+    pthread_mutex_unlock(&rl->lock);
+    return n;
+}
+
+void rq_ratelimit_free(rq_ratelimit_t *rl)
+{
+    if (rl == NULL)
+        return;
+    for (entry_t *e = rl->head, *next; e != NULL; e = next) {
+        next = e->next;
+        free(e);
+    }
+    rq_hmap_free(rl->map);
+    pthread_mutex_destroy(&rl->lock);
+    free(rl);
+}
+
+int rq_ratelimit_client_key(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char text[INET6_ADDRSTRLEN];
+
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+        snprintf(buf, len, "ip:%s", text);
+        return 0;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+        struct in6_addr prefix = in6->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&prefix)) {
+            inet_ntop(AF_INET, &prefix.s6_addr[12], text, sizeof(text));
+            snprintf(buf, len, "ip:%s", text);
+            return 0;
+        }
+        memset(&prefix.s6_addr[8], 0, 8);
+        inet_ntop(AF_INET6, &prefix, text, sizeof(text));
+        snprintf(buf, len, "ip6:%s/64", text);
+        return 0;
+    }
+    snprintf(buf, len, "ip:?");
+    return -1;
+}

@@ -1,0 +1,702 @@
+#!/usr/bin/python3
+"""Reliability tests of relayq (issue 4): things break for real, nothing is lost.
+
+Scenarios (one per run; each uses its own queue, and broker-restart its own broker):
+  broker-restart  8 threads post /produce while the broker is stopped and started again:
+                  every 201 is in OUTPUT_FILE exactly once, no answer is later than
+                  PUBLISH_TIMEOUT_MS + slack, 201s resume after recovery, /health/ready of
+                  both services is 503 during the outage and 200 within seconds after.
+  consumer-kill   the consumer is kill -9'd twice while it holds a prefetch of messages
+                  with processing_time: after restarts, every message is in the output once.
+  producer-kill   the producer is kill -9'd under HTTP load and restarted: every request
+                  answered 201 is in the output once.
+  retry-dlq       fail_times retries through the delay queues (reply and line once, after
+                  the backoff), dead-lettering after MAX_RETRIES (GET /dlq shows reason and
+                  attempts), undecodable messages dead-lettered with their reason, and
+                  POST /dlq/retry bringing messages back.
+  graceful        SIGTERM under load: the consumer (mid-backlog) and the producer (under HTTP
+                  load) exit 0; no line is lost, repeated or half-written.
+
+Usage: test_reliability.py --build-dir build SCENARIO [--amqp-port P] [--seconds S]
+Without --amqp-port the scenario starts (and stops) a broker of its own on a free port
+(scripts/broker.sh, 127.0.0.1). Prints one PASS/FAIL line per check, the figures measured,
+and `N passed, M failed`; exit 1 on any failure. Every wait is bounded, and only processes
+this script started are signalled, by PID. Standard library only (/usr/bin/python3).
+"""
+import argparse
+import collections
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PUBLISH_TIMEOUT_MS = 3000
+LATENCY_SLACK_S = 1.5
+
+
+def log(msg):
+    print(f"[reliability {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Checks:
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"PASS  {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL  {name}{': ' + detail if detail else ''}", flush=True)
+        return ok
+
+
+def free_port(avoid_dist=False):
+    """A TCP port free on 127.0.0.1 (and port + 20000, the broker's distribution port)."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if not avoid_dist:
+            return port
+        if port + 20000 >= 65536:
+            continue
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", port + 20000))
+            return port
+        except OSError:
+            continue
+        finally:
+            t.close()
+    raise RuntimeError("no free port")
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+def http_call(url, method="GET", body=None, timeout=30.0, conn=None):
+    """One request. Returns (status, headers dict lower-case, body bytes, elapsed s, conn);
+    status 0 when the connection failed. `conn` is reused (keep-alive) when given."""
+    u = urllib.parse.urlsplit(url)
+    path = u.path + ("?" + u.query if u.query else "")
+    t0 = time.monotonic()
+    for attempt in (0, 1):
+        if conn is None:
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+        try:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data, headers=headers)
+            r = conn.getresponse()
+            payload = r.read()
+            hdrs = {k.lower(): v for k, v in r.getheaders()}
+            if hdrs.get("connection", "").lower() == "close":
+                conn.close()
+                conn = None
+            return r.status, hdrs, payload, time.monotonic() - t0, conn
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = None
+            # a keep-alive connection the server closed meanwhile: one fresh try
+            if attempt == 0 and time.monotonic() - t0 < 0.05:
+                continue
+            return 0, {}, b"", time.monotonic() - t0, None
+    return 0, {}, b"", time.monotonic() - t0, None
+
+
+def get_json(url, timeout=10.0):
+    st, _, body, _, _ = http_call(url, timeout=timeout)
+    try:
+        return st, json.loads(body.decode()) if body else None
+    except ValueError:
+        return st, None
+
+
+def metrics(url):
+    """Parses a Prometheus text page into {"name{labels}": value}."""
+    st, _, body, _, _ = http_call(url + "/metrics", timeout=5)
+    out = {}
+    if st != 200:
+        return out
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
+class Load:
+    """THREADS threads posting /produce with unique ids (payload = id) until stopped. Every
+    answer is recorded: (id, status, latency s, t_sent, t_done, retry_after)."""
+
+    def __init__(self, url_fn, prefix, threads=8, rate=150.0, timeout=30.0):
+        self.url_fn, self.prefix, self.rate, self.timeout = url_fn, prefix, rate, timeout
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.results = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def finish(self, timeout=60):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self.threads)
+
+    def _run(self, k):
+        conn = None
+        n = 0
+        interval = 1.0 / self.rate if self.rate > 0 else 0
+        next_at = time.monotonic()
+        while not self.stop.is_set():
+            mid = f"{self.prefix}-{k}-{n}"
+            n += 1
+            t_sent = time.monotonic()
+            st, hdrs, _, lat, conn = http_call(self.url_fn() + "/produce", "POST",
+                                               {"id": mid, "payload": mid},
+                                               timeout=self.timeout, conn=conn)
+            with self.lock:
+                self.results.append((mid, st, lat, t_sent, t_sent + lat,
+                                     hdrs.get("retry-after")))
+            if st == 0:
+                time.sleep(0.05)  # the producer is down (killed): do not spin
+            next_at += interval
+            pause = next_at - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                next_at = time.monotonic()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+
+class Poller(threading.Thread):
+    """Polls GET url every 100 ms, recording (t, status)."""
+
+    def __init__(self, url):
+        super().__init__(daemon=True)
+        self.url = url
+        self.samples = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            st, _, _, _, _ = http_call(self.url, timeout=2)
+            self.samples.append((time.monotonic(), st))
+            self.stop.wait(0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+
+
+class Stack:
+    """A broker (own or shared), producers and consumers started by this script."""
+
+    def __init__(self, build, tmp, queue, amqp_port=None, extra_env=None):
+        self.build, self.tmp, self.queue = build, tmp, queue
+        self.own_broker = amqp_port is None
+        self.amqp = amqp_port or free_port(avoid_dist=True)
+        self.broker_dir = os.path.join(tmp, "broker")
+        self.output = os.path.join(tmp, "output.txt")
+        self.procs = {}
+        self.ports = {"producer": free_port(), "consumer": free_port()}
+        self.env = dict(os.environ)
+        self.env.update(RABBITMQ_HOST="127.0.0.1", RABBITMQ_PORT=str(self.amqp), LOG_LEVEL="info",
+                        REQUEST_QUEUE=queue, RABBITMQ_HEARTBEAT="5",
+                        PUBLISH_TIMEOUT_MS=str(PUBLISH_TIMEOUT_MS))
+        self.env.update(extra_env or {})
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def broker(self, cmd):
+        args = ["bash", os.path.join(ROOT, "scripts/broker.sh"), cmd, self.broker_dir]
+        if cmd == "start":
+            args.append(str(self.amqp))
+        with open(os.path.join(self.tmp, "broker.out"), "a") as out:
+            rc = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT,
+                                timeout=150).returncode
+        if rc != 0:
+            raise RuntimeError(f"broker {cmd} failed (see {self.tmp}/broker.out)")
+
+    def start(self, name, wait=True, **env):
+        e = dict(self.env)
+        if name == "producer":
+            e.update(PRODUCER_BIND="127.0.0.1", PRODUCER_PORT=str(self.ports[name]))
+        else:
+            e.update(CONSUMER_BIND="127.0.0.1", CONSUMER_PORT=str(self.ports[name]),
+                     OUTPUT_FILE=self.output)
+        e.update({k: str(v) for k, v in env.items()})
+        logf = open(os.path.join(self.tmp, f"{name}.log"), "a")
+        self.procs[name] = subprocess.Popen([os.path.join(self.build, "bin", name)], env=e,
+                                            stdout=logf, stderr=logf)
+        logf.close()
+        if wait:
+            self.wait_ready(name)
+
+    def wait_ready(self, name, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st, _, _, _, _ = http_call(self.url(name) + "/health/ready", timeout=2)
+            if st == 200:
+                return
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready within {timeout} s")
+
+    def running(self, name):
+        p = self.procs.get(name)
+        return p is not None and p.poll() is None
+
+    def kill9(self, name):
+        p = self.procs[name]
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=10)
+
+    def term(self, name, timeout=15):
+        """SIGTERM; returns (exit status, seconds) or (None, timeout) after SIGKILL."""
+        p = self.procs.get(name)
+        if p is None or p.poll() is not None:
+            return (p.returncode if p else None), 0.0
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGTERM)
+        try:
+            return p.wait(timeout=timeout), time.monotonic() - t0
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            return None, timeout
+
+    def close(self):
+        for name in list(self.procs):
+            self.term(name, 10)
+        if self.own_broker:
+            try:
+                self.broker("stop")
+            except Exception as e:  # noqa: BLE001 - reported, the cleanup goes on
+                log(f"broker stop: {e}")
+
+    def tool(self, *args):
+        cmd = [os.path.join(self.build, "bin", "rq_amqp_tool"), args[0], "--host", "127.0.0.1",
+               "--port", str(self.amqp), "--quiet"] + list(args[1:])
+        r = subprocess.run(cmd, capture_output=True, timeout=120, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError(f"rq_amqp_tool {' '.join(args)}: {r.stderr.decode()[-300:]}")
+        return r.stdout.decode()
+
+
+def read_output(path):
+    """(lines, ends_with_newline) of the output file ([] and True when absent)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return [], True
+    return data.split(b"\n")[:-1] if data else [], data == b"" or data.endswith(b"\n")
+
+
+def wait_lines(path, want, timeout):
+    """Waits until every line in `want` (a set of bytes) is in the output file. Returns the
+    lines read last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines, _ = read_output(path)
+        if want.issubset(lines) or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.25)
+
+
+def check_output_exactly_once(c, path, accepted, what, timeout=60, allowed_extra=None):
+    """Every line of `accepted` is in the output exactly once; no line at all appears twice;
+    the file ends with a newline. `allowed_extra` (a set) may also appear (requests whose
+    answer was lost: published or not). Returns the lines."""
+    want = set(accepted)
+    lines = wait_lines(path, want, timeout)
+    time.sleep(1.0)  # a duplicate would show up now
+    lines, nl = read_output(path)
+    counts = collections.Counter(lines)
+    missing = [x for x in want if counts[x] == 0]
+    dups = [x for x, n in counts.items() if n > 1]
+    extra = [x for x in counts if x not in want and (allowed_extra is None or x not in allowed_extra)]
+    c.check(f"{what}: all {len(want)} accepted messages in the output", not missing,
+            f"{len(missing)} missing, e.g. {missing[:3]}")
+    c.check(f"{what}: no line written twice ({len(lines)} lines)", not dups,
+            f"{len(dups)} duplicated, e.g. {dups[:3]}")
+    c.check(f"{what}: output ends with a newline (no half-written line)", nl)
+    if allowed_extra is not None:
+        c.check(f"{what}: no unexpected line in the output", not extra, f"e.g. {extra[:3]}")
+    return lines
+
+
+def summarize_load(results):
+    by = collections.Counter(r[1] for r in results)
+    return ", ".join(f"{k or 'no answer'}: {v}" for k, v in sorted(by.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# scenarios
+
+
+def broker_restart(c, st, args):
+    st.start("consumer")
+    st.start("producer")
+    pr = Poller(st.url("producer") + "/health/ready")
+    cr = Poller(st.url("consumer") + "/health/ready")
+    pr.start()
+    cr.start()
+    load = Load(lambda: st.url("producer"), "br").start()
+    t0 = time.monotonic()
+    time.sleep(5)
+    before = sum(1 for r in load.snapshot() if r[1] == 201)
+    log(f"{before} answered 201 before the restart; stopping the broker")
+    t_stop = time.monotonic()
+    st.broker("stop")
+    t_stopped = time.monotonic()
+    log(f"broker stopped in {t_stopped - t_stop:.1f} s; starting it again")
+    time.sleep(1)
+    st.broker("start")
+    t_up = time.monotonic()
+    log(f"broker up again after {t_up - t_stopped:.1f} s down; load goes on {args.after:.0f} s")
+    time.sleep(args.after)
+    c.check("load threads stop", load.finish())
+    pr.stop.set()
+    cr.stop.set()
+    pr.join(5)
+    cr.join(5)
+    res = load.snapshot()
+    log(f"{len(res)} requests in {time.monotonic() - t0:.1f} s: {summarize_load(res)}")
+
+    c.check("requests answered 201 before the restart", before > 50, f"only {before}")
+    statuses = {r[1] for r in res}
+    c.check("every request answered 201 or 503 (never a dropped connection or 500)",
+            statuses <= {201, 503}, f"statuses {sorted(statuses)}")
+    no_ra = [r for r in res if r[1] == 503 and not r[5]]
+    c.check("every 503 carries Retry-After", not no_ra, f"{len(no_ra)} without")
+    n503 = sum(1 for r in res if r[1] == 503)
+    c.check("the outage was seen by clients (503s)", n503 > 0)
+    lat = max(r[2] for r in res)
+    bound = PUBLISH_TIMEOUT_MS / 1000 + LATENCY_SLACK_S
+    slow = sorted((r for r in res), key=lambda r: -r[2])[:3]
+    c.check(f"no answer later than PUBLISH_TIMEOUT_MS + {LATENCY_SLACK_S} s = {bound:.1f} s "
+            f"(max {lat:.2f} s)", lat <= bound, f"slowest {[(r[0], r[1], round(r[2], 2)) for r in slow]}")
+    after = [r for r in res if r[1] == 201 and r[3] >= t_up]
+    c.check("201s resume after the broker is back", len(after) > 50, f"only {len(after)}")
+    first_201 = min((r[4] for r in res if r[1] == 201 and r[3] >= t_stopped), default=None)
+    ready_down = [t for t, s in pr.samples if t_stopped <= t <= t_up and s == 503]
+    c.check("producer /health/ready 503 while the broker is down", len(ready_down) > 0)
+    for name, poller in (("producer", pr), ("consumer", cr)):
+        back = min((t for t, s in poller.samples if t >= t_up and s == 200), default=None)
+        rec = back - t_up if back is not None else None
+        c.check(f"{name} /health/ready 200 within 10 s of the broker's return "
+                f"({'%.2f s' % rec if rec is not None else 'never'})",
+                rec is not None and rec <= 10)
+    if first_201 is not None:
+        log(f"figures: first 201 {first_201 - t_up:.2f} s after the broker was up; "
+            f"{len(after)} 201s after; max latency {lat:.2f} s; {n503} x 503")
+    accepted = {r[0].encode() for r in res if r[1] == 201}
+    sent = {r[0].encode() for r in res}
+    check_output_exactly_once(c, st.output, accepted, "broker restart", timeout=90,
+                              allowed_extra=sent)
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM after the restart ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
+def consumer_kill(c, st, args):
+    n = args.messages
+    st.start("consumer", PREFETCH_COUNT=50)
+    st.tool("publish", "--queue", st.queue, "--count", str(n), "--id-prefix", "ck",
+            "--processing-time", "0.01")
+    ids = {f"ck-{i}".encode() for i in range(n)}
+    payloads = {f"ck message {i}".encode() for i in range(n)}
+    in_flight_seen = 0
+    for k, at in enumerate((n // 6, n // 2)):
+        deadline = time.monotonic() + 60
+        while len(read_output(st.output)[0]) < at and time.monotonic() < deadline:
+            time.sleep(0.02)
+        written = len(set(read_output(st.output)[0]))
+        ready = int(st.tool("depth", "--queue", st.queue).split()[0])
+        held = n - written - ready  # delivered to the consumer, not yet written
+        st.kill9("consumer")
+        in_flight_seen = max(in_flight_seen, held)
+        log(f"kill -9 #{k + 1}: {written} lines written, {ready} ready, ~{held} unacked in flight")
+        st.start("consumer", PREFETCH_COUNT=50)
+    c.check("messages were in flight at a kill -9", in_flight_seen > 0, f"{in_flight_seen}")
+    lines = check_output_exactly_once(c, st.output, payloads, "consumer kill -9", timeout=90,
+                                      allowed_extra=set())
+    m = metrics(st.url("consumer"))
+    log(f"figures: {len(lines)} lines; redelivered and skipped as already written: "
+        f"{m.get('consumer_duplicates_skipped_total', 0):.0f}")
+    c.check("queue drained", st.tool("depth", "--queue", st.queue).split()[0] == "0")
+    rc, secs = st.term("consumer")
+    c.check(f"consumer exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+    del ids
+
+
+def producer_kill(c, st, args):
+    st.start("consumer")
+    st.start("producer")
+    load = Load(lambda: st.url("producer"), "pk").start()
+    time.sleep(args.before)
+    before = sum(1 for r in load.snapshot() if r[1] == 201)
+    t_kill = time.monotonic()
+    st.kill9("producer")
+    log(f"producer kill -9 after {before} x 201")
+    time.sleep(0.5)
+    st.start("producer", wait=False)
+    st.wait_ready("producer")
+    t_back = time.monotonic()
+    log(f"producer ready {t_back - t_kill:.2f} s after the kill")
+    time.sleep(args.after)
+    c.check("load threads stop", load.finish())
+    res = load.snapshot()
+    log(f"{len(res)} requests: {summarize_load(res)}")
+    c.check("201s before the kill", before > 50, f"{before}")
+    after = sum(1 for r in res if r[1] == 201 and r[3] >= t_back)
+    c.check("201s after the restart", after > 50, f"{after}")
+    odd = [r for r in res if r[1] not in (201, 503, 0)]
+    c.check("answers are 201 or 503 (or no answer while the producer is dead)", not odd,
+            f"{odd[:3]}")
+    late_fail = [r for r in res if r[1] == 0 and not (t_kill - 1 <= r[3] <= t_back)]
+    c.check("no unanswered request outside the kill window", not late_fail, f"{late_fail[:3]}")
+    accepted = {r[0].encode() for r in res if r[1] == 201}
+    sent = {r[0].encode() for r in res}
+    check_output_exactly_once(c, st.output, accepted, "producer kill -9", timeout=60,
+                              allowed_extra=sent)
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
+def wait_until(fn, timeout, step=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(step)
+
+
+def retry_dlq(c, st, args):
+    max_retries, base_ms = 3, 100
+    st.env.update(MAX_RETRIES=str(max_retries), RETRY_BASE_MS=str(base_ms))
+    st.start("consumer")
+    st.start("producer")
+    pu, cu = st.url("producer"), st.url("consumer")
+    tag = str(os.getpid())
+
+    def m(name):
+        return metrics(cu).get(name, 0.0)
+
+    def dlq(limit=10):
+        s, body = get_json(f"{pu}/dlq?limit={limit}")
+        return body if s == 200 else None
+
+    # 1. fails twice, then succeeds on the third attempt; the reply survives the copies
+    for fail_times in (2, max_retries):
+        r0 = m("consumer_retries_total")
+        payload = f"retry-ok-{fail_times}-{tag}"
+        s, _, body, el, _ = http_call(pu + "/produce?wait=true", "POST",
+                                      {"payload": payload, "fail_times": fail_times}, timeout=30)
+        reply = json.loads(body).get("reply") if s == 200 else body[:200]
+        min_delay = sum(base_ms * 2 ** i for i in range(fail_times)) / 1000
+        c.check(f"fail_times={fail_times}: 200 with the reply of attempt {fail_times + 1} after "
+                f"{el:.2f} s (backoff >= {min_delay:.1f} s)",
+                s == 200 and reply == "Consumer processed: " + payload and el >= min_delay,
+                f"status {s}, reply {reply!r}, {el:.2f} s")
+        c.check(f"fail_times={fail_times}: {fail_times} retries counted",
+                m("consumer_retries_total") - r0 == fail_times)
+        lines = wait_lines(st.output, {payload.encode()}, 10)
+        c.check(f"fail_times={fail_times}: line in the output once",
+                lines.count(payload.encode()) == 1, f"{lines.count(payload.encode())} times")
+
+    # 2. fails every attempt: dead-lettered after MAX_RETRIES retries
+    dead = f"dead-{tag}"
+    s, _, body, _, _ = http_call(pu + "/produce", "POST",
+                                 {"payload": dead, "fail_times": max_retries + 5})
+    dead_id = json.loads(body)["message_id"] if s == 201 else None
+    c.check("fail_times > MAX_RETRIES: accepted (201)", s == 201, f"{s}")
+    d = wait_until(lambda: (lambda x: x if x and x["count"] >= 1 else None)(dlq()), 15)
+    msg = d["messages"][0] if d and d["messages"] else {}
+    c.check(f"GET /dlq shows it with reason and attempts ({msg.get('reason', '')[:60]}...)",
+            msg.get("message_id") == dead_id and
+            msg.get("reason", "").startswith(f"processing failed after {max_retries + 1} attempts")
+            and msg.get("attempts") == max_retries + 1, f"{d}")
+    c.check("dead-lettered counted (reason failed)",
+            m('consumer_dead_lettered_total{reason="failed"}') == 1)
+
+    # 3. undecodable: straight to the DLQ, reason in a header
+    st.tool("publish", "--queue", st.queue, "--body", '{"id":"bad-1","payload":', "--id-prefix",
+            f"undecodable-{tag}")
+    d = wait_until(lambda: (lambda x: x if x and x["count"] >= 2 else None)(dlq()), 10)
+    bad = [x for x in (d or {}).get("messages", []) if x.get("message_id", "").startswith("undecodable")]
+    c.check("undecodable message in the DLQ with its reason and 1 attempt",
+            len(bad) == 1 and bad[0]["reason"].startswith("undecodable: invalid JSON") and
+            bad[0].get("attempts") == 1, f"{d}")
+    c.check("dead-lettered counted (reason undecodable)",
+            m('consumer_dead_lettered_total{reason="undecodable"}') == 1)
+
+    # 4. a valid message that sits in the DLQ (dead-lettered for a reason that no longer
+    # holds, e.g. by an older consumer): POST /dlq/retry brings it back and it is processed
+    st.tool("publish", "--queue", st.queue + ".dlq", "--id-prefix", f"replay-{tag}")
+    replay_line = f"replay-{tag} message 0".encode()
+    wait_until(lambda: (lambda x: x and x["count"] == 3)(dlq(0)), 5)
+    retries0 = m("consumer_retries_total")
+    s, body = get_json(pu + "/dlq")
+    c.check("GET /dlq: 3 messages", s == 200 and body["count"] == 3, f"{s} {body}")
+    st_, _, body, _, _ = http_call(pu + "/dlq/retry", "POST", {})
+    moved = json.loads(body).get("moved") if st_ == 200 else None
+    c.check("POST /dlq/retry moves all 3 back", moved == 3, f"{st_} {body[:200]}")
+    lines = wait_lines(st.output, {replay_line}, 15)
+    c.check("the replayed valid message is processed (line in the output once)",
+            lines.count(replay_line) == 1, f"{lines.count(replay_line)} times")
+    # the failing one runs its retries again and returns; the undecodable one returns at once
+    back = wait_until(lambda: m('consumer_dead_lettered_total{reason="failed"}') == 2 and
+                      m('consumer_dead_lettered_total{reason="undecodable"}') == 2, 15)
+    c.check("the replayed failing and undecodable messages come back to the DLQ", back)
+    c.check("the replayed failing message was retried MAX_RETRIES times again",
+            m("consumer_retries_total") - retries0 == max_retries)
+    d = dlq()
+    ids = sorted(x.get("message_id", "") for x in (d or {}).get("messages", []))
+    c.check("DLQ holds exactly the two bad messages again",
+            d is not None and d["count"] == 2 and dead_id in ids, f"{d}")
+    lines, nl = read_output(st.output)
+    c.check("the dead message never reached the output", dead.encode() not in lines)
+
+    # 5. POST /dlq/retry with a count moves only that many
+    st_, _, body, _, _ = http_call(pu + "/dlq/retry", "POST", {"count": 1})
+    c.check("POST /dlq/retry {count: 1} moves 1", st_ == 200 and json.loads(body)["moved"] == 1,
+            f"{st_} {body[:200]}")
+    back = wait_until(lambda: (lambda x: x and x["count"] == 2)(dlq(0)) and
+                      m('consumer_dead_lettered_total{reason="failed"}') +
+                      m('consumer_dead_lettered_total{reason="undecodable"}') == 5, 15)
+    c.check("... and it comes back to the DLQ", bool(back))
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
+def graceful(c, st, args):
+    backlog = args.messages
+    st.start("consumer")
+    st.start("producer")
+    # a backlog keeps the consumer busy in the middle of batches when SIGTERM comes
+    st.tool("publish", "--queue", st.queue, "--count", str(backlog), "--id-prefix", "gb")
+    load = Load(lambda: st.url("producer"), "gr").start()
+    time.sleep(1.0)
+    n1, _ = read_output(st.output)
+    rc, secs = st.term("consumer")
+    lines, nl = read_output(st.output)
+    c.check(f"consumer exits 0 on SIGTERM under load ({secs:.2f} s, {len(lines)} lines then)",
+            rc == 0, f"status {rc}")
+    c.check("consumer stopped mid-backlog (the test means something)",
+            0 < len(lines) < backlog, f"{len(lines)} lines of {backlog}")
+    c.check("after the consumer's SIGTERM the output ends with a newline", nl)
+    c.check("after the consumer's SIGTERM no line is written twice",
+            len(set(lines)) == len(lines))
+    st.start("consumer")
+    time.sleep(2.0)
+    n201 = sum(1 for r in load.snapshot() if r[1] == 201)
+    rc, secs = st.term("producer", timeout=PUBLISH_TIMEOUT_MS / 1000 + 10)
+    c.check(f"producer exits 0 on SIGTERM under HTTP load ({secs:.2f} s, {n201} x 201 before)",
+            rc == 0, f"status {rc}")
+    c.check("load threads stop", load.finish())
+    res = load.snapshot()
+    log(f"{len(res)} requests: {summarize_load(res)}")
+    odd = [r for r in res if r[1] not in (201, 503, 0)]
+    c.check("answers are 201 or 503 (no answer once the producer is gone)", not odd, f"{odd[:3]}")
+    accepted = {r[0].encode() for r in res if r[1] == 201}
+    accepted |= {f"gb message {i}".encode() for i in range(backlog)}
+    sent = {r[0].encode() for r in res}
+    check_output_exactly_once(c, st.output, accepted, "graceful shutdown", timeout=90,
+                              allowed_extra=sent)
+    rc, secs = st.term("consumer")
+    c.check(f"consumer exits 0 on SIGTERM when idle ({secs:.2f} s)", rc == 0, f"status {rc}")
+    lines, nl = read_output(st.output)
+    c.check("final output ends with a newline", nl)
+    del n1
+
+
+SCENARIOS = {
+    "broker-restart": broker_restart,
+    "consumer-kill": consumer_kill,
+    "producer-kill": producer_kill,
+    "retry-dlq": retry_dlq,
+    "graceful": graceful,
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenario", choices=sorted(SCENARIOS))
+    ap.add_argument("--build-dir", default=os.environ.get("BUILD_DIR", "build"))
+    ap.add_argument("--amqp-port", type=int, help="use this broker (else start one)")
+    ap.add_argument("--messages", type=int, default=600, help="consumer-kill/graceful backlog")
+    ap.add_argument("--before", type=float, default=3.0, help="load seconds before a fault")
+    ap.add_argument("--after", type=float, default=6.0, help="load seconds after recovery")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    args = ap.parse_args()
+    build = os.path.abspath(args.build_dir)
+    tmp = tempfile.mkdtemp(prefix=f"relayq-rel-{args.scenario}.")
+    os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
+    queue = f"rel_{args.scenario.replace('-', '_')}_{os.getpid()}"
+    st = Stack(build, tmp, queue, args.amqp_port)
+    c = Checks()
+    t0 = time.monotonic()
+    try:
+        if st.own_broker:
+            st.broker("start")
+        log(f"{args.scenario}: queue {queue}, broker 127.0.0.1:{st.amqp}, scratch {tmp}")
+        SCENARIOS[args.scenario](c, st, args)
+    except Exception as e:  # noqa: BLE001 - any error is a failed check, reported
+        c.check(f"{args.scenario} ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        st.close()
+        if not st.own_broker:
+            for q in (queue, queue + ".dlq") + tuple(f"{queue}.retry.{i}" for i in range(1, 21)):
+                try:
+                    st.tool("delete", "--queue", q)
+                except Exception:  # noqa: BLE001 - best effort cleanup of a shared broker
+                    pass
+    log(f"{args.scenario} took {time.monotonic() - t0:.1f} s")
+    if c.failed or args.keep:
+        log(f"scratch folder kept: {tmp}")
+        for name in ("producer", "consumer"):
+            p = os.path.join(tmp, f"{name}.log")
+            if c.failed and os.path.exists(p):
+                print(f"--- {name}.log (last lines)")
+                with open(p, errors="replace") as f:
+                    print("".join(f.readlines()[-15:]), end="")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
