@@ -58,72 +58,8 @@ static void add_opt(rq_http_server_t *s, size_t *n, enum MHD_OPTION o, intptr_t 
     (*n)++;
 }
 
-/* The text of a peer address (the key of the per-address connection count). */
-static int addr_key(const struct sockaddr *sa, char *buf, size_t len)
-{
-    const void *a;
-
-    if (sa == NULL)
-        return -1;
-    if (sa->sa_family == AF_INET)
-        a = &((const struct sockaddr_in *)(const void *)sa)->sin_addr;
-    else if (sa->sa_family == AF_INET6)
-        a = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-    else
-        return -1;
-    return inet_ntop(sa->sa_family, a, buf, (socklen_t)len) != NULL ? 0 : -1;
-}
-
-enum MHD_Result rq_http_server_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
-{
-    rq_http_server_t *s = cls;
-    char key[INET6_ADDRSTRLEN];
-    uintptr_t n;
-
-    if (s->ip_open == NULL || addr_key(addr, key, sizeof(key)) != 0)
-        return MHD_YES;
-    pthread_mutex_lock(&s->ip_lock);
-    n = (uintptr_t)rq_hmap_get(s->ip_open, key);
-    pthread_mutex_unlock(&s->ip_lock);
-    if (n < (uintptr_t)s->per_ip_limit)
-        return MHD_YES;
-    rq_series_inc(s->conn_limit);
-    rq_http_server_warn(s,
-                        "http: connection from %s refused: it has %u open, the most "
-                        "HTTP_MAX_CONNECTIONS_PER_IP allows",
-                        key, (unsigned)n);
-    return MHD_NO;
-}
-
-/* MHD_OPTION_NOTIFY_CONNECTION: keeps the per-address counts of open connections. */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode code)
-{
-    rq_http_server_t *s = cls;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    char key[INET6_ADDRSTRLEN];
-    uintptr_t n;
-
-    if (ci == NULL || addr_key(ci->client_addr, key, sizeof(key)) != 0)
-        return;
-    pthread_mutex_lock(&s->ip_lock);
-    n = (uintptr_t)rq_hmap_get(s->ip_open, key);
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        /* On allocation failure the count stays low: the limit errs on letting in. */
-        rq_hmap_put(s->ip_open, key, (void *)(n + 1));
-        *socket_context = s; /* marks a counted connection */
-    } else if (*socket_context == s && n > 1) {
-        rq_hmap_put(s->ip_open, key, (void *)(n - 1));
-    } else if (*socket_context == s) {
-        rq_hmap_del(s->ip_open, key);
-    }
-    pthread_mutex_unlock(&s->ip_lock);
-}
-
 /* MHD's log: counts the limits it enforces itself, then logs (rate-limited). */
-__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt,
-                                                             va_list ap)
+__attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     rq_http_server_t *s = cls;
     char text[512];
@@ -140,8 +76,8 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
         rq_http_server_warn(s, "http: request refused by the HTTP layer with status %u", status);
         return;
     }
-    if (strstr(text, "connection limit") != NULL || strstr(text, "limit reached") != NULL ||
-        strstr(text, "IP connection limit") != NULL || strstr(text, "too many connections") != NULL)
+    /* MHD 0.9.75 says this both for HTTP_MAX_CONNECTIONS and for the per-address cap. */
+    if (strstr(text, "reached connection limit") != NULL)
         rq_series_inc(s->conn_limit);
     rq_http_server_warn(s, "http: %s", text);
 }
@@ -179,21 +115,11 @@ int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metri
         add_opt(s, &n, MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)RQ_TLS_PRIORITIES);
     }
     add_opt(s, &n, MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, s);
-    add_opt(s, &n, MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_connection_timeout_s,
-            NULL);
+    add_opt(s, &n, MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_connection_timeout_s, NULL);
     add_opt(s, &n, MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_connections, NULL);
-    if (cfg->http_max_connections_per_ip > 0) {
-        s->ip_open = rq_hmap_new(64);
-        if (s->ip_open == NULL) {
-            snprintf(err, errlen, "out of memory");
-            goto err;
-        }
-        pthread_mutex_init(&s->ip_lock, NULL);
-        s->per_ip_limit = cfg->http_max_connections_per_ip;
-        add_opt(s, &n, MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s);
+    if (cfg->http_max_connections_per_ip > 0)
         add_opt(s, &n, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                 (intptr_t)cfg->http_max_connections_per_ip, NULL);
-    }
     add_opt(s, &n, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)cfg->max_header_bytes, NULL);
     add_opt(s, &n, MHD_OPTION_END, 0, NULL);
     return 0;
@@ -230,11 +156,6 @@ void rq_http_server_clear(rq_http_server_t *s)
     free(s->key_pem);
     free(s->cert_pem);
     s->key_pem = s->cert_pem = NULL;
-    if (s->ip_open != NULL) {
-        rq_hmap_free(s->ip_open);
-        pthread_mutex_destroy(&s->ip_lock);
-        s->ip_open = NULL;
-    }
 }
 
 void rq_http_server_warn(rq_http_server_t *s, const char *fmt, ...)
@@ -265,7 +186,6 @@ int rq_http_is_loopback(const char *addr)
     if (inet_pton(AF_INET, addr, &a4) == 1)
         return (ntohl(a4.s_addr) >> 24) == 127;
     if (inet_pton(AF_INET6, addr, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) ||
-               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
     return 0;
 }

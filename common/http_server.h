@@ -19,17 +19,15 @@
 #define RQ_HTTP_SERVER_H
 
 #include <microhttpd.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
-#include "hmap.h"
 #include "metrics.h"
 
-#define RQ_HTTP_MAX_OPTIONS 14
+#define RQ_HTTP_MAX_OPTIONS 12
 #define RQ_HTTP_LOG_PER_SECOND 20
 
 typedef struct rq_http_server {
@@ -37,10 +35,6 @@ typedef struct rq_http_server {
     char *key_pem;
     rq_series_t *too_large;  /* 414/431 answered by MHD (optional) */
     rq_series_t *conn_limit; /* connections refused by the caps (optional) */
-    /* open connections per client address, for HTTP_MAX_CONNECTIONS_PER_IP */
-    int per_ip_limit;
-    pthread_mutex_t ip_lock;
-    rq_hmap_t *ip_open; /* address text -> count (as a pointer-sized integer) */
     /* log rate limit */
     _Atomic int64_t log_window_s;
     atomic_int log_used, log_dropped;
@@ -54,11 +48,6 @@ typedef struct rq_http_server {
  * libmicrohttpd lacks TLS. *s must stay at its address and outlive the daemon. */
 int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metric_t *limits,
                            char *err, size_t errlen);
-
-/* The accept policy callback to give MHD_start_daemon (with s as its argument): refuses a
- * connection from an address that already has HTTP_MAX_CONNECTIONS_PER_IP open, counting
- * it (MHD enforces the same limit, silently, as a backstop). */
-enum MHD_Result rq_http_server_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
 
 /* MHD_USE_TLS when HTTPS is on, else 0: to OR into the daemon flags. */
 unsigned rq_http_server_flags(const rq_http_server_t *s);

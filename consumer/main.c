@@ -79,7 +79,7 @@ static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* Timeout, connection caps, header memory, HTTPS and the logger come from the array. */
-    d = MHD_start_daemon(flags, (uint16_t)port, rq_http_server_accept, srv, handle_http, common,
+    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_http, common,
                          MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_ARRAY,
                          rq_http_server_options(srv), MHD_OPTION_END);
     if (d == NULL)

@@ -34,8 +34,8 @@ enum route {
     R_COUNT
 };
 static const char *const route_label[R_COUNT] = {
-    "other", "/produce", "/batch-produce", "/messages/{id}",
-    "/health", "/health/live", "/health/ready", "/metrics", "/dlq", "/dlq/retry",
+    "other",        "/produce",      "/batch-produce", "/messages/{id}", "/health",
+    "/health/live", "/health/ready", "/metrics",       "/dlq",           "/dlq/retry",
 };
 
 /* ST_NEW: made by the URI log callback, before the first access-handler call. */
@@ -43,9 +43,8 @@ enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE };
 
 /* The scope a key needs for each route; public routes need no key at all. */
 static const unsigned route_scope[R_COUNT] = {
-    [R_PRODUCE] = RQ_SCOPE_PRODUCE, [R_BATCH] = RQ_SCOPE_BATCH,
-    [R_MESSAGES] = RQ_SCOPE_MESSAGES, [R_DLQ] = RQ_SCOPE_DLQ,
-    [R_DLQ_RETRY] = RQ_SCOPE_DLQ,
+    [R_PRODUCE] = RQ_SCOPE_PRODUCE, [R_BATCH] = RQ_SCOPE_BATCH,   [R_MESSAGES] = RQ_SCOPE_MESSAGES,
+    [R_DLQ] = RQ_SCOPE_DLQ,         [R_DLQ_RETRY] = RQ_SCOPE_DLQ,
 };
 
 static int route_public(enum route r)
@@ -63,7 +62,7 @@ struct rq_api {
     rq_metric_t *m_http;
     rq_series_t *m_rejected;
     /* security (issue 6) */
-    rq_auth_t *auth;   /* never NULL; disabled without keys */
+    rq_auth_t *auth;    /* never NULL; disabled without keys */
     rq_ratelimit_t *rl; /* NULL when RATE_LIMIT_RPS is 0 */
     rq_http_server_t http;
     rq_metric_t *m_by_key;       /* producer_requests_total{key} */
@@ -211,8 +210,8 @@ static void admit(req_ctx_t *c)
     if (route_public(c->route))
         return;
     if (rq_auth_enabled(api->auth)) {
-        const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                                    MHD_HTTP_HEADER_AUTHORIZATION);
+        const char *h =
+            MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
         rq_auth_result_t r = rq_auth_check(api->auth, h, route_scope[c->route], c->key_id);
         if (r != RQ_AUTH_OK) {
             peer_text(c->conn, peer, sizeof(peer));
@@ -223,10 +222,9 @@ static void admit(req_ctx_t *c)
                 rq_http_server_warn(&api->http, "403 %s %s: key %s lacks the scope (from %s)",
                                     c->method, route_label[c->route], c->key_id, peer);
             else
-                rq_http_server_warn(&api->http, "401 %s %s from %s: %s", c->method,
-                                    route_label[c->route], peer,
-                                    r == RQ_AUTH_MISSING ? "no Bearer token"
-                                                         : "the token matches no API key");
+                rq_http_server_warn(
+                    &api->http, "401 %s %s from %s: %s", c->method, route_label[c->route], peer,
+                    r == RQ_AUTH_MISSING ? "no Bearer token" : "the token matches no API key");
             return;
         }
         const char *label[1] = {c->key_id};
@@ -431,9 +429,8 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         c->status = strcmp(url, "/metrics") == 0 || strcmp(url, "/health/live") == 0 ? 200 : 0;
         if (c->status == 0) {
             char reason[8];
-            c->status = c->api->common.ready(c->api->common.ready_arg, reason, sizeof(reason))
-                            ? 200
-                            : 503;
+            c->status =
+                c->api->common.ready(c->api->common.ready_arg, reason, sizeof(reason)) ? 200 : 503;
         }
         return ret;
     }
@@ -490,8 +487,8 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
         }
         json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
         json_t *v = json_object_get(root, "count");
-        if (!json_is_object(root) || (v != NULL && (!json_is_integer(v) ||
-                                                    json_integer_value(v) < 0))) {
+        if (!json_is_object(root) ||
+            (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0))) {
             json_decref(root);
             return reply_error(c, MHD_HTTP_BAD_REQUEST,
                                "send {\"count\": N} with N >= 0, or no body to move all");
@@ -572,9 +569,8 @@ static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     rq_api_t *api = cls;
     req_ctx_t *c = *con_cls;
@@ -708,17 +704,17 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
     api->common.metrics = metrics;
     api->common.ready = ready_cb;
     api->common.ready_arg = pub;
-    api->m_http = rq_metrics_histogram(metrics, "http_request_duration_seconds",
-                                       "HTTP request duration, by method, path and status.", 3,
-                                       http_labels, rq_metrics_latency_buckets,
-                                       rq_metrics_latency_buckets_len);
-    api->m_rejected = rq_metric_series(
-        rq_metrics_counter(metrics, "producer_requests_rejected_total",
-                           "Requests answered 4xx (nothing published).", 0, NULL),
-        0, NULL);
-    api->m_by_key = rq_metrics_counter(metrics, "producer_requests_total",
-                                       "Requests that presented a valid API key, by key id.", 1,
-                                       key_label);
+    api->m_http =
+        rq_metrics_histogram(metrics, "http_request_duration_seconds",
+                             "HTTP request duration, by method, path and status.", 3, http_labels,
+                             rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
+    api->m_rejected =
+        rq_metric_series(rq_metrics_counter(metrics, "producer_requests_rejected_total",
+                                            "Requests answered 4xx (nothing published).", 0, NULL),
+                         0, NULL);
+    api->m_by_key =
+        rq_metrics_counter(metrics, "producer_requests_total",
+                           "Requests that presented a valid API key, by key id.", 1, key_label);
     api->m_rate_limited = rq_metrics_counter(
         metrics, "producer_rate_limited_total",
         "Requests answered 429 by the rate limit, by API key id (empty without keys).", 1,
@@ -755,8 +751,8 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
                 cfg->producer_bind);
     }
     if (cfg->rate_limit_rps > 0) {
-        double burst = cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst
-                                                 : ceil(cfg->rate_limit_rps);
+        double burst =
+            cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst : ceil(cfg->rate_limit_rps);
         api->rl = rq_ratelimit_new(cfg->rate_limit_rps, burst < 1 ? 1 : burst,
                                    (size_t)cfg->rate_limit_max_clients);
         if (api->rl == NULL) {
@@ -786,12 +782,12 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         flags |= MHD_USE_IPv6;
     /* Logger, timeout, connection caps, header memory and HTTPS come from the array. */
     api->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->producer_port, rq_http_server_accept, &api->http, on_request, api,
-        MHD_OPTION_ARRAY, rq_http_server_options(&api->http), MHD_OPTION_UNESCAPE_CALLBACK,
-        unescape, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri, api,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, api, MHD_OPTION_END);
+        flags, (uint16_t)cfg->producer_port, NULL, NULL, on_request, api, MHD_OPTION_ARRAY,
+        rq_http_server_options(&api->http), MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)cfg->http_threads, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
+        MHD_OPTION_END);
     freeaddrinfo(ai);
     if (api->daemon == NULL) {
         rq_error("cannot listen on %s:%d (port in use, or a bad HTTPS certificate or key?)",

@@ -385,7 +385,7 @@ static int publish_sendq(rq_publisher_t *p)
         rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
         rq_pub_job_t *job = m->job;
         amqp_basic_properties_t props;
-        amqp_table_entry_t hdr[5];
+        amqp_table_entry_t hdr[7];
         amqp_bytes_t body;
         int rc2;
 
@@ -424,6 +424,15 @@ static int publish_sendq(rq_publisher_t *p)
             hdr[4].value.kind = AMQP_FIELD_KIND_I64;
             hdr[4].value.value.i64 = m->end_offset;
             props.headers.num_entries = 5;
+            if (m->lines > 0) { /* a chunk: the body holds whole lines with their '\n' */
+                hdr[5].key = amqp_cstring_bytes("x-format");
+                hdr[5].value.kind = AMQP_FIELD_KIND_UTF8;
+                hdr[5].value.value.bytes = amqp_cstring_bytes("lines");
+                hdr[6].key = amqp_cstring_bytes("x-lines");
+                hdr[6].value.kind = AMQP_FIELD_KIND_I64;
+                hdr[6].value.value.i64 = m->lines;
+                props.headers.num_entries = 7;
+            }
         }
         props.headers.entries = hdr;
         body.bytes = m->body;

@@ -48,6 +48,10 @@ typedef struct rq_pub_msg {
     const char *file_id;      /* tailed lines: x-file header (owned by the job's owner), else NULL */
     int64_t offset;           /* tailed lines: x-offset header, the line's byte offset */
     int64_t end_offset;       /* tailed lines: x-end header, just past the line (and its '\n') */
+    /* tailed chunk: > 0 when the body is the file's bytes [offset, end_offset) verbatim (whole
+     * records, lines with their '\n'); adds x-format "lines" and x-lines (this count, or 1
+     * when the chunk holds only pieces of an overlong line). 0: body is one line, no '\n'. */
+    int64_t lines;
     /* filled by the publisher */
     char correlation_id[RQ_UUID_LEN + 1];
     char *reply; /* heap, owned by the job's owner after done (free()) */

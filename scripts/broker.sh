@@ -7,6 +7,10 @@
 #
 # The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
 # (a developer's `make run` and a `make test`) can run side by side without touching each other.
+#
+# BROKER_EXTRA_CONF (start): lines appended verbatim to the node's rabbitmq.conf, for example a
+# TLS listener (`listeners.ssl.1 = 127.0.0.1:5671` and `ssl_options.*`). Files it names must
+# be readable by the rabbitmq user. Unset: the default configuration.
 set -euo pipefail
 
 cmd=${1:-}
@@ -54,6 +58,10 @@ start)
 		if [ -n "$mgmt" ]; then
 			echo "management.tcp.ip = 127.0.0.1"
 			echo "management.tcp.port = $mgmt"
+		fi
+		# Extra rabbitmq.conf lines from the caller (e.g. a TLS listener); none by default.
+		if [ -n "${BROKER_EXTRA_CONF:-}" ]; then
+			printf '%s\n' "$BROKER_EXTRA_CONF"
 		fi
 	} >"$dir/rabbitmq.conf"
 	echo "[]." >"$dir/advanced.config"

@@ -4,7 +4,9 @@
 # Starts a broker (scripts/broker.sh, bound to 127.0.0.1), the producer, the consumer (with
 # OUTPUT_FILE) and a second producer whose request queue has no consumer (for the bad-request
 # tests); runs scripts/test_system.py, test_api.py, test_topology.sh and, when present,
-# test_consumer.sh (which starts its own broker on BROKER2_PORT); checks that the output file
+# test_consumer.sh (which starts its own broker on BROKER2_PORT), test_tail_faults.py and the
+# reliability scenarios of test_reliability.py (broker restart, kill -9 of each service,
+# retries and the DLQ, graceful shutdown under load); checks that the output file
 # holds a line for every message the producer accepted; stops the services with SIGTERM
 # (each must exit 0 within 10 s) and the broker. Everything started is stopped by PID on exit.
 #
@@ -149,6 +151,16 @@ fi
 step "tail faults: rotate, copytruncate, kill -9 both, broker restart (test_tail_faults.py)" 300 \
 	"$PY" "$here/test_tail_faults.py" --build-dir "$BUILD_DIR" --lines "${TAIL_FAULT_LINES:-30000}" \
 	--seconds "${TAIL_FAULT_SECONDS:-40}"
+
+# Issue 4: reliability under real faults (tests/integration/test_reliability.py). Each step
+# uses a queue of its own on this broker, except broker-restart, which restarts a broker of
+# its own.
+rel=("$PY" "$here/test_reliability.py" --build-dir "$BUILD_DIR")
+step "reliability: broker restarted under HTTP load from 8 threads" 180 "${rel[@]}" broker-restart
+step "reliability: consumer kill -9 with messages in flight" 120 "${rel[@]}" consumer-kill --amqp-port "$BROKER_PORT"
+step "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-kill --amqp-port "$BROKER_PORT"
+step "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
+step "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
 
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"

@@ -211,7 +211,7 @@ Test(config, defaults_match_the_header)
     cr_expect_str_eq(c.consumer_bind, "127.0.0.1");
     cr_expect_eq(c.consumer_port, 8000);
     cr_expect_str_eq(c.output_file, "");
-    cr_expect_eq(c.batch_wait_ms, 5);
+    cr_expect_eq(c.batch_wait_ms, 0);
     rq_config_free(&c);
 }
 
