@@ -208,6 +208,7 @@ Test(config, defaults_match_the_header)
     cr_expect_eq(c.tail_rotate_wait_ms, 1000);
     cr_expect_eq(c.tail_batch_lines, 500);
     cr_expect_eq(c.tail_max_inflight_jobs, 16);
+    cr_expect_eq(c.tail_chunk_bytes, 65536);
     cr_expect_str_eq(c.consumer_bind, "127.0.0.1");
     cr_expect_eq(c.consumer_port, 8000);
     cr_expect_str_eq(c.output_file, "");
@@ -271,6 +272,7 @@ static const struct {
     {"TAIL_ROTATE_WAIT_MS", RQ_CFG_INT, 0, 600000, RQ_SVC_PRODUCER},
     {"TAIL_BATCH_LINES", RQ_CFG_INT, 1, 100000, RQ_SVC_PRODUCER},
     {"TAIL_MAX_INFLIGHT_JOBS", RQ_CFG_INT, 1, 1024, RQ_SVC_PRODUCER},
+    {"TAIL_CHUNK_BYTES", RQ_CFG_INT, 1, 16777216, RQ_SVC_PRODUCER},
     {"CONSUMER_BIND", RQ_CFG_STRING, 0, 0, RQ_SVC_CONSUMER},
     {"CONSUMER_PORT", RQ_CFG_INT, 0, 65535, RQ_SVC_CONSUMER},
     {"OUTPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_CONSUMER},
@@ -951,7 +953,7 @@ Test(config, help_never_shows_the_environment_password)
 Test(config, env_example_is_the_committed_file)
 {
     char *expected = capture_env_example();
-    char *committed = read_whole_file(RQ_TEST_DATA "/../../.env.example");
+    char *committed = read_whole_file(RQ_SOURCE_DIR "/.env.example");
 
     cr_expect_str_eq(committed, expected,
                      ".env.example is stale: regenerate it with "
