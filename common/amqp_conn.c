@@ -53,8 +53,8 @@ int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t 
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
             const amqp_connection_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: connection closed by broker: %u %.*s", what,
-                     m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+            snprintf(err, errlen, "%s: connection closed by broker: %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             const amqp_channel_close_t *m = r.reply.decoded;
             snprintf(err, errlen, "%s: channel closed by broker: %u %.*s", what, m->reply_code,
@@ -75,11 +75,11 @@ int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t 
 
 /* Creates the TLS socket of conn as configured: CA, client certificate, verification, TLS
  * 1.2 or later. Returns it (owned by conn), or NULL with err filled. */
-static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
-                                 char *err, size_t errlen)
+static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
+                                 size_t errlen)
 {
-    const char *ca = cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0' ? cfg->tls_ca
-                                                                  : RQ_SYSTEM_CA_BUNDLE;
+    const char *ca =
+        cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0' ? cfg->tls_ca : RQ_SYSTEM_CA_BUNDLE;
     int has_cert = cfg->tls_cert != NULL && cfg->tls_cert[0] != '\0';
     int has_key = cfg->tls_key != NULL && cfg->tls_key[0] != '\0';
     amqp_socket_t *sock = amqp_ssl_socket_new(conn);
@@ -154,10 +154,10 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     if (rc != AMQP_STATUS_OK) {
         snprintf(err, errlen, "cannot connect to %s%s:%d: %s%s", cfg->tls ? "amqps://" : "",
                  cfg->host, cfg->port, amqp_error_string2(rc),
-                 cfg->tls && (rc == AMQP_STATUS_SSL_ERROR ||
-                              rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
-                              rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
-                              rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
+                 cfg->tls &&
+                         (rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
+                          rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
+                          rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
                      ? " (check RABBITMQ_TLS_CA, the broker's certificate and RABBITMQ_HOST)"
                      : "");
         goto fail;
@@ -178,11 +178,10 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     props[1].value.value.bytes = amqp_cstring_bytes("relayq " RQ_VERSION);
     ptable.num_entries = 2;
     ptable.entries = props;
-    if (rq_amqp_check_reply(amqp_login_with_properties(conn, cfg->vhost, 0,
-                                                       AMQP_DEFAULT_FRAME_SIZE, cfg->heartbeat,
-                                                       &ptable, AMQP_SASL_METHOD_PLAIN,
-                                                       cfg->user, cfg->password),
-                            "login", err, errlen) != 0)
+    if (rq_amqp_check_reply(
+            amqp_login_with_properties(conn, cfg->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, cfg->heartbeat,
+                                       &ptable, AMQP_SASL_METHOD_PLAIN, cfg->user, cfg->password),
+            "login", err, errlen) != 0)
         goto fail;
     amqp_channel_open(conn, RQ_AMQP_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "channel.open", err, errlen) != 0)
@@ -231,9 +230,8 @@ long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt)
 }
 
 /* Declares one durable queue of the configured type with extra arguments. */
-static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
-                         const char *name, amqp_table_entry_t *extra, int nextra, char *err,
-                         size_t errlen)
+static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg, const char *name,
+                         amqp_table_entry_t *extra, int nextra, char *err, size_t errlen)
 {
     amqp_table_entry_t args[8];
     amqp_table_t table;

@@ -66,8 +66,7 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("HTTP_MAX_CONNECTIONS", "8192", http_max_connections, 1, 1000000, ALL, G_GEN,
           "Most open HTTP connections per service; beyond, new connections are closed at once "
           "(counted in http_connections_rejected_total)"),
-    S_INT("HTTP_MAX_CONNECTIONS_PER_IP", "0", http_max_connections_per_ip, 0, 1000000, ALL,
-          G_GEN,
+    S_INT("HTTP_MAX_CONNECTIONS_PER_IP", "0", http_max_connections_per_ip, 0, 1000000, ALL, G_GEN,
           "Most open HTTP connections from one client address; beyond, new ones are closed at "
           "once; 0 sets no per-address limit"),
     S_INT("MAX_HEADER_BYTES", "32768", max_header_bytes, 4096, 1048576, ALL, G_GEN,
@@ -186,6 +185,9 @@ static const rq_cfg_desc_t settings[] = {
           "Most tailed lines handed to the publisher in one job"),
     S_INT("TAIL_MAX_INFLIGHT_JOBS", "16", tail_max_inflight_jobs, 1, 1024, PROD, G_PROD,
           "Most tail jobs waiting for the broker's confirms at once; reading pauses beyond"),
+    S_INT("TAIL_CHUNK_BYTES", "8192", tail_chunk_bytes, 1, 16777216, PROD, G_PROD,
+          "Most bytes of consecutive tailed lines carried by one message (a longer line, or "
+          "piece of one, travels alone); the consumer holds up to PREFETCH_COUNT of them"),
 
     S_STR("CONSUMER_BIND", "127.0.0.1", consumer_bind, 1, 255, CONS, G_CONS, 0,
           "Address of the consumer's metrics and health HTTP server"),

@@ -89,6 +89,7 @@ typedef struct rq_config {
     int tail_rotate_wait_ms;  /* TAIL_ROTATE_WAIT_MS: drain a rotated file, 0..600000, default 1000 */
     int tail_batch_lines;     /* TAIL_BATCH_LINES: lines per publisher job, 1..100000, default 500 */
     int tail_max_inflight_jobs; /* TAIL_MAX_INFLIGHT_JOBS, 1..1024, default 16 */
+    int tail_chunk_bytes;       /* TAIL_CHUNK_BYTES: bytes per tail message, 1..16 MiB, 8192 */
 
     /* consumer */
     char *consumer_bind;      /* CONSUMER_BIND, default 127.0.0.1 */

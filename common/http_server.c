@@ -99,6 +99,8 @@ int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metri
         snprintf(err, errlen, "HTTP_TLS_CERT and HTTP_TLS_KEY must be set together");
         return -1;
     }
+    /* The logger first: MHD warns about (and prints with its own logger) anything before. */
+    add_opt(s, &n, MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, s);
     if (cert != NULL && cert[0] != '\0') {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
             snprintf(err, errlen, "HTTP_TLS_CERT: this libmicrohttpd was built without TLS");
@@ -114,7 +116,6 @@ int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metri
         add_opt(s, &n, MHD_OPTION_HTTPS_MEM_KEY, 0, s->key_pem);
         add_opt(s, &n, MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)RQ_TLS_PRIORITIES);
     }
-    add_opt(s, &n, MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, s);
     add_opt(s, &n, MHD_OPTION_CONNECTION_TIMEOUT, (intptr_t)cfg->http_connection_timeout_s, NULL);
     add_opt(s, &n, MHD_OPTION_CONNECTION_LIMIT, (intptr_t)cfg->http_max_connections, NULL);
     if (cfg->http_max_connections_per_ip > 0)

@@ -79,9 +79,9 @@ static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* Timeout, connection caps, header memory, HTTPS and the logger come from the array. */
-    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_http, common,
-                         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_ARRAY,
-                         rq_http_server_options(srv), MHD_OPTION_END);
+    d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle_http, common, MHD_OPTION_ARRAY,
+                         rq_http_server_options(srv), MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                         MHD_OPTION_END);
     if (d == NULL)
         rq_error("cannot start the HTTP server on %s:%d: %s", bind, port,
                  errno != 0 ? strerror(errno) : "unknown error");

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -18,6 +19,7 @@
 #define COMPACT_BYTES (8u << 20)
 #define MAX_FILES 1024
 #define MAX_FILE_ID 128
+#define MAX_IOV 1024 /* Linux's IOV_MAX (UIO_MAXIOV) */
 
 struct rq_output {
     char *path, *ledger_path, *lock_path;
@@ -28,9 +30,20 @@ struct rq_output {
     size_t compact_bytes;
     off_t compacted; /* ledger size right after the last compaction */
     rq_seen_t *seen;
-    char *buf; /* reused: the output bytes, then the ledger record */
+    char *buf; /* reused: the ledger record */
     size_t cap;
+    struct seg *segs; /* reused: what the current batch writes */
+    size_t nsegs, segcap;
+    struct iovec *iov; /* reused: the output bytes, pointing into the lines (no copy) */
+    size_t iovcap;
 };
+
+/* One piece of a batch to write: a chunk's uncovered part [a, b) (a < b), or a whole line
+ * (a == b == 0: the line, plus '\n' unless verbatim). */
+typedef struct seg {
+    size_t line;
+    int64_t a, b;
+} seg_t;
 
 /* A parsed ledger record, before it is applied. */
 typedef struct record {
@@ -208,9 +221,8 @@ static int catch_up(rq_output_t *out)
             goto out;
         }
         if (ost.st_size < last.after) {
-            rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)",
-                    out->path, (long long)(ost.st_size - last.before),
-                    (long long)(last.after - last.before));
+            rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)", out->path,
+                    (long long)(ost.st_size - last.before), (long long)(last.after - last.before));
             if (ftruncate(out->fd, last.before) < 0 || fdatasync(out->fd) < 0 ||
                 ftruncate(out->ledger_fd, last.at) < 0 || fdatasync(out->ledger_fd) < 0) {
                 rc = -errno;
@@ -367,11 +379,149 @@ out:
     free(tmp);
 }
 
+static int push_seg(rq_output_t *out, size_t line, int64_t a, int64_t b)
+{
+    if (out->nsegs == out->segcap) {
+        size_t ncap = out->segcap ? out->segcap * 2 : 256;
+        seg_t *ns = realloc(out->segs, ncap * sizeof(*ns));
+        if (ns == NULL)
+            return -ENOMEM;
+        out->segs = ns;
+        out->segcap = ncap;
+    }
+    out->segs[out->nsegs].line = line;
+    out->segs[out->nsegs].a = a;
+    out->segs[out->nsegs].b = b;
+    out->nsegs++;
+    return 0;
+}
+
+/* Writes every byte of iov[0..cnt) at off (several pwritev calls past IOV_MAX or after a
+ * short write). Changes iov. Returns 0 or -errno. */
+static int pwritev_all(int fd, struct iovec *iov, size_t cnt, off_t off)
+{
+    while (cnt > 0) {
+        int k = cnt < MAX_IOV ? (int)cnt : MAX_IOV;
+        ssize_t w = pwritev(fd, iov, k, off);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        off += w;
+        while (cnt > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (w > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static int64_t count_newlines(const char *p, size_t n)
+{
+    const char *e = p + n;
+    int64_t c = 0;
+
+    while (p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL) {
+        c++;
+        p++;
+    }
+    return c;
+}
+
+typedef struct gap_ctx {
+    rq_output_t *out;
+    const rq_seen_t *batch; /* what earlier entries of this batch write */
+    const char *file_id;
+    size_t line;
+} gap_ctx_t;
+
+/* A part not in the output yet: keep the parts not written earlier in the batch either. */
+static int batch_gap(int64_t a, int64_t b, void *arg)
+{
+    gap_ctx_t *c = arg;
+
+    return push_seg(c->out, c->line, a, b);
+}
+
+static int index_gap(int64_t a, int64_t b, void *arg)
+{
+    gap_ctx_t *c = arg;
+
+    return rq_seen_each_gap(c->batch, c->file_id, a, b, batch_gap, c);
+}
+
+static size_t seg_bytes(const rq_output_line_t *lines, const seg_t *sg)
+{
+    const rq_output_line_t *l = &lines[sg->line];
+
+    if (sg->b > sg->a)
+        return (size_t)(sg->b - sg->a);
+    return l->len + (l->verbatim ? 0 : 1);
+}
+
+/* Decides what of each line is new (setting `written`), as segments in out->segs. */
+static int plan(rq_output_t *out, rq_output_line_t *lines, size_t n, rq_seen_t **batch)
+{
+    int rc;
+
+    out->nsegs = 0;
+    for (size_t i = 0; i < n; i++) {
+        rq_output_line_t *l = &lines[i];
+        size_t first = out->nsegs;
+
+        l->written = 0;
+        l->newlines = 0;
+        if (l->file_id != NULL && !file_id_ok(l->file_id))
+            l->file_id = NULL; /* untrusted header: fall back to the message id */
+        if (l->file_id != NULL && l->verbatim && l->end - l->start != (int64_t)l->len)
+            l->file_id = NULL; /* a chunk whose range is not its body: whole or nothing */
+        if (l->file_id != NULL && *batch == NULL) {
+            *batch = rq_seen_new(1, MAX_FILES);
+            if (*batch == NULL)
+                return -ENOMEM;
+        }
+        if (l->file_id != NULL && l->verbatim) {
+            gap_ctx_t c = {out, *batch, l->file_id, i};
+            rc = rq_seen_each_gap(out->seen, l->file_id, l->start, l->end, index_gap, &c);
+            if (rc != 0)
+                return rc;
+            for (size_t k = first; k < out->nsegs; k++)
+                if (rq_seen_add_range(*batch, l->file_id, out->segs[k].a, out->segs[k].b) != 0)
+                    return -ENOMEM;
+            l->written = out->nsegs > first;
+            continue;
+        }
+        if (l->file_id != NULL) {
+            l->written = !rq_seen_has_range(out->seen, l->file_id, l->start) &&
+                         !rq_seen_has_range(*batch, l->file_id, l->start);
+            if (l->written && rq_seen_add_range(*batch, l->file_id, l->start,
+                                                l->end > l->start ? l->end : l->start + 1) != 0)
+                return -ENOMEM;
+        } else if (l->msg_id != NULL) {
+            l->written = !rq_seen_has_id(out->seen, l->msg_id, l->msg_id_len);
+            if (l->written && dup_in_batch(lines, i))
+                l->written = 0;
+        } else {
+            l->written = 1;
+        }
+        if (l->written && (rc = push_seg(out, i, 0, 0)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n)
 {
     struct stat st;
     size_t bytes = 0, nnew = 0, rec_len = 0;
     off_t before, rec_at;
+    rq_seen_t *batch = NULL;
     char *p;
     int64_t rc;
 
@@ -382,78 +532,96 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
     rc = catch_up(out);
     if (rc != 0)
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        rq_output_line_t *l = &lines[i];
-        if (l->file_id != NULL && !file_id_ok(l->file_id))
-            l->file_id = NULL; /* untrusted header: fall back to the message id */
-        if (l->file_id != NULL)
-            l->written = !rq_seen_has_range(out->seen, l->file_id, l->start);
-        else if (l->msg_id != NULL)
-            l->written = !rq_seen_has_id(out->seen, l->msg_id, l->msg_id_len);
-        else
-            l->written = 1;
-        if (l->written && dup_in_batch(lines, i))
-            l->written = 0;
-        if (l->written) {
-            bytes += l->len + 1;
-            nnew++;
-        }
-    }
-    if (nnew == 0)
+    rc = plan(out, lines, n, &batch);
+    if (rc != 0)
+        goto out;
+    for (size_t k = 0; k < out->nsegs; k++)
+        bytes += seg_bytes(lines, &out->segs[k]);
+    for (size_t i = 0; i < n; i++)
+        nnew += lines[i].written != 0;
+    if (out->nsegs == 0)
         goto out;
     if (fstat(out->fd, &st) < 0) {
         rc = -errno;
         goto out;
     }
     before = st.st_size;
-    /* The record: B before after / R or H per line / E. */
-    rc = reserve(out, bytes + nnew * (MAX_FILE_ID + 64) + 64);
+    /* The record: B before after / R or H per segment / E. */
+    rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 64);
     if (rc != 0)
         goto out;
-    p = out->buf + bytes;
+    if (out->iovcap < 2 * out->nsegs) {
+        struct iovec *ni = realloc(out->iov, 2 * out->nsegs * sizeof(*ni));
+        if (ni == NULL) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        out->iov = ni;
+        out->iovcap = 2 * out->nsegs;
+    }
+    p = out->buf;
     p += sprintf(p, "B %lld %lld\n", (long long)before, (long long)(before + (off_t)bytes));
-    for (size_t i = 0; i < n; i++) {
-        const rq_output_line_t *l = &lines[i];
-        if (!l->written)
-            continue;
-        if (l->file_id != NULL)
+    for (size_t k = 0; k < out->nsegs; k++) {
+        const seg_t *sg = &out->segs[k];
+        const rq_output_line_t *l = &lines[sg->line];
+        if (l->file_id != NULL && sg->b > sg->a)
+            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, sg->a, sg->b);
+        else if (l->file_id != NULL)
             p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, l->start,
                          l->end > l->start ? l->end : l->start + 1);
         else if (l->msg_id != NULL)
             p += sprintf(p, "H %016" PRIx64 "\n", rq_seen_hash(l->msg_id, l->msg_id_len));
     }
     p += sprintf(p, "E\n");
-    rec_len = (size_t)(p - (out->buf + bytes));
+    rec_len = (size_t)(p - out->buf);
     rec_at = out->ledger_pos;
-    if (pwrite(out->ledger_fd, out->buf + bytes, rec_len, rec_at) != (ssize_t)rec_len ||
+    if (pwrite(out->ledger_fd, out->buf, rec_len, rec_at) != (ssize_t)rec_len ||
         fdatasync(out->ledger_fd) < 0) {
         rc = -(errno ? errno : EIO);
         if (ftruncate(out->ledger_fd, rec_at) < 0)
             rq_warn("cannot undo a ledger record: %s", strerror(errno));
         goto out;
     }
-    /* The lines. */
-    p = out->buf;
-    for (size_t i = 0; i < n; i++) {
-        if (!lines[i].written)
-            continue;
-        memcpy(p, lines[i].data, lines[i].len);
-        p[lines[i].len] = '\n';
-        p += lines[i].len + 1;
-    }
-    if (pwrite(out->fd, out->buf, bytes, before) != (ssize_t)bytes || fdatasync(out->fd) < 0) {
-        rc = -(errno ? errno : EIO);
-        /* Undo both, so the batch is simply not there (it will be redelivered). */
-        if (ftruncate(out->fd, before) < 0 || ftruncate(out->ledger_fd, rec_at) < 0)
-            rq_warn("cannot undo a failed output write: %s", strerror(errno));
-        goto out;
+    /* The lines, and the parts of chunks, in order: one write from the message bodies. */
+    {
+        static char nl = '\n';
+        size_t niov = 0;
+        int wrc;
+
+        for (size_t k = 0; k < out->nsegs; k++) {
+            const seg_t *sg = &out->segs[k];
+            rq_output_line_t *l = &lines[sg->line];
+            const char *src = l->data;
+            size_t len = l->len;
+            if (sg->b > sg->a) {
+                src = l->data + (sg->a - l->start);
+                len = (size_t)(sg->b - sg->a);
+            }
+            if (len > 0)
+                out->iov[niov++] = (struct iovec){(void *)src, len};
+            if (l->verbatim) {
+                l->newlines += count_newlines(src, len);
+            } else {
+                out->iov[niov++] = (struct iovec){&nl, 1};
+                l->newlines = 1;
+            }
+        }
+        wrc = pwritev_all(out->fd, out->iov, niov, before);
+        if (wrc != 0 || fdatasync(out->fd) < 0) {
+            rc = wrc != 0 ? wrc : -(errno ? errno : EIO);
+            /* Undo both, so the batch is simply not there (it will be redelivered). */
+            if (ftruncate(out->fd, before) < 0 || ftruncate(out->ledger_fd, rec_at) < 0)
+                rq_warn("cannot undo a failed output write: %s", strerror(errno));
+            goto out;
+        }
     }
     /* Committed: index what was written. */
-    for (size_t i = 0; i < n; i++) {
-        const rq_output_line_t *l = &lines[i];
-        if (!l->written)
-            continue;
-        if (l->file_id != NULL)
+    for (size_t k = 0; k < out->nsegs; k++) {
+        const seg_t *sg = &out->segs[k];
+        const rq_output_line_t *l = &lines[sg->line];
+        if (l->file_id != NULL && sg->b > sg->a)
+            rq_seen_add_range(out->seen, l->file_id, sg->a, sg->b);
+        else if (l->file_id != NULL)
             rq_seen_add_range(out->seen, l->file_id, l->start,
                               l->end > l->start ? l->end : l->start + 1);
         else if (l->msg_id != NULL)
@@ -467,9 +635,13 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         compact(out);
 out:
     flock(out->lock_fd, LOCK_UN);
-    if (rc < 0)
-        for (size_t i = 0; i < n; i++)
+    rq_seen_free(batch);
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) {
             lines[i].written = 0;
+            lines[i].newlines = 0;
+        }
+    }
     return rc;
 }
 
@@ -499,6 +671,8 @@ void rq_output_free(rq_output_t *out)
     if (out->lock_fd >= 0)
         close(out->lock_fd);
     rq_seen_free(out->seen);
+    free(out->segs);
+    free(out->iov);
     free(out->buf);
     free(out->path);
     free(out->ledger_path);

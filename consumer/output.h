@@ -2,10 +2,13 @@
  *
  * At-least-once delivery plus this idempotent writer give exactly-once lines in the output:
  * a line whose key was already written is skipped. Keys: a tailed line is (source file id,
- * [start, end) byte range); an API message is its message id (see seen.h).
+ * [start, end) byte range); an API message is its message id (see seen.h). A chunk of tailed
+ * lines (verbatim) may overlap what was written before (a redelivery, or the producer cut
+ * the same bytes into other chunks after a restart): only its bytes not yet written are
+ * written, in order, so every source byte lands once.
  *
  * Files, for OUTPUT_FILE=PATH:
- *   PATH          the lines, byte for byte, each followed by '\n'
+ *   PATH          the lines, byte for byte, each followed by '\n' (chunks: as they are)
  *   PATH.ledger   an append-only journal of commits: what each batch wrote and the output
  *                 file's size before and after it
  *   PATH.lock     flock(2) target shared by every consumer process writing PATH
@@ -33,15 +36,19 @@
 
 typedef struct rq_output rq_output_t;
 
-/* One line to write. */
+/* One line, or one chunk of lines, to write. */
 typedef struct rq_output_line {
-    const char *data; /* the line's bytes, without '\n' (may hold any byte) */
+    const char *data; /* the line's bytes, without '\n' (may hold any byte); verbatim: the
+                       * source bytes [start, end), lines with their '\n' */
     size_t len;
     const char *file_id; /* tailed line: the source file's id, else NULL */
     int64_t start, end;  /* tailed line: its byte range [start, end) in the source */
+    int verbatim;        /* a chunk (x-format "lines", file_id set, end - start == len): written
+                          * as is, no '\n' added, and only its bytes not written before */
     const char *msg_id;  /* otherwise: the message id (NULL: no de-duplication) */
     size_t msg_id_len;
-    int written; /* out: 1 written by this call, 0 skipped as already written */
+    int written;      /* out: 1 written (a chunk: some of it) by this call, 0 skipped */
+    int64_t newlines; /* out: lines written for it: a chunk's '\n' bytes written, else 0/1 */
 } rq_output_line_t;
 
 /* Opens (creating if needed) PATH, PATH.ledger and PATH.lock, loads the index from the
@@ -49,9 +56,9 @@ typedef struct rq_output_line {
  * message ids remembered. Returns the writer, or NULL with a reason in err. */
 rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_t errlen);
 
-/* Writes the lines not written before, durably (see above), setting each line's `written`.
- * Returns the number of lines written (0..n), or a negative errno: then nothing of the batch
- * is in PATH and the caller must not ack. */
+/* Writes the lines not written before, durably (see above), setting each line's `written`
+ * and `newlines`. Returns the number of entries written, wholly or in part (0..n), or a
+ * negative errno: then nothing of the batch is in PATH and the caller must not ack. */
 int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n);
 
 /* The path given to rq_output_open() (owned by out). */

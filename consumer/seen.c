@@ -115,6 +115,37 @@ int rq_seen_has_range(const rq_seen_t *s, const char *file_id, int64_t start)
     return i >= 0 && start < f->r[i].end;
 }
 
+int rq_seen_each_gap(const rq_seen_t *s, const char *file_id, int64_t start, int64_t end,
+                     int (*fn)(int64_t gap_start, int64_t gap_end, void *arg), void *arg)
+{
+    const file_ranges_t *f;
+    int64_t pos = start;
+    size_t j;
+    long i;
+    int rc;
+
+    if (end <= start)
+        return 0;
+    f = find_file(s, file_id);
+    if (f == NULL)
+        return fn(start, end, arg);
+    /* first range that could cover or follow `start`: the last one starting at or before it */
+    i = last_start_leq(f, start);
+    j = i < 0 ? 0 : (size_t)i;
+    for (; j < f->n && pos < end; j++) {
+        if (f->r[j].end <= pos)
+            continue;
+        if (f->r[j].start >= end)
+            break;
+        if (f->r[j].start > pos && (rc = fn(pos, f->r[j].start, arg)) != 0)
+            return rc;
+        pos = f->r[j].end;
+    }
+    if (pos < end)
+        return fn(pos, end, arg);
+    return 0;
+}
+
 int rq_seen_add_range(rq_seen_t *s, const char *file_id, int64_t start, int64_t end)
 {
     file_ranges_t *f = find_file(s, file_id);

@@ -3,8 +3,9 @@
  * Two kinds of keys:
  *   - tailed lines: (file id, [start, end) byte range in the source file). Per file id the
  *     index keeps a sorted list of disjoint ranges, merging adjacent ones, so a file read in
- *     order costs one range however many lines it has. A line is "seen" when its start
- *     offset lies inside a recorded range.
+ *     order costs one range however many lines it has. A one-line message is "seen" when its
+ *     start offset lies inside a recorded range; a chunk of lines (several records in one
+ *     byte range) is written only where it is not covered (rq_seen_each_gap).
  *   - API messages: the message id, kept as a 64-bit hash in a set bounded to the last
  *     `id_window` ids (FIFO eviction). A redelivery older than the window is not detected;
  *     redeliveries come within seconds to minutes, far inside any sensible window.
@@ -29,6 +30,14 @@ void rq_seen_free(rq_seen_t *s);
 
 /* Returns 1 when the line starting at `start` of file_id was recorded, else 0. */
 int rq_seen_has_range(const rq_seen_t *s, const char *file_id, int64_t start);
+
+/* Walks the parts of [start, end) of file_id that are NOT recorded ("gaps"), in ascending
+ * order: fn(gap_start, gap_end, arg) once per maximal uncovered sub-range (gap_end >
+ * gap_start). An unknown file id gives one gap, the whole range; end <= start gives none.
+ * Stops early when fn returns non-zero and returns that value; else returns 0. The index must
+ * not be changed from inside fn. */
+int rq_seen_each_gap(const rq_seen_t *s, const char *file_id, int64_t start, int64_t end,
+                     int (*fn)(int64_t gap_start, int64_t gap_end, void *arg), void *arg);
 
 /* Records [start, end) of file_id (end > start). Returns 0, or -1 on allocation failure. */
 int rq_seen_add_range(rq_seen_t *s, const char *file_id, int64_t start, int64_t end);

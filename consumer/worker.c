@@ -851,10 +851,16 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         ol->data = it->msg.line;
         ol->len = it->msg.line_len;
         /* A tailed line is keyed by its place in the source file (x-file, x-offset, x-end);
-         * an API message by its id. */
+         * an API message by its id. A chunk (x-format "lines") is the source bytes
+         * [x-offset, x-offset + body length), written verbatim. */
         if (it->msg.kind == RQ_MSG_RAW && it->file_id[0] != '\0' &&
             rq_message_header_i64(props, "x-offset", &start) == 0 && start >= 0) {
-            if (rq_message_header_i64(props, "x-end", &end) != 0 || end <= start)
+            char fmt[16];
+            ol->verbatim = rq_message_header_str(props, "x-format", fmt, sizeof(fmt)) == 0 &&
+                           strcmp(fmt, "lines") == 0;
+            if (ol->verbatim)
+                end = start + (int64_t)it->msg.line_len;
+            else if (rq_message_header_i64(props, "x-end", &end) != 0 || end <= start)
                 end = start + (int64_t)it->msg.line_len + 1;
             ol->file_id = it->file_id;
             ol->start = start;
@@ -881,7 +887,11 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
             }
             output_failed = 1;
         } else {
-            rq_series_add(w->m.lines_written, (double)wr);
+            int64_t lines = 0;
+
+            for (size_t i = 0; i < nok; i++)
+                lines += w->olines[i].newlines;
+            rq_series_add(w->m.lines_written, (double)lines);
             rq_series_add(w->m.duplicates, (double)(nok - (size_t)wr));
         }
     }

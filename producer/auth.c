@@ -210,8 +210,8 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
     if (sec_end < end) {
         char sub[160];
         *has_scopes = 1;
-        if (parse_scopes(sec_end + 1, (size_t)(end - sec_end - 1), &k->scopes, sub,
-                         sizeof(sub)) != 0) {
+        if (parse_scopes(sec_end + 1, (size_t)(end - sec_end - 1), &k->scopes, sub, sizeof(sub)) !=
+            0) {
             snprintf(why, whylen, "key %s: %s", k->id, sub);
             return -1;
         }
@@ -369,13 +369,13 @@ rq_keyset_t *rq_keyset_parse_list(rq_keyset_t *into, const char *list, rq_auth_e
                 fail(err,
                      "API_KEYS entry %u: \"%.*s\" is neither key-id:secret nor a scope of a "
                      "scope list",
-                     entry + 1, (int)(b - a > 32 ? 32 : b - a),
-                     bit ? piece + a : "(hidden)");
+                     entry + 1, (int)(b - a > 32 ? 32 : b - a), bit ? piece + a : "(hidden)");
                 goto err;
             }
             if (bit == 0) {
-                fail(err, "API_KEYS entry %u: unknown scope (allowed: produce, batch, dlq, "
-                          "messages, *)",
+                fail(err,
+                     "API_KEYS entry %u: unknown scope (allowed: produce, batch, dlq, "
+                     "messages, *)",
                      entry);
                 goto err;
             }
@@ -475,8 +475,8 @@ static char *read_keys_file(const char *path, size_t *len, rq_auth_error_t *err)
         goto out;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO))
-        rq_warn("API_KEYS_FILE %s is accessible to group or others (mode %03o); chmod 600 it",
-                path, (unsigned)(st.st_mode & 0777));
+        rq_warn("API_KEYS_FILE %s is accessible to group or others (mode %03o); chmod 600 it", path,
+                (unsigned)(st.st_mode & 0777));
     buf = malloc((size_t)st.st_size + 1);
     if (buf == NULL) {
         fail(err, "API_KEYS_FILE %s: out of memory", path);
@@ -512,8 +512,9 @@ static rq_keyset_t *load_sources(const rq_auth_t *a, rq_auth_error_t *err)
         if (ks == NULL)
             return NULL;
         if (ks->n == 0) {
-            fail(err, "API_KEYS_FILE %s holds no key (an empty key file would open the API to "
-                      "everyone; unset API_KEYS_FILE to run without keys)",
+            fail(err,
+                 "API_KEYS_FILE %s holds no key (an empty key file would open the API to "
+                 "everyone; unset API_KEYS_FILE to run without keys)",
                  a->file);
             rq_keyset_free(ks);
             return NULL;

@@ -295,13 +295,38 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     p->next_tag = 1;
 }
 
+/* The earliest publish deadline of the jobs still to be confirmed, or 0 when none has one. */
+static int64_t earliest_deadline(rq_publisher_t *p)
+{
+    int64_t due = 0;
+
+    for (rq_pub_job_t *job = p->jobs_head; job != NULL; job = job->next) {
+        if (job->unconfirmed > 0 && !job->retry_forever &&
+            (due == 0 || job->publish_deadline_ns < due))
+            due = job->publish_deadline_ns;
+    }
+    return due;
+}
+
 /* Opens the connection, confirm mode, topology and callback queue. Returns 0 or -1. */
 static int connect_broker(rq_publisher_t *p)
 {
-    const RabbitMQConfig *rc = &p->cfg->rabbitmq;
+    RabbitMQConfig bounded = p->cfg->rabbitmq;
+    const RabbitMQConfig *rc = &bounded;
+    int64_t due = earliest_deadline(p);
     char err[512];
     amqp_queue_declare_ok_t *q;
 
+    /* The attempt blocks this thread, so no deadline is swept meanwhile: against a broker
+     * that accepts TCP but does not answer (frozen, overloaded), the jobs waiting to be
+     * republished would be answered up to RABBITMQ_CONNECT_TIMEOUT_MS after their deadline.
+     * Bound the handshake and every RPC of the attempt by the earliest deadline instead. */
+    if (due > 0) {
+        int64_t left_ms = (due - rq_mono_ns()) / 1000000;
+
+        if (left_ms < bounded.connect_timeout_ms)
+            bounded.connect_timeout_ms = left_ms < 100 ? 100 : (int)left_ms;
+    }
     p->conn = rq_amqp_open(rc, err, sizeof(err));
     if (p->conn == NULL)
         goto fail;
@@ -424,7 +449,7 @@ static int publish_sendq(rq_publisher_t *p)
             hdr[4].value.kind = AMQP_FIELD_KIND_I64;
             hdr[4].value.value.i64 = m->end_offset;
             props.headers.num_entries = 5;
-            if (m->lines > 0) { /* a chunk: the body holds whole lines with their '\n' */
+            if (m->chunk) { /* the body holds whole lines with their '\n' */
                 hdr[5].key = amqp_cstring_bytes("x-format");
                 hdr[5].value.kind = AMQP_FIELD_KIND_UTF8;
                 hdr[5].value.value.bytes = amqp_cstring_bytes("lines");
@@ -627,6 +652,7 @@ static void *publisher_main(void *arg)
         if (stopping_now(p, now))
             break;
         if (p->conn == NULL) {
+            sweep_deadlines(p, now); /* before an attempt that may block */
             if (now >= next_attempt) {
                 if (connect_broker(p) != 0) {
                     int delay = rq_backoff_next(&p->backoff);

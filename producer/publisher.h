@@ -39,19 +39,20 @@ typedef enum {
 
 typedef struct rq_pub_msg {
     /* set by the submitter */
-    char *body;               /* owned by the job's owner */
+    char *body; /* owned by the job's owner */
     size_t body_len;
     char *message_id;         /* owned by the job's owner */
     const char *content_type; /* static string */
     int64_t published_ms;     /* wall clock, for the x-published-ms header */
     const char *source;       /* x-source header: "api" or "tail" (static string) */
-    const char *file_id;      /* tailed lines: x-file header (owned by the job's owner), else NULL */
-    int64_t offset;           /* tailed lines: x-offset header, the line's byte offset */
-    int64_t end_offset;       /* tailed lines: x-end header, just past the line (and its '\n') */
-    /* tailed chunk: > 0 when the body is the file's bytes [offset, end_offset) verbatim (whole
-     * records, lines with their '\n'); adds x-format "lines" and x-lines (this count, or 1
-     * when the chunk holds only pieces of an overlong line). 0: body is one line, no '\n'. */
-    int64_t lines;
+    const char *file_id; /* tailed lines: x-file header (owned by the job's owner), else NULL */
+    int64_t offset;      /* tailed lines: x-offset header, the line's byte offset */
+    int64_t end_offset;  /* tailed lines: x-end header, just past the line (and its '\n') */
+    /* tailed chunk: 1 when the body is the file's bytes [offset, end_offset) verbatim (whole
+     * records: lines with their '\n', pieces of a split overlong line); adds the headers
+     * x-format "lines" and x-lines. 0: the body is one line without its '\n'. */
+    int chunk;
+    int64_t lines; /* chunk: complete lines ('\n's) in the body (x-lines) */
     /* filled by the publisher */
     char correlation_id[RQ_UUID_LEN + 1];
     char *reply; /* heap, owned by the job's owner after done (free()) */

@@ -57,7 +57,9 @@ typedef struct tail_job {
     rq_pub_job_t job;
     rq_pub_msg_t *msgs;
     size_t *body_off, *id_off; /* arena offsets while building (the arena may move) */
-    size_t n, cap;
+    size_t n, cap;             /* messages (chunks) */
+    size_t nrec;               /* records (lines, pieces) in the messages */
+    int chunk_open;            /* the last message is a chunk that may still grow */
     char *arena;
     size_t arena_len, arena_cap;
     int64_t start, end; /* stream offsets covered: [start, end) */
@@ -179,6 +181,8 @@ static tail_job_t *job_at(rq_tailer_t *t, int i)
 static void job_reset(tail_job_t *j)
 {
     j->n = 0;
+    j->nrec = 0;
+    j->chunk_open = 0;
     j->arena_len = 0;
     j->state = JOB_FREE;
     if (j->arena_cap > 4 * JOB_MAX_BYTES) {
@@ -451,68 +455,122 @@ static tail_job_t *building_job(rq_tailer_t *t)
     t->count++;
     j->state = JOB_BUILDING;
     j->n = 0;
+    j->nrec = 0;
+    j->chunk_open = 0;
     j->arena_len = 0;
     j->start = j->end = rq_linesplit_offset(t->ls);
     snprintf(j->file_id, sizeof(j->file_id), "%s", t->file_id);
     return j;
 }
 
-/* Adds a record to j. Returns 0, or -1 on allocation failure (j unchanged). */
-static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
+/* Room for `need` more arena bytes plus the message id written when the chunk closes.
+ * Returns 0, or -1 on allocation failure (j unchanged). */
+static int arena_reserve(tail_job_t *j, size_t need)
 {
-    size_t need;
+    size_t ncap;
+    char *na;
+
+    need += RQ_TAIL_FILE_ID_MAX + 24;
+    if (j->arena_cap - j->arena_len >= need)
+        return 0;
+    ncap = j->arena_cap * 2;
+    if (ncap < j->arena_len + need)
+        ncap = j->arena_len + need;
+    if (ncap < 64 * 1024)
+        ncap = 64 * 1024;
+    na = realloc(j->arena, ncap);
+    if (na == NULL)
+        return -1;
+    j->arena = na;
+    j->arena_cap = ncap;
+    return 0;
+}
+
+/* Room for one more message. Returns 0, or -1 on allocation failure (j unchanged). */
+static int msg_reserve(rq_tailer_t *t, tail_job_t *j)
+{
+    size_t ncap = j->cap ? j->cap * 2 : 64;
+    rq_pub_msg_t *nm;
+    size_t *nb, *ni;
+
+    if (j->n < j->cap)
+        return 0;
+    /* a job holds at most batch_lines records, so at most that many messages */
+    if (ncap > (size_t)t->o.batch_lines)
+        ncap = (size_t)t->o.batch_lines;
+    if (ncap <= j->cap)
+        ncap = j->cap + 1; /* a partial line flushed into a full job */
+    nm = realloc(j->msgs, ncap * sizeof(*nm));
+    if (nm == NULL)
+        return -1;
+    j->msgs = nm;
+    nb = realloc(j->body_off, ncap * sizeof(*nb));
+    if (nb == NULL)
+        return -1;
+    j->body_off = nb;
+    ni = realloc(j->id_off, ncap * sizeof(*ni));
+    if (ni == NULL)
+        return -1;
+    j->id_off = ni;
+    j->cap = ncap;
+    return 0;
+}
+
+/* Writes the id "<file id>:<offset>" of the last message after its body (room reserved). */
+static void close_chunk(tail_job_t *j)
+{
     int n;
 
+    if (!j->chunk_open)
+        return;
+    j->id_off[j->n - 1] = j->arena_len;
+    n = snprintf(j->arena + j->arena_len, j->arena_cap - j->arena_len, "%s:%" PRId64, j->file_id,
+                 j->msgs[j->n - 1].offset);
+    j->arena_len += (size_t)n + 1;
+    j->chunk_open = 0;
+}
+
+/* Adds a record to j: to the open chunk while it stays within chunk_bytes, else as the first
+ * record of a new chunk. A skipped line ends the chunk (the gap is never sent); a partial line
+ * (rq_linesplit_flush) travels alone as a one-line message without '\n' (the consumer ends
+ * it with one). Returns 0, or -1 on allocation failure (nothing of the record added). */
+static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
+{
+    int chunk = line->kind != RQ_LINE_PARTIAL;
+    size_t rb = line->len + (chunk && line->newline ? 1 : 0);
+    rq_pub_msg_t *m;
+
     if (line->kind == RQ_LINE_SKIPPED) {
+        close_chunk(j);
         j->end = line->end;
         return 0;
     }
-    if (j->n == j->cap) {
-        size_t ncap = j->cap ? j->cap * 2 : 64;
-        rq_pub_msg_t *nm;
-        size_t *nb, *ni;
-        if (ncap > (size_t)t->o.batch_lines)
-            ncap = (size_t)t->o.batch_lines;
-        nm = realloc(j->msgs, ncap * sizeof(*nm));
-        if (nm == NULL)
+    m = j->n > 0 ? &j->msgs[j->n - 1] : NULL;
+    if (chunk && j->chunk_open && m->body_len + rb <= t->o.chunk_bytes &&
+        m->end_offset == line->offset) {
+        if (arena_reserve(j, rb) != 0)
             return -1;
-        j->msgs = nm;
-        nb = realloc(j->body_off, ncap * sizeof(*nb));
-        if (nb == NULL)
+    } else {
+        close_chunk(j);
+        if (msg_reserve(t, j) != 0 || arena_reserve(j, rb) != 0)
             return -1;
-        j->body_off = nb;
-        ni = realloc(j->id_off, ncap * sizeof(*ni));
-        if (ni == NULL)
-            return -1;
-        j->id_off = ni;
-        j->cap = ncap;
+        m = &j->msgs[j->n++];
+        memset(m, 0, sizeof(*m));
+        j->body_off[j->n - 1] = j->arena_len;
+        m->offset = line->offset;
+        m->chunk = chunk;
+        j->chunk_open = 1; /* a partial line's id is written at once, below */
     }
-    need = line->len + RQ_TAIL_FILE_ID_MAX + 24;
-    if (j->arena_cap - j->arena_len < need) {
-        size_t ncap = j->arena_cap * 2;
-        char *na;
-        if (ncap < j->arena_len + need)
-            ncap = j->arena_len + need;
-        if (ncap < 64 * 1024)
-            ncap = 64 * 1024;
-        na = realloc(j->arena, ncap);
-        if (na == NULL)
-            return -1;
-        j->arena = na;
-        j->arena_cap = ncap;
-    }
-    memset(&j->msgs[j->n], 0, sizeof(j->msgs[0]));
-    j->body_off[j->n] = j->arena_len;
     memcpy(j->arena + j->arena_len, line->data, line->len);
     j->arena_len += line->len;
-    j->id_off[j->n] = j->arena_len;
-    n = snprintf(j->arena + j->arena_len, j->arena_cap - j->arena_len, "%s:%" PRId64, j->file_id,
-                 line->offset);
-    j->arena_len += (size_t)n + 1;
-    j->msgs[j->n].body_len = line->len;
-    j->msgs[j->n].offset = line->offset;
-    j->msgs[j->n].end_offset = line->end; /* x-end: the consumer indexes [offset, end) */
-    j->n++;
+    if (rb > line->len)
+        j->arena[j->arena_len++] = '\n';
+    m->body_len += rb;
+    m->end_offset = line->end; /* x-end: the consumer indexes [offset, end) */
+    m->lines += chunk && line->newline;
+    if (!chunk)
+        close_chunk(j);
+    j->nrec++;
     j->end = line->end;
     rq_series_inc(t->m_read);
     pthread_mutex_lock(&t->lock);
@@ -527,6 +585,7 @@ static void close_job(rq_tailer_t *t, tail_job_t *j)
 {
     int64_t now = rq_wall_ms();
 
+    close_chunk(j);
     j->before_len = rq_linesplit_window(t->ls, j->before);
     if (j->n == 0) {
         if (j->end == j->start) {
@@ -598,7 +657,7 @@ static int extract(rq_tailer_t *t)
             t->rewind = 1;
             return 1;
         }
-        if (j->n >= (size_t)t->o.batch_lines || j->arena_len >= JOB_MAX_BYTES)
+        if (j->nrec >= (size_t)t->o.batch_lines || j->arena_len >= JOB_MAX_BYTES)
             close_job(t, j);
     }
     count_overlong(t);
@@ -809,7 +868,7 @@ static void collect(rq_tailer_t *t)
         t->committed = j->end;
         memcpy(t->committed_before, j->before, j->before_len);
         t->committed_before_len = j->before_len;
-        confirmed += j->n;
+        confirmed += j->nrec;
         job_reset(j);
         t->head = (t->head + 1) % t->njobs;
         t->count--;
@@ -1043,6 +1102,7 @@ void rq_tail_opts_from_config(rq_tail_opts_t *o, const rq_config_t *cfg)
     if (cfg->max_pending > 0 && o->batch_lines > cfg->max_pending)
         o->batch_lines = cfg->max_pending;
     o->max_inflight = cfg->tail_max_inflight_jobs;
+    o->chunk_bytes = cfg->tail_chunk_bytes > 0 ? (size_t)cfg->tail_chunk_bytes : 0;
     o->use_inotify = 1;
 }
 
@@ -1132,6 +1192,8 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
         goto oom;
     t->o.path = t->path;
     t->o.state_dir = t->state_dir;
+    if (t->o.chunk_bytes == 0)
+        t->o.chunk_bytes = RQ_TAIL_CHUNK_BYTES_DEFAULT;
     for (int i = 0; i < t->njobs; i++)
         t->jobs[i].t = t;
 

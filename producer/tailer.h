@@ -3,11 +3,22 @@
  * One thread ("the tailer") owns the file, the line splitter and the saved position. It
  * wakes on inotify events (the file and its folder) and on a stat poll every poll_ms (the
  * only wake-up when inotify is unavailable), reads what was appended, cuts it into lines
- * (linesplit.h) and hands them to the publisher in jobs of up to batch_lines lines, with at
- * most max_inflight jobs unconfirmed (reading pauses beyond that: back-pressure, not memory).
+ * (linesplit.h) and hands them to the publisher in jobs of up to batch_lines lines (records)
+ * and about 1 MiB, with at most max_inflight jobs unconfirmed (reading pauses beyond that:
+ * back-pressure, not memory).
+ *
+ * Chunks: consecutive records travel together in one message of up to chunk_bytes bytes, the
+ * file's bytes [offset, end) verbatim (lines with their '\n', pieces of a split overlong line)
+ * with headers x-format "lines" and x-lines (complete lines in it); a record longer than
+ * chunk_bytes travels alone. A skipped overlong line ends a chunk (its bytes are never sent).
+ * A partial last line flushed when leaving a rotated or truncated file travels alone in the
+ * one-line format (body without '\n', no x-format), so the consumer ends it with a '\n'.
+ * Chunk boundaries depend on how much was read at a time, so after a restart the same bytes
+ * may come in other chunks; they always start and end on record boundaries and carry the id
+ * "<file id>:<offset of their first byte>" (the consumer de-duplicates by byte range).
  *
  * The promise: every line written to the file is published at least once, in file order,
- * with message id "<file id>:<offset>" (tail_state.h). The saved offset only moves over a
+ * in a message with id "<file id>:<offset>" (tail_state.h). The saved offset only moves over a
  * contiguous prefix of jobs the broker confirmed, so a kill -9 at any moment re-publishes
  * (same ids) instead of losing. A refused submit (broker down, overloaded) is retried with a
  * backoff, never skipped; a job that fails after acceptance is submitted again.
@@ -51,6 +62,8 @@
 
 typedef struct rq_tailer rq_tailer_t;
 
+#define RQ_TAIL_CHUNK_BYTES_DEFAULT 8192
+
 /* Hands a job to the publisher with rq_publisher_submit() semantics: 0 when accepted (done
  * is then called exactly once, on any thread), -1 when refused (done not called). */
 typedef int (*rq_tail_submit_fn)(void *arg, rq_pub_job_t *job);
@@ -65,11 +78,13 @@ typedef struct rq_tail_opts {
     int rotate_wait_ms; /* keep reading a rotated file this long (>= 0) */
     int batch_lines;    /* lines per job (>= 1) */
     int max_inflight;   /* jobs submitted and unconfirmed (>= 1) */
+    size_t chunk_bytes; /* most bytes per message; 0: RQ_TAIL_CHUNK_BYTES_DEFAULT */
     int use_inotify;    /* 0: stat polling only */
 } rq_tail_opts_t;
 
 /* Fills *o from the TAIL_* settings and INPUT_FILE of cfg (pointers borrow cfg's strings),
- * with inotify on. batch_lines is capped at cfg->max_pending so a job always fits. */
+ * with inotify on (TAIL_CHUNK_BYTES gives chunk_bytes). batch_lines is capped at cfg->max_pending
+ * so a job always fits. */
 void rq_tail_opts_from_config(rq_tail_opts_t *o, const rq_config_t *cfg);
 
 /* Creates the state folder, takes an exclusive lock on the state file (a second tailer of

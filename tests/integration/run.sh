@@ -6,7 +6,8 @@
 # tests); runs scripts/test_system.py, test_api.py, test_topology.sh and, when present,
 # test_consumer.sh (which starts its own broker on BROKER2_PORT), test_tail_faults.py and the
 # reliability scenarios of test_reliability.py (broker restart, kill -9 of each service,
-# retries and the DLQ, graceful shutdown under load); checks that the output file
+# retries and the DLQ, graceful shutdown under load), the security tests (test_security.py,
+# test_tls.sh, test_valgrind.sh); checks that the output file
 # holds a line for every message the producer accepted; stops the services with SIGTERM
 # (each must exit 0 within 10 s) and the broker. Everything started is stopped by PID on exit.
 #
@@ -138,6 +139,16 @@ step "API edge cases (tests/integration/test_api.py)" 150 \
 
 step "topology mismatch (tests/integration/test_topology.sh)" 120 \
 	env BUILD_DIR="$BUILD_DIR" RABBITMQ_PORT="$BROKER_PORT" WORK="$TMP/topology" bash "$here/test_topology.sh"
+
+# Issue 6: API keys, scopes, SIGHUP reload, rate limits, abuse limits and slowloris against
+# producers of its own (on this broker); AMQPS and HTTPS (a broker of its own with a TLS
+# listener); the integration path once under valgrind memcheck (on this broker).
+step "security: keys, rate limits, limits, slowloris (tests/integration/test_security.py)" 120 \
+	"$PY" "$here/test_security.py" --bin "$bin" --amqp-port "$BROKER_PORT" --work "$TMP/security"
+step "security: AMQPS and HTTPS with a throw-away CA (tests/integration/test_tls.sh)" 120 \
+	env BUILD_DIR="$BUILD_DIR" WORK="$TMP/tls" bash "$here/test_tls.sh"
+step "security: produce/consume/reply under valgrind memcheck (tests/integration/test_valgrind.sh)" 240 \
+	env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER_PORT" WORK="$TMP/valgrind" bash "$here/test_valgrind.sh"
 
 if [ -f "$here/test_consumer.sh" ]; then
 	BROKER2_PORT=$(free_broker_port)

@@ -9,7 +9,7 @@
 #
 # Checks: start-up exit codes; 1,000 JSON messages drained into OUTPUT_FILE; health, metrics
 # and 404 endpoints; replies on a reply_to queue with the right correlation ids; undecodable
-# messages mixed into one batch are rejected without a channel error; kill -9 mid-way loses
+# messages mixed into one batch are dead-lettered without a channel error; kill -9 mid-way loses
 # nothing; SIGTERM under load exits 0 with every message either written and acked or still
 # queued; SIGTERM during a processing_time wait requeues the message; a long processing_time
 # survives heartbeats; a broker restart is recovered from. Prints the drain rate with fsync.
@@ -200,8 +200,9 @@ stop_consumer TERM
 ok "SIGTERM while idle: exit 0"
 
 # ---- undecodable messages inside one batch --------------------------------------------------
-# valid x3, bad, valid x2, bad, bad, valid, bad: acks and rejects interleave in one batch
-# and the last delivery of the batch is a reject.
+# valid x3, bad, valid x2, bad, bad, valid, bad: processed and dead-lettered deliveries
+# (copies to the DLQ, confirmed, then acked) interleave in one batch, and the last delivery
+# of the batch is a bad one.
 tool publish --queue "$QUEUE" --count 3 --id-prefix mixA >/dev/null
 tool publish --queue "$QUEUE" --body '{"id":"bad1","payload":' >/dev/null
 tool publish --queue "$QUEUE" --count 2 --id-prefix mixB >/dev/null
@@ -225,8 +226,8 @@ grep -q "PRECONDITION_FAILED\|unknown delivery tag" "$LOG" && fail "channel erro
 stop_consumer TERM
 [ $STATUS -eq 0 ] || fail "SIGTERM exit $STATUS"
 [ "$(depth)" = "0 0" ] || fail "messages left after the mixed batch: $(depth)"
-[ "$(depth "$QUEUE.dlq")" = "4 0" ] || fail "the DLQ holds $(depth "$QUEUE.dlq"), expected 4 rejects"
-ok "4 undecodable messages rejected (to $QUEUE.dlq) amid 6 valid ones in one batch, no channel error"
+[ "$(depth "$QUEUE.dlq")" = "4 0" ] || fail "the DLQ holds $(depth "$QUEUE.dlq"), expected 4 dead-lettered"
+ok "4 undecodable messages dead-lettered (to $QUEUE.dlq) amid 6 valid ones in one batch, no channel error"
 
 # ---- kill -9 in the middle ------------------------------------------------------------------
 N=20000

@@ -2,10 +2,12 @@
 """Reliability tests of relayq (issue 4): things break for real, nothing is lost.
 
 Scenarios (one per run; each uses its own queue, and broker-restart its own broker):
-  broker-restart  8 threads post /produce while the broker is stopped and started again:
-                  every 201 is in OUTPUT_FILE exactly once, no answer is later than
-                  PUBLISH_TIMEOUT_MS + slack, 201s resume after recovery, /health/ready of
-                  both services is 503 during the outage and 200 within seconds after.
+  broker-restart  8 threads post /produce while the broker is first frozen (SIGSTOP: it
+                  accepts TCP and answers nothing; heartbeats must notice) and thawed, then
+                  stopped and started again: every 201 is in OUTPUT_FILE exactly once, no
+                  answer is later than PUBLISH_TIMEOUT_MS + slack, 201s resume after each
+                  recovery, /health/ready of both services is 503 during the outage and 200
+                  within seconds after.
   consumer-kill   the consumer is kill -9'd twice while it holds a prefetch of messages
                   with processing_time: after restarts, every message is in the output once.
   producer-kill   the producer is kill -9'd under HTTP load and restarted: every request
@@ -293,6 +295,15 @@ class Stack:
         p = self.procs.get(name)
         return p is not None and p.poll() is None
 
+    def freeze(self, on):
+        """SIGSTOP (on) or SIGCONT the broker this script started (pid from its pidfile)."""
+        if not self.own_broker:
+            raise RuntimeError("freezing a broker this script did not start")
+        with open(os.path.join(self.broker_dir, "rabbitmq.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+        self.frozen = on
+
     def kill9(self, name):
         p = self.procs[name]
         p.send_signal(signal.SIGKILL)
@@ -313,6 +324,8 @@ class Stack:
             return None, timeout
 
     def close(self):
+        if getattr(self, "frozen", False):
+            self.freeze(False)
         for name in list(self.procs):
             self.term(name, 10)
         if self.own_broker:
@@ -383,6 +396,7 @@ def summarize_load(results):
 
 
 def broker_restart(c, st, args):
+    st.env["RABBITMQ_HEARTBEAT"] = "2"  # a frozen broker is noticed after ~4 s
     st.start("consumer")
     st.start("producer")
     pr = Poller(st.url("producer") + "/health/ready")
@@ -391,7 +405,30 @@ def broker_restart(c, st, args):
     cr.start()
     load = Load(lambda: st.url("producer"), "br").start()
     t0 = time.monotonic()
-    time.sleep(5)
+    time.sleep(args.before)
+
+    # 1. the broker freezes (SIGSTOP): TCP still accepts, nothing answers
+    log(f"{sum(1 for r in load.snapshot() if r[1] == 201)} x 201 so far; freezing the broker "
+        f"(SIGSTOP) for {args.freeze:.0f} s")
+    t_freeze = time.monotonic()
+    st.freeze(True)
+    time.sleep(args.freeze)
+    st.freeze(False)
+    t_thaw = time.monotonic()
+    time.sleep(4)
+    thawed = [r for r in load.snapshot() if r[1] == 201 and r[3] >= t_thaw]
+    c.check("201s resume after the broker thaws (SIGCONT)", len(thawed) > 50, f"{len(thawed)}")
+    unready = min((t for t, s in pr.samples if t >= t_freeze and s != 200), default=None)
+    c.check("producer /health/ready turns 503 while the broker is frozen (heartbeats)",
+            unready is not None and unready <= t_thaw + 0.5)
+    frozen = [r for r in load.snapshot() if t_freeze <= r[3] <= t_thaw]
+    if frozen:
+        log("figures (freeze): producer unready %s s after the freeze; max latency of requests "
+            "sent while frozen %.2f s; %d x 503 of %d" % (
+                "%.2f" % (unready - t_freeze) if unready else "?", max(r[2] for r in frozen),
+                sum(1 for r in frozen if r[1] == 503), len(frozen)))
+
+    # 2. the broker stops and starts again
     before = sum(1 for r in load.snapshot() if r[1] == 201)
     log(f"{before} answered 201 before the restart; stopping the broker")
     t_stop = time.monotonic()
@@ -690,6 +727,7 @@ def main():
     ap.add_argument("--backlog", type=int, default=10000, help="graceful: consumer backlog")
     ap.add_argument("--before", type=float, default=3.0, help="load seconds before a fault")
     ap.add_argument("--after", type=float, default=6.0, help="load seconds after recovery")
+    ap.add_argument("--freeze", type=float, default=6.0, help="broker-restart: SIGSTOP seconds")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
     build = os.path.abspath(args.build_dir)

@@ -226,5 +226,11 @@ if grep -h 'BEGIN\|PRIVATE KEY' "$WORK"/*.log >/dev/null 2>&1; then
 else
 	pass "no key material in the logs"
 fi
+if grep -q 'not the first option' "$WORK"/*.log; then
+	fail "libmicrohttpd takes our logger first (no 'not the first option' warning)"
+fi
+if grep -lE 'AddressSanitizer|runtime error:|LeakSanitizer' "$WORK"/*.log >/dev/null 2>&1; then
+	fail "no sanitizer reports in the service logs" "$(grep -lE 'AddressSanitizer|runtime error:|LeakSanitizer' "$WORK"/*.log | tr '\n' ' ')"
+fi
 
 summary

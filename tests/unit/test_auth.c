@@ -98,7 +98,7 @@ Test(auth, bad_entries_name_the_line_and_never_echo_the_secret)
         {"bad id:" SECRET_A "\n", "only letters, digits"},
         {"a:short\n", "key a: the secret must be 16 to 256"},
         {"a:" SECRET_A " x\n", "key a: the secret may hold only"},
-        {"a:" SECRET_A "=x\n", "the secret may hold only"},     /* '=' only at the end */
+        {"a:" SECRET_A "=x\n", "the secret may hold only"},       /* '=' only at the end */
         {"a:" SECRET_A ",produce\n", "the secret may hold only"}, /* ',' is not in a secret */
         {"a:" SECRET_A ":\n", "unknown scope \"\""},
         {"a:" SECRET_A ":produce,\n", "unknown scope \"\""},
@@ -142,9 +142,10 @@ Test(auth, list_entries_and_scope_continuation)
 {
     rq_auth_error_t err;
     rq_keyset_t *ks =
-        rq_keyset_parse_list(NULL, " a:" SECRET_A ":produce,batch , b:" SECRET_B ",c:sha256:"
-                                   "0000000000000000000000000000000000000000000000000000000000000000"
-                                   ":dlq,messages",
+        rq_keyset_parse_list(NULL,
+                             " a:" SECRET_A ":produce,batch , b:" SECRET_B ",c:sha256:"
+                             "0000000000000000000000000000000000000000000000000000000000000000"
+                             ":dlq,messages",
                              &err);
 
     cr_assert_not_null(ks, "%s", err.text);
@@ -172,8 +173,8 @@ Test(auth, list_entries_and_scope_continuation)
         ks = rq_keyset_parse_list(NULL, bad[i].list, &err);
         cr_expect_null(ks, "case %zu accepted", i);
         rq_keyset_free(ks);
-        cr_expect(strstr(err.text, bad[i].needle) != NULL, "case %zu: '%s' lacks '%s'", i,
-                  err.text, bad[i].needle);
+        cr_expect(strstr(err.text, bad[i].needle) != NULL, "case %zu: '%s' lacks '%s'", i, err.text,
+                  bad[i].needle);
         cr_expect(strstr(err.text, "secret-0123") == NULL && strstr(err.text, "ABCDEFGHIJ") == NULL,
                   "case %zu echoes a secret: %s", i, err.text);
     }
@@ -200,10 +201,10 @@ Test(auth, bearer_header)
     static const struct {
         const char *h, *tok; /* tok NULL: rejected */
     } cases[] = {
-        {"Bearer abc", "abc"},     {"bearer abc", "abc"},     {"BEARER \t abc  ", "abc"},
-        {"Bearer", NULL},          {"Bearer ", NULL},         {"Bearerabc", NULL},
-        {"Basic abc", NULL},       {"Bearer abc def", NULL},  {"", NULL},
-        {" Bearer abc", NULL},     {"Bearer a=b/c+", "a=b/c+"},
+        {"Bearer abc", "abc"}, {"bearer abc", "abc"},       {"BEARER \t abc  ", "abc"},
+        {"Bearer", NULL},      {"Bearer ", NULL},           {"Bearerabc", NULL},
+        {"Basic abc", NULL},   {"Bearer abc def", NULL},    {"", NULL},
+        {" Bearer abc", NULL}, {"Bearer a=b/c+", "a=b/c+"},
     };
     const char *tok;
     size_t len;

@@ -208,7 +208,7 @@ Test(config, defaults_match_the_header)
     cr_expect_eq(c.tail_rotate_wait_ms, 1000);
     cr_expect_eq(c.tail_batch_lines, 500);
     cr_expect_eq(c.tail_max_inflight_jobs, 16);
-    cr_expect_eq(c.tail_chunk_bytes, 65536);
+    cr_expect_eq(c.tail_chunk_bytes, 8192);
     cr_expect_str_eq(c.consumer_bind, "127.0.0.1");
     cr_expect_eq(c.consumer_port, 8000);
     cr_expect_str_eq(c.output_file, "");
@@ -470,7 +470,7 @@ Test(config, password_is_never_echoed)
     rq_config_free(&c);
 }
 
-/* ---- the bool type, through a descriptor of a test struct (no setting uses it yet) ---- */
+/* ---- the bool type, through a descriptor of a test struct ---- */
 
 typedef struct probe {
     bool flag;

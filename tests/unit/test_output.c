@@ -260,3 +260,133 @@ Test(output, open_fails_clearly_on_a_missing_directory)
     cr_expect(strstr(err, "/nonexistent-dir/out.txt") != NULL, "%s", err);
     rq_output_free(NULL);
 }
+
+/* A chunk of the source bytes [start, start + len), written verbatim. */
+static rq_output_line_t chunk(const char *src, const char *file, int64_t start, int64_t end)
+{
+    rq_output_line_t l = {0};
+    l.data = src + start;
+    l.len = (size_t)(end - start);
+    l.file_id = file;
+    l.start = start;
+    l.end = end;
+    l.verbatim = 1;
+    return l;
+}
+
+Test(output, chunks_are_written_verbatim_and_once_however_they_are_cut)
+{
+    /* records: "a\n" [0,2) "bb\n" [2,5) "\n" [5,6) "c\0d\r\n" [6,11) "eeee\n" [11,16) */
+    static const char src[] = "a\nbb\n\nc\0d\r\neeee\n";
+    const size_t srclen = sizeof(src) - 1;
+    char err[256];
+    rq_output_t *out = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b1[2], b2[3], b3[1];
+
+    cr_assert_not_null(out, "%s", err);
+    b1[0] = chunk(src, "f:1", 0, 5);
+    b1[1] = chunk(src, "f:1", 5, 6);
+    cr_assert_eq(rq_output_append_batch(out, b1, 2), 2);
+    cr_expect_eq(b1[0].newlines, 2);
+    cr_expect_eq(b1[1].newlines, 1);
+    expect_file(src, 6);
+    /* after a producer restart the same bytes come cut differently, overlapping */
+    b2[0] = chunk(src, "f:1", 2, 11); /* [2,6) written, [6,11) new */
+    b2[1] = chunk(src, "f:1", 6, 16); /* [6,11) written by b2[0]: only [11,16) */
+    b2[2] = chunk(src, "f:1", 0, 2);  /* all written: skipped */
+    cr_assert_eq(rq_output_append_batch(out, b2, 3), 2);
+    cr_expect_eq(b2[0].written, 1);
+    cr_expect_eq(b2[0].newlines, 1);
+    cr_expect_eq(b2[1].written, 1);
+    cr_expect_eq(b2[1].newlines, 1);
+    cr_expect_eq(b2[2].written, 0);
+    cr_expect_eq(b2[2].newlines, 0);
+    expect_file(src, srclen);
+    rq_output_free(out);
+
+    /* the parts are remembered across a reopen (ledger) */
+    out = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(out, "%s", err);
+    b3[0] = chunk(src, "f:1", 0, 16);
+    cr_assert_eq(rq_output_append_batch(out, b3, 1), 0);
+    expect_file(src, srclen);
+    /* another file id is another file */
+    b3[0] = chunk(src, "f:2", 11, 16);
+    cr_assert_eq(rq_output_append_batch(out, b3, 1), 1);
+    {
+        char want[64];
+        memcpy(want, src, srclen);
+        memcpy(want + srclen, "eeee\n", 5);
+        expect_file(want, srclen + 5);
+    }
+    rq_output_free(out);
+}
+
+Test(output, chunks_and_one_line_messages_of_one_file_mix)
+{
+    static const char src[] = "one\ntwo\nthree\n";
+    char err[256];
+    rq_output_t *out = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[3];
+
+    cr_assert_not_null(out, "%s", err);
+    /* an old one-line message of "two" (no newline in its body), then a chunk of all */
+    b[0] = tail_line("two", 3, "g", 4);
+    cr_assert_eq(rq_output_append_batch(out, b, 1), 1);
+    cr_expect_eq(b[0].newlines, 1);
+    b[0] = chunk(src, "g", 0, 14);
+    b[1] = tail_line("three", 5, "g", 8); /* inside the chunk: a duplicate */
+    cr_assert_eq(rq_output_append_batch(out, b, 2), 1);
+    cr_expect_eq(b[0].newlines, 2, "one and three");
+    cr_expect_eq(b[1].written, 0);
+    /* order is the order of the batches: "two" came first */
+    expect_file("two\none\nthree\n", 14);
+    rq_output_free(out);
+}
+
+Test(output, a_chunk_whose_range_is_not_its_body_is_whole_or_nothing)
+{
+    static const char src[] = "x\ny\n";
+    char err[256];
+    rq_output_t *out = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+
+    cr_assert_not_null(out, "%s", err);
+    b[0] = chunk(src, "h", 0, 4);
+    b[0].end = 9; /* lies about its range: keyed by its message id instead */
+    b[0].msg_id = "h:0";
+    b[0].msg_id_len = 3;
+    cr_assert_eq(rq_output_append_batch(out, b, 1), 1);
+    b[0] = chunk(src, "h", 0, 4);
+    b[0].end = 9;
+    b[0].msg_id = "h:0";
+    b[0].msg_id_len = 3;
+    cr_assert_eq(rq_output_append_batch(out, b, 1), 0);
+    expect_file("x\ny\n", 4);
+    rq_output_free(out);
+}
+
+/* More pieces than one pwritev takes (IOV_MAX): still one batch, every byte in order. */
+Test(output, a_batch_of_more_pieces_than_iov_max)
+{
+    enum { N = 1500 };
+    static rq_output_line_t b[N];
+    static char text[N][16], ids[N][16];
+    char *want = malloc(N * 16), *w = want;
+    char err[256];
+    rq_output_t *out = rq_output_open(path, 4 * N, err, sizeof(err));
+
+    cr_assert_not_null(out, "%s", err);
+    for (int i = 0; i < N; i++) {
+        snprintf(text[i], sizeof(text[i]), "line %d", i);
+        snprintf(ids[i], sizeof(ids[i]), "id-%d", i);
+        b[i] = id_line(text[i], ids[i]);
+        w += sprintf(w, "%s\n", text[i]);
+    }
+    cr_assert_eq(rq_output_append_batch(out, b, N), N);
+    expect_file(want, (size_t)(w - want));
+    for (int i = 0; i < N; i++)
+        cr_expect_eq(b[i].newlines, 1);
+    rq_output_free(out);
+    free(want);
+}

@@ -134,12 +134,12 @@ Test(request, json_too_deep_scan)
         {"{}", 0, 1},
         {"{\"a\":[1,{\"b\":[]}]}", 4, 0},
         {"{\"a\":[1,{\"b\":[]}]}", 3, 1},
-        {"[[],[],[],[]]", 2, 0},              /* siblings do not add up */
-        {"{\"a\":\"[[[[[[\"}", 1, 0},          /* brackets inside strings do not count */
-        {"{\"a\":\"\\\"[[[[\"}", 1, 0},        /* nor after an escaped quote */
+        {"[[],[],[],[]]", 2, 0},                /* siblings do not add up */
+        {"{\"a\":\"[[[[[[\"}", 1, 0},           /* brackets inside strings do not count */
+        {"{\"a\":\"\\\"[[[[\"}", 1, 0},         /* nor after an escaped quote */
         {"{\"a\":\"\\\\\",\"b\":[[1]]}", 2, 1}, /* an escaped backslash ends before the quote */
-        {"]]]]}}}}[[", 1, 1},                  /* stray closers never go below zero */
-        {"\"[[[", 0, 0},                       /* unterminated string: its content ignored */
+        {"]]]]}}}}[[", 1, 1},                   /* stray closers never go below zero */
+        {"\"[[[", 0, 0},                        /* unterminated string: its content ignored */
     };
 
     for (size_t i = 0; i < sizeof(scans) / sizeof(scans[0]); i++)
@@ -178,12 +178,9 @@ Test(request, nesting_over_the_limit_is_400_before_parsing)
     cr_expect_null(req.root);
 
     /* The batch limit names itself too; ordinary errors name none. */
-    cr_assert_eq(rq_request_parse("{\"messages\":[{\"payload\":1},{\"payload\":1},{\"payload\":1},"
-                                  "{\"payload\":1}]}",
-                                  strlen("{\"messages\":[{\"payload\":1},{\"payload\":1},{\"payload\""
-                                         ":1},{\"payload\":1}]}"),
-                                  1, &deep_lim, &req, &err),
-                 -1);
+    static const char four[] =
+        "{\"messages\":[{\"payload\":1},{\"payload\":1},{\"payload\":1},{\"payload\":1}]}";
+    cr_assert_eq(rq_request_parse(four, strlen(four), 1, &deep_lim, &req, &err), -1);
     cr_expect_str_eq(err.limit, "batch_length");
     cr_assert_eq(rq_request_parse("{", 1, 0, &deep_lim, &req, &err), -1);
     cr_expect_null(err.limit);

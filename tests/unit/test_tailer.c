@@ -46,12 +46,16 @@ typedef struct sink {
     int fail_every, jobs_seen; /* complete every Nth job with RQ_JOB_UNAVAILABLE */
     int hold;                  /* while set, accepted jobs wait */
     int inflight, max_inflight;
-    int log_fd; /* >= 0: append records there (fork test) */
+    int log_fd;         /* >= 0: append records there (fork test) */
+    size_t chunk_bytes; /* the tailer's chunk_bytes, checked against every chunk */
+    size_t nmsgs, nchunks, max_chunk_records;
     int delay_us;
     int stop;
     pthread_t th;
     char bad[256]; /* first contract violation seen */
 } sink_t;
+
+static void hexs(const char *p, size_t n, char *out);
 
 static void sink_bad(sink_t *s, const char *what)
 {
@@ -78,6 +82,49 @@ static void check_job(sink_t *s, rq_pub_job_t *job)
             sink_bad(s, "body");
         if (m->published_ms <= 0)
             sink_bad(s, "published_ms");
+        if (m->chunk) {
+            int64_t nl = 0;
+            for (size_t k = 0; k < m->body_len; k++)
+                nl += m->body[k] == '\n';
+            if (m->end_offset - m->offset != (int64_t)m->body_len)
+                sink_bad(s, "a chunk's body is not its byte range [offset, end)");
+            if (m->lines != nl)
+                sink_bad(s, "x-lines is not the number of newlines in the chunk");
+            /* beyond chunk_bytes only one record: at most one '\n', at the very end */
+            if (m->body_len > s->chunk_bytes &&
+                (nl > 1 || (nl == 1 && m->body[m->body_len - 1] != '\n')))
+                sink_bad(s, "a chunk of several records is larger than chunk_bytes");
+        } else if (m->end_offset <= m->offset) {
+            sink_bad(s, "a one-line message with an empty range");
+        }
+    }
+}
+
+/* Records one line (or piece) as the sink's unit of comparison. Lock held. */
+static void sink_record(sink_t *s, FILE *mf, const char *file, int64_t off, const char *body,
+                        size_t len)
+{
+    char id[200];
+    rec_t *r;
+
+    if (s->nrec == s->reccap) {
+        s->reccap = s->reccap ? s->reccap * 2 : 1024;
+        s->rec = realloc(s->rec, s->reccap * sizeof(*s->rec));
+    }
+    snprintf(id, sizeof(id), "%s:%" PRId64, file, off);
+    r = &s->rec[s->nrec++];
+    r->id = strdup(id);
+    r->file = strdup(file);
+    r->body = malloc(len + 1);
+    memcpy(r->body, body, len);
+    r->body[len] = '\0';
+    r->len = len;
+    r->off = off;
+    if (mf) {
+        char *hx = malloc(2 * len + 1);
+        hexs(body, len, hx);
+        fprintf(mf, "%s\t%s\n", id, hx);
+        free(hx);
     }
 }
 
@@ -111,25 +158,23 @@ static void *sink_main(void *arg)
             FILE *mf = s->log_fd >= 0 ? open_memstream(&buf, &blen) : NULL;
             for (size_t i = 0; i < job->n; i++) {
                 rq_pub_msg_t *m = &job->msgs[i];
-                rec_t *r;
-                if (s->nrec == s->reccap) {
-                    s->reccap = s->reccap ? s->reccap * 2 : 1024;
-                    s->rec = realloc(s->rec, s->reccap * sizeof(*s->rec));
+                size_t k = 0, nr = 0;
+                s->nmsgs++;
+                if (!m->chunk) {
+                    sink_record(s, mf, m->file_id, m->offset, m->body, m->body_len);
+                    continue;
                 }
-                r = &s->rec[s->nrec++];
-                r->id = strdup(m->message_id);
-                r->file = strdup(m->file_id);
-                r->body = malloc(m->body_len + 1);
-                memcpy(r->body, m->body, m->body_len);
-                r->body[m->body_len] = '\0';
-                r->len = m->body_len;
-                r->off = m->offset;
-                if (mf) {
-                    char *hx = malloc(2 * m->body_len + 1);
-                    hexs(m->body, m->body_len, hx);
-                    fprintf(mf, "%s\t%s\n", m->message_id, hx);
-                    free(hx);
+                /* split a chunk back into its lines (a piece without '\n' ends it) */
+                s->nchunks++;
+                while (k < m->body_len) {
+                    const char *nl = memchr(m->body + k, '\n', m->body_len - k);
+                    size_t e = nl ? (size_t)(nl - m->body) : m->body_len;
+                    sink_record(s, mf, m->file_id, m->offset + (int64_t)k, m->body + k, e - k);
+                    nr++;
+                    k = nl ? e + 1 : e;
                 }
+                if (nr > s->max_chunk_records)
+                    s->max_chunk_records = nr;
             }
             if (mf) {
                 /* one write per job: a kill lands before or after it, never inside */
@@ -191,6 +236,7 @@ static void sink_init(sink_t *s)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->log_fd = -1;
+    s->chunk_bytes = RQ_TAIL_CHUNK_BYTES_DEFAULT;
     cr_assert_eq(pthread_create(&s->th, NULL, sink_main, s), 0);
 }
 
@@ -1043,6 +1089,55 @@ Test(tailer, stop_waits_for_jobs_in_flight_then_saves)
 
 /* ---- overlong lines -------------------------------------------------------------------- */
 
+/* Consecutive lines share a message up to chunk_bytes; a chunk is the file's bytes verbatim
+ * (checked by the sink) and splits back into exactly the lines; chunk_bytes 1 sends one line
+ * per message. */
+Test(tailer, lines_travel_in_chunks_of_at_most_chunk_bytes)
+{
+    size_t sizes[] = {1, 200, 4096, 0};
+
+    for (size_t c = 0; c < sizeof(sizes) / sizeof(sizes[0]); c++) {
+        rq_tail_opts_t o;
+        sink_t s;
+        lines_t want = {0};
+        rq_tailer_t *t;
+        char sd[400];
+
+        unlink(input);
+        rq_metrics_free(metrics);
+        metrics = rq_metrics_new();
+        snprintf(sd, sizeof(sd), "%s/state-chunk%zu", dir, c);
+        opts(&o);
+        o.state_dir = sd;
+        o.chunk_bytes = sizes[c];
+        write_lines(input, "c", 0, 300, &want);
+        sink_init(&s);
+        s.chunk_bytes = sizes[c] ? sizes[c] : RQ_TAIL_CHUNK_BYTES_DEFAULT;
+        t = start(&o, &s);
+        cr_assert(wait_for(&s, 300, 10));
+        write_lines(input, "d", 0, 100, &want);
+        append_str(input, "\n\r\n");
+        lines_add(&want, "", 0);
+        lines_add(&want, "\r", 1);
+        cr_assert(wait_for(&s, want.n, 10), "%zu of %zu", sink_count(&s), want.n);
+        wait_committed(t, file_size(input), 5);
+        finish(t, &s);
+        expect_exactly(&s, &want);
+        cr_expect_eq(s.nchunks, s.nmsgs, "every message of whole lines is a chunk");
+        if (sizes[c] == 1) {
+            cr_expect_eq(s.nmsgs, want.n, "chunk_bytes 1: one line per message");
+        } else {
+            /* lines are 32 bytes with their newline; jobs hold 50 lines */
+            cr_expect_lt(s.nmsgs, want.n / 5, "%zu messages for %zu lines", s.nmsgs, want.n);
+            cr_expect_geq(s.max_chunk_records, 6u);
+        }
+        cr_expect_eq(metric("producer_lines_read_total"), (double)want.n);
+        cr_expect_eq(metric("producer_tail_lines_confirmed_total"), (double)want.n);
+        sink_free(&s);
+        lines_free(&want);
+    }
+}
+
 Test(tailer, overlong_lines_follow_the_policy_and_are_counted)
 {
     for (int pol = 0; pol < 2; pol++) {
@@ -1062,10 +1157,12 @@ Test(tailer, overlong_lines_follow_the_policy_and_are_counted)
         o.state_dir = sd;
         o.max_line = 1000;
         o.overlong = pol ? RQ_OVERLONG_SKIP : RQ_OVERLONG_SPLIT;
+        o.chunk_bytes = 1000; /* a piece fills a chunk: the sink sees the pieces apart */
         append_str(input, "short\n");
         append(input, big, sizeof(big)); /* 2499 bytes + newline */
         append_str(input, "after\n");
         sink_init(&s);
+        s.chunk_bytes = o.chunk_bytes;
         t = start(&o, &s);
         cr_assert(wait_for(&s, pol ? 2 : 5, 10));
         wait_committed(t, file_size(input), 5);
@@ -1080,12 +1177,15 @@ Test(tailer, overlong_lines_follow_the_policy_and_are_counted)
             cr_expect_eq(s.rec[3].len, 499u);
             cr_expect_eq(s.rec[2].off, 6 + 1000);
             cr_expect_str_eq(s.rec[4].body, "after");
+            cr_expect_eq(s.nmsgs, 4u, "short | piece | piece | last piece + after");
         } else {
             cr_assert_eq(s.nrec, 2u);
             cr_expect_str_eq(s.rec[0].body, "short");
             cr_expect_str_eq(s.rec[1].body, "after");
             cr_expect_eq(s.rec[1].off, 6 + 2500);
+            cr_expect_eq(s.nmsgs, 2u, "a skipped line ends the chunk before it");
         }
+        cr_expect_str_empty(s.bad, "sink saw: %s", s.bad);
         sink_free(&s);
     }
 }
