@@ -199,9 +199,9 @@ static const rq_cfg_desc_t settings[] = {
           "Group-commit window: how long the consumer waits for more deliveries before one "
           "write, fsync and ack, in milliseconds; 0 takes what has already arrived (batches "
           "grow by themselves under load, and replies are not delayed)"),
-    S_INT("DEDUP_ID_WINDOW", "100000", dedup_id_window, 1, 10000000, CONS, G_CONS,
-          "Message ids the exactly-once output writer remembers (8 bytes each): a redelivery "
-          "of an older id would be written again"),
+    S_INT("DEDUP_ID_WINDOW", "50000", dedup_id_window, 1, 10000000, CONS, G_CONS,
+          "Message ids the exactly-once output writer remembers (about 24 bytes each): a "
+          "redelivery of an older id would be written again"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

@@ -96,7 +96,7 @@ typedef struct rq_config {
     int consumer_port;        /* CONSUMER_PORT, 0..65535 (0 = no HTTP), default 8000 */
     char *output_file;        /* OUTPUT_FILE, default "" (none) */
     int batch_wait_ms;        /* BATCH_WAIT_MS: group-commit window, 0..1000, default 0 */
-    int dedup_id_window;      /* DEDUP_ID_WINDOW: message ids remembered by the exactly-once writer, 1..10000000, default 100000 */
+    int dedup_id_window;      /* DEDUP_ID_WINDOW: message ids remembered by the exactly-once writer, 1..10000000, default 50000 */
 } rq_config_t;
 
 /* Error detail for load/validation failures: names the variable and the allowed range. */
