@@ -70,12 +70,13 @@ struct rq_worker {
      * delivery tag k (pub_seq counts them). The copies of the commit in progress are
      * confirmed before their originals are acked on RQ_AMQP_CHANNEL. */
     uint64_t pub_seq;
-    uint64_t *copy_tags; /* delivery tags of the copies of the current commit */
-    unsigned char *copy_done;
+    uint64_t *copy_tags;      /* delivery tags of the copies of the current commit */
+    size_t *copy_item;        /* the batch index of each copy's original */
+    unsigned char *copy_done; /* its confirm (ack or nack) arrived */
+    unsigned char *copy_bad;  /* nacked or returned: its original is requeued, not acked */
     size_t ncopies;
     size_t copies_left;
-    int copy_failed; /* a copy was nacked or returned (unroutable) */
-    char copy_error[200];
+    int redeclare; /* a copy found no queue: reconnect (declaring the topology) after the batch */
 
     /* deliveries read while waiting for confirms, handed out before reading new ones */
     amqp_envelope_t *stash;
@@ -209,9 +210,12 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     w->disps = calloc(cap, sizeof(*w->disps));
     w->ops = calloc(cap, sizeof(*w->ops));
     w->copy_tags = calloc(cap, sizeof(*w->copy_tags));
+    w->copy_item = calloc(cap, sizeof(*w->copy_item));
     w->copy_done = calloc(cap, sizeof(*w->copy_done));
+    w->copy_bad = calloc(cap, sizeof(*w->copy_bad));
     if (w->items == NULL || w->olines == NULL || w->tags == NULL || w->disps == NULL ||
-        w->ops == NULL || w->copy_tags == NULL || w->copy_done == NULL) {
+        w->ops == NULL || w->copy_tags == NULL || w->copy_item == NULL || w->copy_done == NULL ||
+        w->copy_bad == NULL) {
         rq_worker_free(w);
         return NULL;
     }
@@ -263,7 +267,9 @@ void rq_worker_free(rq_worker_t *w)
     stash_clear(w);
     free(w->stash);
     free(w->copy_tags);
+    free(w->copy_item);
     free(w->copy_done);
+    free(w->copy_bad);
     amqp_bytes_free(w->consumer_tag);
     free(w->items);
     free(w->olines);
@@ -300,6 +306,7 @@ static void drop_conn(rq_worker_t *w)
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
     w->conn = NULL;
+    w->redeclare = 0;
     stash_clear(w);
     amqp_bytes_free(w->consumer_tag);
     w->consumer_tag = amqp_empty_bytes;
@@ -352,8 +359,17 @@ err:
     return -1;
 }
 
-/* A confirm (ack or nack) for delivery tag `tag` (and every lower one with `multiple`):
- * marks the copies of the current commit it covers. Confirms of replies are ignored. */
+/* The queue the copy of failed or undecodable item `it` goes to (retry.h). */
+static char *copy_queue(const rq_worker_t *w, const item_t *it, char *buf, size_t len)
+{
+    if (it->route == ROUTE_RETRY)
+        return rq_amqp_retry_queue_name(&w->cfg->rabbitmq, it->attempt + 1, buf, len);
+    return rq_amqp_dlq_name(&w->cfg->rabbitmq, buf, len);
+}
+
+/* A confirm on COPY_CHANNEL (ack, or nack: the broker could not store it) for delivery tag
+ * `tag` (and every lower one with `multiple`): marks the copies of the current commit it
+ * covers. */
 static void note_confirm(rq_worker_t *w, uint64_t tag, int multiple, int acked)
 {
     for (size_t k = 0; k < w->ncopies; k++) {
@@ -361,12 +377,38 @@ static void note_confirm(rq_worker_t *w, uint64_t tag, int multiple, int acked)
             continue;
         w->copy_done[k] = 1;
         w->copies_left--;
-        if (!acked && !w->copy_failed) {
-            w->copy_failed = 1;
-            snprintf(w->copy_error, sizeof(w->copy_error),
-                     "the broker refused (nacked) a retry/dead-letter copy");
+        if (!acked) {
+            w->copy_bad[k] = 1;
+            rq_warn("the broker refused (nacked) the copy of delivery %llu: requeueing it",
+                    (unsigned long long)w->items[w->copy_item[k]].env.delivery_tag);
         }
     }
+}
+
+/* A copy to queue `rk` came back unroutable: the queue is gone (deleted by hand?), so every
+ * copy of this commit to it failed (if none matches, every copy is suspect). Their originals
+ * are requeued, and the connection is rebuilt after the batch, which declares the topology
+ * again. */
+static void note_returned(rq_worker_t *w, amqp_bytes_t rk)
+{
+    char name[300], text[160];
+    size_t hits = 0;
+
+    for (size_t k = 0; k < w->ncopies; k++) {
+        copy_queue(w, &w->items[w->copy_item[k]], name, sizeof(name));
+        if (rk.bytes != NULL && strlen(name) == rk.len && memcmp(name, rk.bytes, rk.len) == 0) {
+            w->copy_bad[k] = 1;
+            hits++;
+        }
+    }
+    for (size_t k = 0; hits == 0 && k < w->ncopies; k++)
+        w->copy_bad[k] = 1;
+    printable(rk.bytes != NULL ? rk : amqp_empty_bytes, text, sizeof(text));
+    if (!w->redeclare)
+        rq_error("a copy to queue %s was returned unroutable (queue deleted?): requeueing its "
+                 "message, then reconnecting to declare the topology again",
+                 text);
+    w->redeclare = 1;
 }
 
 /* Reads the content of a basic.deliver method frame `f` into the stash. Returns 0 or -1. */
@@ -452,31 +494,26 @@ static int handle_frame(rq_worker_t *w, const amqp_frame_t *f)
         snprintf(text, sizeof(text), "the broker cancelled the consumer (queue deleted?)");
         goto fail;
     case AMQP_BASIC_RETURN_METHOD: {
-        /* Only copies are published `mandatory` (replies are not): one found no queue (a delay
-         * queue or the DLQ was deleted). Its original must not be acked; reconnecting declares
-         * the topology again. The return comes before the copy's confirm, so the commit sees
-         * it. */
+        /* Only copies are published `mandatory` (replies are not): one found no queue. The
+         * return comes before the copy's confirm, so the commit waiting for it sees it. */
         const amqp_basic_return_t *ret = f->payload.method.decoded;
+        amqp_bytes_t rk = amqp_bytes_malloc_dup(ret->routing_key);
         amqp_message_t msg;
         amqp_rpc_reply_t r;
-        char rk[160];
 
-        printable(ret->routing_key, rk, sizeof(rk));
+        /* (the method frame's memory may be reused while the content is read) */
         r = amqp_read_message(w->conn, f->channel, &msg, 0);
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+            amqp_bytes_free(rk);
             rq_amqp_check_reply(r, "basic.return", text, sizeof(text));
             goto fail;
         }
         amqp_destroy_message(&msg);
-        if (f->channel != COPY_CHANNEL) {
-            rq_warn("a reply to %s was returned by the broker (unroutable)", rk);
-            return 0;
-        }
-        if (!w->copy_failed) {
-            w->copy_failed = 1;
-            snprintf(w->copy_error, sizeof(w->copy_error),
-                     "a copy to queue %s was returned unroutable (queue missing?)", rk);
-        }
+        if (f->channel == COPY_CHANNEL)
+            note_returned(w, rk);
+        else
+            rq_warn("a reply was returned by the broker (unroutable)");
+        amqp_bytes_free(rk);
         return 0;
     }
     case AMQP_CONNECTION_BLOCKED_METHOD:
@@ -660,13 +697,13 @@ static amqp_table_entry_t text_header(const char *key, const char *v)
     return e;
 }
 
-/* Publishes the copy of a failed or undecodable delivery (retry.h): to the next delay queue
- * or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as basic.return),
- * and records its delivery tag so that the commit waits for its confirm. Returns 0, or -1 on
- * a connection error or no memory (logged). */
-static int publish_copy(rq_worker_t *w, const item_t *it)
+/* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
+ * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
+ * basic.return), and records its delivery tag so that the commit waits for its confirm.
+ * Returns 0, or -1 on a connection error or no memory (logged). */
+static int publish_copy(rq_worker_t *w, size_t i)
 {
-    const RabbitMQConfig *rc = &w->cfg->rabbitmq;
+    const item_t *it = &w->items[i];
     const amqp_basic_properties_t *orig = &it->env.message.properties;
     amqp_basic_properties_t p;
     amqp_table_entry_t add[2], *entries;
@@ -677,12 +714,11 @@ static int publish_copy(rq_worker_t *w, const item_t *it)
     char queue[300], text[300];
     int rcode;
 
+    copy_queue(w, it, queue, sizeof(queue));
     if (it->route == ROUTE_RETRY) {
-        rq_amqp_retry_queue_name(rc, it->attempt + 1, queue, sizeof(queue));
         add[0] = i64_header(RQ_HDR_ATTEMPT, it->attempt + 1);
         add[1] = text_header(RQ_HDR_LAST_ERROR, it->why);
     } else {
-        rq_amqp_dlq_name(rc, queue, sizeof(queue));
         add[0] = text_header(RQ_HDR_REASON, it->why);
         add[1] = i64_header(RQ_HDR_ATTEMPTS, it->attempt + 1);
     }
@@ -701,7 +737,9 @@ static int publish_copy(rq_worker_t *w, const item_t *it)
         goto fail;
     }
     w->copy_tags[w->ncopies] = ++w->pub_seq;
+    w->copy_item[w->ncopies] = i;
     w->copy_done[w->ncopies] = 0;
+    w->copy_bad[w->ncopies] = 0;
     w->ncopies++;
     w->copies_left++;
     return 0;
@@ -712,16 +750,16 @@ fail:
 }
 
 /* Waits until the broker confirmed every copy published by this commit (they are then
- * stored: persistent messages in durable queues). Deliveries arriving meanwhile are stashed.
- * Returns 0, or -1 when a copy was refused or returned, the connection failed, or no confirm
- * came within CONFIRM_TIMEOUT_MS (logged): the caller drops the connection, and the
- * originals, not acked, come back. */
+ * stored: persistent messages in durable queues); deliveries arriving meanwhile are stashed.
+ * The original of a copy that was nacked or returned is set to be requeued instead of acked.
+ * Returns 0, or -1 when the connection failed or no confirm came within CONFIRM_TIMEOUT_MS
+ * (logged): the caller drops the connection, and the originals, not acked, come back. */
 static int wait_copies(rq_worker_t *w)
 {
     int64_t deadline = rq_mono_ms() + CONFIRM_TIMEOUT_MS;
     char text[300];
 
-    while (w->copies_left > 0 && !w->copy_failed) {
+    while (w->copies_left > 0) {
         int64_t left = deadline - rq_mono_ms();
         struct timeval tv;
         amqp_frame_t f;
@@ -747,12 +785,9 @@ static int wait_copies(rq_worker_t *w)
         if (handle_frame(w, &f) < 0)
             return -1;
     }
-    if (w->copy_failed) {
-        snprintf(text, sizeof(text), "%s; reconnecting, the originals will be redelivered",
-                 w->copy_error);
-        rq_error("%s", text);
-        set_last_error(w, text);
-        return -1;
+    for (size_t k = 0; k < w->ncopies; k++) {
+        if (w->copy_bad[k])
+            w->items[w->copy_item[k]].disp = RQ_DISP_REQUEUE;
     }
     return 0;
 fail:
@@ -830,11 +865,10 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
 
     /* Copies first: the broker stores them while the output is written and synced. */
     w->ncopies = w->copies_left = 0;
-    w->copy_failed = 0;
     for (size_t i = a; i < b; i++) {
         const item_t *it = &w->items[i];
 
-        if (it->disp == RQ_DISP_ACK && it->route != ROUTE_NONE && publish_copy(w, it) < 0)
+        if (it->disp == RQ_DISP_ACK && it->route != ROUTE_NONE && publish_copy(w, i) < 0)
             return -1;
     }
 
@@ -1129,8 +1163,16 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
         if (r == 0 && w->n > 0)
             r = process(w, stop);
         release_batch(w);
-        if (r < 0)
+        if (r < 0) {
             drop_conn(w);
+        } else if (w->redeclare) {
+            /* The batch is settled; a polite close makes sure the broker applied it (and
+             * requeues what was prefetched) before the new connection declares the topology. */
+            w->redeclare = 0;
+            rq_amqp_close(w->conn);
+            w->conn = NULL;
+            drop_conn(w);
+        }
     }
     set_state(w, ST_STOPPING);
     shutdown_conn(w);

@@ -29,18 +29,19 @@
  * confirm the broker may still lose the copy (it was not yet written to disk) while the ack
  * is already applied, if it crashes in between. So copies go on a second channel (2) in
  * confirm mode, `mandatory`, persistent, and the originals are acked (channel 1) only once
- * every copy of the commit is confirmed (stored in its durable queue). A nacked or returned
- * (unroutable: queue deleted) copy, or no confirm within 10 s, drops the connection: the
- * originals come back and reconnecting declares the topology again. A crash between the
- * confirm and the ack makes a duplicate copy (two retry chains of one message: the output
- * writer keeps its line once; the caller gets the first reply), never a loss. Replies stay
- * unconfirmed on channel 1 (they are transient and best effort: a lost reply is a 504 for a
- * waiting caller, never a lost message), so the common path pays nothing for confirms.
- * Deliveries that arrive while waiting for confirms are kept in order and handed to the
- * next batch. While the broker blocks publishers (memory or disk alarm) it stops reading
- * this connection once it publishes: replies and copies stall, and after 10 s without a
- * confirm the connection is rebuilt (a consumer that never publishes would keep going; one
- * connection per process is the simpler trade).
+ * every copy of the commit is confirmed (stored in its durable queue). The original of a
+ * nacked or returned copy (unroutable: its queue was deleted) is requeued instead, and after
+ * such a return the connection is closed and opened again, which declares the topology
+ * again; no confirm within 10 s drops the connection (the originals come back). A crash
+ * between the confirm and the ack makes a duplicate copy (two retry chains of one message:
+ * the output writer keeps its line once; the caller gets the first reply), never a loss.
+ * Replies stay unconfirmed on channel 1 (they are transient and best effort: a lost reply
+ * is a 504 for a waiting caller, never a lost message), so the common path pays nothing for
+ * confirms. Deliveries that arrive while waiting for confirms are kept in order and handed
+ * to the next batch. While the broker blocks publishers (memory or disk alarm) it stops
+ * reading this connection once it publishes: replies and copies stall, and after 10 s
+ * without a confirm the connection is rebuilt (a consumer that never publishes would keep
+ * going; one connection per process is the simpler trade).
  *
  * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
  * messages without processing_time are processed and acked (or retried / dead-lettered); a

@@ -10,6 +10,11 @@
 #include "util.h"
 
 #define RETRY_BATCH 100
+/* POST /dlq/retry republishes on a channel of its own in confirm mode. On the channel of the
+ * basic.get calls, a confirm arriving while a basic.get waits for its reply would be queued
+ * by rabbitmq-c and then read by amqp_read_message() in place of the message's content
+ * ("unexpected protocol state"). */
+#define PUBLISH_CHANNEL 2
 
 /* Message count of a queue (passive declare). Returns 0 or -1. */
 static int queue_depth(amqp_connection_state_t conn, const char *name, size_t *count, char *err,
@@ -155,12 +160,13 @@ out:
     return out;
 }
 
-/* Waits for confirms up to `last` (our publish tags start at 1). Returns 0 or -1. */
-static int wait_confirms(amqp_connection_state_t conn, uint64_t last, char *err, size_t errlen)
+/* Waits for confirms up to `last` (our publish tags start at 1). *confirmed is the highest
+ * tag confirmed so far (in order), kept by the caller across batches: a batch's first confirm
+ * may be a single ack of *confirmed + 1. Returns 0 or -1. */
+static int wait_confirms(amqp_connection_state_t conn, uint64_t *confirmed, uint64_t last,
+                         char *err, size_t errlen)
 {
-    uint64_t confirmed = 0;
-
-    while (confirmed < last) {
+    while (*confirmed < last) {
         amqp_frame_t f;
         struct timeval tv = {5, 0};
         int rc = amqp_simple_wait_frame_noblock(conn, &f, &tv);
@@ -170,11 +176,11 @@ static int wait_confirms(amqp_connection_state_t conn, uint64_t last, char *err,
         }
         if (f.frame_type != AMQP_FRAME_METHOD)
             continue;
-        if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+        if (f.channel == PUBLISH_CHANNEL && f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
             amqp_basic_ack_t *a = f.payload.method.decoded;
-            if (a->multiple || a->delivery_tag == confirmed + 1)
-                confirmed = a->delivery_tag > confirmed ? a->delivery_tag : confirmed;
-        } else if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
+            if (a->multiple || a->delivery_tag == *confirmed + 1)
+                *confirmed = a->delivery_tag > *confirmed ? a->delivery_tag : *confirmed;
+        } else if (f.channel == PUBLISH_CHANNEL && f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
             snprintf(err, errlen, "the broker nacked a replayed message");
             return -1;
         } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
@@ -214,7 +220,7 @@ static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
     props.headers.entries = kept;
     props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
-    return amqp_basic_publish(conn, RQ_AMQP_CHANNEL, amqp_empty_bytes,
+    return amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes,
                               amqp_cstring_bytes(cfg->request_queue), 0, 0, &props, msg->body);
 }
 
@@ -225,7 +231,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
     char dlq[300];
     size_t depth = 0;
     long moved = -1, done = 0;
-    uint64_t published = 0;
+    uint64_t published = 0, confirmed = 0;
 
     if (conn == NULL)
         return -1;
@@ -234,7 +240,10 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
         goto out;
     if (count == 0 || count > depth)
         count = depth;
-    amqp_confirm_select(conn, RQ_AMQP_CHANNEL);
+    amqp_channel_open(conn, PUBLISH_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "channel.open", err, errlen))
+        goto out;
+    amqp_confirm_select(conn, PUBLISH_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "confirm.select", err, errlen))
         goto out;
     while ((size_t)done < count) {
@@ -259,7 +268,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
         if (batch == 0)
             break;
         /* Confirmed in the request queue: only now remove them from the DLQ. */
-        if (wait_confirms(conn, published, err, errlen) != 0)
+        if (wait_confirms(conn, &confirmed, published, err, errlen) != 0)
             goto out;
         if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_get, 1) != AMQP_STATUS_OK) {
             snprintf(err, errlen, "basic.ack on the DLQ failed");

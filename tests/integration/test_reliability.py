@@ -59,6 +59,7 @@ class Checks:
             print(f"PASS  {name}", flush=True)
         else:
             self.failed += 1
+            detail = detail if len(detail) <= 400 else detail[:400] + "..."
             print(f"FAIL  {name}{': ' + detail if detail else ''}", flush=True)
         return ok
 
@@ -627,20 +628,26 @@ def retry_dlq(c, st, args):
     c.check("dead-lettered counted (reason undecodable)",
             m('consumer_dead_lettered_total{reason="undecodable"}') == 1)
 
-    # 4. a valid message that sits in the DLQ (dead-lettered for a reason that no longer
-    # holds, e.g. by an older consumer): POST /dlq/retry brings it back and it is processed
-    st.tool("publish", "--queue", st.queue + ".dlq", "--id-prefix", f"replay-{tag}")
-    replay_line = f"replay-{tag} message 0".encode()
-    wait_until(lambda: (lambda x: x and x["count"] == 3)(dlq(0)), 5)
+    # 4. valid messages that sit in the DLQ (dead-lettered for a reason that no longer holds,
+    # e.g. by an older consumer): POST /dlq/retry brings them back and they are processed.
+    # Several hundred, so that confirms of the replay arrive while it still fetches messages.
+    nrep = 300
+    st.tool("publish", "--queue", st.queue + ".dlq", "--id-prefix", f"replay-{tag}",
+            "--count", str(nrep))
+    replay_lines = {f"replay-{tag} message {i}".encode() for i in range(nrep)}
+    wait_until(lambda: (lambda x: x and x["count"] == nrep + 2)(dlq(0)), 5)
     retries0 = m("consumer_retries_total")
-    s, body = get_json(pu + "/dlq")
-    c.check("GET /dlq: 3 messages", s == 200 and body["count"] == 3, f"{s} {body}")
+    s, body = get_json(pu + "/dlq?limit=3")
+    c.check(f"GET /dlq: {nrep + 2} messages, 3 shown", s == 200 and body["count"] == nrep + 2
+            and len(body["messages"]) == 3, f"{s} {str(body)[:200]}")
     st_, _, body, _, _ = http_call(pu + "/dlq/retry", "POST", {})
     moved = json.loads(body).get("moved") if st_ == 200 else None
-    c.check("POST /dlq/retry moves all 3 back", moved == 3, f"{st_} {body[:200]}")
-    lines = wait_lines(st.output, {replay_line}, 15)
-    c.check("the replayed valid message is processed (line in the output once)",
-            lines.count(replay_line) == 1, f"{lines.count(replay_line)} times")
+    c.check(f"POST /dlq/retry moves all {nrep + 2} back", moved == nrep + 2,
+            f"{st_} {body[:200]}")
+    lines = wait_lines(st.output, replay_lines, 15)
+    got = collections.Counter(x for x in lines if x in replay_lines)
+    c.check(f"the {nrep} replayed valid messages are processed (each line in the output once)",
+            len(got) == nrep and max(got.values()) == 1, f"{len(got)} lines")
     # the failing one runs its retries again and returns; the undecodable one returns at once
     back = wait_until(lambda: m('consumer_dead_lettered_total{reason="failed"}') == 2 and
                       m('consumer_dead_lettered_total{reason="undecodable"}') == 2, 15)
@@ -662,6 +669,21 @@ def retry_dlq(c, st, args):
                       m('consumer_dead_lettered_total{reason="failed"}') +
                       m('consumer_dead_lettered_total{reason="undecodable"}') == 5, 15)
     c.check("... and it comes back to the DLQ", bool(back))
+
+    # 6. the DLQ deleted under the consumer: the copy comes back unroutable; its original is
+    # requeued (not acked, not lost), and the consumer reconnects, declaring the DLQ again
+    st.tool("delete", "--queue", st.queue + ".dlq")
+    rq0, rc0 = m("consumer_messages_requeued_total"), m("consumer_reconnects_total")
+    st.tool("publish", "--queue", st.queue, "--body", "not json", "--id-prefix", f"lost-dlq-{tag}")
+    d = wait_until(lambda: (lambda x: x if x and x["count"] >= 1 else None)(dlq()), 15)
+    c.check("DLQ deleted: the undecodable message lands in the re-declared DLQ, once",
+            d is not None and d["count"] == 1 and
+            d["messages"][0].get("message_id") == f"lost-dlq-{tag}-0", f"{d}")
+    c.check("... after its original was requeued once and the consumer reconnected",
+            m("consumer_messages_requeued_total") - rq0 == 1 and
+            m("consumer_reconnects_total") - rc0 == 1,
+            f"requeued +{m('consumer_messages_requeued_total') - rq0}, "
+            f"reconnects +{m('consumer_reconnects_total') - rc0}")
     for name in ("producer", "consumer"):
         rc, secs = st.term(name)
         c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
