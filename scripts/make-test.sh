@@ -3,6 +3,7 @@
 #
 # Steps, each counted once in the closing line `make test: N passed, M failed`:
 #   unit tests (ctest, BUILD_DIR)          sanitizer build (ASAN_DIR, ASan+UBSan) + its unit tests
+#   the system test and tailing against the ASan+UBSan services (tests/integration/asan_system.sh)
 #   integration + system tests             (tests/integration/run.sh: its own broker, free ports)
 #   .env.example = `producer --print-env-example`; README's config table = .env.example
 #   fuzzing: each libFuzzer harness for FUZZ_SECONDS (10) under ASan+UBSan (scripts/fuzz.sh)
@@ -78,6 +79,8 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 step "unit tests" ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error
 if step "sanitizer build (ASan+UBSan, $ASAN_DIR)" asan_build; then
 	step "unit tests under ASan+UBSan" ctest --test-dir "$ASAN_DIR" --output-on-failure --no-tests=error
+	step "system test + tailing against the ASan+UBSan services (asan_system.sh)" \
+		env ASAN_DIR="$ASAN_DIR" bash tests/integration/asan_system.sh
 else
 	failed=$((failed + 1))
 	failures+=("unit tests under ASan+UBSan (not run: build failed)")
