@@ -28,6 +28,40 @@ void rq_backoff_reset(rq_backoff_t *b)
     b->cur_ms = 0;
 }
 
+amqp_table_entry_t rq_amqp_utf8_entry(const char *key, const char *value)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(value);
+    return e;
+}
+
+amqp_table_entry_t rq_amqp_i64_entry(const char *key, int64_t value)
+{
+    amqp_table_entry_t e;
+
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = value;
+    return e;
+}
+
+const amqp_field_value_t *rq_amqp_header(const amqp_basic_properties_t *props, const char *key)
+{
+    size_t klen = strlen(key);
+
+    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return NULL;
+    for (int i = 0; i < props->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &props->headers.entries[i];
+        if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0)
+            return &e->value;
+    }
+    return NULL;
+}
+
 char *rq_amqp_strdup(amqp_bytes_t b)
 {
     char *s = malloc(b.len + 1);
@@ -251,26 +285,6 @@ static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg
     return rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, errlen);
 }
 
-static amqp_table_entry_t utf8_arg(const char *key, const char *value)
-{
-    amqp_table_entry_t e;
-
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(value);
-    return e;
-}
-
-static amqp_table_entry_t i64_arg(const char *key, long long value)
-{
-    amqp_table_entry_t e;
-
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_I64;
-    e.value.value.i64 = value;
-    return e;
-}
-
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                              size_t errlen)
 {
@@ -282,17 +296,17 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
     if (declare_queue(conn, cfg, dlq, NULL, 0, err, errlen) != 0)
         return -1;
     for (int a = 1; a <= cfg->max_retries; a++) {
-        extra[0] = i64_arg("x-message-ttl", rq_amqp_retry_delay_ms(cfg, a));
-        extra[1] = utf8_arg("x-dead-letter-exchange", "");
-        extra[2] = utf8_arg("x-dead-letter-routing-key", cfg->request_queue);
+        extra[0] = rq_amqp_i64_entry("x-message-ttl", rq_amqp_retry_delay_ms(cfg, a));
+        extra[1] = rq_amqp_utf8_entry("x-dead-letter-exchange", "");
+        extra[2] = rq_amqp_utf8_entry("x-dead-letter-routing-key", cfg->request_queue);
         rq_amqp_retry_queue_name(cfg, a, name, sizeof(name));
         if (declare_queue(conn, cfg, name, extra, 3, err, errlen) != 0)
             return -1;
     }
     n = 0;
-    extra[n++] = utf8_arg("x-dead-letter-exchange", "");
-    extra[n++] = utf8_arg("x-dead-letter-routing-key", dlq);
+    extra[n++] = rq_amqp_utf8_entry("x-dead-letter-exchange", "");
+    extra[n++] = rq_amqp_utf8_entry("x-dead-letter-routing-key", dlq);
     if (strcmp(cfg->queue_type, "quorum") == 0)
-        extra[n++] = i64_arg("x-delivery-limit", RQ_QUORUM_DELIVERY_LIMIT);
+        extra[n++] = rq_amqp_i64_entry("x-delivery-limit", RQ_QUORUM_DELIVERY_LIMIT);
     return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
 }

@@ -73,6 +73,15 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
  * operation ("queue.declare"). Returns 0 when the reply is normal, -1 otherwise. */
 int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);
 
+/* Table entries for queue arguments and message headers. Key and value are borrowed (they
+ * must outlive the table's use). */
+amqp_table_entry_t rq_amqp_utf8_entry(const char *key, const char *value);
+amqp_table_entry_t rq_amqp_i64_entry(const char *key, int64_t value);
+
+/* The value of header `key` in a message's properties, or NULL when absent (borrowed from
+ * props). */
+const amqp_field_value_t *rq_amqp_header(const amqp_basic_properties_t *props, const char *key);
+
 /* Copies an amqp_bytes_t into a NUL-terminated heap string (caller frees). NULL on failure. */
 char *rq_amqp_strdup(amqp_bytes_t b);
 

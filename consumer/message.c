@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "amqp_conn.h"
+
 __attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -337,24 +339,9 @@ static int field_to_i64(const amqp_field_value_t *f, int64_t *out)
     }
 }
 
-static const amqp_field_value_t *find_header(const amqp_basic_properties_t *props,
-                                             const char *key)
-{
-    size_t klen = strlen(key);
-
-    if (!(props->_flags & AMQP_BASIC_HEADERS_FLAG))
-        return NULL;
-    for (int i = 0; i < props->headers.num_entries; i++) {
-        const amqp_table_entry_t *e = &props->headers.entries[i];
-        if (e->key.len == klen && memcmp(e->key.bytes, key, klen) == 0)
-            return &e->value;
-    }
-    return NULL;
-}
-
 int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key, int64_t *out)
 {
-    const amqp_field_value_t *v = find_header(props, key);
+    const amqp_field_value_t *v = rq_amqp_header(props, key);
 
     return v != NULL && field_to_i64(v, out) == 0 ? 0 : -1;
 }
@@ -362,7 +349,7 @@ int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key,
 int rq_message_header_str(const amqp_basic_properties_t *props, const char *key, char *out,
                           size_t outlen)
 {
-    const amqp_field_value_t *v = find_header(props, key);
+    const amqp_field_value_t *v = rq_amqp_header(props, key);
 
     if (v == NULL || (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES) ||
         v->value.bytes.len == 0 || v->value.bytes.len >= outlen ||

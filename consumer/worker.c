@@ -677,26 +677,6 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     return 1;
 }
 
-static amqp_table_entry_t i64_header(const char *key, int64_t v)
-{
-    amqp_table_entry_t e;
-
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_I64;
-    e.value.value.i64 = v;
-    return e;
-}
-
-static amqp_table_entry_t text_header(const char *key, const char *v)
-{
-    amqp_table_entry_t e;
-
-    e.key = amqp_cstring_bytes(key);
-    e.value.kind = AMQP_FIELD_KIND_UTF8;
-    e.value.value.bytes = amqp_cstring_bytes(v);
-    return e;
-}
-
 /* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
  * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
  * basic.return), and records its delivery tag so that the commit waits for its confirm.
@@ -716,11 +696,11 @@ static int publish_copy(rq_worker_t *w, size_t i)
 
     copy_queue(w, it, queue, sizeof(queue));
     if (it->route == ROUTE_RETRY) {
-        add[0] = i64_header(RQ_HDR_ATTEMPT, it->attempt + 1);
-        add[1] = text_header(RQ_HDR_LAST_ERROR, it->why);
+        add[0] = rq_amqp_i64_entry(RQ_HDR_ATTEMPT, it->attempt + 1);
+        add[1] = rq_amqp_utf8_entry(RQ_HDR_LAST_ERROR, it->why);
     } else {
-        add[0] = text_header(RQ_HDR_REASON, it->why);
-        add[1] = i64_header(RQ_HDR_ATTEMPTS, it->attempt + 1);
+        add[0] = rq_amqp_utf8_entry(RQ_HDR_REASON, it->why);
+        add[1] = rq_amqp_i64_entry(RQ_HDR_ATTEMPTS, it->attempt + 1);
     }
     entries = malloc(cap * sizeof(*entries));
     if (entries == NULL || rq_retry_copy_props(orig, add, 2, entries, cap, &p) < 0) {

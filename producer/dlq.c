@@ -47,18 +47,6 @@ static int get_one(amqp_connection_state_t conn, const char *queue, amqp_message
     return 1;
 }
 
-static const amqp_field_value_t *header(const amqp_basic_properties_t *p, const char *key)
-{
-    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
-        return NULL;
-    for (int i = 0; i < p->headers.num_entries; i++) {
-        const amqp_table_entry_t *e = &p->headers.entries[i];
-        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0)
-            return &e->value;
-    }
-    return NULL;
-}
-
 static json_t *bytes_json(amqp_bytes_t b)
 {
     if (rq_utf8_valid(b.bytes, b.len))
@@ -101,13 +89,12 @@ static json_t *describe(const amqp_message_t *msg)
 
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
         json_object_set_new(o, "message_id", bytes_json(p->message_id));
-    if ((v = header(p, "x-relayq-reason")) != NULL && v->kind == AMQP_FIELD_KIND_UTF8)
+    if ((v = rq_amqp_header(p, "x-relayq-reason")) != NULL && v->kind == AMQP_FIELD_KIND_UTF8)
         reason = bytes_json(v->value.bytes);
-    if ((v = header(p, "x-relayq-attempts")) != NULL)
+    if ((v = rq_amqp_header(p, "x-relayq-attempts")) != NULL)
         attempts = int_value(v);
-    if ((v = header(p, "x-death")) != NULL && v->kind == AMQP_FIELD_KIND_ARRAY &&
-        v->value.array.num_entries > 0 &&
-        v->value.array.entries[0].kind == AMQP_FIELD_KIND_TABLE) {
+    if ((v = rq_amqp_header(p, "x-death")) != NULL && v->kind == AMQP_FIELD_KIND_ARRAY &&
+        v->value.array.num_entries > 0 && v->value.array.entries[0].kind == AMQP_FIELD_KIND_TABLE) {
         amqp_table_t *d = &v->value.array.entries[0].value.table;
         for (int i = 0; i < d->num_entries; i++) {
             amqp_table_entry_t *e = &d->entries[i];

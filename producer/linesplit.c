@@ -29,8 +29,7 @@ struct rq_linesplit {
     size_t dwin_len;
 };
 
-/* Appends n bytes to a window of W bytes, keeping the last W. */
-static void win_push(unsigned char *win, size_t *wlen, const void *data, size_t n)
+void rq_window_push(unsigned char *win, size_t *wlen, const void *data, size_t n)
 {
     const unsigned char *d = data;
 
@@ -78,7 +77,7 @@ void rq_linesplit_reset(rq_linesplit_t *ls, int64_t offset, const void *before, 
     ls->skip_start = offset;
     ls->win_len = ls->dwin_len = 0;
     if (before != NULL && before_len > 0)
-        win_push(ls->win, &ls->win_len, before, before_len);
+        rq_window_push(ls->win, &ls->win_len, before, before_len);
 }
 
 char *rq_linesplit_space(rq_linesplit_t *ls, size_t want, size_t *got)
@@ -146,13 +145,13 @@ static int discard(rq_linesplit_t *ls, rq_line_t *line)
     size_t n;
 
     if (nl == NULL) {
-        win_push(ls->dwin, &ls->dwin_len, p, ls->len);
+        rq_window_push(ls->dwin, &ls->dwin_len, p, ls->len);
         consume(ls, ls->len);
         ls->scanned = 0;
         return 0;
     }
     n = (size_t)(nl - p) + 1;
-    win_push(ls->dwin, &ls->dwin_len, p, n);
+    rq_window_push(ls->dwin, &ls->dwin_len, p, n);
     consume(ls, n);
     ls->scanned = 0;
     line->data = NULL;
@@ -161,7 +160,7 @@ static int discard(rq_linesplit_t *ls, rq_line_t *line)
     line->len = (size_t)(line->end - line->offset) - 1;
     line->newline = 1;
     line->kind = RQ_LINE_SKIPPED;
-    win_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
+    rq_window_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
     ls->dwin_len = 0;
     ls->in_overlong = 0;
     ls->rec_end = line->end;
@@ -187,7 +186,7 @@ int rq_linesplit_next(rq_linesplit_t *ls, rq_line_t *line)
         line->end = ls->buf_off + (int64_t)i + 1;
         line->newline = 1;
         line->kind = ls->in_overlong ? RQ_LINE_PIECE : RQ_LINE_FULL;
-        win_push(ls->win, &ls->win_len, p, i + 1);
+        rq_window_push(ls->win, &ls->win_len, p, i + 1);
         ls->in_overlong = 0;
         ls->rec_end = line->end;
         consume(ls, i + 1);
@@ -215,7 +214,7 @@ int rq_linesplit_next(rq_linesplit_t *ls, rq_line_t *line)
     line->end = ls->buf_off + (int64_t)ls->max_line;
     line->newline = 0;
     line->kind = RQ_LINE_PIECE;
-    win_push(ls->win, &ls->win_len, p, ls->max_line);
+    rq_window_push(ls->win, &ls->win_len, p, ls->max_line);
     ls->rec_end = line->end;
     consume(ls, ls->max_line);
     ls->scanned = known_clean - ls->max_line;
@@ -232,7 +231,7 @@ int rq_linesplit_flush(rq_linesplit_t *ls, rq_line_t *line)
         line->len = (size_t)(line->end - line->offset);
         line->newline = 0;
         line->kind = RQ_LINE_SKIPPED;
-        win_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
+        rq_window_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
         ls->dwin_len = 0;
         ls->in_overlong = 0;
         ls->rec_end = line->end;
@@ -246,7 +245,7 @@ int rq_linesplit_flush(rq_linesplit_t *ls, rq_line_t *line)
     line->end = ls->buf_off + (int64_t)ls->len;
     line->newline = 0;
     line->kind = RQ_LINE_PARTIAL;
-    win_push(ls->win, &ls->win_len, line->data, line->len);
+    rq_window_push(ls->win, &ls->win_len, line->data, line->len);
     ls->in_overlong = 0;
     ls->rec_end = line->end;
     consume(ls, ls->len);

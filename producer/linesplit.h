@@ -111,4 +111,8 @@ uint64_t rq_linesplit_overlong(const rq_linesplit_t *ls);
  * bytes given to reset) is shorter. Used to save a hash of the bytes before an offset. */
 size_t rq_linesplit_window(const rq_linesplit_t *ls, void *out);
 
+/* Appends n bytes to a window of RQ_LINESPLIT_WINDOW bytes (win), keeping the last ones;
+ * *wlen is the window's fill. Used for the bytes before a resume offset. */
+void rq_window_push(unsigned char *win, size_t *wlen, const void *data, size_t n);
+
 #endif

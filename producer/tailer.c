@@ -130,24 +130,6 @@ struct rq_tailer {
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static void win_push(unsigned char *win, size_t *wlen, const void *data, size_t n)
-{
-    const unsigned char *d = data;
-
-    if (n >= W) {
-        memcpy(win, d + n - W, W);
-        *wlen = W;
-        return;
-    }
-    if (*wlen + n > W) {
-        size_t drop = *wlen + n - W;
-        memmove(win, win + drop, *wlen - drop);
-        *wlen -= drop;
-    }
-    memcpy(win + *wlen, d, n);
-    *wlen += n;
-}
-
 static ssize_t pread_all(int fd, void *buf, size_t n, int64_t off)
 {
     size_t got = 0;
@@ -289,11 +271,11 @@ static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_
         rq_warn("tailer: lseek: %s", strerror(errno));
     t->read_pos = offset;
     t->last_read_len = 0;
-    win_push(t->last_read, &t->last_read_len, before, (size_t)n);
+    rq_window_push(t->last_read, &t->last_read_len, before, (size_t)n);
     rq_linesplit_reset(t->ls, offset, before, (size_t)n);
     t->committed = offset;
     t->committed_before_len = 0;
-    win_push(t->committed_before, &t->committed_before_len, before, (size_t)n);
+    rq_window_push(t->committed_before, &t->committed_before_len, before, (size_t)n);
     t->eof = 0;
     t->rotated = 0;
     t->action = ACT_NONE;
@@ -738,7 +720,7 @@ static void pump(rq_tailer_t *t)
             t->ident.fp_len += (uint32_t)take;
             t->ident.fp = rq_tail_hash(t->head_bytes, t->ident.fp_len);
         }
-        win_push(t->last_read, &t->last_read_len, p, (size_t)n);
+        rq_window_push(t->last_read, &t->last_read_len, p, (size_t)n);
         t->read_pos += n;
         t->eof = 0;
         budget = (size_t)n >= budget ? 0 : budget - (size_t)n;
@@ -910,7 +892,8 @@ static void do_rewind(rq_tailer_t *t)
             rq_warn("tailer: lseek: %s", strerror(errno));
         t->read_pos = t->committed;
         t->last_read_len = 0;
-        win_push(t->last_read, &t->last_read_len, t->committed_before, t->committed_before_len);
+        rq_window_push(t->last_read, &t->last_read_len, t->committed_before,
+                       t->committed_before_len);
         rq_linesplit_reset(t->ls, t->committed, t->committed_before, t->committed_before_len);
         t->eof = 0;
         if (t->action != ACT_NONE) {

@@ -34,21 +34,9 @@ static void put_field(amqp_bytes_t b, int present)
     fwrite(b.bytes, 1, b.len, stdout);
 }
 
-static const amqp_field_value_t *header(const amqp_basic_properties_t *p, const char *key)
-{
-    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
-        return NULL;
-    for (int i = 0; i < p->headers.num_entries; i++) {
-        const amqp_table_entry_t *e = &p->headers.entries[i];
-        if (e->key.len == strlen(key) && memcmp(e->key.bytes, key, e->key.len) == 0)
-            return &e->value;
-    }
-    return NULL;
-}
-
 static void put_header(const amqp_basic_properties_t *p, const char *key)
 {
-    const amqp_field_value_t *v = header(p, key);
+    const amqp_field_value_t *v = rq_amqp_header(p, key);
 
     if (v == NULL)
         fputs("-", stdout);
