@@ -28,75 +28,93 @@ enum {
 
 /* The broker connection and topology, shared by both services. */
 typedef struct RabbitMQConfig {
-    char *host;           /* RABBITMQ_HOST, default "localhost" */
-    int port;             /* RABBITMQ_PORT, 1..65535, default 5672 */
-    char *user;           /* RABBITMQ_USER, default "guest" */
-    char *password;       /* RABBITMQ_PASS, default "guest"; never logged */
-    char *vhost;          /* RABBITMQ_VHOST, default "/" */
-    int heartbeat;        /* RABBITMQ_HEARTBEAT seconds, 0..3600 (0 disables), default 30 */
+    char *host;             /* RABBITMQ_HOST, default "localhost" */
+    int port;               /* RABBITMQ_PORT, 1..65535, default 5672 */
+    char *user;             /* RABBITMQ_USER, default "guest" */
+    char *password;         /* RABBITMQ_PASS, default "guest"; never logged */
+    char *vhost;            /* RABBITMQ_VHOST, default "/" */
+    int heartbeat;          /* RABBITMQ_HEARTBEAT seconds, 0..3600 (0 disables), default 30 */
     int connect_timeout_ms; /* RABBITMQ_CONNECT_TIMEOUT_MS, 100..120000, default 5000 */
-    char *request_queue;  /* REQUEST_QUEUE, default "request_queue" */
-    char *queue_type;     /* QUEUE_TYPE, "classic" | "quorum", default "classic" */
-    int prefetch;         /* PREFETCH_COUNT, 1..65535, default 100 */
-    int max_retries;      /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
-    int retry_base_ms;    /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
-    bool tls;             /* RABBITMQ_TLS: AMQPS (TLS) instead of plain TCP, default false */
-    char *tls_ca;         /* RABBITMQ_TLS_CA: CA bundle (PEM) to verify the broker, default "" (system bundle) */
-    char *tls_cert;       /* RABBITMQ_TLS_CERT: client certificate chain (PEM), default "" (none) */
-    char *tls_key;        /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
-    bool tls_verify;      /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default true */
+    char *request_queue;    /* REQUEST_QUEUE, default "request_queue" */
+    char *queue_type;       /* QUEUE_TYPE, "classic" | "quorum", default "classic" */
+    int prefetch;           /* PREFETCH_COUNT, 1..65535, default 100 */
+    int max_retries;        /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
+    int retry_base_ms;      /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
+    bool tls;               /* RABBITMQ_TLS: AMQPS (TLS) instead of plain TCP, default false */
+    char *tls_ca;    /* RABBITMQ_TLS_CA: CA bundle (PEM) to verify the broker, default "" (system
+                        bundle) */
+    char *tls_cert;  /* RABBITMQ_TLS_CERT: client certificate chain (PEM), default "" (none) */
+    char *tls_key;   /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
+    bool tls_verify; /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default
+                        true */
 } RabbitMQConfig;
 
 typedef struct rq_config {
     RabbitMQConfig rabbitmq;
-    char *log_level;          /* LOG_LEVEL: debug|info|warn|error, default info */
+    char *log_level; /* LOG_LEVEL: debug|info|warn|error, default info */
 
     /* HTTP servers of both services (limits against hostile clients, TLS) */
-    int http_connection_timeout_s; /* HTTP_CONNECTION_TIMEOUT_S: idle connection timeout, 0..86400 (0 = none), default 30 */
-    int http_max_connections;      /* HTTP_MAX_CONNECTIONS: open connections in total, 1..1000000, default 8192 */
-    int http_max_connections_per_ip; /* HTTP_MAX_CONNECTIONS_PER_IP: 0..1000000 (0 = no limit), default 0 */
-    int max_header_bytes;          /* MAX_HEADER_BYTES: per-connection memory for request line + headers, 4096..1048576, default 32768 */
-    char *http_tls_cert;           /* HTTP_TLS_CERT: PEM certificate chain for HTTPS, default "" (plain HTTP) */
-    char *http_tls_key;            /* HTTP_TLS_KEY: PEM private key for HTTPS, default "" */
+    int http_connection_timeout_s;   /* HTTP_CONNECTION_TIMEOUT_S: idle connection timeout, 0..86400
+                                        (0 = none), default 30 */
+    int http_max_connections;        /* HTTP_MAX_CONNECTIONS: open connections in total, 1..1000000,
+                                        default 8192 */
+    int http_max_connections_per_ip; /* HTTP_MAX_CONNECTIONS_PER_IP: 0..1000000 (0 = no limit),
+                                        default 0 */
+    int max_header_bytes; /* MAX_HEADER_BYTES: per-connection memory for request line + headers,
+                             4096..1048576, default 32768 */
+    char *
+        http_tls_cert; /* HTTP_TLS_CERT: PEM certificate chain for HTTPS, default "" (plain HTTP) */
+    char *http_tls_key; /* HTTP_TLS_KEY: PEM private key for HTTPS, default "" */
 
     /* producer */
-    char *producer_bind;      /* PRODUCER_BIND, default 127.0.0.1 */
-    int producer_port;        /* PRODUCER_PORT, 1..65535, default 5000 */
-    int64_t max_body_bytes;   /* MAX_BODY_BYTES, 1 KiB..64 MiB, default 1 MiB */
-    int max_batch_size;       /* MAX_BATCH_SIZE, 1..100000, default 1000 */
+    char *producer_bind;        /* PRODUCER_BIND, default 127.0.0.1 */
+    int producer_port;          /* PRODUCER_PORT, 1..65535, default 5000 */
+    int64_t max_body_bytes;     /* MAX_BODY_BYTES, 1 KiB..64 MiB, default 1 MiB */
+    int max_batch_size;         /* MAX_BATCH_SIZE, 1..100000, default 1000 */
     double max_processing_time; /* MAX_PROCESSING_TIME seconds, 0..3600, default 60 */
-    int publish_timeout_ms;   /* PUBLISH_TIMEOUT_MS: deadline for a confirm, 100..120000, default 5000 */
-    int reply_timeout_ms;     /* REPLY_TIMEOUT_MS: deadline for a reply (wait), 100..600000, default 30000 */
-    int message_store_size;   /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id}, 0..10000000, default 10000 */
-    int max_pending;          /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default 100000 */
-    int http_threads;         /* HTTP_THREADS, 1..64, default 2 */
+    int publish_timeout_ms; /* PUBLISH_TIMEOUT_MS: deadline for a confirm, 100..120000, default 5000
+                             */
+    int reply_timeout_ms;   /* REPLY_TIMEOUT_MS: deadline for a reply (wait), 100..600000, default
+                               30000 */
+    int message_store_size; /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id},
+                               0..10000000, default 10000 */
+    int max_pending; /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default
+                        100000 */
+    int http_threads; /* HTTP_THREADS, 1..64, default 2 */
 
     /* producer: access control and abuse limits (producer/auth.h, producer/ratelimit.h) */
-    char *api_keys_file;      /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */
-    char *api_keys;           /* API_KEYS: comma-separated key entries, default ""; secret */
-    double rate_limit_rps;    /* RATE_LIMIT_RPS: requests per second per key/address, 0..1000000 (0 = off), default 0 */
-    int rate_limit_burst;     /* RATE_LIMIT_BURST: bucket size, 0..1000000 (0 = max(1, ceil(RPS))), default 0 */
-    int rate_limit_max_clients; /* RATE_LIMIT_MAX_CLIENTS: buckets kept (least recently used evicted), 16..10000000, default 10000 */
-    int max_json_depth;       /* MAX_JSON_DEPTH: nesting of arrays/objects in a body, 1..1000, default 64 */
+    char *api_keys_file;   /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */
+    char *api_keys;        /* API_KEYS: comma-separated key entries, default ""; secret */
+    double rate_limit_rps; /* RATE_LIMIT_RPS: requests per second per key/address, 0..1000000 (0 =
+                              off), default 0 */
+    int rate_limit_burst;  /* RATE_LIMIT_BURST: bucket size, 0..1000000 (0 = max(1, ceil(RPS))),
+                              default 0 */
+    int rate_limit_max_clients; /* RATE_LIMIT_MAX_CLIENTS: buckets kept (least recently used
+                                   evicted), 16..10000000, default 10000 */
+    int max_json_depth; /* MAX_JSON_DEPTH: nesting of arrays/objects in a body, 1..1000, default 64
+                         */
 
     /* producer: file tailing (producer/tailer.h) */
-    char *input_file;         /* INPUT_FILE: file to tail, default "" (no tailing) */
-    char *tail_state_dir;     /* TAIL_STATE_DIR: where the tail position is saved, default "tail-state" */
-    char *tail_from;          /* TAIL_FROM: head|end, where to start with no saved state, default head */
+    char *input_file; /* INPUT_FILE: file to tail, default "" (no tailing) */
+    char *
+        tail_state_dir; /* TAIL_STATE_DIR: where the tail position is saved, default "tail-state" */
+    char *tail_from;    /* TAIL_FROM: head|end, where to start with no saved state, default head */
     int64_t tail_max_line_bytes; /* TAIL_MAX_LINE_BYTES, 1..67108864, default 1048576 */
-    char *tail_overlong;      /* TAIL_OVERLONG: split|skip, default split */
-    int tail_poll_ms;         /* TAIL_POLL_MS: stat polling interval, 10..60000, default 250 */
-    int tail_rotate_wait_ms;  /* TAIL_ROTATE_WAIT_MS: drain a rotated file, 0..600000, default 1000 */
-    int tail_batch_lines;     /* TAIL_BATCH_LINES: lines per publisher job, 1..100000, default 500 */
+    char *tail_overlong;         /* TAIL_OVERLONG: split|skip, default split */
+    int tail_poll_ms;            /* TAIL_POLL_MS: stat polling interval, 10..60000, default 250 */
+    int tail_rotate_wait_ms; /* TAIL_ROTATE_WAIT_MS: drain a rotated file, 0..600000, default 1000
+                              */
+    int tail_batch_lines;    /* TAIL_BATCH_LINES: lines per publisher job, 1..100000, default 500 */
     int tail_max_inflight_jobs; /* TAIL_MAX_INFLIGHT_JOBS, 1..1024, default 16 */
     int tail_chunk_bytes;       /* TAIL_CHUNK_BYTES: bytes per tail message, 1..16 MiB, 8192 */
 
     /* consumer */
-    char *consumer_bind;      /* CONSUMER_BIND, default 127.0.0.1 */
-    int consumer_port;        /* CONSUMER_PORT, 0..65535 (0 = no HTTP), default 8000 */
-    char *output_file;        /* OUTPUT_FILE, default "" (none) */
-    int batch_wait_ms;        /* BATCH_WAIT_MS: group-commit window, 0..1000, default 0 */
-    int dedup_id_window;      /* DEDUP_ID_WINDOW: message ids remembered by the exactly-once writer, 1..10000000, default 50000 */
+    char *consumer_bind; /* CONSUMER_BIND, default 127.0.0.1 */
+    int consumer_port;   /* CONSUMER_PORT, 0..65535 (0 = no HTTP), default 8000 */
+    char *output_file;   /* OUTPUT_FILE, default "" (none) */
+    int batch_wait_ms;   /* BATCH_WAIT_MS: group-commit window, 0..1000, default 0 */
+    int dedup_id_window; /* DEDUP_ID_WINDOW: message ids remembered by the exactly-once
+                            writer, 1..10000000, default 50000 */
 } rq_config_t;
 
 /* Error detail for load/validation failures: names the variable and the allowed range. */
@@ -113,8 +131,7 @@ int rq_config_set(rq_config_t *c, const char *name, const char *value, rq_config
 
 /* Loads defaults, then `env_file` (may be NULL), then the process environment, for the
  * settings of `services`. Returns 0, or -1 with err filled (the struct is then freed). */
-int rq_config_load(rq_config_t *c, unsigned services, const char *env_file,
-                   rq_config_error_t *err);
+int rq_config_load(rq_config_t *c, unsigned services, const char *env_file, rq_config_error_t *err);
 
 /* Parses one `.env` line: blank lines and `# comments` yield 0 with *name = NULL; otherwise
  * `[export ]NAME=value` where value may be bare (trailing spaces and ` #comment` dropped),
@@ -135,7 +152,6 @@ void rq_config_print_env_example(FILE *out);
 /* Handles the command line shared by both programs: --help, --version, --env-file PATH,
  * --print-env-example. On 0 the caller continues with *c loaded; on 1 the caller exits 0
  * (help/version printed); on -1 the caller exits 2 (the error was printed to stderr). */
-int rq_config_from_args(rq_config_t *c, int argc, char **argv, const char *prog,
-                        unsigned services);
+int rq_config_from_args(rq_config_t *c, int argc, char **argv, const char *prog, unsigned services);
 
 #endif

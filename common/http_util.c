@@ -63,13 +63,13 @@ static enum MHD_Result reply_health(const rq_http_common_t *c, struct MHD_Connec
     if (ready)
         return rq_http_reply_json(conn, MHD_HTTP_OK,
                                   json_pack("{s:s,s:s}", "status", ok_word, "timestamp", ts));
-    return rq_http_reply_json(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-                              json_pack("{s:s,s:s,s:s}", "status", bad_word, "reason", reason,
-                                        "timestamp", ts));
+    return rq_http_reply_json(
+        conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+        json_pack("{s:s,s:s,s:s}", "status", bad_word, "reason", reason, "timestamp", ts));
 }
 
-int rq_http_serve_common(const rq_http_common_t *c, struct MHD_Connection *conn,
-                         const char *method, const char *url, enum MHD_Result *ret)
+int rq_http_serve_common(const rq_http_common_t *c, struct MHD_Connection *conn, const char *method,
+                         const char *url, enum MHD_Result *ret)
 {
     int is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, "HEAD") == 0;
     char ts[RQ_ISO8601_LEN + 1];

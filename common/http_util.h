@@ -1,11 +1,11 @@
 /* http_util.h - JSON responses and the endpoints both services share (libmicrohttpd 0.9.75).
  *
  * Shared endpoints, served by rq_http_serve_common():
- *   GET /health        200 {"status":"healthy","timestamp"} | 503 {"status":"unhealthy","reason","timestamp"}
- *   GET /health/live   200 {"status":"alive","timestamp"} while the process runs
- *   GET /health/ready  200 {"status":"ready",...} | 503 {"status":"not_ready","reason",...}
- *   GET /metrics       the registry in Prometheus text format 0.0.4
- * Other methods on these paths get 405 with an Allow header.
+ *   GET /health        200 {"status":"healthy","timestamp"} | 503
+ * {"status":"unhealthy","reason","timestamp"} GET /health/live   200 {"status":"alive","timestamp"}
+ * while the process runs GET /health/ready  200 {"status":"ready",...} | 503
+ * {"status":"not_ready","reason",...} GET /metrics       the registry in Prometheus text format
+ * 0.0.4 Other methods on these paths get 405 with an Allow header.
  */
 #ifndef RQ_HTTP_UTIL_H
 #define RQ_HTTP_UTIL_H
@@ -44,7 +44,7 @@ enum MHD_Result rq_http_reply_buf(struct MHD_Connection *conn, unsigned status,
 
 /* Serves the shared endpoints. Returns 1 and sets *ret when `url` is one of them (the
  * response is queued), 0 when it is not (nothing queued). */
-int rq_http_serve_common(const rq_http_common_t *c, struct MHD_Connection *conn,
-                         const char *method, const char *url, enum MHD_Result *ret);
+int rq_http_serve_common(const rq_http_common_t *c, struct MHD_Connection *conn, const char *method,
+                         const char *url, enum MHD_Result *ret);
 
 #endif

@@ -35,7 +35,8 @@ int rq_log_enabled(rq_log_level_t level);
 
 /* Writes one record if `level` is enabled. Never fails visibly. */
 void rq_log(rq_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void rq_logv(rq_log_level_t level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+void rq_logv(rq_log_level_t level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 #define rq_debug(...) rq_log(RQ_LOG_DEBUG, __VA_ARGS__)
 #define rq_info(...) rq_log(RQ_LOG_INFO, __VA_ARGS__)

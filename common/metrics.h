@@ -33,14 +33,14 @@ void rq_metrics_free(rq_metrics_t *m);
 /* Registers a family. `name`, `help` and the label names are copied. `nlabels` may be 0.
  * Returns the family (owned by the registry), or NULL on allocation failure, an invalid
  * name, too many labels, or a name already registered. */
-rq_metric_t *rq_metrics_counter(rq_metrics_t *m, const char *name, const char *help,
-                                size_t nlabels, const char *const *labels);
-rq_metric_t *rq_metrics_gauge(rq_metrics_t *m, const char *name, const char *help,
-                              size_t nlabels, const char *const *labels);
+rq_metric_t *rq_metrics_counter(rq_metrics_t *m, const char *name, const char *help, size_t nlabels,
+                                const char *const *labels);
+rq_metric_t *rq_metrics_gauge(rq_metrics_t *m, const char *name, const char *help, size_t nlabels,
+                              const char *const *labels);
 /* `buckets` are upper bounds in ascending order (copied; +Inf is implicit). */
 rq_metric_t *rq_metrics_histogram(rq_metrics_t *m, const char *name, const char *help,
-                                  size_t nlabels, const char *const *labels,
-                                  const double *buckets, size_t nbuckets);
+                                  size_t nlabels, const char *const *labels, const double *buckets,
+                                  size_t nbuckets);
 
 /* Returns the child for these label values (exactly the family's label count; values are
  * copied), creating it at zero on first use. With no labels, pass 0/NULL. Returns NULL on
@@ -48,11 +48,11 @@ rq_metric_t *rq_metrics_histogram(rq_metrics_t *m, const char *name, const char 
 rq_series_t *rq_metric_series(rq_metric_t *f, size_t nvalues, const char *const *values);
 
 /* Updates; all thread-safe and lock-free. A NULL series is ignored. */
-void rq_series_inc(rq_series_t *s);                /* counter or gauge += 1 */
-void rq_series_add(rq_series_t *s, double v);      /* counter (v >= 0) or gauge += v */
-void rq_series_set(rq_series_t *s, double v);      /* gauge = v */
-void rq_series_observe(rq_series_t *s, double v);  /* histogram */
-double rq_series_value(const rq_series_t *s);      /* counter/gauge value; histogram count */
+void rq_series_inc(rq_series_t *s);               /* counter or gauge += 1 */
+void rq_series_add(rq_series_t *s, double v);     /* counter (v >= 0) or gauge += v */
+void rq_series_set(rq_series_t *s, double v);     /* gauge = v */
+void rq_series_observe(rq_series_t *s, double v); /* histogram */
+double rq_series_value(const rq_series_t *s);     /* counter/gauge value; histogram count */
 
 /* Renders every family in registration order in the text format 0.0.4 (HELP, TYPE, then
  * samples; histograms as _bucket{le=...} cumulative, _sum, _count; label values escaped).

@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RQ_UUID_LEN 36      /* without the NUL */
-#define RQ_ISO8601_LEN 24   /* "2026-11-22T19:30:00.123Z" without the NUL */
+#define RQ_UUID_LEN 36    /* without the NUL */
+#define RQ_ISO8601_LEN 24 /* "2026-11-22T19:30:00.123Z" without the NUL */
 
 /* Monotonic clock in nanoseconds / milliseconds (CLOCK_MONOTONIC). */
 int64_t rq_mono_ns(void);

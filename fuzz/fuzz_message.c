@@ -9,8 +9,14 @@
 #include "message.h"
 
 static const char *const types[] = {
-    NULL, "application/json", "application/octet-stream", "text/plain",
-    "application/json; charset=utf-8", "image/png", "APPLICATION/JSON", "",
+    NULL,
+    "application/json",
+    "application/octet-stream",
+    "text/plain",
+    "application/json; charset=utf-8",
+    "image/png",
+    "APPLICATION/JSON",
+    "",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -463,8 +463,8 @@ static int publish_sendq(rq_publisher_t *p)
         body.bytes = m->body;
         body.len = m->body_len;
 
-        rc2 = amqp_basic_publish(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, 0, &props,
-                                 body);
+        rc2 =
+            amqp_basic_publish(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, 0, &props, body);
         if (rc2 != AMQP_STATUS_OK) {
             char why[160];
             snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc2));
@@ -619,8 +619,8 @@ static int stopping_now(rq_publisher_t *p, int64_t now)
     int s;
 
     pthread_mutex_lock(&p->lock);
-    s = p->stopping && ((p->intake_head == NULL && p->jobs_head == NULL) ||
-                        now >= p->stop_deadline_ns);
+    s = p->stopping &&
+        ((p->intake_head == NULL && p->jobs_head == NULL) || now >= p->stop_deadline_ns);
     pthread_mutex_unlock(&p->lock);
     return s;
 }

@@ -18,8 +18,8 @@ static int fail(rq_request_error_t *err, unsigned status, const char *prefix, co
 
 /* Validates one item object into *it. `prefix` names the item in messages ("" or
  * "messages[3]: "). */
-static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_item_t *it,
-                      int *wait, const char *prefix, rq_request_error_t *err)
+static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_item_t *it, int *wait,
+                      const char *prefix, rq_request_error_t *err)
 {
     json_t *v;
     char uuid[RQ_UUID_LEN + 1];
@@ -123,8 +123,8 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
     req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (req->root == NULL) {
         char msg[220];
-        snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", jerr.line,
-                 jerr.column, jerr.text);
+        snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                 jerr.text);
         fail(err, 400, "", msg);
         goto err;
     }
@@ -154,8 +154,8 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
     }
     if (json_array_size(msgs) > lim->max_batch) {
         char msg[96];
-        snprintf(msg, sizeof(msg), "a batch holds at most %zu messages, got %zu",
-                 lim->max_batch, json_array_size(msgs));
+        snprintf(msg, sizeof(msg), "a batch holds at most %zu messages, got %zu", lim->max_batch,
+                 json_array_size(msgs));
         fail(err, 413, "", msg);
         err->limit = "batch_length";
         goto err;

@@ -92,6 +92,17 @@ env_example() {
 		echo ".env.example matches the config table"
 }
 step ".env.example up to date (make env-example)" env_example
+clang_format_check() {
+	# Every C file follows the committed .clang-format.
+	local bad=()
+	while IFS= read -r f; do
+		clang-format --dry-run -Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+	done < <(git ls-files '*.c' '*.h' 2>/dev/null || find common producer consumer tools fuzz tests -name '*.[ch]')
+	[ ${#bad[@]} -eq 0 ] && echo "all C files match .clang-format" && return 0
+	echo "not clang-formatted (run clang-format -i): ${bad[*]}"
+	return 1
+}
+step "clang-format" clang_format_check
 step "README configuration table up to date" "$PYTHON" scripts/gen-readme-config.py --check
 step "fuzzing, ${FUZZ_SECONDS:-10} s per harness (scripts/fuzz.sh)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py

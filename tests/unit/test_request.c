@@ -9,7 +9,7 @@ static const rq_limits_t lim = {3, 60.0, 0};
 typedef struct {
     const char *body;
     int batch;
-    unsigned status; /* 0 = accepted */
+    unsigned status;    /* 0 = accepted */
     const char *needle; /* part of the error text */
 } rq_case_t;
 
@@ -60,8 +60,8 @@ Test(request, table)
         } else {
             cr_expect_eq(rc, -1, "case %zu (%s) accepted", i, c->body);
             cr_expect_eq(err.status, c->status, "case %zu: status %u", i, err.status);
-            cr_expect(strstr(err.text, c->needle) != NULL, "case %zu: '%s' lacks '%s'", i,
-                      err.text, c->needle);
+            cr_expect(strstr(err.text, c->needle) != NULL, "case %zu: '%s' lacks '%s'", i, err.text,
+                      c->needle);
             cr_expect_null(req.root);
         }
     }
@@ -107,8 +107,7 @@ Test(request, encode_carries_every_field)
     o = json_loads(text, 0, NULL);
     cr_assert_not_null(o);
     cr_expect_str_eq(json_string_value(json_object_get(o, "id")), "m1");
-    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(o, "payload"), "k")),
-                     "v");
+    cr_expect_str_eq(json_string_value(json_object_get(json_object_get(o, "payload"), "k")), "v");
     cr_expect_float_eq(json_number_value(json_object_get(o, "processing_time")), 1.5, 1e-9);
     cr_expect_str_eq(json_string_value(json_object_get(o, "timestamp")),
                      "2026-11-22T19:30:00.000Z");
