@@ -136,6 +136,23 @@ static void consume(rq_linesplit_t *ls, size_t n)
         ls->start = 0;
 }
 
+/* Fills *line with the SKIPPED record of the overlong line dropped from skip_start up to
+ * everything consumed (its '\n' included when `newline`), and ends the skip. Returns 1. */
+static int skipped_record(rq_linesplit_t *ls, rq_line_t *line, int newline)
+{
+    line->data = NULL;
+    line->offset = ls->skip_start;
+    line->end = ls->buf_off;
+    line->len = (size_t)(line->end - line->offset) - (newline ? 1 : 0);
+    line->newline = newline;
+    line->kind = RQ_LINE_SKIPPED;
+    rq_window_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
+    ls->dwin_len = 0;
+    ls->in_overlong = 0;
+    ls->rec_end = line->end;
+    return 1;
+}
+
 /* Skip policy, the current line is being dropped: discards up to and including its '\n'.
  * Returns 1 with the SKIPPED record when the '\n' was found, else 0. */
 static int discard(rq_linesplit_t *ls, rq_line_t *line)
@@ -154,17 +171,7 @@ static int discard(rq_linesplit_t *ls, rq_line_t *line)
     rq_window_push(ls->dwin, &ls->dwin_len, p, n);
     consume(ls, n);
     ls->scanned = 0;
-    line->data = NULL;
-    line->offset = ls->skip_start;
-    line->end = ls->buf_off;
-    line->len = (size_t)(line->end - line->offset) - 1;
-    line->newline = 1;
-    line->kind = RQ_LINE_SKIPPED;
-    rq_window_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
-    ls->dwin_len = 0;
-    ls->in_overlong = 0;
-    ls->rec_end = line->end;
-    return 1;
+    return skipped_record(ls, line, 1);
 }
 
 int rq_linesplit_next(rq_linesplit_t *ls, rq_line_t *line)
@@ -225,17 +232,7 @@ int rq_linesplit_flush(rq_linesplit_t *ls, rq_line_t *line)
 {
     if (ls->in_overlong && ls->policy == RQ_OVERLONG_SKIP) {
         /* next() returned 0, so everything fed was discarded. */
-        line->data = NULL;
-        line->offset = ls->skip_start;
-        line->end = ls->buf_off;
-        line->len = (size_t)(line->end - line->offset);
-        line->newline = 0;
-        line->kind = RQ_LINE_SKIPPED;
-        rq_window_push(ls->win, &ls->win_len, ls->dwin, ls->dwin_len);
-        ls->dwin_len = 0;
-        ls->in_overlong = 0;
-        ls->rec_end = line->end;
-        return 1;
+        return skipped_record(ls, line, 0);
     }
     if (ls->len == 0)
         return 0;

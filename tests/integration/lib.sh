@@ -149,3 +149,11 @@ kill_quietly() {
 	done
 	return 0
 }
+
+# resolve_build_dir: makes BUILD_DIR (default build) absolute against $root and sets
+# bin=$BUILD_DIR/bin. Call after setting root.
+resolve_build_dir() {
+	BUILD_DIR=${BUILD_DIR:-build}
+	case $BUILD_DIR in /*) ;; *) BUILD_DIR=$root/$BUILD_DIR ;; esac
+	bin=$BUILD_DIR/bin
+}

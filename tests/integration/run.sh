@@ -20,9 +20,7 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/integration/lib.sh
 . "$here/lib.sh"
 
-BUILD_DIR=${BUILD_DIR:-build}
-case $BUILD_DIR in /*) ;; *) BUILD_DIR=$root/$BUILD_DIR ;; esac
-bin=$BUILD_DIR/bin
+resolve_build_dir
 TMP=$(mktemp -d /tmp/relayq-it.XXXXXX)
 chmod 755 "$TMP" # the broker runs as the rabbitmq user and must reach its folder inside
 t_start=$(date +%s)

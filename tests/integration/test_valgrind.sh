@@ -18,9 +18,7 @@ root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/integration/lib.sh
 . "$here/lib.sh"
 
-BUILD_DIR=${BUILD_DIR:-build}
-case $BUILD_DIR in /*) ;; *) BUILD_DIR=$root/$BUILD_DIR ;; esac
-bin=$BUILD_DIR/bin
+resolve_build_dir
 own_work=
 [ -z "${WORK:-}" ] && own_work=1
 WORK=${WORK:-$(mktemp -d /tmp/relayq-vg.XXXXXX)}
