@@ -285,10 +285,23 @@ static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg
     return rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, errlen);
 }
 
+/* A quorum queue dead-letters at most once unless told otherwise: a broker crash between the
+ * removal and the copy's arrival would lose the message. At-least-once dead-lettering (RabbitMQ
+ * >= 3.10) keeps it until the target queue has confirmed the copy; it requires the
+ * reject-publish overflow. Writes the entries to out (room for 2), returns how many. */
+static int quorum_dead_letter_args(const RabbitMQConfig *cfg, amqp_table_entry_t *out)
+{
+    if (strcmp(cfg->queue_type, "quorum") != 0)
+        return 0;
+    out[0] = rq_amqp_utf8_entry("x-dead-letter-strategy", "at-least-once");
+    out[1] = rq_amqp_utf8_entry("x-overflow", "reject-publish");
+    return 2;
+}
+
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                              size_t errlen)
 {
-    amqp_table_entry_t extra[3];
+    amqp_table_entry_t extra[6];
     char dlq[300], name[300];
     int n;
 
@@ -299,8 +312,9 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
         extra[0] = rq_amqp_i64_entry("x-message-ttl", rq_amqp_retry_delay_ms(cfg, a));
         extra[1] = rq_amqp_utf8_entry("x-dead-letter-exchange", "");
         extra[2] = rq_amqp_utf8_entry("x-dead-letter-routing-key", cfg->request_queue);
+        n = 3 + quorum_dead_letter_args(cfg, extra + 3);
         rq_amqp_retry_queue_name(cfg, a, name, sizeof(name));
-        if (declare_queue(conn, cfg, name, extra, 3, err, errlen) != 0)
+        if (declare_queue(conn, cfg, name, extra, n, err, errlen) != 0)
             return -1;
     }
     n = 0;
@@ -308,5 +322,6 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
     extra[n++] = rq_amqp_utf8_entry("x-dead-letter-routing-key", dlq);
     if (strcmp(cfg->queue_type, "quorum") == 0)
         extra[n++] = rq_amqp_i64_entry("x-delivery-limit", RQ_QUORUM_DELIVERY_LIMIT);
+    n += quorum_dead_letter_args(cfg, extra + n);
     return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
 }

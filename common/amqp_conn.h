@@ -4,10 +4,12 @@
  * may use or close it. Channel 1 is opened by rq_amqp_open().
  *
  * Topology (declared identically by both services; declaration is idempotent). All queues
- * are durable, of type QUEUE_TYPE, on the default exchange:
+ * are durable, of type QUEUE_TYPE (quorum by default), on the default exchange:
  *   <q>           the request queue; x-dead-letter-exchange "" and x-dead-letter-routing-key
  *                 <q>.dlq, so a rejected message (requeue=false) lands in the DLQ; quorum
  *                 queues also get x-delivery-limit RQ_QUORUM_DELIVERY_LIMIT.
+ *   Quorum queues that dead-letter (<q> and the delay queues) do it at least once:
+ *                 x-dead-letter-strategy at-least-once with x-overflow reject-publish.
  *   <q>.dlq       the dead-letter queue.
  *   <q>.retry.N   for N = 1..MAX_RETRIES: delay queues with x-message-ttl
  *                 RETRY_BASE_MS * 2^(N-1) that dead-letter back to <q> (one queue per

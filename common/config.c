@@ -107,8 +107,9 @@ static const rq_cfg_desc_t settings[] = {
     S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
           "Durable queue the producer publishes to and consumers read; derived queues add a "
           "suffix"),
-    S_ENUM("QUEUE_TYPE", "classic", rabbitmq.queue_type, queue_types, ALL, G_MQ,
-           "Type of the request queue, quorum for clustered brokers; both services must agree"),
+    S_ENUM("QUEUE_TYPE", "quorum", rabbitmq.queue_type, queue_types, ALL, G_MQ,
+           "Type of relayq's queues: quorum (replicated Raft log, confirms after its fsync) "
+           "or classic (one node); both services must agree"),
     S_INT("PREFETCH_COUNT", "100", rabbitmq.prefetch, 1, 65535, ALL, G_MQ,
           "Deliveries a consumer may hold unacknowledged: the basic.qos prefetch count"),
     S_INT("MAX_RETRIES", "5", rabbitmq.max_retries, 0, 20, ALL, G_MQ,

@@ -36,7 +36,7 @@ typedef struct RabbitMQConfig {
     int heartbeat;          /* RABBITMQ_HEARTBEAT seconds, 0..3600 (0 disables), default 30 */
     int connect_timeout_ms; /* RABBITMQ_CONNECT_TIMEOUT_MS, 100..120000, default 5000 */
     char *request_queue;    /* REQUEST_QUEUE, default "request_queue" */
-    char *queue_type;       /* QUEUE_TYPE, "classic" | "quorum", default "classic" */
+    char *queue_type;       /* QUEUE_TYPE, "classic" | "quorum", default "quorum" */
     int prefetch;           /* PREFETCH_COUNT, 1..65535, default 100 */
     int max_retries;        /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
     int retry_base_ms;      /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */

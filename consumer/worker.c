@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "amqp_conn.h"
+#include "amqp_pub.h"
 #include "log.h"
 #include "message.h"
 #include "retry.h"
@@ -52,6 +53,7 @@ struct rq_worker {
     rq_worker_metrics_t m;
 
     amqp_connection_state_t conn;
+    rq_pubbuf_t *pub;          /* copies, replies and settles of a commit: one send() per burst */
     amqp_bytes_t consumer_tag; /* malloc'd copy */
     int ever_connected;
 
@@ -303,6 +305,8 @@ int rq_worker_ready(void *arg, char *reason, size_t reasonlen)
  * broker requeues every unsettled delivery. */
 static void drop_conn(rq_worker_t *w)
 {
+    rq_pubbuf_free(w->pub);
+    w->pub = NULL;
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
     w->conn = NULL;
@@ -348,6 +352,11 @@ static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
     }
     w->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
     if (w->consumer_tag.bytes == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    w->pub = rq_pubbuf_new(conn, !rc->tls, CONFIRM_TIMEOUT_MS);
+    if (w->pub == NULL) {
         snprintf(err, errlen, "out of memory");
         goto err;
     }
@@ -664,8 +673,7 @@ static int send_reply(rq_worker_t *w, const item_t *it)
         p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         p.correlation_id = req->correlation_id;
     }
-    rc = amqp_basic_publish(w->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, req->reply_to, 0, 0, &p,
-                            body);
+    rc = rq_pubbuf_add(w->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, req->reply_to, 0, &p, body);
     if (rc != AMQP_STATUS_OK) {
         char text[200];
 
@@ -708,8 +716,8 @@ static int publish_copy(rq_worker_t *w, size_t i)
         snprintf(text, sizeof(text), "out of memory building a copy for %s", queue);
         goto fail;
     }
-    rcode = amqp_basic_publish(w->conn, COPY_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue),
-                               1, 0, &p, it->env.message.body);
+    rcode = rq_pubbuf_add(w->pub, COPY_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, &p,
+                          it->env.message.body);
     free(entries);
     if (rcode != AMQP_STATUS_OK) {
         snprintf(text, sizeof(text), "publishing a copy to %s: %s", queue,
@@ -776,21 +784,40 @@ fail:
     return -1;
 }
 
+/* Adds the frame of one settle operation to the commit's burst: basic.ack, or basic.nack
+ * (several tags) / basic.reject (one) with requeue set for RQ_DISP_REQUEUE. */
 static int send_settle(rq_worker_t *w, const rq_settle_op_t *op)
 {
-    amqp_boolean_t multiple = op->multiple ? 1 : 0;
+    amqp_basic_ack_t ack = {.delivery_tag = op->tag, .multiple = op->multiple ? 1 : 0};
+    amqp_basic_nack_t nack = {.delivery_tag = op->tag, .multiple = 1};
+    amqp_basic_reject_t rej = {.delivery_tag = op->tag};
 
     switch (op->disp) {
     case RQ_DISP_ACK:
-        return amqp_basic_ack(w->conn, RQ_AMQP_CHANNEL, op->tag, multiple);
+        return rq_pubbuf_add_method(w->pub, RQ_AMQP_CHANNEL, AMQP_BASIC_ACK_METHOD, &ack);
     case RQ_DISP_REJECT:
-        return multiple ? amqp_basic_nack(w->conn, RQ_AMQP_CHANNEL, op->tag, 1, 0)
-                        : amqp_basic_reject(w->conn, RQ_AMQP_CHANNEL, op->tag, 0);
     case RQ_DISP_REQUEUE:
-        return multiple ? amqp_basic_nack(w->conn, RQ_AMQP_CHANNEL, op->tag, 1, 1)
-                        : amqp_basic_reject(w->conn, RQ_AMQP_CHANNEL, op->tag, 1);
+        nack.requeue = rej.requeue = op->disp == RQ_DISP_REQUEUE;
+        if (op->multiple)
+            return rq_pubbuf_add_method(w->pub, RQ_AMQP_CHANNEL, AMQP_BASIC_NACK_METHOD, &nack);
+        return rq_pubbuf_add_method(w->pub, RQ_AMQP_CHANNEL, AMQP_BASIC_REJECT_METHOD, &rej);
     }
     return AMQP_STATUS_INVALID_PARAMETER;
+}
+
+/* Writes the commit's buffered frames (copies, replies, settles). Returns 0, or -1 on a
+ * connection error (logged). */
+static int flush_burst(rq_worker_t *w)
+{
+    int rc = rq_pubbuf_flush(w->pub);
+    char text[200];
+
+    if (rc == AMQP_STATUS_OK)
+        return 0;
+    snprintf(text, sizeof(text), "sending replies and acks: %s", amqp_error_string2(rc));
+    rq_warn("broker connection lost: %s", text);
+    set_last_error(w, text);
+    return -1;
 }
 
 /* 1 when item i was processed (its line goes to the output and its reply is sent). */
@@ -924,8 +951,9 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
 
     /* Copy confirmed, then ack: a crash anywhere up to here (consumer, connection or broker)
      * leaves the original unacked, so it comes back: a duplicate copy at worst, never a lost
-     * message. */
-    if (w->ncopies > 0 && wait_copies(w) < 0)
+     * message. The copies (and replies) must be on the wire before their confirms are
+     * awaited. */
+    if (w->ncopies > 0 && (flush_burst(w) < 0 || wait_copies(w) < 0))
         return -1;
     w->ncopies = w->copies_left = 0;
 
@@ -949,6 +977,8 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
             return -1;
         }
     }
+    if (flush_burst(w) < 0)
+        return -1;
 
     account(w, a, b);
     rq_series_add(w->m.requeued, (double)nreq);
@@ -1102,6 +1132,8 @@ static void shutdown_conn(rq_worker_t *w)
         drop_conn(w);
         return;
     }
+    rq_pubbuf_free(w->pub);
+    w->pub = NULL;
     rq_amqp_close(w->conn);
     w->conn = NULL;
     amqp_bytes_free(w->consumer_tag);

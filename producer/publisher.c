@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "amqp_conn.h"
+#include "amqp_pub.h"
 #include "hmap.h"
 #include "log.h"
 
@@ -52,6 +53,7 @@ struct rq_publisher {
 
     /* publisher thread only */
     amqp_connection_state_t conn;
+    rq_pubbuf_t *pub; /* publishes of this connection, one send() per burst */
     char *reply_queue;
     ring_t sendq;
     ring_t inflight;
@@ -253,6 +255,8 @@ static void connection_lost(rq_publisher_t *p, const char *why)
 
     rq_warn("broker connection lost: %s", why);
     set_ready(p, 0, why);
+    rq_pubbuf_free(p->pub);
+    p->pub = NULL;
     rq_amqp_close(p->conn);
     p->conn = NULL;
     free(p->reply_queue);
@@ -335,6 +339,12 @@ static int connect_broker(rq_publisher_t *p)
     amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, sizeof(err)))
         goto fail;
+    /* A broker that reads nothing for longer than a confirm may take is treated as lost. */
+    p->pub = rq_pubbuf_new(p->conn, !rc->tls, p->cfg->publish_timeout_ms);
+    if (p->pub == NULL) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
     q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1,
                            amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "callback queue.declare", err,
@@ -362,6 +372,8 @@ static int connect_broker(rq_publisher_t *p)
 fail:
     rq_warn("broker connection failed: %s", err);
     set_ready(p, 0, err);
+    rq_pubbuf_free(p->pub);
+    p->pub = NULL;
     rq_amqp_close(p->conn);
     p->conn = NULL;
     free(p->reply_queue);
@@ -400,11 +412,23 @@ static void take_intake(rq_publisher_t *p)
     }
 }
 
-/* Publishes everything in the send queue. Returns 0, or -1 when the connection failed. */
+/* Reports a failed publish or flush as a lost connection. Returns -1. */
+static int publish_failed(rq_publisher_t *p, int status)
+{
+    char why[160];
+
+    snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(status));
+    connection_lost(p, why);
+    return -1;
+}
+
+/* Publishes everything in the send queue: the frames go out in one burst (rq_pubbuf_t),
+ * written before the loop waits for confirms. Returns 0, or -1 when the connection failed. */
 static int publish_sendq(rq_publisher_t *p)
 {
     const RabbitMQConfig *rc = &p->cfg->rabbitmq;
     amqp_bytes_t rk = amqp_cstring_bytes(rc->request_queue);
+    int rc2;
 
     while (p->sendq.len > 0) {
         rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
@@ -412,7 +436,6 @@ static int publish_sendq(rq_publisher_t *p)
         amqp_basic_properties_t props;
         amqp_table_entry_t hdr[7];
         amqp_bytes_t body;
-        int rc2;
 
         if (m->correlation_id[0] == '\0')
             rq_uuid(m->correlation_id);
@@ -463,14 +486,9 @@ static int publish_sendq(rq_publisher_t *p)
         body.bytes = m->body;
         body.len = m->body_len;
 
-        rc2 =
-            amqp_basic_publish(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, 0, &props, body);
-        if (rc2 != AMQP_STATUS_OK) {
-            char why[160];
-            snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc2));
-            connection_lost(p, why);
-            return -1;
-        }
+        rc2 = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, &props, body);
+        if (rc2 != AMQP_STATUS_OK)
+            return publish_failed(p, rc2);
         if (ring_push(&p->inflight, m) != 0) {
             /* Published but untracked: fail the job; its confirm will be ignored. */
             ring_pop(&p->sendq);
@@ -484,7 +502,8 @@ static int publish_sendq(rq_publisher_t *p)
         if (job->want_reply && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)
             job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
     }
-    return 0;
+    rc2 = rq_pubbuf_flush(p->pub);
+    return rc2 == AMQP_STATUS_OK ? 0 : publish_failed(p, rc2);
 }
 
 /* Handles one frame. Returns 0, or -1 when the connection must be rebuilt. */
@@ -668,7 +687,9 @@ static void *publisher_main(void *arg)
             }
         }
         take_intake(p);
-        if (p->sendq.len > 0) {
+        /* Under connection.blocked the broker stops reading: hold the messages back (the API
+         * answers 503 meanwhile) instead of filling the socket. */
+        if (p->sendq.len > 0 && !p->blocked) {
             busy = 1;
             if (publish_sendq(p) != 0)
                 continue;
@@ -698,6 +719,8 @@ static void *publisher_main(void *arg)
     take_intake(p);
     while (p->jobs_head != NULL)
         job_finish(p, p->jobs_head, RQ_JOB_UNAVAILABLE, "the producer is shutting down");
+    rq_pubbuf_free(p->pub);
+    p->pub = NULL;
     rq_amqp_close(p->conn);
     p->conn = NULL;
     set_ready(p, 0, "shut down");

@@ -22,6 +22,7 @@
 #   BENCH_BATCH_SIZE (100)  BENCH_BATCH_CONNECTIONS (16)  BENCH_RR_CONNECTIONS (16)
 #   BENCH_TAIL_LINES (200000)  BENCH_TAIL_TIMEOUT (180)  BENCH_DRAIN_COUNT (10000 x BENCH_SECONDS)
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
+#   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
 #   BENCH_STEPS ("1 2 3 4 5 7")    the steps to run (6, peak RSS, comes with the others)
 #   BENCH_LIMIT_AGAIN (1)          measure the broker limit again at the end (drift; 0: no)
 #   BENCH_AMQP_PORT                broker port (default: the first free one in 5680-5699)
@@ -51,6 +52,7 @@ TAIL_LINES=${BENCH_TAIL_LINES:-200000}
 TAIL_TIMEOUT=${BENCH_TAIL_TIMEOUT:-180}
 DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
+QTYPE=${BENCH_QUEUE_TYPE:-quorum}
 STEPS=${BENCH_STEPS:-1 2 3 4 5 7}
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
@@ -65,6 +67,7 @@ die() {
 }
 
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
+[[ $QTYPE =~ ^(classic|quorum)$ ]] || die "BENCH_QUEUE_TYPE must be classic or quorum"
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
 command -v curl >/dev/null || die "curl is not installed"
 
@@ -193,6 +196,27 @@ elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
 depth() { "$TOOL" depth --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet; }
 delete_queue() { "$TOOL" delete --host 127.0.0.1 --port "$AMQP_PORT" --queue "$1" --quiet >/dev/null 2>&1 || true; }
 
+# quiesce STEP: waits (at most 20 s) until the broker is idle, below 10% of a core over two
+# consecutive half seconds, so that a step does not pay for the previous one's background work
+# (quorum queue WAL and segment writes, deleted queues, garbage collection). Records the wait.
+quiesce() {
+	local step=$1 t0 a b calm=0
+	t0=$EPOCHREALTIME
+	a=$(cpu_ticks "$BROKER_PID")
+	for _ in $(seq 1 40); do
+		sleep 0.5
+		b=$(cpu_ticks "$BROKER_PID")
+		if [ $(((b - a) * 100)) -lt $((CLK_TCK * 5)) ]; then
+			calm=$((calm + 1))
+			[ "$calm" -ge 2 ] && break
+		else
+			calm=0
+		fi
+		a=$b
+	done
+	fact "$step.quiesce_s" "$(elapsed "$t0")"
+}
+
 # start_service ROLE STEP VAR=VALUE...: starts build/bin/ROLE with a clean environment and
 # waits for /health/ready. Sets SVC_PID and SVC_URL.
 SVC_PID=
@@ -210,7 +234,7 @@ start_service() {
 	fi
 	# shellcheck disable=SC2086 # extra is a list of VAR=VALUE words
 	env -i PATH="$PATH" HOME="${HOME:-/root}" LOG_LEVEL=warn RABBITMQ_HOST=127.0.0.1 \
-		RABBITMQ_PORT="$AMQP_PORT" "$@" $extra "$BIN/$role" >>"$LOGS/$step.$role.log" 2>&1 &
+		RABBITMQ_PORT="$AMQP_PORT" QUEUE_TYPE="$QTYPE" "$@" $extra "$BIN/$role" >>"$LOGS/$step.$role.log" 2>&1 &
 	SVC_PID=$!
 	SVC_URL=http://127.0.0.1:$port
 	PIDS+=("$SVC_PID")
@@ -270,6 +294,7 @@ fact meta.amqp_port "$AMQP_PORT"
 fact meta.run_dir "$WORK"
 fact meta.produce_connections "$CONNECTIONS"
 fact meta.steps "$STEPS"
+fact meta.queue_type "$QTYPE"
 fact meta.services_env "${BENCH_PRODUCER_ENV:-} ${BENCH_CONSUMER_ENV:-}"
 fact meta.wrk "$(wrk --version 2>&1 | head -n 1)"
 
@@ -287,7 +312,7 @@ step_limit() { # STEP: limit (first, the denominator) or limit_end (again at the
 	# BENCH_SECONDS have passed; the rate is the sum of confirmed messages over the sum of the
 	# tool's own publishing times (connection set-up excluded, each chunk's last confirms in).
 	local step=$1 rate0 chunk t0
-	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare \
+	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.warmup --declare --queue-type "$QTYPE" \
 		--count 5000 --window "$WINDOW" --quiet >"$LOGS/$step.warmup.out" 2>&1 ||
 		{ cat "$LOGS/$step.warmup.out" >&2; die "warm-up publish failed"; }
 	rate0=$(sed -n 's/.* rate=\([0-9]*\).*/\1/p' "$LOGS/$step.warmup.out")
@@ -299,11 +324,12 @@ step_limit() { # STEP: limit (first, the denominator) or limit_end (again at the
 	fact "$step.loadgen_time" "$LOGS/$step.time"
 	: >"$LOGS/$step.out"
 	: >"$LOGS/$step.time"
+	quiesce "$step"
 	cpu_mark "$step" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
 	while awk -v a="$t0" -v b="$EPOCHREALTIME" -v s="$SECS" 'BEGIN { exit !(b - a < s) }'; do
 		{ time "$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue bench.limit \
-			--declare --count "$chunk" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
+			--declare --queue-type "$QTYPE" --count "$chunk" --window "$WINDOW" --timeout $((SECS * 10 + 60)) \
 			--quiet >>"$LOGS/$step.out" 2>&1; } 2>>"$LOGS/$step.time" ||
 			{ log "warning: the limit publish failed (see $LOGS/$step.out)"; break; }
 	done
@@ -320,6 +346,7 @@ step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS
 	delete_queue "$q"
 	start_service producer "$step" REQUEST_QUEUE="$q"
 	pid=$SVC_PID url=$SVC_URL
+	quiesce "$step"
 	cpu_mark "$step" producer="$pid" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
 	run_wrk "$step" "$c" "$script" "$url$path"
@@ -341,6 +368,7 @@ step_rr() {
 	cpid=$SVC_PID curl=$SVC_URL
 	start_service producer rr REQUEST_QUEUE="$q"
 	ppid=$SVC_PID purl=$SVC_URL
+	quiesce rr
 	cpu_mark rr producer="$ppid" consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
 	run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
@@ -384,6 +412,7 @@ step_tail() {
 	tail_env=(REQUEST_QUEUE="$q" INPUT_FILE="$tdir/input.log")
 	grep -q TAIL_STATE_DIR <<<"$phelp" && tail_env+=(TAIL_STATE_DIR="$tdir/state")
 	grep -q TAIL_FROM <<<"$phelp" && tail_env+=(TAIL_FROM=head)
+	quiesce tail
 	cpu_mark tail consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
 	fact tail.t_start "$EPOCHREALTIME"
 	start_service producer tail "${tail_env[@]}"
@@ -419,12 +448,13 @@ step_drain() { # MODE: file (OUTPUT_FILE, the durable path) or plain (ack only)
 	fact "$step.count" "$DRAIN_COUNT"
 	fact "$step.prefill_out" "$LOGS/$step.prefill.out"
 	"$TOOL" publish --host 127.0.0.1 --port "$AMQP_PORT" --queue "$q" --declare \
-		--count "$DRAIN_COUNT" --window "$WINDOW" --id-prefix drain --timeout 600 \
+		--queue-type "$QTYPE" --count "$DRAIN_COUNT" --window "$WINDOW" --id-prefix drain --timeout 600 \
 		>"$LOGS/$step.prefill.out" 2>&1 || log "warning: pre-filling $q failed"
 	if [ "$mode" = file ]; then
 		rm -f "$WORK/drain.out"
 		out_env=(OUTPUT_FILE="$WORK/drain.out")
 	fi
+	quiesce "$step"
 	cpu_mark "$step" broker="$BROKER_PID" machine=busy steal=steal
 	fact "$step.t_start" "$EPOCHREALTIME"
 	start_service consumer "$step" REQUEST_QUEUE="$q" "${out_env[@]}"

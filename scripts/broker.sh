@@ -4,6 +4,8 @@
 #   scripts/broker.sh start DIR PORT [MGMT_PORT]   start a node whose data, logs and pidfile live in DIR
 #   scripts/broker.sh stop DIR                     stop the node started in DIR (by its pid)
 #   scripts/broker.sh status DIR                   exit 0 when the node in DIR answers
+#   scripts/broker.sh ctl DIR ARGS...              rabbitmqctl ARGS against the node in DIR
+#                                                  (e.g. list_queues name type arguments)
 #
 # The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
 # (a developer's `make run` and a `make test`) can run side by side without touching each other.
@@ -15,7 +17,7 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status DIR [PORT [MGMT_PORT]]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status|ctl DIR [PORT [MGMT_PORT] | ARGS...]" >&2; exit 2; }
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -100,6 +102,12 @@ status)
 	[ -f "$dir/port" ] || exit 1
 	node_env
 	ctl status >/dev/null 2>&1
+	;;
+ctl)
+	[ -f "$dir/port" ] || { echo "no broker in $dir" >&2; exit 1; }
+	node_env
+	shift 2
+	ctl "$@"
 	;;
 *)
 	echo "unknown command $cmd" >&2

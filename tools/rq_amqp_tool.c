@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "amqp_conn.h"
+#include "amqp_pub.h"
 #include "config.h"
 #include "util.h"
 
@@ -101,7 +102,8 @@ static void usage(FILE *f)
            "  --window W            most unconfirmed messages at a time (default 10000)\n"
            "  --rate R              publish at most R messages per second (default unlimited)\n"
            "  --declare             declare the queue as relayq's request queue first\n"
-           "  --queue-type T        x-queue-type for --declare/--topology (default classic)\n"
+           "  --queue-type T        x-queue-type for --declare/--topology (default: QUEUE_TYPE, "
+           "quorum)\n"
            "  --timeout S           give up after S seconds (default 120)\n"
            "get:\n"
            "  --count N             stop after N messages (default: all that are there)\n"
@@ -163,6 +165,7 @@ static int check(amqp_connection_state_t conn, const char *what)
 
 typedef struct pub {
     amqp_connection_state_t conn;
+    rq_pubbuf_t *buf;   /* publishes not yet written: flushed before any wait */
     uint8_t *state;     /* per tag (index tag-1): 0 unsettled, 1 acked, 2 nacked */
     uint64_t published; /* highest tag published */
     uint64_t low;       /* lowest tag that may be unsettled */
@@ -200,6 +203,10 @@ static int read_confirm(pub_t *p, int timeout_ms)
     amqp_frame_t f;
     int rc;
 
+    if (rq_pubbuf_pending(p->buf) > 0 && (rc = rq_pubbuf_flush(p->buf)) != AMQP_STATUS_OK) {
+        fprintf(stderr, TOOL ": publish: %s\n", amqp_error_string2(rc));
+        return -1;
+    }
     amqp_maybe_release_buffers(p->conn);
     rc = amqp_simple_wait_frame_noblock(p->conn, &f, &tv);
     if (rc == AMQP_STATUS_TIMEOUT)
@@ -346,6 +353,13 @@ static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_c
     amqp_confirm_select(conn, RQ_AMQP_CHANNEL);
     if (check(conn, "confirm.select") < 0)
         goto out;
+    /* The broker's limit is measured with the same burst writes as the producer's. */
+    p.buf = rq_pubbuf_new(conn, !cfg->rabbitmq.tls,
+                          o->timeout < 3600 ? (int)(o->timeout * 1000) : 3600000);
+    if (p.buf == NULL) {
+        fprintf(stderr, TOOL ": out of memory\n");
+        goto out;
+    }
 
     t0 = now_s();
     deadline = t0 + o->timeout;
@@ -381,8 +395,13 @@ static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_c
             double due = t0 + (double)k / o->rate;
             double now = now_s();
 
-            if (due > now)
+            if (due > now) {
+                if (rq_pubbuf_flush(p.buf) != AMQP_STATUS_OK) {
+                    fprintf(stderr, TOOL ": publish: the connection failed\n");
+                    goto out;
+                }
                 rq_sleep_interruptible(due - now, NULL);
+            }
         }
 
         memset(&props, 0, sizeof(props));
@@ -470,8 +489,8 @@ static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_c
             props.correlation_id = amqp_cstring_bytes(corr);
         }
 
-        r = amqp_basic_publish(conn, RQ_AMQP_CHANNEL, amqp_empty_bytes,
-                               amqp_cstring_bytes(o->queue), 1, 0, &props, body);
+        r = rq_pubbuf_add(p.buf, RQ_AMQP_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(o->queue), 1,
+                          &props, body);
         free(json_body);
         if (r != AMQP_STATUS_OK) {
             fprintf(stderr, TOOL ": publish: %s\n", amqp_error_string2(r));
@@ -507,6 +526,7 @@ static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_c
         fprintf(stderr, TOOL ": %llu messages were unroutable (does queue %s exist?)\n",
                 (unsigned long long)p.returned, o->queue);
 out:
+    rq_pubbuf_free(p.buf);
     free(p.state);
     free(file);
     return rc;

@@ -661,6 +661,9 @@ def render(res, rows):
         lines.append("other work on the host took %.0f%% of the CPU during the steps%s"
                      % (share * 100, " (a noisy run: figures are low)" if share > 0.1 else
                         " (a quiet run)"))
+    if m.get("queue_type"):
+        lines.append("%s; every queue is a %s queue (QUEUE_TYPE), the broker limit's too"
+                     % (m.get("broker", "RabbitMQ"), m["queue_type"]))
     if m.get("services_env", "").strip():
         lines.append("service settings: %s" % m["services_env"].strip())
     lines.append("")

@@ -136,7 +136,7 @@ step "API edge cases (tests/integration/test_api.py)" 150 \
 	--tool "$bin/rq_amqp_tool" --reply-timeout-ms "$BADREQ_REPLY_TIMEOUT_MS" --record "$EXPECTED"
 
 step "topology mismatch (tests/integration/test_topology.sh)" 120 \
-	env BUILD_DIR="$BUILD_DIR" RABBITMQ_PORT="$BROKER_PORT" WORK="$TMP/topology" bash "$here/test_topology.sh"
+	env BUILD_DIR="$BUILD_DIR" RABBITMQ_PORT="$BROKER_PORT" BROKER_DIR="$broker_dir" WORK="$TMP/topology" bash "$here/test_topology.sh"
 
 # Issue 6: API keys, scopes, SIGHUP reload, rate limits, abuse limits and slowloris against
 # producers of its own (on this broker); AMQPS and HTTPS (a broker of its own with a TLS
@@ -162,14 +162,15 @@ step "tail faults: rotate, copytruncate, kill -9 both, broker restart (test_tail
 	--seconds "${TAIL_FAULT_SECONDS:-40}"
 
 # Issue 4: reliability under real faults (tests/integration/test_reliability.py). Each step
-# uses a queue of its own on this broker, except broker-restart, which restarts a broker of
-# its own.
+# uses a queue of its own on this broker, except broker-restart and broker-alarm, which
+# restart or reconfigure a broker of their own.
 rel=("$PY" "$here/test_reliability.py" --build-dir "$BUILD_DIR")
 step "reliability: broker restarted under HTTP load from 8 threads" 180 "${rel[@]}" broker-restart
 step "reliability: consumer kill -9 with messages in flight" 120 "${rel[@]}" consumer-kill --amqp-port "$BROKER_PORT"
 step "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-kill --amqp-port "$BROKER_PORT"
 step "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
 step "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
+step "reliability: broker memory alarm (connection.blocked) and recovery" 120 "${rel[@]}" broker-alarm
 
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"

@@ -18,6 +18,12 @@ Scenarios (one per run; each uses its own queue, and broker-restart its own brok
                   POST /dlq/retry bringing messages back.
   graceful        SIGTERM under load: the consumer (mid-backlog) and the producer (under HTTP
                   load) exit 0; no line is lost, repeated or half-written.
+  broker-alarm    the broker's memory alarm (rabbitmqctl set_vm_memory_high_watermark 0)
+                  blocks publishers: the first publish after it is held by the broker (503
+                  on its deadline), then the producer reports connection.blocked (gauge, 503
+                  naming the alarm at once, /health/ready stays 200: the broker is up) and
+                  holds back the tailer; once the alarm clears every 201 and every line
+                  tailed meanwhile is in OUTPUT_FILE exactly once.
 
 Usage: test_reliability.py --build-dir build SCENARIO [--amqp-port P] [--seconds S]
 Without --amqp-port the scenario starts (and stops) a broker of its own on a free port
@@ -334,6 +340,16 @@ class Stack:
                 self.broker("stop")
             except Exception as e:  # noqa: BLE001 - reported, the cleanup goes on
                 log(f"broker stop: {e}")
+
+    def ctl(self, *args):
+        """rabbitmqctl ARGS against the broker this script started."""
+        if not self.own_broker:
+            raise RuntimeError("rabbitmqctl on a broker this script did not start")
+        r = subprocess.run(["bash", os.path.join(ROOT, "scripts/broker.sh"), "ctl",
+                            self.broker_dir] + list(args), capture_output=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {r.stderr.decode()[-300:]}")
+        return r.stdout.decode()
 
     def tool(self, *args):
         cmd = [os.path.join(self.build, "bin", "rq_amqp_tool"), args[0], "--host", "127.0.0.1",
@@ -731,12 +747,74 @@ def graceful(c, st, args):
     c.check("final output ends with a newline", nl)
 
 
+def broker_alarm(c, st, args):
+    tail_in = os.path.join(st.tmp, "input.log")
+    state = os.path.join(st.tmp, "state")
+    os.makedirs(state, exist_ok=True)
+    open(tail_in, "w").close()
+    st.start("consumer")
+    st.start("producer", INPUT_FILE=tail_in, TAIL_STATE_DIR=state, TAIL_POLL_MS="100")
+    pu = st.url("producer")
+    tag = str(os.getpid())
+    accepted, tailed = set(), []
+
+    def post(i):
+        s, h, body, _, _ = http_call(pu + "/produce", "POST", {"payload": f"alarm-{tag}-{i}"},
+                                     timeout=15)
+        if s == 201:
+            accepted.add(f"alarm-{tag}-{i}".encode())
+        return s, h, body
+
+    def tail_lines(first, n):
+        with open(tail_in, "a") as f:
+            for i in range(first, first + n):
+                f.write(f"tailed-{tag}-{i}\n")
+                tailed.append(f"tailed-{tag}-{i}".encode())
+
+    ok = [post(i)[0] for i in range(20)]
+    c.check("before the alarm: 20 x 201", ok.count(201) == 20, f"{collections.Counter(ok)}")
+    tail_lines(0, 50)
+    st.ctl("set_vm_memory_high_watermark", "0")
+    log("memory alarm raised (vm_memory_high_watermark 0)")
+    # RabbitMQ blocks a connection (and says connection.blocked) at its next publish, and
+    # holds that message until the alarm clears: its request cannot be confirmed in time.
+    s, _, body = post(1000)
+    c.check("the first publish after the alarm: 503 within PUBLISH_TIMEOUT_MS (never 201)",
+            s == 503, f"{s} {body[:200]!r}")
+    blocked = wait_until(lambda: metrics(pu).get("producer_broker_blocked", 0) == 1, 20)
+    c.check("the producer sees connection.blocked (producer_broker_blocked 1)", blocked)
+    s, h, body = post(1001)
+    err = ""
+    try:
+        err = json.loads(body.decode()).get("error", "")
+    except ValueError:
+        pass
+    c.check("POST /produce while blocked: 503 naming the alarm, with Retry-After",
+            s == 503 and "alarm" in err and "retry-after" in h, f"{s} {body[:200]!r}")
+    rs, _ = get_json(pu + "/health/ready")
+    c.check("the producer stays ready (the broker is up, only blocking)", rs == 200, f"{rs}")
+    tail_lines(50, 50)  # tailed while blocked: held back, not lost
+    time.sleep(2)
+    st.ctl("set_vm_memory_high_watermark", "0.4")
+    log("memory alarm cleared (vm_memory_high_watermark 0.4)")
+    unblocked = wait_until(lambda: metrics(pu).get("producer_broker_blocked", 1) == 0, 20)
+    c.check("connection.unblocked clears the gauge", unblocked)
+    ok = [post(i)[0] for i in range(2000, 2020)]
+    c.check("after the alarm: 20 x 201", ok.count(201) == 20, f"{collections.Counter(ok)}")
+    tail_lines(100, 50)
+    check_output_exactly_once(c, st.output, accepted | set(tailed), "broker alarm", timeout=60)
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
 SCENARIOS = {
     "broker-restart": broker_restart,
     "consumer-kill": consumer_kill,
     "producer-kill": producer_kill,
     "retry-dlq": retry_dlq,
     "graceful": graceful,
+    "broker-alarm": broker_alarm,
 }
 
 

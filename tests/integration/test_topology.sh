@@ -9,9 +9,14 @@
 # service must stay ready. A second service with the same arguments must become ready (the
 # control that shows the check can tell the difference).
 #
+# Scenario 4 checks what a service declares by default (QUEUE_TYPE unset): every queue a
+# quorum queue, and those that dead-letter doing it at least once (x-dead-letter-strategy
+# at-least-once, x-overflow reject-publish), read back with rabbitmqctl list_queues.
+#
 # Environment: BUILD_DIR (default build), RABBITMQ_PORT (a running broker; when unset a
-# broker is started on BROKER_PORT or a free port and stopped at the end), WORK (a scratch
-# folder; default a new temporary one). Prints `N passed, N failed`; exit 1 on failure.
+# broker is started on BROKER_PORT or a free port and stopped at the end), BROKER_DIR (the
+# folder of that running broker, for rabbitmqctl; scenario 4 is skipped without it), WORK (a
+# scratch folder; default a new temporary one). Prints `N passed, N failed`; exit 1 on failure.
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +47,7 @@ done
 if [ -z "${RABBITMQ_PORT:-}" ]; then
 	RABBITMQ_PORT=${BROKER_PORT:-$(free_broker_port)}
 	own_broker=$WORK/broker
+	BROKER_DIR=$own_broker
 	log "starting a broker on 127.0.0.1:$RABBITMQ_PORT"
 	"$root/scripts/broker.sh" start "$own_broker" "$RABBITMQ_PORT" || { fail "broker starts"; summary; exit 1; }
 fi
@@ -196,6 +202,53 @@ if [ -x "$tool" ]; then
 	kill_quietly "$pid_p4"
 else
 	log "no $tool: scenario 3 skipped"
+fi
+
+# Scenario 4: the default topology, read back from the broker.
+if [ -n "${BROKER_DIR:-}" ]; then
+	q4=relayq_topo_${run_id}_default
+	p5=$(free_port)
+	log "scenario 4: a producer with QUEUE_TYPE unset declares $q4; rabbitmqctl reads it back"
+	env -u QUEUE_TYPE RABBITMQ_HOST=127.0.0.1 RABBITMQ_PORT="$RABBITMQ_PORT" REQUEST_QUEUE="$q4" MAX_RETRIES=2 \
+		PRODUCER_BIND=127.0.0.1 PRODUCER_PORT="$p5" LOG_LEVEL=info "$producer" >"$WORK/topo-default.log" 2>&1 &
+	pid_p5=$!
+	pids+=("$pid_p5")
+	expect_ready topo-producer-default "$pid_p5" "$p5"
+	"$root/scripts/broker.sh" ctl "$BROKER_DIR" list_queues -q --no-table-headers name type arguments \
+		>"$WORK/queues.txt" 2>&1 || true
+	for q in "$q4" "$q4.dlq" "$q4.retry.1" "$q4.retry.2"; do
+		line=$(awk -v q="$q" '$1 == q' "$WORK/queues.txt")
+		if [ "$(awk '{ print $2 }' <<<"$line")" = quorum ]; then
+			pass "$q is a quorum queue by default"
+		else
+			fail "$q is a quorum queue by default" "list_queues: ${line:-no such queue}"
+		fi
+		case $q in
+		*.dlq)
+			if grep -q 'x-dead-letter-strategy' <<<"$line"; then
+				fail "$q (no dead-lettering) has no dead-letter strategy" "$line"
+			else
+				pass "$q (no dead-lettering) has no dead-letter strategy"
+			fi
+			;;
+		*)
+			if grep -q 'x-dead-letter-strategy.*at-least-once' <<<"$line" &&
+				grep -q 'x-overflow.*reject-publish' <<<"$line"; then
+				pass "$q dead-letters at least once (x-dead-letter-strategy, x-overflow reject-publish)"
+			else
+				fail "$q dead-letters at least once" "$line"
+			fi
+			;;
+		esac
+	done
+	if grep -q 'x-delivery-limit' <<<"$(awk -v q="$q4" '$1 == q' "$WORK/queues.txt")"; then
+		pass "$q4 has a delivery limit (poison messages end in the DLQ)"
+	else
+		fail "$q4 has a delivery limit" "$(awk -v q="$q4" '$1 == q' "$WORK/queues.txt")"
+	fi
+	kill_quietly "$pid_p5"
+else
+	log "no BROKER_DIR: scenario 4 skipped"
 fi
 
 summary

@@ -186,7 +186,7 @@ Test(config, defaults_match_the_header)
     cr_expect_eq(c.rabbitmq.heartbeat, 30);
     cr_expect_eq(c.rabbitmq.connect_timeout_ms, 5000);
     cr_expect_str_eq(c.rabbitmq.request_queue, "request_queue");
-    cr_expect_str_eq(c.rabbitmq.queue_type, "classic");
+    cr_expect_str_eq(c.rabbitmq.queue_type, "quorum");
     cr_expect_eq(c.rabbitmq.prefetch, 100);
     cr_expect_str_eq(c.log_level, "info");
     cr_expect_str_eq(c.producer_bind, "127.0.0.1");
@@ -331,7 +331,7 @@ Test(config, set_valid_values)
         {"MAX_PROCESSING_TIME", "0"},   {"MAX_PROCESSING_TIME", "3600"},
         {"MAX_PROCESSING_TIME", "0.5"}, {"MAX_PROCESSING_TIME", "1e3"},
         {"MAX_PROCESSING_TIME", ".25"}, {"LOG_LEVEL", "debug"},
-        {"LOG_LEVEL", "ERROR"},         {"QUEUE_TYPE", "quorum"},
+        {"LOG_LEVEL", "ERROR"},         {"QUEUE_TYPE", "classic"},
         {"RABBITMQ_PASS", ""},          {"OUTPUT_FILE", "/tmp/out file.txt"},
         {"RABBITMQ_HOST", "a"},         {"MESSAGE_STORE_SIZE", "10000000"},
     };
@@ -357,8 +357,8 @@ Test(config, set_stores_the_parsed_values)
     cr_expect_eq(c.max_processing_time, 2.5);
     cr_assert_eq(rq_config_set(&c, "LOG_LEVEL", "WaRn", &err), 0);
     cr_expect_str_eq(c.log_level, "warn", "enum values are stored in canonical form");
-    cr_assert_eq(rq_config_set(&c, "QUEUE_TYPE", "quorum", &err), 0);
-    cr_expect_str_eq(c.rabbitmq.queue_type, "quorum");
+    cr_assert_eq(rq_config_set(&c, "QUEUE_TYPE", "ClAsSiC", &err), 0);
+    cr_expect_str_eq(c.rabbitmq.queue_type, "classic");
     cr_assert_eq(rq_config_set(&c, "RABBITMQ_HOST", "rabbit.example", &err), 0);
     cr_expect_str_eq(c.rabbitmq.host, "rabbit.example");
     cr_assert_eq(rq_config_set(&c, "RABBITMQ_HOST", "again", &err), 0);
@@ -744,13 +744,13 @@ Test(config, precedence_defaults_file_environment)
     rq_config_error_t err = {{0}};
 
     setenv("PRODUCER_PORT", "7000", 1);
-    setenv("QUEUE_TYPE", "quorum", 1);
+    setenv("QUEUE_TYPE", "classic", 1);
     cr_assert_eq(rq_config_load(&c, RQ_SVC_PRODUCER, path, &err), 0, "%s", err.text);
     cr_expect_eq(c.producer_port, 7000, "the environment overrides the file");
     cr_expect_str_eq(c.rabbitmq.host, "filehost", "the file overrides the default");
     cr_expect_str_eq(c.rabbitmq.password, "from file");
     cr_expect_str_eq(c.log_level, "debug");
-    cr_expect_str_eq(c.rabbitmq.queue_type, "quorum", "the environment overrides the default");
+    cr_expect_str_eq(c.rabbitmq.queue_type, "classic", "the environment overrides the default");
     cr_expect_eq(c.rabbitmq.port, 5672, "untouched settings keep the default");
     cr_expect_eq(c.consumer_port, 8000, "consumer settings are not applied to the producer");
     rq_config_free(&c);
