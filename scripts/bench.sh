@@ -24,6 +24,9 @@
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
 #   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
 #   BENCH_STEPS ("1 2 3 4 5 7")    the steps to run (6, peak RSS, comes with the others)
+#   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
+#                                  /batch-produce, request/reply); the table shows the median
+#                                  of each figure and lists every run
 #   BENCH_LIMIT_AGAIN (1)          measure the broker limit again at the end (drift; 0: no)
 #   BENCH_AMQP_PORT                broker port (default: the first free one in 5680-5699)
 #   BENCH_DIR                      run folder (default: a new /tmp/relayq-bench.XXXXXX)
@@ -54,6 +57,7 @@ DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
 QTYPE=${BENCH_QUEUE_TYPE:-quorum}
 STEPS=${BENCH_STEPS:-1 2 3 4 5 7}
+REPEAT=${BENCH_REPEAT:-3}
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
 
@@ -67,6 +71,7 @@ die() {
 }
 
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || die "BENCH_SECONDS must be a positive integer"
+[[ $REPEAT =~ ^[1-9]$ ]] || die "BENCH_REPEAT must be 1..9"
 [[ $QTYPE =~ ^(classic|quorum)$ ]] || die "BENCH_QUEUE_TYPE must be classic or quorum"
 command -v wrk >/dev/null || die "wrk is not installed (apt-get install wrk)"
 command -v curl >/dev/null || die "curl is not installed"
@@ -361,28 +366,28 @@ step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS
 }
 
 # ---- 4. request/reply ----------------------------------------------------------------------
-step_rr() {
-	local q=bench.rr cpid curl ppid purl t0
+step_rr() { # STEP (rr, or rr_r2... for a repeat)
+	local step=${1:-rr} q=bench.rr cpid curl ppid purl t0
 	delete_queue "$q"
-	start_service consumer rr REQUEST_QUEUE="$q"
+	start_service consumer "$step" REQUEST_QUEUE="$q"
 	cpid=$SVC_PID curl=$SVC_URL
-	start_service producer rr REQUEST_QUEUE="$q"
+	start_service producer "$step" REQUEST_QUEUE="$q"
 	ppid=$SVC_PID purl=$SVC_URL
-	quiesce rr
-	cpu_mark rr producer="$ppid" consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
+	quiesce "$step"
+	cpu_mark "$step" producer="$ppid" consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
 	t0=$EPOCHREALTIME
-	run_wrk rr "$RR_CONNS" wait.lua "$purl/produce"
-	"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$purl/metrics" \
+	run_wrk "$step" "$RR_CONNS" wait.lua "$purl/produce"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$purl/metrics" \
 		produced=messages_produced_total replies_received=producer_replies_received_total \
 		server_status=http_status:/produce || log "warning: could not read the producer's metrics"
-	"$PY" "$REPORT" settle --facts "$FACTS" --prefix rr "$curl/metrics" \
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$curl/metrics" \
 		consumed=messages_consumed_total replies_sent=consumer_replies_sent_total ||
 		log "warning: could not read the consumer's metrics"
-	fact rr.wall_s "$(elapsed "$t0")"
-	cpu_record rr
-	fact rr.depth "$(depth "$q" || echo -1)"
-	stop_service producer rr "$ppid"
-	stop_service consumer rr "$cpid"
+	fact "$step.wall_s" "$(elapsed "$t0")"
+	cpu_record "$step"
+	fact "$step.depth" "$(depth "$q" || echo -1)"
+	stop_service producer "$step" "$ppid"
+	stop_service consumer "$step" "$cpid"
 	delete_queue "$q"
 }
 
@@ -486,20 +491,31 @@ if want 1; then
 	log "1/7 broker limit: rq_amqp_tool publish, window $WINDOW, ~${SECS} s"
 	step_limit limit
 fi
+# run_name BASE K: the step name of run K of a repeated step (BASE, BASE_r2, BASE_r3...).
+run_name() { if [ "$2" -le 1 ]; then printf '%s' "$1"; else printf '%s_r%s' "$1" "$2"; fi; }
+
 if want 2; then
 	for c in $CONNECTIONS; do
-		log "2/7 POST /produce, $c connection(s), ${SECS} s"
-		step_produce "produce_c$c" "bench.produce.c$c" produce.lua /produce "$c"
+		runs=1
+		[ "$c" = 64 ] && runs=$REPEAT
+		for k in $(seq 1 "$runs"); do
+			log "2/7 POST /produce, $c connection(s), ${SECS} s (run $k of $runs)"
+			step_produce "$(run_name "produce_c$c" "$k")" "bench.produce.c$c" produce.lua /produce "$c"
+		done
 	done
 fi
 if want 3; then
-	log "3/7 POST /batch-produce, $BATCH_SIZE messages per request, $BATCH_CONNS connections, ${SECS} s"
 	fact batch.batch_size "$BATCH_SIZE"
-	step_produce batch bench.batch batch.lua /batch-produce "$BATCH_CONNS"
+	for k in $(seq 1 "$REPEAT"); do
+		log "3/7 POST /batch-produce, $BATCH_SIZE messages per request, $BATCH_CONNS connections, ${SECS} s (run $k of $REPEAT)"
+		step_produce "$(run_name batch "$k")" bench.batch batch.lua /batch-produce "$BATCH_CONNS"
+	done
 fi
 if want 4; then
-	log "4/7 request/reply, $RR_CONNS callers, ${SECS} s"
-	step_rr
+	for k in $(seq 1 "$REPEAT"); do
+		log "4/7 request/reply, $RR_CONNS callers, ${SECS} s (run $k of $REPEAT)"
+		step_rr "$(run_name rr "$k")"
+	done
 fi
 if want 5; then
 	log "5/7 file tail end to end, $TAIL_LINES lines"
