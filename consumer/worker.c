@@ -17,8 +17,9 @@
 #include "settle.h"
 #include "util.h"
 
-#define POLL_MS 100            /* how often the stop flag is checked while idle */
-#define OUTPUT_ERROR_PAUSE 1.0 /* seconds to pause after a failed output write */
+#define POLL_MS 100                 /* how often the stop flag is checked while idle */
+#define OUTPUT_ERROR_PAUSE 1.0      /* seconds before the first retry of a failed output write */
+#define OUTPUT_ERROR_PAUSE_MAX 30.0 /* the pause doubles up to this */
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
 #define CONFIRM_TIMEOUT_MS 10000 /* longest wait for the broker to confirm retry/DLQ copies */
 #define COPY_CHANNEL 2           /* confirm-mode channel for retry/DLQ copies (see worker.h) */
@@ -149,7 +150,7 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
          rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
     f = rq_metrics_counter(reg, "message_processing_errors_total",
                            "Processing attempts that failed, by reason (decode: undecodable, "
-                           "sent to the DLQ; output: output file error, requeued; failed: "
+                           "sent to the DLQ; output: output file error, retried; failed: "
                            "processing failed, retried or dead-lettered).",
                            1, reason_label);
     if (f == NULL || (wm->errors_decode = rq_metric_series(f, 1, decode)) == NULL ||
@@ -859,6 +860,8 @@ static void account(rq_worker_t *w, size_t a, size_t b)
     }
 }
 
+static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop);
+
 /* Commits items [a, b): copies of failed deliveries (retry.h), output lines (one write +
  * sync), replies, the copies' confirms, then settlement. Returns 0, or -1 when the connection
  * failed or a copy was not confirmed (the caller drops the connection; unsettled deliveries
@@ -914,20 +917,44 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     }
 
     if (w->out != NULL && nok > 0) {
-        int64_t t0 = rq_mono_ns();
-        int64_t wr = rq_output_append_batch(w->out, w->olines, nok);
+        double pause = OUTPUT_ERROR_PAUSE;
+        int64_t wr;
 
-        rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
-        if (wr < 0) {
-            rq_error("cannot write %zu lines to %s: %s; requeueing them", nok,
-                     rq_output_path(w->out), strerror((int)-wr));
+        /* A failed write (disk full, I/O error) is retried here with a growing pause, the
+         * deliveries held unacked: requeueing them would count against the quorum queue's
+         * x-delivery-limit and send them to the DLQ while the disk is full. Only a stop
+         * (or a lost connection) gives them back to the broker. */
+        for (;;) {
+            int64_t t0 = rq_mono_ns();
+            int r;
+
+            wr = rq_output_append_batch(w->out, w->olines, nok);
+            rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
+            if (wr >= 0)
+                break;
             rq_series_add(w->m.errors_output, (double)nok);
-            for (size_t i = a; i < b; i++) {
-                if (processed(&w->items[i]))
-                    w->items[i].disp = RQ_DISP_REQUEUE;
+            if (*stop) {
+                r = 1;
+            } else {
+                rq_error("cannot write %zu lines to %s: %s; trying again in %.0f s", nok,
+                         rq_output_path(w->out), strerror((int)-wr), pause);
+                r = wait_processing(w, pause, stop);
             }
-            output_failed = 1;
-        } else {
+            if (r < 0)
+                return -1;
+            if (r > 0) {
+                rq_error("stopping with %zu lines not written to %s: requeueing them", nok,
+                         rq_output_path(w->out));
+                for (size_t i = a; i < b; i++) {
+                    if (processed(&w->items[i]))
+                        w->items[i].disp = RQ_DISP_REQUEUE;
+                }
+                output_failed = 1;
+                break;
+            }
+            pause = pause * 2 > OUTPUT_ERROR_PAUSE_MAX ? OUTPUT_ERROR_PAUSE_MAX : pause * 2;
+        }
+        if (wr >= 0) {
             int64_t lines = 0;
 
             for (size_t i = 0; i < nok; i++)

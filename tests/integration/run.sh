@@ -171,6 +171,7 @@ step "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-ki
 step "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
 step "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
 step "reliability: broker memory alarm (connection.blocked) and recovery" 120 "${rel[@]}" broker-alarm
+step "reliability: output disk full (tmpfs): deliveries held, no requeue, all written after" 120 "${rel[@]}" output-full --amqp-port "$BROKER_PORT"
 
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"

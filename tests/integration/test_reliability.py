@@ -18,6 +18,11 @@ Scenarios (one per run; each uses its own queue, and broker-restart its own brok
                   POST /dlq/retry bringing messages back.
   graceful        SIGTERM under load: the consumer (mid-backlog) and the producer (under HTTP
                   load) exit 0; no line is lost, repeated or half-written.
+  output-full     the consumer's OUTPUT_FILE sits on a 1 MiB tmpfs that is then filled: the
+                  consumer keeps the deliveries and retries the write with a growing pause
+                  (no requeue, so the quorum queue's delivery limit never sends them to the
+                  DLQ); once space is freed every line is written exactly once. Needs
+                  mount(2) (root); without it the scenario says SKIP and checks nothing.
   broker-alarm    the broker's memory alarm (rabbitmqctl set_vm_memory_high_watermark 0)
                   blocks publishers: the first publish after it is held by the broker (503
                   on its deadline), then the producer reports connection.blocked (gauge, 503
@@ -335,6 +340,8 @@ class Stack:
             self.freeze(False)
         for name in list(self.procs):
             self.term(name, 10)
+        for m in getattr(self, "mounts", []):
+            subprocess.run(["umount", m], capture_output=True, timeout=30)
         if self.own_broker:
             try:
                 self.broker("stop")
@@ -747,6 +754,71 @@ def graceful(c, st, args):
     c.check("final output ends with a newline", nl)
 
 
+def output_full(c, st, args):
+    outfs = os.path.join(st.tmp, "outfs")
+    os.makedirs(outfs)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", outfs],
+                       capture_output=True, timeout=30)
+    if r.returncode != 0:
+        log("SKIP output-full: cannot mount a tmpfs (%s)" % r.stderr.decode().strip()[:200])
+        return
+    st.mounts = [outfs]
+    st.output = os.path.join(outfs, "output.txt")
+    st.start("consumer")
+    st.start("producer")
+    pu, cu = st.url("producer"), st.url("consumer")
+    tag = str(os.getpid())
+    accepted = set()
+
+    pad = "x" * 6000  # lines larger than a page: a full tmpfs cannot absorb them in slack
+
+    def post(i):
+        line = f"full-{tag}-{i}-{pad}"
+        s, _, _, _, _ = http_call(pu + "/produce", "POST", {"payload": line})
+        if s == 201:
+            accepted.add(line.encode())
+        return s
+
+    for i in range(10):
+        post(i)
+    c.check("before: 10 lines written", len(wait_lines(st.output, set(accepted), 20)) >= 10)
+    filler = os.path.join(outfs, "filler")
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    log("tmpfs full")
+    sent = [post(i) for i in range(100, 130)]
+    c.check("while the disk is full the producer still accepts (30 x 201)",
+            sent.count(201) == 30, f"{collections.Counter(sent)}")
+
+    def out_errors():
+        return sum(v for k, v in metrics(cu).items()
+                   if k.startswith("message_processing_errors_total") and "output" in k)
+
+    c.check("the failed writes are counted (message_processing_errors_total output)",
+            wait_until(lambda: out_errors() > 0, 15))
+    time.sleep(8)  # the old behaviour requeued every second: 8 requeues by now
+    m = metrics(cu)
+    requeued = m.get("consumer_messages_requeued_total", -1)
+    c.check("the consumer holds the deliveries: nothing requeued", requeued == 0,
+            f"consumer_messages_requeued_total {requeued}")
+    depth = st.tool("depth", "--queue", st.queue, "--consumers").split()
+    dlq = st.tool("depth", "--queue", st.queue + ".dlq").strip()
+    c.check("nothing waits in the queue or went to the DLQ",
+            depth[0] == "0" and dlq == "0", f"queue ready {depth}, dlq {dlq}")
+    os.unlink(filler)
+    log("filler removed")
+    lines = check_output_exactly_once(c, st.output, accepted, "output full", timeout=60)
+    c.check("all 40 lines written once the space is back", len(lines) == 40, f"{len(lines)}")
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
 def broker_alarm(c, st, args):
     tail_in = os.path.join(st.tmp, "input.log")
     state = os.path.join(st.tmp, "state")
@@ -815,6 +887,7 @@ SCENARIOS = {
     "retry-dlq": retry_dlq,
     "graceful": graceful,
     "broker-alarm": broker_alarm,
+    "output-full": output_full,
 }
 
 
