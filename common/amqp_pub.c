@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
+
+#include "util.h"
 
 #define FRAME_HEADER 7 /* type, channel, payload size */
 #define FRAME_END_SIZE 1
@@ -42,14 +43,6 @@ static void put64(unsigned char *p, uint64_t v)
 {
     put32(p, (uint32_t)(v >> 32));
     put32(p + 4, (uint32_t)v);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Makes room for `need` more bytes. Returns 0 or -1 (out of memory). */
@@ -139,8 +132,8 @@ int rq_pubbuf_flush(rq_pubbuf_t *b)
             return AMQP_STATUS_SOCKET_ERROR;
         }
         if (deadline == 0)
-            deadline = mono_ms() + b->send_timeout_ms;
-        left = deadline - mono_ms();
+            deadline = rq_mono_ms() + b->send_timeout_ms;
+        left = deadline - rq_mono_ms();
         if (left <= 0) {
             b->len = 0;
             return AMQP_STATUS_TIMEOUT;
