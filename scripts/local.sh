@@ -104,6 +104,11 @@ wait_ready() {
 	done
 	echo "local: $name not ready on port $port after ${READY_TIMEOUT}s; last lines of $RUN_DIR/$name.log:" >&2
 	tail -n 20 "$RUN_DIR/$name.log" >&2 || true
+	if tail -n 50 "$RUN_DIR/$name.log" | grep -q "inequivalent arg 'x-queue-type'"; then
+		echo "local: the local broker holds relayq's queues with another QUEUE_TYPE (made by an" \
+			"older relayq, which declared classic queues). 'make clean' resets the local broker's" \
+			"data (queued messages included); QUEUE_TYPE=classic in .env keeps them." >&2
+	fi
 	return 1
 }
 
