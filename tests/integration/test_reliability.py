@@ -410,6 +410,13 @@ def check_output_exactly_once(c, path, accepted, what, timeout=60, allowed_extra
     return lines
 
 
+def expect_clean_exit(c, st, when=""):
+    """SIGTERM to the producer, then the consumer: each must exit 0."""
+    for name in ("producer", "consumer"):
+        rc, secs = st.term(name)
+        c.check(f"{name} exits 0 on SIGTERM{when} ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
 def summarize_load(results):
     by = collections.Counter(r[1] for r in results)
     return ", ".join(f"{k or 'no answer'}: {v}" for k, v in sorted(by.items()))
@@ -512,9 +519,7 @@ def broker_restart(c, st, args):
     sent = {r[0].encode() for r in res}
     check_output_exactly_once(c, st.output, accepted, "broker restart", timeout=90,
                               allowed_extra=sent)
-    for name in ("producer", "consumer"):
-        rc, secs = st.term(name)
-        c.check(f"{name} exits 0 on SIGTERM after the restart ({secs:.1f} s)", rc == 0, f"status {rc}")
+    expect_clean_exit(c, st, " after the restart")
 
 
 def consumer_kill(c, st, args):
@@ -578,9 +583,7 @@ def producer_kill(c, st, args):
     sent = {r[0].encode() for r in res}
     check_output_exactly_once(c, st.output, accepted, "producer kill -9", timeout=60,
                               allowed_extra=sent)
-    for name in ("producer", "consumer"):
-        rc, secs = st.term(name)
-        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+    expect_clean_exit(c, st)
 
 
 def wait_until(fn, timeout, step=0.1):
@@ -707,9 +710,7 @@ def retry_dlq(c, st, args):
             m("consumer_reconnects_total") - rc0 == 1,
             f"requeued +{m('consumer_messages_requeued_total') - rq0}, "
             f"reconnects +{m('consumer_reconnects_total') - rc0}")
-    for name in ("producer", "consumer"):
-        rc, secs = st.term(name)
-        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+    expect_clean_exit(c, st)
 
 
 def graceful(c, st, args):
@@ -814,9 +815,7 @@ def output_full(c, st, args):
     log("filler removed")
     lines = check_output_exactly_once(c, st.output, accepted, "output full", timeout=60)
     c.check("all 40 lines written once the space is back", len(lines) == 40, f"{len(lines)}")
-    for name in ("producer", "consumer"):
-        rc, secs = st.term(name)
-        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+    expect_clean_exit(c, st)
 
 
 def broker_alarm(c, st, args):
@@ -875,9 +874,7 @@ def broker_alarm(c, st, args):
     c.check("after the alarm: 20 x 201", ok.count(201) == 20, f"{collections.Counter(ok)}")
     tail_lines(100, 50)
     check_output_exactly_once(c, st.output, accepted | set(tailed), "broker alarm", timeout=60)
-    for name in ("producer", "consumer"):
-        rc, secs = st.term(name)
-        c.check(f"{name} exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+    expect_clean_exit(c, st)
 
 
 SCENARIOS = {
