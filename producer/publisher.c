@@ -27,6 +27,14 @@
 
 enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_DONE };
 
+/* A connection that dies sooner than this after it became ready keeps its backoff: a broker
+ * that accepts and then drops every connection is not hammered in a tight loop. */
+#define STABLE_CONNECTION_NS (5 * 1000000000LL)
+
+#define REPLY_LOST_TEXT                                                                            \
+    "the message is stored, but the broker connection was lost before the reply came; "            \
+    "GET /messages/{id} shows its status"
+
 /* A growable ring of message pointers. */
 typedef struct ring {
     rq_pub_msg_t **v;
@@ -62,6 +70,9 @@ struct rq_publisher {
     rq_hmap_t *waiters;
     rq_pub_job_t *jobs_head, *jobs_tail;
     rq_backoff_t backoff;
+    int64_t connected_ns;    /* when the current connection became ready */
+    int64_t next_attempt_ns; /* no reconnect before this */
+    int topology_stale;      /* a publish was returned: declare the topology again */
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -69,20 +80,32 @@ struct rq_publisher {
 
 /* ---- ring ------------------------------------------------------------------------------ */
 
+/* Makes room for `extra` more entries without pushing. Returns 0 or -1 (out of memory). */
+static int ring_reserve(ring_t *r, size_t extra)
+{
+    size_t ncap = r->cap ? r->cap : 1024;
+    rq_pub_msg_t **nv;
+
+    if (r->len + extra <= r->cap)
+        return 0;
+    while (ncap < r->len + extra)
+        ncap *= 2;
+    nv = malloc(ncap * sizeof(*nv));
+    if (nv == NULL)
+        return -1;
+    for (size_t i = 0; i < r->len; i++)
+        nv[i] = r->v[(r->head + i) % r->cap];
+    free(r->v);
+    r->v = nv;
+    r->cap = ncap;
+    r->head = 0;
+    return 0;
+}
+
 static int ring_push(ring_t *r, rq_pub_msg_t *m)
 {
-    if (r->len == r->cap) {
-        size_t ncap = r->cap ? r->cap * 2 : 1024;
-        rq_pub_msg_t **nv = malloc(ncap * sizeof(*nv));
-        if (nv == NULL)
-            return -1;
-        for (size_t i = 0; i < r->len; i++)
-            nv[i] = r->v[(r->head + i) % r->cap];
-        free(r->v);
-        r->v = nv;
-        r->cap = ncap;
-        r->head = 0;
-    }
+    if (ring_reserve(r, 1) != 0)
+        return -1;
     r->v[(r->head + r->len) % r->cap] = m;
     r->len++;
     return 0;
@@ -125,6 +148,12 @@ static void job_finish(rq_publisher_t *p, rq_pub_job_t *job, rq_job_status_t st,
             *ring_at(&p->inflight, m->tag - p->inflight_base) = NULL;
         if (job->want_reply && m->correlation_id[0] != '\0')
             rq_hmap_del(p->waiters, m->correlation_id);
+        if (m->state == MSG_CONFIRMED)
+            m->outcome = RQ_MSG_STORED;
+        else if (m->sent && !m->returned)
+            m->outcome = RQ_MSG_UNKNOWN; /* sent; the broker's answer never came */
+        else
+            m->outcome = RQ_MSG_NOT_STORED;
         m->state = MSG_DONE;
     }
     /* sendq entries are dropped lazily: publish_sendq skips messages of finished jobs, but
@@ -165,6 +194,17 @@ static void msg_resolved(rq_publisher_t *p, rq_pub_msg_t *m, int acked)
 
     if (m->state != MSG_INFLIGHT)
         return;
+    if (acked && m->returned) {
+        /* The broker confirmed a message it could not route (basic.return came first): not
+         * stored. Publish it again once the topology is declared again; its deadline (or the
+         * replay of a retry_forever job) bounds the attempts. */
+        m->state = MSG_QUEUED;
+        if (job->want_reply)
+            rq_hmap_del(p->waiters, m->correlation_id);
+        if (ring_push(&p->sendq, m) != 0)
+            job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
+        return;
+    }
     m->state = MSG_CONFIRMED;
     if (acked) {
         rq_series_observe(p->m_latency, (double)(rq_mono_ns() - m->sent_ns) / 1e9);
@@ -176,6 +216,8 @@ static void msg_resolved(rq_publisher_t *p, rq_pub_msg_t *m, int acked)
         return;
     if (job->nacked)
         job_finish(p, job, RQ_JOB_UNAVAILABLE, "the broker refused the message (nack)");
+    else if (job->reply_lost)
+        job_finish(p, job, RQ_JOB_REPLY_LOST, REPLY_LOST_TEXT);
     else if (!job->want_reply || job->unreplied == 0)
         job_finish(p, job, job->want_reply ? RQ_JOB_REPLIED : RQ_JOB_CONFIRMED, NULL);
 }
@@ -247,11 +289,53 @@ static void handle_reply(rq_publisher_t *p, amqp_message_t *msg)
 
 /* ---- connection ------------------------------------------------------------------------ */
 
-/* Fails or requeues the work that depended on the connection, then closes it. */
+/* A want_reply job whose messages were (partly) published lost its callback queue: the
+ * replies of what was sent can no longer arrive. Its messages are still published (again) and
+ * confirmed; the job then completes as RQ_JOB_REPLY_LOST, never as "not stored". */
+static void lose_replies(rq_publisher_t *p, rq_pub_job_t *job)
+{
+    for (size_t i = 0; i < job->n; i++)
+        if (job->msgs[i].correlation_id[0] != '\0')
+            rq_hmap_del(p->waiters, job->msgs[i].correlation_id);
+    job->reply_lost = 1;
+    job->unreplied = 0;
+}
+
+/* Rebuilds the send queue from the live structures after a connection died: every message
+ * still in flight (in delivery-tag order), then the send queue as it is, each exactly once.
+ * Jobs finished by the caller before this are no longer referenced by either ring. */
+static void requeue_unconfirmed(rq_publisher_t *p)
+{
+    ring_t nq = {0};
+
+    if (ring_reserve(&nq, p->inflight.len + p->sendq.len) != 0) {
+        /* No room to rebuild: fail every job with a message in flight (job_finish drops
+         * them from both rings); the send queue keeps its order. */
+        while (p->inflight.len > 0) {
+            rq_pub_msg_t *m = ring_pop(&p->inflight);
+            p->inflight_base++;
+            if (m != NULL && m->state == MSG_INFLIGHT)
+                job_finish(p, m->job, RQ_JOB_UNAVAILABLE, "out of memory");
+        }
+        return;
+    }
+    while (p->inflight.len > 0) {
+        rq_pub_msg_t *m = ring_pop(&p->inflight);
+        if (m != NULL && m->state == MSG_INFLIGHT) {
+            m->state = MSG_QUEUED;
+            nq.v[nq.len++] = m;
+        }
+    }
+    while (p->sendq.len > 0)
+        nq.v[nq.len++] = ring_pop(&p->sendq);
+    free(p->sendq.v);
+    p->sendq = nq;
+}
+
+/* Requeues the work that depended on the connection, then closes it. */
 static void connection_lost(rq_publisher_t *p, const char *why)
 {
-    rq_pub_job_t *job, *next;
-    ring_t old = p->sendq;
+    int64_t now = rq_mono_ns();
 
     rq_warn("broker connection lost: %s", why);
     set_ready(p, 0, why);
@@ -265,36 +349,33 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     p->blocked = 0; /* a new connection gets its own notice */
     pthread_mutex_unlock(&p->lock);
     rq_series_set(p->m_blocked, 0);
+    p->topology_stale = 0; /* the next connection declares it anyway */
+
+    /* A connection that dies soon after it was made keeps its backoff (retry storms). */
+    if (p->connected_ns != 0 && now - p->connected_ns >= STABLE_CONNECTION_NS) {
+        rq_backoff_reset(&p->backoff);
+        p->next_attempt_ns = now;
+    } else {
+        p->next_attempt_ns = now + (int64_t)rq_backoff_next(&p->backoff) * 1000000;
+    }
+    p->connected_ns = 0;
 
     /* Jobs waiting for replies lost their callback queue once anything was published. */
-    for (job = p->jobs_head; job != NULL; job = next) {
+    for (rq_pub_job_t *job = p->jobs_head, *next; job != NULL; job = next) {
         next = job->next;
-        if (!job->want_reply)
+        if (!job->want_reply || job->reply_lost)
             continue;
         for (size_t i = 0; i < job->n; i++) {
-            if (job->msgs[i].state != MSG_QUEUED) {
-                job_finish(p, job, RQ_JOB_UNAVAILABLE,
-                           "the broker connection was lost while waiting for the reply");
+            if (job->msgs[i].sent) {
+                lose_replies(p, job);
+                if (job->unconfirmed == 0) /* every message stored */
+                    job_finish(p, job, RQ_JOB_REPLY_LOST, REPLY_LOST_TEXT);
                 break;
             }
         }
     }
     /* Unconfirmed messages go back to the front of the send queue, in order. */
-    memset(&p->sendq, 0, sizeof(p->sendq));
-    while (p->inflight.len > 0) {
-        rq_pub_msg_t *m = ring_pop(&p->inflight);
-        if (m != NULL && m->state == MSG_INFLIGHT) {
-            m->state = MSG_QUEUED;
-            if (ring_push(&p->sendq, m) != 0)
-                job_finish(p, m->job, RQ_JOB_UNAVAILABLE, "out of memory");
-        }
-    }
-    while (old.len > 0) {
-        rq_pub_msg_t *m = ring_pop(&old);
-        if (ring_push(&p->sendq, m) != 0)
-            job_finish(p, m->job, RQ_JOB_UNAVAILABLE, "out of memory");
-    }
-    free(old.v);
+    requeue_unconfirmed(p);
     p->inflight_base = 1;
     p->next_tag = 1;
 }
@@ -362,7 +443,7 @@ static int connect_broker(rq_publisher_t *p)
     amqp_maybe_release_buffers(p->conn);
     p->inflight_base = 1;
     p->next_tag = 1;
-    rq_backoff_reset(&p->backoff);
+    p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s:%d, queue %s, callback queue %s", rc->host, rc->port,
             rc->request_queue, p->reply_queue);
@@ -422,8 +503,38 @@ static int publish_failed(rq_publisher_t *p, int status)
     return -1;
 }
 
+/* After a returned publish (the request queue is gone) declares the topology again, before
+ * anything is published again. Returns 0, or -1 when that failed and the connection was
+ * dropped (the next connection declares it). */
+static int redeclare_topology(rq_publisher_t *p)
+{
+    char err[512];
+
+    if (rq_amqp_declare_topology(p->conn, &p->cfg->rabbitmq, err, sizeof(err)) != 0) {
+        connection_lost(p, err);
+        return -1;
+    }
+    p->topology_stale = 0;
+    rq_info("the topology is declared again after a returned message");
+    set_ready(p, 1, "");
+    return 0;
+}
+
+/* 1 when rq_pubbuf_add()'s status concerns only the message it was given (its encoding):
+ * nothing of it was buffered or sent, so the connection is still good. Over TLS rabbitmq-c
+ * may have sent part of the message already, so every error there drops the connection. */
+static int encoding_error(const rq_publisher_t *p, int status)
+{
+    return !p->cfg->rabbitmq.tls &&
+           (status == AMQP_STATUS_BAD_AMQP_DATA || status == AMQP_STATUS_TABLE_TOO_BIG ||
+            status == AMQP_STATUS_INVALID_PARAMETER);
+}
+
 /* Publishes everything in the send queue: the frames go out in one burst (rq_pubbuf_t),
- * written before the loop waits for confirms. Returns 0, or -1 when the connection failed. */
+ * written before the loop waits for confirms. Every publish is mandatory. Bookkeeping (the
+ * in-flight slot, the reply waiter) is reserved before a message is encoded, so a message is
+ * never sent untracked. A message the wire cannot carry fails its own job only. Returns 0, or
+ * -1 when the connection failed. */
 static int publish_sendq(rq_publisher_t *p)
 {
     const RabbitMQConfig *rc = &p->cfg->rabbitmq;
@@ -433,6 +544,7 @@ static int publish_sendq(rq_publisher_t *p)
     while (p->sendq.len > 0) {
         rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
         rq_pub_job_t *job = m->job;
+        int waits = job->want_reply && !job->reply_lost;
         amqp_basic_properties_t props;
         amqp_table_entry_t hdr[7];
         amqp_bytes_t body;
@@ -449,7 +561,9 @@ static int publish_sendq(rq_publisher_t *p)
             props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
         props.content_type = amqp_cstring_bytes(m->content_type);
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-        props.message_id = amqp_cstring_bytes(m->message_id);
+        /* Tailed lines: the deterministic <file id>:<offset>. API messages: the UUID made for
+         * this message (the client's id travels in the body). */
+        props.message_id = amqp_cstring_bytes(m->file_id ? m->message_id : m->correlation_id);
         props.timestamp = (uint64_t)(m->published_ms / 1000);
         props.correlation_id = amqp_cstring_bytes(m->correlation_id);
         props.reply_to = amqp_cstring_bytes(p->reply_queue);
@@ -486,24 +600,86 @@ static int publish_sendq(rq_publisher_t *p)
         body.bytes = m->body;
         body.len = m->body_len;
 
-        rc2 = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 0, &props, body);
-        if (rc2 != AMQP_STATUS_OK)
-            return publish_failed(p, rc2);
-        if (ring_push(&p->inflight, m) != 0) {
-            /* Published but untracked: fail the job; its confirm will be ignored. */
+        /* The wire's limits: a short string holds 255 bytes. Checked before anything of the
+         * message is encoded, so it fails alone. */
+        if (props.message_id.len > 255 || props.content_type.len > 255) {
+            ring_pop(&p->sendq);
+            job_finish(p, job, RQ_JOB_INVALID,
+                       "a message_id or content_type longer than 255 bytes (an AMQP short "
+                       "string) cannot be sent");
+            continue;
+        }
+        /* Reserve the bookkeeping first: once the frames are buffered they will be sent. */
+        if (ring_reserve(&p->inflight, 1) != 0 ||
+            (waits && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)) {
             ring_pop(&p->sendq);
             job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
             continue;
         }
+        rc2 = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 1, &props, body);
+        if (rc2 != AMQP_STATUS_OK && encoding_error(p, rc2)) {
+            char why[160];
+            snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc2));
+            rq_warn("a message of %zu bytes cannot be encoded (%s): failing its request only",
+                    m->body_len, why);
+            ring_pop(&p->sendq);
+            job_finish(p, job, RQ_JOB_INVALID, "the message cannot be encoded for AMQP");
+            continue;
+        }
+        if (rc2 != AMQP_STATUS_OK)
+            return publish_failed(p, rc2);
         ring_pop(&p->sendq);
+        ring_push(&p->inflight, m); /* cannot fail: reserved above */
         m->tag = p->next_tag++;
         m->state = MSG_INFLIGHT;
+        m->sent = 1;
+        m->returned = 0;
         m->sent_ns = rq_mono_ns();
-        if (job->want_reply && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)
-            job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
     }
     rc2 = rq_pubbuf_flush(p->pub);
     return rc2 == AMQP_STATUS_OK ? 0 : publish_failed(p, rc2);
+}
+
+/* basic.return: the broker could not route a mandatory publish (RabbitMQ sends it before the
+ * message's basic.ack). Marks the in-flight message with that correlation id as returned, so
+ * its ack does not count as stored; a job that must keep its order (retry_forever) is replayed
+ * on a new connection instead. Returns 0, or -1 when the connection was dropped. */
+static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_return_t *ret)
+{
+    amqp_message_t msg;
+    amqp_rpc_reply_t r = amqp_read_message(p->conn, channel, &msg, 0);
+    char why[300];
+    rq_pub_msg_t *found = NULL;
+
+    if (rq_amqp_check_reply(r, "reading a returned message", why, sizeof(why)) != 0) {
+        connection_lost(p, why);
+        return -1;
+    }
+    if (msg.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
+        amqp_bytes_t cid = msg.properties.correlation_id;
+        /* Returns are rare (a deleted queue): a scan of the in-flight ring is cheap enough. */
+        for (size_t i = 0; i < p->inflight.len && found == NULL; i++) {
+            rq_pub_msg_t *m = *ring_at(&p->inflight, i);
+            if (m != NULL && m->state == MSG_INFLIGHT && !m->returned &&
+                strlen(m->correlation_id) == cid.len &&
+                memcmp(m->correlation_id, cid.bytes, cid.len) == 0)
+                found = m;
+        }
+    }
+    amqp_destroy_message(&msg);
+    rq_warn("the broker returned a message: %u %.*s (queue %s)", ret->reply_code,
+            (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
+            p->cfg->rabbitmq.request_queue);
+    p->topology_stale = 1;
+    set_ready(p, 0, "the broker returned a message: the request queue is missing");
+    if (found == NULL)
+        return 0;
+    found->returned = 1;
+    if (found->job->retry_forever) {
+        connection_lost(p, "the broker returned a message that must not be dropped");
+        return -1;
+    }
+    return 0;
 }
 
 /* Handles one frame. Returns 0, or -1 when the connection must be rebuilt. */
@@ -543,12 +719,8 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
         amqp_destroy_message(&msg);
         return 0;
     }
-    case AMQP_BASIC_RETURN_METHOD: {
-        amqp_message_t msg;
-        if (amqp_read_message(p->conn, f->channel, &msg, 0).reply_type == AMQP_RESPONSE_NORMAL)
-            amqp_destroy_message(&msg);
-        return 0;
-    }
+    case AMQP_BASIC_RETURN_METHOD:
+        return handle_return(p, f->channel, f->payload.method.decoded);
     case AMQP_CHANNEL_CLOSE_METHOD: {
         amqp_channel_close_t *c = f->payload.method.decoded;
         amqp_channel_close_ok_t ok;
@@ -662,7 +834,7 @@ static void wait_for_work(rq_publisher_t *p, int timeout_ms)
 static void *publisher_main(void *arg)
 {
     rq_publisher_t *p = arg;
-    int64_t next_attempt = 0, last_hb = 0, last_sweep = 0;
+    int64_t last_hb = 0, last_sweep = 0;
 
     for (;;) {
         int64_t now = rq_mono_ns();
@@ -672,10 +844,10 @@ static void *publisher_main(void *arg)
             break;
         if (p->conn == NULL) {
             sweep_deadlines(p, now); /* before an attempt that may block */
-            if (now >= next_attempt) {
+            if (now >= p->next_attempt_ns) {
                 if (connect_broker(p) != 0) {
                     int delay = rq_backoff_next(&p->backoff);
-                    next_attempt = rq_mono_ns() + (int64_t)delay * 1000000;
+                    p->next_attempt_ns = rq_mono_ns() + (int64_t)delay * 1000000;
                     rq_info("reconnecting in %d ms", delay);
                 }
             }
@@ -687,6 +859,8 @@ static void *publisher_main(void *arg)
             }
         }
         take_intake(p);
+        if (p->topology_stale && redeclare_topology(p) != 0)
+            continue;
         /* Under connection.blocked the broker stops reading: hold the messages back (the API
          * answers 503 meanwhile) instead of filling the socket. */
         if (p->sendq.len > 0 && !p->blocked) {

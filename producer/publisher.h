@@ -12,9 +12,18 @@
  *   RQ_JOB_UNAVAILABLE   not connected, connection lost, or the broker nacked a message
  *   RQ_JOB_TIMEOUT       not confirmed before the publish deadline
  *   RQ_JOB_REPLY_TIMEOUT confirmed, but a reply did not come before the reply deadline
+ *   RQ_JOB_REPLY_LOST    confirmed, but the connection (and with it the callback queue) was
+ *                        lost before every reply came: stored, and no reply will come here
+ *   RQ_JOB_INVALID       a message the wire cannot carry (a short string over 255 bytes...):
+ *                        nothing of it was sent; the connection and other jobs are unaffected
  * After `done` returns, the publisher never touches the job again: its owner may free it.
  * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
- * drops are published again on the new connection while their deadline allows.
+ * drops are published again (each exactly once, in order) on the new connection while their
+ * deadline allows. Every publish is mandatory: a message the broker returns (no queue to
+ * route it to) is never counted as confirmed; the topology is declared again and the message
+ * published again within its deadline. Whatever the status, each message's `outcome` says
+ * what is known of it: stored (confirmed), not stored (never sent, or refused), or unknown
+ * (sent, and the connection died before the broker answered).
  */
 #ifndef RQ_PUBLISHER_H
 #define RQ_PUBLISHER_H
@@ -35,7 +44,16 @@ typedef enum {
     RQ_JOB_UNAVAILABLE,
     RQ_JOB_TIMEOUT,
     RQ_JOB_REPLY_TIMEOUT,
+    RQ_JOB_REPLY_LOST,
+    RQ_JOB_INVALID,
 } rq_job_status_t;
+
+/* What is known of one message once its job is done. */
+typedef enum {
+    RQ_MSG_NOT_STORED = 0, /* never sent, or refused (nack, returned) */
+    RQ_MSG_STORED,         /* confirmed by the broker */
+    RQ_MSG_UNKNOWN,        /* sent; no answer came before the connection or deadline went */
+} rq_msg_outcome_t;
 
 typedef struct rq_pub_msg {
     /* set by the submitter */
@@ -54,11 +72,18 @@ typedef struct rq_pub_msg {
     int chunk;
     int64_t lines; /* chunk: complete lines ('\n's) in the body (x-lines) */
     /* filled by the publisher */
+    /* A UUID made at the first publish and kept across republishes: the correlation_id, and
+     * for API messages (file_id == NULL) also the AMQP message_id, unique per message, so a
+     * consumer deduplicates a republished message and never two messages with the same client
+     * id (message_id above stays the client's id: the body's "id", the status key). */
     char correlation_id[RQ_UUID_LEN + 1];
-    char *reply; /* heap, owned by the job's owner after done (free()) */
+    rq_msg_outcome_t outcome; /* set before the job's done() */
+    char *reply;              /* heap, owned by the job's owner after done (free()) */
     size_t reply_len;
     /* private to the publisher */
     int state;
+    int sent;     /* published at least once (on any connection) */
+    int returned; /* basic.return came for the current publish */
     uint64_t tag;
     int64_t sent_ns;
     struct rq_pub_job *job;
@@ -80,6 +105,7 @@ typedef struct rq_pub_job {
     /* private to the publisher */
     size_t unconfirmed, unreplied;
     int finished, nacked;
+    int reply_lost; /* want_reply, and the callback queue died with a connection */
     struct rq_pub_job *next, *prev;
 } rq_pub_job_t;
 

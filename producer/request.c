@@ -35,7 +35,8 @@ static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_it
         if (!json_is_string(v))
             return fail(err, 400, prefix, "\"id\" must be a string");
         if (json_string_length(v) == 0 || json_string_length(v) > RQ_MAX_ID_LEN)
-            return fail(err, 400, prefix, "\"id\" must be 1 to 256 bytes long");
+            return fail(err, 400, prefix,
+                        "\"id\" must be 1 to 255 bytes long (an AMQP short string)");
         if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL)
             return fail(err, 400, prefix, "\"id\" must not contain NUL");
         it->id = strdup(json_string_value(v));

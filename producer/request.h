@@ -13,7 +13,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#define RQ_MAX_ID_LEN 256
+#define RQ_MAX_ID_LEN 255 /* an AMQP short string (message_id of the reply, store key) */
 
 typedef struct rq_limits {
     size_t max_batch;           /* more items -> 413 */

@@ -25,7 +25,7 @@ static const rq_case_t cases[] = {
     {"\"text\"", 0, 400, "invalid JSON"}, /* jansson needs JSON_DECODE_ANY for scalars */
     {"{\"id\":\"x\"}", 0, 400, "payload"},
     {"{\"payload\":1,\"id\":5}", 0, 400, "\"id\" must be a string"},
-    {"{\"payload\":1,\"id\":\"\"}", 0, 400, "1 to 256"},
+    {"{\"payload\":1,\"id\":\"\"}", 0, 400, "1 to 255"},
     {"{\"payload\":1,\"processing_time\":-1}", 0, 400, "processing_time"},
     {"{\"payload\":1,\"processing_time\":61}", 0, 400, "between 0 and 60"},
     {"{\"payload\":1,\"processing_time\":\"2\"}", 0, 400, "number of seconds"},
@@ -65,6 +65,30 @@ Test(request, table)
             cr_expect_null(req.root);
         }
     }
+}
+
+/* An AMQP short string (the reply's message_id, the store key) holds at most 255 bytes: an id
+ * of 255 bytes is accepted, one of 256 is refused at the edge, naming the limit (issue 11.2). */
+Test(request, id_longer_than_an_amqp_short_string_is_400)
+{
+    char body[600], id[300];
+    rq_request_t req;
+    rq_request_error_t err;
+
+    memset(id, 'a', 255);
+    id[255] = '\0';
+    snprintf(body, sizeof(body), "{\"payload\":1,\"id\":\"%s\"}", id);
+    cr_assert_eq(rq_request_parse(body, strlen(body), 0, &lim, &req, &err), 0, "%s", err.text);
+    cr_expect_eq(strlen(req.items[0].id), 255);
+    rq_request_clear(&req);
+
+    memset(id, 'a', 256);
+    id[256] = '\0';
+    snprintf(body, sizeof(body), "{\"messages\":[{\"payload\":1},{\"payload\":2,\"id\":\"%s\"}]}",
+             id);
+    cr_assert_eq(rq_request_parse(body, strlen(body), 1, &lim, &req, &err), -1);
+    cr_expect_eq(err.status, 400);
+    cr_expect(strstr(err.text, "messages[1]") && strstr(err.text, "255 bytes"), "%s", err.text);
 }
 
 Test(request, missing_id_becomes_uuid_and_given_id_is_kept)
