@@ -25,7 +25,8 @@
 #include "hmap.h"
 #include "log.h"
 
-enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_DONE };
+/* MSG_REFUSED: the broker nacked it (not stored). */
+enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
 
 /* A connection that dies sooner than this after it became ready keeps its backoff: a broker
  * that accepts and then drops every connection is not hammered in a tight loop. */
@@ -150,7 +151,7 @@ static void job_finish(rq_publisher_t *p, rq_pub_job_t *job, rq_job_status_t st,
             rq_hmap_del(p->waiters, m->correlation_id);
         if (m->state == MSG_CONFIRMED)
             m->outcome = RQ_MSG_STORED;
-        else if (m->sent && !m->returned)
+        else if (m->sent && !m->returned && m->state != MSG_REFUSED)
             m->outcome = RQ_MSG_UNKNOWN; /* sent; the broker's answer never came */
         else
             m->outcome = RQ_MSG_NOT_STORED;
@@ -205,7 +206,7 @@ static void msg_resolved(rq_publisher_t *p, rq_pub_msg_t *m, int acked)
             job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
         return;
     }
-    m->state = MSG_CONFIRMED;
+    m->state = acked ? MSG_CONFIRMED : MSG_REFUSED;
     if (acked) {
         rq_series_observe(p->m_latency, (double)(rq_mono_ns() - m->sent_ns) / 1e9);
         rq_series_inc(p->m_produced);
@@ -843,6 +844,8 @@ static void *publisher_main(void *arg)
         if (stopping_now(p, now))
             break;
         if (p->conn == NULL) {
+            /* Jobs that came in while a send was stuck bound the attempt below too. */
+            take_intake(p);
             sweep_deadlines(p, now); /* before an attempt that may block */
             if (now >= p->next_attempt_ns) {
                 if (connect_broker(p) != 0) {

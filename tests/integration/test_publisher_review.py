@@ -14,6 +14,9 @@ Scenarios (one per run; each starts its own broker unless --amqp-port is given):
   wire-limits      an "id" the wire cannot carry (256 bytes) is 400 naming the limit, while
                    another client's /produce keeps getting 201 (no reconnect: the connection
                    counter does not move); an id of 255 bytes is stored and replied to.
+  partial          a batch the broker partly refuses (a max-length policy with reject-publish):
+                   503 listing the stored, not stored and unknown ids; the stored ones are
+                   kept (GET /messages/{id}); a refused single says "stored": false.
   same-id          two different payloads with one client id (in one batch, and in two
                    requests) both reach the output: deduplication keys on the id the producer
                    makes per message, not the client's.
@@ -212,7 +215,35 @@ def same_id(c, st, args):
     rel.expect_clean_exit(c, st)
 
 
-SCENARIOS = {"unroutable": unroutable, "wait-disconnect": wait_disconnect,
+def partial(c, st, args):
+    # A queue at its length limit nacks what does not fit (reject-publish); a classic queue
+    # applies the limit message by message (a quorum queue may let a burst overshoot it).
+    st.start("producer", QUEUE_TYPE="classic")
+    st.ctl("set_policy", "cap", "^" + st.queue + "$",
+           '{"max-length": 3, "overflow": "reject-publish"}', "--apply-to", "queues")
+    time.sleep(1.0)
+    ids = [f"part-{i}" for i in range(5)]
+    s, h, j, _ = post(st, "/batch-produce", {"messages": [{"id": x, "payload": x} for x in ids]})
+    log(f"batch of 5 into a queue with room for 3: {s} {j}")
+    c.check("a partly refused batch is 503 with Retry-After", s == 503 and "retry-after" in h,
+            f"{s}")
+    stored = (j or {}).get("stored", [])
+    c.check("it lists the 3 stored ids", stored == ids[:3], f"{j}")
+    c.check("and the 2 not stored", (j or {}).get("not_stored") == ids[3:], f"{j}")
+    c.check("nothing unknown", (j or {}).get("unknown") == [], f"{j}")
+    c.check("the queue holds exactly the stored ones", queue_depth(st) == 3, f"{queue_depth(st)}")
+    for mid in ids[:3]:
+        s2, j2 = rel.get_json(st.url("producer") + "/messages/" + mid)
+        c.check(f"GET /messages/{mid}: queued", s2 == 200 and j2 and j2.get("status") == "queued",
+                f"{s2} {j2}")
+    s, _, j, _ = post(st, "/produce", {"id": "part-single", "payload": "x"})
+    c.check("a refused single: 503 saying it is not stored", s == 503 and j and
+            j.get("message_id") == "part-single" and j.get("stored") is False, f"{s} {j}")
+    rc, secs = st.term("producer")
+    c.check(f"producer exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
+SCENARIOS = {"partial": partial, "unroutable": unroutable, "wait-disconnect": wait_disconnect,
              "wire-limits": wire_limits, "same-id": same_id}
 
 

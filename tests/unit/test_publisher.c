@@ -296,6 +296,28 @@ Test(publisher, returned_then_acked_message_is_published_again)
     pub_free(p);
 }
 
+/* A batch the broker partly refuses (a queue at its max-length with reject-publish nacks
+ * what does not fit): the job fails, and each message says whether it was stored. */
+Test(publisher, nacked_messages_are_not_stored_and_acked_ones_are)
+{
+    rq_publisher_t *p = pub_new();
+    done_log_t l = {0};
+    rq_pub_job_t *j = job_new(p, "n", 3, 0, done_keep, &l);
+
+    for (size_t i = 0; i < 3; i++)
+        fake_publish(p, &j->msgs[i]);
+    handle_confirm(p, 2, 1, 1);
+    handle_confirm(p, 3, 0, 0);
+    cr_assert_eq(l.calls, 1);
+    cr_expect_eq(l.status, RQ_JOB_UNAVAILABLE);
+    cr_expect_eq(j->msgs[0].outcome, RQ_MSG_STORED);
+    cr_expect_eq(j->msgs[1].outcome, RQ_MSG_STORED);
+    cr_expect_eq(j->msgs[2].outcome, RQ_MSG_NOT_STORED);
+    free(j->msgs);
+    free(j);
+    pub_free(p);
+}
+
 /* ---- item 2: a drop right after a connect keeps its backoff --------------------------- */
 
 Test(publisher, drop_soon_after_connect_keeps_the_backoff)
