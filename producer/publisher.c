@@ -562,9 +562,8 @@ static int publish_sendq(rq_publisher_t *p)
             props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
         props.content_type = amqp_cstring_bytes(m->content_type);
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-        /* Tailed lines: the deterministic <file id>:<offset>. API messages: the UUID made for
-         * this message (the client's id travels in the body). */
-        props.message_id = amqp_cstring_bytes(m->file_id ? m->message_id : m->correlation_id);
+        /* The client's id (tailed lines: the deterministic <file id>:<offset>). */
+        props.message_id = amqp_cstring_bytes(m->message_id);
         props.timestamp = (uint64_t)(m->published_ms / 1000);
         props.correlation_id = amqp_cstring_bytes(m->correlation_id);
         props.reply_to = amqp_cstring_bytes(p->reply_queue);
@@ -576,7 +575,14 @@ static int publish_sendq(rq_publisher_t *p)
         hdr[1].value.kind = AMQP_FIELD_KIND_UTF8;
         hdr[1].value.value.bytes = amqp_cstring_bytes(m->source ? m->source : "api");
         props.headers.num_entries = 2;
-        if (m->file_id != NULL) {
+        if (m->file_id == NULL) {
+            /* The id consumers deduplicate on: made here, one per message, kept when the
+             * message is published again; the client's id need not be unique. */
+            hdr[2].key = amqp_cstring_bytes(RQ_HDR_UID);
+            hdr[2].value.kind = AMQP_FIELD_KIND_UTF8;
+            hdr[2].value.value.bytes = amqp_cstring_bytes(m->correlation_id);
+            props.headers.num_entries = 3;
+        } else {
             hdr[2].key = amqp_cstring_bytes("x-file");
             hdr[2].value.kind = AMQP_FIELD_KIND_UTF8;
             hdr[2].value.value.bytes = amqp_cstring_bytes(m->file_id);

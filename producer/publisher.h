@@ -35,6 +35,9 @@
 #include "metrics.h"
 #include "util.h"
 
+/* The header that carries the producer's unique id of an API message (a UUID). */
+#define RQ_HDR_UID "x-relayq-uid"
+
 typedef struct rq_publisher rq_publisher_t;
 
 typedef enum {
@@ -73,9 +76,9 @@ typedef struct rq_pub_msg {
     int64_t lines; /* chunk: complete lines ('\n's) in the body (x-lines) */
     /* filled by the publisher */
     /* A UUID made at the first publish and kept across republishes: the correlation_id, and
-     * for API messages (file_id == NULL) also the AMQP message_id, unique per message, so a
-     * consumer deduplicates a republished message and never two messages with the same client
-     * id (message_id above stays the client's id: the body's "id", the status key). */
+     * for API messages (file_id == NULL) also the RQ_HDR_UID header, unique per message, on
+     * which consumers deduplicate: a republished message is recognised, and two messages with
+     * the same client id (message_id above, which need not be unique) are two messages. */
     char correlation_id[RQ_UUID_LEN + 1];
     rq_msg_outcome_t outcome; /* set before the job's done() */
     char *reply;              /* heap, owned by the job's owner after done (free()) */
