@@ -1,9 +1,13 @@
 /* main.c - the relayq consumer: configuration, signals, metrics/health HTTP, the worker.
  *
+ * SIGHUP reopens OUTPUT_FILE (a rotated file is let go of) and the log (stderr, when it was a
+ * regular file at start-up: the same path is opened again), and never stops the consumer.
+ *
  * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when start-up fails (output file,
  * HTTP listener, memory), 2 on a configuration error.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <signal.h>
@@ -11,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "http_server.h"
@@ -21,11 +27,22 @@
 #include "worker.h"
 
 static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_reopen;
+
+/* Where stderr (the log) went at start-up, when it is a regular file: SIGHUP reopens that
+ * path, so that after logrotate renamed the log the records go to the new file. */
+static char g_log_path[4096];
 
 static void on_signal(int sig)
 {
     (void)sig;
     g_stop = 1;
+}
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    g_reopen = 1;
 }
 
 static int install_signals(void)
@@ -37,8 +54,51 @@ static int install_signals(void)
     sa.sa_handler = on_signal;
     if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
         return -1;
+    /* SIGHUP (logrotate's postrotate) reopens the output file and the log; never stops. */
+    sa.sa_handler = on_hup;
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGHUP, &sa, NULL) < 0)
+        return -1;
+    sa.sa_flags = 0;
     sa.sa_handler = SIG_IGN;
     return sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* Remembers the path of stderr when it is a regular file (else: a pipe, a terminal or
+ * journald, nothing to reopen). */
+static void note_log_path(void)
+{
+    struct stat st;
+    ssize_t n;
+
+    g_log_path[0] = '\0';
+    if (fstat(STDERR_FILENO, &st) < 0 || !S_ISREG(st.st_mode))
+        return;
+    n = readlink("/proc/self/fd/2", g_log_path, sizeof(g_log_path) - 1);
+    if (n <= 0 || g_log_path[0] != '/') {
+        g_log_path[0] = '\0';
+        return;
+    }
+    g_log_path[n] = '\0';
+}
+
+/* The worker's reopen hook (worker thread, on SIGHUP): points stderr at a fresh open of the
+ * log path, created when logrotate renamed the old file away. */
+static void reopen_log(void *arg)
+{
+    int fd;
+
+    (void)arg;
+    if (g_log_path[0] == '\0')
+        return;
+    fd = open(g_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, strerror(errno));
+        return;
+    }
+    if (dup2(fd, STDERR_FILENO) < 0)
+        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, strerror(errno));
+    close(fd);
 }
 
 static enum MHD_Result handle_http(void *cls, struct MHD_Connection *conn, const char *url,
@@ -154,6 +214,8 @@ int main(int argc, char **argv)
         rq_info("consumer %s: HTTP disabled (CONSUMER_PORT=0)", RQ_VERSION);
     }
 
+    note_log_path();
+    rq_worker_set_reopen(worker, &g_reopen, reopen_log, NULL);
     rq_worker_run(worker, &g_stop);
     status = 0;
 out:

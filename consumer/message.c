@@ -11,6 +11,8 @@
 
 #include "amqp_conn.h"
 
+#define SHORTSTR_MAX 255 /* bytes in an AMQP short string (message_id, header names) */
+
 __attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -82,6 +84,99 @@ static int set_reply(rq_message_t *m, const char *line, size_t len)
     return 0;
 }
 
+/* Looks up header `key` in a table (NULL: no table). */
+static const amqp_field_value_t *table_get(const amqp_table_t *t, const char *key)
+{
+    size_t klen = strlen(key);
+
+    if (t == NULL)
+        return NULL;
+    for (int i = 0; i < t->num_entries; i++) {
+        if (t->entries[i].key.len == klen && memcmp(t->entries[i].key.bytes, key, klen) == 0)
+            return &t->entries[i].value;
+    }
+    return NULL;
+}
+
+static int field_to_i64(const amqp_field_value_t *f, int64_t *out);
+
+/* A string header into out (NUL-terminated). Returns its length, or -1 when not a string,
+ * empty, too long for out, or holding NUL. */
+static long field_str(const amqp_field_value_t *f, char *out, size_t outlen)
+{
+    if ((f->kind != AMQP_FIELD_KIND_UTF8 && f->kind != AMQP_FIELD_KIND_BYTES) ||
+        f->value.bytes.len == 0 || f->value.bytes.len >= outlen ||
+        memchr(f->value.bytes.bytes, '\0', f->value.bytes.len) != NULL)
+        return -1;
+    memcpy(out, f->value.bytes.bytes, f->value.bytes.len);
+    out[f->value.bytes.len] = '\0';
+    return (long)f->value.bytes.len;
+}
+
+/* The tail range of a raw message with an x-file header (see message.h): fills out->tailed,
+ * file_id, start, end, verbatim. Returns 0 (also when there is no x-file: not tailed), or -1
+ * with err set when the headers describe an impossible range. */
+static int decode_tail_range(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+{
+    const amqp_field_value_t *f = table_get(in->headers, "x-file");
+    const int64_t len = (int64_t)in->body_len; /* a body is far below INT64_MAX bytes */
+    char fmt[16];
+    int64_t start, end;
+    long n;
+
+    if (f == NULL)
+        return 0;
+    n = field_str(f, out->file_id, sizeof(out->file_id));
+    if (n < 0 ||
+        strspn(out->file_id,
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-") != (size_t)n) {
+        set_err(err, "x-file header must be 1..%d bytes of [A-Za-z0-9:._-]", RQ_MSG_FILE_ID_MAX);
+        return -1;
+    }
+    f = table_get(in->headers, "x-offset");
+    if (f == NULL || field_to_i64(f, &start) != 0 || start < 0) {
+        set_err(err, "a tailed line (x-file) needs an integer x-offset >= 0");
+        return -1;
+    }
+    f = table_get(in->headers, "x-format");
+    if (f != NULL && (field_str(f, fmt, sizeof(fmt)) < 0 || strcmp(fmt, "lines") != 0)) {
+        set_err(err, "unsupported x-format (only \"lines\")");
+        return -1;
+    }
+    out->verbatim = f != NULL;
+    /* start >= 0 and len >= 0, so INT64_MAX - start cannot overflow */
+    if (len > INT64_MAX - start || (!out->verbatim && len + 1 > INT64_MAX - start)) {
+        set_err(err, "impossible range: x-offset %lld plus %lld bytes passes INT64_MAX",
+                (long long)start, (long long)len);
+        return -1;
+    }
+    f = table_get(in->headers, "x-end");
+    if (f != NULL) {
+        if (field_to_i64(f, &end) != 0) {
+            set_err(err, "x-end must be an integer");
+            return -1;
+        }
+        /* end > start >= 0 first, so end - start cannot overflow */
+        if (end <= start || (out->verbatim && end - start != len) ||
+            (!out->verbatim && end - start != len && end - start != len + 1)) {
+            set_err(err, "impossible range [%lld, %lld) for a %s of %lld bytes (x-offset, x-end)",
+                    (long long)start, (long long)end, out->verbatim ? "chunk" : "line",
+                    (long long)len);
+            return -1;
+        }
+    } else {
+        end = start + len + (out->verbatim ? 0 : 1);
+        if (end <= start) {
+            set_err(err, "impossible range: an empty chunk at x-offset %lld", (long long)start);
+            return -1;
+        }
+    }
+    out->tailed = 1;
+    out->start = start;
+    out->end = end;
+    return 0;
+}
+
 static int decode_raw(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
 {
     if (in->message_id == NULL || in->message_id_len == 0) {
@@ -93,6 +188,8 @@ static int decode_raw(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_
         return -1;
     }
     out->kind = RQ_MSG_RAW;
+    if (decode_tail_range(in, out, err) < 0)
+        return -1;
     out->id = dup_id(in->message_id, in->message_id_len);
     if (out->id == NULL || set_reply(out, in->body, in->body_len) < 0) {
         set_err(err, "out of memory");
@@ -106,6 +203,7 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
 {
     json_error_t jerr;
     json_t *root = NULL;
+    const amqp_field_value_t *uid;
     json_t *payload;
     json_t *v;
     int rc = -1;
@@ -151,6 +249,32 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
     if (out->id == NULL) {
         set_err(err, "out of memory");
         goto out;
+    }
+    if (in->has_reply_to && strlen(out->id) > SHORTSTR_MAX) {
+        set_err(err,
+                "\"id\" is %zu bytes: the reply's message_id (an AMQP short string) holds at "
+                "most 255",
+                strlen(out->id));
+        goto out;
+    }
+    uid = table_get(in->headers, RQ_HDR_UID);
+    if (uid != NULL && uid->kind == AMQP_FIELD_KIND_UTF8 && uid->value.bytes.len > 0 &&
+        memchr(uid->value.bytes.bytes, '\0', uid->value.bytes.len) == NULL) {
+        out->key_buf = dup_id(uid->value.bytes.bytes, uid->value.bytes.len);
+        if (out->key_buf == NULL) {
+            set_err(err, "out of memory");
+            goto out;
+        }
+    } else if (in->message_id != NULL && in->message_id_len > 0) {
+        if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
+            set_err(err, "message_id property contains a NUL byte");
+            goto out;
+        }
+        out->key_buf = dup_id(in->message_id, in->message_id_len);
+        if (out->key_buf == NULL) {
+            set_err(err, "out of memory");
+            goto out;
+        }
     }
 
     v = json_object_get(root, "processing_time");
@@ -254,7 +378,10 @@ int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_m
         rq_message_clear(out);
         if (strcmp(err->text, "out of memory") == 0)
             rc = -2;
+        return rc;
     }
+    out->key = out->key_buf != NULL ? out->key_buf : out->id;
+    out->key_len = strlen(out->key);
     return rc;
 }
 
@@ -264,6 +391,7 @@ void rq_message_clear(rq_message_t *m)
         return;
     free(m->id);
     free(m->reply);
+    free(m->key_buf);
     memset(m, 0, sizeof(*m));
 }
 
@@ -281,6 +409,9 @@ void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes
     }
     in->body = body.len > 0 ? body.bytes : "";
     in->body_len = body.len;
+    if (props->_flags & AMQP_BASIC_HEADERS_FLAG)
+        in->headers = &props->headers;
+    in->has_reply_to = (props->_flags & AMQP_BASIC_REPLY_TO_FLAG) && props->reply_to.len > 0;
 }
 
 /* Reads an integer-like field value; returns 0 and *out, or -1 when the kind is not one. */

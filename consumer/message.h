@@ -13,6 +13,25 @@
  *     byte (NUL, \r and invalid UTF-8 included); the id is the message_id property.
  * Anything else is undecodable: the caller dead-letters it (retry.h).
  *
+ * Deduplication key (`key`): the x-relayq-uid header when present (a non-empty string: the
+ * producer's UUID per accepted message, kept across its republishes), else the message_id
+ * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the body "id"
+ * (a foreign publisher that sets no message_id). The client's "id" (the producer's
+ * message_id) is metadata: it stays the reply's message_id and need not be unique.
+ *
+ * A reply must fit the wire: with a reply_to, an "id" over 255 bytes (an AMQP short string,
+ * the reply's message_id) makes the message undecodable, so it is dead-lettered with that
+ * reason instead of breaking the commit.
+ *
+ * Tailed lines (a raw message with an x-file header) carry their place in the source file:
+ * x-file (1..128 bytes of [A-Za-z0-9:._-]), x-offset (integer >= 0, required), x-end
+ * (integer, optional), x-format (optional, only "lines": a chunk of whole lines, verbatim).
+ * Anything may publish to the request queue, so every range is checked (no arithmetic can
+ * overflow) and an impossible one is undecodable: a chunk covers exactly its body, [x-offset,
+ * x-offset + body length), and x-end, when given, must say so; a one-line message covers its
+ * bytes and at most one '\n' (x-end - x-offset is the body length or one more; without x-end,
+ * one more); the range must end at or before INT64_MAX.
+ *
  * The output line is a string payload verbatim (it may hold any character, even '\n'), any
  * other payload compact-serialized (JSON_COMPACT | JSON_ENCODE_ANY, keys in their original
  * order). The reply is "Consumer processed: " followed by the line.
@@ -41,7 +60,11 @@ typedef struct rq_msg_input {
     size_t message_id_len;
     const void *body;
     size_t body_len;
+    const amqp_table_t *headers; /* the headers property (NULL: absent): tail ranges */
+    int has_reply_to;            /* 1 when the delivery has a non-empty reply_to */
 } rq_msg_input_t;
+
+#define RQ_MSG_FILE_ID_MAX 128
 
 /* A decoded message. All memory is owned by the struct; release it with rq_message_clear(). */
 typedef struct rq_message {
@@ -54,6 +77,14 @@ typedef struct rq_message {
     double processing_time; /* seconds, 0 when absent, already capped */
     int processing_capped;  /* 1 when processing_time was above the maximum and got capped */
     int fail_times;         /* 0 when absent */
+    const char *key;        /* the deduplication key (see above): key_len bytes, points into */
+    size_t key_len;         /* key_buf or id; never NULL after a successful decode */
+    char *key_buf;          /* owned: the message_id property when it is the key, else NULL */
+    /* a tailed line (x-file header on a raw message): its byte range [start, end) */
+    int tailed;
+    char file_id[RQ_MSG_FILE_ID_MAX + 1];
+    int64_t start, end;
+    int verbatim; /* a chunk of lines (x-format "lines"): written as is, end - start == line_len */
 } rq_message_t;
 
 /* Why a message could not be decoded, as one short sentence. */
@@ -72,7 +103,7 @@ int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_m
 void rq_message_clear(rq_message_t *m);
 
 /* Fills an rq_msg_input_t from AMQP properties and body (pointers borrowed from `props` and
- * `body`, valid as long as they are). */
+ * `body`, valid as long as they are): content type, message id, headers, reply_to presence. */
 void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes_t body,
                                 rq_msg_input_t *in);
 

@@ -24,6 +24,8 @@
 struct rq_output {
     char *path, *ledger_path, *lock_path;
     int fd, ledger_fd, lock_fd;
+    dev_t dev; /* identity of the output file open as fd (rotation: see follow_path) */
+    ino_t ino;
     ino_t ledger_ino;
     off_t ledger_pos; /* bytes of the ledger already applied to the index */
     size_t id_window;
@@ -36,6 +38,7 @@ struct rq_output {
     size_t nsegs, segcap;
     struct iovec *iov; /* reused: the output bytes, pointing into the lines (no copy) */
     size_t iovcap;
+    int opened; /* rq_output_open() succeeded: rq_output_free() records a clean close */
 };
 
 /* One piece of a batch to write: a chunk's uncovered part [a, b) (a < b), or a whole line
@@ -49,7 +52,23 @@ typedef struct seg {
 typedef struct record {
     off_t at, end; /* byte range in the ledger */
     int64_t before, after;
+    int has_ident; /* the output file's device and inode were recorded (not in old ledgers) */
+    unsigned long long dev, ino;
 } record_t;
+
+/* Shrinks fd to len bytes; a file already at most len bytes long (rotated, copytruncated) is
+ * left alone: ftruncate must never grow an output file (it would fill it with NUL bytes).
+ * Returns 0 or -errno. */
+static int shrink_to(int fd, off_t len)
+{
+    struct stat st;
+
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (st.st_size <= len)
+        return 0;
+    return ftruncate(fd, len) < 0 ? -errno : 0;
+}
 
 static int sync_parent_dir(const char *path)
 {
@@ -120,13 +139,74 @@ static int apply_record(rq_output_t *out, char *p, char *end)
     return 0;
 }
 
+/* Rotation: when the file at PATH is not the one open (renamed away, deleted, replaced),
+ * opens (creating) the file at PATH and writes there from now on. Lock held. Returns 0 or
+ * -errno (the old file stays in use). */
+static int follow_path(rq_output_t *out)
+{
+    struct stat st;
+    int fd;
+
+    if (stat(out->path, &st) == 0 && st.st_dev == out->dev && st.st_ino == out->ino)
+        return 0;
+    fd = open(out->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    if (out->fd >= 0)
+        close(out->fd);
+    out->fd = fd;
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
+    sync_parent_dir(out->path);
+    rq_info("output %s was rotated: writing to the new file (%lld bytes)", out->path,
+            (long long)st.st_size);
+    return 0;
+}
+
+/* Checks the newest ledger record against the output file open now. Returns 1 when the
+ * record names another file (a rotation: its commit is in the rotated file, nothing to do
+ * here); else 0, after undoing a half-done commit (*dropped = 1: the output shrunk back to
+ * "before", the record removed from the ledger), or -errno. An output shorter than the
+ * record's "before" is a rotation too (copytruncate, or a new file at the path when the
+ * ledger has no identities): the record is kept and the file left as it is. */
+static int settle_newest(rq_output_t *out, const record_t *last, int *dropped)
+{
+    struct stat ost;
+
+    if (fstat(out->fd, &ost) < 0)
+        return -errno;
+    if (last->has_ident && (last->dev != (unsigned long long)ost.st_dev ||
+                            last->ino != (unsigned long long)ost.st_ino))
+        return 1;
+    if (ost.st_size >= last->after)
+        return 0;
+    if (ost.st_size < last->before) {
+        rq_info("output %s is shorter (%lld bytes) than before the newest commit (%lld): "
+                "rotated (copytruncate?), not rolled back",
+                out->path, (long long)ost.st_size, (long long)last->before);
+        return 0;
+    }
+    rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)", out->path,
+            (long long)(ost.st_size - last->before), (long long)(last->after - last->before));
+    if (shrink_to(out->fd, last->before) != 0 || fdatasync(out->fd) < 0 ||
+        ftruncate(out->ledger_fd, last->at) < 0 || fdatasync(out->ledger_fd) < 0)
+        return -(errno ? errno : EIO);
+    *dropped = 1;
+    return 0;
+}
+
 /* Reads the ledger from ledger_pos to its end, repairs a torn tail or a half-done newest
  * commit, and applies the complete records. Called with the lock held. Returns 0 or -errno. */
 static int catch_up(rq_output_t *out)
 {
     struct stat st, lst;
     off_t size, pos = out->ledger_pos;
-    record_t last = {0, 0, -1, -1};
+    record_t last = {0, 0, -1, -1, 0, 0, 0};
     char *data = NULL;
     ssize_t got;
     int rc = 0;
@@ -165,9 +245,16 @@ static int catch_up(rq_output_t *out)
     size_t nrec = 0, crec = 0;
     while (p != NULL && p < dend) {
         long long b, a;
+        unsigned long long dev = 0, ino = 0;
         char *nl = memchr(p, '\n', (size_t)(dend - p));
         char *e;
-        if (nl == NULL || p[0] != 'B' || sscanf(p, "B %lld %lld", &b, &a) != 2)
+        int nf;
+        if (nl == NULL || p[0] != 'B')
+            break;
+        *nl = '\0'; /* sscanf must not read past the record's first line */
+        nf = sscanf(p, "B %lld %lld %llu %llu", &b, &a, &dev, &ino);
+        *nl = '\n';
+        if (nf != 2 && nf != 4)
             break;
         /* the record ends at a line "E\n" */
         e = nl + 1;
@@ -196,6 +283,9 @@ static int catch_up(rq_output_t *out)
         recs[nrec].end = pos + (e + 2 - data);
         recs[nrec].before = b;
         recs[nrec].after = a;
+        recs[nrec].has_ident = nf == 4;
+        recs[nrec].dev = dev;
+        recs[nrec].ino = ino;
         nrec++;
         p = e + 2;
     }
@@ -212,25 +302,27 @@ static int catch_up(rq_output_t *out)
             goto out;
         }
     }
-    /* The newest commit must be fully in the output, else undo it. */
+    /* The newest commit must be fully in the output, else undo it: checked against the file
+     * it names, so before following a rename when we still hold that file, else after. */
     if (nrec > 0) {
-        struct stat ost;
-        if (fstat(out->fd, &ost) < 0) {
-            rc = -errno;
+        int dropped = 0;
+        int r = settle_newest(out, &last, &dropped);
+
+        if (r == 1 && (rc = follow_path(out)) == 0)
+            r = settle_newest(out, &last, &dropped);
+        if (r < 0) {
+            rc = r;
             free(recs);
             goto out;
         }
-        if (ost.st_size < last.after) {
-            rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)", out->path,
-                    (long long)(ost.st_size - last.before), (long long)(last.after - last.before));
-            if (ftruncate(out->fd, last.before) < 0 || fdatasync(out->fd) < 0 ||
-                ftruncate(out->ledger_fd, last.at) < 0 || fdatasync(out->ledger_fd) < 0) {
-                rc = -errno;
-                free(recs);
-                goto out;
-            }
+        if (dropped)
             nrec--;
-        }
+    }
+    if (rc == 0)
+        rc = follow_path(out);
+    if (rc != 0) {
+        free(recs);
+        goto out;
     }
     for (size_t i = 0; i < nrec && rc == 0; i++) {
         char *rs = data + (recs[i].at - pos);
@@ -267,10 +359,12 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
     sprintf(out->ledger_path, "%s.ledger", path);
     sprintf(out->lock_path, "%s.lock", path);
     out->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-    if (out->fd < 0) {
+    if (out->fd < 0 || fstat(out->fd, &st) < 0) {
         snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
         goto fail;
     }
+    out->dev = st.st_dev;
+    out->ino = st.st_ino;
     out->ledger_fd = open(out->ledger_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     out->lock_fd = open(out->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (out->ledger_fd < 0 || out->lock_fd < 0) {
@@ -294,6 +388,7 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
         snprintf(err, errlen, "cannot load %s: %s", out->ledger_path, strerror(-rc));
         goto fail;
     }
+    out->opened = 1;
     return out;
 
 nomem:
@@ -348,7 +443,8 @@ static void compact(rq_output_t *out)
     c.f = fopen(tmp, "w");
     if (c.f == NULL)
         goto out;
-    fprintf(c.f, "B %lld %lld\n", (long long)st.st_size, (long long)st.st_size);
+    fprintf(c.f, "B %lld %lld %llu %llu\n", (long long)st.st_size, (long long)st.st_size,
+            (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
     rq_seen_each(out->seen, compact_cb, &c);
     fprintf(c.f, "E\n");
     if (fflush(c.f) != 0 || fsync(fileno(c.f)) != 0 || fclose(c.f) != 0) {
@@ -479,6 +575,8 @@ static int plan(rq_output_t *out, rq_output_line_t *lines, size_t n, rq_seen_t *
         l->newlines = 0;
         if (l->file_id != NULL && !file_id_ok(l->file_id))
             l->file_id = NULL; /* untrusted header: fall back to the message id */
+        if (l->file_id != NULL && (l->start < 0 || l->end <= l->start))
+            l->file_id = NULL; /* an impossible range (the decoder refuses them) */
         if (l->file_id != NULL && l->verbatim && l->end - l->start != (int64_t)l->len)
             l->file_id = NULL; /* a chunk whose range is not its body: whole or nothing */
         if (l->file_id != NULL && *batch == NULL) {
@@ -547,7 +645,7 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
     }
     before = st.st_size;
     /* The record: B before after / R or H per segment / E. */
-    rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 64);
+    rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 128);
     if (rc != 0)
         goto out;
     if (out->iovcap < 2 * out->nsegs) {
@@ -560,7 +658,9 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         out->iovcap = 2 * out->nsegs;
     }
     p = out->buf;
-    p += sprintf(p, "B %lld %lld\n", (long long)before, (long long)(before + (off_t)bytes));
+    p +=
+        sprintf(p, "B %lld %lld %llu %llu\n", (long long)before, (long long)(before + (off_t)bytes),
+                (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
     for (size_t k = 0; k < out->nsegs; k++) {
         const seg_t *sg = &out->segs[k];
         const rq_output_line_t *l = &lines[sg->line];
@@ -610,7 +710,7 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         if (wrc != 0 || fdatasync(out->fd) < 0) {
             rc = wrc != 0 ? wrc : -(errno ? errno : EIO);
             /* Undo both, so the batch is simply not there (it will be redelivered). */
-            if (ftruncate(out->fd, before) < 0 || ftruncate(out->ledger_fd, rec_at) < 0)
+            if (shrink_to(out->fd, before) != 0 || ftruncate(out->ledger_fd, rec_at) < 0)
                 rq_warn("cannot undo a failed output write: %s", strerror(errno));
             goto out;
         }
@@ -645,6 +745,17 @@ out:
     return rc;
 }
 
+int rq_output_reopen(rq_output_t *out)
+{
+    int rc;
+
+    if (flock(out->lock_fd, LOCK_EX) < 0)
+        return -errno;
+    rc = catch_up(out); /* follows the path (and settles a record of the old file first) */
+    flock(out->lock_fd, LOCK_UN);
+    return rc;
+}
+
 const char *rq_output_path(const rq_output_t *out)
 {
     return out->path;
@@ -660,10 +771,37 @@ void rq_output_set_compact_bytes(rq_output_t *out, size_t bytes)
     out->compact_bytes = bytes;
 }
 
+/* A clean close: appends an empty record "B size size dev ino" for the output as it is now,
+ * so that the newest record never ends past a complete file. Without it, a file emptied by
+ * copytruncate after a first commit (before 0) would look like that commit half done and be
+ * rolled back, writing its lines again. Best effort (a crash skips it: then such a commit is
+ * rolled back, a duplicate at worst, never a loss). */
+static void checkpoint(rq_output_t *out)
+{
+    char rec[128];
+    struct stat st;
+    int n;
+
+    if (flock(out->lock_fd, LOCK_EX) < 0)
+        return;
+    if (catch_up(out) == 0 && out->ledger_pos > 0 && fstat(out->fd, &st) == 0) {
+        n = snprintf(rec, sizeof(rec), "B %lld %lld %llu %llu\nE\n", (long long)st.st_size,
+                     (long long)st.st_size, (unsigned long long)st.st_dev,
+                     (unsigned long long)st.st_ino);
+        if (pwrite(out->ledger_fd, rec, (size_t)n, out->ledger_pos) == n)
+            (void)fdatasync(out->ledger_fd);
+        else if (ftruncate(out->ledger_fd, out->ledger_pos) < 0)
+            rq_warn("cannot undo a ledger record: %s", strerror(errno));
+    }
+    flock(out->lock_fd, LOCK_UN);
+}
+
 void rq_output_free(rq_output_t *out)
 {
     if (out == NULL)
         return;
+    if (out->opened)
+        checkpoint(out);
     if (out->fd >= 0)
         close(out->fd);
     if (out->ledger_fd >= 0)

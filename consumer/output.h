@@ -61,6 +61,13 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
  * negative errno: then nothing of the batch is in PATH and the caller must not ack. */
 int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n);
 
+/* Rotation: switches to the file now at PATH when it is not the one open (renamed away by
+ * logrotate, deleted, or replaced), creating it when missing; a file at PATH that is the one
+ * open is kept (copytruncate needs nothing). Commits do the same check by themselves; call
+ * this on SIGHUP so that a rotated file is let go of at once. Returns 0 or a negative errno
+ * (the old file stays in use). */
+int rq_output_reopen(rq_output_t *out);
+
 /* The path given to rq_output_open() (owned by out). */
 const char *rq_output_path(const rq_output_t *out);
 
@@ -70,7 +77,9 @@ size_t rq_output_index_entries(const rq_output_t *out);
 /* Sets the ledger size past which it is compacted (default 8 MiB; tests use small sizes). */
 void rq_output_set_compact_bytes(rq_output_t *out, size_t bytes);
 
-/* Closes the files and frees the writer. NULL is a no-op. */
+/* Records a clean close in the ledger (an empty record for the output's current size and
+ * identity, so that a later copytruncate is never taken for a half-done commit), closes the
+ * files and frees the writer. NULL is a no-op. */
 void rq_output_free(rq_output_t *out);
 
 #endif

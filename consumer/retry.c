@@ -1,6 +1,8 @@
 /* retry.c - attempt counting and the properties of retry / dead-letter copies (see retry.h). */
 #include "retry.h"
 
+#include "amqp_conn.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -36,6 +38,8 @@ static int dropped_header(amqp_bytes_t key)
 
     if (key.len == 7 && memcmp(key.bytes, "x-death", 7) == 0)
         return 1;
+    if (key.len == strlen(RQ_HDR_UID) && memcmp(key.bytes, RQ_HDR_UID, key.len) == 0)
+        return 0; /* the message's identity (dedup key) stays with every copy */
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t n = strlen(prefixes[i]);
 

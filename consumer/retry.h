@@ -46,7 +46,8 @@ int rq_retry_simulated_failure(const rq_message_t *m, int attempt, char *why, si
 int rq_retry_next_queue(int attempt, int max_retries);
 
 /* Builds the properties of a copy of `orig`: every property of orig except expiration,
- * delivery_mode persistent, and headers = orig's headers without x-relayq-*, x-death,
+ * delivery_mode persistent, and headers = orig's headers without x-relayq-* (except
+ * RQ_HDR_UID, the message's identity, which every copy keeps), x-death,
  * x-first-death-* and x-last-death-*, followed by add[0..nadd). The header table is built
  * in entries[0..cap); its entries (and every other property) borrow from orig and add, so
  * *out is valid only while those are. Returns 0, or -1 when cap is too small (cap >=

@@ -5,6 +5,7 @@
 #include <amqp_framing.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,12 @@
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
 #define CONFIRM_TIMEOUT_MS 10000 /* longest wait for the broker to confirm retry/DLQ copies */
 #define COPY_CHANNEL 2           /* confirm-mode channel for retry/DLQ copies (see worker.h) */
+/* Room a copy's content header leaves in a frame for the headers the broker adds when it
+ * dead-letters the copy back from a delay queue (x-death, x-first-death-*, x-last-death-*):
+ * a redelivery whose header outgrew frame_max cannot be read at all (rabbitmq-c: "invalid
+ * AMQP data"), a poison loop. */
+#define COPY_HEADER_MARGIN 1024
+#define STABLE_MS 10000 /* a connection up this long forgets past failures (backoff reset) */
 
 enum { ST_CONNECTING = 0, ST_READY = 1, ST_STOPPING = 2 };
 
@@ -39,7 +46,6 @@ enum {
 
 typedef struct item {
     amqp_envelope_t env;
-    char file_id[129]; /* tailed line: the x-file header, else "" */
     int64_t recv_ns;
     rq_message_t msg;
     rq_disp_t disp;
@@ -68,6 +74,15 @@ struct rq_worker {
     rq_settle_op_t *ops;
 
     rq_backoff_t backoff;
+    int64_t connected_ms; /* when the current connection was made (rq_mono_ms) */
+
+    char *scratch; /* props_fit(): room for one content header */
+    size_t scratch_cap;
+
+    /* SIGHUP: reopen the output file and the log (rq_worker_set_reopen) */
+    volatile int *reopen_flag;
+    void (*reopen_fn)(void *arg);
+    void *reopen_arg;
 
     /* Copies are published on COPY_CHANNEL, in confirm mode: copy k of the connection gets
      * delivery tag k (pub_seq counts them). The copies of the commit in progress are
@@ -279,8 +294,16 @@ void rq_worker_free(rq_worker_t *w)
     free(w->tags);
     free(w->disps);
     free(w->ops);
+    free(w->scratch);
     pthread_mutex_destroy(&w->lock);
     free(w);
+}
+
+void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *arg), void *arg)
+{
+    w->reopen_flag = flag;
+    w->reopen_fn = fn;
+    w->reopen_arg = arg;
 }
 
 int rq_worker_ready(void *arg, char *reason, size_t reasonlen)
@@ -572,9 +595,6 @@ static void accept_delivery(rq_worker_t *w, item_t *it)
     it->attempt = rq_retry_attempt(&it->env.message.properties);
     it->why[0] = '\0';
     memset(&it->msg, 0, sizeof(it->msg));
-    if (rq_message_header_str(&it->env.message.properties, "x-file", it->file_id,
-                              sizeof(it->file_id)) != 0)
-        it->file_id[0] = '\0';
     w->n++;
     if (pub_ms > 0) {
         int64_t lag = rq_wall_ms() - pub_ms;
@@ -618,6 +638,25 @@ static int consume_one(rq_worker_t *w, int timeout_ms)
     return -1;
 }
 
+/* SIGHUP: when the reopen flag is set, clears it, lets go of a rotated output file (the
+ * file at OUTPUT_FILE is used from now on) and calls the reopen hook (the log). */
+static void check_reopen(rq_worker_t *w)
+{
+    if (w->reopen_flag == NULL || !*w->reopen_flag)
+        return;
+    *w->reopen_flag = 0;
+    if (w->out != NULL) {
+        int rc = rq_output_reopen(w->out);
+
+        if (rc != 0)
+            rq_error("SIGHUP: cannot reopen %s: %s (writing on to the file open)",
+                     rq_output_path(w->out), strerror(-rc));
+    }
+    if (w->reopen_fn != NULL)
+        w->reopen_fn(w->reopen_arg);
+    rq_info("SIGHUP: output file and log reopened");
+}
+
 /* Collects a batch: waits (checking *stop every POLL_MS) for a first delivery, then gathers
  * more for up to BATCH_WAIT_MS or until the prefetch count is held. Returns 0 (w->n may be 0
  * when stopping), or -1 when the connection failed. */
@@ -630,6 +669,7 @@ static int collect(rq_worker_t *w, volatile int *stop)
 
         if (*stop)
             return 0;
+        check_reopen(w);
         r = consume_one(w, POLL_MS);
         if (r < 0)
             return -1;
@@ -658,6 +698,10 @@ static int send_reply(rq_worker_t *w, const item_t *it)
 
     if (!(req->_flags & AMQP_BASIC_REPLY_TO_FLAG) || req->reply_to.len == 0)
         return 0;
+    if (strlen(it->msg.id) > 255) { /* the decoder refuses these (message.h): never reached */
+        rq_warn("message %.64s...: no reply, its id does not fit a message_id", it->msg.id);
+        return 0;
+    }
     memset(&p, 0, sizeof(p));
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
                AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
@@ -686,44 +730,116 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     return 1;
 }
 
+/* 1 when properties `p` encode into one content header frame of this connection (short
+ * strings at most 255 bytes, the whole within frame_max less COPY_HEADER_MARGIN), 0 when
+ * not, -1 when out of memory.
+ * Checked before a copy is published: over TLS rabbitmq-c sends the method frame before it
+ * finds the header unencodable, and a half-sent message breaks the connection. */
+static int props_fit(rq_worker_t *w, const amqp_basic_properties_t *p)
+{
+    int fm = amqp_get_frame_max(w->conn);
+    /* frame overhead 8, class..size 12 */
+    size_t room = (fm > 4096 ? (size_t)fm : 4096) - 8 - 12 - COPY_HEADER_MARGIN;
+    amqp_bytes_t enc;
+
+    if (w->scratch_cap < room) {
+        char *nb = realloc(w->scratch, room);
+
+        if (nb == NULL)
+            return -1;
+        w->scratch = nb;
+        w->scratch_cap = room;
+    }
+    enc.bytes = w->scratch;
+    enc.len = room;
+    /* amqp_encode_properties() takes a non-const pointer but does not write through it. */
+    return amqp_encode_properties(AMQP_BASIC_CLASS, (void *)(uintptr_t)p, enc) >= 0;
+}
+
 /* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
  * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
  * basic.return), and records its delivery tag so that the commit waits for its confirm.
- * Returns 0, or -1 on a connection error or no memory (logged). */
+ * A copy that cannot be encoded is a per-message failure, never the connection's: a retry
+ * copy goes to the DLQ instead, a DLQ copy without the original's headers
+ * (x-relayq-headers-dropped), and if even that does not fit the original is rejected (the
+ * broker dead-letters it). Out of memory requeues the original.
+ * Returns 0, or -1 on a connection error (logged). */
 static int publish_copy(rq_worker_t *w, size_t i)
 {
-    const item_t *it = &w->items[i];
+    item_t *it = &w->items[i];
     const amqp_basic_properties_t *orig = &it->env.message.properties;
-    amqp_basic_properties_t p;
-    amqp_table_entry_t add[2], *entries;
+    amqp_basic_properties_t p, bare;
+    amqp_table_entry_t add[3], *entries;
     size_t cap =
-        (size_t)2 + ((orig->_flags & AMQP_BASIC_HEADERS_FLAG) && orig->headers.num_entries > 0
+        (size_t)3 + ((orig->_flags & AMQP_BASIC_HEADERS_FLAG) && orig->headers.num_entries > 0
                          ? (size_t)orig->headers.num_entries
                          : 0);
     char queue[300], text[300];
-    int rcode;
+    int rcode, fit = 0;
 
-    copy_queue(w, it, queue, sizeof(queue));
-    if (it->route == ROUTE_RETRY) {
-        add[0] = rq_amqp_i64_entry(RQ_HDR_ATTEMPT, it->attempt + 1);
-        add[1] = rq_amqp_utf8_entry(RQ_HDR_LAST_ERROR, it->why);
-    } else {
-        add[0] = rq_amqp_utf8_entry(RQ_HDR_REASON, it->why);
-        add[1] = rq_amqp_i64_entry(RQ_HDR_ATTEMPTS, it->attempt + 1);
-    }
     entries = malloc(cap * sizeof(*entries));
-    if (entries == NULL || rq_retry_copy_props(orig, add, 2, entries, cap, &p) < 0) {
-        free(entries);
-        snprintf(text, sizeof(text), "out of memory building a copy for %s", queue);
-        goto fail;
+    if (entries == NULL)
+        goto nomem;
+    /* stage 0: as is; 1: a retry copy that does not fit goes to the DLQ; 2: without the
+     * original's headers */
+    for (int stage = 0; stage < 3 && fit == 0; stage++) {
+        const amqp_basic_properties_t *src = orig;
+        int nadd = 2;
+
+        if (stage == 1) {
+            char last[sizeof(it->why)];
+
+            if (it->route != ROUTE_RETRY)
+                continue;
+            memcpy(last, it->why, sizeof(last));
+            snprintf(it->why, sizeof(it->why),
+                     "its retry copy cannot be encoded (headers over frame_max?): %s", last);
+            it->route = ROUTE_DLQ_FAILED;
+        }
+        if (stage == 2) {
+            bare = *orig;
+            bare._flags &= ~(amqp_flags_t)AMQP_BASIC_HEADERS_FLAG;
+            bare.headers = amqp_empty_table;
+            src = &bare;
+        }
+        if (it->route == ROUTE_RETRY) {
+            add[0] = rq_amqp_i64_entry(RQ_HDR_ATTEMPT, it->attempt + 1);
+            add[1] = rq_amqp_utf8_entry(RQ_HDR_LAST_ERROR, it->why);
+        } else {
+            add[0] = rq_amqp_utf8_entry(RQ_HDR_REASON, it->why);
+            add[1] = rq_amqp_i64_entry(RQ_HDR_ATTEMPTS, it->attempt + 1);
+        }
+        if (stage == 2)
+            add[nadd++] = rq_amqp_i64_entry("x-relayq-headers-dropped", 1);
+        if (rq_retry_copy_props(src, add, nadd, entries, cap, &p) < 0) {
+            free(entries);
+            goto nomem;
+        }
+        fit = props_fit(w, &p);
+        if (fit < 0) {
+            free(entries);
+            goto nomem;
+        }
     }
+    if (!fit) {
+        free(entries);
+        rq_warn("message %s (delivery %llu): no copy of it can be encoded; rejecting it (the "
+                "broker dead-letters it): %s",
+                it->msg.id != NULL ? it->msg.id : "?", (unsigned long long)it->env.delivery_tag,
+                it->why);
+        it->disp = RQ_DISP_REJECT;
+        return 0;
+    }
+    copy_queue(w, it, queue, sizeof(queue));
     rcode = rq_pubbuf_add(w->pub, COPY_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, &p,
                           it->env.message.body);
     free(entries);
     if (rcode != AMQP_STATUS_OK) {
         snprintf(text, sizeof(text), "publishing a copy to %s: %s", queue,
                  amqp_error_string2(rcode));
-        goto fail;
+        rq_warn("broker connection lost: %s", text);
+        set_last_error(w, text);
+        return -1;
     }
     w->copy_tags[w->ncopies] = ++w->pub_seq;
     w->copy_item[w->ncopies] = i;
@@ -732,10 +848,11 @@ static int publish_copy(rq_worker_t *w, size_t i)
     w->ncopies++;
     w->copies_left++;
     return 0;
-fail:
-    rq_warn("broker connection lost: %s", text);
-    set_last_error(w, text);
-    return -1;
+nomem:
+    rq_error("out of memory building the copy of delivery %llu: requeueing it",
+             (unsigned long long)it->env.delivery_tag);
+    it->disp = RQ_DISP_REQUEUE;
+    return 0;
 }
 
 /* Waits until the broker confirmed every copy published by this commit (they are then
@@ -886,32 +1003,23 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         const item_t *it = &w->items[i];
 
         rq_output_line_t *ol = &w->olines[nok];
-        const amqp_basic_properties_t *props = &it->env.message.properties;
-        int64_t start, end;
-
         if (!processed(it))
             continue;
         memset(ol, 0, sizeof(*ol));
         ol->data = it->msg.line;
         ol->len = it->msg.line_len;
-        /* A tailed line is keyed by its place in the source file (x-file, x-offset, x-end);
-         * an API message by its id. A chunk (x-format "lines") is the source bytes
-         * [x-offset, x-offset + body length), written verbatim. */
-        if (it->msg.kind == RQ_MSG_RAW && it->file_id[0] != '\0' &&
-            rq_message_header_i64(props, "x-offset", &start) == 0 && start >= 0) {
-            char fmt[16];
-            ol->verbatim = rq_message_header_str(props, "x-format", fmt, sizeof(fmt)) == 0 &&
-                           strcmp(fmt, "lines") == 0;
-            if (ol->verbatim)
-                end = start + (int64_t)it->msg.line_len;
-            else if (rq_message_header_i64(props, "x-end", &end) != 0 || end <= start)
-                end = start + (int64_t)it->msg.line_len + 1;
-            ol->file_id = it->file_id;
-            ol->start = start;
-            ol->end = end;
+        /* A tailed line is keyed by its place in the source file (x-file, x-offset, x-end,
+         * bounds-checked by the decoder); an API message by its dedup key (message.h: the
+         * message_id property, else the body id). A chunk (x-format "lines") is the source
+         * bytes [start, end), written verbatim. */
+        if (it->msg.tailed) {
+            ol->file_id = it->msg.file_id;
+            ol->start = it->msg.start;
+            ol->end = it->msg.end;
+            ol->verbatim = it->msg.verbatim;
         } else {
-            ol->msg_id = it->msg.id;
-            ol->msg_id_len = strlen(it->msg.id);
+            ol->msg_id = it->msg.key;
+            ol->msg_id_len = it->msg.key_len;
         }
         nok++;
     }
@@ -1176,6 +1284,7 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
     while (!*stop) {
         int r;
 
+        check_reopen(w);
         if (w->conn == NULL) {
             attempt++;
             if (connect_broker(w, err, sizeof(err)) < 0) {
@@ -1195,7 +1304,9 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
                 rq_series_inc(w->m.reconnects);
             w->ever_connected = 1;
             attempt = 0;
-            rq_backoff_reset(&w->backoff);
+            /* The backoff is reset only once the connection proved stable (below): one that
+             * drops right after connecting must not reconnect in a tight loop. */
+            w->connected_ms = rq_mono_ms();
             set_state(w, ST_READY);
         }
         r = collect(w, stop);
@@ -1211,6 +1322,17 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
             rq_amqp_close(w->conn);
             w->conn = NULL;
             drop_conn(w);
+        }
+        if (w->conn == NULL && !*stop) {
+            int64_t up = rq_mono_ms() - w->connected_ms;
+            int delay;
+
+            if (up >= STABLE_MS)
+                rq_backoff_reset(&w->backoff);
+            delay = rq_backoff_next(&w->backoff);
+            rq_warn("broker connection lost after %lld ms connected; reconnecting in %d ms",
+                    (long long)up, delay);
+            rq_sleep_interruptible(delay / 1000.0, stop);
         }
     }
     set_state(w, ST_STOPPING);

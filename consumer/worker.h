@@ -21,7 +21,13 @@
  * connection close, or a cancelled consumer drops the connection (the unsettled batch is
  * redelivered by the broker) and reconnects with the shared exponential backoff with jitter
  * (rq_backoff_t in amqp_conn.h: 200 ms doubling to RQ_RECONNECT_MAX_MS), logging every
- * attempt; readiness is false while disconnected.
+ * attempt; readiness is false while disconnected. The backoff applies after a dropped
+ * connection too and is reset only once a connection stayed up 10 s, so a connection that
+ * fails right after connecting never reconnects in a tight loop.
+ * A per-message failure never drops the connection: an undecodable message (including one
+ * whose reply could not be encoded, or an impossible tail range: message.h) is dead-lettered
+ * with its reason and the rest of the batch acked; a copy that cannot be encoded is handled
+ * per message (publish_copy in worker.c).
  *
  * Retry and dead-letter copies: confirmed before the original is acked. The copy is a new
  * publish and the original's ack a separate step, so the order matters: publish, then ack.
@@ -91,6 +97,13 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg);
  * output file) is borrowed too; `wm` is copied (may be NULL: no metrics).
  * Returns NULL on allocation failure. */
 rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_worker_metrics_t *wm);
+
+/* SIGHUP support: while rq_worker_run() runs, the worker checks *flag between batches and
+ * every 100 ms while idle; when non-zero it clears it, calls rq_output_reopen() on the output
+ * (a rotated OUTPUT_FILE is let go of) and then fn(arg) (e.g. reopen the log), in the
+ * worker's thread. flag may be NULL (no reopening); fn may be NULL. Call before
+ * rq_worker_run(). */
+void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *arg), void *arg);
 
 /* Runs the loop described above in the calling thread until *stop becomes non-zero (set it
  * from a signal handler or another thread). Broker failures are retried, never fatal; so is

@@ -17,9 +17,10 @@ Scenarios (one per run; each starts its own broker unless --amqp-port is given):
   partial          a batch the broker partly refuses (a max-length policy with reject-publish):
                    503 listing the stored, not stored and unknown ids; the stored ones are
                    kept (GET /messages/{id}); a refused single says "stored": false.
-  same-id          two different payloads with one client id (in one batch, and in two
-                   requests) both reach the output: deduplication keys on the id the producer
-                   makes per message, not the client's.
+  same-id          different payloads with one client id (in one batch, in two requests,
+                   and one retried through a delay queue) all reach the output: deduplication
+                   keys on the id the producer makes per message (x-relayq-uid), not the
+                   client's.
 
 Usage: test_publisher_review.py --build-dir build SCENARIO [--amqp-port P]
 Prints one PASS/FAIL line per check and `N passed, M failed`; exit 1 on any failure. Every
@@ -210,8 +211,11 @@ def same_id(c, st, args):
     c.check("batch with one id twice: 201", s == 201, f"{s} {j}")
     s, _, j, _ = post(st, "/produce", {"id": "dup", "payload": "third"})
     c.check("the same id again in another request: 201", s == 201, f"{s} {j}")
-    rel.check_output_exactly_once(c, st.output, {b"first", b"second", b"third"},
-                                  "one client id, three payloads", timeout=30)
+    # A retried message keeps its identity through the delay queue (not its client id).
+    s, _, j, _ = post(st, "/produce", {"id": "dup", "payload": "fourth", "fail_times": 1})
+    c.check("the same id, failing once: 201", s == 201, f"{s} {j}")
+    rel.check_output_exactly_once(c, st.output, {b"first", b"second", b"third", b"fourth"},
+                                  "one client id, four payloads", timeout=30)
     rel.expect_clean_exit(c, st)
 
 

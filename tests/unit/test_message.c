@@ -2,6 +2,7 @@
  * and the published-at lookup for the consume latency. */
 #include <criterion/criterion.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "message.h"
@@ -361,4 +362,251 @@ Test(message, published_ms_falls_back_to_timestamp)
 
     memset(&p, 0, sizeof(p));
     cr_expect_eq(rq_message_published_ms(&p), -1);
+}
+
+/* ---- the deduplication key (issue 11 item 7) ---- */
+
+static int decode_with(const char *ct, const char *mid, const char *body,
+                       const amqp_table_t *headers, int reply_to, rq_message_t *m,
+                       rq_msg_error_t *err)
+{
+    rq_msg_input_t in = {0};
+
+    in.content_type = ct;
+    in.content_type_len = ct != NULL ? strlen(ct) : 0;
+    in.message_id = mid;
+    in.message_id_len = mid != NULL ? strlen(mid) : 0;
+    in.body = body;
+    in.body_len = strlen(body);
+    in.headers = headers;
+    in.has_reply_to = reply_to;
+    return rq_message_decode(&in, 60, m, err);
+}
+
+Test(message, dedup_key_is_the_message_id_property_the_line_keeps_the_body_id)
+{
+    rq_message_t a, b;
+    rq_msg_error_t err;
+
+    cr_assert_eq(
+        decode_with(JSON, "uuid-1", "{\"id\":\"same\",\"payload\":\"one\"}", NULL, 0, &a, &err), 0,
+        "%s", err.text);
+    cr_assert_eq(
+        decode_with(JSON, "uuid-2", "{\"id\":\"same\",\"payload\":\"two\"}", NULL, 0, &b, &err), 0,
+        "%s", err.text);
+    cr_expect_str_eq(a.id, "same");
+    cr_expect_str_eq(b.id, "same");
+    cr_expect_eq(a.key_len, 6);
+    cr_expect(memcmp(a.key, "uuid-1", 6) == 0);
+    cr_expect(a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0,
+              "two messages with one client id share a dedup key");
+    rq_message_clear(&a);
+    rq_message_clear(&b);
+}
+
+Test(message, dedup_key_falls_back_to_the_body_id_without_a_message_id)
+{
+    rq_message_t m;
+    rq_msg_error_t err;
+
+    cr_assert_eq(decode_with(JSON, NULL, "{\"id\":\"client-7\",\"payload\":1}", NULL, 0, &m, &err),
+                 0, "%s", err.text);
+    cr_expect_eq(m.key_len, 8);
+    cr_expect(memcmp(m.key, "client-7", 8) == 0);
+    rq_message_clear(&m);
+    cr_assert_eq(decode_with(JSON, "", "{\"id\":\"client-8\",\"payload\":1}", NULL, 0, &m, &err), 0,
+                 "%s", err.text); /* an empty property counts as absent */
+    cr_expect_eq(m.key_len, 8);
+    rq_message_clear(&m);
+    cr_assert_eq(decode_with(RAW, "f:12", "line", NULL, 0, &m, &err), 0, "%s", err.text);
+    cr_expect_eq(m.key_len, 4);
+    cr_expect(memcmp(m.key, "f:12", 4) == 0);
+    rq_message_clear(&m);
+}
+
+/* The producer keeps the client's id as the message_id property (it need not be unique) and
+ * puts its own UUID per message in x-relayq-uid: that header is the key when present. */
+Test(message, dedup_key_is_the_producer_uid_header_before_the_message_id)
+{
+    rq_message_t a, b;
+    rq_msg_error_t err;
+    amqp_table_entry_t ea, eb;
+    amqp_table_t ta = {1, &ea}, tb = {1, &eb};
+
+    ea.key = amqp_cstring_bytes("x-relayq-uid");
+    ea.value.kind = AMQP_FIELD_KIND_UTF8;
+    ea.value.value.bytes = amqp_cstring_bytes("0b6d1f3e-uid-a");
+    eb = ea;
+    eb.value.value.bytes = amqp_cstring_bytes("0b6d1f3e-uid-b");
+    cr_assert_eq(
+        decode_with(JSON, "same", "{\"id\":\"same\",\"payload\":\"one\"}", &ta, 0, &a, &err), 0,
+        "%s", err.text);
+    cr_assert_eq(
+        decode_with(JSON, "same", "{\"id\":\"same\",\"payload\":\"two\"}", &tb, 0, &b, &err), 0,
+        "%s", err.text);
+    cr_expect_str_eq(a.id, "same");
+    cr_expect_eq(a.key_len, strlen("0b6d1f3e-uid-a"));
+    cr_expect(memcmp(a.key, "0b6d1f3e-uid-a", a.key_len) == 0);
+    cr_expect(a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0,
+              "two messages with one client id share a dedup key");
+    rq_message_clear(&a);
+    rq_message_clear(&b);
+
+    /* An empty or non-string header does not count: the message_id is the key then. */
+    ea.value.value.bytes = amqp_cstring_bytes("");
+    cr_assert_eq(decode_with(JSON, "mid-9", "{\"id\":\"c\",\"payload\":1}", &ta, 0, &a, &err), 0,
+                 "%s", err.text);
+    cr_expect(a.key_len == 5 && memcmp(a.key, "mid-9", 5) == 0);
+    rq_message_clear(&a);
+    ea.value.kind = AMQP_FIELD_KIND_I64;
+    ea.value.value.i64 = 7;
+    cr_assert_eq(decode_with(JSON, "mid-9", "{\"id\":\"c\",\"payload\":1}", &ta, 0, &a, &err), 0,
+                 "%s", err.text);
+    cr_expect(a.key_len == 5 && memcmp(a.key, "mid-9", 5) == 0);
+    rq_message_clear(&a);
+}
+
+/* ---- a reply that cannot be encoded (issue 11 item 5) ---- */
+
+Test(message, an_id_longer_than_a_short_string_with_reply_to_is_undecodable)
+{
+    char body[600];
+    char id[300];
+    rq_message_t m;
+    rq_msg_error_t err;
+
+    memset(id, 'i', 256);
+    id[256] = '\0';
+    snprintf(body, sizeof(body), "{\"id\":\"%s\",\"payload\":\"p\"}", id);
+    cr_expect_eq(decode_with(JSON, "u", body, NULL, 1, &m, &err), -1);
+    cr_expect_not_null(strstr(err.text, "255"), "reason: %s", err.text);
+    cr_expect_null(m.id);
+    /* no reply_to: no reply to encode, the line is fine */
+    cr_expect_eq(decode_with(JSON, "u", body, NULL, 0, &m, &err), 0, "%s", err.text);
+    rq_message_clear(&m);
+    id[255] = '\0'; /* exactly 255 bytes fits */
+    snprintf(body, sizeof(body), "{\"id\":\"%s\",\"payload\":\"p\"}", id);
+    cr_expect_eq(decode_with(JSON, "u", body, NULL, 1, &m, &err), 0, "%s", err.text);
+    rq_message_clear(&m);
+}
+
+/* ---- tail headers from any publisher (issue 11 item 8) ---- */
+
+typedef struct {
+    const char *name;
+    const char *body;
+    const char *file; /* NULL: no x-file */
+    int has_off;
+    int64_t off;
+    int has_end;
+    int64_t end;
+    const char *format; /* NULL: no x-format */
+    int rc;             /* 0 or -1 */
+    int64_t want_start, want_end;
+    int want_verbatim;
+    const char *reason;
+} tcase_t;
+
+#define I64MAX INT64_MAX
+static const tcase_t tcases[] = {
+    {"one line with its newline", "abc", "f0", 1, 10, 1, 14, NULL, 0, 10, 14, 0, NULL},
+    {"a partial line without newline", "abc", "f0", 1, 10, 1, 13, NULL, 0, 10, 13, 0, NULL},
+    {"no x-end: line plus newline", "abc", "f0", 1, 10, 0, 0, NULL, 0, 10, 14, 0, NULL},
+    {"a chunk", "a\nb\n", "f0", 1, 0, 1, 4, "lines", 0, 0, 4, 1, NULL},
+    {"a chunk without x-end", "a\nb\n", "f0", 1, 7, 0, 0, "lines", 0, 7, 11, 1, NULL},
+    {"a chunk ending at INT64_MAX", "ab", "f0", 1, I64MAX - 2, 1, I64MAX, "lines", 0, I64MAX - 2,
+     I64MAX, 1, NULL},
+    {"x-offset INT64_MAX, one line", "evil", "f0", 1, I64MAX, 0, 0, NULL, -1, 0, 0, 0, "range"},
+    {"x-offset INT64_MAX, x-end INT64_MAX", "", "f0", 1, I64MAX, 1, I64MAX, NULL, -1, 0, 0, 0,
+     "range"},
+    {"x-offset near INT64_MAX, chunk", "evil\n", "f0", 1, I64MAX - 3, 0, 0, "lines", -1, 0, 0, 0,
+     "range"},
+    {"negative x-offset", "x", "f0", 1, -5, 0, 0, NULL, -1, 0, 0, 0, "x-offset"},
+    {"INT64_MIN x-offset", "x", "f0", 1, INT64_MIN, 1, 1, NULL, -1, 0, 0, 0, "x-offset"},
+    {"x-end before x-offset", "x", "f0", 1, 100, 1, 50, NULL, -1, 0, 0, 0, "range"},
+    {"x-end equal to x-offset", "x", "f0", 1, 100, 1, 100, NULL, -1, 0, 0, 0, "range"},
+    {"negative x-end", "x", "f0", 1, 0, 1, -1, NULL, -1, 0, 0, 0, "range"},
+    {"x-end INT64_MAX on a short line", "x", "f0", 1, 0, 1, I64MAX, NULL, -1, 0, 0, 0, "range"},
+    {"a range wider than the line", "abc", "f0", 1, 0, 1, 1000, NULL, -1, 0, 0, 0, "range"},
+    {"a range narrower than the line", "abcdef", "f0", 1, 0, 1, 3, NULL, -1, 0, 0, 0, "range"},
+    {"a chunk whose x-end is not its body", "a\nb\n", "f0", 1, 0, 1, 1 << 30, "lines", -1, 0, 0, 0,
+     "range"},
+    {"x-file without x-offset", "x", "f0", 0, 0, 0, 0, NULL, -1, 0, 0, 0, "x-offset"},
+    {"x-file with spaces", "x", "f 0", 1, 0, 0, 0, NULL, -1, 0, 0, 0, "x-file"},
+    {"an unknown x-format", "x\n", "f0", 1, 0, 0, 0, "csv", -1, 0, 0, 0, "x-format"},
+    {"no x-file: not a tailed line", "x", NULL, 1, I64MAX, 0, 0, NULL, 0, 0, 0, 0, NULL},
+};
+
+static void run_tcase(const tcase_t *c)
+{
+    amqp_table_entry_t e[4];
+    amqp_table_t t = {0, e};
+    rq_message_t m;
+    rq_msg_error_t err;
+    rq_msg_input_t in = {0};
+    int rc;
+
+    if (c->file != NULL)
+        e[t.num_entries++] = (amqp_table_entry_t){
+            amqp_cstring_bytes("x-file"),
+            {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(c->file)}};
+    if (c->has_off)
+        e[t.num_entries++] = (amqp_table_entry_t){
+            amqp_cstring_bytes("x-offset"), {.kind = AMQP_FIELD_KIND_I64, .value.i64 = c->off}};
+    if (c->has_end)
+        e[t.num_entries++] = (amqp_table_entry_t){
+            amqp_cstring_bytes("x-end"), {.kind = AMQP_FIELD_KIND_I64, .value.i64 = c->end}};
+    if (c->format != NULL)
+        e[t.num_entries++] = (amqp_table_entry_t){
+            amqp_cstring_bytes("x-format"),
+            {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes(c->format)}};
+    in.content_type = RAW;
+    in.content_type_len = strlen(RAW);
+    in.message_id = "f0:1";
+    in.message_id_len = 4;
+    in.body = c->body;
+    in.body_len = strlen(c->body);
+    in.headers = &t;
+    rc = rq_message_decode(&in, 60, &m, &err);
+    cr_expect_eq(rc, c->rc, "[%s] rc %d, expected %d (%s)", c->name, rc, c->rc,
+                 rc < 0 ? err.text : "-");
+    if (rc < 0 && c->rc < 0)
+        cr_expect_not_null(strstr(err.text, c->reason), "[%s] reason \"%s\" lacks \"%s\"", c->name,
+                           err.text, c->reason);
+    if (rc == 0 && c->rc == 0) {
+        cr_expect_eq(m.tailed, c->file != NULL, "[%s] tailed", c->name);
+        if (c->file != NULL) {
+            cr_expect_str_eq(m.file_id, c->file, "[%s] file id", c->name);
+            cr_expect_eq(m.start, c->want_start, "[%s] start %lld", c->name, (long long)m.start);
+            cr_expect_eq(m.end, c->want_end, "[%s] end %lld", c->name, (long long)m.end);
+            cr_expect_eq(m.verbatim, c->want_verbatim, "[%s] verbatim", c->name);
+        }
+    }
+    rq_message_clear(&m);
+}
+
+Test(message, tail_ranges_are_bounds_checked)
+{
+    for (size_t i = 0; i < sizeof(tcases) / sizeof(tcases[0]); i++)
+        run_tcase(&tcases[i]);
+}
+
+Test(message, input_from_amqp_takes_headers_and_reply_to)
+{
+    amqp_basic_properties_t p;
+    amqp_table_entry_t e = {amqp_cstring_bytes("x-file"),
+                            {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("f")}};
+    rq_msg_input_t in;
+
+    memset(&p, 0, sizeof(p));
+    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
+    cr_expect_null(in.headers);
+    cr_expect_eq(in.has_reply_to, 0);
+    p._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_REPLY_TO_FLAG;
+    p.headers.num_entries = 1;
+    p.headers.entries = &e;
+    p.reply_to = amqp_cstring_bytes("q");
+    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
+    cr_expect_eq(in.headers, &p.headers);
+    cr_expect_eq(in.has_reply_to, 1);
 }

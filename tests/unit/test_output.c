@@ -390,3 +390,187 @@ Test(output, a_batch_of_more_pieces_than_iov_max)
     rq_output_free(out);
     free(want);
 }
+
+/* ---- rotation (issue 11 item 6): a different or shorter file is a rotation, never a rollback */
+
+static int has_nul(const char *p)
+{
+    size_t len;
+    char *got = read_all(p, &len);
+    int nul = memchr(got, '\0', len) != NULL;
+
+    free(got);
+    return nul;
+}
+
+Test(output, restart_after_a_rename_is_a_rotation_not_a_rollback)
+{
+    char err[256], old[200];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    b[0] = id_line("second", "m2");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    snprintf(old, sizeof(old), "%s.1", path);
+    cr_assert_eq(rename(path, old), 0); /* logrotate: rename, then a new file */
+
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    cr_expect_eq(size_of(path), 0, "the new file was grown to %lld bytes",
+                 (long long)size_of(path));
+    b[0] = id_line("second", "m2"); /* the newest commit is still remembered */
+    b[1] = id_line("third", "m3");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 1);
+    expect_file("third\n", 6);
+    cr_expect_eq(size_of(old), 13, "the rotated file was changed");
+    rq_output_free(o);
+}
+
+Test(output, restart_after_copytruncate_never_grows_the_file)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    b[0] = tail_line("tailed", 6, "f", 0);
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    cr_assert_eq(truncate(path, 0), 0); /* copytruncate: same inode, emptied */
+
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    cr_expect_eq(size_of(path), 0, "ftruncate grew the file to %lld bytes",
+                 (long long)size_of(path));
+    b[0] = tail_line("tailed", 6, "f", 0); /* remembered: not written again */
+    b[1] = id_line("next", "m9");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 1);
+    expect_file("next\n", 5);
+    cr_expect(!has_nul(path));
+    rq_output_free(o);
+}
+
+Test(output, a_legacy_record_larger_than_a_replaced_file_is_not_rolled_back)
+{
+    char err[256];
+    rq_output_t *o;
+    rq_output_line_t b[1];
+    FILE *f;
+
+    /* a ledger without file identities (older versions) whose newest record ends past the
+     * end of a shorter, newer file */
+    f = fopen(ledger, "w");
+    fprintf(f, "B 0 100\nH 00000000000000aa\nE\nB 100 200\nR f 0 100\nE\n");
+    fclose(f);
+    f = fopen(path, "w");
+    fprintf(f, "new\n");
+    fclose(f);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    expect_file("new\n", 4);
+    b[0] = tail_line("x", 1, "f", 50); /* the newest record is kept: still covered */
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 0);
+    rq_output_free(o);
+}
+
+Test(output, a_rename_while_running_is_noticed_at_the_next_commit)
+{
+    char err[256], old[200];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("before", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    snprintf(old, sizeof(old), "%s.1", path);
+    cr_assert_eq(rename(path, old), 0);
+    b[0] = id_line("after", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("after\n", 6);
+    cr_expect_eq(size_of(old), 7, "the rotated file got %lld bytes", (long long)size_of(old));
+    b[0] = id_line("before", "m1"); /* nothing written twice across the rotation */
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 0);
+    rq_output_free(o);
+}
+
+Test(output, reopen_switches_to_the_new_file_at_the_path)
+{
+    char err[256], old[200];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+    int fd;
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("before", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    snprintf(old, sizeof(old), "%s.1", path);
+    cr_assert_eq(rename(path, old), 0);
+    fd = open(path, O_WRONLY | O_CREAT, 0600); /* logrotate's `create` */
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_expect_eq(rq_output_reopen(o), 0);
+    b[0] = id_line("after", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("after\n", 6);
+    cr_expect_eq(size_of(old), 7);
+    /* reopening when nothing changed is harmless */
+    cr_expect_eq(rq_output_reopen(o), 0);
+    b[0] = id_line("more", "m3");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("after\nmore\n", 11);
+    rq_output_free(o);
+}
+
+Test(output, a_half_done_commit_in_the_same_file_is_still_rolled_back_down)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+    struct stat st;
+    FILE *f;
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    cr_assert_eq(stat(path, &st), 0);
+    f = fopen(ledger, "a"); /* a record naming this very file, half written */
+    fprintf(f, "B 6 12 %llu %llu\nH 00000000000000bb\nE\n", (unsigned long long)st.st_dev,
+            (unsigned long long)st.st_ino);
+    fclose(f);
+    f = fopen(path, "a");
+    fprintf(f, "sec");
+    fclose(f);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    expect_file("first\n", 6);
+    rq_output_free(o);
+}
+
+Test(output, copytruncate_after_a_single_commit_and_a_clean_close_forgets_nothing)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("only", "m1"); /* the newest commit starts at 0: before == 0 */
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    rq_output_free(o);
+    cr_assert_eq(truncate(path, 0), 0);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("only", "m1");
+    b[1] = id_line("next", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 1,
+                 "a line written before the copytruncate "
+                 "was written again");
+    expect_file("next\n", 5);
+    rq_output_free(o);
+}

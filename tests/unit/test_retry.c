@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
+#include "amqp_conn.h"
 #include "retry.h"
 
 static amqp_table_entry_t hdr_i64(const char *key, int64_t v)
@@ -134,6 +135,29 @@ Test(retry, copy_props_replace_our_headers_and_drop_history)
     cr_expect_eq(copy.delivery_mode, AMQP_DELIVERY_PERSISTENT);
     cr_expect_eq(orig.headers.num_entries, 6, "the original is untouched");
     cr_expect(orig._flags & AMQP_BASIC_EXPIRATION_FLAG);
+}
+
+/* The producer's per-message id (the consumer's dedup key) survives every copy: a retried
+ * message whose copy lost it would be deduplicated on its client id, and dropped when another
+ * message with that id was written first (issue 11.7). */
+Test(retry, copy_props_keep_the_producer_uid)
+{
+    amqp_table_entry_t orig_h[3], add[1], out_h[4];
+    amqp_basic_properties_t orig, copy;
+    int found = 0;
+
+    orig_h[0] = hdr_str(RQ_HDR_UID, "9f0c-uid");
+    orig_h[1] = hdr_i64(RQ_HDR_ATTEMPT, 1);
+    orig_h[2] = hdr_str("x-relayq-replayed", "1");
+    orig = props_with(orig_h, 3);
+    add[0] = hdr_i64(RQ_HDR_ATTEMPT, 2);
+    cr_assert_eq(rq_retry_copy_props(&orig, add, 1, out_h, 4, &copy), 0);
+    for (int i = 0; i < copy.headers.num_entries; i++)
+        if (copy.headers.entries[i].key.len == strlen(RQ_HDR_UID) &&
+            memcmp(copy.headers.entries[i].key.bytes, RQ_HDR_UID, strlen(RQ_HDR_UID)) == 0)
+            found++;
+    cr_expect_eq(found, 1, "x-relayq-uid kept once");
+    cr_expect_eq(copy.headers.num_entries, 2, "uid + the new attempt; other x-relayq-* dropped");
 }
 
 Test(retry, copy_props_without_original_headers_and_small_buffer)
