@@ -74,6 +74,7 @@ struct rq_publisher {
     int64_t connected_ns;    /* when the current connection became ready */
     int64_t next_attempt_ns; /* no reconnect before this */
     int topology_stale;      /* a publish was returned: declare the topology again */
+    uint64_t declared_tag;   /* the first delivery tag published after the last declare */
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -151,7 +152,7 @@ static void job_finish(rq_publisher_t *p, rq_pub_job_t *job, rq_job_status_t st,
             rq_hmap_del(p->waiters, m->correlation_id);
         if (m->state == MSG_CONFIRMED)
             m->outcome = RQ_MSG_STORED;
-        else if (m->sent && !m->returned && m->state != MSG_REFUSED)
+        else if (m->maybe_stored || (m->sent && !m->returned && m->state != MSG_REFUSED))
             m->outcome = RQ_MSG_UNKNOWN; /* sent; the broker's answer never came */
         else
             m->outcome = RQ_MSG_NOT_STORED;
@@ -324,6 +325,7 @@ static void requeue_unconfirmed(rq_publisher_t *p)
         rq_pub_msg_t *m = ring_pop(&p->inflight);
         if (m != NULL && m->state == MSG_INFLIGHT) {
             m->state = MSG_QUEUED;
+            m->maybe_stored |= !m->returned; /* the broker may hold this copy */
             nq.v[nq.len++] = m;
         }
     }
@@ -381,7 +383,8 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     p->next_tag = 1;
 }
 
-/* The earliest publish deadline of the jobs still to be confirmed, or 0 when none has one. */
+/* The earliest publish deadline of the jobs still to be confirmed (or of a shutdown under
+ * way), or 0 when none has one. */
 static int64_t earliest_deadline(rq_publisher_t *p)
 {
     int64_t due = 0;
@@ -391,6 +394,10 @@ static int64_t earliest_deadline(rq_publisher_t *p)
             (due == 0 || job->publish_deadline_ns < due))
             due = job->publish_deadline_ns;
     }
+    pthread_mutex_lock(&p->lock); /* a shutdown's grace bounds an attempt too */
+    if (p->stopping && (due == 0 || p->stop_deadline_ns < due))
+        due = p->stop_deadline_ns;
+    pthread_mutex_unlock(&p->lock);
     return due;
 }
 
@@ -442,8 +449,16 @@ static int connect_broker(rq_publisher_t *p)
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "basic.consume", err, sizeof(err)))
         goto fail;
     amqp_maybe_release_buffers(p->conn);
+    /* The attempt's RPC timeout may have been cut to the earliest deadline: give later RPCs
+     * (a declare after a returned publish) the configured one. */
+    {
+        int ms = p->cfg->rabbitmq.connect_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        amqp_set_rpc_timeout(p->conn, &tv);
+    }
     p->inflight_base = 1;
     p->next_tag = 1;
+    p->declared_tag = 1;
     p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s:%d, queue %s, callback queue %s", rc->host, rc->port,
@@ -465,6 +480,18 @@ fail:
 
 /* ---- the loop -------------------------------------------------------------------------- */
 
+/* 1 when every short string of every message of the job fits the wire (255 bytes), so that
+ * a job is refused whole before anything of it is sent, never half-sent. */
+static int job_fits_wire(const rq_pub_job_t *job)
+{
+    for (size_t i = 0; i < job->n; i++) {
+        const rq_pub_msg_t *m = &job->msgs[i];
+        if (strlen(m->message_id) > 255 || strlen(m->content_type) > 255)
+            return 0;
+    }
+    return 1;
+}
+
 static void take_intake(rq_publisher_t *p)
 {
     rq_pub_job_t *job, *next;
@@ -485,6 +512,12 @@ static void take_intake(rq_publisher_t *p)
         else
             p->jobs_head = job;
         p->jobs_tail = job;
+        if (!job_fits_wire(job)) {
+            job_finish(p, job, RQ_JOB_INVALID,
+                       "a message_id or content_type longer than 255 bytes (an AMQP short "
+                       "string) cannot be sent");
+            continue;
+        }
         for (size_t i = 0; i < job->n; i++) {
             if (ring_push(&p->sendq, &job->msgs[i]) != 0) {
                 job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
@@ -516,6 +549,7 @@ static int redeclare_topology(rq_publisher_t *p)
         return -1;
     }
     p->topology_stale = 0;
+    p->declared_tag = p->next_tag; /* returns of earlier publishes are old news */
     rq_info("the topology is declared again after a returned message");
     set_ready(p, 1, "");
     return 0;
@@ -607,15 +641,6 @@ static int publish_sendq(rq_publisher_t *p)
         body.bytes = m->body;
         body.len = m->body_len;
 
-        /* The wire's limits: a short string holds 255 bytes. Checked before anything of the
-         * message is encoded, so it fails alone. */
-        if (props.message_id.len > 255 || props.content_type.len > 255) {
-            ring_pop(&p->sendq);
-            job_finish(p, job, RQ_JOB_INVALID,
-                       "a message_id or content_type longer than 255 bytes (an AMQP short "
-                       "string) cannot be sent");
-            continue;
-        }
         /* Reserve the bookkeeping first: once the frames are buffered they will be sent. */
         if (ring_reserve(&p->inflight, 1) != 0 ||
             (waits && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)) {
@@ -674,14 +699,18 @@ static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_r
         }
     }
     amqp_destroy_message(&msg);
-    rq_warn("the broker returned a message: %u %.*s (queue %s)", ret->reply_code,
-            (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
-            p->cfg->rabbitmq.request_queue);
-    p->topology_stale = 1;
-    set_ready(p, 0, "the broker returned a message: the request queue is missing");
     if (found == NULL)
-        return 0;
+        return 0; /* its job is over; a message still awaited would be found */
     found->returned = 1;
+    /* A return of a message published before the last declare says nothing new. */
+    if (!p->topology_stale && found->tag >= p->declared_tag) {
+        rq_warn("the broker returned a message: %u %.*s (queue %s): declaring the topology "
+                "again",
+                ret->reply_code, (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
+                p->cfg->rabbitmq.request_queue);
+        p->topology_stale = 1;
+        set_ready(p, 0, "the broker returned a message: the request queue is missing");
+    }
     if (found->job->retry_forever) {
         connection_lost(p, "the broker returned a message that must not be dropped");
         return -1;
@@ -812,6 +841,22 @@ static void sweep_deadlines(rq_publisher_t *p, int64_t now)
     }
 }
 
+/* Completes every job left at shutdown. A job whose messages are all stored and that waits
+ * for replies is RQ_JOB_REPLY_LOST (stored: never reported as not stored); the rest are
+ * RQ_JOB_UNAVAILABLE, each message with its outcome. */
+static void fail_remaining(rq_publisher_t *p)
+{
+    while (p->jobs_head != NULL) {
+        rq_pub_job_t *job = p->jobs_head;
+        if (job->unconfirmed == 0 && job->want_reply)
+            job_finish(p, job, RQ_JOB_REPLY_LOST,
+                       "the message is stored, but the producer shut down before the reply "
+                       "came");
+        else
+            job_finish(p, job, RQ_JOB_UNAVAILABLE, "the producer is shutting down");
+    }
+}
+
 static int stopping_now(rq_publisher_t *p, int64_t now)
 {
     int s;
@@ -900,8 +945,7 @@ static void *publisher_main(void *arg)
 
     /* Shutdown: fail whatever is left, then close. */
     take_intake(p);
-    while (p->jobs_head != NULL)
-        job_finish(p, p->jobs_head, RQ_JOB_UNAVAILABLE, "the producer is shutting down");
+    fail_remaining(p);
     rq_pubbuf_free(p->pub);
     p->pub = NULL;
     rq_amqp_close(p->conn);
@@ -1004,11 +1048,13 @@ int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
     job->error = NULL;
     job->unconfirmed = job->n;
     job->unreplied = job->want_reply ? job->n : 0;
-    job->finished = job->nacked = 0;
+    job->finished = job->nacked = job->reply_lost = 0;
     job->next = job->prev = NULL;
     for (size_t i = 0; i < job->n; i++) {
         job->msgs[i].job = job;
         job->msgs[i].state = MSG_QUEUED;
+        job->msgs[i].sent = job->msgs[i].returned = job->msgs[i].maybe_stored = 0;
+        job->msgs[i].outcome = RQ_MSG_NOT_STORED;
         job->msgs[i].correlation_id[0] = '\0';
         job->msgs[i].reply = NULL;
         job->msgs[i].reply_len = 0;

@@ -15,7 +15,8 @@
  *   RQ_JOB_REPLY_LOST    confirmed, but the connection (and with it the callback queue) was
  *                        lost before every reply came: stored, and no reply will come here
  *   RQ_JOB_INVALID       a message the wire cannot carry (a short string over 255 bytes...):
- *                        nothing of it was sent; the connection and other jobs are unaffected
+ *                        refused whole when taken, nothing of the job was sent; the connection
+ *                        and other jobs are unaffected
  * After `done` returns, the publisher never touches the job again: its owner may free it.
  * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
  * drops are published again (each exactly once, in order) on the new connection while their
@@ -34,9 +35,6 @@
 #include "config.h"
 #include "metrics.h"
 #include "util.h"
-
-/* The header that carries the producer's unique id of an API message (a UUID). */
-#define RQ_HDR_UID "x-relayq-uid"
 
 typedef struct rq_publisher rq_publisher_t;
 
@@ -85,8 +83,9 @@ typedef struct rq_pub_msg {
     size_t reply_len;
     /* private to the publisher */
     int state;
-    int sent;     /* published at least once (on any connection) */
-    int returned; /* basic.return came for the current publish */
+    int sent;         /* published at least once (on any connection) */
+    int maybe_stored; /* a copy sent on an earlier connection got no answer: may be stored */
+    int returned;     /* basic.return came for the current publish */
     uint64_t tag;
     int64_t sent_ns;
     struct rq_pub_job *job;

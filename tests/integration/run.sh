@@ -173,6 +173,16 @@ step "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "
 step "reliability: broker memory alarm (connection.blocked) and recovery" 120 "${rel[@]}" broker-alarm
 step "reliability: output disk full (tmpfs): deliveries held, no requeue, all written after" 120 "${rel[@]}" output-full --amqp-port "$BROKER_PORT"
 
+# Issue 11: the review holes (every 201 stored, one request never hurts another).
+pub=("$PY" "$here/test_publisher_review.py" --build-dir "$BUILD_DIR")
+step "publisher: request queue deleted under load: never 201 unstored (mandatory + basic.return)" 120 "${pub[@]}" unroutable
+step "publisher: connection lost after the confirm of wait=true: 504 queued, never 503" 120 "${pub[@]}" wait-disconnect
+step "publisher: a partly refused batch lists stored / not stored / unknown ids" 120 "${pub[@]}" partial
+step "publisher: an id the wire cannot carry is 400, other clients unaffected" 120 "${pub[@]}" wire-limits --amqp-port "$BROKER_PORT"
+step "publisher: one client id, several payloads: each one processed (dedup on x-relayq-uid)" 120 "${pub[@]}" same-id --amqp-port "$BROKER_PORT"
+step "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
+	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
+
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"
 verify_out=$("$PY" - "$EXPECTED" "$OUTPUT" <<'EOF'

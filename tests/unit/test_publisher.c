@@ -75,7 +75,7 @@ static rq_publisher_t *pub_new(void)
     cr_assert_not_null(p);
     cr_assert_eq(rq_config_defaults(&cfg), 0);
     p->cfg = &cfg;
-    p->wake_fd = -1;
+    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&p->lock, NULL);
     p->waiters = rq_hmap_new(64);
     p->inflight_base = 1;
@@ -90,6 +90,7 @@ static void pub_free(rq_publisher_t *p)
     if (p->conn != NULL)
         amqp_destroy_connection(p->conn);
     rq_hmap_free(p->waiters);
+    close(p->wake_fd);
     free(p->sendq.v);
     free(p->inflight.v);
     pthread_mutex_destroy(&p->lock);
@@ -313,6 +314,115 @@ Test(publisher, nacked_messages_are_not_stored_and_acked_ones_are)
     cr_expect_eq(j->msgs[0].outcome, RQ_MSG_STORED);
     cr_expect_eq(j->msgs[1].outcome, RQ_MSG_STORED);
     cr_expect_eq(j->msgs[2].outcome, RQ_MSG_NOT_STORED);
+    free(j->msgs);
+    free(j);
+    pub_free(p);
+}
+
+/* Sent on one connection, lost with it (the broker may hold it), then refused on the next:
+ * the first copy may be stored, so the outcome is unknown, never "not stored" (a retry of
+ * an unknown message is a duplicate nothing can deduplicate). */
+Test(publisher, refused_republish_of_a_maybe_stored_message_is_unknown)
+{
+    rq_publisher_t *p = pub_new();
+    done_log_t l = {0};
+    rq_pub_job_t *j = job_new(p, "m", 1, 0, done_keep, &l);
+
+    fake_publish(p, &j->msgs[0]);
+    connection_lost(p, "test: reset before the ack");
+    p->inflight_base = 1;
+    p->next_tag = 1;
+    fake_publish(p, ring_pop(&p->sendq));
+    handle_confirm(p, 1, 0, 0); /* nacked on the new connection */
+    cr_assert_eq(l.calls, 1);
+    cr_expect_eq(j->msgs[0].outcome, RQ_MSG_UNKNOWN);
+    free(j->msgs);
+    free(j);
+    pub_free(p);
+}
+
+/* Shutdown with a wait=true job whose messages are stored: the reply will not come here,
+ * but the message is stored: REPLY_LOST (504 queued), never UNAVAILABLE (503). */
+Test(publisher, shutdown_with_a_stored_reply_job_is_reply_lost)
+{
+    rq_publisher_t *p = pub_new();
+    done_log_t l = {0}, lq = {0};
+    rq_pub_job_t *j = job_new(p, "s", 1, 1, done_keep, &l);
+    rq_pub_job_t *q = job_new(p, "q", 1, 0, done_keep, &lq);
+
+    fake_publish(p, &j->msgs[0]);
+    handle_confirm(p, 1, 0, 1);
+    queue(p, &q->msgs[0]);
+    fail_remaining(p);
+    cr_expect_eq(l.status, RQ_JOB_REPLY_LOST);
+    cr_expect_eq(lq.status, RQ_JOB_UNAVAILABLE);
+    cr_expect_eq(q->msgs[0].outcome, RQ_MSG_NOT_STORED);
+    free(j->msgs);
+    free(j);
+    free(q->msgs);
+    free(q);
+    pub_free(p);
+}
+
+/* A job with one message the wire cannot carry is refused whole when it is taken, before
+ * any of its messages is encoded: nothing of a job answered 400 reaches the broker. */
+Test(publisher, a_job_with_one_message_the_wire_cannot_carry_is_refused_before_sending)
+{
+    rq_publisher_t *p = pub_new();
+    done_log_t l = {0};
+    rq_pub_job_t *j = calloc(1, sizeof(*j));
+    char longid[300];
+
+    j->msgs = calloc(3, sizeof(*j->msgs));
+    j->n = 3;
+    j->done = done_keep;
+    j->done_arg = &l;
+    j->publish_deadline_ns = rq_mono_ns() + 60000000000LL;
+    memset(longid, 'x', 256);
+    longid[256] = '\0';
+    for (size_t i = 0; i < 3; i++) {
+        j->msgs[i].message_id = i == 2 ? longid : "ok";
+        j->msgs[i].content_type = "application/json";
+        j->msgs[i].body = "{}";
+        j->msgs[i].body_len = 2;
+    }
+    cr_assert_eq(rq_publisher_submit(p, j), 0);
+    take_intake(p);
+    cr_assert_eq(l.calls, 1);
+    cr_expect_eq(l.status, RQ_JOB_INVALID);
+    cr_expect_eq(p->sendq.len, 0, "no message of the job is queued to be sent");
+    for (size_t i = 0; i < 3; i++)
+        cr_expect_eq(j->msgs[i].outcome, RQ_MSG_NOT_STORED);
+    free(j->msgs);
+    free(j);
+    pub_free(p);
+}
+
+/* A job handed over again (a caller that reuses its struct) starts with clean bookkeeping. */
+Test(publisher, submit_resets_every_per_submission_field)
+{
+    rq_publisher_t *p = pub_new();
+    done_log_t l = {0};
+    rq_pub_job_t *j = calloc(1, sizeof(*j));
+
+    j->msgs = calloc(1, sizeof(*j->msgs));
+    j->n = 1;
+    j->want_reply = 1;
+    j->done = done_keep;
+    j->done_arg = &l;
+    j->msgs[0].message_id = "again";
+    j->msgs[0].content_type = "application/json";
+    j->reply_lost = 1;
+    j->msgs[0].sent = 1;
+    j->msgs[0].returned = 1;
+    j->msgs[0].outcome = RQ_MSG_STORED;
+    cr_assert_eq(rq_publisher_submit(p, j), 0);
+    cr_expect_eq(j->reply_lost, 0);
+    cr_expect_eq(j->msgs[0].sent, 0);
+    cr_expect_eq(j->msgs[0].returned, 0);
+    cr_expect_eq(j->msgs[0].outcome, RQ_MSG_NOT_STORED);
+    take_intake(p);
+    fail_remaining(p);
     free(j->msgs);
     free(j);
     pub_free(p);
