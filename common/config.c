@@ -6,6 +6,7 @@
  */
 #include "config.h"
 #include "config_table.h"
+#include "log.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -58,7 +59,9 @@ static const char *const tail_overlongs[] = {"split", "skip", NULL};
 /* Every setting, in the order --help and .env.example print them (grouped). */
 static const rq_cfg_desc_t settings[] = {
     S_ENUM("LOG_LEVEL", "info", log_level, log_levels, ALL, G_GEN,
-           "Lowest level of the JSON log lines written to stderr"),
+           "Lowest level of the JSON log lines written to stderr; case-insensitive, and the "
+           "spellings of Python's logging and syslog work too: warning (warn), critical, crit, "
+           "fatal and err (error), notice (info), trace (debug)"),
     S_INT("HTTP_CONNECTION_TIMEOUT_S", "30", http_connection_timeout_s, 0, 86400, ALL, G_GEN,
           "An HTTP connection idle (nothing received or sent) this many seconds is closed, "
           "which frees the slot of a slow client (slowloris); requests waiting for the broker "
@@ -429,6 +432,10 @@ int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_confi
         return 0;
     case RQ_CFG_ENUM: {
         const char *choice = match_choice(d->choices, value);
+        rq_log_level_t level;
+        /* LOG_LEVEL also takes the other names rq_log_level_parse knows (WARNING, CRITICAL). */
+        if (!choice && d->choices == log_levels && rq_log_level_parse(value, &level) == 0)
+            choice = rq_log_level_name(level);
         if (!choice)
             return fail(err, "%s: %s is not one of %s", d->name, shown, range);
         return store_string(d, (char **)(void *)field, choice, err);

@@ -51,7 +51,7 @@ typedef struct RabbitMQConfig {
 
 typedef struct rq_config {
     RabbitMQConfig rabbitmq;
-    char *log_level; /* LOG_LEVEL: debug|info|warn|error, default info */
+    char *log_level; /* LOG_LEVEL: debug|info|warn|error (canonical form), default info */
 
     /* HTTP servers of both services (limits against hostile clients, TLS) */
     int http_connection_timeout_s;   /* HTTP_CONNECTION_TIMEOUT_S: idle connection timeout, 0..86400

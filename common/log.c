@@ -48,8 +48,11 @@ int rq_log_level_parse(const char *text, rq_log_level_t *out)
         const char *name;
         rq_log_level_t level;
     } table[] = {
-        {"debug", RQ_LOG_DEBUG},  {"info", RQ_LOG_INFO},   {"warn", RQ_LOG_WARN},
-        {"warning", RQ_LOG_WARN}, {"error", RQ_LOG_ERROR},
+        /* The names of Python's logging, syslog and log4j map onto the nearest level. */
+        {"debug", RQ_LOG_DEBUG}, {"trace", RQ_LOG_DEBUG}, {"info", RQ_LOG_INFO},
+        {"notice", RQ_LOG_INFO}, {"warn", RQ_LOG_WARN},   {"warning", RQ_LOG_WARN},
+        {"error", RQ_LOG_ERROR}, {"err", RQ_LOG_ERROR},   {"critical", RQ_LOG_ERROR},
+        {"crit", RQ_LOG_ERROR},  {"fatal", RQ_LOG_ERROR},
     };
     if (!text || !out)
         return -1;

@@ -23,7 +23,9 @@ typedef enum {
  * `service` is copied (truncated to 31 bytes). Safe to call before any thread starts. */
 void rq_log_init(const char *service, rq_log_level_t level);
 
-/* Parses "debug", "info", "warn"/"warning", "error" (case-insensitive) into *out.
+/* Parses a level name, case-insensitively, into *out: "debug" (also "trace"), "info"
+ * (also "notice"), "warn" (also "warning"), "error" (also "err", "critical", "crit",
+ * "fatal"), so the spellings of Python's logging, syslog and log4j work too.
  * Returns 0, or -1 when the text names no level (*out untouched). */
 int rq_log_level_parse(const char *text, rq_log_level_t *out);
 

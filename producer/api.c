@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -39,7 +40,10 @@ static const char *const route_label[R_COUNT] = {
 };
 
 /* ST_NEW: made by the URI log callback, before the first access-handler call. */
-enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE };
+/* ST_DRAINING: the body passed MAX_BODY_BYTES while being read; the rest is read and thrown
+ * away (bounded) before the 413, so that the client can read it. ST_DLQ: suspended until the
+ * DLQ worker is done. */
+enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE, ST_DRAINING, ST_DLQ };
 
 /* The scope a key needs for each route; public routes need no key at all. */
 static const unsigned route_scope[R_COUNT] = {
@@ -70,6 +74,7 @@ struct rq_api {
     rq_metric_t *m_limits;       /* producer_limit_rejections_total{limit} */
     rq_series_t *m_auth[3];      /* producer_auth_failures_total{reason}: missing, invalid, scope */
     rq_series_t *m_lim_body, *m_lim_timeout;
+    rq_dlq_worker_t *dlq; /* runs GET /dlq and POST /dlq/retry off the HTTP threads */
 };
 
 /* Per-request state, from the first callback to MHD's completion notice. */
@@ -97,6 +102,12 @@ typedef struct req_ctx {
     unsigned deny_status; /* 401, 403 or 429; 0: admitted */
     unsigned retry_after; /* 429: seconds */
     int invalid_token;    /* 401 for a token that matches no key (not a missing one) */
+    /* an answer decided before the body was read or while it was (issue 11: 14, 15) */
+    unsigned early_status; /* 400, 405, 413, 415; 0: none (deny_status may be set instead) */
+    char early_msg[96];
+    int wrong_type; /* a chunked body not declared JSON: 415, or 400 when it is empty */
+    rq_http_drain_t drain;
+    rq_dlq_job_t dlq; /* GET /dlq, POST /dlq/retry */
 } req_ctx_t;
 
 static enum route route_of(const char *url)
@@ -133,6 +144,7 @@ static void ctx_free(req_ctx_t *c)
     free(c->msgs);
     rq_request_clear(&c->req);
     free(c->buf);
+    json_decref(c->dlq.result);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -172,10 +184,9 @@ static enum MHD_Result reply_error(req_ctx_t *c, unsigned status, const char *ms
     return rq_http_reply_error(c->conn, status, msg);
 }
 
-/* 503 with Retry-After: the broker is unavailable or the producer is overloaded. */
-static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
+/* 503 with Retry-After and the JSON object o (consumed). */
+static enum MHD_Result reply_503_json(req_ctx_t *c, json_t *o)
 {
-    json_t *o = json_pack("{s:s}", "error", msg);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
     json_decref(o);
@@ -184,6 +195,12 @@ static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
         return MHD_NO;
     return rq_http_reply_buf(c->conn, c->status, "application/json", text, strlen(text),
                              MHD_HTTP_HEADER_RETRY_AFTER, "1");
+}
+
+/* 503 with Retry-After: the broker is unavailable or the producer is overloaded. */
+static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
+{
+    return reply_503_json(c, json_pack("{s:s}", "error", msg));
 }
 
 /* The peer's numeric address, for log lines. */
@@ -284,12 +301,12 @@ static void job_done(rq_pub_job_t *job, void *arg)
 {
     req_ctx_t *c = arg;
 
-    if (job->status == RQ_JOB_CONFIRMED || job->status == RQ_JOB_REPLIED ||
-        job->status == RQ_JOB_REPLY_TIMEOUT) {
-        int64_t now = rq_wall_ms();
-        for (size_t i = 0; i < job->n; i++)
+    int64_t now = rq_wall_ms();
+
+    /* Every stored message is kept, whatever became of the rest of its job. */
+    for (size_t i = 0; i < job->n; i++)
+        if (job->msgs[i].outcome == RQ_MSG_STORED)
             rq_store_queued(c->api->store, job->msgs[i].message_id, now);
-    }
     struct MHD_Connection *conn = c->conn;
     int resume;
 
@@ -303,6 +320,33 @@ static void job_done(rq_pub_job_t *job, void *arg)
         MHD_resume_connection(conn);
 }
 
+/* Adds what is known of each message of a failed job: a single message's "message_id" and
+ * "stored" (false or "unknown"); a batch's "stored", "not_stored" and "unknown" id lists, so
+ * the client retries only what was not stored. */
+static void add_outcomes(const req_ctx_t *c, json_t *o)
+{
+    const rq_pub_job_t *job = &c->job;
+    json_t *lists[3];
+
+    if (!c->req.batch) {
+        rq_msg_outcome_t oc = job->msgs[0].outcome;
+        json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
+        json_object_set_new(o, "stored",
+                            oc == RQ_MSG_STORED    ? json_true()
+                            : oc == RQ_MSG_UNKNOWN ? json_string("unknown")
+                                                   : json_false());
+        return;
+    }
+    lists[RQ_MSG_NOT_STORED] = json_array();
+    lists[RQ_MSG_STORED] = json_array();
+    lists[RQ_MSG_UNKNOWN] = json_array();
+    for (size_t i = 0; i < job->n; i++)
+        json_array_append_new(lists[job->msgs[i].outcome], json_string(job->msgs[i].message_id));
+    json_object_set_new(o, "stored", lists[RQ_MSG_STORED]);
+    json_object_set_new(o, "not_stored", lists[RQ_MSG_NOT_STORED]);
+    json_object_set_new(o, "unknown", lists[RQ_MSG_UNKNOWN]);
+}
+
 /* The response once the job completed. */
 static enum MHD_Result reply_job(req_ctx_t *c)
 {
@@ -314,7 +358,9 @@ static enum MHD_Result reply_job(req_ctx_t *c)
     case RQ_JOB_REPLIED:
         break;
     case RQ_JOB_REPLY_TIMEOUT:
-        o = json_pack("{s:s}", "error", job->error);
+    case RQ_JOB_REPLY_LOST:
+        /* Stored, no reply (yet): never "not stored", which would invite a duplicate. */
+        o = json_pack("{s:s,s:s}", "error", job->error, "status", "queued");
         if (c->req.batch) {
             ids = json_array();
             for (size_t i = 0; i < job->n; i++)
@@ -324,8 +370,15 @@ static enum MHD_Result reply_job(req_ctx_t *c)
             json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
         }
         return reply(c, MHD_HTTP_GATEWAY_TIMEOUT, o);
+    case RQ_JOB_INVALID:
+        o = json_pack("{s:s}", "error", job->error);
+        add_outcomes(c, o);
+        rq_series_inc(c->api->m_rejected);
+        return reply(c, MHD_HTTP_BAD_REQUEST, o);
     default:
-        return reply_503(c, job->error ? job->error : "the broker is unavailable");
+        o = json_pack("{s:s}", "error", job->error ? job->error : "the broker is unavailable");
+        add_outcomes(c, o);
+        return reply_503_json(c, o);
     }
     o = json_pack("{s:s}", "status", "success");
     if (o == NULL)
@@ -420,6 +473,76 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     return reply_job(c);
 }
 
+/* Runs on the DLQ worker when c's job is over: the handshake of job_done. */
+static void dlq_done(rq_dlq_job_t *job, void *arg)
+{
+    req_ctx_t *c = arg;
+    struct MHD_Connection *conn = c->conn;
+    int resume;
+
+    (void)job;
+    pthread_mutex_lock(&c->lock);
+    c->done = 1;
+    resume = c->suspended;
+    c->suspended = 0;
+    pthread_mutex_unlock(&c->lock);
+    /* After the resume, an HTTP thread may answer and free c at once: touch nothing. */
+    if (resume)
+        MHD_resume_connection(conn);
+}
+
+/* The answer of a finished DLQ job: its JSON with 200, or 503 with the reason. */
+static enum MHD_Result reply_dlq(req_ctx_t *c)
+{
+    json_t *o = c->dlq.result;
+
+    c->dlq.result = NULL;
+    if (o == NULL)
+        return reply_503(c, c->dlq.error[0] ? c->dlq.error : "the DLQ call failed");
+    return reply(c, MHD_HTTP_OK, o);
+}
+
+/* Hands c->dlq (filled in) to the DLQ worker and suspends the connection: the broker calls
+ * never run on an HTTP thread, whose other connections would all wait meanwhile. */
+static enum MHD_Result start_dlq(req_ctx_t *c)
+{
+    c->dlq.done = dlq_done;
+    c->dlq.done_arg = c;
+    if (rq_dlq_worker_submit(c->api->dlq, &c->dlq) != 0) {
+        c->state = ST_DONE;
+        return reply_503(c, c->dlq.error);
+    }
+    c->state = ST_DLQ;
+    pthread_mutex_lock(&c->lock);
+    if (!c->done) {
+        MHD_suspend_connection(c->conn);
+        c->suspended = 1;
+        pthread_mutex_unlock(&c->lock);
+        return MHD_YES; /* c may be resumed (not freed) from now on */
+    }
+    pthread_mutex_unlock(&c->lock);
+    c->state = ST_DONE;
+    return reply_dlq(c);
+}
+
+/* A query argument holding an integer 0..max into *out; absent leaves *out. Returns 0, or
+ * -1 when present but not such an integer. */
+static int query_size(struct MHD_Connection *conn, const char *name, long long max, size_t *out)
+{
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    char *end = NULL;
+    long long n;
+
+    if (v == NULL)
+        return 0;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno != 0 || n < 0 || n > max)
+        return -1;
+    *out = (size_t)n;
+    return 0;
+}
+
 static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
 {
     enum MHD_Result ret;
@@ -445,19 +568,21 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         return reply(c, MHD_HTTP_OK, o);
     }
     if (c->route == R_DLQ) {
-        const char *lim = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "limit");
-        char *end = NULL, err[300];
-        long n = lim ? strtol(lim, &end, 10) : 10;
+        /* ?limit=N (0..1000, default 10) &offset=M (default 0): one page, at most
+         * RQ_DLQ_PAGE_MAX_BYTES; the answer's next_offset is where the next one starts. */
         if (strcmp(c->method, "GET") != 0) {
             c->status = 405;
             return rq_http_reply_405(c->conn, "GET");
         }
-        if ((lim && (*lim == '\0' || *end != '\0')) || n < 0 || n > 1000)
-            return reply_error(c, MHD_HTTP_BAD_REQUEST, "limit must be an integer from 0 to 1000");
-        o = rq_dlq_peek(&c->api->cfg->rabbitmq, (size_t)n, err, sizeof(err));
-        if (o == NULL)
-            return reply_503(c, err);
-        return reply(c, MHD_HTTP_OK, o);
+        c->dlq.kind = RQ_DLQ_PEEK;
+        c->dlq.limit = 10;
+        c->dlq.offset = 0;
+        if (query_size(c->conn, "limit", RQ_DLQ_MAX_LIMIT, &c->dlq.limit) != 0 ||
+            query_size(c->conn, "offset", INT64_MAX, &c->dlq.offset) != 0)
+            return reply_error(c, MHD_HTTP_BAD_REQUEST,
+                               "limit must be an integer from 0 to 1000 and offset an integer "
+                               ">= 0");
+        return start_dlq(c);
     }
     return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
@@ -467,9 +592,7 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
 {
     const char *q = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "count");
     long long count = 0;
-    size_t remaining = 0;
-    char err[300], *end = NULL;
-    long moved;
+    char *end = NULL;
 
     if (c->too_large) {
         rq_series_inc(c->api->m_lim_body);
@@ -496,12 +619,9 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
         count = v ? json_integer_value(v) : 0;
         json_decref(root);
     }
-    moved = rq_dlq_retry(&c->api->cfg->rabbitmq, (size_t)count, &remaining, err, sizeof(err));
-    if (moved < 0)
-        return reply_503(c, err);
-    return reply(c, MHD_HTTP_OK,
-                 json_pack("{s:s,s:I,s:I}", "status", "success", "moved", (json_int_t)moved,
-                           "remaining", (json_int_t)remaining));
+    c->dlq.kind = RQ_DLQ_RETRY;
+    c->dlq.count = (size_t)count;
+    return start_dlq(c);
 }
 
 /* 1 for "application/json", optionally followed by spaces and ";parameters". */
@@ -537,32 +657,69 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
-/* Checks method and headers of a produce request on its first callback. Returns 0 to go
- * on reading the body, or queues an error and returns 1. */
-static int check_produce_headers(req_ctx_t *c, enum MHD_Result *ret)
+/* Records an answer decided before the body is read, for reply_early(). */
+static void set_early(req_ctx_t *c, unsigned status, const char *msg)
 {
-    const char *ct, *cl;
+    c->early_status = status;
+    snprintf(c->early_msg, sizeof(c->early_msg), "%s", msg);
+}
+
+/* Sends the answer decided before the body was read: admit()'s 401/403/429, else the one
+ * recorded by set_early(). */
+static enum MHD_Result reply_early(req_ctx_t *c)
+{
+    if (c->deny_status != 0)
+        return reply_deny(c);
+    if (c->early_status == MHD_HTTP_METHOD_NOT_ALLOWED) {
+        c->status = c->early_status;
+        return rq_http_reply_405(c->conn, "POST");
+    }
+    return reply_error(c, c->early_status, c->early_msg);
+}
+
+#define NO_BODY_MSG "the request has no body: send JSON with Content-Type: application/json"
+
+/* Checks method and headers of a produce request on its first callback. Returns 0 to go
+ * on reading the body, or 1 with the answer recorded (set_early). Without a body (no
+ * Content-Length or 0, not chunked) it is 400 whatever the Content-Type (POST /dlq/retry:
+ * move everything); a body not declared JSON is 415, decided at the end for a chunked body
+ * (c->wrong_type), which is 400 when it turns out empty; a Content-Length over
+ * MAX_BODY_BYTES is 413. */
+static int check_produce_headers(req_ctx_t *c)
+{
+    const char *ct, *cl, *te;
+    long long len;
+    int chunked;
 
     if (strcmp(c->method, MHD_HTTP_METHOD_POST) != 0) {
-        c->status = 405;
-        *ret = rq_http_reply_405(c->conn, "POST");
+        set_early(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed");
         return 1;
     }
     ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     cl = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (c->route == R_DLQ_RETRY && ct == NULL && (cl == NULL || strcmp(cl, "0") == 0))
-        return 0; /* no body: move everything */
-    if (!is_json_type(ct)) {
-        *ret = reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                           "Content-Type must be application/json");
+    te = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    chunked = te != NULL && strcasecmp(te, "chunked") == 0;
+    len = cl != NULL ? strtoll(cl, NULL, 10) : 0;
+    if (!chunked && len <= 0) {
+        if (c->route == R_DLQ_RETRY)
+            return 0; /* no body: move everything */
+        set_early(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
         return 1;
     }
-    if (cl != NULL && strtoll(cl, NULL, 10) > c->api->cfg->max_body_bytes) {
+    if (!is_json_type(ct)) {
+        if (chunked) {
+            c->wrong_type = 1;
+            return 0;
+        }
+        set_early(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json");
+        return 1;
+    }
+    if (!chunked && len > c->api->cfg->max_body_bytes) {
         char msg[96];
         rq_series_inc(c->api->m_lim_body);
         snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
                  (long long)c->api->cfg->max_body_bytes);
-        *ret = reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+        set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
         return 1;
     }
     return 0;
@@ -574,7 +731,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     rq_api_t *api = cls;
     req_ctx_t *c = *con_cls;
-    enum MHD_Result ret;
 
     if (c == NULL) {
         c = ctx_new(api, conn); /* normally made by on_uri already */
@@ -589,16 +745,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         admit(c);
         if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
             return MHD_YES; /* answered on the next call: answering now closes keep-alive */
-        if (c->deny_status != 0)
-            return reply_deny(c); /* the body of a refused client is never read */
-        if (check_produce_headers(c, &ret))
-            return ret; /* early error: the body is not read, the connection is closed */
+        if (c->deny_status != 0 || check_produce_headers(c)) {
+            /* Refused before the body is read: answered at once, and MHD closes the
+             * connection after the answer. With the body unread that close would make the
+             * kernel reset the connection before the client reads the answer, so the
+             * connection lingers (nginx's lingering close): what the client still sends is
+             * read and thrown away, within bounds. Not when there is no body, or the client
+             * waits for "100 Continue" before sending it. */
+            if (rq_http_drain_wanted(
+                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_CONTENT_LENGTH),
+                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                MHD_HTTP_HEADER_TRANSFER_ENCODING),
+                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT)))
+                rq_http_server_linger(&api->http, conn);
+            c->state = ST_DONE;
+            return reply_early(c);
+        }
         c->state = ST_RECEIVING;
         return MHD_YES;
     }
+    if (c->state == ST_DRAINING) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (n > 0 && rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+            return MHD_YES;
+        c->state = ST_DONE;
+        return reply_early(c); /* the body's end; or past the bound, then MHD closes */
+    }
     if (c->state == ST_FIRST && *upload_data_size > 0) {
-        *upload_data_size = 0; /* a body on GET is ignored */
-        return MHD_YES;
+        size_t n = *upload_data_size;
+        *upload_data_size = 0; /* a body on GET is ignored: thrown away, within the bound */
+        if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+            return MHD_YES;
+        c->state = ST_DONE;
+        set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        return reply_early(c);
     }
     if (c->state == ST_FIRST) {
         c->state = ST_DONE;
@@ -609,9 +791,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (c->state == ST_RECEIVING && *upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (c->too_large || c->len + n > (size_t)api->cfg->max_body_bytes) {
-            c->too_large = 1; /* keep draining; answer 413 at the end */
-            return MHD_YES;
+        if (c->len + n > (size_t)api->cfg->max_body_bytes) {
+            /* Over MAX_BODY_BYTES (chunked, or more than its Content-Length said): throw the
+             * rest away within the drain bound, then 413. */
+            char msg[96];
+            c->too_large = 1;
+            rq_series_inc(api->m_lim_body);
+            snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
+                     (long long)api->cfg->max_body_bytes);
+            set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+            free(c->buf);
+            c->buf = NULL;
+            c->len = c->cap = 0;
+            c->state = ST_DRAINING;
+            if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+                return MHD_YES;
+            c->state = ST_DONE;
+            return reply_early(c);
         }
         if (c->len + n > c->cap) {
             size_t ncap = c->cap ? c->cap : 1024;
@@ -627,9 +823,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c->len += n;
         return MHD_YES;
     }
+    if (c->state == ST_RECEIVING && c->wrong_type && (c->len > 0 || c->route != R_DLQ_RETRY)) {
+        c->state = ST_DONE;
+        if (c->len > 0)
+            return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                               "Content-Type must be application/json");
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
+    }
     if (c->state == ST_RECEIVING && c->route == R_DLQ_RETRY) {
         c->state = ST_DONE;
         return dlq_retry(c);
+    }
+    if (c->state == ST_DLQ) {
+        c->state = ST_DONE;
+        return reply_dlq(c);
     }
     if (c->state == ST_RECEIVING)
         return start_produce(c);
@@ -762,6 +969,11 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         rq_info("rate limit: %g requests/s per %s, bursts of %g", cfg->rate_limit_rps,
                 rq_auth_enabled(api->auth) ? "API key" : "client address", burst < 1 ? 1 : burst);
     }
+    api->dlq = rq_dlq_worker_new(&cfg->rabbitmq);
+    if (api->dlq == NULL) {
+        rq_error("cannot start the DLQ worker thread");
+        goto err;
+    }
     if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
         rq_error("%s", err);
         goto err;
@@ -831,6 +1043,8 @@ void rq_api_free(rq_api_t *api)
 {
     if (api == NULL)
         return;
+    /* First: its jobs' connections are resumed; MHD must not stop with suspended ones. */
+    rq_dlq_worker_free(api->dlq);
     if (api->daemon != NULL)
         MHD_stop_daemon(api->daemon);
     rq_http_server_clear(&api->http);

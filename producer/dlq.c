@@ -2,11 +2,13 @@
 #include "dlq.h"
 
 #include <amqp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "amqp_conn.h"
+#include "publisher.h"
 #include "util.h"
 
 #define RETRY_BATCH 100
@@ -47,11 +49,31 @@ static int get_one(amqp_connection_state_t conn, const char *queue, amqp_message
     return 1;
 }
 
-static json_t *bytes_json(amqp_bytes_t b)
+/* b as a JSON string of at most `cap` bytes, cut back to a UTF-8 boundary (*cut set to 1
+ * when it was cut; cut may be NULL), or a placeholder when b is not UTF-8. */
+static json_t *bytes_json(amqp_bytes_t b, size_t cap, int *cut)
 {
-    if (rq_utf8_valid(b.bytes, b.len))
-        return json_stringn(b.bytes, b.len);
-    return json_sprintf("<%zu bytes, not UTF-8>", b.len);
+    size_t n = b.len;
+
+    if (!rq_utf8_valid(b.bytes, b.len))
+        return json_sprintf("<%zu bytes, not UTF-8>", b.len);
+    if (n > cap) {
+        const unsigned char *p = b.bytes;
+        n = cap;
+        while (n > 0 && (p[n] & 0xC0) == 0x80) /* p[n] starts the part left out */
+            n--;
+        if (cut != NULL)
+            *cut = 1;
+    }
+    return json_stringn(b.bytes, n);
+}
+
+static int cancelled(const atomic_int *cancel, char *err, size_t errlen)
+{
+    if (cancel == NULL || atomic_load(cancel) == 0)
+        return 0;
+    snprintf(err, errlen, "the producer is stopping");
+    return 1;
 }
 
 static long long int_value(const amqp_field_value_t *v)
@@ -78,7 +100,8 @@ static long long int_value(const amqp_field_value_t *v)
     }
 }
 
-/* {"message_id","reason","attempts","content_type","body"} for one message. */
+/* {"message_id","reason","attempts","content_type","body"[,"body_bytes","body_truncated"]}
+ * for one message. */
 static json_t *describe(const amqp_message_t *msg)
 {
     const amqp_basic_properties_t *p = &msg->properties;
@@ -86,11 +109,12 @@ static json_t *describe(const amqp_message_t *msg)
     json_t *o = json_object();
     json_t *reason = NULL;
     long long attempts = -1;
+    int cut = 0;
 
     if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-        json_object_set_new(o, "message_id", bytes_json(p->message_id));
+        json_object_set_new(o, "message_id", bytes_json(p->message_id, 255, NULL));
     if ((v = rq_amqp_header(p, "x-relayq-reason")) != NULL && v->kind == AMQP_FIELD_KIND_UTF8)
-        reason = bytes_json(v->value.bytes);
+        reason = bytes_json(v->value.bytes, 1024, NULL);
     if ((v = rq_amqp_header(p, "x-relayq-attempts")) != NULL)
         attempts = int_value(v);
     if ((v = rq_amqp_header(p, "x-death")) != NULL && v->kind == AMQP_FIELD_KIND_ARRAY &&
@@ -100,7 +124,7 @@ static json_t *describe(const amqp_message_t *msg)
             amqp_table_entry_t *e = &d->entries[i];
             if (reason == NULL && e->key.len == 6 && memcmp(e->key.bytes, "reason", 6) == 0 &&
                 e->value.kind == AMQP_FIELD_KIND_UTF8)
-                reason = bytes_json(e->value.value.bytes);
+                reason = bytes_json(e->value.value.bytes, 1024, NULL);
             if (attempts < 0 && e->key.len == 5 && memcmp(e->key.bytes, "count", 5) == 0)
                 attempts = int_value(&e->value);
         }
@@ -109,17 +133,26 @@ static json_t *describe(const amqp_message_t *msg)
     if (attempts >= 0)
         json_object_set_new(o, "attempts", json_integer(attempts));
     if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
-        json_object_set_new(o, "content_type", bytes_json(p->content_type));
-    json_object_set_new(o, "body", bytes_json(msg->body));
+        json_object_set_new(o, "content_type", bytes_json(p->content_type, 255, NULL));
+    json_object_set_new(o, "body", bytes_json(msg->body, RQ_DLQ_BODY_MAX_BYTES, &cut));
+    if (cut) {
+        json_object_set_new(o, "body_bytes", json_integer((json_int_t)msg->body.len));
+        json_object_set_new(o, "body_truncated", json_true());
+    }
     return o;
 }
 
-json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t limit, char *err, size_t errlen)
+/* Room kept for the page's fields around "messages" (the queue name is at most 255 bytes). */
+#define PAGE_ENVELOPE_BYTES 600
+
+json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
+                    const atomic_int *cancel, char *err, size_t errlen)
 {
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
-    json_t *out = NULL, *list;
+    json_t *out = NULL, *list = NULL, *next;
     char dlq[300];
-    size_t count = 0;
+    size_t count = 0, pos = 0, used = PAGE_ENVELOPE_BYTES;
+    int truncated = 0;
 
     if (conn == NULL)
         return NULL;
@@ -127,21 +160,52 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t limit, char *err, size_t e
     if (queue_depth(conn, dlq, &count, err, errlen) != 0)
         goto out;
     list = json_array();
-    for (size_t i = 0; i < limit && i < count; i++) {
+    if (list == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    /* Every basic.get stays unacked: the ones before `offset` are read and dropped here, and
+     * closing the channel puts all of them back in their places. */
+    for (; pos < count && pos < offset + limit; pos++) {
         amqp_message_t msg;
         uint64_t tag;
-        int rc = get_one(conn, dlq, &msg, &tag, err, errlen);
-        if (rc < 0) {
-            json_decref(list);
+        int rc;
+        if (cancelled(cancel, err, errlen))
             goto out;
-        }
-        if (rc == 0)
+        rc = get_one(conn, dlq, &msg, &tag, err, errlen);
+        if (rc < 0)
+            goto out;
+        if (rc == 0) {
+            count = pos; /* emptied meanwhile */
             break;
-        json_array_append_new(list, describe(&msg));
+        }
+        if (pos >= offset) {
+            json_t *d = describe(&msg);
+            size_t n = d != NULL ? json_dumpb(d, NULL, 0, JSON_COMPACT) : 0;
+            if (d == NULL || used + n + 1 > max_bytes) {
+                json_decref(d);
+                amqp_destroy_message(&msg);
+                truncated = 1;
+                break;
+            }
+            used += n + 1;
+            json_array_append_new(list, d);
+        }
         amqp_destroy_message(&msg);
     }
-    out = json_pack("{s:s,s:I,s:o}", "queue", dlq, "count", (json_int_t)count, "messages", list);
+    /* pos: the first message not on this page */
+    if (pos < offset)
+        pos = offset;
+    next = pos < count ? json_integer((json_int_t)pos) : json_null();
+    out =
+        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:o,s:O}", "queue", dlq, "count", (json_int_t)count,
+                  "offset", (json_int_t)offset, "limit", (json_int_t)limit, "max_bytes",
+                  (json_int_t)max_bytes, "max_body_bytes", (json_int_t)RQ_DLQ_BODY_MAX_BYTES,
+                  "truncated", truncated, "next_offset", next, "messages", list);
+    if (out == NULL)
+        snprintf(err, errlen, "out of memory");
 out:
+    json_decref(list);
     /* Closing the channel requeues every unacked message in its original position. */
     rq_amqp_close(conn);
     return out;
@@ -149,9 +213,10 @@ out:
 
 /* Waits for confirms up to `last` (our publish tags start at 1). *confirmed is the highest
  * tag confirmed so far (in order), kept by the caller across batches: a batch's first confirm
- * may be a single ack of *confirmed + 1. Returns 0 or -1. */
-static int wait_confirms(amqp_connection_state_t conn, uint64_t *confirmed, uint64_t last,
-                         char *err, size_t errlen)
+ * may be a single ack of *confirmed + 1. Returns 0, or -1 on a nack, a basic.return (the copy
+ * was not routed to request_queue) or a closed channel. */
+static int wait_confirms(amqp_connection_state_t conn, const char *request_queue,
+                         uint64_t *confirmed, uint64_t last, char *err, size_t errlen)
 {
     while (*confirmed < last) {
         amqp_frame_t f;
@@ -170,6 +235,15 @@ static int wait_confirms(amqp_connection_state_t conn, uint64_t *confirmed, uint
         } else if (f.channel == PUBLISH_CHANNEL && f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
             snprintf(err, errlen, "the broker nacked a replayed message");
             return -1;
+        } else if (f.channel == PUBLISH_CHANNEL &&
+                   f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
+            /* Sent before the copy's ack: the copy went nowhere. Nothing of this batch is
+             * acked on the DLQ (closing the channel puts the batch back). */
+            snprintf(err, errlen,
+                     "the broker returned a replayed message (no queue %s to route it to): "
+                     "the DLQ is unchanged",
+                     request_queue);
+            return -1;
         } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
                    f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
             snprintf(err, errlen, "the broker closed the channel during the replay");
@@ -179,40 +253,67 @@ static int wait_confirms(amqp_connection_state_t conn, uint64_t *confirmed, uint
     return 0;
 }
 
-/* Republishes one dead-lettered message to the request queue with its relayq attempt
- * counters and the broker's x-death history removed. */
-static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
-                     const amqp_message_t *msg)
+/* 1 when key starts with the NUL-terminated prefix. */
+static int key_has_prefix(amqp_bytes_t key, const char *prefix)
 {
-    amqp_basic_properties_t props = msg->properties;
-    amqp_table_entry_t kept[32];
-    int n = 0;
+    size_t n = strlen(prefix);
 
-    if (props._flags & AMQP_BASIC_HEADERS_FLAG) {
-        for (int i = 0; i < props.headers.num_entries && n < 31; i++) {
-            amqp_table_entry_t *e = &props.headers.entries[i];
-            if ((e->key.len >= 9 && memcmp(e->key.bytes, "x-relayq-", 9) == 0) ||
-                (e->key.len >= 7 && memcmp(e->key.bytes, "x-death", 7) == 0) ||
-                (e->key.len >= 7 && memcmp(e->key.bytes, "x-first", 7) == 0) ||
-                (e->key.len >= 6 && memcmp(e->key.bytes, "x-last", 6) == 0))
-                continue;
-            kept[n++] = *e;
-        }
+    return key.len >= n && memcmp(key.bytes, prefix, n) == 0;
+}
+
+int rq_dlq_replay_headers(const amqp_table_t *in, amqp_table_t *out)
+{
+    int n_in = in != NULL && in->num_entries > 0 ? in->num_entries : 0, n = 0;
+    amqp_table_entry_t *kept = malloc(((size_t)n_in + 1) * sizeof(*kept));
+
+    if (kept == NULL)
+        return -1;
+    for (int i = 0; i < n_in; i++) {
+        const amqp_table_entry_t *e = &in->entries[i];
+        /* The broker's dead-letter history and relayq's counters go; user headers (even
+         * x-firstname or x-last-seen) all stay, and so does the dedup key x-relayq-uid, so
+         * that a consumer recognises a message it wrote already. */
+        if ((e->key.len == 7 && memcmp(e->key.bytes, "x-death", 7) == 0) ||
+            key_has_prefix(e->key, "x-first-death-") || key_has_prefix(e->key, "x-last-death-") ||
+            (key_has_prefix(e->key, "x-relayq-") &&
+             !(e->key.len == strlen(RQ_HDR_UID) &&
+               memcmp(e->key.bytes, RQ_HDR_UID, e->key.len) == 0)))
+            continue;
+        kept[n++] = *e;
     }
     kept[n].key = amqp_cstring_bytes("x-relayq-replayed");
     kept[n].value.kind = AMQP_FIELD_KIND_BOOLEAN;
     kept[n++].value.value.boolean = 1;
-    props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
-    props.headers.num_entries = n;
-    props.headers.entries = kept;
-    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
-    return amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes,
-                              amqp_cstring_bytes(cfg->request_queue), 0, 0, &props, msg->body);
+    out->num_entries = n;
+    out->entries = kept;
+    return 0;
 }
 
-long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, char *err,
-                  size_t errlen)
+/* Republishes one dead-lettered message to the request queue with its relayq attempt
+ * counters and the broker's x-death history removed. Returns an amqp_status_enum. */
+static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
+                     const amqp_message_t *msg)
+{
+    amqp_basic_properties_t props = msg->properties;
+    amqp_table_t headers;
+    int rc;
+
+    if (rq_dlq_replay_headers(props._flags & AMQP_BASIC_HEADERS_FLAG ? &props.headers : NULL,
+                              &headers) != 0)
+        return AMQP_STATUS_NO_MEMORY;
+    props._flags |= AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+    props.headers = headers;
+    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
+    /* mandatory: a copy with no queue to go to comes back (basic.return), never "moved" */
+    rc = amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes,
+                            amqp_cstring_bytes(cfg->request_queue), 1, 0, &props, msg->body);
+    free(headers.entries);
+    return rc;
+}
+
+long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
+                  const atomic_int *cancel, char *err, size_t errlen)
 {
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
     char dlq[300];
@@ -236,6 +337,8 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
     while ((size_t)done < count) {
         uint64_t last_get = 0;
         size_t batch = 0;
+        if (cancelled(cancel, err, errlen))
+            goto out;
         while (batch < RETRY_BATCH && (size_t)done + batch < count) {
             amqp_message_t msg;
             int rc = get_one(conn, dlq, &msg, &last_get, err, errlen);
@@ -255,7 +358,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
         if (batch == 0)
             break;
         /* Confirmed in the request queue: only now remove them from the DLQ. */
-        if (wait_confirms(conn, &confirmed, published, err, errlen) != 0)
+        if (wait_confirms(conn, cfg->request_queue, &confirmed, published, err, errlen) != 0)
             goto out;
         if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_get, 1) != AMQP_STATUS_OK) {
             snprintf(err, errlen, "basic.ack on the DLQ failed");
@@ -269,4 +372,132 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining, ch
 out:
     rq_amqp_close(conn);
     return moved;
+}
+
+/* ---- the worker thread ---- */
+
+struct rq_dlq_worker {
+    const RabbitMQConfig *cfg;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    rq_dlq_job_t *head, *tail; /* FIFO, guarded by lock */
+    size_t queued;
+    int stopping;      /* guarded by lock */
+    atomic_int cancel; /* tells the running job to give up */
+};
+
+static void run_job(rq_dlq_worker_t *w, rq_dlq_job_t *job)
+{
+    size_t remaining = 0;
+    long moved;
+
+    job->result = NULL;
+    job->error[0] = '\0';
+    if (job->kind == RQ_DLQ_PEEK) {
+        job->result = rq_dlq_peek(w->cfg, job->offset, job->limit, RQ_DLQ_PAGE_MAX_BYTES,
+                                  &w->cancel, job->error, sizeof(job->error));
+    } else {
+        moved = rq_dlq_retry(w->cfg, job->count, &remaining, &w->cancel, job->error,
+                             sizeof(job->error));
+        if (moved >= 0)
+            job->result = json_pack("{s:s,s:I,s:I}", "status", "success", "moved",
+                                    (json_int_t)moved, "remaining", (json_int_t)remaining);
+    }
+    if (job->result == NULL && job->error[0] == '\0')
+        snprintf(job->error, sizeof(job->error), "out of memory");
+}
+
+static void *worker_main(void *arg)
+{
+    rq_dlq_worker_t *w = arg;
+
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        rq_dlq_job_t *job;
+        while (w->head == NULL && !w->stopping)
+            pthread_cond_wait(&w->wake, &w->lock);
+        job = w->head;
+        if (job == NULL)
+            break; /* stopping, nothing left */
+        w->head = job->next;
+        if (w->head == NULL)
+            w->tail = NULL;
+        w->queued--;
+        if (w->stopping) {
+            snprintf(job->error, sizeof(job->error), "the producer is stopping");
+            job->result = NULL;
+            pthread_mutex_unlock(&w->lock);
+        } else {
+            pthread_mutex_unlock(&w->lock);
+            run_job(w, job);
+        }
+        job->done(job, job->done_arg); /* the job may be freed from here on */
+        pthread_mutex_lock(&w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+rq_dlq_worker_t *rq_dlq_worker_new(const RabbitMQConfig *cfg)
+{
+    rq_dlq_worker_t *w = calloc(1, sizeof(*w));
+
+    if (w == NULL)
+        return NULL;
+    w->cfg = cfg;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->wake, NULL);
+    atomic_init(&w->cancel, 0);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        goto err;
+    return w;
+
+err:
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+    return NULL;
+}
+
+int rq_dlq_worker_submit(rq_dlq_worker_t *w, rq_dlq_job_t *job)
+{
+    int rc = -1;
+
+    job->next = NULL;
+    job->result = NULL;
+    job->error[0] = '\0';
+    pthread_mutex_lock(&w->lock);
+    if (w->stopping) {
+        snprintf(job->error, sizeof(job->error), "the producer is stopping");
+    } else if (w->queued >= RQ_DLQ_QUEUE_MAX) {
+        snprintf(job->error, sizeof(job->error), "%d DLQ requests are waiting already; retry later",
+                 RQ_DLQ_QUEUE_MAX);
+    } else {
+        if (w->tail != NULL)
+            w->tail->next = job;
+        else
+            w->head = job;
+        w->tail = job;
+        w->queued++;
+        pthread_cond_signal(&w->wake);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+void rq_dlq_worker_free(rq_dlq_worker_t *w)
+{
+    if (w == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = 1;
+    atomic_store(&w->cancel, 1);
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->thread, NULL);
+    pthread_cond_destroy(&w->wake);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
 }

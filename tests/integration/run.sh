@@ -180,6 +180,9 @@ step "publisher: connection lost after the confirm of wait=true: 504 queued, nev
 step "publisher: a partly refused batch lists stored / not stored / unknown ids" 120 "${pub[@]}" partial
 step "publisher: an id the wire cannot carry is 400, other clients unaffected" 120 "${pub[@]}" wire-limits --amqp-port "$BROKER_PORT"
 step "publisher: one client id, several payloads: each one processed (dedup on x-relayq-uid)" 120 "${pub[@]}" same-id --amqp-port "$BROKER_PORT"
+step "publisher: POST /dlq/retry with the request queue missing leaves the DLQ unchanged" 120 "${pub[@]}" dlq-unroutable
+step "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, replay headers (test_http_review.py)" 180 \
+	"$PY" "$here/test_http_review.py" --build-dir "$BUILD_DIR"
 step "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
 

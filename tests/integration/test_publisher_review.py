@@ -17,6 +17,8 @@ Scenarios (one per run; each starts its own broker unless --amqp-port is given):
   partial          a batch the broker partly refuses (a max-length policy with reject-publish):
                    503 listing the stored, not stored and unknown ids; the stored ones are
                    kept (GET /messages/{id}); a refused single says "stored": false.
+  dlq-unroutable   POST /dlq/retry while the request queue is missing: the republished copies
+                   come back (mandatory), so nothing is removed from the DLQ (503).
   same-id          different payloads with one client id (in one batch, in two requests,
                    and one retried through a delay queue) all reach the output: deduplication
                    keys on the id the producer makes per message (x-relayq-uid), not the
@@ -247,7 +249,22 @@ def partial(c, st, args):
     c.check(f"producer exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
 
 
-SCENARIOS = {"partial": partial, "unroutable": unroutable, "wait-disconnect": wait_disconnect,
+def dlq_unroutable(c, st, args):
+    st.start("producer")
+    st.tool("publish", "--queue", st.queue + ".dlq", "--count", "3", "--id-prefix", "dlqmsg")
+    st.tool("delete", "--queue", st.queue)
+    log("3 messages in the DLQ; the request queue deleted")
+    s, _, j, _ = post(st, "/dlq/retry", {})
+    c.check("POST /dlq/retry with nowhere to route: not 200", s != 200, f"{s} {j}")
+    c.check("... 503 saying why", s == 503 and j and "return" in j.get("error", ""), f"{s} {j}")
+    out = st.tool("depth", "--queue", st.queue + ".dlq")
+    c.check("the DLQ still holds all 3 (nothing acked past a returned copy)",
+            int(out.split()[0]) == 3, out.strip())
+    rc, secs = st.term("producer")
+    c.check(f"producer exits 0 on SIGTERM ({secs:.1f} s)", rc == 0, f"status {rc}")
+
+
+SCENARIOS = {"partial": partial, "dlq-unroutable": dlq_unroutable, "unroutable": unroutable, "wait-disconnect": wait_disconnect,
              "wire-limits": wire_limits, "same-id": same_id}
 
 

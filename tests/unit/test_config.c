@@ -368,6 +368,31 @@ Test(config, set_stores_the_parsed_values)
     rq_config_free(&c);
 }
 
+/* Issue 11 item 16: .env files written for Python services say LOG_LEVEL=WARNING; every
+ * common spelling is accepted (case-insensitively) and stored in its canonical form. */
+Test(config, log_level_accepts_other_spellings)
+{
+    static const struct {
+        const char *value, *want;
+    } cases[] = {
+        {"WARNING", "warn"}, {"warning", "warn"}, {"Warn", "warn"},      {"WARN", "warn"},
+        {"ERROR", "error"},  {"err", "error"},    {"CRITICAL", "error"}, {"crit", "error"},
+        {"FATAL", "error"},  {"INFO", "info"},    {"notice", "info"},    {"DEBUG", "debug"},
+        {"trace", "debug"},
+    };
+    rq_config_t c;
+    rq_config_error_t err;
+
+    cr_assert_eq(rq_config_defaults(&c), 0);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cr_expect_eq(rq_config_set(&c, "LOG_LEVEL", cases[i].value, &err), 0,
+                     "LOG_LEVEL=%s rejected: %s", cases[i].value, err.text);
+        cr_expect_str_eq(c.log_level, cases[i].want, "LOG_LEVEL=%s", cases[i].value);
+    }
+    cr_expect_eq(rq_config_set(&c, "LOG_LEVEL", "verbose", &err), -1);
+    rq_config_free(&c);
+}
+
 /* ---- rq_config_set: invalid values; the error names the variable and what is allowed ---- */
 
 Test(config, set_rejects_invalid_values)

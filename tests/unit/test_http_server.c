@@ -135,3 +135,46 @@ Test(http_server, warn_budget_drops_a_flood)
      * during the loop resets the window, hence the generous bound.) */
     cr_expect_geq(atomic_load(&s.log_dropped), 1000 - 2 * RQ_HTTP_LOG_PER_SECOND - 1);
 }
+
+/* Issue 11 item 15: which early answers linger on the body, and the drain's two bounds. */
+Test(http_server, drain_wanted)
+{
+    static const struct {
+        const char *cl, *te, *expect;
+        int want;
+    } cases[] = {
+        {"8388608", NULL, NULL, 1},
+        {"1", NULL, NULL, 1},
+        {"67108864", NULL, NULL, 1},
+        {"67108865", NULL, NULL, 0}, /* past the bound: answer and close at once */
+        {"1099511627776", NULL, NULL, 0},
+        {"0", NULL, NULL, 0},
+        {NULL, NULL, NULL, 0}, /* no body */
+        {NULL, "chunked", NULL, 1},
+        {NULL, "gzip, Chunked", NULL, 1},
+        {"8388608", NULL, "100-continue", 0},
+        {NULL, "chunked", "100-Continue", 0},
+        {"-5", NULL, NULL, 0},
+        {"x", NULL, NULL, 0},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_expect_eq(rq_http_drain_wanted(cases[i].cl, cases[i].te, cases[i].expect), cases[i].want,
+                     "case %zu", i);
+}
+
+Test(http_server, drain_is_bounded_in_bytes_and_time)
+{
+    rq_http_drain_t d = {0};
+    const int64_t t0 = 1000000000;
+
+    cr_expect_eq(rq_http_drain_more(&d, 65536, t0), 1);
+    cr_expect_eq(rq_http_drain_more(&d, RQ_HTTP_DRAIN_MAX_BYTES - 65536, t0 + 1), 1);
+    cr_expect_eq(rq_http_drain_more(&d, 1, t0 + 2), 0, "one byte past the byte bound");
+
+    rq_http_drain_t e = {0};
+    cr_expect_eq(rq_http_drain_more(&e, 10, t0), 1);
+    cr_expect_eq(rq_http_drain_more(&e, 10, t0 + (int64_t)RQ_HTTP_DRAIN_MAX_MS * 1000000), 1);
+    cr_expect_eq(rq_http_drain_more(&e, 10, t0 + (int64_t)RQ_HTTP_DRAIN_MAX_MS * 1000000 + 1), 0,
+                 "past the time bound");
+}

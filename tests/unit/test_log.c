@@ -249,11 +249,18 @@ Test(log, level_parse_and_names)
         {"error", 1, RQ_LOG_ERROR},
         {"ERROR", 1, RQ_LOG_ERROR},
         {"", 0, 0},
-        {"err", 0, 0},
-        {"fatal", 0, 0},
+        /* issue 11 item 16: the spellings of Python's logging, syslog and log4j */
+        {"err", 1, RQ_LOG_ERROR},
+        {"fatal", 1, RQ_LOG_ERROR},
+        {"FATAL", 1, RQ_LOG_ERROR},
+        {"CRITICAL", 1, RQ_LOG_ERROR},
+        {"crit", 1, RQ_LOG_ERROR},
+        {"notice", 1, RQ_LOG_INFO},
+        {"trace", 1, RQ_LOG_DEBUG},
         {"info ", 0, 0},
         {" info", 0, 0},
-        {"trace", 0, 0},
+        {"verbose", 0, 0},
+        {"warnings", 0, 0},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         rq_log_level_t out = (rq_log_level_t)77;
