@@ -3,9 +3,13 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -196,6 +200,12 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
                      : "");
         goto fail;
     }
+    /* rabbitmq-c waits for a full socket forever: without a deadline a broker that stops
+     * reading (frozen, or a resource alarm) would hang this thread in a send. */
+    if (rq_amqp_set_send_timeout(conn, cfg->connect_timeout_ms) != 0) {
+        snprintf(err, errlen, "cannot set a send deadline on the socket (TCP_USER_TIMEOUT)");
+        goto fail;
+    }
     /* Ask for connection.blocked notices (resource alarms) and consumer-cancel notices. */
     caps[0].key = amqp_cstring_bytes("connection.blocked");
     caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
@@ -227,17 +237,44 @@ fail:
     return NULL;
 }
 
+int rq_amqp_set_send_timeout(amqp_connection_state_t conn, int timeout_ms)
+{
+    unsigned int ms = timeout_ms > 0 ? (unsigned int)timeout_ms : 0;
+    int fd = amqp_get_socket(conn) != NULL ? amqp_get_sockfd(conn) : -1;
+
+    if (fd < 0)
+        return -1;
+    return setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof(ms)) == 0 ? 0 : -1;
+}
+
+/* 1 when a small frame can be written to fd at once (room in the socket buffer, no error). */
+static int writable_now(int fd)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLOUT};
+
+    if (poll(&pf, 1, 0) != 1)
+        return 0;
+    return (pf.revents & POLLOUT) && !(pf.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
 void rq_amqp_close(amqp_connection_state_t conn)
 {
-    struct timeval tv = {1, 0};
+    struct timeval tv = {RQ_AMQP_CLOSE_TIMEOUT_MS / 1000, (RQ_AMQP_CLOSE_TIMEOUT_MS % 1000) * 1000};
+    amqp_rpc_reply_t r;
+    int fd;
 
     if (conn == NULL)
         return;
-    /* A dead socket makes these fail fast; a live one is bounded by the RPC timeout. */
-    amqp_set_rpc_timeout(conn, &tv);
-    if (amqp_get_socket(conn) != NULL && amqp_get_sockfd(conn) >= 0) {
-        amqp_channel_close(conn, RQ_AMQP_CHANNEL, AMQP_REPLY_SUCCESS);
-        amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+    fd = amqp_get_socket(conn) != NULL ? amqp_get_sockfd(conn) : -1;
+    /* A full socket means the broker is not reading: a polite close would only wait. */
+    if (fd >= 0 && writable_now(fd)) {
+        /* A live broker answers in time; a frozen one costs one RPC timeout (rabbitmq-c then
+         * drops the socket, so connection.close is skipped). A send waits at most as long. */
+        rq_amqp_set_send_timeout(conn, RQ_AMQP_CLOSE_TIMEOUT_MS);
+        amqp_set_rpc_timeout(conn, &tv);
+        r = amqp_channel_close(conn, RQ_AMQP_CHANNEL, AMQP_REPLY_SUCCESS);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL && amqp_get_sockfd(conn) >= 0)
+            amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
     }
     amqp_destroy_connection(conn);
 }

@@ -53,14 +53,30 @@ void rq_backoff_reset(rq_backoff_t *b);
 /* Opens a TCP connection to cfg->host:port (TLS when cfg->tls: AMQPS with TLS 1.2+, the CA
  * bundle cfg->tls_ca or the system one, an optional client certificate, and peer plus host
  * name verification unless cfg->tls_verify is false), logs in (PLAIN) with cfg's heartbeat,
- * and opens channel 1. Returns the connection (owned by the caller, close with
- * rq_amqp_close()), or NULL with a human-readable reason in err (credentials never
- * included; a verification failure says so). */
+ * and opens channel 1. cfg->connect_timeout_ms bounds the TCP connect, the handshake, every
+ * RPC and (rq_amqp_set_send_timeout()) every send until the caller sets another deadline. Returns
+ * the connection (owned by the caller, close with rq_amqp_close()), or NULL with a human-readable
+ * reason in err (credentials never included; a verification failure says so). */
 amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen);
 
-/* Closes channel and connection politely (bounded by a short timeout) and frees it.
- * NULL is a no-op. Safe on a connection whose socket already failed. */
+/* Closes channel and connection politely and frees it. NULL is a no-op. Safe on a
+ * connection whose socket already failed. Bounded by about RQ_AMQP_CLOSE_TIMEOUT_MS even
+ * when the broker stopped reading (frozen, resource alarm): a socket with no room to write
+ * is not closed politely at all, each close frame may wait RQ_AMQP_CLOSE_TIMEOUT_MS for the
+ * broker to read it and each RPC as long for its answer, and connection.close is skipped
+ * when channel.close got none. */
+#define RQ_AMQP_CLOSE_TIMEOUT_MS 1000
 void rq_amqp_close(amqp_connection_state_t conn);
+
+/* The send deadline of conn: once the broker has read nothing of what is waiting to be sent
+ * for timeout_ms (TCP_USER_TIMEOUT: a zero receive window or unacknowledged data), the
+ * kernel aborts the connection and every send blocked on it fails (rabbitmq-c's method frames,
+ * heartbeats and publishes, OpenSSL's records, rq_pubbuf_t's flushes); so does every later
+ * use. rabbitmq-c 0.11 itself waits for a full socket without a deadline. rq_amqp_open()
+ * sets cfg->connect_timeout_ms; rq_pubbuf_new() sets its send timeout. Progress (the broker
+ * reading) restarts the clock, so a slow broker is not a dead one. timeout_ms <= 0: the
+ * kernel default (no deadline). Returns 0, or -1 (no socket, or the option is refused). */
+int rq_amqp_set_send_timeout(amqp_connection_state_t conn, int timeout_ms);
 
 /* Writes the name of the dead-letter queue ("<q>.dlq") into buf. Returns buf. */
 char *rq_amqp_dlq_name(const RabbitMQConfig *cfg, char *buf, size_t len);

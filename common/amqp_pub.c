@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "amqp_conn.h"
 #include "util.h"
 
 #define FRAME_HEADER 7 /* type, channel, payload size */
@@ -16,6 +17,8 @@
 #define FRAME_OVERHEAD (FRAME_HEADER + FRAME_END_SIZE)
 #define METHOD_ROOM 600 /* method id + shortstr exchange + shortstr routing key + ticket, bits */
 #define PROPS_ROOM 4096 /* first try for the content header; doubled up to frame_max */
+#define RQ_AMQP_FRAME_MIN 4096          /* AMQP frame-min-size */
+#define RQ_PUBBUF_NO_LIMIT_FRAME 131072 /* frame size used when the broker sets no limit */
 
 struct rq_pubbuf {
     amqp_connection_state_t conn;
@@ -91,9 +94,16 @@ rq_pubbuf_t *rq_pubbuf_new(amqp_connection_state_t conn, int raw, int send_timeo
     b->conn = conn;
     b->fd = raw ? amqp_get_sockfd(conn) : -1;
     frame_max = amqp_get_frame_max(conn);
-    /* 0 means "no limit" in AMQP; RabbitMQ always negotiates one, but stay sane. */
-    b->frame_max = frame_max > FRAME_OVERHEAD + 4096 ? (size_t)frame_max : 131072;
+    /* Any negotiated frame_max is the broker's limit, down to AMQP's minimum (4096, which
+     * every peer must accept). 0 means "no limit"; RabbitMQ always negotiates one. */
+    if (frame_max == 0)
+        b->frame_max = RQ_PUBBUF_NO_LIMIT_FRAME;
+    else
+        b->frame_max = frame_max >= RQ_AMQP_FRAME_MIN ? (size_t)frame_max : RQ_AMQP_FRAME_MIN;
     b->send_timeout_ms = send_timeout_ms > 0 ? send_timeout_ms : 30000;
+    /* rabbitmq-c and OpenSSL wait for a full socket without a deadline: bound every send on
+     * the connection (theirs too) by the same timeout as our flush. */
+    (void)rq_amqp_set_send_timeout(conn, b->send_timeout_ms); /* checked by rq_amqp_open() */
     return b;
 }
 
@@ -128,8 +138,11 @@ int rq_pubbuf_flush(rq_pubbuf_t *b)
         if (n < 0 && errno == EINTR)
             continue;
         if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            /* ETIMEDOUT: the kernel's send deadline (rq_amqp_set_send_timeout()) hit first */
+            int timed_out = n < 0 && errno == ETIMEDOUT;
+
             b->len = 0;
-            return AMQP_STATUS_SOCKET_ERROR;
+            return timed_out ? AMQP_STATUS_TIMEOUT : AMQP_STATUS_SOCKET_ERROR;
         }
         if (deadline == 0)
             deadline = rq_mono_ms() + b->send_timeout_ms;
@@ -213,6 +226,7 @@ int rq_pubbuf_add(rq_pubbuf_t *b, amqp_channel_t channel, amqp_bytes_t exchange,
     amqp_basic_publish_t m;
     unsigned char *f;
     size_t chunk = b->frame_max - FRAME_OVERHEAD;
+    size_t start = b->len;
     int res;
 
     if (b->fd < 0)
@@ -225,12 +239,12 @@ int rq_pubbuf_add(rq_pubbuf_t *b, amqp_channel_t channel, amqp_bytes_t exchange,
     m.routing_key = routing_key;
     m.mandatory = mandatory != 0;
     res = rq_pubbuf_add_method(b, channel, AMQP_BASIC_PUBLISH_METHOD, &m);
-    if (res != AMQP_STATUS_OK)
+    if (res == AMQP_STATUS_OK)
+        res = add_header(b, channel, props, body.len);
+    if (res != AMQP_STATUS_OK) {
+        b->len = start; /* nothing of this message stays in the buffer */
         return res;
-
-    res = add_header(b, channel, props, body.len);
-    if (res != AMQP_STATUS_OK)
-        return res;
+    }
 
     for (size_t off = 0; off < body.len; off += chunk) {
         size_t n = body.len - off < chunk ? body.len - off : chunk;

@@ -40,7 +40,10 @@ void rq_pubbuf_free(rq_pubbuf_t *b);
 /* Adds one basic.publish (method, content header, body frames split at the connection's
  * frame_max) on `channel`, as amqp_basic_publish() would send it (immediate is always 0).
  * Returns AMQP_STATUS_OK or a negative AMQP_STATUS_* (encoding, memory, or the socket when
- * it flushed or published directly); after an error the connection must be dropped. */
+ * it flushed or published directly). Raw: an encoding error of the method or the properties
+ * (AMQP_STATUS_BAD_AMQP_DATA, _TABLE_TOO_BIG, _INVALID_PARAMETER) leaves the buffer as it was,
+ * so only that message failed; after any other error, or any error when not raw, the
+ * connection must be dropped. */
 int rq_pubbuf_add(rq_pubbuf_t *b, amqp_channel_t channel, amqp_bytes_t exchange,
                   amqp_bytes_t routing_key, int mandatory, const amqp_basic_properties_t *props,
                   amqp_bytes_t body);

@@ -92,7 +92,9 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("RABBITMQ_HEARTBEAT", "30", rabbitmq.heartbeat, 0, 3600, ALL, G_MQ,
           "AMQP heartbeat interval in seconds; 0 disables heartbeats"),
     S_INT("RABBITMQ_CONNECT_TIMEOUT_MS", "5000", rabbitmq.connect_timeout_ms, 100, 120000, ALL,
-          G_MQ, "Deadline for connecting and logging in to the broker, in milliseconds"),
+          G_MQ,
+          "Deadline for connecting, logging in, each broker RPC, and each send while "
+          "connecting, in milliseconds"),
     S_BOOL("RABBITMQ_TLS", "false", rabbitmq.tls, ALL, G_MQ,
            "Connect with AMQPS (TLS); set RABBITMQ_PORT to the broker's TLS listener, usually "
            "5671"),

@@ -183,6 +183,8 @@ step "publisher: one client id, several payloads: each one processed (dedup on x
 step "publisher: POST /dlq/retry with the request queue missing leaves the DLQ unchanged" 120 "${pub[@]}" dlq-unroutable
 step "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, replay headers (test_http_review.py)" 180 \
 	"$PY" "$here/test_http_review.py" --build-dir "$BUILD_DIR"
+step "wire: frame_max 4096 and send deadlines vs a frozen/alarmed broker, AMQP and AMQPS (test_wire_review.py)" 420 \
+	"$PY" "$here/test_wire_review.py" --build-dir "$BUILD_DIR"
 step "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
 

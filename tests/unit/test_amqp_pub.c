@@ -18,7 +18,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_conn.h"
 #include "amqp_pub.h"
+
+#ifndef RQ_AMQP_CLOSE_TIMEOUT_MS
+#define RQ_AMQP_CLOSE_TIMEOUT_MS 1000
+#endif
 
 typedef struct peer {
     amqp_connection_state_t conn; /* the client side, as the services use it */
@@ -26,7 +31,9 @@ typedef struct peer {
     int sfd;                      /* the accepted server side: the test reads from it */
 } peer_t;
 
-static void peer_open(peer_t *p)
+/* frame_max > 0: the connection's frame_max, as if negotiated with a broker (rabbitmq-c lets
+ * it be set only before the socket opens). */
+static void peer_open_frame_max(peer_t *p, int frame_max)
 {
     struct sockaddr_in a;
     socklen_t alen = sizeof(a);
@@ -46,6 +53,21 @@ static void peer_open(peer_t *p)
     cr_assert_eq(amqp_socket_open(sock, "127.0.0.1", ntohs(a.sin_port)), AMQP_STATUS_OK);
     p->sfd = accept(p->lfd, NULL, NULL);
     cr_assert_geq(p->sfd, 0);
+    if (frame_max > 0) {
+        /* rabbitmq-c tunes only an idle connection: the peer sends a protocol header */
+        static const unsigned char hdr[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};
+        struct timeval tv = {2, 0};
+        amqp_frame_t f;
+
+        cr_assert_eq(send(p->sfd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+        cr_assert_eq(amqp_simple_wait_frame_noblock(p->conn, &f, &tv), AMQP_STATUS_OK);
+        cr_assert_eq(amqp_tune_connection(p->conn, 0, frame_max, 0), AMQP_STATUS_OK);
+    }
+}
+
+static void peer_open(peer_t *p)
+{
+    peer_open_frame_max(p, 0);
 }
 
 static void peer_close(peer_t *p)
@@ -343,4 +365,179 @@ Test(amqp_pub, a_peer_that_stops_reading_times_the_flush_out)
 Test(amqp_pub, free_null_is_a_no_op)
 {
     rq_pubbuf_free(NULL);
+}
+
+/* Issue 11 item 10: any negotiated frame_max >= 4096 is the limit (4096..4104 used to be
+ * replaced by 131072, and every publish then broke the broker's limit). */
+static void frame_max_is_honoured(int frame_max)
+{
+    peer_t p;
+    rq_pubbuf_t *b;
+    size_t len = 3 * (size_t)frame_max + 5;
+    unsigned char *body = malloc(len);
+
+    cr_assert_not_null(body);
+    for (size_t i = 0; i < len; i++)
+        body[i] = (unsigned char)(i * 13 + 1);
+    peer_open_frame_max(&p, frame_max);
+    cr_assert_eq(amqp_get_frame_max(p.conn), frame_max);
+    b = rq_pubbuf_new(p.conn, 1, 1000);
+    cr_assert_not_null(b);
+    cr_assert_eq(add(b, 1, "q.small", 0, "small", body, len), AMQP_STATUS_OK);
+    cr_assert_eq(rq_pubbuf_flush(b), AMQP_STATUS_OK);
+    /* a frame is 7 header bytes + payload + 1 end byte: payload <= frame_max - 8 */
+    expect_publish(p.sfd, 1, "q.small", 0, "small", body, len, (size_t)frame_max - 8);
+    rq_pubbuf_free(b);
+    peer_close(&p);
+    free(body);
+}
+
+Test(amqp_pub, frame_max_4096_is_honoured)
+{
+    frame_max_is_honoured(4096);
+}
+
+Test(amqp_pub, frame_max_4100_is_honoured)
+{
+    frame_max_is_honoured(4100);
+}
+
+Test(amqp_pub, frame_max_4104_is_honoured)
+{
+    frame_max_is_honoured(4104);
+}
+
+Test(amqp_pub, frame_max_4105_is_honoured)
+{
+    frame_max_is_honoured(4105);
+}
+
+/* The content header must fit the frame too (checked on the wire). */
+Test(amqp_pub, content_header_fits_frame_max_4096)
+{
+    peer_t p;
+    rq_pubbuf_t *b;
+    frame_t f;
+
+    peer_open_frame_max(&p, 4096);
+    b = rq_pubbuf_new(p.conn, 1, 1000);
+    cr_assert_not_null(b);
+    cr_assert_eq(add(b, 1, "q", 0, "h", (const unsigned char *)"x", 1), AMQP_STATUS_OK);
+    cr_assert_eq(rq_pubbuf_flush(b), AMQP_STATUS_OK);
+    read_frame(p.sfd, &f);
+    cr_assert_leq(f.size, 4096 - 8);
+    free(f.payload);
+    read_frame(p.sfd, &f);
+    cr_assert_eq(f.type, AMQP_FRAME_HEADER);
+    cr_assert_leq(f.size, 4096 - 8);
+    free(f.payload);
+    rq_pubbuf_free(b);
+    peer_close(&p);
+}
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Issue 11 item 9: with raw = 0 (the TLS path) every publish goes through rabbitmq-c, which
+ * waits for a full socket forever. A peer that never reads must make the publish fail after
+ * about the send timeout, not hang the thread (the Criterion timeout catches a hang). */
+Test(amqp_pub, rabbitmq_c_publish_to_a_peer_that_stops_reading_fails_in_time, .timeout = 20)
+{
+    peer_t p;
+    rq_pubbuf_t *b;
+    size_t len = 1024 * 1024;
+    unsigned char *body = calloc(1, len);
+    struct timespec t0;
+    int rc = AMQP_STATUS_OK;
+    double secs;
+
+    cr_assert_not_null(body);
+    peer_open(&p);
+    b = rq_pubbuf_new(p.conn, 0, 500);
+    cr_assert_not_null(b);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 256 && rc == AMQP_STATUS_OK; i++)
+        rc = add(b, 1, "q", 0, "fill", body, len);
+    secs = since(&t0);
+    cr_expect_neq(rc, AMQP_STATUS_OK,
+                  "every publish of 256 MiB went out to a peer that reads "
+                  "nothing");
+    cr_expect_lt(secs, 5.0, "gave up after %.3f s", secs);
+    rq_pubbuf_free(b);
+    peer_close(&p);
+    free(body);
+}
+
+/* A method frame (what acks, channel.close and heartbeats use) through rabbitmq-c is bounded
+ * the same way. */
+Test(amqp_pub, method_frames_to_a_peer_that_stops_reading_fail_in_time, .timeout = 20)
+{
+    peer_t p;
+    rq_pubbuf_t *b;
+    amqp_basic_ack_t ack = {.delivery_tag = 1, .multiple = 0};
+    struct timespec t0;
+    int rc = AMQP_STATUS_OK;
+    double secs;
+
+    peer_open(&p);
+    b = rq_pubbuf_new(p.conn, 0, 500);
+    cr_assert_not_null(b);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < 20L * 1000 * 1000 && rc == AMQP_STATUS_OK; i++)
+        rc = rq_pubbuf_add_method(b, 1, AMQP_BASIC_ACK_METHOD, &ack);
+    secs = since(&t0);
+    cr_expect_neq(rc, AMQP_STATUS_OK, "20 million acks went out to a peer that reads nothing");
+    cr_expect_lt(secs, 10.0, "gave up after %.3f s", secs);
+    rq_pubbuf_free(b);
+    peer_close(&p);
+}
+
+/* rq_amqp_close() on a connection whose broker stopped reading (the socket buffer is full)
+ * returns within about its timeout instead of blocking in channel.close. */
+Test(amqp_pub, close_with_a_full_socket_is_bounded, .timeout = 20)
+{
+    peer_t p;
+    int fd;
+    unsigned char junk[65536];
+    struct timespec t0;
+    double secs;
+
+    memset(junk, 0, sizeof(junk));
+    peer_open(&p);
+    fd = amqp_get_sockfd(p.conn);
+    /* fill the socket buffers (the peer never reads) */
+    for (int i = 0; i < 100000; i++) {
+        if (send(fd, junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            cr_assert(errno == EAGAIN || errno == EWOULDBLOCK, "send: %s", strerror(errno));
+            break;
+        }
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rq_amqp_close(p.conn);
+    secs = since(&t0);
+    cr_expect_lt(secs, 3.0, "rq_amqp_close took %.3f s", secs);
+    close(p.sfd);
+    close(p.lfd);
+}
+
+/* rq_amqp_close() with room in the socket but nobody answering (a frozen broker whose buffers
+ * are not full) costs one RPC timeout, not two. */
+Test(amqp_pub, close_without_an_answer_is_bounded, .timeout = 20)
+{
+    peer_t p;
+    struct timespec t0;
+    double secs;
+
+    peer_open(&p);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    rq_amqp_close(p.conn);
+    secs = since(&t0);
+    cr_expect_lt(secs, RQ_AMQP_CLOSE_TIMEOUT_MS / 1000.0 + 0.7, "rq_amqp_close took %.3f s", secs);
+    close(p.sfd);
+    close(p.lfd);
 }
