@@ -438,6 +438,11 @@ int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_confi
         /* LOG_LEVEL also takes the other names rq_log_level_parse knows (WARNING, CRITICAL). */
         if (!choice && d->choices == log_levels && rq_log_level_parse(value, &level) == 0)
             choice = rq_log_level_name(level);
+        if (!choice && d->choices == log_levels)
+            return fail(err,
+                        "%s: %s is not one of %s (any case; also trace, notice, warning, err, "
+                        "crit, critical, fatal)",
+                        d->name, shown, range);
         if (!choice)
             return fail(err, "%s: %s is not one of %s", d->name, shown, range);
         return store_string(d, (char **)(void *)field, choice, err);

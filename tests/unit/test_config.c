@@ -390,6 +390,8 @@ Test(config, log_level_accepts_other_spellings)
         cr_expect_str_eq(c.log_level, cases[i].want, "LOG_LEVEL=%s", cases[i].value);
     }
     cr_expect_eq(rq_config_set(&c, "LOG_LEVEL", "verbose", &err), -1);
+    cr_expect(strstr(err.text, "warning") != NULL && strstr(err.text, "any case") != NULL,
+              "the error lists the accepted spellings: %s", err.text);
     rq_config_free(&c);
 }
 
