@@ -50,6 +50,7 @@ typedef struct seg {
 
 /* A parsed ledger record, before it is applied. */
 typedef struct record {
+    char *text;    /* its bytes, read from the ledger (catch_up's buffer) */
     off_t at, end; /* byte range in the ledger */
     int64_t before, after;
     int has_ident; /* the output file's device and inode were recorded (not in old ledgers) */
@@ -149,7 +150,7 @@ static int follow_path(rq_output_t *out)
 
     if (stat(out->path, &st) == 0 && st.st_dev == out->dev && st.st_ino == out->ino)
         return 0;
-    fd = open(out->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    fd = open(out->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return -errno;
     if (fstat(fd, &st) < 0) {
@@ -168,36 +169,112 @@ static int follow_path(rq_output_t *out)
     return 0;
 }
 
+/* Voids a record in place: its 'R' and 'H' lines become '#' lines, which apply nothing. Its
+ * length and so every offset in the ledger stay the same (other processes sharing it keep
+ * their place), and a voided record is still a record (older versions skip '#' lines too).
+ * Synced. Returns 0 or -errno. */
+static int void_record(rq_output_t *out, const record_t *r)
+{
+    char *p = memchr(r->text, '\n', (size_t)(r->end - r->at));
+    char *e = r->text + (r->end - r->at);
+    int changed = 0;
+
+    for (p = p ? p + 1 : e; p < e; p++) {
+        if (*p == 'R' || *p == 'H') {
+            *p = '#';
+            changed = 1;
+        }
+        p = memchr(p, '\n', (size_t)(e - p));
+        if (p == NULL)
+            break;
+    }
+    if (!changed)
+        return 0;
+    if (pwrite(out->ledger_fd, r->text, (size_t)(r->end - r->at), r->at) != r->end - r->at ||
+        fdatasync(out->ledger_fd) < 0)
+        return -(errno ? errno : EIO);
+    return 0;
+}
+
+/* A record naming another file than the one at PATH: logrotate's first name for it
+ * (PATH.1, kept uncompressed by `delaycompress`) is where its lines are. Returns 1 when that
+ * file holds the whole commit, else 0 (a half-done commit found there is cut back to its
+ * "before", so that the rotated file ends with a whole line). */
+static int verify_in_rotated(rq_output_t *out, const record_t *last)
+{
+    char *old = malloc(strlen(out->path) + 3);
+    struct stat st;
+    int fd = -1, ok = 0;
+
+    if (old == NULL)
+        return 0;
+    sprintf(old, "%s.1", out->path);
+    fd = open(old, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) < 0 || last->dev != (unsigned long long)st.st_dev ||
+        last->ino != (unsigned long long)st.st_ino || st.st_size < last->before)
+        goto out;
+    if (st.st_size >= last->after) {
+        ok = 1;
+    } else if (shrink_to(fd, last->before) == 0 && fdatasync(fd) == 0) {
+        rq_warn("output %s: cut a half-done commit off the rotated file %s", out->path, old);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    free(old);
+    return ok;
+}
+
 /* Checks the newest ledger record against the output file open now. Returns 1 when the
- * record names another file (a rotation: its commit is in the rotated file, nothing to do
- * here); else 0, after undoing a half-done commit (*dropped = 1: the output shrunk back to
- * "before", the record removed from the ledger), or -errno. An output shorter than the
- * record's "before" is a rotation too (copytruncate, or a new file at the path when the
- * ledger has no identities): the record is kept and the file left as it is. */
+ * record names another file (the caller may follow the path and ask again); else 0, with
+ * *dropped = 1 when the record's entries must not be applied, or -errno. Its entries are
+ * voided in the ledger (void_record) when:
+ * - its commit is half done in this file: the output is cut back to "before" first;
+ * - it cannot be verified: it names a file that is gone (rotated: unless PATH.1 is that file
+ *   and holds the commit), or this file is shorter than its "before" (copytruncate), or it
+ *   is an old record without identity and this file is shorter than its "before".
+ * Forgetting such a commit writes its lines again if they come again (a duplicate at worst,
+ * and only if the commit ended and its ack was lost); keeping it would skip the redelivery
+ * of a commit cut short by a crash (a loss). After a clean close the newest record is an
+ * empty checkpoint, so nothing is forgotten in the normal case. */
 static int settle_newest(rq_output_t *out, const record_t *last, int *dropped)
 {
     struct stat ost;
+    int rc;
 
+    *dropped = 0;
     if (fstat(out->fd, &ost) < 0)
         return -errno;
     if (last->has_ident && (last->dev != (unsigned long long)ost.st_dev ||
-                            last->ino != (unsigned long long)ost.st_ino))
-        return 1;
+                            last->ino != (unsigned long long)ost.st_ino)) {
+        struct stat pst;
+
+        if (stat(out->path, &pst) < 0 || pst.st_dev != ost.st_dev || pst.st_ino != ost.st_ino)
+            return 1; /* we hold a rotated file: follow the path, then ask again */
+        if (verify_in_rotated(out, last))
+            return 0;
+        rq_warn("output %s: the newest commit names a file that is gone (rotated): its "
+                "entries are forgotten (a redelivery is written again)",
+                out->path);
+        *dropped = 1;
+        return void_record(out, last);
+    }
     if (ost.st_size >= last->after)
         return 0;
     if (ost.st_size < last->before) {
         rq_info("output %s is shorter (%lld bytes) than before the newest commit (%lld): "
-                "rotated (copytruncate?), not rolled back",
+                "rotated (copytruncate?), not rolled back; its entries are forgotten",
                 out->path, (long long)ost.st_size, (long long)last->before);
-        return 0;
+        *dropped = 1;
+        return void_record(out, last);
     }
     rq_warn("output %s: rolling back a half-done commit (%lld of %lld bytes)", out->path,
             (long long)(ost.st_size - last->before), (long long)(last->after - last->before));
-    if (shrink_to(out->fd, last->before) != 0 || fdatasync(out->fd) < 0 ||
-        ftruncate(out->ledger_fd, last->at) < 0 || fdatasync(out->ledger_fd) < 0)
+    if (shrink_to(out->fd, last->before) != 0 || fdatasync(out->fd) < 0)
         return -(errno ? errno : EIO);
+    rc = void_record(out, last);
     *dropped = 1;
-    return 0;
+    return rc;
 }
 
 /* Reads the ledger from ledger_pos to its end, repairs a torn tail or a half-done newest
@@ -206,7 +283,7 @@ static int catch_up(rq_output_t *out)
 {
     struct stat st, lst;
     off_t size, pos = out->ledger_pos;
-    record_t last = {0, 0, -1, -1, 0, 0, 0};
+    record_t last = {NULL, 0, 0, -1, -1, 0, 0, 0};
     char *data = NULL;
     ssize_t got;
     int rc = 0;
@@ -227,6 +304,16 @@ static int catch_up(rq_output_t *out)
     }
     if (fstat(out->ledger_fd, &st) < 0)
         return -errno;
+    if (st.st_size < pos) {
+        /* Shorter than what we applied (cut by hand, or by an older version rolling back):
+         * our offsets mean nothing any more: start over from the ledger as it is. */
+        rq_warn("output ledger %s shrank under us: reloading it", out->ledger_path);
+        rq_seen_free(out->seen);
+        out->seen = rq_seen_new(out->id_window, MAX_FILES);
+        if (out->seen == NULL)
+            return -ENOMEM;
+        out->ledger_pos = pos = 0;
+    }
     size = st.st_size;
     if (size > pos) {
         data = malloc((size_t)(size - pos) + 1);
@@ -279,6 +366,7 @@ static int catch_up(rq_output_t *out)
             recs = nr;
             crec = nc;
         }
+        recs[nrec].text = p;
         recs[nrec].at = pos + (p - data);
         recs[nrec].end = pos + (e + 2 - data);
         recs[nrec].before = b;
@@ -303,20 +391,21 @@ static int catch_up(rq_output_t *out)
         }
     }
     /* The newest commit must be fully in the output, else undo it: checked against the file
-     * it names, so before following a rename when we still hold that file, else after. */
+     * it names, so before following a rename when we still hold that file, else after. A
+     * dropped record is voided in the ledger and stays there: its offsets do not move. */
     if (nrec > 0) {
         int dropped = 0;
         int r = settle_newest(out, &last, &dropped);
 
-        if (r == 1 && (rc = follow_path(out)) == 0)
+        for (int k = 0; r == 1 && k < 3 && (rc = follow_path(out)) == 0; k++)
             r = settle_newest(out, &last, &dropped);
+        if (r == 1 && rc == 0)
+            r = -EAGAIN; /* the path keeps changing under us: try again later */
         if (r < 0) {
             rc = r;
             free(recs);
             goto out;
         }
-        if (dropped)
-            nrec--;
     }
     if (rc == 0)
         rc = follow_path(out);
@@ -358,7 +447,7 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
         goto nomem;
     sprintf(out->ledger_path, "%s.ledger", path);
     sprintf(out->lock_path, "%s.lock", path);
-    out->fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    out->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (out->fd < 0 || fstat(out->fd, &st) < 0) {
         snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
         goto fail;
@@ -492,19 +581,20 @@ static int push_seg(rq_output_t *out, size_t line, int64_t a, int64_t b)
     return 0;
 }
 
-/* Writes every byte of iov[0..cnt) at off (several pwritev calls past IOV_MAX or after a
- * short write). Changes iov. Returns 0 or -errno. */
-static int pwritev_all(int fd, struct iovec *iov, size_t cnt, off_t off)
+/* Appends every byte of iov[0..cnt) to fd, open with O_APPEND: the kernel puts each write at
+ * the end of the file as it is at that instant, so a truncate (copytruncate) landing at any
+ * moment never leaves a hole before the bytes. Several writev calls past IOV_MAX or after a
+ * short write. Changes iov. Returns 0 or -errno. */
+static int writev_all(int fd, struct iovec *iov, size_t cnt)
 {
     while (cnt > 0) {
         int k = cnt < MAX_IOV ? (int)cnt : MAX_IOV;
-        ssize_t w = pwritev(fd, iov, k, off);
+        ssize_t w = writev(fd, iov, k);
 
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
             return w < 0 ? -errno : -EIO;
-        off += w;
         while (cnt > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
             iov++;
@@ -614,13 +704,58 @@ static int plan(rq_output_t *out, rq_output_line_t *lines, size_t n, rq_seen_t *
     return 0;
 }
 
+/* Formats the batch's ledger record into out->buf (reserved): B before after dev ino / R or H
+ * per segment / E. Returns its length. */
+static size_t format_record(rq_output_t *out, const rq_output_line_t *lines, off_t before,
+                            off_t after, const struct stat *st)
+{
+    char *p = out->buf;
+
+    p += sprintf(p, "B %lld %lld %llu %llu\n", (long long)before, (long long)after,
+                 (unsigned long long)st->st_dev, (unsigned long long)st->st_ino);
+    for (size_t k = 0; k < out->nsegs; k++) {
+        const seg_t *sg = &out->segs[k];
+        const rq_output_line_t *l = &lines[sg->line];
+        if (l->file_id != NULL && sg->b > sg->a)
+            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, sg->a, sg->b);
+        else if (l->file_id != NULL)
+            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, l->start,
+                         l->end > l->start ? l->end : l->start + 1);
+        else if (l->msg_id != NULL)
+            p += sprintf(p, "H %016" PRIx64 "\n", rq_seen_hash(l->msg_id, l->msg_id_len));
+    }
+    p += sprintf(p, "E\n");
+    return (size_t)(p - out->buf);
+}
+
+/* Writes the record in out->buf at rec_at, in place of an earlier version of it (replaced:
+ * the ledger is cut at rec_at first), and syncs. On failure the ledger is cut back to rec_at.
+ * Returns 0 or -errno. */
+static int put_record(rq_output_t *out, off_t rec_at, size_t len, int replace)
+{
+    int rc = 0;
+
+    errno = 0;
+    if ((replace && ftruncate(out->ledger_fd, rec_at) < 0) ||
+        pwrite(out->ledger_fd, out->buf, len, rec_at) != (ssize_t)len ||
+        fdatasync(out->ledger_fd) < 0) {
+        rc = -(errno ? errno : EIO);
+        if (ftruncate(out->ledger_fd, rec_at) < 0)
+            rq_warn("cannot undo a ledger record: %s", strerror(errno));
+    }
+    return rc;
+}
+
+/* How often a commit records the output's size again when it changed during the ledger's
+ * sync (copytruncate) before it gives up (a write failure: the worker retries later). */
+#define SIZE_TRIES 3
+
 int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n)
 {
-    struct stat st;
+    struct stat st, now;
     size_t bytes = 0, nnew = 0, rec_len = 0;
-    off_t before, rec_at;
+    off_t before = 0, rec_at = 0;
     rq_seen_t *batch = NULL;
-    char *p;
     int64_t rc;
 
     if (n == 0)
@@ -639,12 +774,6 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         nnew += lines[i].written != 0;
     if (out->nsegs == 0)
         goto out;
-    if (fstat(out->fd, &st) < 0) {
-        rc = -errno;
-        goto out;
-    }
-    before = st.st_size;
-    /* The record: B before after / R or H per segment / E. */
     rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 128);
     if (rc != 0)
         goto out;
@@ -657,35 +786,42 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         out->iov = ni;
         out->iovcap = 2 * out->nsegs;
     }
-    p = out->buf;
-    p +=
-        sprintf(p, "B %lld %lld %llu %llu\n", (long long)before, (long long)(before + (off_t)bytes),
-                (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
-    for (size_t k = 0; k < out->nsegs; k++) {
-        const seg_t *sg = &out->segs[k];
-        const rq_output_line_t *l = &lines[sg->line];
-        if (l->file_id != NULL && sg->b > sg->a)
-            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, sg->a, sg->b);
-        else if (l->file_id != NULL)
-            p += sprintf(p, "R %s %" PRId64 " %" PRId64 "\n", l->file_id, l->start,
-                         l->end > l->start ? l->end : l->start + 1);
-        else if (l->msg_id != NULL)
-            p += sprintf(p, "H %016" PRIx64 "\n", rq_seen_hash(l->msg_id, l->msg_id_len));
-    }
-    p += sprintf(p, "E\n");
-    rec_len = (size_t)(p - out->buf);
+    /* The record first, naming the output's size right before the lines go in. The ledger's
+     * sync takes milliseconds, long enough for a copytruncate to land: look again after it,
+     * and record the new size when it changed. */
     rec_at = out->ledger_pos;
-    if (pwrite(out->ledger_fd, out->buf, rec_len, rec_at) != (ssize_t)rec_len ||
-        fdatasync(out->ledger_fd) < 0) {
-        rc = -(errno ? errno : EIO);
-        if (ftruncate(out->ledger_fd, rec_at) < 0)
-            rq_warn("cannot undo a ledger record: %s", strerror(errno));
-        goto out;
+    for (int tries = 0;; tries++) {
+        if (fstat(out->fd, &st) < 0) {
+            rc = -errno;
+            if (tries > 0 && ftruncate(out->ledger_fd, rec_at) < 0)
+                rq_warn("cannot undo a ledger record: %s", strerror(errno));
+            goto out;
+        }
+        before = st.st_size;
+        rec_len = format_record(out, lines, before, before + (off_t)bytes, &st);
+        rc = put_record(out, rec_at, rec_len, tries > 0);
+        if (rc != 0)
+            goto out;
+        if (fstat(out->fd, &now) < 0)
+            now.st_size = -1;
+        if (now.st_size == before)
+            break;
+        if (tries + 1 == SIZE_TRIES) {
+            rc = -EAGAIN;
+            if (ftruncate(out->ledger_fd, rec_at) < 0)
+                rq_warn("cannot undo a ledger record: %s", strerror(errno));
+            goto out;
+        }
+        rq_info("output %s changed from %lld to %lld bytes during a commit (copytruncate?): "
+                "recording the new size",
+                out->path, (long long)before, (long long)now.st_size);
     }
-    /* The lines, and the parts of chunks, in order: one write from the message bodies. */
+    /* The lines, and the parts of chunks, in order: one write from the message bodies,
+     * appended (O_APPEND) wherever the end of the file is when it lands. */
     {
         static char nl = '\n';
         size_t niov = 0;
+        off_t end = -1;
         int wrc;
 
         for (size_t k = 0; k < out->nsegs; k++) {
@@ -706,7 +842,20 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
                 l->newlines = 1;
             }
         }
-        wrc = pwritev_all(out->fd, out->iov, niov, before);
+        wrc = writev_all(out->fd, out->iov, niov);
+        if (wrc == 0 && (end = lseek(out->fd, 0, SEEK_CUR)) < 0)
+            wrc = -errno;
+        if (wrc == 0 && end - (off_t)bytes != before) {
+            /* A truncate landed between the last look and the write (microseconds): the
+             * lines are whole at the end of the file; say where before they are synced. */
+            off_t at = end - (off_t)bytes < 0 ? 0 : end - (off_t)bytes;
+
+            rq_info("output %s was truncated during a commit: its lines are at %lld, not %lld",
+                    out->path, (long long)at, (long long)before);
+            before = at;
+            rec_len = format_record(out, lines, before, end, &st);
+            wrc = put_record(out, rec_at, rec_len, 1);
+        }
         if (wrc != 0 || fdatasync(out->fd) < 0) {
             rc = wrc != 0 ? wrc : -(errno ? errno : EIO);
             /* Undo both, so the batch is simply not there (it will be redelivered). */

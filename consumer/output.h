@@ -16,11 +16,18 @@
  * A commit (one batch), under the lock:
  *   1. catch up: read ledger records other processes appended since our last look;
  *   2. recover: when the newest record's "after" size is larger than PATH's size, its writer
- *      died between the ledger and the output: truncate PATH back to "before" and drop the
- *      record (its messages were not acked, so they come again);
+ *      died between the ledger and the output: truncate PATH back to "before" and void the
+ *      record's entries in place (its messages were not acked, so they come again). A newest
+ *      record that cannot be checked (it names a file that was rotated away, other than a
+ *      PATH.1 that holds it, or PATH is now shorter than its "before": copytruncate) is
+ *      voided too: a duplicate at worst, never a loss. The ledger never shrinks under
+ *      another process (voiding keeps every offset);
  *   3. skip the lines already written (per the index) and duplicates inside the batch;
- *   4. append the record, fdatasync the ledger; write the lines with one pwrite at the end
- *      of PATH, fdatasync PATH; then (caller) ack.
+ *   4. append the record, fdatasync the ledger, look at PATH's size again (a copytruncate
+ *      during that sync: record the new size, up to 3 times); append the lines with one
+ *      write (O_APPEND: never at a stale offset, never a hole of NUL bytes) and, if a
+ *      truncate landed just before it, rewrite the record with where they went; fdatasync
+ *      PATH; then (caller) ack.
  * So durability costs two syncs per batch, a crash at any point neither loses nor repeats a
  * line, and several consumers on one host may share PATH. With several consumers, lines keep
  * their order within a batch; batches interleave in commit order.

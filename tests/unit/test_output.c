@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "output.h"
@@ -456,7 +459,7 @@ Test(output, restart_after_copytruncate_never_grows_the_file)
     rq_output_free(o);
 }
 
-Test(output, a_legacy_record_larger_than_a_replaced_file_is_not_rolled_back)
+Test(output, a_legacy_record_larger_than_a_replaced_file_is_not_rolled_back_nor_applied)
 {
     char err[256];
     rq_output_t *o;
@@ -473,9 +476,12 @@ Test(output, a_legacy_record_larger_than_a_replaced_file_is_not_rolled_back)
     fclose(f);
     o = rq_output_open(path, 100, err, sizeof(err));
     cr_assert_not_null(o, "%s", err);
-    expect_file("new\n", 4);
-    b[0] = tail_line("x", 1, "f", 50); /* the newest record is kept: still covered */
-    cr_expect_eq(rq_output_append_batch(o, b, 1), 0);
+    expect_file("new\n", 4); /* not rolled back: never grown */
+    /* the newest record cannot be verified against this file: forgotten (a duplicate at
+     * worst, never a loss), and the file is written on, not padded */
+    b[0] = tail_line("x", 1, "f", 50);
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("new\nx\n", 6);
     rq_output_free(o);
 }
 
@@ -572,5 +578,291 @@ Test(output, copytruncate_after_a_single_commit_and_a_clean_close_forgets_nothin
                  "a line written before the copytruncate "
                  "was written again");
     expect_file("next\n", 5);
+    rq_output_free(o);
+}
+
+/* Fault injection at the ledger's fdatasync (the test binary's fdatasync wins over libc's, as
+ * the writer comes from a static library): a copytruncate landing in the middle of a commit,
+ * or a kill -9 between the ledger record and the output. */
+enum { FAULT_NONE, FAULT_TRUNCATE, FAULT_EXIT, FAULT_TRUNCATE_AT_WRITE, FAULT_EXIT_AFTER_WRITE };
+static int fault_mode, fault_after; /* act at the fault_after-th ledger sync from now */
+static int fault_next;              /* FAULT_TRUNCATE: the mode after it */
+
+int fdatasync(int fd)
+{
+    struct stat a, b;
+    int rc = (int)syscall(SYS_fdatasync, fd);
+
+    if (fault_mode == FAULT_NONE || fault_mode >= FAULT_TRUNCATE_AT_WRITE || fstat(fd, &a) != 0 ||
+        stat(ledger, &b) != 0 || a.st_ino != b.st_ino || --fault_after > 0)
+        return rc;
+    if (fault_mode == FAULT_EXIT)
+        _exit(9);
+    fault_mode = fault_next;
+    if (truncate(path, 0) != 0)
+        return -1;
+    return rc;
+}
+
+/* The same copytruncate, landing right before the lines are written (after the writer's last
+ * look at the size). */
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    struct stat a, b;
+
+    if (fault_mode == FAULT_EXIT_AFTER_WRITE && fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+        a.st_ino == b.st_ino) {
+        (void)syscall(SYS_writev, fd, iov, cnt);
+        _exit(9); /* kill -9 right after the lines are written */
+    }
+    if (fault_mode == FAULT_TRUNCATE_AT_WRITE && fstat(fd, &a) == 0 && stat(path, &b) == 0 &&
+        a.st_ino == b.st_ino) {
+        fault_mode = FAULT_NONE;
+        if (truncate(path, 0) != 0)
+            return -1;
+    }
+    return syscall(SYS_writev, fd, iov, cnt);
+}
+
+Test(output, copytruncate_right_before_the_write_never_pads_and_is_recorded)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    fault_mode = FAULT_TRUNCATE_AT_WRITE;
+    b[0] = id_line("second", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    cr_expect_eq(fault_mode, FAULT_NONE, "the fault was not injected");
+    expect_file("second\n", 7);
+    /* no clean close (kill -9 after the commit): the newest record must say where the lines
+     * are, else a restart takes "second" for a half-done commit and cuts it */
+    pid_t pid = fork();
+    int status = 0;
+    cr_assert_geq(pid, 0);
+    if (pid == 0)
+        _exit(0);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    {
+        char err2[256];
+        rq_output_t *o2 = rq_output_open(path, 100, err2, sizeof(err2));
+        cr_assert_not_null(o2, "%s", err2);
+        expect_file("second\n", 7);
+        b[0] = id_line("second", "m2");
+        cr_expect_eq(rq_output_append_batch(o2, b, 1), 0, "a committed line written again");
+        rq_output_free(o2);
+    }
+    rq_output_free(o);
+}
+
+Test(output, copytruncate_in_the_middle_of_a_commit_never_pads_with_nul_bytes)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1");
+    cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    fault_mode = FAULT_TRUNCATE; /* the truncate lands after the record, before the lines */
+    fault_after = 1;
+    b[0] = id_line("second", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    cr_expect(!has_nul(path), "the output was padded with NUL bytes (%lld bytes)",
+              (long long)size_of(path));
+    expect_file("second\n", 7);
+    b[0] = id_line("third", "m3");
+    cr_expect_eq(rq_output_append_batch(o, b, 1), 1);
+    expect_file("second\nthird\n", 13);
+    rq_output_free(o);
+    /* the ledger describes the file as it is: a restart rolls nothing back, forgets nothing */
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    expect_file("second\nthird\n", 13);
+    b[0] = id_line("second", "m2");
+    b[1] = id_line("third", "m3");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 0);
+    rq_output_free(o);
+}
+
+/* A child commits "first", then dies (kill -9) after the ledger record of "second" is synced
+ * and before its line is written. */
+static void crash_in_the_middle_of_the_second_commit(void)
+{
+    pid_t pid = fork();
+    int status = 0;
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char err[256];
+        rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+        rq_output_line_t b[1];
+
+        if (o == NULL)
+            _exit(1);
+        b[0] = id_line("first", "m1");
+        if (rq_output_append_batch(o, b, 1) != 1)
+            _exit(2);
+        fault_mode = FAULT_EXIT;
+        fault_after = 1;
+        b[0] = id_line("second", "m2");
+        rq_output_append_batch(o, b, 1);
+        _exit(3); /* not reached */
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 9, "child status %d", status);
+    expect_file("first\n", 6);
+}
+
+/* After the crash and a rotation, the redelivered "second" must be written. */
+static void redelivery_is_written(const char *want, size_t wantlen)
+{
+    char err[256];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("first", "m1"); /* committed before the crash: still remembered */
+    b[1] = id_line("second", "m2");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 1, "the unacked line was taken as written");
+    cr_expect_eq(b[0].written, 0, "a committed line was written again");
+    expect_file(want, wantlen);
+    cr_expect(!has_nul(path));
+    rq_output_free(o);
+}
+
+Test(output, a_crash_mid_commit_then_a_rename_rotation_loses_nothing)
+{
+    char old[200];
+    int fd;
+
+    crash_in_the_middle_of_the_second_commit();
+    snprintf(old, sizeof(old), "%s.9", path); /* not a name the writer looks for */
+    cr_assert_eq(rename(path, old), 0);
+    fd = open(path, O_WRONLY | O_CREAT, 0644); /* logrotate's `create` */
+    cr_assert_geq(fd, 0);
+    close(fd);
+    redelivery_is_written("second\n", 7);
+    cr_expect_eq(size_of(old), 6);
+}
+
+Test(output, a_crash_mid_commit_then_copytruncate_loses_nothing)
+{
+    crash_in_the_middle_of_the_second_commit();
+    cr_assert_eq(truncate(path, 0), 0);
+    redelivery_is_written("second\n", 7);
+}
+
+Test(output, a_crash_mid_commit_then_a_rename_to_dot_1_loses_nothing)
+{
+    char old[200];
+    int fd;
+
+    crash_in_the_middle_of_the_second_commit();
+    snprintf(old, sizeof(old), "%s.1", path); /* logrotate's name: the writer looks there */
+    cr_assert_eq(rename(path, old), 0);
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    redelivery_is_written("second\n", 7);
+    cr_expect_eq(size_of(old), 6);
+}
+
+Test(output, a_commit_found_whole_in_dot_1_after_a_crash_is_not_written_twice)
+{
+    char err[256], old[200];
+    rq_output_line_t b[2];
+    rq_output_t *o;
+    pid_t pid = fork();
+    int status = 0, fd;
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) { /* commits two batches, then dies before acking (no clean close) */
+        o = rq_output_open(path, 100, err, sizeof(err));
+        b[0] = id_line("first", "m1");
+        if (o == NULL || rq_output_append_batch(o, b, 1) != 1)
+            _exit(1);
+        b[0] = id_line("second", "m2");
+        _exit(rq_output_append_batch(o, b, 1) == 1 ? 9 : 2);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 9, "child status %d", status);
+    snprintf(old, sizeof(old), "%s.1", path);
+    cr_assert_eq(rename(path, old), 0);
+    fd = open(path, O_WRONLY | O_CREAT, 0644);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    o = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(o, "%s", err);
+    b[0] = id_line("second", "m2"); /* the redelivery of the unacked batch */
+    b[1] = id_line("third", "m3");
+    cr_expect_eq(rq_output_append_batch(o, b, 2), 1);
+    cr_expect_eq(b[0].written, 0, "the commit whole in %s.1 was written again", path);
+    expect_file("third\n", 6);
+    rq_output_free(o);
+}
+
+Test(output, a_rollback_by_another_writer_after_copytruncate_keeps_the_shared_ledger_whole)
+{
+    char err[256];
+    rq_output_t *a = rq_output_open(path, 100, err, sizeof(err)), *b2, *c;
+    rq_output_line_t b[2];
+
+    cr_assert_not_null(a, "%s", err);
+    b[0] = id_line("only", "m1"); /* the first commit: before == 0 */
+    cr_assert_eq(rq_output_append_batch(a, b, 1), 1);
+    cr_assert_eq(truncate(path, 0), 0); /* copytruncate while a runs */
+    /* a second writer opens: the newest commit (before 0, after 5) looks half done in the
+     * empty file and is rolled back (its entries forgotten: a duplicate at worst) */
+    b2 = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(b2, "%s", err);
+    b[0] = id_line("only", "m1"); /* the writer that committed it still knows it */
+    cr_expect_eq(rq_output_append_batch(a, b, 1), 0);
+    b[0] = id_line("two", "m2");
+    cr_expect_eq(rq_output_append_batch(a, b, 1), 1);
+    b[0] = id_line("three", "m3");
+    cr_expect_eq(rq_output_append_batch(b2, b, 1), 1);
+    rq_output_free(a);
+    rq_output_free(b2);
+    cr_expect(!has_nul(ledger), "the ledger has a hole");
+    expect_file("two\nthree\n", 10);
+    c = rq_output_open(path, 100, err, sizeof(err));
+    cr_assert_not_null(c, "%s", err);
+    b[0] = id_line("two", "m2");
+    b[1] = id_line("three", "m3");
+    cr_expect_eq(rq_output_append_batch(c, b, 2), 0, "a commit was dropped from the ledger");
+    rq_output_free(c);
+}
+
+Test(output, copytruncate_mid_commit_then_a_crash_after_the_write_cuts_nothing)
+{
+    char err[256];
+    rq_output_line_t b[1];
+    rq_output_t *o;
+    pid_t pid = fork();
+    int status = 0;
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        o = rq_output_open(path, 100, err, sizeof(err));
+        b[0] = id_line("first", "m1");
+        if (o == NULL || rq_output_append_batch(o, b, 1) != 1)
+            _exit(1);
+        fault_mode = FAULT_TRUNCATE; /* at the ledger's sync, then die after the write */
+        fault_after = 1;
+        fault_next = FAULT_EXIT_AFTER_WRITE;
+        b[0] = id_line("second", "m2");
+        rq_output_append_batch(o, b, 1);
+        _exit(3);
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 9, "child status %d", status);
+    expect_file("second\n", 7);
+    o = rq_output_open(path, 100, err, sizeof(err)); /* the record says where "second" is */
+    cr_assert_not_null(o, "%s", err);
+    expect_file("second\n", 7);
     rq_output_free(o);
 }
