@@ -503,11 +503,20 @@ static enum MHD_Result reply_dlq(req_ctx_t *c)
 }
 
 /* Hands c->dlq (filled in) to the DLQ worker and suspends the connection: the broker calls
- * never run on an HTTP thread, whose other connections would all wait meanwhile. */
+ * never run on an HTTP thread, whose other connections would all wait meanwhile. The job gets
+ * PUBLISH_TIMEOUT_MS to run (then a partial answer) and gives up when the client closes its
+ * connection: MHD does not watch a suspended connection (no completion notice before the
+ * resume), so the worker peeks at its socket between broker round trips. */
 static enum MHD_Result start_dlq(req_ctx_t *c)
 {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+
     c->dlq.done = dlq_done;
     c->dlq.done_arg = c;
+    c->dlq.budget_ms = (int)c->api->cfg->publish_timeout_ms;
+    c->dlq.watch_fd = ci != NULL && ci->connect_fd != MHD_INVALID_SOCKET;
+    c->dlq.client_fd = c->dlq.watch_fd ? ci->connect_fd : -1;
     if (rq_dlq_worker_submit(c->api->dlq, &c->dlq) != 0) {
         c->state = ST_DONE;
         return reply_503(c, c->dlq.error);
@@ -543,6 +552,8 @@ static int query_size(struct MHD_Connection *conn, const char *name, long long m
     return 0;
 }
 
+_Static_assert(RQ_DLQ_MAX_OFFSET == 100000, "the GET /dlq 400 message says 100000");
+
 static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
 {
     enum MHD_Result ret;
@@ -568,8 +579,9 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         return reply(c, MHD_HTTP_OK, o);
     }
     if (c->route == R_DLQ) {
-        /* ?limit=N (0..1000, default 10) &offset=M (default 0): one page, at most
-         * RQ_DLQ_PAGE_MAX_BYTES; the answer's next_offset is where the next one starts. */
+        /* ?limit=N (0..1000, default 10) &offset=M (0..RQ_DLQ_MAX_OFFSET, default 0): one
+         * page, at most RQ_DLQ_PAGE_MAX_BYTES and PUBLISH_TIMEOUT_MS; the answer's
+         * next_offset is where the next one starts. */
         if (strcmp(c->method, "GET") != 0) {
             c->status = 405;
             return rq_http_reply_405(c->conn, "GET");
@@ -578,10 +590,10 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         c->dlq.limit = 10;
         c->dlq.offset = 0;
         if (query_size(c->conn, "limit", RQ_DLQ_MAX_LIMIT, &c->dlq.limit) != 0 ||
-            query_size(c->conn, "offset", INT64_MAX, &c->dlq.offset) != 0)
+            query_size(c->conn, "offset", RQ_DLQ_MAX_OFFSET, &c->dlq.offset) != 0)
             return reply_error(c, MHD_HTTP_BAD_REQUEST,
-                               "limit must be an integer from 0 to 1000 and offset an integer "
-                               ">= 0");
+                               "limit must be an integer from 0 to 1000 and offset one from 0 "
+                               "to 100000");
         return start_dlq(c);
     }
     return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
@@ -1043,10 +1055,13 @@ void rq_api_free(rq_api_t *api)
 {
     if (api == NULL)
         return;
-    /* First: its jobs' connections are resumed; MHD must not stop with suspended ones. */
-    rq_dlq_worker_free(api->dlq);
+    /* First: its jobs' connections are resumed; MHD must not stop with suspended ones. The
+     * HTTP threads may still submit (keep-alive connections) until MHD_stop_daemon(): those
+     * get 503 at once, and the worker is freed only after. */
+    rq_dlq_worker_stop(api->dlq);
     if (api->daemon != NULL)
         MHD_stop_daemon(api->daemon);
+    rq_dlq_worker_free(api->dlq);
     rq_http_server_clear(&api->http);
     rq_ratelimit_free(api->rl);
     rq_auth_free(api->auth);

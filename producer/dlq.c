@@ -2,10 +2,12 @@
 #include "dlq.h"
 
 #include <amqp.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "amqp_conn.h"
 #include "publisher.h"
@@ -68,12 +70,43 @@ static json_t *bytes_json(amqp_bytes_t b, size_t cap, int *cut)
     return json_stringn(b.bytes, n);
 }
 
-static int cancelled(const atomic_int *cancel, char *err, size_t errlen)
+/* 1 when the peer of fd has closed the connection (EOF or an error on a peek; data the
+ * client sent meanwhile, such as a pipelined request, is left unread). */
+static int client_gone(int fd)
 {
-    if (cancel == NULL || atomic_load(cancel) == 0)
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+enum { GO_ON = 0, OUT_OF_TIME, GIVE_UP };
+
+/* Whether a DLQ call goes on: GO_ON; OUT_OF_TIME past stop->deadline_ns; GIVE_UP (err
+ * filled) when cancelled or the client went away. */
+static int check_stop(const rq_dlq_stop_t *stop, char *err, size_t errlen)
+{
+    if (stop == NULL)
+        return GO_ON;
+    if (stop->cancel != NULL && atomic_load(stop->cancel) != 0) {
+        snprintf(err, errlen, "the producer is stopping");
+        return GIVE_UP;
+    }
+    if (stop->watch_fd && client_gone(stop->client_fd)) {
+        snprintf(err, errlen, "the client went away");
+        return GIVE_UP;
+    }
+    if (stop->deadline_ns != 0 && rq_mono_ns() >= stop->deadline_ns)
+        return OUT_OF_TIME;
+    return GO_ON;
+}
+
+/* The budget of a call in ms, for messages (0 when there is none). */
+static long long budget_ms(const rq_dlq_stop_t *stop, int64_t start_ns)
+{
+    if (stop == NULL || stop->deadline_ns == 0)
         return 0;
-    snprintf(err, errlen, "the producer is stopping");
-    return 1;
+    return (long long)((stop->deadline_ns - start_ns) / 1000000);
 }
 
 static long long int_value(const amqp_field_value_t *v)
@@ -146,13 +179,14 @@ static json_t *describe(const amqp_message_t *msg)
 #define PAGE_ENVELOPE_BYTES 600
 
 json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
-                    const atomic_int *cancel, char *err, size_t errlen)
+                    const rq_dlq_stop_t *stop, char *err, size_t errlen)
 {
+    int64_t start_ns = rq_mono_ns();
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
     json_t *out = NULL, *list = NULL, *next;
     char dlq[300];
     size_t count = 0, pos = 0, used = PAGE_ENVELOPE_BYTES;
-    int truncated = 0;
+    int truncated = 0, timed_out = 0;
 
     if (conn == NULL)
         return NULL;
@@ -166,12 +200,25 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
     }
     /* Every basic.get stays unacked: the ones before `offset` are read and dropped here, and
      * closing the channel puts all of them back in their places. */
+    if (offset >= count) /* past the end: nothing to read */
+        pos = count;
     for (; pos < count && pos < offset + limit; pos++) {
         amqp_message_t msg;
         uint64_t tag;
-        int rc;
-        if (cancelled(cancel, err, errlen))
+        int rc = check_stop(stop, err, errlen);
+        if (rc == GIVE_UP)
             goto out;
+        if (rc == OUT_OF_TIME && pos < offset) {
+            snprintf(err, errlen,
+                     "the DLQ is read from its head and %zu of the %zu messages before offset "
+                     "%zu were read within the time budget (%lld ms): ask for a smaller offset",
+                     pos, offset, offset, budget_ms(stop, start_ns));
+            goto out;
+        }
+        if (rc == OUT_OF_TIME && pos > offset) { /* at least one message on the page */
+            truncated = timed_out = 1;
+            break;
+        }
         rc = get_one(conn, dlq, &msg, &tag, err, errlen);
         if (rc < 0)
             goto out;
@@ -197,11 +244,11 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
     if (pos < offset)
         pos = offset;
     next = pos < count ? json_integer((json_int_t)pos) : json_null();
-    out =
-        json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:o,s:O}", "queue", dlq, "count", (json_int_t)count,
-                  "offset", (json_int_t)offset, "limit", (json_int_t)limit, "max_bytes",
-                  (json_int_t)max_bytes, "max_body_bytes", (json_int_t)RQ_DLQ_BODY_MAX_BYTES,
-                  "truncated", truncated, "next_offset", next, "messages", list);
+    out = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:o,s:O}", "queue", dlq, "count",
+                    (json_int_t)count, "offset", (json_int_t)offset, "limit", (json_int_t)limit,
+                    "max_bytes", (json_int_t)max_bytes, "max_body_bytes",
+                    (json_int_t)RQ_DLQ_BODY_MAX_BYTES, "truncated", truncated, "timed_out",
+                    timed_out, "next_offset", next, "messages", list);
     if (out == NULL)
         snprintf(err, errlen, "out of memory");
 out:
@@ -313,7 +360,7 @@ static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
 }
 
 long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
-                  const atomic_int *cancel, char *err, size_t errlen)
+                  const rq_dlq_stop_t *stop, int *partial, char *err, size_t errlen)
 {
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
     char dlq[300];
@@ -321,6 +368,8 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
     long moved = -1, done = 0;
     uint64_t published = 0, confirmed = 0;
 
+    if (partial != NULL)
+        *partial = 0;
     if (conn == NULL)
         return -1;
     rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
@@ -337,11 +386,17 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
     while ((size_t)done < count) {
         uint64_t last_get = 0;
         size_t batch = 0;
-        if (cancelled(cancel, err, errlen))
+        int rc = check_stop(stop, err, errlen);
+        if (rc == GIVE_UP && done == 0)
             goto out;
+        if (rc != GO_ON) { /* what moved so far is confirmed and acked: report it */
+            if (partial != NULL)
+                *partial = 1;
+            break;
+        }
         while (batch < RETRY_BATCH && (size_t)done + batch < count) {
             amqp_message_t msg;
-            int rc = get_one(conn, dlq, &msg, &last_get, err, errlen);
+            rc = get_one(conn, dlq, &msg, &last_get, err, errlen);
             if (rc < 0)
                 goto out;
             if (rc == 0)
@@ -384,25 +439,32 @@ struct rq_dlq_worker {
     rq_dlq_job_t *head, *tail; /* FIFO, guarded by lock */
     size_t queued;
     int stopping;      /* guarded by lock */
+    int joined;        /* the thread is joined (rq_dlq_worker_stop) */
     atomic_int cancel; /* tells the running job to give up */
 };
 
 static void run_job(rq_dlq_worker_t *w, rq_dlq_job_t *job)
 {
+    rq_dlq_stop_t stop = {&w->cancel, 0, job->watch_fd, job->client_fd};
     size_t remaining = 0;
+    int partial = 0;
     long moved;
 
+    /* The budget starts now, not at submit: a job queued behind a slow one still gets all. */
+    if (job->budget_ms > 0)
+        stop.deadline_ns = rq_mono_ns() + (int64_t)job->budget_ms * 1000000;
     job->result = NULL;
     job->error[0] = '\0';
     if (job->kind == RQ_DLQ_PEEK) {
-        job->result = rq_dlq_peek(w->cfg, job->offset, job->limit, RQ_DLQ_PAGE_MAX_BYTES,
-                                  &w->cancel, job->error, sizeof(job->error));
+        job->result = rq_dlq_peek(w->cfg, job->offset, job->limit, RQ_DLQ_PAGE_MAX_BYTES, &stop,
+                                  job->error, sizeof(job->error));
     } else {
-        moved = rq_dlq_retry(w->cfg, job->count, &remaining, &w->cancel, job->error,
+        moved = rq_dlq_retry(w->cfg, job->count, &remaining, &stop, &partial, job->error,
                              sizeof(job->error));
         if (moved >= 0)
-            job->result = json_pack("{s:s,s:I,s:I}", "status", "success", "moved",
-                                    (json_int_t)moved, "remaining", (json_int_t)remaining);
+            job->result =
+                json_pack("{s:s,s:I,s:I,s:b}", "status", "success", "moved", (json_int_t)moved,
+                          "remaining", (json_int_t)remaining, "partial", partial);
     }
     if (job->result == NULL && job->error[0] == '\0')
         snprintf(job->error, sizeof(job->error), "out of memory");
@@ -487,16 +549,25 @@ int rq_dlq_worker_submit(rq_dlq_worker_t *w, rq_dlq_job_t *job)
     return rc;
 }
 
+void rq_dlq_worker_stop(rq_dlq_worker_t *w)
+{
+    if (w == NULL || w->joined)
+        return;
+    pthread_mutex_lock(&w->lock);
+    w->stopping = 1; /* submit fails from here on */
+    atomic_store(&w->cancel, 1);
+    pthread_cond_signal(&w->wake);
+    pthread_mutex_unlock(&w->lock);
+    /* The thread completes every queued job before it exits (worker_main). */
+    pthread_join(w->thread, NULL);
+    w->joined = 1;
+}
+
 void rq_dlq_worker_free(rq_dlq_worker_t *w)
 {
     if (w == NULL)
         return;
-    pthread_mutex_lock(&w->lock);
-    w->stopping = 1;
-    atomic_store(&w->cancel, 1);
-    pthread_cond_signal(&w->wake);
-    pthread_mutex_unlock(&w->lock);
-    pthread_join(w->thread, NULL);
+    rq_dlq_worker_stop(w);
     pthread_cond_destroy(&w->wake);
     pthread_mutex_destroy(&w->lock);
     free(w);

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 
@@ -25,27 +26,48 @@
 #define RQ_DLQ_PAGE_MAX_BYTES (2u << 20)  /* most JSON bytes of one GET /dlq page */
 #define RQ_DLQ_BODY_MAX_BYTES (64u << 10) /* body bytes shown per message (then cut) */
 #define RQ_DLQ_QUEUE_MAX 16               /* jobs waiting for the worker; more get 503 */
+/* Largest GET /dlq offset (400 beyond). The DLQ is read from its head with one basic.get
+ * round trip per message, so an offset costs about that many round trips; deeper than this
+ * does not fit a job's time budget anyway (each job is bounded by PUBLISH_TIMEOUT_MS). */
+#define RQ_DLQ_MAX_OFFSET 100000
+
+/* When a DLQ call gives up. All fields may be 0 (never). */
+typedef struct rq_dlq_stop {
+    const atomic_int *cancel; /* polled between broker round trips: nonzero fails the call
+                               * ("the producer is stopping") */
+    int64_t deadline_ns;      /* rq_mono_ns() time after which the call ends early with what
+                               * it has (see rq_dlq_peek, rq_dlq_retry); 0: none */
+    int watch_fd;             /* nonzero: client_fd is the socket of the requesting client; */
+    int client_fd;            /* once its peer has closed it the call fails ("the client went
+                               * away") */
+} rq_dlq_stop_t;
 
 /* Returns a new JSON object describing one page of the DLQ, which stays in the DLQ in its
  * order: {"queue","count","offset","limit","max_bytes","max_body_bytes","truncated",
- * "next_offset","messages":[{"message_id","reason","attempts","content_type","body",
+ * "timed_out","next_offset","messages":[{"message_id","reason","attempts","content_type","body",
  * "body_bytes","body_truncated"}...]}. The page holds the messages at positions
  * offset..offset+limit-1 (0 = the head; the ones before are read and put back), stopping
  * early when the page would pass max_bytes of compact JSON ("truncated": true). A body over
  * RQ_DLQ_BODY_MAX_BYTES is cut (on a UTF-8 boundary) and flagged with "body_truncated" and
  * its full "body_bytes". "next_offset" is where the next page starts, or null after the last
- * message. `cancel` (may be NULL) is polled between broker round trips: when it becomes
- * nonzero the call fails. On failure returns NULL with a reason in err. */
+ * message. When stop->deadline_ns passes after the page's first message, the page ends there
+ * ("truncated" and "timed_out": true, "next_offset" where to continue); when it passes
+ * before the read reached `offset` the call fails (asking again cannot get further). `stop`
+ * may be NULL; see rq_dlq_stop_t. On failure returns NULL with a reason in err. */
 json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
-                    const atomic_int *cancel, char *err, size_t errlen);
+                    const rq_dlq_stop_t *stop, char *err, size_t errlen);
 
 /* Moves up to `count` messages (0 = all present when called) from the DLQ back to the
  * request queue: each is republished with the headers of rq_dlq_replay_headers(), confirmed
  * by the broker, and only then removed from the DLQ (so a failure duplicates, never loses).
- * `cancel` as for rq_dlq_peek() (checked between batches of 100). Returns the number moved
- * (>= 0), or -1 with err filled; *remaining gets the DLQ depth afterwards. */
+ * `stop` as for rq_dlq_peek() (may be NULL; checked between batches of 100): past its
+ * deadline, or cancelled, or when the client went away after the first batch, the call
+ * returns the number moved so far with *partial (may be NULL) set to 1 (the moved ones are
+ * confirmed and gone from the DLQ: POST again for the rest); cancelled or client gone before
+ * the first batch, it fails. Returns the number moved (>= 0), or -1 with err
+ * filled; *remaining gets the DLQ depth afterwards. */
 long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
-                  const atomic_int *cancel, char *err, size_t errlen);
+                  const rq_dlq_stop_t *stop, int *partial, char *err, size_t errlen);
 
 /* The headers of a replayed message: every entry of `in` (may be NULL: no headers) but the
  * broker's dead-letter history (x-death, x-first-death-*, x-last-death-*) and relayq's own
@@ -63,12 +85,16 @@ typedef struct rq_dlq_job {
     rq_dlq_kind_t kind;
     size_t offset, limit; /* RQ_DLQ_PEEK */
     size_t count;         /* RQ_DLQ_RETRY: 0 moves all */
-    /* Runs once on the worker thread (or in rq_dlq_worker_free()) when the job is over;
+    int budget_ms;        /* the job's time budget from when it starts running; 0: none */
+    int watch_fd;         /* nonzero: give up when client_fd's peer closed it */
+    int client_fd;
+    /* Runs once on the worker thread when the job is over (by rq_dlq_worker_stop() at the
+     * latest);
      * after it returns the worker never touches the job again. */
     void (*done)(struct rq_dlq_job *job, void *arg);
     void *done_arg;
     /* results: a new JSON object to send with 200 (peek: the page; retry: {"status",
-     * "moved","remaining"}), owned by the submitter; or NULL with the reason in error */
+     * "moved","remaining","partial"}), owned by the submitter; or NULL with the reason in error */
     json_t *result;
     char error[300];
     struct rq_dlq_job *next; /* private to the worker */
@@ -80,13 +106,19 @@ typedef struct rq_dlq_worker rq_dlq_worker_t;
 rq_dlq_worker_t *rq_dlq_worker_new(const RabbitMQConfig *cfg);
 
 /* Queues a job (FIFO). Thread-safe. Returns 0 (job->done will run exactly once), or -1 with
- * job->error filled when RQ_DLQ_QUEUE_MAX jobs wait already or the worker is stopping (then
- * done never runs). */
+ * job->error filled when RQ_DLQ_QUEUE_MAX jobs wait already or the worker is stopping or
+ * stopped (then done never runs: answer at once). Safe to call until rq_dlq_worker_free(). */
 int rq_dlq_worker_submit(rq_dlq_worker_t *w, rq_dlq_job_t *job);
 
-/* Stops the worker: the running job is cancelled at its next broker round trip, the queued
- * ones complete with an error (their done runs), and the thread is joined. NULL is a no-op.
- * Call it before stopping the HTTP daemon, which must not hold suspended connections. */
+/* Stops the worker: from now on submit fails at once; the running job is cancelled at its
+ * next broker round trip, the queued ones complete with "the producer is stopping" (every
+ * done has run when this returns), and the thread is joined. The struct stays valid for
+ * submit until rq_dlq_worker_free(). Idempotent; not concurrently with itself. NULL is a
+ * no-op. Call it before stopping the HTTP daemon, which must not hold suspended connections,
+ * and free the worker after the daemon is stopped (its threads may submit until then). */
+void rq_dlq_worker_stop(rq_dlq_worker_t *w);
+
+/* Stops the worker (if not yet) and frees it. Nobody may submit any more. NULL is a no-op. */
 void rq_dlq_worker_free(rq_dlq_worker_t *w);
 
 #endif

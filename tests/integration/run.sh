@@ -181,7 +181,7 @@ step "publisher: a partly refused batch lists stored / not stored / unknown ids"
 step "publisher: an id the wire cannot carry is 400, other clients unaffected" 120 "${pub[@]}" wire-limits --amqp-port "$BROKER_PORT"
 step "publisher: one client id, several payloads: each one processed (dedup on x-relayq-uid)" 120 "${pub[@]}" same-id --amqp-port "$BROKER_PORT"
 step "publisher: POST /dlq/retry with the request queue missing leaves the DLQ unchanged" 120 "${pub[@]}" dlq-unroutable
-step "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, replay headers (test_http_review.py)" 180 \
+step "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, time budget, replay headers (test_http_review.py)" 180 \
 	"$PY" "$here/test_http_review.py" --build-dir "$BUILD_DIR"
 step "wire: frame_max 4096 and send deadlines vs a frozen/alarmed broker, AMQP and AMQPS (test_wire_review.py)" 420 \
 	"$PY" "$here/test_wire_review.py" --build-dir "$BUILD_DIR"

@@ -19,7 +19,8 @@ thread). No consumer runs: the request queue only fills.
            (the bound is in the response) and pages with limit/offset/next_offset
 
 Standard library only. Prints one PASS/FAIL line per check and `N passed, M failed`; exit 1
-on failure. Usage: test_http_review.py [--build-dir build] [--only 12,13,14,15] [--keep]
+on failure. Usage: test_http_review.py [--build-dir build] [--only 12,12b,13,14,15] [--keep]
+(12b: only the time budget checks of item 12, also run with 12)
 """
 
 import argparse
@@ -515,12 +516,114 @@ def item12_shutdown(env, ck, n_msgs, size):
     env.tool("purge", "--queue", env.queue)
 
 
+BUDGET_MS = 2000  # PUBLISH_TIMEOUT_MS of the producer of item12_budget: each DLQ job's budget
+BUDGET_SLACK_S = 1.5
+MAX_OFFSET = 100000  # RQ_DLQ_MAX_OFFSET (producer/dlq.h)
+
+
+def item12_budget(env, ck, n_msgs):
+    """Review of item 12: one expensive DLQ job must not hold the DLQ worker past its budget
+    (PUBLISH_TIMEOUT_MS), a concurrent GET /dlq?limit=1 is not starved, offset is capped, and
+    a job whose client went away is given up. The DLQ holds n_msgs tiny messages: reading
+    to a deep offset costs one basic.get round trip per message."""
+    p = env.http
+    budget = BUDGET_MS / 1000.0
+    env.tool("purge", "--queue", env.dlq)
+    env.tool("purge", "--queue", env.queue)
+    env.tool("publish", "--queue", env.dlq, "--count", str(n_msgs), "--body", "x")
+    ck.check("item 12 budget: %d tiny messages in the DLQ" % n_msgs,
+             env.depth(env.dlq) == n_msgs)
+
+    deep, small = [], []
+    off = n_msgs - 1000
+    t_deep = threading.Thread(target=lambda: deep.append(request(
+        p, "GET", "/dlq?limit=1000&offset=%d" % off, timeout=120)), daemon=True)
+    t_small = threading.Thread(target=lambda: small.append(request(
+        p, "GET", "/dlq?limit=1", timeout=120)), daemon=True)
+    t_deep.start()
+    time.sleep(0.2)  # the deep one runs first, the small one waits behind it
+    t_small.start()
+    t_deep.join(130)
+    t_small.join(130)
+    st, _, data, dt = deep[0] if deep else (None, {}, b"", 999.0)
+    j = jbody(data) or {}
+    ck.info("GET /dlq?limit=1000&offset=%d of %d: %s in %.2f s: %r" % (
+        off, n_msgs, st, dt, {k: v for k, v in j.items() if k != "messages"} or data[:200]))
+    partial = (st == 200 and j.get("timed_out") is True and j.get("truncated") is True
+               and isinstance(j.get("next_offset"), int) and j["next_offset"] > off
+               and j["next_offset"] == off + len(j.get("messages", [])))
+    complete = st == 200 and len(j.get("messages", [])) == 1000 and j.get("timed_out") is False
+    unreachable = st == 503 and b"smaller offset" in data
+    ck.check("item 12 budget: a deep GET /dlq answers within the budget + %.1f s (a timed-out "
+             "page with next_offset, or 503 'smaller offset')" % BUDGET_SLACK_S,
+             dt < budget + BUDGET_SLACK_S and (partial or complete or unreachable),
+             "%s in %.2f s" % (st, dt))
+    st, _, data, dt = small[0] if small else (None, {}, b"", 999.0)
+    ck.info("concurrent GET /dlq?limit=1: %s in %.2f s" % (st, dt))
+    ck.check("item 12 budget: a concurrent GET /dlq?limit=1 is not starved past the budget",
+             st == 200 and len((jbody(data) or {}).get("messages", [])) == 1
+             and dt < budget + BUDGET_SLACK_S, "%s in %.2f s" % (st, dt))
+
+    kinds = []
+    for o in (2000, 2500, 3000):  # around what the budget reaches: either kind of answer
+        st, _, data, dt = request(p, "GET", "/dlq?limit=1000&offset=%d" % o, timeout=120)
+        j = jbody(data) or {}
+        n = len(j.get("messages", []))
+        kind = ("full" if st == 200 and n == 1000 and j.get("timed_out") is False else
+                "timed-out page" if st == 200 and j.get("timed_out") is True and n >= 1
+                and j.get("next_offset") == o + n else
+                "unreachable" if st == 503 and b"smaller offset" in data else "bad")
+        kinds.append("offset %d: %s %s (%d messages) in %.2f s" % (o, st, kind, n, dt))
+        ck.check("item 12 budget: GET /dlq?limit=1000&offset=%d within the budget + %.1f s: a "
+                 "full page, a timed-out one (>= 1 message, next_offset) or 503" % (
+                     o, BUDGET_SLACK_S), kind != "bad" and dt < budget + BUDGET_SLACK_S,
+                 kinds[-1])
+    ck.info("; ".join(kinds))
+
+    st, _, data, dt = request(p, "GET", "/dlq?offset=%d" % (MAX_OFFSET + 1), timeout=120)
+    ck.check("item 12 budget: GET /dlq?offset=%d -> 400" % (MAX_OFFSET + 1), st == 400,
+             "%s in %.2f s" % (st, dt))
+    st, _, data, dt = request(p, "GET", "/dlq?offset=%d" % MAX_OFFSET, timeout=120)
+    j = jbody(data) or {}
+    ck.check("item 12 budget: GET /dlq?offset=%d (past the end) -> empty last page at once"
+             % MAX_OFFSET, st == 200 and j.get("messages") == [] and j.get("next_offset") is None
+             and dt < 1.0, "%s in %.2f s" % (st, dt))
+
+    # A client that gives up: its job must not hold the worker for the whole budget.
+    c = http.client.HTTPConnection(HOST, p, timeout=10)
+    c.request("GET", "/dlq?limit=1000&offset=%d" % off)
+    time.sleep(0.3)
+    c.close()
+    time.sleep(0.05)
+    st, _, data, dt = request(p, "GET", "/dlq?limit=1", timeout=120)
+    ck.info("GET /dlq?limit=1 after a deep GET /dlq whose client left: %s in %.2f s" % (st, dt))
+    ck.check("item 12 budget: the job of a client that went away is given up (next GET "
+             "/dlq?limit=1 < 1 s, budget %.1f s)" % budget, st == 200 and dt < 1.0,
+             "%s in %.2f s" % (st, dt))
+
+    st, _, data, dt = request(p, "POST", "/dlq/retry", timeout=300)
+    j = jbody(data) or {}
+    time.sleep(1)
+    left, moved_q = env.depth(env.dlq), env.depth(env.queue)
+    ck.info("POST /dlq/retry of %d: %s in %.2f s: %r; depth after: DLQ %d, request queue %d"
+            % (n_msgs, st, dt, data[:200], left, moved_q))
+    ck.check("item 12 budget: POST /dlq/retry answers within the budget + %.1f s with moved "
+             "so far and remaining" % BUDGET_SLACK_S,
+             st == 200 and dt < budget + BUDGET_SLACK_S and isinstance(j.get("moved"), int)
+             and j.get("moved", 0) > 0 and j["moved"] == moved_q
+             and (j.get("partial") is True) == (j.get("remaining", 0) > 0),
+             "%s in %.2f s, %d in the request queue" % (st, dt, moved_q))
+    env.tool("purge", "--queue", env.dlq)
+    env.tool("purge", "--queue", env.queue)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build-dir", default=os.environ.get("BUILD_DIR", "build"))
     ap.add_argument("--only", default="12,13,14,15")
     ap.add_argument("--dlq-messages", type=int, default=400)
     ap.add_argument("--dlq-size", type=int, default=256 << 10)
+    ap.add_argument("--budget-messages", type=int, default=40000)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     build = os.path.abspath(os.path.join(ROOT, args.build_dir))
@@ -545,6 +648,11 @@ def main():
         if "12" in only:
             env.start_producer()
             item12_shutdown(env, ck, args.dlq_messages, args.dlq_size)
+        if "12" in only or "12b" in only:
+            env.start_producer(PUBLISH_TIMEOUT_MS=BUDGET_MS)
+            item12_budget(env, ck, args.budget_messages)
+            rc = env.stop_producer()
+            ck.check("the producer exits 0 on SIGTERM after the budget checks", rc == 0, rc)
     except Exception as e:  # noqa: BLE001 - one FAIL line, then the cleanup
         ck.check("the scenario ran to its end", False, "%s: %s" % (type(e).__name__, e))
     finally:

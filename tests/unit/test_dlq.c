@@ -114,3 +114,53 @@ Test(dlq, worker_completes_every_job_and_bounds_its_queue)
     rq_dlq_worker_free(w);
     cr_expect_eq(__atomic_load_n(&completed, __ATOMIC_SEQ_CST), accepted);
 }
+
+/* Issue 11 item 12 review: the HTTP threads may still submit (keep-alive connections) after
+ * the worker was stopped and until MHD_stop_daemon() returns; rq_api_free() used to free the
+ * worker first (heap-use-after-free under ASan). Stop, then a late submit fails at once, then
+ * free. */
+static int late_done;
+
+static void on_late_done(rq_dlq_job_t *job, void *arg)
+{
+    (void)job;
+    (void)arg;
+    __atomic_add_fetch(&late_done, 1, __ATOMIC_SEQ_CST);
+}
+
+Test(dlq, submit_after_stop_fails_at_once)
+{
+    RabbitMQConfig cfg;
+    rq_dlq_job_t queued[4], late;
+    int accepted = 0;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.host = "127.0.0.1";
+    cfg.port = 1;
+    cfg.user = cfg.password = "guest";
+    cfg.vhost = "/";
+    cfg.request_queue = "q";
+    cfg.connect_timeout_ms = 200;
+    rq_dlq_worker_t *w = rq_dlq_worker_new(&cfg);
+    cr_assert_not_null(w);
+    memset(queued, 0, sizeof(queued));
+    for (int i = 0; i < 4; i++) {
+        queued[i].kind = RQ_DLQ_PEEK;
+        queued[i].limit = 1;
+        queued[i].done = on_late_done;
+        accepted += rq_dlq_worker_submit(w, &queued[i]) == 0;
+    }
+    rq_dlq_worker_stop(w); /* what rq_api_free() does before MHD_stop_daemon() */
+    cr_expect_eq(__atomic_load_n(&late_done, __ATOMIC_SEQ_CST), accepted,
+                 "every queued job completed by stop");
+    memset(&late, 0, sizeof(late));
+    late.kind = RQ_DLQ_PEEK;
+    late.limit = 1;
+    late.done = on_late_done;
+    cr_expect_eq(rq_dlq_worker_submit(w, &late), -1); /* an HTTP thread, before the stop */
+    cr_expect_str_eq(late.error, "the producer is stopping");
+    rq_dlq_worker_stop(w); /* idempotent */
+    rq_dlq_worker_free(w); /* after MHD_stop_daemon() */
+    cr_expect_eq(__atomic_load_n(&late_done, __ATOMIC_SEQ_CST), accepted,
+                 "the refused job never completes");
+}
