@@ -296,17 +296,11 @@ static enum MHD_Result reply_deny(req_ctx_t *c)
                              hname != NULL ? hvalue : NULL);
 }
 
-/* Runs on the publisher thread when the job completes. */
-static void job_done(rq_pub_job_t *job, void *arg)
+/* The completion handshake, on the thread that finished c's work (publisher or DLQ worker):
+ * marks c done and resumes its connection if an HTTP thread suspended it. After the resume,
+ * an HTTP thread may answer and free c at once: the caller must touch nothing of c after. */
+static void ctx_complete(req_ctx_t *c)
 {
-    req_ctx_t *c = arg;
-
-    int64_t now = rq_wall_ms();
-
-    /* Every stored message is kept, whatever became of the rest of its job. */
-    for (size_t i = 0; i < job->n; i++)
-        if (job->msgs[i].outcome == RQ_MSG_STORED)
-            rq_store_queued(c->api->store, job->msgs[i].message_id, now);
     struct MHD_Connection *conn = c->conn;
     int resume;
 
@@ -315,9 +309,37 @@ static void job_done(rq_pub_job_t *job, void *arg)
     resume = c->suspended;
     c->suspended = 0;
     pthread_mutex_unlock(&c->lock);
-    /* After the resume, an HTTP thread may answer and free c at once: touch nothing. */
     if (resume)
         MHD_resume_connection(conn);
+}
+
+/* On the HTTP thread, once c's work was handed over: suspends the connection unless the work
+ * completed already. Returns 1 when suspended (c may be resumed, not freed, from now on), 0
+ * when the work is done and the caller answers now. */
+static int ctx_suspend(req_ctx_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    if (!c->done) {
+        MHD_suspend_connection(c->conn);
+        c->suspended = 1;
+        pthread_mutex_unlock(&c->lock);
+        return 1;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+/* Runs on the publisher thread when the job completes. */
+static void job_done(rq_pub_job_t *job, void *arg)
+{
+    req_ctx_t *c = arg;
+    int64_t now = rq_wall_ms();
+
+    /* Every stored message is kept, whatever became of the rest of its job. */
+    for (size_t i = 0; i < job->n; i++)
+        if (job->msgs[i].outcome == RQ_MSG_STORED)
+            rq_store_queued(c->api->store, job->msgs[i].message_id, now);
+    ctx_complete(c);
 }
 
 /* Adds what is known of each message of a failed job: a single message's "message_id" and
@@ -461,14 +483,8 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     if (rq_publisher_submit(api->pub, &c->job) != 0)
         return reply_503(c, c->job.error);
     c->state = ST_WAITING;
-    pthread_mutex_lock(&c->lock);
-    if (!c->done) {
-        MHD_suspend_connection(c->conn);
-        c->suspended = 1;
-        pthread_mutex_unlock(&c->lock);
-        return MHD_YES; /* c may be resumed (not freed) from now on */
-    }
-    pthread_mutex_unlock(&c->lock);
+    if (ctx_suspend(c))
+        return MHD_YES;
     c->state = ST_DONE;
     return reply_job(c);
 }
@@ -476,19 +492,8 @@ static enum MHD_Result start_produce(req_ctx_t *c)
 /* Runs on the DLQ worker when c's job is over: the handshake of job_done. */
 static void dlq_done(rq_dlq_job_t *job, void *arg)
 {
-    req_ctx_t *c = arg;
-    struct MHD_Connection *conn = c->conn;
-    int resume;
-
     (void)job;
-    pthread_mutex_lock(&c->lock);
-    c->done = 1;
-    resume = c->suspended;
-    c->suspended = 0;
-    pthread_mutex_unlock(&c->lock);
-    /* After the resume, an HTTP thread may answer and free c at once: touch nothing. */
-    if (resume)
-        MHD_resume_connection(conn);
+    ctx_complete(arg);
 }
 
 /* The answer of a finished DLQ job: its JSON with 200, or 503 with the reason. */
@@ -522,14 +527,8 @@ static enum MHD_Result start_dlq(req_ctx_t *c)
         return reply_503(c, c->dlq.error);
     }
     c->state = ST_DLQ;
-    pthread_mutex_lock(&c->lock);
-    if (!c->done) {
-        MHD_suspend_connection(c->conn);
-        c->suspended = 1;
-        pthread_mutex_unlock(&c->lock);
-        return MHD_YES; /* c may be resumed (not freed) from now on */
-    }
-    pthread_mutex_unlock(&c->lock);
+    if (ctx_suspend(c))
+        return MHD_YES;
     c->state = ST_DONE;
     return reply_dlq(c);
 }

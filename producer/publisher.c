@@ -492,6 +492,18 @@ static int job_fits_wire(const rq_pub_job_t *job)
     return 1;
 }
 
+/* Appends an accepted job to the list of unfinished jobs (oldest first). */
+static void jobs_append(rq_publisher_t *p, rq_pub_job_t *job)
+{
+    job->next = NULL;
+    job->prev = p->jobs_tail;
+    if (p->jobs_tail)
+        p->jobs_tail->next = job;
+    else
+        p->jobs_head = job;
+    p->jobs_tail = job;
+}
+
 static void take_intake(rq_publisher_t *p)
 {
     rq_pub_job_t *job, *next;
@@ -505,13 +517,7 @@ static void take_intake(rq_publisher_t *p)
     pthread_mutex_unlock(&p->lock);
     for (; job != NULL; job = next) {
         next = job->next;
-        job->next = NULL;
-        job->prev = p->jobs_tail;
-        if (p->jobs_tail)
-            p->jobs_tail->next = job;
-        else
-            p->jobs_head = job;
-        p->jobs_tail = job;
+        jobs_append(p, job);
         if (!job_fits_wire(job)) {
             job_finish(p, job, RQ_JOB_INVALID,
                        "a message_id or content_type longer than 255 bytes (an AMQP short "

@@ -30,7 +30,6 @@ is bounded; only processes this script started are signalled (by PID); traffic s
 """
 import argparse
 import os
-import shutil
 import signal
 import socket
 import struct
@@ -40,7 +39,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_reliability import ROOT, Checks, Stack, free_port, metrics, read_output  # noqa: E402
+from test_reliability import ROOT, Checks, Stack, finish, free_port, metrics, read_output  # noqa: E402
 
 
 def log(msg):
@@ -602,13 +601,7 @@ def main():
         c.check("broker started", False, f"{type(e).__name__}: {e}")
     finally:
         st.close()
-    log(f"took {time.monotonic() - t0:.1f} s")
-    if c.failed or args.keep:
-        log(f"scratch folder kept: {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{c.passed} passed, {c.failed} failed")
-    return 1 if c.failed else 0
+    return finish(c, tmp, t0, args.keep)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,7 @@ only (/usr/bin/python3).
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 
@@ -274,41 +272,7 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("BUILD_DIR", "build"))
     ap.add_argument("--amqp-port", type=int, help="use this broker (else start one)")
     args = ap.parse_args()
-    build = os.path.abspath(args.build_dir)
-    tmp = tempfile.mkdtemp(prefix=f"relayq-pub-{args.scenario}.")
-    os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
-    queue = f"pub_{args.scenario.replace('-', '_')}_{os.getpid()}"
-    st = rel.Stack(build, tmp, queue, args.amqp_port)
-    c = rel.Checks()
-    t0 = time.monotonic()
-    try:
-        if st.own_broker:
-            st.broker("start")
-        log(f"{args.scenario}: queue {queue}, broker 127.0.0.1:{st.amqp}, scratch {tmp}")
-        SCENARIOS[args.scenario](c, st, args)
-    except Exception as e:  # noqa: BLE001 - any error is a failed check, reported
-        c.check(f"{args.scenario} ran to the end", False, f"{type(e).__name__}: {e}")
-    finally:
-        st.close()
-        if not st.own_broker:
-            for q in (queue, queue + ".dlq") + tuple(f"{queue}.retry.{i}" for i in range(1, 21)):
-                try:
-                    st.tool("delete", "--queue", q)
-                except Exception:  # noqa: BLE001 - best effort cleanup of a shared broker
-                    pass
-    log(f"{args.scenario} took {time.monotonic() - t0:.1f} s")
-    if c.failed:
-        log(f"scratch folder kept: {tmp}")
-        for name in ("producer", "consumer"):
-            p = os.path.join(tmp, f"{name}.log")
-            if os.path.exists(p):
-                print(f"--- {name}.log (last lines)")
-                with open(p, errors="replace") as f:
-                    print("".join(f.readlines()[-15:]), end="")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{c.passed} passed, {c.failed} failed")
-    return 1 if c.failed else 0
+    return rel.run_scenario(SCENARIOS, args, "pub")
 
 
 if __name__ == "__main__":

@@ -888,6 +888,54 @@ SCENARIOS = {
 }
 
 
+def finish(c, tmp, t0, keep=False, logs=(), what=""):
+    """The end of a test script: how long it took, the scratch folder kept (on a failure or
+    `keep`, with the last lines of each log in `logs`) or removed, and `N passed, M failed`.
+    Returns the exit status."""
+    log(f"{what + ' ' if what else ''}took {time.monotonic() - t0:.1f} s")
+    if c.failed or keep:
+        log(f"scratch folder kept: {tmp}")
+        for name in logs if c.failed else ():
+            p = os.path.join(tmp, f"{name}.log")
+            if os.path.exists(p):
+                print(f"--- {name}.log (last lines)")
+                with open(p, errors="replace") as f:
+                    print("".join(f.readlines()[-15:]), end="")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{c.passed} passed, {c.failed} failed")
+    return 1 if c.failed else 0
+
+
+def run_scenario(scenarios, args, prefix):
+    """Runs scenarios[args.scenario](c, st, args) on a Stack of its own (its own broker unless
+    args.amqp_port), queue `<prefix>_<scenario>_<pid>`; cleans up; returns the exit status."""
+    build = os.path.abspath(args.build_dir)
+    tmp = tempfile.mkdtemp(prefix=f"relayq-{prefix}-{args.scenario}.")
+    os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
+    queue = f"{prefix}_{args.scenario.replace('-', '_')}_{os.getpid()}"
+    st = Stack(build, tmp, queue, args.amqp_port)
+    c = Checks()
+    t0 = time.monotonic()
+    try:
+        if st.own_broker:
+            st.broker("start")
+        log(f"{args.scenario}: queue {queue}, broker 127.0.0.1:{st.amqp}, scratch {tmp}")
+        scenarios[args.scenario](c, st, args)
+    except Exception as e:  # noqa: BLE001 - any error is a failed check, reported
+        c.check(f"{args.scenario} ran to the end", False, f"{type(e).__name__}: {e}")
+    finally:
+        st.close()
+        if not st.own_broker:
+            for q in (queue, queue + ".dlq") + tuple(f"{queue}.retry.{i}" for i in range(1, 21)):
+                try:
+                    st.tool("delete", "--queue", q)
+                except Exception:  # noqa: BLE001 - best effort cleanup of a shared broker
+                    pass
+    return finish(c, tmp, t0, getattr(args, "keep", False), ("producer", "consumer"),
+                  args.scenario)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("scenario", choices=sorted(SCENARIOS))
@@ -900,41 +948,7 @@ def main():
     ap.add_argument("--freeze", type=float, default=6.0, help="broker-restart: SIGSTOP seconds")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
-    build = os.path.abspath(args.build_dir)
-    tmp = tempfile.mkdtemp(prefix=f"relayq-rel-{args.scenario}.")
-    os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
-    queue = f"rel_{args.scenario.replace('-', '_')}_{os.getpid()}"
-    st = Stack(build, tmp, queue, args.amqp_port)
-    c = Checks()
-    t0 = time.monotonic()
-    try:
-        if st.own_broker:
-            st.broker("start")
-        log(f"{args.scenario}: queue {queue}, broker 127.0.0.1:{st.amqp}, scratch {tmp}")
-        SCENARIOS[args.scenario](c, st, args)
-    except Exception as e:  # noqa: BLE001 - any error is a failed check, reported
-        c.check(f"{args.scenario} ran to the end", False, f"{type(e).__name__}: {e}")
-    finally:
-        st.close()
-        if not st.own_broker:
-            for q in (queue, queue + ".dlq") + tuple(f"{queue}.retry.{i}" for i in range(1, 21)):
-                try:
-                    st.tool("delete", "--queue", q)
-                except Exception:  # noqa: BLE001 - best effort cleanup of a shared broker
-                    pass
-    log(f"{args.scenario} took {time.monotonic() - t0:.1f} s")
-    if c.failed or args.keep:
-        log(f"scratch folder kept: {tmp}")
-        for name in ("producer", "consumer"):
-            p = os.path.join(tmp, f"{name}.log")
-            if c.failed and os.path.exists(p):
-                print(f"--- {name}.log (last lines)")
-                with open(p, errors="replace") as f:
-                    print("".join(f.readlines()[-15:]), end="")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{c.passed} passed, {c.failed} failed")
-    return 1 if c.failed else 0
+    return run_scenario(SCENARIOS, args, "rel")
 
 
 if __name__ == "__main__":

@@ -477,13 +477,7 @@ def main():
     finally:
         for st in stacks:
             st.close()
-    log(f"took {time.monotonic() - t0:.1f} s")
-    if c.failed or args.keep:
-        log(f"scratch folder kept: {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{c.passed} passed, {c.failed} failed")
-    return 1 if c.failed else 0
+    return rel.finish(c, tmp, t0, args.keep)
 
 
 if __name__ == "__main__":

@@ -130,12 +130,7 @@ static rq_pub_job_t *job_new(rq_publisher_t *p, const char *tag, size_t n, int w
     job->unreplied = want_reply ? n : 0;
     for (size_t i = 0; i < n; i++)
         job->msgs[i].job = job;
-    job->prev = p->jobs_tail;
-    if (p->jobs_tail)
-        p->jobs_tail->next = job;
-    else
-        p->jobs_head = job;
-    p->jobs_tail = job;
+    jobs_append(p, job);
     p->pending += n;
     return job;
 }
