@@ -39,7 +39,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_reliability import ROOT, Checks, Stack, finish, free_port, metrics, read_output  # noqa: E402
+from test_reliability import (  # noqa: E402
+    ROOT, Checks, Stack, finish, free_port, metrics, read_output, wait_until)
 
 
 def log(msg):
@@ -275,15 +276,6 @@ def start_consumer(st, queue, output, logpath=None, port=None, **env):
     st.wait_ready("consumer")
 
 
-def wait_for(fn, timeout, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(step)
-
-
 def lines_of(path):
     return read_output(path)[0]
 
@@ -316,7 +308,7 @@ def check_poison_reply(c, st):
         body = '{"id":"%s","payload":"line %d"}' % (mid, i)
         a.publish(q, body, content_type="application/json", message_id=f"u-{i}",
                   reply_to="review_poison_replies", correlation_id=f"c-{i}", delivery_mode=2)
-    got = wait_for(lambda: {b"line 0", b"line 2"}.issubset(lines_of(out)), 10)
+    got = wait_until(lambda: {b"line 0", b"line 2"}.issubset(lines_of(out)), 10)
     c.check("poison-reply: the good messages of the batch are written", got, f"{lines_of(out)}")
     time.sleep(1.5)
     dlq = drain(a, q + ".dlq")
@@ -352,7 +344,7 @@ def check_dedup(c, st):
     for payload in ("foreign first", "foreign again"):
         a.publish(q, '{"id":"foreign-1","payload":"%s"}' % payload, delivery_mode=2)
     a.publish(q, '{"id":"end","payload":"the end"}', message_id="u-end")
-    wait_for(lambda: b"the end" in lines_of(out), 10)
+    wait_until(lambda: b"the end" in lines_of(out), 10)
     time.sleep(0.5)
     lines = lines_of(out)
     c.check("dedup: same body id, different message_id: both written",
@@ -387,7 +379,7 @@ def check_tail_headers(c, st):
                   headers=hdr, delivery_mode=2)
     a.publish(q, "good line", content_type="application/octet-stream", message_id="fid1:0",
               headers={"x-file": "fid1", "x-offset": 0, "x-end": 10}, delivery_mode=2)
-    wait_for(lambda: b"good line" in lines_of(out), 10)
+    wait_until(lambda: b"good line" in lines_of(out), 10)
     time.sleep(1.0)
     lines = lines_of(out)
     c.check("tail-headers: no forged line reached the output",
@@ -413,7 +405,7 @@ def check_rotate_hup(c, st):
     second = [f"after {i}".encode() for i in range(20)]
     for i, line in enumerate(first):
         a.publish(q, '{"id":"b%d","payload":"%s"}' % (i, line.decode()), message_id=f"ub-{i}")
-    wait_for(lambda: set(first).issubset(lines_of(out)), 10)
+    wait_until(lambda: set(first).issubset(lines_of(out)), 10)
     os.rename(out, out + ".1")
     os.rename(clog, clog + ".1")
     p = st.procs["consumer"]
@@ -425,14 +417,14 @@ def check_rotate_hup(c, st):
         return
     for i, line in enumerate(second):
         a.publish(q, '{"id":"a%d","payload":"%s"}' % (i, line.decode()), message_id=f"ua-{i}")
-    wait_for(lambda: set(second).issubset(lines_of(out)), 10)
+    wait_until(lambda: set(second).issubset(lines_of(out)), 10)
     old, new = lines_of(out + ".1"), lines_of(out)
     c.check("rotate-hup: lines after SIGHUP are in the new OUTPUT_FILE", new == second,
             f"new file {new[:5]}... ({len(new)} lines)")
     c.check("rotate-hup: the rotated file kept exactly the earlier lines", old == first,
             f"rotated file {len(old)} lines")
     c.check("rotate-hup: SIGHUP reopened the log (records in the new log file)",
-            wait_for(lambda: os.path.exists(clog) and os.path.getsize(clog) > 0, 5),
+            wait_until(lambda: os.path.exists(clog) and os.path.getsize(clog) > 0, 5),
             "no new log file")
     st.term("consumer")
     a.close()
@@ -446,14 +438,14 @@ def check_rotate_restart(c, st):
     first = [f"one {i}".encode() for i in range(10)]
     for i, line in enumerate(first):
         a.publish(q, '{"id":"x%d","payload":"%s"}' % (i, line.decode()), message_id=f"x-{i}")
-    wait_for(lambda: set(first).issubset(lines_of(out)), 10)
+    wait_until(lambda: set(first).issubset(lines_of(out)), 10)
     st.term("consumer")
     os.rename(out, out + ".1")  # logrotate's default: rename, then a new file
     start_consumer(st, q, out)
     # a redelivery of the first ids must still be recognised, new ones written
     a.publish(q, '{"id":"x0","payload":"one 0"}', message_id="x-0")
     a.publish(q, '{"id":"y0","payload":"two 0"}', message_id="y-0")
-    wait_for(lambda: b"two 0" in lines_of(out), 10)
+    wait_until(lambda: b"two 0" in lines_of(out), 10)
     time.sleep(0.5)
     with open(out, "rb") as f:
         data = f.read()
@@ -467,7 +459,7 @@ def check_rotate_restart(c, st):
     start_consumer(st, q, out)
     a.publish(q, '{"id":"y0","payload":"two 0"}', message_id="y-0")
     a.publish(q, '{"id":"z0","payload":"three 0"}', message_id="z-0")
-    wait_for(lambda: b"three 0" in lines_of(out), 10)
+    wait_until(lambda: b"three 0" in lines_of(out), 10)
     time.sleep(0.5)
     with open(out, "rb") as f:
         data = f.read()
@@ -554,8 +546,8 @@ def check_oversized_copy(c, st):
     a.publish(q, '{"id":"big-1","payload":"big","fail_times":1}', message_id="u-big",
               headers={"x-big": big}, delivery_mode=2)
     a.publish(q, '{"id":"small-1","payload":"small"}', message_id="u-small", delivery_mode=2)
-    wait_for(lambda: b"small" in lines_of(out), 10)
-    dlq = wait_for(lambda: drain(a, q + ".dlq"), 10, step=0.5) or []
+    wait_until(lambda: b"small" in lines_of(out), 10)
+    dlq = wait_until(lambda: drain(a, q + ".dlq"), 10, step=0.5) or []
     hdrs = dlq[0][0].get("headers", {}) if dlq else {}
     c.check("oversized-copy: a failed message whose retry copy cannot be encoded is "
             "dead-lettered, its headers dropped",
