@@ -82,7 +82,7 @@ typedef struct rq_config {
                         100000 */
     int http_threads; /* HTTP_THREADS, 1..64, default 2 */
 
-    /* producer: access control and abuse limits (producer/auth.h, producer/ratelimit.h) */
+    /* producer: access control and abuse limits (producer/api/auth.h, producer/api/ratelimit.h) */
     char *api_keys_file;   /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */
     char *api_keys;        /* API_KEYS: comma-separated key entries, default ""; secret */
     double rate_limit_rps; /* RATE_LIMIT_RPS: requests per second per key/address, 0..1000000 (0 =
@@ -94,7 +94,7 @@ typedef struct rq_config {
     int max_json_depth; /* MAX_JSON_DEPTH: nesting of arrays/objects in a body, 1..1000, default 64
                          */
 
-    /* producer: file tailing (producer/tailer.h) */
+    /* producer: file tailing (producer/tail/tailer.h) */
     char *input_file; /* INPUT_FILE: file to tail, default "" (no tailing) */
     char *
         tail_state_dir; /* TAIL_STATE_DIR: where the tail position is saved, default "tail-state" */

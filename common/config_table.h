@@ -1,7 +1,7 @@
 /* config_table.h - internals of config.c, shared only with its unit tests.
  *
  * The settings table and the descriptor-driven value parser. Nothing outside config.c and
- * tests/unit/test_config.c should include this: services use config.h.
+ * tests/unit/common/test_config.c should include this: services use config.h.
  */
 #ifndef RQ_CONFIG_TABLE_H
 #define RQ_CONFIG_TABLE_H

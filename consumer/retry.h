@@ -12,7 +12,7 @@
  * Copies drop the original's x-relayq-* headers (replaced) and the broker's dead-letter
  * history (x-death, x-first-death-*, x-last-death-*), and any per-message expiration;
  * reply_to and correlation_id survive, so the attempt that succeeds replies as usual.
- * POST /dlq/retry (producer/dlq.h) strips x-relayq-* again: a replayed message starts over at
+ * POST /dlq/retry (producer/api/dlq.h) strips x-relayq-* again: a replayed message starts over at
  * attempt 0.
  *
  * Test aid: a JSON message with "fail_times": n fails its first n attempts (a < n), after

@@ -1,7 +1,7 @@
 /* relayq_env_example - prints the `.env.example` document generated from the settings table.
  *
  * Usage: relayq_env_example > .env.example
- * The committed `.env.example` must equal this output (tests/unit/test_config.c checks it).
+ * The committed `.env.example` must equal this output (tests/unit/common/test_config.c checks it).
  */
 #include <stdio.h>
 

@@ -518,7 +518,7 @@ def item12_shutdown(env, ck, n_msgs, size):
 
 BUDGET_MS = 2000  # PUBLISH_TIMEOUT_MS of the producer of item12_budget: each DLQ job's budget
 BUDGET_SLACK_S = 1.5
-MAX_OFFSET = 100000  # RQ_DLQ_MAX_OFFSET (producer/dlq.h)
+MAX_OFFSET = 100000  # RQ_DLQ_MAX_OFFSET (producer/api/dlq.h)
 
 
 def item12_budget(env, ck, n_msgs):

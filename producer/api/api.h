@@ -6,7 +6,7 @@
  *   GET  /health, /health/live, /health/ready, /metrics
  *   GET  /dlq, POST /dlq/retry
  *
- * With API keys (producer/auth.h) every route but /health* and /metrics needs a Bearer key
+ * With API keys (producer/api/auth.h) every route but /health* and /metrics needs a Bearer key
  * with the route's scope (401/403); RATE_LIMIT_RPS adds a token bucket per key or client
  * address (429). The HTTP limits and HTTPS come from common/http_server.h.
  *

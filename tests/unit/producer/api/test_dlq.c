@@ -1,4 +1,4 @@
-/* Unit tests for producer/dlq.c: the headers a replayed message keeps (issue 11 item 13), and
+/* Unit tests for producer/api/dlq.c: the headers a replayed message keeps (issue 11 item 13), and
  * the worker's queue bound and shutdown (no broker needed: the jobs fail to connect). */
 #include <amqp.h>
 #include <criterion/criterion.h>

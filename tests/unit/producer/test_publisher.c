@@ -35,7 +35,7 @@ static void *test_malloc(size_t n)
 }
 
 #define malloc(n) test_malloc(n)
-#include "../../producer/publisher.c"
+#include "publisher.c" /* producer/, on the include path of relayq_producer */
 #undef malloc
 
 /* ---- fixtures -------------------------------------------------------------------------- */
