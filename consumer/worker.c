@@ -4,6 +4,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -114,6 +115,23 @@ static void set_last_error(rq_worker_t *w, const char *text)
     memcpy(w->last_error, text, len);
     w->last_error[len] = '\0';
     pthread_mutex_unlock(&w->lock);
+}
+
+/* The end of every path that finds the broker connection broken: logs "broker connection
+ * lost: " and the text made of fmt, keeps the text for rq_worker_ready() (truncated to
+ * last_error) and returns -1, so that callers `return conn_lost(...)`. */
+static int conn_lost(rq_worker_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int conn_lost(rq_worker_t *w, const char *fmt, ...)
+{
+    char text[300];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    rq_warn("broker connection lost: %s", text);
+    set_last_error(w, text);
+    return -1;
 }
 
 static void set_state(rq_worker_t *w, int st)
@@ -475,6 +493,34 @@ static int stash_delivery(rq_worker_t *w, const amqp_frame_t *f, char *text, siz
     return 0;
 }
 
+/* A basic.return method frame `f`: reads the returned message's content and lets go of it;
+ * a returned copy marks the copies to its queue (note_returned), a returned reply is only
+ * logged. Only copies are published `mandatory` (replies are not): one found no queue. The
+ * return comes before the copy's confirm, so the commit waiting for it sees it.
+ * Returns 0, or -1 with text filled when the content cannot be read. */
+static int handle_return(rq_worker_t *w, const amqp_frame_t *f, char *text, size_t textlen)
+{
+    const amqp_basic_return_t *ret = f->payload.method.decoded;
+    amqp_bytes_t rk = amqp_bytes_malloc_dup(ret->routing_key);
+    amqp_message_t msg;
+    amqp_rpc_reply_t r;
+
+    /* (the method frame's memory may be reused while the content is read) */
+    r = amqp_read_message(w->conn, f->channel, &msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        amqp_bytes_free(rk);
+        rq_amqp_check_reply(r, "basic.return", text, textlen);
+        return -1;
+    }
+    amqp_destroy_message(&msg);
+    if (f->channel == COPY_CHANNEL)
+        note_returned(w, rk);
+    else
+        rq_warn("a reply was returned by the broker (unroutable)");
+    amqp_bytes_free(rk);
+    return 0;
+}
+
 /* Handles one frame that amqp_consume_message() did not (anything but a delivery read by
  * it): confirms, deliveries read while waiting for confirms, returns, closes, cancels,
  * blocked notices. Returns 0 to carry on, -1 when the connection must go (logged). */
@@ -526,29 +572,10 @@ static int handle_frame(rq_worker_t *w, const amqp_frame_t *f)
     case AMQP_BASIC_CANCEL_METHOD:
         snprintf(text, sizeof(text), "the broker cancelled the consumer (queue deleted?)");
         goto fail;
-    case AMQP_BASIC_RETURN_METHOD: {
-        /* Only copies are published `mandatory` (replies are not): one found no queue. The
-         * return comes before the copy's confirm, so the commit waiting for it sees it. */
-        const amqp_basic_return_t *ret = f->payload.method.decoded;
-        amqp_bytes_t rk = amqp_bytes_malloc_dup(ret->routing_key);
-        amqp_message_t msg;
-        amqp_rpc_reply_t r;
-
-        /* (the method frame's memory may be reused while the content is read) */
-        r = amqp_read_message(w->conn, f->channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            amqp_bytes_free(rk);
-            rq_amqp_check_reply(r, "basic.return", text, sizeof(text));
+    case AMQP_BASIC_RETURN_METHOD:
+        if (handle_return(w, f, text, sizeof(text)) < 0)
             goto fail;
-        }
-        amqp_destroy_message(&msg);
-        if (f->channel == COPY_CHANNEL)
-            note_returned(w, rk);
-        else
-            rq_warn("a reply was returned by the broker (unroutable)");
-        amqp_bytes_free(rk);
         return 0;
-    }
     case AMQP_CONNECTION_BLOCKED_METHOD:
         rq_warn("the broker blocked the connection (resource alarm): replies may stall");
         return 0;
@@ -633,9 +660,7 @@ static int consume_one(rq_worker_t *w, int timeout_ms)
             return read_other_frame(w) < 0 ? -1 : GOT_OTHER_FRAME;
     }
     rq_amqp_check_reply(r, "consume", text, sizeof(text));
-    rq_warn("broker connection lost: %s", text);
-    set_last_error(w, text);
-    return -1;
+    return conn_lost(w, "%s", text);
 }
 
 /* SIGHUP: when the reopen flag is set, clears it, lets go of a rotated output file (the
@@ -719,14 +744,8 @@ static int send_reply(rq_worker_t *w, const item_t *it)
         p.correlation_id = req->correlation_id;
     }
     rc = rq_pubbuf_add(w->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, req->reply_to, 0, &p, body);
-    if (rc != AMQP_STATUS_OK) {
-        char text[200];
-
-        snprintf(text, sizeof(text), "publishing a reply: %s", amqp_error_string2(rc));
-        rq_warn("broker connection lost: %s", text);
-        set_last_error(w, text);
-        return -1;
-    }
+    if (rc != AMQP_STATUS_OK)
+        return conn_lost(w, "publishing a reply: %s", amqp_error_string2(rc));
     return 1;
 }
 
@@ -756,30 +775,19 @@ static int props_fit(rq_worker_t *w, const amqp_basic_properties_t *p)
     return amqp_encode_properties(AMQP_BASIC_CLASS, (void *)(uintptr_t)p, enc) >= 0;
 }
 
-/* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
- * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
- * basic.return), and records its delivery tag so that the commit waits for its confirm.
- * A copy that cannot be encoded is a per-message failure, never the connection's: a retry
- * copy goes to the DLQ instead, a DLQ copy without the original's headers
- * (x-relayq-headers-dropped), and if even that does not fit the original is rejected (the
- * broker dead-letters it). Out of memory requeues the original.
- * Returns 0, or -1 on a connection error (logged). */
-static int publish_copy(rq_worker_t *w, size_t i)
+/* Builds in *p the properties of the copy of failed or undecodable item `it` (publish_copy),
+ * trying in turn: as is; for a retry copy that does not fit, a DLQ copy instead (it->route
+ * and it->why change); without the original's headers. The header table is built in
+ * entries[0..cap), which *p borrows (as it borrows it->why and the original's properties).
+ * Returns 1 when *p fits one content header, 0 when no variant fits, -1 when out of memory. */
+static int build_copy(rq_worker_t *w, item_t *it, amqp_table_entry_t *entries, size_t cap,
+                      amqp_basic_properties_t *p)
 {
-    item_t *it = &w->items[i];
     const amqp_basic_properties_t *orig = &it->env.message.properties;
-    amqp_basic_properties_t p, bare;
-    amqp_table_entry_t add[3], *entries;
-    size_t cap =
-        (size_t)3 + ((orig->_flags & AMQP_BASIC_HEADERS_FLAG) && orig->headers.num_entries > 0
-                         ? (size_t)orig->headers.num_entries
-                         : 0);
-    char queue[300], text[300];
-    int rcode, fit = 0;
+    amqp_basic_properties_t bare;
+    amqp_table_entry_t add[3];
+    int fit = 0;
 
-    entries = malloc(cap * sizeof(*entries));
-    if (entries == NULL)
-        goto nomem;
     /* stage 0: as is; 1: a retry copy that does not fit goes to the DLQ; 2: without the
      * original's headers */
     for (int stage = 0; stage < 3 && fit == 0; stage++) {
@@ -811,15 +819,41 @@ static int publish_copy(rq_worker_t *w, size_t i)
         }
         if (stage == 2)
             add[nadd++] = rq_amqp_i64_entry("x-relayq-headers-dropped", 1);
-        if (rq_retry_copy_props(src, add, nadd, entries, cap, &p) < 0) {
-            free(entries);
-            goto nomem;
-        }
-        fit = props_fit(w, &p);
-        if (fit < 0) {
-            free(entries);
-            goto nomem;
-        }
+        if (rq_retry_copy_props(src, add, nadd, entries, cap, p) < 0)
+            return -1;
+        fit = props_fit(w, p);
+    }
+    return fit;
+}
+
+/* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
+ * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
+ * basic.return), and records its delivery tag so that the commit waits for its confirm.
+ * A copy that cannot be encoded is a per-message failure, never the connection's: a retry
+ * copy goes to the DLQ instead, a DLQ copy without the original's headers
+ * (x-relayq-headers-dropped), and if even that does not fit the original is rejected (the
+ * broker dead-letters it). Out of memory requeues the original.
+ * Returns 0, or -1 on a connection error (logged). */
+static int publish_copy(rq_worker_t *w, size_t i)
+{
+    item_t *it = &w->items[i];
+    const amqp_basic_properties_t *orig = &it->env.message.properties;
+    amqp_basic_properties_t p;
+    amqp_table_entry_t *entries;
+    size_t cap =
+        (size_t)3 + ((orig->_flags & AMQP_BASIC_HEADERS_FLAG) && orig->headers.num_entries > 0
+                         ? (size_t)orig->headers.num_entries
+                         : 0);
+    char queue[300];
+    int rcode, fit;
+
+    entries = malloc(cap * sizeof(*entries));
+    if (entries == NULL)
+        goto nomem;
+    fit = build_copy(w, it, entries, cap, &p);
+    if (fit < 0) {
+        free(entries);
+        goto nomem;
     }
     if (!fit) {
         free(entries);
@@ -834,13 +868,8 @@ static int publish_copy(rq_worker_t *w, size_t i)
     rcode = rq_pubbuf_add(w->pub, COPY_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, &p,
                           it->env.message.body);
     free(entries);
-    if (rcode != AMQP_STATUS_OK) {
-        snprintf(text, sizeof(text), "publishing a copy to %s: %s", queue,
-                 amqp_error_string2(rcode));
-        rq_warn("broker connection lost: %s", text);
-        set_last_error(w, text);
-        return -1;
-    }
+    if (rcode != AMQP_STATUS_OK)
+        return conn_lost(w, "publishing a copy to %s: %s", queue, amqp_error_string2(rcode));
     w->copy_tags[w->ncopies] = ++w->pub_seq;
     w->copy_item[w->ncopies] = i;
     w->copy_done[w->ncopies] = 0;
@@ -897,9 +926,7 @@ static int wait_copies(rq_worker_t *w)
     }
     return 0;
 fail:
-    rq_warn("broker connection lost: %s", text);
-    set_last_error(w, text);
-    return -1;
+    return conn_lost(w, "%s", text);
 }
 
 /* Adds the frame of one settle operation to the commit's burst: basic.ack, or basic.nack
@@ -928,14 +955,10 @@ static int send_settle(rq_worker_t *w, const rq_settle_op_t *op)
 static int flush_burst(rq_worker_t *w)
 {
     int rc = rq_pubbuf_flush(w->pub);
-    char text[200];
 
     if (rc == AMQP_STATUS_OK)
         return 0;
-    snprintf(text, sizeof(text), "sending replies and acks: %s", amqp_error_string2(rc));
-    rq_warn("broker connection lost: %s", text);
-    set_last_error(w, text);
-    return -1;
+    return conn_lost(w, "sending replies and acks: %s", amqp_error_string2(rc));
 }
 
 /* 1 when item i was processed (its line goes to the output and its reply is sent). */
@@ -979,18 +1002,13 @@ static void account(rq_worker_t *w, size_t a, size_t b)
 
 static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop);
 
-/* Commits items [a, b): copies of failed deliveries (retry.h), output lines (one write +
- * sync), replies, the copies' confirms, then settlement. Returns 0, or -1 when the connection
- * failed or a copy was not confirmed (the caller drops the connection; unsettled deliveries
- * come back). */
-static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+/* commit() phase 1, copies: publishes (into the burst) the retry/DLQ copy of every failed or
+ * undecodable item of [a, b) and records it for commit_settle() to await its confirm. They go
+ * first so that the broker stores them while the output is written and synced. A copy that
+ * cannot be built changes its item's disp instead (publish_copy). Returns 0, or -1 on a
+ * connection error (logged). */
+static int commit_copies(rq_worker_t *w, size_t a, size_t b)
 {
-    size_t nok = 0;
-    size_t nreq = 0;
-    size_t nops;
-    int output_failed = 0;
-
-    /* Copies first: the broker stores them while the output is written and synced. */
     w->ncopies = w->copies_left = 0;
     for (size_t i = a; i < b; i++) {
         const item_t *it = &w->items[i];
@@ -998,11 +1016,19 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         if (it->disp == RQ_DISP_ACK && it->route != ROUTE_NONE && publish_copy(w, i) < 0)
             return -1;
     }
+    return 0;
+}
+
+/* Fills w->olines with the output lines of the processed items of [a, b), in order (the
+ * lines borrow the items' messages). Returns how many. */
+static size_t output_lines(rq_worker_t *w, size_t a, size_t b)
+{
+    size_t nok = 0;
 
     for (size_t i = a; i < b; i++) {
         const item_t *it = &w->items[i];
-
         rq_output_line_t *ol = &w->olines[nok];
+
         if (!processed(it))
             continue;
         memset(ol, 0, sizeof(*ol));
@@ -1023,55 +1049,66 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         }
         nok++;
     }
+    return nok;
+}
 
-    if (w->out != NULL && nok > 0) {
-        double pause = OUTPUT_ERROR_PAUSE;
-        int64_t wr;
+/* commit() phase 2, output: appends the lines of the processed items of [a, b) to the
+ * output file (one write and one sync; none without an output file or lines). A failed
+ * write (disk full, I/O error) is retried here with a pause doubling from
+ * OUTPUT_ERROR_PAUSE to OUTPUT_ERROR_PAUSE_MAX, the deliveries held unacked: requeueing them
+ * would count against the quorum queue's x-delivery-limit and send them to the DLQ while the
+ * disk is full. Only a stop (or a lost connection) gives them back to the broker.
+ * Returns 0 when written (or nothing to write), 1 when *stop ended the retries (the
+ * processed items are then set to be requeued), -1 on a connection error (logged). */
+static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+{
+    size_t nok = output_lines(w, a, b);
+    double pause = OUTPUT_ERROR_PAUSE;
+    int64_t wr, lines = 0;
 
-        /* A failed write (disk full, I/O error) is retried here with a growing pause, the
-         * deliveries held unacked: requeueing them would count against the quorum queue's
-         * x-delivery-limit and send them to the DLQ while the disk is full. Only a stop
-         * (or a lost connection) gives them back to the broker. */
-        for (;;) {
-            int64_t t0 = rq_mono_ns();
-            int r;
+    if (w->out == NULL || nok == 0)
+        return 0;
+    for (;;) {
+        int64_t t0 = rq_mono_ns();
+        int r;
 
-            wr = rq_output_append_batch(w->out, w->olines, nok);
-            rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
-            if (wr >= 0)
-                break;
-            rq_series_add(w->m.errors_output, (double)nok);
-            if (*stop) {
-                r = 1;
-            } else {
-                rq_error("cannot write %zu lines to %s: %s; trying again in %.0f s", nok,
-                         rq_output_path(w->out), strerror((int)-wr), pause);
-                r = wait_processing(w, pause, stop);
-            }
-            if (r < 0)
-                return -1;
-            if (r > 0) {
-                rq_error("stopping with %zu lines not written to %s: requeueing them", nok,
-                         rq_output_path(w->out));
-                for (size_t i = a; i < b; i++) {
-                    if (processed(&w->items[i]))
-                        w->items[i].disp = RQ_DISP_REQUEUE;
-                }
-                output_failed = 1;
-                break;
-            }
-            pause = pause * 2 > OUTPUT_ERROR_PAUSE_MAX ? OUTPUT_ERROR_PAUSE_MAX : pause * 2;
+        wr = rq_output_append_batch(w->out, w->olines, nok);
+        rq_series_observe(w->m.sync_duration, (double)(rq_mono_ns() - t0) / 1e9);
+        if (wr >= 0)
+            break;
+        rq_series_add(w->m.errors_output, (double)nok);
+        if (*stop) {
+            r = 1;
+        } else {
+            rq_error("cannot write %zu lines to %s: %s; trying again in %.0f s", nok,
+                     rq_output_path(w->out), strerror((int)-wr), pause);
+            r = wait_processing(w, pause, stop);
         }
-        if (wr >= 0) {
-            int64_t lines = 0;
-
-            for (size_t i = 0; i < nok; i++)
-                lines += w->olines[i].newlines;
-            rq_series_add(w->m.lines_written, (double)lines);
-            rq_series_add(w->m.duplicates, (double)(nok - (size_t)wr));
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            rq_error("stopping with %zu lines not written to %s: requeueing them", nok,
+                     rq_output_path(w->out));
+            for (size_t i = a; i < b; i++) {
+                if (processed(&w->items[i]))
+                    w->items[i].disp = RQ_DISP_REQUEUE;
+            }
+            return 1;
         }
+        pause = pause * 2 > OUTPUT_ERROR_PAUSE_MAX ? OUTPUT_ERROR_PAUSE_MAX : pause * 2;
     }
+    for (size_t i = 0; i < nok; i++)
+        lines += w->olines[i].newlines;
+    rq_series_add(w->m.lines_written, (double)lines);
+    rq_series_add(w->m.duplicates, (double)(nok - (size_t)wr));
+    return 0;
+}
 
+/* commit() phase 3, replies: adds to the burst the reply of every processed item of [a, b)
+ * that has a reply_to (none for a failed attempt, nor for a message requeued because the
+ * output could not be written). Returns 0, or -1 on a connection error (logged). */
+static int commit_replies(rq_worker_t *w, size_t a, size_t b)
+{
     for (size_t i = a; i < b; i++) {
         int r;
 
@@ -1083,6 +1120,18 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         if (r > 0)
             rq_series_inc(w->m.replies_sent);
     }
+    return 0;
+}
+
+/* commit() phase 4, settle: sends the burst and waits for the confirms of the copies (a
+ * nacked or returned copy's original is set to be requeued), then settles [a, b) by each
+ * item's disp with the fewest ack/nack/reject frames (settle.h), sends them, and counts
+ * and logs the batch (account). Returns 0, or -1 when the connection failed or a copy was
+ * not confirmed within CONFIRM_TIMEOUT_MS (logged; nothing of [a, b) is settled then). */
+static int commit_settle(rq_worker_t *w, size_t a, size_t b)
+{
+    size_t nreq = 0;
+    size_t nops;
 
     /* Copy confirmed, then ack: a crash anywhere up to here (consumer, connection or broker)
      * leaves the original unacked, so it comes back: a duplicate copy at worst, never a lost
@@ -1102,15 +1151,9 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     for (size_t k = 0; k < nops; k++) {
         int rc = send_settle(w, &w->ops[k]);
 
-        if (rc != AMQP_STATUS_OK) {
-            char text[200];
-
-            snprintf(text, sizeof(text), "sending %s: %s", rq_disp_name(w->ops[k].disp),
-                     amqp_error_string2(rc));
-            rq_warn("broker connection lost: %s", text);
-            set_last_error(w, text);
-            return -1;
-        }
+        if (rc != AMQP_STATUS_OK)
+            return conn_lost(w, "sending %s: %s", rq_disp_name(w->ops[k].disp),
+                             amqp_error_string2(rc));
     }
     if (flush_burst(w) < 0)
         return -1;
@@ -1120,7 +1163,24 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     rq_series_observe(w->m.batch_size, (double)(b - a));
     if (rq_log_enabled(RQ_LOG_DEBUG))
         rq_debug("batch settled: %zu deliveries, %zu frames, %zu requeued", b - a, nops, nreq);
-    if (output_failed)
+    return 0;
+}
+
+/* Commits items [a, b) in four phases: copies (commit_copies) → output (commit_output) →
+ * replies (commit_replies) → settle (commit_settle: the copies' confirms, then the
+ * settlement). After a batch whose output could not be written before a stop, pauses
+ * OUTPUT_ERROR_PAUSE (cut short by *stop). Returns 0, or -1 when the connection failed or a
+ * copy was not confirmed (the caller drops the connection; unsettled deliveries come back). */
+static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+{
+    int out;
+
+    if (commit_copies(w, a, b) < 0)
+        return -1;
+    out = commit_output(w, a, b, stop);
+    if (out < 0 || commit_replies(w, a, b) < 0 || commit_settle(w, a, b) < 0)
+        return -1;
+    if (out > 0)
         rq_sleep_interruptible(OUTPUT_ERROR_PAUSE, stop);
     return 0;
 }
@@ -1149,14 +1209,8 @@ static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop)
         beat.frame_type = AMQP_FRAME_HEARTBEAT;
         beat.channel = 0;
         rc = amqp_send_frame(w->conn, &beat);
-        if (rc != AMQP_STATUS_OK) {
-            char text[200];
-
-            snprintf(text, sizeof(text), "sending a heartbeat: %s", amqp_error_string2(rc));
-            rq_warn("broker connection lost: %s", text);
-            set_last_error(w, text);
-            return -1;
-        }
+        if (rc != AMQP_STATUS_OK)
+            return conn_lost(w, "sending a heartbeat: %s", amqp_error_string2(rc));
     }
 }
 

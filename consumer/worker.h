@@ -11,19 +11,24 @@
  *      aid fails a message). A failed attempt is retried through the delay queues, and
  *      after MAX_RETRIES retries dead-lettered; an undecodable message is dead-lettered at
  *      once (retry.h: attempt counter header, copies, reasons);
- *   3. commit: publish the copies of failed and undecodable deliveries (to
- *      <q>.retry.<attempt+1> or <q>.dlq); append the lines of the processed messages to
- *      OUTPUT_FILE with one write and one fdatasync; publish their replies (to reply_to,
- *      with the correlation_id; none for a failed attempt); wait for the broker to confirm
- *      the copies; then settle the batch (settle.h: ack/nack runs with `multiple`).
- * When the output cannot be written, the batch's processed messages are requeued instead of
- * acked (and the loop pauses for a second). A socket error, heartbeat timeout, channel or
- * connection close, or a cancelled consumer drops the connection (the unsettled batch is
- * redelivered by the broker) and reconnects with the shared exponential backoff with jitter
- * (rq_backoff_t in amqp_conn.h: 200 ms doubling to RQ_RECONNECT_MAX_MS), logging every
- * attempt; readiness is false while disconnected. The backoff applies after a dropped
- * connection too and is reset only once a connection stayed up 10 s, so a connection that
- * fails right after connecting never reconnects in a tight loop.
+ *   3. commit, in four phases: copies: publish the copies of failed and undecodable
+ *      deliveries (to <q>.retry.<attempt+1> or <q>.dlq); output: append the lines of the
+ *      processed messages to OUTPUT_FILE with one write and one fdatasync; replies: publish
+ *      their replies (to reply_to, with the correlation_id; none for a failed attempt);
+ *      settle: wait for the broker to confirm the copies, then settle the batch (settle.h:
+ *      ack/nack runs with `multiple`).
+ * When the output cannot be written (disk full, I/O error), the write is retried holding the
+ * batch: its deliveries stay unacked (not requeued, which would count against the quorum
+ * queue's x-delivery-limit and dead-letter them while the disk is full) and the write is
+ * tried again after a pause of 1 s doubling up to 30 s, sending heartbeats meanwhile. Only a
+ * stop (the processed messages are then requeued) or a lost connection ends the retries.
+ * A socket error, heartbeat timeout, channel or connection close, or a cancelled consumer
+ * drops the connection (the unsettled batch is redelivered by the broker) and reconnects
+ * with the shared exponential backoff with jitter (rq_backoff_t in amqp_conn.h: 200 ms
+ * doubling to RQ_RECONNECT_MAX_MS), logging every attempt; readiness is false while
+ * disconnected. The backoff applies after a dropped connection too and is reset only once
+ * a connection stayed up 10 s, so a connection that fails right after connecting never
+ * reconnects in a tight loop.
  * A per-message failure never drops the connection: an undecodable message (including one
  * whose reply could not be encoded, or an impossible tail range: message.h) is dead-lettered
  * with its reason and the rest of the batch acked; a copy that cannot be encoded is handled
@@ -51,7 +56,8 @@
  *
  * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
  * messages without processing_time are processed and acked (or retried / dead-lettered); a
- * processing_time wait is cut short and that message requeued — then basic.cancel, and the
+ * processing_time wait is cut short and that message requeued; an output write being retried
+ * is given up and the batch's processed messages requeued — then basic.cancel, and the
  * connection is closed.
  *
  * Threads: rq_worker_run() runs in one thread; rq_worker_ready() may be called from any
@@ -107,7 +113,8 @@ void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *a
 
 /* Runs the loop described above in the calling thread until *stop becomes non-zero (set it
  * from a signal handler or another thread). Broker failures are retried, never fatal; so is
- * an output file error (the messages are requeued). Returns 0 once stopped. */
+ * an output file error (the write is retried, the batch held unacked). Returns 0 once
+ * stopped. */
 int rq_worker_run(rq_worker_t *w, volatile int *stop);
 
 /* rq_ready_fn for the HTTP server: 1 when connected, topology declared and consuming; else 0
