@@ -15,10 +15,12 @@
  * Anything that breaks the in-order chain (a job failing after acceptance, an allocation
  * failure while filling a job) triggers a rewind: wait until nothing is in flight, drop the
  * uncommitted jobs, and read again from the committed offset (same message ids).
+ *
+ * The ring and the chunk builder are tail_jobs.c (pure); inotify, stat and the rotation and
+ * truncation verdicts are tail_watch.c. This file is the thread that acts on them.
  */
 #include "tailer.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,17 +31,17 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "tail_jobs.h"
 #include "tail_state.h"
+#include "tail_watch.h"
 #include "util.h"
 
 #define READ_CHUNK (256 * 1024)
 #define READ_BUDGET (8 * 1024 * 1024) /* bytes read per turn before looking at confirms */
-#define JOB_MAX_BYTES (1024 * 1024)   /* a job closes once its bodies reach this size */
 #define SAVE_EVERY_MS 100
 #define BACKOFF_MIN_MS 20
 #define BACKOFF_MAX_MS 1000
@@ -48,28 +50,7 @@
 _Static_assert(RQ_LINESPLIT_WINDOW == RQ_TAIL_BEFORE_BYTES,
                "the splitter's window is the hash-before-offset span");
 
-enum { JOB_FREE = 0, JOB_BUILDING, JOB_READY, JOB_SUBMITTED, JOB_SKIPPED }; /* state */
-enum { RES_PENDING = 0, RES_CONFIRMED, RES_FAILED };                        /* result */
-
 typedef enum { ACT_NONE = 0, ACT_SWITCH, ACT_RESTART } action_t;
-
-typedef struct tail_job {
-    rq_pub_job_t job;
-    rq_pub_msg_t *msgs;
-    size_t *body_off, *id_off; /* arena offsets while building (the arena may move) */
-    size_t n, cap;             /* messages (chunks) */
-    size_t nrec;               /* records (lines, pieces) in the messages */
-    int chunk_open;            /* the last message is a chunk that may still grow */
-    char *arena;
-    size_t arena_len, arena_cap;
-    int64_t start, end; /* stream offsets covered: [start, end) */
-    unsigned char before[W];
-    size_t before_len; /* the stream bytes just before `end` */
-    char file_id[RQ_TAIL_FILE_ID_MAX];
-    int state;  /* JOB_*: the tail thread's only */
-    int result; /* RES_*: under t->lock (written by the done callback) */
-    struct rq_tailer *t;
-} tail_job_t;
 
 struct rq_tailer {
     rq_tail_opts_t o;
@@ -88,11 +69,10 @@ struct rq_tailer {
     rq_tail_stats_t stats;
 
     /* ---- tail thread only ---- */
-    int in_fd, dir_wd, file_wd;
-    int64_t last_dir_watch_ms;
+    rq_tail_watch_t *watch;
     rq_linesplit_t *ls;
-    tail_job_t *jobs;
-    int njobs, head, count, inflight;
+    rq_tail_jobs_t *jobs;
+    int inflight; /* submitted jobs not yet done */
     int rewind;
 
     /* the open file and its generation */
@@ -130,23 +110,6 @@ struct rq_tailer {
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static ssize_t pread_all(int fd, void *buf, size_t n, int64_t off)
-{
-    size_t got = 0;
-
-    while (got < n) {
-        ssize_t r = pread(fd, (char *)buf + got, n - got, (off_t)(off + (int64_t)got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    return (ssize_t)got;
-}
-
 static void wake(rq_tailer_t *t)
 {
     uint64_t one = 1;
@@ -155,33 +118,14 @@ static void wake(rq_tailer_t *t)
         rq_warn("tailer: eventfd write: %s", strerror(errno));
 }
 
-static tail_job_t *job_at(rq_tailer_t *t, int i)
-{
-    return &t->jobs[(t->head + i) % t->njobs];
-}
-
-static void job_reset(tail_job_t *j)
-{
-    j->n = 0;
-    j->nrec = 0;
-    j->chunk_open = 0;
-    j->arena_len = 0;
-    j->state = JOB_FREE;
-    if (j->arena_cap > 4 * JOB_MAX_BYTES) {
-        free(j->arena);
-        j->arena = NULL;
-        j->arena_cap = 0;
-    }
-}
-
 /* Called by the publisher (any thread), exactly once per accepted job. */
 static void on_job_done(rq_pub_job_t *job, void *arg)
 {
-    tail_job_t *j = arg;
-    rq_tailer_t *t = j->t;
+    rq_tail_job_t *j = arg;
+    rq_tailer_t *t = j->owner;
 
     pthread_mutex_lock(&t->lock);
-    j->result = job->status == RQ_JOB_CONFIRMED ? RES_CONFIRMED : RES_FAILED;
+    j->result = job->status == RQ_JOB_CONFIRMED ? RQ_TJ_CONFIRMED : RQ_TJ_FAILED;
     pthread_mutex_unlock(&t->lock);
     wake(t);
 }
@@ -217,36 +161,6 @@ static void save_now(rq_tailer_t *t)
 
 /* ---- the file -------------------------------------------------------------------------- */
 
-static void watch_file(rq_tailer_t *t)
-{
-    char proc[64];
-
-    const uint32_t mask = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
-    int wd;
-
-    if (t->in_fd < 0)
-        return;
-    /* Through /proc the watch lands on the open file even if the path moved meanwhile. */
-    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
-    wd = inotify_add_watch(t->in_fd, proc, mask);
-    if (wd < 0)
-        wd = inotify_add_watch(t->in_fd, t->path, mask);
-    /* The same inode keeps its watch descriptor; drop the old watch only if it differs. */
-    if (t->file_wd >= 0 && t->file_wd != wd)
-        inotify_rm_watch(t->in_fd, t->file_wd);
-    t->file_wd = wd;
-}
-
-static void watch_dir(rq_tailer_t *t, int64_t now)
-{
-    if (t->in_fd < 0 || t->dir_wd >= 0 || now - t->last_dir_watch_ms < t->o.poll_ms)
-        return;
-    t->last_dir_watch_ms = now;
-    t->dir_wd = inotify_add_watch(t->in_fd, t->dir,
-                                  IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_ATTRIB |
-                                      IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR);
-}
-
 /* Makes fd (`name`, for logs) the file being read, from `offset`, as generation `file_id`
  * (NULL: a new one). Saves the position before any line of it is handed out. */
 static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_tail_ident_t *id,
@@ -254,7 +168,7 @@ static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_
 {
     unsigned char before[W];
     size_t blen = offset < W ? (size_t)offset : W;
-    ssize_t n = blen ? pread_all(fd, before, blen, offset - (int64_t)blen) : 0;
+    ssize_t n = blen ? rq_tail_pread_all(fd, before, blen, offset - (int64_t)blen) : 0;
 
     if (n < 0 || (size_t)n != blen)
         n = 0; /* cannot happen for a verified offset; a shorter hash is still valid */
@@ -281,7 +195,7 @@ static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_
     t->action = ACT_NONE;
     t->flush_pending = 0;
     t->waiting_logged = 0;
-    watch_file(t);
+    rq_tail_watch_file(t->watch, t->fd, t->path);
     save_now(t);
     pthread_mutex_lock(&t->lock);
     snprintf(t->stats.file_id, sizeof(t->stats.file_id), "%s", t->file_id);
@@ -300,38 +214,6 @@ static void count_rotation(rq_tailer_t *t)
     pthread_mutex_unlock(&t->lock);
 }
 
-/* Looks in the input's folder for the file of the saved state (renamed by a rotation while
- * the producer was down). Returns an fd verified to hold the saved position, or -1. */
-static int find_rotated(rq_tailer_t *t, char *name, size_t namelen)
-{
-    DIR *d = opendir(t->dir);
-    struct dirent *e;
-    int fd = -1;
-
-    if (d == NULL)
-        return -1;
-    while ((e = readdir(d)) != NULL) {
-        struct stat sb;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
-            continue;
-        if ((uint64_t)sb.st_dev != t->loaded.ident.dev ||
-            (uint64_t)sb.st_ino != t->loaded.ident.ino)
-            continue;
-        fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-        if (fd >= 0 && rq_tail_state_verify(&t->loaded, fd, NULL, 0) != RQ_TAIL_SAME) {
-            close(fd);
-            fd = -1;
-        }
-        if (fd >= 0)
-            snprintf(name, namelen, "%s", e->d_name);
-        break;
-    }
-    closedir(d);
-    return fd;
-}
-
 /* First file of this process with a saved state: resume in the rotated file if it is still
  * in the folder. Returns 1 when resumed there. */
 static int resume_rotated(rq_tailer_t *t)
@@ -339,7 +221,7 @@ static int resume_rotated(rq_tailer_t *t)
     char name[256], full[600];
     rq_tail_ident_t id;
     unsigned char head[RQ_TAIL_FP_BYTES];
-    int fd = find_rotated(t, name, sizeof(name));
+    int fd = rq_tail_watch_find(t->dir, &t->loaded, name, sizeof(name));
 
     if (fd < 0)
         return 0;
@@ -422,138 +304,19 @@ static void open_path(rq_tailer_t *t)
 /* ---- jobs ------------------------------------------------------------------------------ */
 
 /* The job being filled, or a fresh one; NULL when the ring is full. */
-static tail_job_t *building_job(rq_tailer_t *t)
+static rq_tail_job_t *building_job(rq_tailer_t *t)
 {
-    tail_job_t *j;
-
-    if (t->count > 0) {
-        j = job_at(t, t->count - 1);
-        if (j->state == JOB_BUILDING)
-            return j;
-    }
-    if (t->count == t->njobs)
-        return NULL;
-    j = job_at(t, t->count);
-    t->count++;
-    j->state = JOB_BUILDING;
-    j->n = 0;
-    j->nrec = 0;
-    j->chunk_open = 0;
-    j->arena_len = 0;
-    j->start = j->end = rq_linesplit_offset(t->ls);
-    snprintf(j->file_id, sizeof(j->file_id), "%s", t->file_id);
-    return j;
+    return rq_tail_jobs_building(t->jobs, rq_linesplit_offset(t->ls), t->file_id);
 }
 
-/* Room for `need` more arena bytes plus the message id written when the chunk closes.
- * Returns 0, or -1 on allocation failure (j unchanged). */
-static int arena_reserve(tail_job_t *j, size_t need)
+/* Adds a record to j (see rq_tail_jobs_add) and counts it. Returns 0, or -1 on allocation
+ * failure (nothing of the record added). */
+static int add_record(rq_tailer_t *t, rq_tail_job_t *j, const rq_line_t *line)
 {
-    size_t ncap;
-    char *na;
+    int r = rq_tail_jobs_add(t->jobs, j, line);
 
-    need += RQ_TAIL_FILE_ID_MAX + 24;
-    if (j->arena_cap - j->arena_len >= need)
-        return 0;
-    ncap = j->arena_cap * 2;
-    if (ncap < j->arena_len + need)
-        ncap = j->arena_len + need;
-    if (ncap < 64 * 1024)
-        ncap = 64 * 1024;
-    na = realloc(j->arena, ncap);
-    if (na == NULL)
-        return -1;
-    j->arena = na;
-    j->arena_cap = ncap;
-    return 0;
-}
-
-/* Room for one more message. Returns 0, or -1 on allocation failure (j unchanged). */
-static int msg_reserve(rq_tailer_t *t, tail_job_t *j)
-{
-    size_t ncap = j->cap ? j->cap * 2 : 64;
-    rq_pub_msg_t *nm;
-    size_t *nb, *ni;
-
-    if (j->n < j->cap)
-        return 0;
-    /* a job holds at most batch_lines records, so at most that many messages */
-    if (ncap > (size_t)t->o.batch_lines)
-        ncap = (size_t)t->o.batch_lines;
-    if (ncap <= j->cap)
-        ncap = j->cap + 1; /* a partial line flushed into a full job */
-    nm = realloc(j->msgs, ncap * sizeof(*nm));
-    if (nm == NULL)
-        return -1;
-    j->msgs = nm;
-    nb = realloc(j->body_off, ncap * sizeof(*nb));
-    if (nb == NULL)
-        return -1;
-    j->body_off = nb;
-    ni = realloc(j->id_off, ncap * sizeof(*ni));
-    if (ni == NULL)
-        return -1;
-    j->id_off = ni;
-    j->cap = ncap;
-    return 0;
-}
-
-/* Writes the id "<file id>:<offset>" of the last message after its body (room reserved). */
-static void close_chunk(tail_job_t *j)
-{
-    int n;
-
-    if (!j->chunk_open)
-        return;
-    j->id_off[j->n - 1] = j->arena_len;
-    n = snprintf(j->arena + j->arena_len, j->arena_cap - j->arena_len, "%s:%" PRId64, j->file_id,
-                 j->msgs[j->n - 1].offset);
-    j->arena_len += (size_t)n + 1;
-    j->chunk_open = 0;
-}
-
-/* Adds a record to j: to the open chunk while it stays within chunk_bytes, else as the first
- * record of a new chunk. A skipped line ends the chunk (the gap is never sent); a partial line
- * (rq_linesplit_flush) travels alone as a one-line message without '\n' (the consumer ends
- * it with one). Returns 0, or -1 on allocation failure (nothing of the record added). */
-static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
-{
-    int chunk = line->kind != RQ_LINE_PARTIAL;
-    size_t rb = line->len + (chunk && line->newline ? 1 : 0);
-    rq_pub_msg_t *m;
-
-    if (line->kind == RQ_LINE_SKIPPED) {
-        close_chunk(j);
-        j->end = line->end;
-        return 0;
-    }
-    m = j->n > 0 ? &j->msgs[j->n - 1] : NULL;
-    if (chunk && j->chunk_open && m->body_len + rb <= t->o.chunk_bytes &&
-        m->end_offset == line->offset) {
-        if (arena_reserve(j, rb) != 0)
-            return -1;
-    } else {
-        close_chunk(j);
-        if (msg_reserve(t, j) != 0 || arena_reserve(j, rb) != 0)
-            return -1;
-        m = &j->msgs[j->n++];
-        memset(m, 0, sizeof(*m));
-        j->body_off[j->n - 1] = j->arena_len;
-        m->offset = line->offset;
-        m->chunk = chunk;
-        j->chunk_open = 1; /* a partial line's id is written at once, below */
-    }
-    memcpy(j->arena + j->arena_len, line->data, line->len);
-    j->arena_len += line->len;
-    if (rb > line->len)
-        j->arena[j->arena_len++] = '\n';
-    m->body_len += rb;
-    m->end_offset = line->end; /* x-end: the consumer indexes [offset, end) */
-    m->lines += chunk && line->newline;
-    if (!chunk)
-        close_chunk(j);
-    j->nrec++;
-    j->end = line->end;
+    if (r <= 0)
+        return r;
     rq_series_inc(t->m_read);
     pthread_mutex_lock(&t->lock);
     t->stats.lines_read++;
@@ -563,43 +326,21 @@ static int add_record(rq_tailer_t *t, tail_job_t *j, const rq_line_t *line)
 
 /* Closes the BUILDING job j: READY to submit, CONFIRMED when it holds only skipped lines,
  * or dropped when it covers nothing. */
-static void close_job(rq_tailer_t *t, tail_job_t *j)
+static void close_job(rq_tailer_t *t, rq_tail_job_t *j)
 {
     int64_t now = rq_wall_ms();
+    unsigned char before[W];
+    size_t before_len = rq_linesplit_window(t->ls, before);
 
-    close_chunk(j);
-    j->before_len = rq_linesplit_window(t->ls, j->before);
-    if (j->n == 0) {
-        if (j->end == j->start) {
-            job_reset(j);
-            t->count--;
-        } else {
-            j->state = JOB_SKIPPED;
-        }
-        return;
-    }
-    for (size_t i = 0; i < j->n; i++) {
-        rq_pub_msg_t *m = &j->msgs[i];
-        m->body = j->arena + j->body_off[i];
-        m->message_id = j->arena + j->id_off[i];
-        m->content_type = "application/octet-stream";
-        m->published_ms = now;
-        m->source = "tail";
-        m->file_id = j->file_id;
-    }
-    memset(&j->job, 0, sizeof(j->job));
-    j->job.msgs = j->msgs;
-    j->job.n = j->n;
-    j->job.retry_forever = 1;
-    j->job.done = on_job_done;
-    j->job.done_arg = j;
-    j->state = JOB_READY;
+    rq_tail_jobs_close(t->jobs, j, before, before_len, now);
 }
 
 static void close_building(rq_tailer_t *t)
 {
-    if (t->count > 0 && job_at(t, t->count - 1)->state == JOB_BUILDING)
-        close_job(t, job_at(t, t->count - 1));
+    int count = rq_tail_jobs_count(t->jobs);
+
+    if (count > 0 && rq_tail_jobs_at(t->jobs, count - 1)->state == RQ_TJ_BUILDING)
+        close_job(t, rq_tail_jobs_at(t->jobs, count - 1));
 }
 
 /* Adds the overlong lines the splitter recognised since the last call to the metric. */
@@ -621,17 +362,15 @@ static void count_overlong(rq_tailer_t *t)
 static int extract(rq_tailer_t *t)
 {
     for (;;) {
-        tail_job_t *j = building_job(t);
+        rq_tail_job_t *j = building_job(t);
         rq_line_t line;
 
         if (j == NULL)
             return 1;
         count_overlong(t);
         if (!rq_linesplit_next(t->ls, &line)) {
-            if (j->n == 0 && j->end == j->start) {
-                job_reset(j);
-                t->count--;
-            }
+            if (j->n == 0 && j->end == j->start)
+                rq_tail_jobs_pop_back(t->jobs);
             break;
         }
         if (add_record(t, j, &line) != 0) {
@@ -639,7 +378,7 @@ static int extract(rq_tailer_t *t)
             t->rewind = 1;
             return 1;
         }
-        if (j->nrec >= (size_t)t->o.batch_lines || j->arena_len >= JOB_MAX_BYTES)
+        if (rq_tail_jobs_full(t->jobs, j))
             close_job(t, j);
     }
     count_overlong(t);
@@ -650,7 +389,7 @@ static int extract(rq_tailer_t *t)
  * or 1 when the ring is full (try again later). */
 static int flush_partial(rq_tailer_t *t)
 {
-    tail_job_t *j;
+    rq_tail_job_t *j;
     rq_line_t line;
 
     if (extract(t) != 0)
@@ -739,38 +478,22 @@ static void truncated(rq_tailer_t *t, const char *why)
     t->flush_pending = 1;
 }
 
-/* Looks for truncation of the open file and for another file at the path. */
+/* Acts on the verdict about the open file: truncated or rewritten, rotated away, or still
+ * at the path. */
 static void check_file(rq_tailer_t *t, int64_t now)
 {
-    unsigned char buf[RQ_TAIL_FP_BYTES > W ? RQ_TAIL_FP_BYTES : W];
-    struct stat sb, ps;
-    int have_sb, exists;
-    ssize_t n;
+    rq_tail_reading_t r = {t->fd,       t->path,      &t->ident,       t->head_bytes,
+                           t->read_pos, t->last_read, t->last_read_len};
+    rq_tail_verdict_t v;
 
-    have_sb = fstat(t->fd, &sb) == 0;
-    if (have_sb) {
-        t->file_size = (int64_t)sb.st_size;
-        if (t->file_size < t->read_pos) {
-            truncated(t, "was truncated");
-            return;
-        }
+    rq_tail_watch_check(&r, &v);
+    if (v.have_size)
+        t->file_size = v.size;
+    if (v.kind == RQ_TAIL_TRUNCATED) {
+        truncated(t, v.why);
+        return;
     }
-    if (t->last_read_len > 0) {
-        n = pread_all(t->fd, buf, t->last_read_len, t->read_pos - (int64_t)t->last_read_len);
-        if (n >= 0 && ((size_t)n != t->last_read_len || memcmp(buf, t->last_read, (size_t)n))) {
-            truncated(t, "was rewritten before the read position (copytruncate?)");
-            return;
-        }
-    }
-    if (t->ident.fp_len > 0) {
-        n = pread_all(t->fd, buf, t->ident.fp_len, 0);
-        if (n >= 0 && ((size_t)n != t->ident.fp_len || memcmp(buf, t->head_bytes, (size_t)n))) {
-            truncated(t, "had its first bytes rewritten (copytruncate?)");
-            return;
-        }
-    }
-    exists = stat(t->path, &ps) == 0;
-    if (exists && (uint64_t)ps.st_dev == t->ident.dev && (uint64_t)ps.st_ino == t->ident.ino) {
+    if (v.kind == RQ_TAIL_AT_PATH) {
         t->rotated = 0; /* (again) the file at the path: nothing to switch to */
         t->rotated_ms = 0;
         return;
@@ -780,33 +503,33 @@ static void check_file(rq_tailer_t *t, int64_t now)
         t->rotated_ms = 0;
         count_rotation(t);
         rq_info("tailer: %s was %s; reading the old file to its end", t->path,
-                exists ? "rotated" : "renamed or deleted");
+                v.path_exists ? "rotated" : "renamed or deleted");
     }
     /* The old file is left rotate_wait after another file appears at the path, or after it
      * is deleted; renamed away with nothing new at the path yet, it is still the file to
      * read (late writes keep coming to it). */
-    if (t->rotated_ms == 0 && (exists || (have_sb && sb.st_nlink == 0)))
+    if (t->rotated_ms == 0 && (v.path_exists || v.unlinked))
         t->rotated_ms = now;
 }
 
 /* Submits the READY jobs in order until one is refused. */
 static void submit_ready(rq_tailer_t *t, int64_t now)
 {
-    for (int i = 0; i < t->count; i++) {
-        tail_job_t *j = job_at(t, i);
+    for (int i = 0; i < rq_tail_jobs_count(t->jobs); i++) {
+        rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, i);
 
-        if (j->state == JOB_BUILDING)
+        if (j->state == RQ_TJ_BUILDING)
             return;
-        if (j->state != JOB_READY)
+        if (j->state != RQ_TJ_READY)
             continue;
         if (now < t->retry_at_ms || t->inflight >= t->o.max_inflight)
             return;
-        j->state = JOB_SUBMITTED;
+        j->state = RQ_TJ_SUBMITTED;
         pthread_mutex_lock(&t->lock);
-        j->result = RES_PENDING; /* before submit: done may run before it returns */
+        j->result = RQ_TJ_PENDING; /* before submit: done may run before it returns */
         pthread_mutex_unlock(&t->lock);
         if (t->submit(t->submit_arg, &j->job) != 0) {
-            j->state = JOB_READY;
+            j->state = RQ_TJ_READY;
             t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : BACKOFF_MIN_MS;
             if (t->backoff_ms > BACKOFF_MAX_MS)
                 t->backoff_ms = BACKOFF_MAX_MS;
@@ -843,25 +566,24 @@ static void collect(rq_tailer_t *t)
     if (read(t->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
         rq_warn("tailer: eventfd read: %s", strerror(errno));
     pthread_mutex_lock(&t->lock);
-    while (t->count > 0 &&
-           (job_at(t, 0)->state == JOB_SKIPPED ||
-            (job_at(t, 0)->state == JOB_SUBMITTED && job_at(t, 0)->result == RES_CONFIRMED))) {
-        tail_job_t *j = job_at(t, 0);
+    while (rq_tail_jobs_count(t->jobs) > 0) {
+        rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, 0);
+        if (j->state != RQ_TJ_SKIPPED &&
+            (j->state != RQ_TJ_SUBMITTED || j->result != RQ_TJ_CONFIRMED))
+            break;
         t->committed = j->end;
         memcpy(t->committed_before, j->before, j->before_len);
         t->committed_before_len = j->before_len;
         confirmed += j->nrec;
-        job_reset(j);
-        t->head = (t->head + 1) % t->njobs;
-        t->count--;
+        rq_tail_jobs_pop_front(t->jobs);
         t->dirty = 1;
     }
-    for (int i = 0; i < t->count; i++) {
-        tail_job_t *j = job_at(t, i);
-        if (j->state != JOB_SUBMITTED)
+    for (int i = 0; i < rq_tail_jobs_count(t->jobs); i++) {
+        rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, i);
+        if (j->state != RQ_TJ_SUBMITTED)
             continue;
-        failed |= j->result == RES_FAILED;
-        inflight += j->result == RES_PENDING;
+        failed |= j->result == RQ_TJ_FAILED;
+        inflight += j->result == RQ_TJ_PENDING;
     }
     t->stats.lines_confirmed += confirmed;
     t->stats.committed = t->committed;
@@ -882,11 +604,7 @@ static void collect(rq_tailer_t *t)
  * in flight. */
 static void do_rewind(rq_tailer_t *t)
 {
-    while (t->count > 0) {
-        job_reset(job_at(t, t->count - 1));
-        t->count--;
-    }
-    t->head = 0;
+    rq_tail_jobs_clear(t->jobs);
     if (t->fd >= 0) {
         if (lseek(t->fd, (off_t)t->committed, SEEK_SET) < 0)
             rq_warn("tailer: lseek: %s", strerror(errno));
@@ -924,34 +642,11 @@ static void do_action(rq_tailer_t *t)
     t->action = ACT_NONE;
     t->rotated = 0;
     t->file_size = 0;
-    if (t->in_fd >= 0 && t->file_wd >= 0)
-        inotify_rm_watch(t->in_fd, t->file_wd);
-    t->file_wd = -1;
+    rq_tail_watch_unwatch_file(t->watch);
     pthread_mutex_lock(&t->lock);
     t->stats.following = 0;
     pthread_mutex_unlock(&t->lock);
     open_path(t);
-}
-
-static void drain_inotify(rq_tailer_t *t)
-{
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-
-    for (;;) {
-        ssize_t n = read(t->in_fd, buf, sizeof(buf));
-        if (n <= 0)
-            return;
-        for (char *p = buf; p < buf + n;) {
-            struct inotify_event *ev = (struct inotify_event *)(void *)p;
-            if (ev->mask & IN_IGNORED) {
-                if (ev->wd == t->dir_wd)
-                    t->dir_wd = -1;
-                if (ev->wd == t->file_wd)
-                    t->file_wd = -1;
-            }
-            p += sizeof(*ev) + ev->len;
-        }
-    }
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -975,7 +670,7 @@ static void *tail_main(void *arg)
         pthread_mutex_unlock(&t->lock);
         if (stop)
             break;
-        watch_dir(t, now);
+        rq_tail_watch_dir(t->watch, now);
         if (t->rewind && t->inflight == 0)
             do_rewind(t);
         if (t->fd < 0 && !t->rewind)
@@ -985,7 +680,7 @@ static void *tail_main(void *arg)
                 close_building(t);
                 t->flush_pending = 0;
             }
-            if (t->action != ACT_NONE && !t->flush_pending && t->count == 0)
+            if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
                 do_action(t);
             if (t->fd >= 0 && t->action == ACT_NONE) {
                 check_file(t, now);
@@ -1017,10 +712,10 @@ static void *tail_main(void *arg)
         timeout = t->o.poll_ms;
         if (t->fd >= 0 && !t->eof && !t->blocked && !t->rewind && t->action == ACT_NONE)
             timeout = 0;
-        if (t->action != ACT_NONE && !t->flush_pending && t->count == 0)
+        if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
             timeout = 0;
-        for (int i = 0; i < t->count; i++)
-            ready |= job_at(t, i)->state == JOB_READY;
+        for (int i = 0; i < rq_tail_jobs_count(t->jobs); i++)
+            ready |= rq_tail_jobs_at(t->jobs, i)->state == RQ_TJ_READY;
         if (ready && t->inflight < t->o.max_inflight) /* else a completion wakes us */
             timeout = min64(timeout, t->retry_at_ms - now);
         if (t->dirty)
@@ -1031,22 +726,21 @@ static void *tail_main(void *arg)
             timeout = 0;
         pf[0].fd = t->wake_fd;
         pf[0].events = POLLIN;
-        if (t->in_fd >= 0) {
-            pf[1].fd = t->in_fd;
+        if (rq_tail_watch_fd(t->watch) >= 0) {
+            pf[1].fd = rq_tail_watch_fd(t->watch);
             pf[1].events = POLLIN;
             nfds = 2;
         }
         if (poll(pf, (nfds_t)nfds, (int)timeout) > 0 && nfds == 2 && (pf[1].revents & POLLIN))
-            drain_inotify(t);
+            rq_tail_watch_drain(t->watch);
     }
 
     /* Stop: lines not yet accepted are dropped (read again next time); wait for the rest. */
-    while (t->count > 0) {
-        tail_job_t *j = job_at(t, t->count - 1);
-        if (j->state != JOB_BUILDING && j->state != JOB_READY)
+    while (rq_tail_jobs_count(t->jobs) > 0) {
+        rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, rq_tail_jobs_count(t->jobs) - 1);
+        if (j->state != RQ_TJ_BUILDING && j->state != RQ_TJ_READY)
             break;
-        job_reset(j);
-        t->count--;
+        rq_tail_jobs_pop_back(t->jobs);
     }
     pthread_mutex_lock(&t->lock);
     deadline = t->stop_deadline_ms;
@@ -1151,13 +845,13 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
         return NULL;
     }
     t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        goto oom;
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
     pthread_mutex_init(&t->lock, NULL);
     t->o = *o;
-    t->fd = t->in_fd = t->wake_fd = t->lock_fd = -1;
-    t->dir_wd = t->file_wd = -1;
-    t->last_dir_watch_ms = -1000000;
+    t->fd = t->wake_fd = t->lock_fd = -1;
     t->first_open = 1;
     t->submit = submit;
     t->submit_arg = submit_arg;
@@ -1167,18 +861,18 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
     t->dir = slash == NULL      ? strdup(".")
              : slash == o->path ? strdup("/")
                                 : strndup(o->path, (size_t)(slash - o->path));
-    t->njobs = o->max_inflight + 1;
-    t->jobs = calloc((size_t)t->njobs, sizeof(*t->jobs));
-    t->ls = rq_linesplit_new(o->max_line, o->overlong);
-    if (t->path == NULL || t->state_dir == NULL || t->dir == NULL || t->jobs == NULL ||
-        t->ls == NULL)
-        goto oom;
-    t->o.path = t->path;
-    t->o.state_dir = t->state_dir;
     if (t->o.chunk_bytes == 0)
         t->o.chunk_bytes = RQ_TAIL_CHUNK_BYTES_DEFAULT;
-    for (int i = 0; i < t->njobs; i++)
-        t->jobs[i].t = t;
+    t->jobs =
+        rq_tail_jobs_new(o->max_inflight + 1, o->batch_lines, t->o.chunk_bytes, on_job_done, t);
+    t->ls = rq_linesplit_new(o->max_line, o->overlong);
+    if (t->path == NULL || t->state_dir == NULL || t->dir == NULL || t->jobs == NULL ||
+        t->ls == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
+    }
+    t->o.path = t->path;
+    t->o.state_dir = t->state_dir;
 
     if (make_dirs(t->state_dir) != 0) {
         snprintf(err, errlen, "TAIL_STATE_DIR %s: %s", t->state_dir, strerror(errno));
@@ -1223,11 +917,10 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto err;
     }
-    if (o->use_inotify) {
-        t->in_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-        if (t->in_fd < 0)
-            rq_warn("tailer: inotify unavailable (%s); polling every %d ms", strerror(errno),
-                    o->poll_ms);
+    t->watch = rq_tail_watch_new(t->dir, o->use_inotify, o->poll_ms);
+    if (t->watch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto err;
     }
     register_metrics(t, metrics);
     if (pthread_create(&t->thread, NULL, tail_main, t) != 0) {
@@ -1237,8 +930,6 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
     t->started = 1;
     return t;
 
-oom:
-    snprintf(err, errlen, "out of memory");
 err:
     rq_tailer_free(t);
     return NULL;
@@ -1262,18 +953,11 @@ void rq_tailer_free(rq_tailer_t *t)
     if (t == NULL)
         return;
     rq_tailer_stop(t, 0);
-    for (int i = 0; t->jobs != NULL && i < t->njobs; i++) {
-        free(t->jobs[i].msgs);
-        free(t->jobs[i].body_off);
-        free(t->jobs[i].id_off);
-        free(t->jobs[i].arena);
-    }
-    free(t->jobs);
+    rq_tail_jobs_free(t->jobs);
     rq_linesplit_free(t->ls);
     if (t->fd >= 0)
         close(t->fd);
-    if (t->in_fd >= 0)
-        close(t->in_fd);
+    rq_tail_watch_free(t->watch);
     if (t->wake_fd >= 0)
         close(t->wake_fd);
     if (t->lock_fd >= 0)
