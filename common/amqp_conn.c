@@ -14,16 +14,29 @@
 #include <time.h>
 #include <unistd.h>
 
+void rq_backoff_init(rq_backoff_t *b, int min_ms, int max_ms, int jitter)
+{
+    memset(b, 0, sizeof(*b));
+    b->min_ms = min_ms;
+    b->max_ms = max_ms;
+    b->no_jitter = !jitter;
+}
+
 int rq_backoff_next(rq_backoff_t *b)
 {
+    int min_ms = b->min_ms > 0 ? b->min_ms : RQ_RECONNECT_MIN_MS;
+    int max_ms = b->max_ms > 0 ? b->max_ms : RQ_RECONNECT_MAX_MS;
+
+    b->cur_ms = b->cur_ms == 0 ? min_ms : b->cur_ms * 2;
+    if (b->cur_ms > max_ms)
+        b->cur_ms = max_ms;
+    if (b->no_jitter)
+        return b->cur_ms;
     if (b->rng == 0)
         b->rng = (((uint64_t)time(NULL) * 2654435761u) ^ ((uint64_t)getpid() << 32)) | 1;
     b->rng ^= b->rng << 13;
     b->rng ^= b->rng >> 7;
     b->rng ^= b->rng << 17;
-    b->cur_ms = b->cur_ms == 0 ? RQ_RECONNECT_MIN_MS : b->cur_ms * 2;
-    if (b->cur_ms > RQ_RECONNECT_MAX_MS)
-        b->cur_ms = RQ_RECONNECT_MAX_MS;
     return b->cur_ms / 2 + (int)(b->rng % (uint64_t)(b->cur_ms / 2 + 1));
 }
 

@@ -33,21 +33,29 @@
 #define RQ_HDR_UID "x-relayq-uid"
 #define RQ_QUORUM_DELIVERY_LIMIT 20
 
-/* Reconnect backoff shared by both services: exponential from RQ_RECONNECT_MIN_MS, doubling
- * up to RQ_RECONNECT_MAX_MS, each delay drawn from its upper half (jitter keeps many clients
- * from reconnecting in step after a broker restart). The cap is low so that a service is
- * ready again within seconds of the broker's return. Not thread-safe (one per loop). */
+/* The one doubling backoff: the base starts at min_ms and doubles after every failure up to
+ * max_ms. With jitter each delay is drawn from the base's upper half [base/2, base] (many
+ * clients do not retry in step after a broker restart); without, the delay is the base.
+ * Reconnects (both services) use RQ_RECONNECT_MIN_MS..RQ_RECONNECT_MAX_MS with jitter: the cap
+ * is low so that a service is ready again within seconds of the broker's return. A zeroed
+ * rq_backoff_t is that reconnect backoff. Not thread-safe (one per loop). */
 #define RQ_RECONNECT_MIN_MS 200
 #define RQ_RECONNECT_MAX_MS 2000
 typedef struct rq_backoff {
-    int cur_ms;   /* 0 before the first failure */
-    uint64_t rng; /* xorshift state; seeded on first use */
+    int min_ms, max_ms; /* 0, 0: RQ_RECONNECT_MIN_MS, RQ_RECONNECT_MAX_MS */
+    int no_jitter;      /* 0: jitter (the zeroed default) */
+    int cur_ms;         /* 0 before the first failure */
+    uint64_t rng;       /* xorshift state; seeded on first use */
 } rq_backoff_t;
+
+/* Sets b up (no failures yet) to double from min_ms to max_ms (1 <= min_ms <= max_ms, both
+ * below INT_MAX / 2), with or without jitter. The struct is the caller's; nothing to free. */
+void rq_backoff_init(rq_backoff_t *b, int min_ms, int max_ms, int jitter);
 
 /* Returns the delay in ms before the next attempt, and doubles the base for the next. */
 int rq_backoff_next(rq_backoff_t *b);
 
-/* Forgets past failures (call after a successful connection). */
+/* Forgets past failures (call after a successful attempt); keeps min, max and jitter. */
 void rq_backoff_reset(rq_backoff_t *b);
 
 /* Opens a TCP connection to cfg->host:port (TLS when cfg->tls: AMQPS with TLS 1.2+, the CA

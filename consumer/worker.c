@@ -19,9 +19,9 @@
 #include "settle.h"
 #include "util.h"
 
-#define POLL_MS 100                 /* how often the stop flag is checked while idle */
-#define OUTPUT_ERROR_PAUSE 1.0      /* seconds before the first retry of a failed output write */
-#define OUTPUT_ERROR_PAUSE_MAX 30.0 /* the pause doubles up to this */
+#define POLL_MS 100                     /* how often the stop flag is checked while idle */
+#define OUTPUT_ERROR_PAUSE_MS 1000      /* before the first retry of a failed output write */
+#define OUTPUT_ERROR_PAUSE_MAX_MS 30000 /* the pause doubles up to this (no jitter) */
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
 #define CONFIRM_TIMEOUT_MS 10000 /* longest wait for the broker to confirm retry/DLQ copies */
 #define COPY_CHANNEL 2           /* confirm-mode channel for retry/DLQ copies (see worker.h) */
@@ -237,6 +237,7 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     if (wm != NULL)
         w->m = *wm;
     w->cap = cap;
+    rq_backoff_init(&w->backoff, RQ_RECONNECT_MIN_MS, RQ_RECONNECT_MAX_MS, /*jitter=*/1);
     pthread_mutex_init(&w->lock, NULL);
     atomic_init(&w->state, ST_CONNECTING);
     snprintf(w->last_error, sizeof(w->last_error), "not connected yet");
@@ -1055,19 +1056,21 @@ static size_t output_lines(rq_worker_t *w, size_t a, size_t b)
 /* commit() phase 2, output: appends the lines of the processed items of [a, b) to the
  * output file (one write and one sync; none without an output file or lines). A failed
  * write (disk full, I/O error) is retried here with a pause doubling from
- * OUTPUT_ERROR_PAUSE to OUTPUT_ERROR_PAUSE_MAX, the deliveries held unacked: requeueing them
- * would count against the quorum queue's x-delivery-limit and send them to the DLQ while the
- * disk is full. Only a stop (or a lost connection) gives them back to the broker.
- * Returns 0 when written (or nothing to write), 1 when *stop ended the retries (the
- * processed items are then set to be requeued), -1 on a connection error (logged). */
+ * OUTPUT_ERROR_PAUSE_MS to OUTPUT_ERROR_PAUSE_MAX_MS (rq_backoff_t), the deliveries held unacked:
+ * requeueing them would count against the quorum queue's x-delivery-limit and send them to the DLQ
+ * while the disk is full. Only a stop (or a lost connection) gives them back to the broker. Returns
+ * 0 when written (or nothing to write), 1 when *stop ended the retries (the processed items are
+ * then set to be requeued), -1 on a connection error (logged). */
 static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
 {
     size_t nok = output_lines(w, a, b);
-    double pause = OUTPUT_ERROR_PAUSE;
+    rq_backoff_t backoff;
+    double pause;
     int64_t wr, lines = 0;
 
     if (w->out == NULL || nok == 0)
         return 0;
+    rq_backoff_init(&backoff, OUTPUT_ERROR_PAUSE_MS, OUTPUT_ERROR_PAUSE_MAX_MS, /*jitter=*/0);
     for (;;) {
         int64_t t0 = rq_mono_ns();
         int r;
@@ -1077,6 +1080,7 @@ static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         if (wr >= 0)
             break;
         rq_series_add(w->m.errors_output, (double)nok);
+        pause = rq_backoff_next(&backoff) / 1000.0;
         if (*stop) {
             r = 1;
         } else {
@@ -1095,7 +1099,6 @@ static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
             }
             return 1;
         }
-        pause = pause * 2 > OUTPUT_ERROR_PAUSE_MAX ? OUTPUT_ERROR_PAUSE_MAX : pause * 2;
     }
     for (size_t i = 0; i < nok; i++)
         lines += w->olines[i].newlines;
@@ -1169,7 +1172,7 @@ static int commit_settle(rq_worker_t *w, size_t a, size_t b)
 /* Commits items [a, b) in four phases: copies (commit_copies) → output (commit_output) →
  * replies (commit_replies) → settle (commit_settle: the copies' confirms, then the
  * settlement). After a batch whose output could not be written before a stop, pauses
- * OUTPUT_ERROR_PAUSE (cut short by *stop). Returns 0, or -1 when the connection failed or a
+ * OUTPUT_ERROR_PAUSE_MS (cut short by *stop). Returns 0, or -1 when the connection failed or a
  * copy was not confirmed (the caller drops the connection; unsettled deliveries come back). */
 static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
 {
@@ -1181,7 +1184,7 @@ static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     if (out < 0 || commit_replies(w, a, b) < 0 || commit_settle(w, a, b) < 0)
         return -1;
     if (out > 0)
-        rq_sleep_interruptible(OUTPUT_ERROR_PAUSE, stop);
+        rq_sleep_interruptible(OUTPUT_ERROR_PAUSE_MS / 1000.0, stop);
     return 0;
 }
 

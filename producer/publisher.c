@@ -1,7 +1,7 @@
 /* publisher.c - one thread, one AMQP connection, pipelined confirms, RPC replies.
  *
  * Data structures, all owned by the publisher thread except the intake list:
- *   intake   jobs handed over by other threads (mutex + eventfd wake-up)
+ *   intake   jobs handed over by other threads (mutex + rq_wakeup_t)
  *   sendq    messages waiting to be published, in order
  *   inflight messages published and not yet confirmed, indexed by delivery tag - base
  *   waiters  correlation id -> message, for messages whose job waits for a reply
@@ -17,13 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "amqp_conn.h"
 #include "amqp_pub.h"
 #include "hmap.h"
 #include "log.h"
+#include "wakeup.h"
 
 /* MSG_REFUSED: the broker nacked it (not stored). */
 enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
@@ -49,7 +49,7 @@ struct rq_publisher {
 
     pthread_t thread;
     int thread_started;
-    int wake_fd;
+    rq_wakeup_t *wake; /* signalled on intake and on stop */
 
     pthread_mutex_t lock; /* guards intake, pending, ready, reason, stopping */
     rq_pub_job_t *intake_head, *intake_tail;
@@ -507,10 +507,10 @@ static void jobs_append(rq_publisher_t *p, rq_pub_job_t *job)
 static void take_intake(rq_publisher_t *p)
 {
     rq_pub_job_t *job, *next;
-    uint64_t junk;
+    int r;
 
-    if (read(p->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
-        rq_warn("eventfd read: %s", strerror(errno));
+    if ((r = rq_wakeup_drain(p->wake)) < 0)
+        rq_warn("eventfd read: %s", strerror(-r));
     pthread_mutex_lock(&p->lock);
     job = p->intake_head;
     p->intake_head = p->intake_tail = NULL;
@@ -879,7 +879,7 @@ static void wait_for_work(rq_publisher_t *p, int timeout_ms)
     struct pollfd pf[2];
     int n = 1;
 
-    pf[0].fd = p->wake_fd;
+    pf[0].fd = rq_wakeup_fd(p->wake);
     pf[0].events = POLLIN;
     if (p->conn != NULL) {
         pf[1].fd = amqp_get_sockfd(p->conn);
@@ -973,12 +973,12 @@ rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     p->cfg = cfg;
     p->hook = hook;
     p->hook_arg = hook_arg;
-    p->wake_fd = -1;
+    rq_backoff_init(&p->backoff, RQ_RECONNECT_MIN_MS, RQ_RECONNECT_MAX_MS, /*jitter=*/1);
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->reason, sizeof(p->reason), "connecting to the broker");
     p->waiters = rq_hmap_new(1024);
-    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (p->waiters == NULL || p->wake_fd < 0)
+    p->wake = rq_wakeup_new();
+    if (p->waiters == NULL || p->wake == NULL)
         goto err;
 
     f = rq_metrics_counter(metrics, "messages_produced_total",
@@ -1016,15 +1016,15 @@ err:
 
 void rq_publisher_stop(rq_publisher_t *p, int grace_ms)
 {
-    uint64_t one = 1;
+    int r;
 
     if (p->thread_started) {
         pthread_mutex_lock(&p->lock);
         p->stopping = 1;
         p->stop_deadline_ns = rq_mono_ns() + (int64_t)grace_ms * 1000000;
         pthread_mutex_unlock(&p->lock);
-        if (write(p->wake_fd, &one, sizeof(one)) < 0)
-            rq_warn("eventfd write: %s", strerror(errno));
+        if ((r = rq_wakeup_signal(p->wake)) < 0)
+            rq_warn("eventfd write: %s", strerror(-r));
         pthread_join(p->thread, NULL);
         p->thread_started = 0;
     }
@@ -1035,8 +1035,7 @@ void rq_publisher_free(rq_publisher_t *p)
     if (p == NULL)
         return;
     rq_publisher_stop(p, 0);
-    if (p->wake_fd >= 0)
-        close(p->wake_fd);
+    rq_wakeup_free(p->wake);
     rq_hmap_free(p->waiters);
     free(p->sendq.v);
     free(p->inflight.v);
@@ -1047,8 +1046,7 @@ void rq_publisher_free(rq_publisher_t *p)
 
 int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
 {
-    uint64_t one = 1;
-    int was_empty;
+    int was_empty, r;
 
     job->status = RQ_JOB_PENDING;
     job->error = NULL;
@@ -1094,8 +1092,8 @@ int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
         p->intake_head = job;
     p->intake_tail = job;
     pthread_mutex_unlock(&p->lock);
-    if (was_empty && write(p->wake_fd, &one, sizeof(one)) < 0)
-        rq_warn("eventfd write: %s", strerror(errno));
+    if (was_empty && (r = rq_wakeup_signal(p->wake)) < 0)
+        rq_warn("eventfd write: %s", strerror(-r));
     return 0;
 }
 

@@ -4,8 +4,8 @@
  * at `head`, the job being filled (BUILDING) last. A slot's `state` (the tail thread's own)
  * goes FREE -> BUILDING -> READY (closed) -> SUBMITTED (accepted by the publisher), or
  * BUILDING -> SKIPPED (only dropped overlong lines, nothing to publish). The publisher's done
- * callback only writes the slot's `result` (CONFIRMED or FAILED) under `lock` and writes the
- * eventfd. When the head of the ring is confirmed (or SKIPPED) its end offset becomes the
+ * callback only writes the slot's `result` (CONFIRMED or FAILED) under `lock` and signals the
+ * wake-up. When the head of the ring is confirmed (or SKIPPED) its end offset becomes the
  * committed offset and the slot is FREE again.
  *
  * All jobs in the ring belong to the open file's current generation: before following
@@ -29,21 +29,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "amqp_conn.h"
 #include "log.h"
 #include "tail_jobs.h"
 #include "tail_state.h"
 #include "tail_watch.h"
 #include "util.h"
+#include "wakeup.h"
 
 #define READ_CHUNK (256 * 1024)
 #define READ_BUDGET (8 * 1024 * 1024) /* bytes read per turn before looking at confirms */
 #define SAVE_EVERY_MS 100
-#define BACKOFF_MIN_MS 20
+#define BACKOFF_MIN_MS 20 /* a refused submit is retried after 20, 40, ... ms (no jitter) */
 #define BACKOFF_MAX_MS 1000
 #define W RQ_LINESPLIT_WINDOW
 
@@ -62,7 +63,7 @@ struct rq_tailer {
 
     pthread_t thread;
     int started;
-    int wake_fd;
+    rq_wakeup_t *wake;    /* signalled by completions and by stop */
     pthread_mutex_t lock; /* job states once submitted, stop request, stats */
     int stop;
     int64_t stop_deadline_ms;
@@ -102,7 +103,8 @@ struct rq_tailer {
     int save_error_logged;
 
     int64_t retry_at_ms, refused_since_ms;
-    int backoff_ms, refused_logged, waiting_logged, read_error_logged;
+    rq_backoff_t backoff; /* refused submits */
+    int refused_logged, waiting_logged, read_error_logged;
     uint64_t overlong_counted;
 
     rq_series_t *m_read, *m_confirmed, *m_behind, *m_rotations, *m_overlong;
@@ -112,10 +114,10 @@ struct rq_tailer {
 
 static void wake(rq_tailer_t *t)
 {
-    uint64_t one = 1;
+    int r = rq_wakeup_signal(t->wake);
 
-    if (write(t->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        rq_warn("tailer: eventfd write: %s", strerror(errno));
+    if (r < 0)
+        rq_warn("tailer: eventfd write: %s", strerror(-r));
 }
 
 /* Called by the publisher (any thread), exactly once per accepted job. */
@@ -530,10 +532,7 @@ static void submit_ready(rq_tailer_t *t, int64_t now)
         pthread_mutex_unlock(&t->lock);
         if (t->submit(t->submit_arg, &j->job) != 0) {
             j->state = RQ_TJ_READY;
-            t->backoff_ms = t->backoff_ms ? t->backoff_ms * 2 : BACKOFF_MIN_MS;
-            if (t->backoff_ms > BACKOFF_MAX_MS)
-                t->backoff_ms = BACKOFF_MAX_MS;
-            t->retry_at_ms = now + t->backoff_ms;
+            t->retry_at_ms = now + rq_backoff_next(&t->backoff);
             /* brief refusals (starting up, a reconnect) are routine; a long streak is not */
             if (t->refused_logged == 0) {
                 t->refused_since_ms = now;
@@ -551,7 +550,7 @@ static void submit_ready(rq_tailer_t *t, int64_t now)
         if (t->refused_logged)
             rq_info("tailer: the publisher accepts lines again");
         t->refused_logged = 0;
-        t->backoff_ms = 0;
+        rq_backoff_reset(&t->backoff);
         t->inflight++;
     }
 }
@@ -561,10 +560,10 @@ static void collect(rq_tailer_t *t)
 {
     uint64_t confirmed = 0;
     int failed = 0, inflight = 0;
-    uint64_t junk;
+    int r;
 
-    if (read(t->wake_fd, &junk, sizeof(junk)) < 0 && errno != EAGAIN)
-        rq_warn("tailer: eventfd read: %s", strerror(errno));
+    if ((r = rq_wakeup_drain(t->wake)) < 0)
+        rq_warn("tailer: eventfd read: %s", strerror(-r));
     pthread_mutex_lock(&t->lock);
     while (rq_tail_jobs_count(t->jobs) > 0) {
         rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, 0);
@@ -724,7 +723,7 @@ static void *tail_main(void *arg)
             timeout = min64(timeout, t->rotated_ms + t->o.rotate_wait_ms - now);
         if (timeout < 0)
             timeout = 0;
-        pf[0].fd = t->wake_fd;
+        pf[0].fd = rq_wakeup_fd(t->wake);
         pf[0].events = POLLIN;
         if (rq_tail_watch_fd(t->watch) >= 0) {
             pf[1].fd = rq_tail_watch_fd(t->watch);
@@ -746,7 +745,7 @@ static void *tail_main(void *arg)
     deadline = t->stop_deadline_ms;
     pthread_mutex_unlock(&t->lock);
     for (;;) {
-        struct pollfd pf = {t->wake_fd, POLLIN, 0};
+        struct pollfd pf = {rq_wakeup_fd(t->wake), POLLIN, 0};
         int64_t left;
         collect(t);
         left = deadline - rq_mono_ms();
@@ -851,8 +850,9 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
     }
     pthread_mutex_init(&t->lock, NULL);
     t->o = *o;
-    t->fd = t->wake_fd = t->lock_fd = -1;
+    t->fd = t->lock_fd = -1;
     t->first_open = 1;
+    rq_backoff_init(&t->backoff, BACKOFF_MIN_MS, BACKOFF_MAX_MS, /*jitter=*/0);
     t->submit = submit;
     t->submit_arg = submit_arg;
     t->path = strdup(o->path);
@@ -912,8 +912,8 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
         break;
     }
 
-    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (t->wake_fd < 0) {
+    t->wake = rq_wakeup_new();
+    if (t->wake == NULL) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto err;
     }
@@ -958,8 +958,7 @@ void rq_tailer_free(rq_tailer_t *t)
     if (t->fd >= 0)
         close(t->fd);
     rq_tail_watch_free(t->watch);
-    if (t->wake_fd >= 0)
-        close(t->wake_fd);
+    rq_wakeup_free(t->wake);
     if (t->lock_fd >= 0)
         close(t->lock_fd);
     free(t->path);

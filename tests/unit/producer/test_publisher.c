@@ -75,7 +75,8 @@ static rq_publisher_t *pub_new(void)
     cr_assert_not_null(p);
     cr_assert_eq(rq_config_defaults(&cfg), 0);
     p->cfg = &cfg;
-    p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    p->wake = rq_wakeup_new();
+    cr_assert_not_null(p->wake);
     pthread_mutex_init(&p->lock, NULL);
     p->waiters = rq_hmap_new(64);
     p->inflight_base = 1;
@@ -90,7 +91,7 @@ static void pub_free(rq_publisher_t *p)
     if (p->conn != NULL)
         amqp_destroy_connection(p->conn);
     rq_hmap_free(p->waiters);
-    close(p->wake_fd);
+    rq_wakeup_free(p->wake);
     free(p->sendq.v);
     free(p->inflight.v);
     pthread_mutex_destroy(&p->lock);
