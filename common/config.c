@@ -654,7 +654,7 @@ static int load_env_file(rq_config_t *c, unsigned services, const char *path,
             goto out;
         }
     }
-    if (ferror(f)) {
+    if (ferror(f) || !feof(f)) { /* not at the end: getline() failed (ENOMEM) */
         fail(err, "%s: read error: %s", path, strerror(errno ? errno : EIO));
         goto out;
     }

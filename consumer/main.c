@@ -21,6 +21,7 @@
 #include "config.h"
 #include "http_server.h"
 #include "http_util.h"
+#include "json_alloc.h"
 #include "log.h"
 #include "metrics.h"
 #include "output.h"
@@ -175,6 +176,7 @@ int main(int argc, char **argv)
         return 2;
     rq_log_level_parse(cfg.log_level, &level);
     rq_log_init("consumer", level);
+    rq_json_alloc_init(); /* before any thread uses jansson */
 
     if (install_signals() < 0) {
         rq_error("cannot install signal handlers: %s", strerror(errno));

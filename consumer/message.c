@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "amqp_conn.h"
+#include "json_alloc.h"
 
 #define SHORTSTR_MAX 255 /* bytes in an AMQP short string (message_id, header names) */
 
@@ -208,7 +209,13 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
     json_t *v;
     int rc = -1;
 
+    rq_json_oom_clear();
     root = json_loadb(in->body, in->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (rq_json_oom()) {
+        /* a syntax error or a corrupt value (json_alloc.h): not the message's fault */
+        set_err(err, "out of memory");
+        goto out;
+    }
     if (root == NULL) {
         set_err(err, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
         goto out;
@@ -325,12 +332,13 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
 
         out->reply = need > 0 ? malloc(RQ_REPLY_PREFIX_LEN + need + 1) : NULL;
         if (out->reply == NULL) {
-            set_err(err, need > 0 ? "out of memory" : "\"payload\" cannot be serialized");
+            set_err(err, need > 0 || rq_json_oom() ? "out of memory"
+                                                   : "\"payload\" cannot be serialized");
             goto out;
         }
         memcpy(out->reply, RQ_REPLY_PREFIX, RQ_REPLY_PREFIX_LEN);
         if (json_dumpb(v, out->reply + RQ_REPLY_PREFIX_LEN, need, flags) != need) {
-            set_err(err, "\"payload\" cannot be serialized");
+            set_err(err, rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
             goto out;
         }
         out->reply[RQ_REPLY_PREFIX_LEN + need] = '\0';

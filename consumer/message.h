@@ -1,8 +1,8 @@
 /* message.h - decoding a delivered message into what the consumer writes and replies.
  *
- * Pure functions (no I/O, no globals): a delivery's content type, message id and body go in,
- * the output line, the reply text and the processing parameters come out. Safe to call from
- * any thread; meant to be fuzzed.
+ * Pure functions (no I/O, no globals): a delivery's content type,
+ * message id and body go in, the output line, the reply text and the processing parameters come
+ * out. Safe to call from any thread; meant to be fuzzed.
  *
  * Accepted content types (parameters such as "; charset=utf-8" are ignored, case-insensitive):
  *   - application/json (also when the content type is absent): a JSON object with
@@ -95,7 +95,8 @@ typedef struct rq_msg_error {
 /* Decodes `in` into *out (which is overwritten, not freed first). `max_processing_time`
  * (seconds, >= 0) caps processing_time. Returns 0; -1 when the message is undecodable, with
  * err->text set (err may be NULL) and *out left empty (rq_message_clear() is still safe);
- * -2 on allocation failure (err->text "out of memory"): the message itself may be fine. */
+ * -2 on allocation failure (err->text "out of memory"): the message itself may be fine;
+ * inside jansson it is only told apart with rq_json_alloc_init() installed (json_alloc.h). */
 int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_message_t *out,
                       rq_msg_error_t *err);
 

@@ -10,6 +10,7 @@
 
 #include "api.h"
 #include "config.h"
+#include "json_alloc.h"
 #include "log.h"
 #include "metrics.h"
 #include "publisher.h"
@@ -74,6 +75,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     rq_log_level_parse(cfg.log_level, &level);
     rq_log_init("producer", level);
+    rq_json_alloc_init(); /* before any thread uses jansson */
     raise_fd_limit();
 
     memset(&sa, 0, sizeof(sa));

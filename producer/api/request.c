@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_alloc.h"
 #include "util.h"
 
 static int fail(rq_request_error_t *err, unsigned status, const char *prefix, const char *msg)
@@ -121,7 +122,12 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
         goto err;
     }
     /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL). */
+    rq_json_oom_clear();
     req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (rq_json_oom()) { /* a syntax error or a corrupt value (json_alloc.h) */
+        fail(err, 400, "", "out of memory");
+        goto err;
+    }
     if (req->root == NULL) {
         char msg[220];
         snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
@@ -202,14 +208,28 @@ char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len)
                           "processing_time", item->processing_time, "timestamp", timestamp,
                           "source", "api");
     char *text;
+    size_t need;
 
     if (o == NULL)
         return NULL;
-    if (item->fail_times >= 0)
-        json_object_set_new(o, "fail_times", json_integer(item->fail_times));
-    text = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
+    /* a failed set must not publish the message without its fail_times */
+    if (item->fail_times >= 0 &&
+        json_object_set_new(o, "fail_times", json_integer(item->fail_times)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    /* Not json_dumps(): jansson (2.14) ignores a failed append of an object key and returns
+     * the text without it. Dumping into a buffer of the right size cannot fail that way. */
+    need = json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
+    text = need > 0 ? malloc(need + 1) : NULL;
+    if (text != NULL && json_dumpb(o, text, need, JSON_COMPACT | JSON_ENCODE_ANY) != need) {
+        free(text);
+        text = NULL;
+    }
     json_decref(o);
-    if (text != NULL)
-        *len = strlen(text);
+    if (text != NULL) {
+        text[need] = '\0';
+        *len = need;
+    }
     return text;
 }

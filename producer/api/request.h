@@ -51,7 +51,9 @@ int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
 /* Parses body[0..len) (need not be NUL-terminated) into *req. Returns 0, or -1 with err
  * filled (status 400 for malformed JSON, nesting deeper than lim->max_depth, invalid UTF-8,
  * wrong types, missing payload, a bad batch item — naming its index; 413 for too many batch
- * items; err->limit names the abuse limit hit, if any). *req is zeroed on error. */
+ * items; err->limit names the abuse limit hit, if any; 400 "out of memory" when an allocation
+ * fails, inside jansson only told apart with rq_json_alloc_init() installed, json_alloc.h).
+ * *req is zeroed on error. */
 int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
                      rq_request_t *req, rq_request_error_t *err);
 
