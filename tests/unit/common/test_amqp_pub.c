@@ -20,6 +20,7 @@
 
 #include "amqp_conn.h"
 #include "amqp_pub.h"
+#include "tcp_peer.h"
 
 #ifndef RQ_AMQP_CLOSE_TIMEOUT_MS
 #define RQ_AMQP_CLOSE_TIMEOUT_MS 1000
@@ -35,24 +36,7 @@ typedef struct peer {
  * it be set only before the socket opens). */
 static void peer_open_frame_max(peer_t *p, int frame_max)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    amqp_socket_t *sock;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    p->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(p->lfd, 0);
-    cr_assert_eq(bind(p->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(p->lfd, 1), 0);
-    cr_assert_eq(getsockname(p->lfd, (struct sockaddr *)&a, &alen), 0);
-    p->conn = amqp_new_connection();
-    sock = amqp_tcp_socket_new(p->conn);
-    cr_assert_not_null(sock);
-    cr_assert_eq(amqp_socket_open(sock, "127.0.0.1", ntohs(a.sin_port)), AMQP_STATUS_OK);
-    p->sfd = accept(p->lfd, NULL, NULL);
-    cr_assert_geq(p->sfd, 0);
+    p->conn = rq_test_tcp_peer(&p->lfd, &p->sfd);
     if (frame_max > 0) {
         /* rabbitmq-c tunes only an idle connection: the peer sends a protocol header */
         static const unsigned char hdr[8] = {'A', 'M', 'Q', 'P', 0, 0, 9, 1};

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../oom.h"
+#include "oom.h"
 #include "config.h"
 #include "config_table.h"
 

@@ -9,7 +9,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "../oom.h"
+#include "oom.h"
 #include "amqp_conn.h"
 #include "json_alloc.h"
 #include "message.h"

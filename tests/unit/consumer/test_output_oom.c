@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../oom.h"
+#include "oom.h"
 #include "output.h"
 
 #define OOM_MAX_RUNS 100000ul

@@ -34,6 +34,8 @@ static void *test_malloc(size_t n)
     return malloc(n);
 }
 
+#include "tcp_peer.h"
+
 #define malloc(n) test_malloc(n)
 #include "publisher.c" /* producer/, on the include path of relayq_producer */
 #undef malloc
@@ -458,24 +460,7 @@ typedef struct peer {
  * makes p->pub raw, as connect_broker() does. */
 static void peer_open(rq_publisher_t *p, peer_t *pe)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    amqp_socket_t *sock;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    pe->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(pe->lfd, 0);
-    cr_assert_eq(bind(pe->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(pe->lfd, 1), 0);
-    cr_assert_eq(getsockname(pe->lfd, (struct sockaddr *)&a, &alen), 0);
-    p->conn = amqp_new_connection();
-    sock = amqp_tcp_socket_new(p->conn);
-    cr_assert_not_null(sock);
-    cr_assert_eq(amqp_socket_open(sock, "127.0.0.1", ntohs(a.sin_port)), AMQP_STATUS_OK);
-    pe->sfd = accept(pe->lfd, NULL, NULL);
-    cr_assert_geq(pe->sfd, 0);
+    p->conn = rq_test_tcp_peer(&pe->lfd, &pe->sfd);
     p->pub = rq_pubbuf_new(p->conn, 1, 1000);
     cr_assert_not_null(p->pub);
     p->reply_queue = strdup("amq.gen-test");

@@ -8,7 +8,7 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "../../oom.h"
+#include "oom.h"
 #include "json_alloc.h"
 #include "request.h"
 
