@@ -134,6 +134,9 @@ int main(int argc, char **argv)
     rq_tailer_stop(tailer, cfg.publish_timeout_ms);
     grace = stop_deadline - rq_mono_ms();
     rq_publisher_stop(pub, grace > 0 ? (int)grace : 0);
+    /* Every job is done now and its connection resumed: let those answers reach their
+     * clients (and the DLQ worker's cancelled jobs answer) before MHD stops. */
+    rq_api_drain(api, RQ_API_DRAIN_MS);
     status = 0;
 
 out:

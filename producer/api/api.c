@@ -75,6 +75,7 @@ struct rq_api {
     rq_series_t *m_auth[3];      /* producer_auth_failures_total{reason}: missing, invalid, scope */
     rq_series_t *m_lim_body, *m_lim_timeout;
     rq_dlq_worker_t *dlq; /* runs GET /dlq and POST /dlq/retry off the HTTP threads */
+    atomic_int open;      /* requests past their headers and not yet completed (drain) */
 };
 
 /* Per-request state, from the first callback to MHD's completion notice. */
@@ -751,6 +752,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (c->state == ST_NEW) {
         c->state = ST_FIRST;
+        atomic_fetch_add(&api->open, 1); /* until on_completed */
         c->route = route_of(url);
         c->method = method;
         admit(c);
@@ -877,6 +879,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ctx_free(c);
         return;
     }
+    atomic_fetch_sub(&api->open, 1);
     snprintf(status, sizeof(status), "%u", c->status ? c->status : 499u);
     method = strcmp(c->method, "GET") == 0    ? "GET"
              : strcmp(c->method, "POST") == 0 ? "POST"
@@ -915,6 +918,7 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
 
     if (api == NULL)
         return NULL;
+    atomic_init(&api->open, 0);
     api->cfg = cfg;
     api->pub = pub;
     api->store = store;
@@ -1048,6 +1052,27 @@ void rq_api_quiesce(rq_api_t *api)
 {
     if (api != NULL && api->daemon != NULL)
         MHD_quiesce_daemon(api->daemon);
+}
+
+int rq_api_drain(rq_api_t *api, int timeout_ms)
+{
+    int64_t deadline;
+    int open;
+
+    if (api == NULL)
+        return 0;
+    /* Its jobs end (cancelled) and their connections are resumed with their answers. */
+    rq_dlq_worker_stop(api->dlq);
+    deadline = rq_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    /* A resumed connection is answered by an HTTP thread on its next turn: until then
+     * MHD_stop_daemon() would close it unanswered. */
+    while ((open = atomic_load(&api->open)) > 0 && rq_mono_ms() < deadline) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    if (open > 0)
+        rq_warn("%d request(s) still open after %d ms: cut off", open, timeout_ms);
+    return open;
 }
 
 void rq_api_free(rq_api_t *api)

@@ -41,8 +41,20 @@ const char *rq_api_scheme(const rq_api_t *api);
 /* Stops accepting new connections (existing ones are still served). NULL is a no-op. */
 void rq_api_quiesce(rq_api_t *api);
 
+/* Lets the requests in flight get their answers before the server stops: stops the DLQ
+ * worker (its jobs end, cancelled, and their connections are resumed with an answer), then
+ * waits up to timeout_ms until every request whose headers were read has been answered and
+ * its answer sent (or its client went away). Call after rq_api_quiesce() and after the
+ * publisher stopped (its jobs, done, resume theirs), before rq_api_free(). Returns the
+ * number of requests still open at the end (0: all answered). NULL: 0. */
+int rq_api_drain(rq_api_t *api, int timeout_ms);
+
+/* How long the producer's shutdown waits in rq_api_drain(). */
+#define RQ_API_DRAIN_MS 2000
+
 /* Stops the server and frees it. Every job handed to the publisher must have completed
- * (stop the publisher first). NULL is a no-op. */
+ * (stop the publisher first); a request still open is cut off (rq_api_drain() first lets
+ * them finish). NULL is a no-op. */
 void rq_api_free(rq_api_t *api);
 
 #endif
