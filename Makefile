@@ -6,6 +6,7 @@
 #   make monitor             live terminal view (health, queue depth, rates, consumers, DLQ)
 #   make test                everything CI runs (unit, sanitizers, integration, system, ops checks)
 #   make status              local mode: what runs, with pids and URLs
+#   make chaos [SEED=n] [DURATION=s]  randomized fault campaign (proxy, kills, disk full, checker)
 #   make bench | fuzz | clean | deps | build | env-example | prometheusrule | help
 #
 # Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
@@ -29,10 +30,10 @@ export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
 # True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
 DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 
-.PHONY: help deps build test run up down logs scale-consumer monitor bench fuzz clean status prometheusrule env-example
+.PHONY: help deps build test run up down logs scale-consumer monitor bench fuzz chaos clean status prometheusrule env-example
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash scripts/install-deps.sh
@@ -89,6 +90,15 @@ monitor:
 
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# make chaos [SEED=n] [DURATION=s] [CHAOS_TABLE=file]: the randomized fault campaign
+# (tests/chaos) against the ASan+UBSan services; without SEED, one random seed (printed).
+SEED ?= random
+DURATION ?= 90
+chaos: deps build
+	cmake -S . -B $(ASAN_DIR) -DRQ_SANITIZE=ON -DRQ_WERROR=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	cmake --build $(ASAN_DIR) -j$(JOBS) -- --no-print-directory
+	DURATION=$(DURATION) CHAOS_TABLE=$(CHAOS_TABLE) bash scripts/chaos.sh $(SEED)
 
 bench:
 	@if [ -f scripts/bench.sh ]; then \

@@ -5,6 +5,7 @@
 #   unit tests (ctest, BUILD_DIR)          sanitizer build (ASAN_DIR, ASan+UBSan) + its unit tests
 #   the system test and tailing against the ASan+UBSan services (tests/integration/asan_system.sh)
 #   integration + system tests             (tests/integration/run.sh: its own broker, free ports)
+#   a short fault campaign                 (scripts/chaos.sh: proxy, checker, two seeds)
 #   .env.example = `producer --print-env-example`; README's config table = .env.example
 #   fuzzing: each libFuzzer harness for FUZZ_SECONDS (10) under ASan+UBSan (scripts/fuzz.sh)
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
@@ -86,6 +87,12 @@ else
 	failures+=("unit tests under ASan+UBSan (not run: build failed)")
 fi
 step "integration and system tests" integration
+# A short fault campaign (issue 13): one fixed seed and one random one (printed on failure;
+# replay with make chaos SEED=n). Longer: make chaos DURATION=1800.
+if [ -x "$ASAN_DIR/bin/producer" ]; then
+	step "fault campaign: proxy, checker, seed 3 and a random seed, ${CHAOS_DURATION:-45} s each (scripts/chaos.sh)" \
+		env DURATION="${CHAOS_DURATION:-45}" BUILD_DIR="$BUILD_DIR" ASAN_DIR="$ASAN_DIR" bash scripts/chaos.sh 3 random
+fi
 env_example() {
 	# .env.example is generated from the config table; a stale copy misleads operators.
 	"$BUILD_DIR/bin/producer" --print-env-example | diff -u .env.example - &&
