@@ -14,6 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+#include "wire.h"
+
 void rq_backoff_init(rq_backoff_t *b, int min_ms, int max_ms, int jitter)
 {
     memset(b, 0, sizeof(*b));
@@ -96,26 +99,26 @@ int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t 
     case AMQP_RESPONSE_NORMAL:
         return 0;
     case AMQP_RESPONSE_NONE:
-        snprintf(err, errlen, "%s: missing RPC reply", what);
+        rq_errf(err, errlen, "%s: missing RPC reply", what);
         break;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+        rq_errf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
         break;
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
             const amqp_connection_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: connection closed by broker: %u %.*s", what, m->reply_code,
-                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+            rq_errf(err, errlen, "%s: connection closed by broker: %u %.*s", what, m->reply_code,
+                    (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
             const amqp_channel_close_t *m = r.reply.decoded;
-            snprintf(err, errlen, "%s: channel closed by broker: %u %.*s", what, m->reply_code,
-                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+            rq_errf(err, errlen, "%s: channel closed by broker: %u %.*s", what, m->reply_code,
+                    (int)m->reply_text.len, (const char *)m->reply_text.bytes);
         } else {
-            snprintf(err, errlen, "%s: unexpected broker method 0x%08X", what, r.reply.id);
+            rq_errf(err, errlen, "%s: unexpected broker method 0x%08X", what, r.reply.id);
         }
         break;
     default:
-        snprintf(err, errlen, "%s: unknown reply type %d", what, (int)r.reply_type);
+        rq_errf(err, errlen, "%s: unknown reply type %d", what, (int)r.reply_type);
         break;
     }
     return -1;
@@ -137,35 +140,35 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQCon
     int rc;
 
     if (sock == NULL) {
-        snprintf(err, errlen, "cannot create a TLS socket (OpenSSL initialisation failed)");
+        rq_errf(err, errlen, "cannot create a TLS socket (OpenSSL initialisation failed)");
         return NULL;
     }
     if (has_cert != has_key) {
-        snprintf(err, errlen, "RABBITMQ_TLS_CERT and RABBITMQ_TLS_KEY must be set together");
+        rq_errf(err, errlen, "RABBITMQ_TLS_CERT and RABBITMQ_TLS_KEY must be set together");
         return NULL;
     }
     amqp_ssl_socket_set_verify_peer(sock, cfg->tls_verify ? 1 : 0);
     amqp_ssl_socket_set_verify_hostname(sock, cfg->tls_verify ? 1 : 0);
     rc = amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "TLS: cannot require TLS 1.2 or later: %s", amqp_error_string2(rc));
+        rq_errf(err, errlen, "TLS: cannot require TLS 1.2 or later: %s", amqp_error_string2(rc));
         return NULL;
     }
     if (cfg->tls_verify || (cfg->tls_ca != NULL && cfg->tls_ca[0] != '\0')) {
         rc = amqp_ssl_socket_set_cacert(sock, ca);
         if (rc != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "RABBITMQ_TLS_CA %s: cannot load the CA certificates: %s", ca,
-                     amqp_error_string2(rc));
+            rq_errf(err, errlen, "RABBITMQ_TLS_CA %s: cannot load the CA certificates: %s", ca,
+                    amqp_error_string2(rc));
             return NULL;
         }
     }
     if (has_cert) {
         rc = amqp_ssl_socket_set_key(sock, cfg->tls_cert, cfg->tls_key);
         if (rc != AMQP_STATUS_OK) {
-            snprintf(err, errlen,
-                     "RABBITMQ_TLS_CERT %s / RABBITMQ_TLS_KEY %s: cannot load the client "
-                     "certificate and key: %s",
-                     cfg->tls_cert, cfg->tls_key, amqp_error_string2(rc));
+            rq_errf(err, errlen,
+                    "RABBITMQ_TLS_CERT %s / RABBITMQ_TLS_KEY %s: cannot load the client "
+                    "certificate and key: %s",
+                    cfg->tls_cert, cfg->tls_key, amqp_error_string2(rc));
             return NULL;
         }
     }
@@ -182,7 +185,7 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     int rc;
 
     if (conn == NULL) {
-        snprintf(err, errlen, "out of memory");
+        rq_errf(err, errlen, "out of memory");
         return NULL;
     }
     if (cfg->tls) {
@@ -192,7 +195,7 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     } else {
         sock = amqp_tcp_socket_new(conn);
         if (sock == NULL) {
-            snprintf(err, errlen, "cannot create TCP socket");
+            rq_errf(err, errlen, "cannot create TCP socket");
             goto fail;
         }
     }
@@ -203,20 +206,20 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     amqp_set_rpc_timeout(conn, &tv);
     rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "cannot connect to %s%s:%d: %s%s", cfg->tls ? "amqps://" : "",
-                 cfg->host, cfg->port, amqp_error_string2(rc),
-                 cfg->tls &&
-                         (rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
-                          rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
-                          rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
-                     ? " (check RABBITMQ_TLS_CA, the broker's certificate and RABBITMQ_HOST)"
-                     : "");
+        rq_errf(err, errlen, "cannot connect to %s%s:%d: %s%s", cfg->tls ? "amqps://" : "",
+                cfg->host, cfg->port, amqp_error_string2(rc),
+                cfg->tls &&
+                        (rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
+                         rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
+                         rc == AMQP_STATUS_SSL_CONNECTION_FAILED)
+                    ? " (check RABBITMQ_TLS_CA, the broker's certificate and RABBITMQ_HOST)"
+                    : "");
         goto fail;
     }
     /* rabbitmq-c waits for a full socket forever: without a deadline a broker that stops
      * reading (frozen, or a resource alarm) would hang this thread in a send. */
     if (rq_amqp_set_send_timeout(conn, cfg->connect_timeout_ms) != 0) {
-        snprintf(err, errlen, "cannot set a send deadline on the socket (TCP_USER_TIMEOUT)");
+        rq_errf(err, errlen, "cannot set a send deadline on the socket (TCP_USER_TIMEOUT)");
         goto fail;
     }
     /* Ask for connection.blocked notices (resource alarms) and consumer-cancel notices. */
@@ -235,10 +238,11 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     props[1].value.value.bytes = amqp_cstring_bytes("relayq " RQ_VERSION);
     ptable.num_entries = 2;
     ptable.entries = props;
-    if (rq_amqp_check_reply(
-            amqp_login_with_properties(conn, cfg->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, cfg->heartbeat,
-                                       &ptable, AMQP_SASL_METHOD_PLAIN, cfg->user, cfg->password),
-            "login", err, errlen) != 0)
+    if (rq_amqp_check_reply(amqp_login_with_properties(conn, cfg->vhost, /*channel_max=*/0,
+                                                       AMQP_DEFAULT_FRAME_SIZE, cfg->heartbeat,
+                                                       &ptable, AMQP_SASL_METHOD_PLAIN, cfg->user,
+                                                       cfg->password),
+                            "login", err, errlen) != 0)
         goto fail;
     amqp_channel_open(conn, RQ_AMQP_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "channel.open", err, errlen) != 0)
@@ -322,15 +326,16 @@ static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg
     char what[320];
     int n = 0;
 
-    args[n].key = amqp_cstring_bytes("x-queue-type");
+    args[n].key = amqp_cstring_bytes(RQ_WIRE_ARG_QUEUE_TYPE);
     args[n].value.kind = AMQP_FIELD_KIND_UTF8;
     args[n++].value.value.bytes = amqp_cstring_bytes(cfg->queue_type);
     for (int i = 0; i < nextra && n < 8; i++)
         args[n++] = extra[i];
     table.num_entries = n;
     table.entries = args;
-    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), 0, 1, 0, 0, table);
-    snprintf(what, sizeof(what), "queue.declare %s (durable, x-queue-type=%s)", name,
+    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), /*passive=*/0,
+                       /*durable=*/1, /*exclusive=*/0, /*auto_delete=*/0, table);
+    snprintf(what, sizeof(what), "queue.declare %s (durable, " RQ_WIRE_ARG_QUEUE_TYPE "=%s)", name,
              cfg->queue_type);
     return rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, errlen);
 }
@@ -341,10 +346,10 @@ static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg
  * reject-publish overflow. Writes the entries to out (room for 2), returns how many. */
 static int quorum_dead_letter_args(const RabbitMQConfig *cfg, amqp_table_entry_t *out)
 {
-    if (strcmp(cfg->queue_type, "quorum") != 0)
+    if (cfg->queue_type_id != RQ_QUEUE_QUORUM)
         return 0;
-    out[0] = rq_amqp_utf8_entry("x-dead-letter-strategy", "at-least-once");
-    out[1] = rq_amqp_utf8_entry("x-overflow", "reject-publish");
+    out[0] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_STRATEGY, "at-least-once");
+    out[1] = rq_amqp_utf8_entry(RQ_WIRE_ARG_OVERFLOW, "reject-publish");
     return 2;
 }
 
@@ -359,19 +364,19 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
     if (declare_queue(conn, cfg, dlq, NULL, 0, err, errlen) != 0)
         return -1;
     for (int a = 1; a <= cfg->max_retries; a++) {
-        extra[0] = rq_amqp_i64_entry("x-message-ttl", rq_amqp_retry_delay_ms(cfg, a));
-        extra[1] = rq_amqp_utf8_entry("x-dead-letter-exchange", "");
-        extra[2] = rq_amqp_utf8_entry("x-dead-letter-routing-key", cfg->request_queue);
+        extra[0] = rq_amqp_i64_entry(RQ_WIRE_ARG_MESSAGE_TTL, rq_amqp_retry_delay_ms(cfg, a));
+        extra[1] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
+        extra[2] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, cfg->request_queue);
         n = 3 + quorum_dead_letter_args(cfg, extra + 3);
         rq_amqp_retry_queue_name(cfg, a, name, sizeof(name));
         if (declare_queue(conn, cfg, name, extra, n, err, errlen) != 0)
             return -1;
     }
     n = 0;
-    extra[n++] = rq_amqp_utf8_entry("x-dead-letter-exchange", "");
-    extra[n++] = rq_amqp_utf8_entry("x-dead-letter-routing-key", dlq);
-    if (strcmp(cfg->queue_type, "quorum") == 0)
-        extra[n++] = rq_amqp_i64_entry("x-delivery-limit", RQ_QUORUM_DELIVERY_LIMIT);
+    extra[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
+    extra[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, dlq);
+    if (cfg->queue_type_id == RQ_QUEUE_QUORUM)
+        extra[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_DELIVERY_LIMIT, RQ_QUORUM_DELIVERY_LIMIT);
     n += quorum_dead_letter_args(cfg, extra + n);
     return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
 }

@@ -27,10 +27,6 @@
 #include "config.h"
 
 #define RQ_AMQP_CHANNEL 1
-/* Header of every API message: the producer's UUID for it, made once and kept across its
- * republishes, retry copies and DLQ replays; the key consumers deduplicate on (the client's
- * id, the message_id property, need not be unique). */
-#define RQ_HDR_UID "x-relayq-uid"
 #define RQ_QUORUM_DELIVERY_LIMIT 20
 
 /* The one doubling backoff: the base starts at min_ms and doubles after every failure up to

@@ -230,8 +230,8 @@ int rq_pubbuf_add(rq_pubbuf_t *b, amqp_channel_t channel, amqp_bytes_t exchange,
     int res;
 
     if (b->fd < 0)
-        return amqp_basic_publish(b->conn, channel, exchange, routing_key, mandatory, 0, props,
-                                  body);
+        return amqp_basic_publish(b->conn, channel, exchange, routing_key, mandatory,
+                                  /*immediate=*/0, props, body);
     if (exchange.len > 255 || routing_key.len > 255)
         return AMQP_STATUS_INVALID_PARAMETER;
     memset(&m, 0, sizeof(m));

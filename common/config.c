@@ -7,7 +7,9 @@
 #include "config.h"
 #include "config_table.h"
 #include "log.h"
+#include "util.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -22,30 +24,41 @@ static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const tail_froms[] = {"head", "end", NULL};
 static const char *const tail_overlongs[] = {"split", "skip", NULL};
 
+/* An enum setting stores the index of its choice: the lists above are in enum order. */
+_Static_assert(RQ_LOG_DEBUG == 0 && RQ_LOG_INFO == 1 && RQ_LOG_WARN == 2 && RQ_LOG_ERROR == 3,
+               "log_levels[] is in rq_log_level_t order");
+_Static_assert(RQ_QUEUE_CLASSIC == 0 && RQ_QUEUE_QUORUM == 1, "queue_types[] order");
+_Static_assert(RQ_TAIL_FROM_HEAD == 0 && RQ_TAIL_FROM_END == 1, "tail_froms[] order");
+_Static_assert(RQ_TAIL_OVERLONG_SPLIT == 0 && RQ_TAIL_OVERLONG_SKIP == 1, "tail_overlongs[] order");
+_Static_assert(sizeof(rq_log_level_t) == sizeof(int) && sizeof(rq_queue_type_t) == sizeof(int) &&
+                   sizeof(rq_tail_from_t) == sizeof(int) &&
+                   sizeof(rq_tail_overlong_t) == sizeof(int),
+               "enum settings are stored as int");
+
 #define FIELD(f) offsetof(rq_config_t, f)
 #define S_STR(name, def, f, lo, hi, svc, grp, flags, desc)                                         \
     {                                                                                              \
-        name, RQ_CFG_STRING, def, FIELD(f), lo, hi, 0, 0, NULL, svc, flags, grp, desc              \
+        name, RQ_CFG_STRING, def, FIELD(f), lo, hi, 0, 0, NULL, svc, flags, grp, desc, 0           \
     }
 #define S_INT(name, def, f, lo, hi, svc, grp, desc)                                                \
     {                                                                                              \
-        name, RQ_CFG_INT, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc                     \
+        name, RQ_CFG_INT, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc, 0                  \
     }
 #define S_I64(name, def, f, lo, hi, svc, grp, desc)                                                \
     {                                                                                              \
-        name, RQ_CFG_INT64, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc                   \
+        name, RQ_CFG_INT64, def, FIELD(f), lo, hi, 0, 0, NULL, svc, 0, grp, desc, 0                \
     }
 #define S_DBL(name, def, f, lo, hi, svc, grp, desc)                                                \
     {                                                                                              \
-        name, RQ_CFG_DOUBLE, def, FIELD(f), 0, 0, lo, hi, NULL, svc, 0, grp, desc                  \
+        name, RQ_CFG_DOUBLE, def, FIELD(f), 0, 0, lo, hi, NULL, svc, 0, grp, desc, 0               \
     }
-#define S_ENUM(name, def, f, choices, svc, grp, desc)                                              \
+#define S_ENUM(name, def, f, ef, choices, svc, grp, desc)                                          \
     {                                                                                              \
-        name, RQ_CFG_ENUM, def, FIELD(f), 0, 0, 0, 0, choices, svc, 0, grp, desc                   \
+        name, RQ_CFG_ENUM, def, FIELD(f), 0, 0, 0, 0, choices, svc, 0, grp, desc, FIELD(ef)        \
     }
 #define S_BOOL(name, def, f, svc, grp, desc)                                                       \
     {                                                                                              \
-        name, RQ_CFG_BOOL, def, FIELD(f), 0, 0, 0, 0, NULL, svc, 0, grp, desc                      \
+        name, RQ_CFG_BOOL, def, FIELD(f), 0, 0, 0, 0, NULL, svc, 0, grp, desc, 0                   \
     }
 
 #define ALL RQ_SVC_ALL
@@ -58,7 +71,7 @@ static const char *const tail_overlongs[] = {"split", "skip", NULL};
 
 /* Every setting, in the order --help and .env.example print them (grouped). */
 static const rq_cfg_desc_t settings[] = {
-    S_ENUM("LOG_LEVEL", "info", log_level, log_levels, ALL, G_GEN,
+    S_ENUM("LOG_LEVEL", "info", log_level, log_level_id, log_levels, ALL, G_GEN,
            "Lowest level of the JSON log lines written to stderr; case-insensitive, and the "
            "spellings of Python's logging and syslog work too: warning (warn), critical, crit, "
            "fatal and err (error), notice (info), trace (debug)"),
@@ -112,7 +125,8 @@ static const rq_cfg_desc_t settings[] = {
     S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
           "Durable queue the producer publishes to and consumers read; derived queues add a "
           "suffix"),
-    S_ENUM("QUEUE_TYPE", "quorum", rabbitmq.queue_type, queue_types, ALL, G_MQ,
+    S_ENUM("QUEUE_TYPE", "quorum", rabbitmq.queue_type, rabbitmq.queue_type_id, queue_types, ALL,
+           G_MQ,
            "Type of relayq's queues: quorum (replicated Raft log, confirms after its fsync) "
            "or classic (one node); both services must agree"),
     S_INT("PREFETCH_COUNT", "100", rabbitmq.prefetch, 1, 65535, ALL, G_MQ,
@@ -171,14 +185,14 @@ static const rq_cfg_desc_t settings[] = {
           "Folder (created if missing) where the tail position is saved, advanced only past "
           "lines the broker confirmed; relative paths start at the working directory; keep it "
           "across restarts"),
-    S_ENUM("TAIL_FROM", "head", tail_from, tail_froms, PROD, G_PROD,
+    S_ENUM("TAIL_FROM", "head", tail_from, tail_from_id, tail_froms, PROD, G_PROD,
            "Where tailing starts in a file that exists at startup when no position is saved: "
            "head (its first line) or end (only lines appended later); files appearing later "
            "and saved positions always start at their head or resume exactly"),
     S_I64("TAIL_MAX_LINE_BYTES", "1048576", tail_max_line_bytes, 1, 67108864, PROD, G_PROD,
           "Longest tailed line in bytes; a longer line follows TAIL_OVERLONG and is counted in "
           "producer_tail_overlong_lines_total"),
-    S_ENUM("TAIL_OVERLONG", "split", tail_overlong, tail_overlongs, PROD, G_PROD,
+    S_ENUM("TAIL_OVERLONG", "split", tail_overlong, tail_overlong_id, tail_overlongs, PROD, G_PROD,
            "What happens to a line longer than TAIL_MAX_LINE_BYTES: split sends it as messages "
            "of TAIL_MAX_LINE_BYTES bytes (the last one may be shorter), skip drops it"),
     S_INT("TAIL_POLL_MS", "250", tail_poll_ms, 10, 60000, PROD, G_PROD,
@@ -229,15 +243,13 @@ const rq_cfg_desc_t *rq_config_table(size_t *n)
     return settings;
 }
 
-/* Fills err (if any) with printf-formatted text. Always returns -1. */
+/* Fills err (if any) with printf-formatted text (rq_verrf). Always returns -1. */
 __attribute__((format(printf, 2, 3))) static int fail(rq_config_error_t *err, const char *fmt, ...)
 {
     va_list ap;
 
-    if (!err)
-        return -1;
     va_start(ap, fmt);
-    vsnprintf(err->text, sizeof err->text, fmt, ap);
+    rq_verrf(err ? err->text : NULL, sizeof err->text, fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -387,6 +399,23 @@ static int store_string(const rq_cfg_desc_t *d, char **slot, const char *value,
     return 0;
 }
 
+/* Stores the canonical choice of an RQ_CFG_ENUM: its text (a copy) and its index in
+ * d->choices at base + d->enum_offset, both or (out of memory) neither. */
+static int store_enum(const rq_cfg_desc_t *d, void *base, const char *choice,
+                      rq_config_error_t *err)
+{
+    int index = 0;
+
+    while (d->choices[index] && strcmp(d->choices[index], choice) != 0)
+        index++;
+    assert(d->choices[index] != NULL); /* choice is one of d->choices, canonical spelling */
+    if (store_string(d, (char **)(void *)((char *)base + d->offset), choice, err) != 0)
+        return -1;
+    if (d->enum_offset != 0) /* 0: no enum field (offset 0 of rq_config_t is a string) */
+        *(int *)(void *)((char *)base + d->enum_offset) = index;
+    return 0;
+}
+
 int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_config_error_t *err)
 {
     char *field = (char *)base + d->offset;
@@ -445,7 +474,7 @@ int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_confi
                         d->name, shown, range);
         if (!choice)
             return fail(err, "%s: %s is not one of %s", d->name, shown, range);
-        return store_string(d, (char **)(void *)field, choice, err);
+        return store_enum(d, base, choice, err);
     }
     }
     return fail(err, "%s: bad setting type", d->name);
@@ -619,10 +648,11 @@ static int load_env_file(rq_config_t *c, unsigned services, const char *path,
     ssize_t n;
     unsigned lineno = 0;
     rq_config_error_t lerr;
+    char ebuf[RQ_STRERROR_LEN];
     FILE *f = fopen(path, "r");
 
     if (!f)
-        return fail(err, "%s: %s", path, strerror(errno));
+        return fail(err, "%s: %s", path, rq_strerror(errno, ebuf, sizeof ebuf));
     for (;;) {
         char *name, *value;
         const rq_cfg_desc_t *d;
@@ -655,7 +685,7 @@ static int load_env_file(rq_config_t *c, unsigned services, const char *path,
         }
     }
     if (ferror(f) || !feof(f)) { /* not at the end: getline() failed (ENOMEM) */
-        fail(err, "%s: read error: %s", path, strerror(errno ? errno : EIO));
+        fail(err, "%s: read error: %s", path, rq_strerror(errno ? errno : EIO, ebuf, sizeof ebuf));
         goto out;
     }
     rc = 0;

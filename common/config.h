@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "log.h"
+
 #define RQ_VERSION "0.1.0"
 
 /* Which service reads a setting (a bit mask). */
@@ -25,6 +27,24 @@ enum {
     RQ_SVC_CONSUMER = 1u << 1,
     RQ_SVC_ALL = RQ_SVC_PRODUCER | RQ_SVC_CONSUMER,
 };
+
+/* The enum settings (RQ_CFG_ENUM) are parsed once, at load: each fills its canonical text
+ * (for logs and broker arguments) and the index of that choice in the table's list, which is
+ * the value of these enums. Use sites compare the enum, never the text. */
+typedef enum rq_queue_type {
+    RQ_QUEUE_CLASSIC = 0, /* "classic" */
+    RQ_QUEUE_QUORUM = 1,  /* "quorum" */
+} rq_queue_type_t;
+
+typedef enum rq_tail_from {
+    RQ_TAIL_FROM_HEAD = 0, /* "head" */
+    RQ_TAIL_FROM_END = 1,  /* "end" */
+} rq_tail_from_t;
+
+typedef enum rq_tail_overlong {
+    RQ_TAIL_OVERLONG_SPLIT = 0, /* "split" */
+    RQ_TAIL_OVERLONG_SKIP = 1,  /* "skip" */
+} rq_tail_overlong_t;
 
 /* The broker connection and topology, shared by both services. */
 typedef struct RabbitMQConfig {
@@ -37,14 +57,15 @@ typedef struct RabbitMQConfig {
     int connect_timeout_ms; /* RABBITMQ_CONNECT_TIMEOUT_MS, 100..120000, default 5000 */
     char *request_queue;    /* REQUEST_QUEUE, default "request_queue" */
     char *queue_type;       /* QUEUE_TYPE, "classic" | "quorum", default "quorum" */
-    int prefetch;           /* PREFETCH_COUNT, 1..65535, default 100 */
-    int max_retries;        /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
-    int retry_base_ms;      /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
-    bool tls;               /* RABBITMQ_TLS: AMQPS (TLS) instead of plain TCP, default false */
-    char *tls_ca;    /* RABBITMQ_TLS_CA: CA bundle (PEM) to verify the broker, default "" (system
-                        bundle) */
-    char *tls_cert;  /* RABBITMQ_TLS_CERT: client certificate chain (PEM), default "" (none) */
-    char *tls_key;   /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
+    rq_queue_type_t queue_type_id; /* QUEUE_TYPE as an enum (set with queue_type) */
+    int prefetch;                  /* PREFETCH_COUNT, 1..65535, default 100 */
+    int max_retries;   /* MAX_RETRIES, 0..20, default 5: delay queues <queue>.retry.1..N */
+    int retry_base_ms; /* RETRY_BASE_MS, 10..3600000, default 1000: delay of retry 1 */
+    bool tls;          /* RABBITMQ_TLS: AMQPS (TLS) instead of plain TCP, default false */
+    char *tls_ca;      /* RABBITMQ_TLS_CA: CA bundle (PEM) to verify the broker, default "" (system
+                          bundle) */
+    char *tls_cert;    /* RABBITMQ_TLS_CERT: client certificate chain (PEM), default "" (none) */
+    char *tls_key;     /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
     bool tls_verify; /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default
                         true */
 } RabbitMQConfig;
@@ -52,6 +73,7 @@ typedef struct RabbitMQConfig {
 typedef struct rq_config {
     RabbitMQConfig rabbitmq;
     char *log_level; /* LOG_LEVEL: debug|info|warn|error (canonical form), default info */
+    rq_log_level_t log_level_id; /* LOG_LEVEL as an enum (set with log_level) */
 
     /* HTTP servers of both services (limits against hostile clients, TLS) */
     int http_connection_timeout_s;   /* HTTP_CONNECTION_TIMEOUT_S: idle connection timeout, 0..86400
@@ -99,9 +121,11 @@ typedef struct rq_config {
     char *
         tail_state_dir; /* TAIL_STATE_DIR: where the tail position is saved, default "tail-state" */
     char *tail_from;    /* TAIL_FROM: head|end, where to start with no saved state, default head */
-    int64_t tail_max_line_bytes; /* TAIL_MAX_LINE_BYTES, 1..67108864, default 1048576 */
-    char *tail_overlong;         /* TAIL_OVERLONG: split|skip, default split */
-    int tail_poll_ms;            /* TAIL_POLL_MS: stat polling interval, 10..60000, default 250 */
+    rq_tail_from_t tail_from_id;         /* TAIL_FROM as an enum (set with tail_from) */
+    int64_t tail_max_line_bytes;         /* TAIL_MAX_LINE_BYTES, 1..67108864, default 1048576 */
+    char *tail_overlong;                 /* TAIL_OVERLONG: split|skip, default split */
+    rq_tail_overlong_t tail_overlong_id; /* TAIL_OVERLONG as an enum (set with tail_overlong) */
+    int tail_poll_ms;        /* TAIL_POLL_MS: stat polling interval, 10..60000, default 250 */
     int tail_rotate_wait_ms; /* TAIL_ROTATE_WAIT_MS: drain a rotated file, 0..600000, default 1000
                               */
     int tail_batch_lines;    /* TAIL_BATCH_LINES: lines per publisher job, 1..100000, default 500 */

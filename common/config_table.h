@@ -17,7 +17,8 @@ typedef enum rq_cfg_type {
     RQ_CFG_INT64,  /* int64_t; min..max */
     RQ_CFG_DOUBLE, /* double; dmin..dmax, finite decimal numbers only */
     RQ_CFG_BOOL,   /* bool; true|false|1|0|yes|no, case-insensitive */
-    RQ_CFG_ENUM,   /* char * (heap copy of the canonical choice); one of `choices` */
+    RQ_CFG_ENUM,   /* char * (heap copy of the canonical choice); one of `choices`; and the
+                      choice's index as an int-sized enum at `enum_offset` */
 } rq_cfg_type_t;
 
 /* The sections of --help and .env.example, in print order. */
@@ -46,13 +47,16 @@ typedef struct rq_cfg_desc {
     unsigned flags;             /* RQ_CFG_SECRET */
     rq_cfg_group_t group;       /* section in --help and .env.example */
     const char *desc;           /* one line, no trailing period */
+    size_t enum_offset; /* RQ_CFG_ENUM: offsetof the int-sized enum field that gets the index in
+                           `choices`; 0: none */
 } rq_cfg_desc_t;
 
 /* The table of every setting, in print order. Returns a static array; *n gets its length. */
 const rq_cfg_desc_t *rq_config_table(size_t *n);
 
 /* Parses `value` as described by `d` and stores it in the field at `base + d->offset`
- * (a string field's old value is freed only on success). Returns 0, or -1 with err filled:
+ * (a string field's old value is freed only on success; an RQ_CFG_ENUM also stores the
+ * choice's index at `base + d->enum_offset`). Returns 0, or -1 with err filled:
  * the text starts with the variable name and gives the allowed range or choices. */
 int rq_cfg_parse(const rq_cfg_desc_t *d, void *base, const char *value, rq_config_error_t *err);
 

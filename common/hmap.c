@@ -6,6 +6,7 @@
  */
 #include "hmap.h"
 
+#include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,8 @@ static size_t find_slot(const rq_hmap_t *h, const char *key, uint64_t hash)
 {
     size_t mask = h->cap - 1;
     size_t i = (size_t)hash & mask;
+    /* A power-of-two table with at least one empty slot: the probe below ends. */
+    assert(h->cap >= RQ_HMAP_MIN_CAP && (h->cap & mask) == 0 && h->len < h->cap);
     while (h->slots[i].key) {
         if (h->slots[i].hash == hash && strcmp(h->slots[i].key, key) == 0)
             break;
@@ -98,6 +101,7 @@ static size_t find_slot(const rq_hmap_t *h, const char *key, uint64_t hash)
 /* Rehashes into a table of `cap` slots. Returns 0, or -1 (map unchanged) on failure. */
 static int resize(rq_hmap_t *h, size_t cap)
 {
+    assert((cap & (cap - 1)) == 0 && cap > h->len);
     rq_hslot_t *slots = calloc(cap, sizeof(rq_hslot_t));
     if (!slots)
         return -1;
@@ -134,8 +138,10 @@ int rq_hmap_put(rq_hmap_t *h, const char *key, void *value)
             goto err;
         i = find_slot(h, key, hash);
     }
+    assert(h->slots[i].key == NULL);
     h->slots[i] = (rq_hslot_t){.key = copy, .value = value, .hash = hash};
     h->len++;
+    assert(!over_load(h->len, h->cap));
     return 0;
 err:
     free(copy);
@@ -159,6 +165,7 @@ void *rq_hmap_del(rq_hmap_t *h, const char *key)
     if (!h->slots[i].key)
         return NULL;
     void *value = h->slots[i].value;
+    assert(h->len > 0);
     free(h->slots[i].key);
     h->slots[i].key = NULL;
     h->len--;

@@ -26,27 +26,27 @@ static char *read_pem(const char *what, const char *path, char *err, size_t errl
 {
     FILE *f = fopen(path, "rb");
     struct stat st;
-    char *buf = NULL;
+    char *buf = NULL, ebuf[RQ_STRERROR_LEN];
     size_t n;
 
     if (f == NULL) {
-        snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        rq_errf(err, errlen, "%s %s: %s", what, path, rq_strerror(errno, ebuf, sizeof(ebuf)));
         return NULL;
     }
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
         (uint64_t)st.st_size > RQ_PEM_MAX) {
-        snprintf(err, errlen, "%s %s: not a regular file of 1 byte to 1 MiB", what, path);
+        rq_errf(err, errlen, "%s %s: not a regular file of 1 byte to 1 MiB", what, path);
         goto out;
     }
     buf = malloc((size_t)st.st_size + 1);
     if (buf == NULL) {
-        snprintf(err, errlen, "%s %s: out of memory", what, path);
+        rq_errf(err, errlen, "%s %s: out of memory", what, path);
         goto out;
     }
     n = fread(buf, 1, (size_t)st.st_size, f);
     buf[n] = '\0';
     if (n != (size_t)st.st_size || strstr(buf, "-----BEGIN ") == NULL) {
-        snprintf(err, errlen, "%s %s: not a PEM file", what, path);
+        rq_errf(err, errlen, "%s %s: not a PEM file", what, path);
         memset(buf, 0, n);
         free(buf);
         buf = NULL;
@@ -71,7 +71,7 @@ __attribute__((format(printf, 2, 0))) static void mhd_logger(void *cls, const ch
     char text[512];
     const char *code;
 
-    vsnprintf(text, sizeof(text), fmt, ap);
+    rq_verrf(text, sizeof(text), fmt, ap); /* the one formatter; always NUL-terminated */
     text[strcspn(text, "\n")] = '\0';
     code = strstr(text, "HTTP response code is ");
     if (code != NULL) {
@@ -105,14 +105,14 @@ int rq_http_server_prepare(rq_http_server_t *s, const rq_config_t *cfg, rq_metri
         s->conn_limit = rq_metric_series(limits, 1, connections);
     }
     if ((cert != NULL && cert[0] != '\0') != (key != NULL && key[0] != '\0')) {
-        snprintf(err, errlen, "HTTP_TLS_CERT and HTTP_TLS_KEY must be set together");
+        rq_errf(err, errlen, "HTTP_TLS_CERT and HTTP_TLS_KEY must be set together");
         return -1;
     }
     /* The logger first: MHD warns about (and prints with its own logger) anything before. */
     add_opt(s, &n, MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, s);
     if (cert != NULL && cert[0] != '\0') {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-            snprintf(err, errlen, "HTTP_TLS_CERT: this libmicrohttpd was built without TLS");
+            rq_errf(err, errlen, "HTTP_TLS_CERT: this libmicrohttpd was built without TLS");
             return -1;
         }
         s->cert_pem = read_pem("HTTP_TLS_CERT", cert, err, errlen);

@@ -11,6 +11,7 @@
  */
 #include "metrics.h"
 
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -97,6 +98,7 @@ static void series_free(rq_series_t *s)
 static rq_series_t *series_new(const rq_metric_t *f, const char *const *values)
 {
     rq_series_t *s = calloc(1, sizeof(*s));
+    assert(f->nlabels <= RQ_METRIC_MAX_LABELS); /* family_new refuses more */
     if (!s)
         goto err;
     s->kind = f->kind;
@@ -138,6 +140,7 @@ static char *series_key(size_t n, const char *const *values)
         memcpy(p, values[i], l);
         p += l;
     }
+    assert((size_t)(p - key) < cap);
     *p = '\0';
     return key;
 }
@@ -208,6 +211,7 @@ void rq_series_observe(rq_series_t *s, double v)
     size_t i = 0;
     while (i < s->nbuckets && !(v <= s->bounds[i])) /* NaN lands in +Inf */
         i++;
+    assert(s->bucket != NULL && i <= s->nbuckets); /* nbuckets + 1 slots */
     atomic_fetch_add_explicit(&s->bucket[i], 1, memory_order_relaxed);
     atomic_add_double(&s->value, v);
     atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
@@ -447,6 +451,7 @@ static void sb_put(rq_sbuf_t *b, const char *s, size_t n)
         return;
     memcpy(b->buf + b->len, s, n);
     b->len += n;
+    assert(b->len < b->cap); /* sb_reserve kept room for the NUL */
     b->buf[b->len] = '\0';
 }
 
@@ -510,7 +515,7 @@ static void sb_labels(rq_sbuf_t *b, const rq_metric_t *f, const rq_series_t *s, 
             sb_put(b, ",", 1);
         sb_puts(b, f->labels[i]);
         sb_put(b, "=\"", 2);
-        sb_escaped(b, s->values[i], 1);
+        sb_escaped(b, s->values[i], /*quote=*/1);
         sb_put(b, "\"", 1);
     }
     if (le) {
@@ -539,6 +544,7 @@ static void render_histogram(rq_sbuf_t *b, const rq_metric_t *f, const rq_series
 {
     char le[40];
     uint64_t cum = 0;
+    assert(s->kind == RQ_KIND_HISTOGRAM && s->nbuckets == f->nbuckets && s->bucket != NULL);
     for (size_t i = 0; i < s->nbuckets; i++) {
         cum += atomic_load_explicit(&s->bucket[i], memory_order_relaxed);
         format_value(le, sizeof(le), s->bounds[i]);
@@ -573,7 +579,7 @@ char *rq_metrics_render(rq_metrics_t *m, size_t *len)
         sb_puts(&b, "# HELP ");
         sb_puts(&b, f->name);
         sb_put(&b, " ", 1);
-        sb_escaped(&b, f->help, 0);
+        sb_escaped(&b, f->help, /*quote=*/0);
         sb_puts(&b, "\n# TYPE ");
         sb_puts(&b, f->name);
         sb_put(&b, " ", 1);

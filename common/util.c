@@ -1,6 +1,9 @@
-/* util.c - time, ids, UTF-8 validation and an interruptible sleep. */
+/* util.c - time, ids, UTF-8 validation, an interruptible sleep, and the error helpers. */
 #include "util.h"
 
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/types.h>
@@ -29,6 +32,7 @@ int64_t rq_wall_ms(void)
 /* Writes `v` (0 <= v < 10^width) as exactly `width` decimal digits. */
 static char *put_digits(char *p, int v, int width)
 {
+    assert(v >= 0 && width > 0);
     for (int i = width - 1; i >= 0; i--) {
         p[i] = (char)('0' + v % 10);
         v /= 10;
@@ -75,6 +79,7 @@ char *rq_iso8601(int64_t epoch_ms, char *out)
     *p++ = '.';
     p = put_digits(p, (int)ms, 3);
     *p++ = 'Z';
+    assert(p - out == RQ_ISO8601_LEN); /* years 0000..9999 keep the width fixed */
     *p = '\0';
     return out;
 }
@@ -135,6 +140,7 @@ void rq_uuid(char *out)
         out[j++] = hex[b[i] >> 4];
         out[j++] = hex[b[i] & 15];
     }
+    assert(j == RQ_UUID_LEN);
     out[j] = '\0';
 }
 
@@ -168,6 +174,7 @@ int rq_utf8_valid(const char *buf, size_t len)
         } else {
             return 0; /* continuation byte, C0/C1 overlong lead, or F5..FF */
         }
+        assert(i < len && n >= 2 && n <= 4);
         if (len - i < n)
             return 0;
         if (s[i + 1] < lo || s[i + 1] > hi)
@@ -205,4 +212,57 @@ int rq_sleep_interruptible(double seconds, volatile int *stop)
         /* EINTR just means the loop re-checks the clock and the flag sooner. */
         (void)nanosleep(&ts, NULL);
     }
+}
+
+int rq_verrf(char *err, size_t errlen, const char *fmt, va_list ap)
+{
+    if (err == NULL || errlen == 0)
+        return -1;
+    if (vsnprintf(err, errlen, fmt, ap) < 0)
+        err[0] = '\0'; /* an encoding error: an empty text, not a stale one */
+    return -1;
+}
+
+int rq_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    rq_verrf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* strerror_r() is the XSI one (returns int, fills buf) under our _POSIX_C_SOURCE, the GNU one
+ * (returns char *, which may point elsewhere) when a translation unit defines _GNU_SOURCE.
+ * _Generic picks the matching reader, so this compiles and is right either way. */
+static const char *strerror_xsi(int rc, char *buf, size_t len, int errnum)
+{
+    /* Failure: EINVAL (unknown number; glibc still writes "Unknown error N") or ERANGE
+     * (cut, still NUL-terminated); older glibc returns -1 and sets errno instead. */
+    if (rc != 0 && buf[0] == '\0')
+        snprintf(buf, len, "Unknown error %d", errnum);
+    return buf;
+}
+
+static const char *strerror_gnu(const char *s, char *buf, size_t len, int errnum)
+{
+    (void)errnum;
+    if (s != buf)
+        snprintf(buf, len, "%s", s ? s : "");
+    return buf;
+}
+
+const char *rq_strerror(int errnum, char *buf, size_t len)
+{
+    int saved = errno;
+
+    if (buf == NULL || len == 0)
+        return "";
+    buf[0] = '\0';
+    _Generic(strerror_r(errnum, buf, len), int: strerror_xsi, char *: strerror_gnu)(
+        strerror_r(errnum, buf, len), buf, len, errnum);
+    buf[len - 1] = '\0';
+    errno = saved;
+    return buf;
 }

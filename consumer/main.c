@@ -25,6 +25,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "output.h"
+#include "util.h"
 #include "worker.h"
 
 static volatile sig_atomic_t g_stop;
@@ -94,11 +95,11 @@ static void reopen_log(void *arg)
         return;
     fd = open(g_log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) {
-        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, strerror(errno));
+        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, RQ_STRERR(errno));
         return;
     }
     if (dup2(fd, STDERR_FILENO) < 0)
-        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, strerror(errno));
+        rq_error("SIGHUP: cannot reopen the log %s: %s", g_log_path, RQ_STRERR(errno));
     close(fd);
 }
 
@@ -145,7 +146,7 @@ static struct MHD_Daemon *start_http(const char *bind, int port, rq_http_common_
                          MHD_OPTION_END);
     if (d == NULL)
         rq_error("cannot start the HTTP server on %s:%d: %s", bind, port,
-                 errno != 0 ? strerror(errno) : "unknown error");
+                 errno != 0 ? RQ_STRERR(errno) : "unknown error");
 out:
     if (ai != NULL)
         freeaddrinfo(ai);
@@ -174,12 +175,12 @@ int main(int argc, char **argv)
         return 0;
     if (rc < 0)
         return 2;
-    rq_log_level_parse(cfg.log_level, &level);
+    level = cfg.log_level_id; /* parsed and validated once, by rq_config_load */
     rq_log_init("consumer", level);
     rq_json_alloc_init(); /* before any thread uses jansson */
 
     if (install_signals() < 0) {
-        rq_error("cannot install signal handlers: %s", strerror(errno));
+        rq_error("cannot install signal handlers: %s", RQ_STRERR(errno));
         goto out;
     }
     metrics = rq_metrics_new();

@@ -9,14 +9,11 @@
 #include <string.h>
 #include <strings.h>
 
-#include "amqp_conn.h"
 #include "json_alloc.h"
+#include "util.h"
+#include "wire.h"
 
-#define SHORTSTR_MAX 255 /* bytes in an AMQP short string (message_id, header names) */
-
-__attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
+/* The parser error setter (docs/CONVENTIONS.md): one line over rq_verrf(). */
 __attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, const char *fmt, ...)
 {
     va_list ap;
@@ -24,7 +21,7 @@ __attribute__((format(printf, 2, 3))) static void set_err(rq_msg_error_t *err, c
     if (err == NULL)
         return;
     va_start(ap, fmt);
-    vsnprintf(err->text, sizeof(err->text), fmt, ap);
+    rq_verrf(err->text, sizeof(err->text), fmt, ap);
     va_end(ap);
 }
 
@@ -85,33 +82,16 @@ static int set_reply(rq_message_t *m, const char *line, size_t len)
     return 0;
 }
 
-/* Looks up header `key` in a table (NULL: no table). */
-static const amqp_field_value_t *table_get(const amqp_table_t *t, const char *key)
-{
-    size_t klen = strlen(key);
-
-    if (t == NULL)
-        return NULL;
-    for (int i = 0; i < t->num_entries; i++) {
-        if (t->entries[i].key.len == klen && memcmp(t->entries[i].key.bytes, key, klen) == 0)
-            return &t->entries[i].value;
-    }
-    return NULL;
-}
-
-static int field_to_i64(const amqp_field_value_t *f, int64_t *out);
-
 /* A string header into out (NUL-terminated). Returns its length, or -1 when not a string,
  * empty, too long for out, or holding NUL. */
-static long field_str(const amqp_field_value_t *f, char *out, size_t outlen)
+static long field_str(const rq_wire_str_t *f, char *out, size_t outlen)
 {
-    if ((f->kind != AMQP_FIELD_KIND_UTF8 && f->kind != AMQP_FIELD_KIND_BYTES) ||
-        f->value.bytes.len == 0 || f->value.bytes.len >= outlen ||
-        memchr(f->value.bytes.bytes, '\0', f->value.bytes.len) != NULL)
+    if (f->state != RQ_WIRE_OK || f->v.len == 0 || f->v.len >= outlen ||
+        memchr(f->v.bytes, '\0', f->v.len) != NULL)
         return -1;
-    memcpy(out, f->value.bytes.bytes, f->value.bytes.len);
-    out[f->value.bytes.len] = '\0';
-    return (long)f->value.bytes.len;
+    memcpy(out, f->v.bytes, f->v.len);
+    out[f->v.len] = '\0';
+    return (long)f->v.len;
 }
 
 /* The tail range of a raw message with an x-file header (see message.h): fills out->tailed,
@@ -119,48 +99,53 @@ static long field_str(const amqp_field_value_t *f, char *out, size_t outlen)
  * with err set when the headers describe an impossible range. */
 static int decode_tail_range(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
 {
-    const amqp_field_value_t *f = table_get(in->headers, "x-file");
+    const rq_wire_msg_t *w = in->wire;
     const int64_t len = (int64_t)in->body_len; /* a body is far below INT64_MAX bytes */
     char fmt[16];
     int64_t start, end;
     long n;
 
-    if (f == NULL)
+    if (w == NULL || w->file.state == RQ_WIRE_ABSENT)
         return 0;
-    n = field_str(f, out->file_id, sizeof(out->file_id));
+    n = field_str(&w->file, out->file_id, sizeof(out->file_id));
     if (n < 0 ||
         strspn(out->file_id,
                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:._-") != (size_t)n) {
-        set_err(err, "x-file header must be 1..%d bytes of [A-Za-z0-9:._-]", RQ_MSG_FILE_ID_MAX);
+        set_err(err, RQ_WIRE_HDR_FILE " header must be 1..%d bytes of [A-Za-z0-9:._-]",
+                RQ_MSG_FILE_ID_MAX);
         return -1;
     }
-    f = table_get(in->headers, "x-offset");
-    if (f == NULL || field_to_i64(f, &start) != 0 || start < 0) {
-        set_err(err, "a tailed line (x-file) needs an integer x-offset >= 0");
+    if (w->offset.state != RQ_WIRE_OK || w->offset.v < 0) {
+        set_err(err, "a tailed line (" RQ_WIRE_HDR_FILE ") needs an integer " RQ_WIRE_HDR_OFFSET
+                     " >= 0");
         return -1;
     }
-    f = table_get(in->headers, "x-format");
-    if (f != NULL && (field_str(f, fmt, sizeof(fmt)) < 0 || strcmp(fmt, "lines") != 0)) {
-        set_err(err, "unsupported x-format (only \"lines\")");
+    start = w->offset.v;
+    if (w->format.state != RQ_WIRE_ABSENT &&
+        (field_str(&w->format, fmt, sizeof(fmt)) < 0 || strcmp(fmt, RQ_WIRE_FORMAT_LINES) != 0)) {
+        set_err(err, "unsupported " RQ_WIRE_HDR_FORMAT " (only \"" RQ_WIRE_FORMAT_LINES "\")");
         return -1;
     }
-    out->verbatim = f != NULL;
+    out->verbatim = w->format.state != RQ_WIRE_ABSENT;
     /* start >= 0 and len >= 0, so INT64_MAX - start cannot overflow */
     if (len > INT64_MAX - start || (!out->verbatim && len + 1 > INT64_MAX - start)) {
-        set_err(err, "impossible range: x-offset %lld plus %lld bytes passes INT64_MAX",
+        set_err(err,
+                "impossible range: " RQ_WIRE_HDR_OFFSET " %lld plus %lld bytes passes INT64_MAX",
                 (long long)start, (long long)len);
         return -1;
     }
-    f = table_get(in->headers, "x-end");
-    if (f != NULL) {
-        if (field_to_i64(f, &end) != 0) {
-            set_err(err, "x-end must be an integer");
+    if (w->end.state != RQ_WIRE_ABSENT) {
+        if (w->end.state != RQ_WIRE_OK) {
+            set_err(err, RQ_WIRE_HDR_END " must be an integer");
             return -1;
         }
+        end = w->end.v;
         /* end > start >= 0 first, so end - start cannot overflow */
         if (end <= start || (out->verbatim && end - start != len) ||
             (!out->verbatim && end - start != len && end - start != len + 1)) {
-            set_err(err, "impossible range [%lld, %lld) for a %s of %lld bytes (x-offset, x-end)",
+            set_err(err,
+                    "impossible range [%lld, %lld) for a %s of %lld bytes (" RQ_WIRE_HDR_OFFSET
+                    ", " RQ_WIRE_HDR_END ")",
                     (long long)start, (long long)end, out->verbatim ? "chunk" : "line",
                     (long long)len);
             return -1;
@@ -168,7 +153,8 @@ static int decode_tail_range(const rq_msg_input_t *in, rq_message_t *out, rq_msg
     } else {
         end = start + len + (out->verbatim ? 0 : 1);
         if (end <= start) {
-            set_err(err, "impossible range: an empty chunk at x-offset %lld", (long long)start);
+            set_err(err, "impossible range: an empty chunk at " RQ_WIRE_HDR_OFFSET " %lld",
+                    (long long)start);
             return -1;
         }
     }
@@ -199,103 +185,115 @@ static int decode_raw(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_
     return 0;
 }
 
-static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *out,
-                       rq_msg_error_t *err)
+/* Parses the body into a JSON object (*root, a new reference, NULL on failure). Returns 0, or
+ * -1 with err set. */
+static int parse_object(const rq_msg_input_t *in, json_t **root, rq_msg_error_t *err)
 {
     json_error_t jerr;
-    json_t *root = NULL;
-    const amqp_field_value_t *uid;
-    json_t *payload;
-    json_t *v;
-    int rc = -1;
 
     rq_json_oom_clear();
-    root = json_loadb(in->body, in->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    *root = json_loadb(in->body, in->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (rq_json_oom()) {
         /* a syntax error or a corrupt value (json_alloc.h): not the message's fault */
         set_err(err, "out of memory");
-        goto out;
+        return -1;
     }
-    if (root == NULL) {
+    if (*root == NULL) {
         set_err(err, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
-        goto out;
+        return -1;
     }
-    if (!json_is_object(root)) {
+    if (!json_is_object(*root)) {
         set_err(err, "the body must be a JSON object");
-        goto out;
+        return -1;
     }
-    out->kind = RQ_MSG_JSON;
-    payload = json_object_get(root, "payload");
-    if (payload == NULL) {
-        set_err(err, "missing \"payload\"");
-        goto out;
-    }
+    return 0;
+}
 
-    /* id: a non-empty string without NUL, else the message_id property */
-    v = json_object_get(root, "id");
+/* out->id: the body's "id" (a non-empty string without NUL), else the message_id property;
+ * with a reply_to it must fit the reply's message_id. Returns 0, or -1 with err set. */
+static int decode_id(const json_t *root, const rq_msg_input_t *in, rq_message_t *out,
+                     rq_msg_error_t *err)
+{
+    json_t *v = json_object_get(root, "id");
+
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_string(v) || json_string_length(v) == 0) {
             set_err(err, "\"id\" must be a non-empty string");
-            goto out;
+            return -1;
         }
         if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL) {
             set_err(err, "\"id\" contains a NUL character");
-            goto out;
+            return -1;
         }
         out->id = dup_id(json_string_value(v), json_string_length(v));
     } else if (in->message_id != NULL && in->message_id_len > 0) {
         if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
             set_err(err, "message_id property contains a NUL byte");
-            goto out;
+            return -1;
         }
         out->id = dup_id(in->message_id, in->message_id_len);
     } else {
         set_err(err, "missing \"id\" (and no message_id property)");
-        goto out;
+        return -1;
     }
     if (out->id == NULL) {
         set_err(err, "out of memory");
-        goto out;
+        return -1;
     }
-    if (in->has_reply_to && strlen(out->id) > SHORTSTR_MAX) {
+    if (in->has_reply_to && strlen(out->id) > RQ_WIRE_SHORTSTR_MAX) {
         set_err(err,
                 "\"id\" is %zu bytes: the reply's message_id (an AMQP short string) holds at "
                 "most 255",
                 strlen(out->id));
-        goto out;
+        return -1;
     }
-    uid = table_get(in->headers, RQ_HDR_UID);
-    if (uid != NULL && uid->kind == AMQP_FIELD_KIND_UTF8 && uid->value.bytes.len > 0 &&
-        memchr(uid->value.bytes.bytes, '\0', uid->value.bytes.len) == NULL) {
-        out->key_buf = dup_id(uid->value.bytes.bytes, uid->value.bytes.len);
+    return 0;
+}
+
+/* out->key_buf: the x-relayq-uid header (a non-empty 'S' string without NUL), else the
+ * message_id property, else nothing (the key is then the id). Returns 0, or -1 with err set. */
+static int decode_key(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+{
+    const rq_wire_str_t *uid = in->wire != NULL ? &in->wire->uid : NULL;
+
+    if (uid != NULL && uid->state == RQ_WIRE_OK && uid->v.len > 0 &&
+        memchr(uid->v.bytes, '\0', uid->v.len) == NULL) {
+        out->key_buf = dup_id(uid->v.bytes, uid->v.len);
         if (out->key_buf == NULL) {
             set_err(err, "out of memory");
-            goto out;
+            return -1;
         }
     } else if (in->message_id != NULL && in->message_id_len > 0) {
         if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
             set_err(err, "message_id property contains a NUL byte");
-            goto out;
+            return -1;
         }
         out->key_buf = dup_id(in->message_id, in->message_id_len);
         if (out->key_buf == NULL) {
             set_err(err, "out of memory");
-            goto out;
+            return -1;
         }
     }
+    return 0;
+}
 
-    v = json_object_get(root, "processing_time");
+/* The optional "processing_time" (a number >= 0, capped at max_pt) and "fail_times" (an
+ * integer >= 0). Returns 0, or -1 with err set. */
+static int decode_options(const json_t *root, double max_pt, rq_message_t *out, rq_msg_error_t *err)
+{
+    json_t *v = json_object_get(root, "processing_time");
+
     if (v != NULL && !json_is_null(v)) {
         double t;
 
         if (!json_is_number(v)) {
             set_err(err, "\"processing_time\" must be a number");
-            goto out;
+            return -1;
         }
         t = json_number_value(v);
         if (!(t >= 0)) {
             set_err(err, "\"processing_time\" must be >= 0");
-            goto out;
+            return -1;
         }
         if (t > max_pt) {
             t = max_pt;
@@ -303,49 +301,75 @@ static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *ou
         }
         out->processing_time = t;
     }
-
     v = json_object_get(root, "fail_times");
     if (v != NULL && !json_is_null(v)) {
         json_int_t n;
 
         if (!json_is_integer(v)) {
             set_err(err, "\"fail_times\" must be an integer");
-            goto out;
+            return -1;
         }
         n = json_integer_value(v);
         if (n < 0) {
             set_err(err, "\"fail_times\" must be >= 0");
-            goto out;
+            return -1;
         }
         out->fail_times = n > INT_MAX ? INT_MAX : (int)n;
     }
+    return 0;
+}
 
-    v = payload;
-    if (json_is_string(v)) {
-        if (set_reply(out, json_string_value(v), json_string_length(v)) < 0) {
+/* The output line and reply from the payload: a string verbatim, anything else compact JSON.
+ * Returns 0, or -1 with err set. */
+static int encode_line(const json_t *payload, rq_message_t *out, rq_msg_error_t *err)
+{
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+    size_t need;
+
+    if (json_is_string(payload)) {
+        if (set_reply(out, json_string_value(payload), json_string_length(payload)) < 0) {
             set_err(err, "out of memory");
-            goto out;
+            return -1;
         }
-    } else {
-        const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-        size_t need = json_dumpb(v, NULL, 0, flags);
-
-        out->reply = need > 0 ? malloc(RQ_REPLY_PREFIX_LEN + need + 1) : NULL;
-        if (out->reply == NULL) {
-            set_err(err, need > 0 || rq_json_oom() ? "out of memory"
-                                                   : "\"payload\" cannot be serialized");
-            goto out;
-        }
-        memcpy(out->reply, RQ_REPLY_PREFIX, RQ_REPLY_PREFIX_LEN);
-        if (json_dumpb(v, out->reply + RQ_REPLY_PREFIX_LEN, need, flags) != need) {
-            set_err(err, rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
-            goto out;
-        }
-        out->reply[RQ_REPLY_PREFIX_LEN + need] = '\0';
-        out->reply_len = RQ_REPLY_PREFIX_LEN + need;
-        out->line = out->reply + RQ_REPLY_PREFIX_LEN;
-        out->line_len = need;
+        return 0;
     }
+    need = json_dumpb(payload, NULL, 0, flags);
+    out->reply = need > 0 ? malloc(RQ_REPLY_PREFIX_LEN + need + 1) : NULL;
+    if (out->reply == NULL) {
+        set_err(err,
+                need > 0 || rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
+        return -1;
+    }
+    memcpy(out->reply, RQ_REPLY_PREFIX, RQ_REPLY_PREFIX_LEN);
+    if (json_dumpb(payload, out->reply + RQ_REPLY_PREFIX_LEN, need, flags) != need) {
+        set_err(err, rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
+        return -1;
+    }
+    out->reply[RQ_REPLY_PREFIX_LEN + need] = '\0';
+    out->reply_len = RQ_REPLY_PREFIX_LEN + need;
+    out->line = out->reply + RQ_REPLY_PREFIX_LEN;
+    out->line_len = need;
+    return 0;
+}
+
+static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *out,
+                       rq_msg_error_t *err)
+{
+    json_t *root = NULL;
+    json_t *payload;
+    int rc = -1;
+
+    if (parse_object(in, &root, err) < 0)
+        goto out;
+    out->kind = RQ_MSG_JSON;
+    payload = json_object_get(root, "payload");
+    if (payload == NULL) {
+        set_err(err, "missing \"payload\"");
+        goto out;
+    }
+    if (decode_id(root, in, out, err) < 0 || decode_key(in, out, err) < 0 ||
+        decode_options(root, max_pt, out, err) < 0 || encode_line(payload, out, err) < 0)
+        goto out;
     rc = 0;
 out:
     json_decref(root);
@@ -403,110 +427,20 @@ void rq_message_clear(rq_message_t *m)
     memset(m, 0, sizeof(*m));
 }
 
-void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes_t body,
-                                rq_msg_input_t *in)
+void rq_message_input_from_wire(const rq_wire_msg_t *w, amqp_bytes_t body, rq_msg_input_t *in)
 {
     memset(in, 0, sizeof(*in));
-    if (props->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
-        in->content_type = props->content_type.len > 0 ? props->content_type.bytes : "";
-        in->content_type_len = props->content_type.len;
+    if (w->has_content_type) {
+        in->content_type = w->content_type.len > 0 ? w->content_type.bytes : "";
+        in->content_type_len = w->content_type.len;
     }
-    if (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-        in->message_id = props->message_id.len > 0 ? props->message_id.bytes : "";
-        in->message_id_len = props->message_id.len;
+    if (w->has_message_id) {
+        in->message_id = w->message_id.len > 0 ? w->message_id.bytes : "";
+        in->message_id_len = w->message_id.len;
     }
     in->body = body.len > 0 ? body.bytes : "";
     in->body_len = body.len;
-    if (props->_flags & AMQP_BASIC_HEADERS_FLAG)
-        in->headers = &props->headers;
-    in->has_reply_to = (props->_flags & AMQP_BASIC_REPLY_TO_FLAG) && props->reply_to.len > 0;
-}
-
-/* Reads an integer-like field value; returns 0 and *out, or -1 when the kind is not one. */
-static int field_to_i64(const amqp_field_value_t *f, int64_t *out)
-{
-    switch (f->kind) {
-    case AMQP_FIELD_KIND_I8:
-        *out = f->value.i8;
-        return 0;
-    case AMQP_FIELD_KIND_U8:
-        *out = f->value.u8;
-        return 0;
-    case AMQP_FIELD_KIND_I16:
-        *out = f->value.i16;
-        return 0;
-    case AMQP_FIELD_KIND_U16:
-        *out = f->value.u16;
-        return 0;
-    case AMQP_FIELD_KIND_I32:
-        *out = f->value.i32;
-        return 0;
-    case AMQP_FIELD_KIND_U32:
-        *out = f->value.u32;
-        return 0;
-    case AMQP_FIELD_KIND_I64:
-        *out = f->value.i64;
-        return 0;
-    case AMQP_FIELD_KIND_U64:
-        if (f->value.u64 > (uint64_t)INT64_MAX)
-            return -1;
-        *out = (int64_t)f->value.u64;
-        return 0;
-    case AMQP_FIELD_KIND_F64:
-        if (!(f->value.f64 > 0 && f->value.f64 < 9.2e18))
-            return -1;
-        *out = (int64_t)f->value.f64;
-        return 0;
-    case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES: {
-        char buf[24];
-        char *end;
-        long long v;
-
-        if (f->value.bytes.len == 0 || f->value.bytes.len >= sizeof(buf))
-            return -1;
-        memcpy(buf, f->value.bytes.bytes, f->value.bytes.len);
-        buf[f->value.bytes.len] = '\0';
-        v = strtoll(buf, &end, 10);
-        if (*end != '\0')
-            return -1;
-        *out = v;
-        return 0;
-    }
-    default:
-        return -1;
-    }
-}
-
-int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key, int64_t *out)
-{
-    const amqp_field_value_t *v = rq_amqp_header(props, key);
-
-    return v != NULL && field_to_i64(v, out) == 0 ? 0 : -1;
-}
-
-int rq_message_header_str(const amqp_basic_properties_t *props, const char *key, char *out,
-                          size_t outlen)
-{
-    const amqp_field_value_t *v = rq_amqp_header(props, key);
-
-    if (v == NULL || (v->kind != AMQP_FIELD_KIND_UTF8 && v->kind != AMQP_FIELD_KIND_BYTES) ||
-        v->value.bytes.len == 0 || v->value.bytes.len >= outlen ||
-        memchr(v->value.bytes.bytes, '\0', v->value.bytes.len) != NULL)
-        return -1;
-    memcpy(out, v->value.bytes.bytes, v->value.bytes.len);
-    out[v->value.bytes.len] = '\0';
-    return 0;
-}
-
-int64_t rq_message_published_ms(const amqp_basic_properties_t *props)
-{
-    int64_t v;
-
-    if (rq_message_header_i64(props, "x-published-ms", &v) == 0 && v > 0)
-        return v;
-    if ((props->_flags & AMQP_BASIC_TIMESTAMP_FLAG) && props->timestamp > 0 &&
-        props->timestamp < (uint64_t)INT64_MAX / 1000)
-        return (int64_t)props->timestamp * 1000;
-    return -1;
+    if (w->has_headers)
+        in->wire = w;
+    in->has_reply_to = w->has_reply_to && w->reply_to.len > 0;
 }

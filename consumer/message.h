@@ -43,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 #define RQ_REPLY_PREFIX "Consumer processed: "
 #define RQ_REPLY_PREFIX_LEN (sizeof(RQ_REPLY_PREFIX) - 1)
 
@@ -60,8 +62,10 @@ typedef struct rq_msg_input {
     size_t message_id_len;
     const void *body;
     size_t body_len;
-    const amqp_table_t *headers; /* the headers property (NULL: absent): tail ranges */
-    int has_reply_to;            /* 1 when the delivery has a non-empty reply_to */
+    /* the delivery's decoded headers (NULL: no headers property): the tail range and the
+     * x-relayq-uid key; borrowed */
+    const rq_wire_msg_t *wire;
+    int has_reply_to; /* 1 when the delivery has a non-empty reply_to */
 } rq_msg_input_t;
 
 #define RQ_MSG_FILE_ID_MAX 128
@@ -103,23 +107,9 @@ int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_m
 /* Frees what rq_message_decode() allocated and zeroes *m. NULL and zeroed structs are fine. */
 void rq_message_clear(rq_message_t *m);
 
-/* Fills an rq_msg_input_t from AMQP properties and body (pointers borrowed from `props` and
- * `body`, valid as long as they are): content type, message id, headers, reply_to presence. */
-void rq_message_input_from_amqp(const amqp_basic_properties_t *props, amqp_bytes_t body,
-                                rq_msg_input_t *in);
-
-/* Looks up integer header `key` (any integer field kind, or a decimal string) into *out.
- * Returns 0, or -1 when absent or not an integer. */
-int rq_message_header_i64(const amqp_basic_properties_t *props, const char *key, int64_t *out);
-
-/* Copies string header `key` into out (NUL-terminated, outlen bytes of room). Returns 0, or
- * -1 when absent, not a string, empty, or too long for out. */
-int rq_message_header_str(const amqp_basic_properties_t *props, const char *key, char *out,
-                          size_t outlen);
-
-/* Epoch milliseconds at which the message was published: the `x-published-ms` header (any
- * integer field kind, or a decimal string) if present and positive, else the `timestamp`
- * property (seconds) * 1000, else -1. */
-int64_t rq_message_published_ms(const amqp_basic_properties_t *props);
+/* Fills an rq_msg_input_t from a delivery's decoded properties and headers (rq_wire_decode())
+ * and its body: content type, message id, headers, reply_to presence. Pointers are borrowed
+ * from `w` (which must outlive *in) and `body`. */
+void rq_message_input_from_wire(const rq_wire_msg_t *w, amqp_bytes_t body, rq_msg_input_t *in);
 
 #endif

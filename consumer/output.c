@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "seen.h"
+#include "util.h"
 
 #define COMPACT_BYTES (8u << 20)
 #define MAX_FILES 1024
@@ -277,16 +278,12 @@ static int settle_newest(rq_output_t *out, const record_t *last, int *dropped)
     return rc;
 }
 
-/* Reads the ledger from ledger_pos to its end, repairs a torn tail or a half-done newest
- * commit, and applies the complete records. Called with the lock held. Returns 0 or -errno. */
-static int catch_up(rq_output_t *out)
+/* Catch-up phase "check": starts over (out->ledger_pos 0, an empty index) when another
+ * process replaced the ledger (compaction) or it is shorter than what was applied. Leaves the
+ * ledger's size in *size. Returns 0 or -errno. */
+static int check_ledger(rq_output_t *out, off_t *size)
 {
     struct stat st, lst;
-    off_t size, pos = out->ledger_pos;
-    record_t last = {NULL, 0, 0, -1, -1, 0, 0, 0};
-    char *data = NULL;
-    ssize_t got;
-    int rc = 0;
 
     /* Another process compacted the ledger (rename): start over from the new file. */
     if (stat(out->ledger_path, &lst) == 0 && lst.st_ino != out->ledger_ino) {
@@ -296,7 +293,7 @@ static int catch_up(rq_output_t *out)
         close(out->ledger_fd);
         out->ledger_fd = fd;
         out->ledger_ino = lst.st_ino;
-        out->ledger_pos = pos = 0;
+        out->ledger_pos = 0;
         rq_seen_free(out->seen);
         out->seen = rq_seen_new(out->id_window, MAX_FILES);
         if (out->seen == NULL)
@@ -304,7 +301,7 @@ static int catch_up(rq_output_t *out)
     }
     if (fstat(out->ledger_fd, &st) < 0)
         return -errno;
-    if (st.st_size < pos) {
+    if (st.st_size < out->ledger_pos) {
         /* Shorter than what we applied (cut by hand, or by an older version rolling back):
          * our offsets mean nothing any more: start over from the ledger as it is. */
         rq_warn("output ledger %s shrank under us: reloading it", out->ledger_path);
@@ -312,24 +309,46 @@ static int catch_up(rq_output_t *out)
         out->seen = rq_seen_new(out->id_window, MAX_FILES);
         if (out->seen == NULL)
             return -ENOMEM;
-        out->ledger_pos = pos = 0;
+        out->ledger_pos = 0;
     }
-    size = st.st_size;
-    if (size > pos) {
-        data = malloc((size_t)(size - pos) + 1);
-        if (data == NULL)
-            return -ENOMEM;
-        got = pread(out->ledger_fd, data, (size_t)(size - pos), pos);
-        if (got != size - pos) {
-            rc = got < 0 ? -errno : -EIO;
-            goto out;
-        }
+    *size = st.st_size;
+    return 0;
+}
+
+/* Catch-up phase "read": the ledger's bytes [pos, size) into *data, a new buffer of one more
+ * byte for the caller to free (NULL when there is nothing new). Returns 0 or -errno (*data
+ * NULL). */
+static int read_ledger(rq_output_t *out, off_t pos, off_t size, char **data)
+{
+    ssize_t got;
+
+    *data = NULL;
+    if (size <= pos)
+        return 0;
+    *data = malloc((size_t)(size - pos) + 1);
+    if (*data == NULL)
+        return -ENOMEM;
+    got = pread(out->ledger_fd, *data, (size_t)(size - pos), pos);
+    if (got != size - pos) {
+        int rc = got < 0 ? -errno : -EIO;
+        free(*data);
+        *data = NULL;
+        return rc;
     }
-    /* Parse records; remember where each starts so the newest can be undone. */
-    off_t complete = pos;
+    return 0;
+}
+
+/* Catch-up phase "parse": cuts data (the ledger's bytes from offset pos to size; NULL: none)
+ * into its complete records, in *recs (a new array for the caller to free, pointing into
+ * data) and *nrec; a torn last record is left out. Pure. Returns 0 or -ENOMEM (*recs NULL,
+ * *nrec 0). */
+static int parse_records(char *data, off_t pos, off_t size, record_t **recs, size_t *nrec)
+{
     char *p = data, *dend = data ? data + (size - pos) : NULL;
-    record_t *recs = NULL;
-    size_t nrec = 0, crec = 0;
+    size_t crec = 0;
+
+    *recs = NULL;
+    *nrec = 0;
     while (p != NULL && p < dend) {
         long long b, a;
         unsigned long long dev = 0, ino = 0;
@@ -355,74 +374,115 @@ static int catch_up(rq_output_t *out)
         }
         if (e >= dend)
             break; /* torn: its writer died mid-write */
-        if (nrec == crec) {
+        if (*nrec == crec) {
             size_t nc = crec ? crec * 2 : 16;
-            record_t *nr = realloc(recs, nc * sizeof(*nr));
+            record_t *nr = realloc(*recs, nc * sizeof(*nr));
             if (nr == NULL) {
-                free(recs);
-                rc = -ENOMEM;
-                goto out;
+                free(*recs);
+                *recs = NULL;
+                *nrec = 0;
+                return -ENOMEM;
             }
-            recs = nr;
+            *recs = nr;
             crec = nc;
         }
-        recs[nrec].text = p;
-        recs[nrec].at = pos + (p - data);
-        recs[nrec].end = pos + (e + 2 - data);
-        recs[nrec].before = b;
-        recs[nrec].after = a;
-        recs[nrec].has_ident = nf == 4;
-        recs[nrec].dev = dev;
-        recs[nrec].ino = ino;
-        nrec++;
+        (*recs)[*nrec] =
+            (record_t){p, pos + (p - data), pos + (e + 2 - data), b, a, nf == 4, dev, ino};
+        (*nrec)++;
         p = e + 2;
     }
-    if (nrec > 0) {
-        complete = recs[nrec - 1].end;
-        last = recs[nrec - 1];
-    }
-    if (complete < size) {
-        rq_warn("output ledger %s: dropping a torn record (%lld bytes)", out->ledger_path,
-                (long long)(size - complete));
-        if (ftruncate(out->ledger_fd, complete) < 0) {
-            rc = -errno;
-            free(recs);
-            goto out;
-        }
-    }
+    return 0;
+}
+
+/* Catch-up phase "cut": a torn record after `complete` (its writer died mid-write) is cut off
+ * the ledger, which then ends at `complete`. Returns 0 or -errno. */
+static int cut_torn(rq_output_t *out, off_t complete, off_t size)
+{
+    if (complete >= size)
+        return 0;
+    rq_warn("output ledger %s: dropping a torn record (%lld bytes)", out->ledger_path,
+            (long long)(size - complete));
+    if (ftruncate(out->ledger_fd, complete) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Catch-up phase "settle": the newest commit `last` (NULL: no record) must be fully in the
+ * output, else it is undone (settle_newest); then the output at PATH is followed. Returns 0
+ * with out->fd the file at PATH, or -errno (-EAGAIN: the path kept changing). */
+static int settle_and_follow(rq_output_t *out, const record_t *last)
+{
+    int rc = 0;
+
     /* The newest commit must be fully in the output, else undo it: checked against the file
      * it names, so before following a rename when we still hold that file, else after. A
      * dropped record is voided in the ledger and stays there: its offsets do not move. */
-    if (nrec > 0) {
+    if (last != NULL) {
         int dropped = 0;
-        int r = settle_newest(out, &last, &dropped);
+        int r = settle_newest(out, last, &dropped);
 
         for (int k = 0; r == 1 && k < 3 && (rc = follow_path(out)) == 0; k++)
-            r = settle_newest(out, &last, &dropped);
+            r = settle_newest(out, last, &dropped);
         if (r == 1 && rc == 0)
             r = -EAGAIN; /* the path keeps changing under us: try again later */
-        if (r < 0) {
-            rc = r;
-            free(recs);
-            goto out;
-        }
+        if (r < 0)
+            return r;
     }
     if (rc == 0)
         rc = follow_path(out);
-    if (rc != 0) {
-        free(recs);
-        goto out;
-    }
+    return rc;
+}
+
+/* Catch-up phase "apply": the entries of recs[0..nrec) (records of data, which starts at
+ * ledger offset pos) into the index. Returns 0 or -ENOMEM (stops at the first failure). */
+static int apply_records(rq_output_t *out, char *data, off_t pos, const record_t *recs, size_t nrec)
+{
+    int rc = 0;
+
     for (size_t i = 0; i < nrec && rc == 0; i++) {
         char *rs = data + (recs[i].at - pos);
         char *re = data + (recs[i].end - pos);
         char *first_nl = memchr(rs, '\n', (size_t)(re - rs));
         rc = apply_record(out, first_nl + 1, re - 2);
     }
+    return rc;
+}
+
+/* Reads the ledger from ledger_pos to its end, repairs a torn tail or a half-done newest
+ * commit, and applies the complete records: check -> read -> parse -> cut -> settle -> apply.
+ * Called with the lock held. Returns 0 or -errno; out->ledger_pos moves past the last record
+ * kept once the records were applied (even when applying one failed). */
+static int catch_up(rq_output_t *out)
+{
+    off_t size = 0, pos;
+    char *data = NULL;
+    record_t *recs = NULL;
+    size_t nrec = 0;
+    int rc;
+
+    rc = check_ledger(out, &size);
+    if (rc != 0)
+        return rc;
+    pos = out->ledger_pos;
+    rc = read_ledger(out, pos, size, &data);
+    if (rc != 0)
+        goto out;
+    /* Parse records; remember where each starts so the newest can be undone. */
+    rc = parse_records(data, pos, size, &recs, &nrec);
+    if (rc != 0)
+        goto out;
+    rc = cut_torn(out, nrec > 0 ? recs[nrec - 1].end : pos, size);
+    if (rc != 0)
+        goto out;
+    rc = settle_and_follow(out, nrec > 0 ? &recs[nrec - 1] : NULL);
+    if (rc != 0)
+        goto out;
+    rc = apply_records(out, data, pos, recs, nrec);
     /* Next time, read on from the end of the last record kept. */
     out->ledger_pos = nrec > 0 ? recs[nrec - 1].end : pos;
-    free(recs);
+
 out:
+    free(recs);
     free(data);
     return rc;
 }
@@ -433,8 +493,10 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
     struct stat st;
     int rc;
 
-    if (out == NULL)
-        goto nomem;
+    if (out == NULL) {
+        rq_errf(err, errlen, "out of memory");
+        goto fail;
+    }
     out->fd = out->ledger_fd = out->lock_fd = -1;
     out->id_window = id_window ? id_window : 1;
     out->compact_bytes = COMPACT_BYTES;
@@ -443,13 +505,15 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
     out->lock_path = malloc(strlen(path) + 8);
     out->seen = rq_seen_new(out->id_window, MAX_FILES);
     if (out->path == NULL || out->ledger_path == NULL || out->lock_path == NULL ||
-        out->seen == NULL)
-        goto nomem;
+        out->seen == NULL) {
+        rq_errf(err, errlen, "out of memory");
+        goto fail;
+    }
     sprintf(out->ledger_path, "%s.ledger", path);
     sprintf(out->lock_path, "%s.lock", path);
     out->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (out->fd < 0 || fstat(out->fd, &st) < 0) {
-        snprintf(err, errlen, "cannot open output file %s: %s", path, strerror(errno));
+        rq_errf(err, errlen, "cannot open output file %s: %s", path, RQ_STRERR(errno));
         goto fail;
     }
     out->dev = st.st_dev;
@@ -457,31 +521,29 @@ rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_
     out->ledger_fd = open(out->ledger_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     out->lock_fd = open(out->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (out->ledger_fd < 0 || out->lock_fd < 0) {
-        snprintf(err, errlen, "cannot open %s or %s: %s", out->ledger_path, out->lock_path,
-                 strerror(errno));
+        rq_errf(err, errlen, "cannot open %s or %s: %s", out->ledger_path, out->lock_path,
+                RQ_STRERR(errno));
         goto fail;
     }
     if (fstat(out->ledger_fd, &st) < 0) {
-        snprintf(err, errlen, "cannot stat %s: %s", out->ledger_path, strerror(errno));
+        rq_errf(err, errlen, "cannot stat %s: %s", out->ledger_path, RQ_STRERR(errno));
         goto fail;
     }
     out->ledger_ino = st.st_ino;
     sync_parent_dir(path);
     if (flock(out->lock_fd, LOCK_EX) < 0) {
-        snprintf(err, errlen, "cannot lock %s: %s", out->lock_path, strerror(errno));
+        rq_errf(err, errlen, "cannot lock %s: %s", out->lock_path, RQ_STRERR(errno));
         goto fail;
     }
     rc = catch_up(out);
     flock(out->lock_fd, LOCK_UN);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot load %s: %s", out->ledger_path, strerror(-rc));
+        rq_errf(err, errlen, "cannot load %s: %s", out->ledger_path, RQ_STRERR(-rc));
         goto fail;
     }
     out->opened = 1;
     return out;
 
-nomem:
-    snprintf(err, errlen, "out of memory");
 fail:
     rq_output_free(out);
     return NULL;
@@ -741,7 +803,7 @@ static int put_record(rq_output_t *out, off_t rec_at, size_t len, int replace)
         fdatasync(out->ledger_fd) < 0) {
         rc = -(errno ? errno : EIO);
         if (ftruncate(out->ledger_fd, rec_at) < 0)
-            rq_warn("cannot undo a ledger record: %s", strerror(errno));
+            rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));
     }
     return rc;
 }
@@ -750,121 +812,131 @@ static int put_record(rq_output_t *out, off_t rec_at, size_t len, int replace)
  * sync (copytruncate) before it gives up (a write failure: the worker retries later). */
 #define SIZE_TRIES 3
 
-int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n)
-{
-    struct stat st, now;
-    size_t bytes = 0, nnew = 0, rec_len = 0;
-    off_t before = 0, rec_at = 0;
-    rq_seen_t *batch = NULL;
-    int64_t rc;
+/* One commit in progress: its ledger record and what that record says. */
+typedef struct commit {
+    size_t bytes;   /* output bytes of the batch's segments */
+    off_t rec_at;   /* where the record is in the ledger (out->ledger_pos) */
+    size_t rec_len; /* its length as written */
+    off_t before;   /* the output's size the record names: where the lines go */
+    struct stat st; /* the output file the record names */
+} commit_t;
 
-    if (n == 0)
-        return 0;
-    if (flock(out->lock_fd, LOCK_EX) < 0)
-        return -errno;
-    rc = catch_up(out);
+/* Commit phase "buffers": room in out->buf for the record and in out->iov for the lines of
+ * out->nsegs segments. Returns 0 or -ENOMEM (the buffers stay valid). */
+static int reserve_commit(rq_output_t *out)
+{
+    int rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 128);
+
     if (rc != 0)
-        goto out;
-    rc = plan(out, lines, n, &batch);
-    if (rc != 0)
-        goto out;
-    for (size_t k = 0; k < out->nsegs; k++)
-        bytes += seg_bytes(lines, &out->segs[k]);
-    for (size_t i = 0; i < n; i++)
-        nnew += lines[i].written != 0;
-    if (out->nsegs == 0)
-        goto out;
-    rc = reserve(out, out->nsegs * (MAX_FILE_ID + 64) + 128);
-    if (rc != 0)
-        goto out;
+        return rc;
     if (out->iovcap < 2 * out->nsegs) {
         struct iovec *ni = realloc(out->iov, 2 * out->nsegs * sizeof(*ni));
-        if (ni == NULL) {
-            rc = -ENOMEM;
-            goto out;
-        }
+        if (ni == NULL)
+            return -ENOMEM;
         out->iov = ni;
         out->iovcap = 2 * out->nsegs;
     }
+    return 0;
+}
+
+/* Commit phase "record": writes and syncs the record at out->ledger_pos (cm->rec_at), naming
+ * the output's size right before the lines go in (cm->before, cm->st, cm->rec_len). Returns 0,
+ * or -errno with the ledger cut back to cm->rec_at (-EAGAIN: the size kept changing). */
+static int put_commit_record(rq_output_t *out, const rq_output_line_t *lines, commit_t *cm)
+{
+    struct stat now;
+    int rc;
+
     /* The record first, naming the output's size right before the lines go in. The ledger's
      * sync takes milliseconds, long enough for a copytruncate to land: look again after it,
      * and record the new size when it changed. */
-    rec_at = out->ledger_pos;
+    cm->rec_at = out->ledger_pos;
     for (int tries = 0;; tries++) {
-        if (fstat(out->fd, &st) < 0) {
+        if (fstat(out->fd, &cm->st) < 0) {
             rc = -errno;
-            if (tries > 0 && ftruncate(out->ledger_fd, rec_at) < 0)
-                rq_warn("cannot undo a ledger record: %s", strerror(errno));
-            goto out;
+            if (tries > 0 && ftruncate(out->ledger_fd, cm->rec_at) < 0)
+                rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));
+            return rc;
         }
-        before = st.st_size;
-        rec_len = format_record(out, lines, before, before + (off_t)bytes, &st);
-        rc = put_record(out, rec_at, rec_len, tries > 0);
+        cm->before = cm->st.st_size;
+        cm->rec_len = format_record(out, lines, cm->before, cm->before + (off_t)cm->bytes, &cm->st);
+        rc = put_record(out, cm->rec_at, cm->rec_len, tries > 0);
         if (rc != 0)
-            goto out;
+            return rc;
         if (fstat(out->fd, &now) < 0)
             now.st_size = -1;
-        if (now.st_size == before)
-            break;
+        if (now.st_size == cm->before)
+            return 0;
         if (tries + 1 == SIZE_TRIES) {
             rc = -EAGAIN;
-            if (ftruncate(out->ledger_fd, rec_at) < 0)
-                rq_warn("cannot undo a ledger record: %s", strerror(errno));
-            goto out;
+            if (ftruncate(out->ledger_fd, cm->rec_at) < 0)
+                rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));
+            return rc;
         }
         rq_info("output %s changed from %lld to %lld bytes during a commit (copytruncate?): "
                 "recording the new size",
-                out->path, (long long)before, (long long)now.st_size);
+                out->path, (long long)cm->before, (long long)now.st_size);
     }
+}
+
+/* Commit phase "lines": appends the segments in one write and syncs the output; when a
+ * truncate moved them, the record is rewritten to say where they are (cm->before,
+ * cm->rec_len). Sets each line's `newlines`. Returns 0, or -errno with both the output and
+ * the ledger cut back (the batch is then simply not there). */
+static int write_lines(rq_output_t *out, rq_output_line_t *lines, commit_t *cm)
+{
+    static char nl = '\n';
+    size_t niov = 0;
+    off_t end = -1;
+    int wrc;
+
     /* The lines, and the parts of chunks, in order: one write from the message bodies,
      * appended (O_APPEND) wherever the end of the file is when it lands. */
-    {
-        static char nl = '\n';
-        size_t niov = 0;
-        off_t end = -1;
-        int wrc;
-
-        for (size_t k = 0; k < out->nsegs; k++) {
-            const seg_t *sg = &out->segs[k];
-            rq_output_line_t *l = &lines[sg->line];
-            const char *src = l->data;
-            size_t len = l->len;
-            if (sg->b > sg->a) {
-                src = l->data + (sg->a - l->start);
-                len = (size_t)(sg->b - sg->a);
-            }
-            if (len > 0)
-                out->iov[niov++] = (struct iovec){(void *)src, len};
-            if (l->verbatim) {
-                l->newlines += count_newlines(src, len);
-            } else {
-                out->iov[niov++] = (struct iovec){&nl, 1};
-                l->newlines = 1;
-            }
+    for (size_t k = 0; k < out->nsegs; k++) {
+        const seg_t *sg = &out->segs[k];
+        rq_output_line_t *l = &lines[sg->line];
+        const char *src = l->data;
+        size_t len = l->len;
+        if (sg->b > sg->a) {
+            src = l->data + (sg->a - l->start);
+            len = (size_t)(sg->b - sg->a);
         }
-        wrc = writev_all(out->fd, out->iov, niov);
-        if (wrc == 0 && (end = lseek(out->fd, 0, SEEK_CUR)) < 0)
-            wrc = -errno;
-        if (wrc == 0 && end - (off_t)bytes != before) {
-            /* A truncate landed between the last look and the write (microseconds): the
-             * lines are whole at the end of the file; say where before they are synced. */
-            off_t at = end - (off_t)bytes < 0 ? 0 : end - (off_t)bytes;
-
-            rq_info("output %s was truncated during a commit: its lines are at %lld, not %lld",
-                    out->path, (long long)at, (long long)before);
-            before = at;
-            rec_len = format_record(out, lines, before, end, &st);
-            wrc = put_record(out, rec_at, rec_len, 1);
-        }
-        if (wrc != 0 || fdatasync(out->fd) < 0) {
-            rc = wrc != 0 ? wrc : -(errno ? errno : EIO);
-            /* Undo both, so the batch is simply not there (it will be redelivered). */
-            if (shrink_to(out->fd, before) != 0 || ftruncate(out->ledger_fd, rec_at) < 0)
-                rq_warn("cannot undo a failed output write: %s", strerror(errno));
-            goto out;
+        if (len > 0)
+            out->iov[niov++] = (struct iovec){(void *)src, len};
+        if (l->verbatim) {
+            l->newlines += count_newlines(src, len);
+        } else {
+            out->iov[niov++] = (struct iovec){&nl, 1};
+            l->newlines = 1;
         }
     }
-    /* Committed: index what was written. */
+    wrc = writev_all(out->fd, out->iov, niov);
+    if (wrc == 0 && (end = lseek(out->fd, 0, SEEK_CUR)) < 0)
+        wrc = -errno;
+    if (wrc == 0 && end - (off_t)cm->bytes != cm->before) {
+        /* A truncate landed between the last look and the write (microseconds): the
+         * lines are whole at the end of the file; say where before they are synced. */
+        off_t at = end - (off_t)cm->bytes < 0 ? 0 : end - (off_t)cm->bytes;
+
+        rq_info("output %s was truncated during a commit: its lines are at %lld, not %lld",
+                out->path, (long long)at, (long long)cm->before);
+        cm->before = at;
+        cm->rec_len = format_record(out, lines, cm->before, end, &cm->st);
+        wrc = put_record(out, cm->rec_at, cm->rec_len, 1);
+    }
+    if (wrc != 0 || fdatasync(out->fd) < 0) {
+        int rc = wrc != 0 ? wrc : -(errno ? errno : EIO);
+        /* Undo both, so the batch is simply not there (it will be redelivered). */
+        if (shrink_to(out->fd, cm->before) != 0 || ftruncate(out->ledger_fd, cm->rec_at) < 0)
+            rq_warn("cannot undo a failed output write: %s", RQ_STRERR(errno));
+        return rc;
+    }
+    return 0;
+}
+
+/* Commit phase "index": adds what the committed batch wrote to out->seen. */
+static void index_written(rq_output_t *out, const rq_output_line_t *lines)
+{
     for (size_t k = 0; k < out->nsegs; k++) {
         const seg_t *sg = &out->segs[k];
         const rq_output_line_t *l = &lines[sg->line];
@@ -876,12 +948,51 @@ int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t
         else if (l->msg_id != NULL)
             rq_seen_add_id(out->seen, l->msg_id, l->msg_id_len);
     }
-    out->ledger_pos = rec_at + (off_t)rec_len;
+}
+
+/* Under the lock: catch up -> plan -> buffers -> record -> lines -> index, then compact. */
+int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n)
+{
+    commit_t cm;
+    size_t nnew = 0;
+    rq_seen_t *batch = NULL;
+    int64_t rc;
+
+    if (n == 0)
+        return 0;
+    memset(&cm, 0, sizeof(cm));
+    if (flock(out->lock_fd, LOCK_EX) < 0)
+        return -errno;
+    rc = catch_up(out);
+    if (rc != 0)
+        goto out;
+    rc = plan(out, lines, n, &batch);
+    if (rc != 0)
+        goto out;
+    for (size_t k = 0; k < out->nsegs; k++)
+        cm.bytes += seg_bytes(lines, &out->segs[k]);
+    for (size_t i = 0; i < n; i++)
+        nnew += lines[i].written != 0;
+    if (out->nsegs == 0)
+        goto out;
+    rc = reserve_commit(out);
+    if (rc != 0)
+        goto out;
+    rc = put_commit_record(out, lines, &cm);
+    if (rc != 0)
+        goto out;
+    rc = write_lines(out, lines, &cm);
+    if (rc != 0)
+        goto out;
+    /* Committed: index what was written. */
+    index_written(out, lines);
+    out->ledger_pos = cm.rec_at + (off_t)cm.rec_len;
     rc = (int64_t)nnew;
     /* Compact past the threshold, and only once the ledger doubled since the last time (an
      * index larger than the threshold must not be rewritten on every commit). */
     if (out->ledger_pos > (off_t)out->compact_bytes && out->ledger_pos > 2 * out->compacted)
         compact(out);
+
 out:
     flock(out->lock_fd, LOCK_UN);
     rq_seen_free(batch);
@@ -940,7 +1051,7 @@ static void checkpoint(rq_output_t *out)
         if (pwrite(out->ledger_fd, rec, (size_t)n, out->ledger_pos) == n)
             (void)fdatasync(out->ledger_fd);
         else if (ftruncate(out->ledger_fd, out->ledger_pos) < 0)
-            rq_warn("cannot undo a ledger record: %s", strerror(errno));
+            rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));
     }
     flock(out->lock_fd, LOCK_UN);
 }

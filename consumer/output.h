@@ -24,14 +24,16 @@
  *      another process (voiding keeps every offset);
  *   3. skip the lines already written (per the index) and duplicates inside the batch;
  *   4. append the record, fdatasync the ledger, look at PATH's size again (a copytruncate
- *      during that sync: record the new size, up to 3 times); append the lines with one
- *      write (O_APPEND: never at a stale offset, never a hole of NUL bytes) and, if a
- *      truncate landed just before it, rewrite the record with where they went; fdatasync
- *      PATH; then (caller) ack.
+ *      during that sync: record the new size; written at most 3 times, then the commit fails
+ *      with -EAGAIN); append the lines with one write (O_APPEND: never at a stale offset,
+ *      never a hole of NUL bytes) and, if a truncate landed just before it, rewrite the
+ *      record with where they went; fdatasync PATH; then (caller) ack.
  * So durability costs two syncs per batch, a crash at any point neither loses nor repeats a
  * line, and several consumers on one host may share PATH. With several consumers, lines keep
  * their order within a batch; batches interleave in commit order.
- * The ledger is compacted (rewritten as one record of the whole index) past 8 MiB.
+ * The ledger is compacted (rewritten as one record of the whole index) after a commit that
+ * leaves it past 8 MiB (rq_output_set_compact_bytes) and past twice its size right after the
+ * last compaction; best effort (a failed compaction leaves the ledger as it was).
  *
  * Not thread-safe: one thread (the consumer worker) owns an rq_output_t.
  */
@@ -59,20 +61,24 @@ typedef struct rq_output_line {
 } rq_output_line_t;
 
 /* Opens (creating if needed) PATH, PATH.ledger and PATH.lock, loads the index from the
- * ledger and repairs a commit a crashed writer left half done. `id_window` bounds the
- * message ids remembered. Returns the writer, or NULL with a reason in err. */
+ * ledger, repairs a commit a crashed writer left half done and follows a rotated PATH (as
+ * rq_output_reopen). `id_window` bounds the message ids remembered (0 counts as 1). `path`
+ * is copied. Returns the writer, or NULL with a reason in err. */
 rq_output_t *rq_output_open(const char *path, size_t id_window, char *err, size_t errlen);
 
 /* Writes the lines not written before, durably (see above), setting each line's `written`
  * and `newlines`. Returns the number of entries written, wholly or in part (0..n), or a
- * negative errno: then nothing of the batch is in PATH and the caller must not ack. */
+ * negative errno: then the batch is not committed (what was written of it is cut back; if
+ * even that fails, logged, the next call settles it as a crashed writer's commit), every
+ * `written` and `newlines` is 0, and the caller must not ack. */
 int64_t rq_output_append_batch(rq_output_t *out, rq_output_line_t *lines, size_t n);
 
 /* Rotation: switches to the file now at PATH when it is not the one open (renamed away by
  * logrotate, deleted, or replaced), creating it when missing; a file at PATH that is the one
- * open is kept (copytruncate needs nothing). Commits do the same check by themselves; call
- * this on SIGHUP so that a rotated file is let go of at once. Returns 0 or a negative errno
- * (the old file stays in use). */
+ * open is kept (copytruncate needs nothing). Under the lock, after catching up with the
+ * ledger (so a newest record naming the old file is settled first). Commits do the same by
+ * themselves; call this on SIGHUP so that a rotated file is let go of at once. Returns 0 or
+ * a negative errno (the old file stays in use). */
 int rq_output_reopen(rq_output_t *out);
 
 /* The path given to rq_output_open() (owned by out). */

@@ -1,20 +1,16 @@
 /* retry.c - attempt counting and the properties of retry / dead-letter copies (see retry.h). */
 #include "retry.h"
 
-#include "amqp_conn.h"
-
 #include <stdio.h>
 #include <string.h>
 
 #define MAX_ATTEMPT 1000000
 
-int rq_retry_attempt(const amqp_basic_properties_t *props)
+int rq_retry_attempt(const rq_wire_msg_t *w)
 {
-    int64_t v;
-
-    if (rq_message_header_i64(props, RQ_HDR_ATTEMPT, &v) != 0 || v < 0)
+    if (w->attempt.state != RQ_WIRE_OK || w->attempt.v < 0)
         return 0;
-    return v > MAX_ATTEMPT ? MAX_ATTEMPT : (int)v;
+    return w->attempt.v > MAX_ATTEMPT ? MAX_ATTEMPT : (int)w->attempt.v;
 }
 
 int rq_retry_simulated_failure(const rq_message_t *m, int attempt, char *why, size_t whylen)
@@ -31,24 +27,6 @@ int rq_retry_next_queue(int attempt, int max_retries)
     return attempt < max_retries ? attempt + 1 : 0;
 }
 
-/* 1 when header `key` is one a copy must not carry over. */
-static int dropped_header(amqp_bytes_t key)
-{
-    static const char *const prefixes[] = {"x-relayq-", "x-first-death-", "x-last-death-"};
-
-    if (key.len == 7 && memcmp(key.bytes, "x-death", 7) == 0)
-        return 1;
-    if (key.len == strlen(RQ_HDR_UID) && memcmp(key.bytes, RQ_HDR_UID, key.len) == 0)
-        return 0; /* the message's identity (dedup key) stays with every copy */
-    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
-        size_t n = strlen(prefixes[i]);
-
-        if (key.len >= n && memcmp(key.bytes, prefixes[i], n) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 int rq_retry_copy_props(const amqp_basic_properties_t *orig, const amqp_table_entry_t *add,
                         int nadd, amqp_table_entry_t *entries, size_t cap,
                         amqp_basic_properties_t *out)
@@ -58,7 +36,7 @@ int rq_retry_copy_props(const amqp_basic_properties_t *orig, const amqp_table_en
     *out = *orig;
     if (orig->_flags & AMQP_BASIC_HEADERS_FLAG) {
         for (int i = 0; i < orig->headers.num_entries; i++) {
-            if (dropped_header(orig->headers.entries[i].key))
+            if (rq_wire_dropped_on_copy(orig->headers.entries[i].key))
                 continue;
             if (n >= cap)
                 return -1;

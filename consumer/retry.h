@@ -27,15 +27,12 @@
 #include <stddef.h>
 
 #include "message.h"
+#include "wire.h"
 
-#define RQ_HDR_ATTEMPT "x-relayq-attempt"
-#define RQ_HDR_LAST_ERROR "x-relayq-last-error"
-#define RQ_HDR_REASON "x-relayq-reason"
-#define RQ_HDR_ATTEMPTS "x-relayq-attempts"
-
-/* The attempt number of a delivery: its x-relayq-attempt header (any integer kind or a
- * decimal string), or 0 when absent, negative or not an integer. Capped at 1000000. */
-int rq_retry_attempt(const amqp_basic_properties_t *props);
+/* The attempt number of a delivery (decoded by rq_wire_decode()): its x-relayq-attempt header
+ * (wire.h's integer rule: any integer kind, a decimal string...), or 0 when absent, negative
+ * or not an integer. Capped at 1000000. */
+int rq_retry_attempt(const rq_wire_msg_t *w);
 
 /* The test aid: returns 1 when decoded message `m` must fail attempt `attempt` (attempt <
  * m->fail_times), with why it failed written into why[whylen]; else 0 (why untouched). */
@@ -46,9 +43,10 @@ int rq_retry_simulated_failure(const rq_message_t *m, int attempt, char *why, si
 int rq_retry_next_queue(int attempt, int max_retries);
 
 /* Builds the properties of a copy of `orig`: every property of orig except expiration,
- * delivery_mode persistent, and headers = orig's headers without x-relayq-* (except
- * RQ_HDR_UID, the message's identity, which every copy keeps), x-death,
- * x-first-death-* and x-last-death-*, followed by add[0..nadd). The header table is built
+ * delivery_mode persistent, and headers = orig's headers without those
+ * rq_wire_dropped_on_copy() names (x-relayq-* except x-relayq-uid, the message's identity,
+ * which every copy keeps; x-death, x-first-death-* and x-last-death-*), followed by
+ * add[0..nadd) (rq_wire_retry_headers(), rq_wire_dlq_headers()). The header table is built
  * in entries[0..cap); its entries (and every other property) borrow from orig and add, so
  * *out is valid only while those are. Returns 0, or -1 when cap is too small (cap >=
  * orig's header count + nadd always suffices). */

@@ -16,8 +16,10 @@
 #include "log.h"
 #include "message.h"
 #include "retry.h"
+#include "ring.h"
 #include "settle.h"
 #include "util.h"
+#include "wire.h"
 
 #define POLL_MS 100                     /* how often the stop flag is checked while idle */
 #define OUTPUT_ERROR_PAUSE_MS 1000      /* before the first retry of a failed output write */
@@ -48,6 +50,7 @@ enum {
 typedef struct item {
     amqp_envelope_t env;
     int64_t recv_ns;
+    rq_wire_msg_t wire; /* the delivery's properties and headers (borrows env) */
     rq_message_t msg;
     rq_disp_t disp;
     int attempt;   /* x-relayq-attempt of the delivery (0: first) */
@@ -98,8 +101,7 @@ struct rq_worker {
     int redeclare; /* a copy found no queue: reconnect (declaring the topology) after the batch */
 
     /* deliveries read while waiting for confirms, handed out before reading new ones */
-    amqp_envelope_t *stash;
-    size_t stash_cap, stash_head, stash_len;
+    rq_ring_t stash; /* of amqp_envelope_t: deliveries read ahead while waiting for confirms */
 
     /* shared with rq_worker_ready() */
     atomic_int state;
@@ -200,7 +202,8 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
         (wm->dead_undecodable = rq_metric_series(f, 1, undecodable)) == NULL)
         return -1;
     HIST(consume_latency, "consumer_queue_consume_latency_seconds",
-         "Time from publication (x-published-ms header, else the timestamp property) to "
+         "Time from publication (" RQ_WIRE_HDR_PUBLISHED_MS
+         " header, else the timestamp property) to "
          "delivery to this consumer, in seconds.",
          rq_metrics_latency_buckets, rq_metrics_latency_buckets_len);
     SIMPLE(lines_written, counter, "consumer_lines_written_total",
@@ -233,6 +236,7 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     if (w == NULL)
         return NULL;
     w->cfg = cfg;
+    rq_ring_init(&w->stash, sizeof(amqp_envelope_t), 16, 0);
     w->out = out;
     if (wm != NULL)
         w->m = *wm;
@@ -263,35 +267,24 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
  * once the connection is gone). */
 static void stash_clear(rq_worker_t *w)
 {
-    while (w->stash_len > 0) {
-        amqp_destroy_envelope(&w->stash[w->stash_head]);
-        w->stash_head = (w->stash_head + 1) % w->stash_cap;
-        w->stash_len--;
+    while (rq_ring_len(&w->stash) > 0) {
+        amqp_destroy_envelope(rq_ring_at(&w->stash, 0));
+        rq_ring_pop(&w->stash);
     }
-    w->stash_head = 0;
+    rq_ring_reset(&w->stash);
 }
 
 /* Keeps a delivery read while waiting for confirms (takes over env). Returns 0, or -1 when
  * out of memory (env is then destroyed). */
 static int stash_push(rq_worker_t *w, amqp_envelope_t *env)
 {
-    if (w->stash_len == w->stash_cap) {
-        size_t ncap = w->stash_cap ? w->stash_cap * 2 : 16;
-        amqp_envelope_t *nv = malloc(ncap * sizeof(*nv));
+    amqp_envelope_t *slot = rq_ring_push(&w->stash);
 
-        if (nv == NULL) {
-            amqp_destroy_envelope(env);
-            return -1;
-        }
-        for (size_t i = 0; i < w->stash_len; i++)
-            nv[i] = w->stash[(w->stash_head + i) % w->stash_cap];
-        free(w->stash);
-        w->stash = nv;
-        w->stash_cap = ncap;
-        w->stash_head = 0;
+    if (slot == NULL) {
+        amqp_destroy_envelope(env);
+        return -1;
     }
-    w->stash[(w->stash_head + w->stash_len) % w->stash_cap] = *env;
-    w->stash_len++;
+    *slot = *env;
     return 0;
 }
 
@@ -302,7 +295,7 @@ void rq_worker_free(rq_worker_t *w)
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
     stash_clear(w);
-    free(w->stash);
+    rq_ring_clear(&w->stash);
     free(w->copy_tags);
     free(w->copy_item);
     free(w->copy_done);
@@ -374,7 +367,8 @@ static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
         return -1;
     if (rq_amqp_declare_topology(conn, rc, err, errlen) < 0)
         goto err;
-    amqp_basic_qos(conn, RQ_AMQP_CHANNEL, 0, (uint16_t)rc->prefetch, 0);
+    amqp_basic_qos(conn, RQ_AMQP_CHANNEL, /*prefetch_size=*/0, (uint16_t)rc->prefetch,
+                   /*global=*/0);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.qos", err, errlen) < 0)
         goto err;
     /* A second channel in confirm mode for the copies: a retry/DLQ copy is known to be stored
@@ -386,21 +380,22 @@ static int connect_broker(rq_worker_t *w, char *err, size_t errlen)
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "confirm.select", err, errlen) < 0)
         goto err;
     ok = amqp_basic_consume(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(rc->request_queue),
-                            amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+                            amqp_empty_bytes, /*no_local=*/0, /*no_ack=*/0, /*exclusive=*/0,
+                            amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.consume", err, errlen) < 0)
         goto err;
     if (ok == NULL) {
-        snprintf(err, errlen, "basic.consume: no consume-ok");
+        rq_errf(err, errlen, "basic.consume: no consume-ok");
         goto err;
     }
     w->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
     if (w->consumer_tag.bytes == NULL) {
-        snprintf(err, errlen, "out of memory");
+        rq_errf(err, errlen, "out of memory");
         goto err;
     }
     w->pub = rq_pubbuf_new(conn, !rc->tls, CONFIRM_TIMEOUT_MS);
     if (w->pub == NULL) {
-        snprintf(err, errlen, "out of memory");
+        rq_errf(err, errlen, "out of memory");
         goto err;
     }
     w->conn = conn;
@@ -490,7 +485,7 @@ static int stash_delivery(rq_worker_t *w, const amqp_frame_t *f, char *text, siz
         return -1;
     }
     rq_debug("delivery %llu read while waiting for confirms (%zu kept)",
-             (unsigned long long)d->delivery_tag, w->stash_len);
+             (unsigned long long)d->delivery_tag, rq_ring_len(&w->stash));
     return 0;
 }
 
@@ -615,12 +610,15 @@ static int read_other_frame(rq_worker_t *w)
 /* Completes the batch item for a delivery just placed in it->env. */
 static void accept_delivery(rq_worker_t *w, item_t *it)
 {
-    int64_t pub_ms = rq_message_published_ms(&it->env.message.properties);
+    int64_t pub_ms;
 
+    /* The one reading of the delivery's headers: everything after uses it->wire. */
+    rq_wire_decode(&it->env.message.properties, &it->wire, NULL);
+    pub_ms = it->wire.published_ms;
     it->recv_ns = rq_mono_ns();
     it->disp = RQ_DISP_REQUEUE; /* until processed */
     it->route = ROUTE_NONE;
-    it->attempt = rq_retry_attempt(&it->env.message.properties);
+    it->attempt = rq_retry_attempt(&it->wire);
     it->why[0] = '\0';
     memset(&it->msg, 0, sizeof(it->msg));
     w->n++;
@@ -641,10 +639,9 @@ static int consume_one(rq_worker_t *w, int timeout_ms)
     amqp_rpc_reply_t r;
     char text[300];
 
-    if (w->stash_len > 0) {
-        it->env = w->stash[w->stash_head];
-        w->stash_head = (w->stash_head + 1) % w->stash_cap;
-        w->stash_len--;
+    if (rq_ring_len(&w->stash) > 0) {
+        it->env = *(amqp_envelope_t *)rq_ring_at(&w->stash, 0);
+        rq_ring_pop(&w->stash);
         accept_delivery(w, it);
         return GOT_DELIVERY;
     }
@@ -676,7 +673,7 @@ static void check_reopen(rq_worker_t *w)
 
         if (rc != 0)
             rq_error("SIGHUP: cannot reopen %s: %s (writing on to the file open)",
-                     rq_output_path(w->out), strerror(-rc));
+                     rq_output_path(w->out), RQ_STRERR(-rc));
     }
     if (w->reopen_fn != NULL)
         w->reopen_fn(w->reopen_arg);
@@ -793,7 +790,7 @@ static int build_copy(rq_worker_t *w, item_t *it, amqp_table_entry_t *entries, s
      * original's headers */
     for (int stage = 0; stage < 3 && fit == 0; stage++) {
         const amqp_basic_properties_t *src = orig;
-        int nadd = 2;
+        int nadd;
 
         if (stage == 1) {
             char last[sizeof(it->why)];
@@ -811,15 +808,10 @@ static int build_copy(rq_worker_t *w, item_t *it, amqp_table_entry_t *entries, s
             bare.headers = amqp_empty_table;
             src = &bare;
         }
-        if (it->route == ROUTE_RETRY) {
-            add[0] = rq_amqp_i64_entry(RQ_HDR_ATTEMPT, it->attempt + 1);
-            add[1] = rq_amqp_utf8_entry(RQ_HDR_LAST_ERROR, it->why);
-        } else {
-            add[0] = rq_amqp_utf8_entry(RQ_HDR_REASON, it->why);
-            add[1] = rq_amqp_i64_entry(RQ_HDR_ATTEMPTS, it->attempt + 1);
-        }
-        if (stage == 2)
-            add[nadd++] = rq_amqp_i64_entry("x-relayq-headers-dropped", 1);
+        if (it->route == ROUTE_RETRY)
+            nadd = rq_wire_retry_headers(it->attempt + 1, it->why, add);
+        else
+            nadd = rq_wire_dlq_headers(it->why, it->attempt + 1, stage == 2, add);
         if (rq_retry_copy_props(src, add, nadd, entries, cap, p) < 0)
             return -1;
         fit = props_fit(w, p);
@@ -1085,7 +1077,7 @@ static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
             r = 1;
         } else {
             rq_error("cannot write %zu lines to %s: %s; trying again in %.0f s", nok,
-                     rq_output_path(w->out), strerror((int)-wr), pause);
+                     rq_output_path(w->out), RQ_STRERR((int)-wr), pause);
             r = wait_processing(w, pause, stop);
         }
         if (r < 0)
@@ -1246,7 +1238,7 @@ static int process(rq_worker_t *w, volatile int *stop)
         rq_msg_error_t err;
         int rc;
 
-        rq_message_input_from_amqp(&it->env.message.properties, it->env.message.body, &in);
+        rq_message_input_from_wire(&it->wire, it->env.message.body, &in);
         rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
         if (rc < 0) {
             char mid[128];

@@ -56,27 +56,37 @@ static void raise_fd_limit(void)
     }
 }
 
-int main(int argc, char **argv)
-{
-    rq_config_t cfg;
-    rq_log_level_t level = RQ_LOG_INFO;
-    rq_metrics_t *metrics = NULL;
-    rq_store_t *store = NULL;
-    rq_publisher_t *pub = NULL;
-    rq_api_t *api = NULL;
-    rq_tailer_t *tailer = NULL;
-    int64_t stop_deadline, grace;
-    struct sigaction sa;
-    int rc, status = 1;
+/* The parts of a running producer, started in this order and stopped in reverse. */
+typedef struct producer {
+    rq_metrics_t *metrics;
+    rq_store_t *store;
+    rq_publisher_t *pub;
+    rq_api_t *api;
+    rq_tailer_t *tailer; /* NULL without INPUT_FILE */
+} producer_t;
 
-    memset(&cfg, 0, sizeof(cfg));
-    rc = rq_config_from_args(&cfg, argc, argv, "producer", RQ_SVC_PRODUCER);
+/* Phase "load config": reads the command line and settings into *cfg, starts the log and
+ * jansson's allocator, raises the descriptor limit. Returns -1 to go on (*cfg loaded), else
+ * the exit code: 0 after --help or --version, 2 when the settings are wrong (printed). */
+static int load_config(rq_config_t *cfg, int argc, char **argv)
+{
+    rq_log_level_t level = RQ_LOG_INFO;
+    int rc;
+
+    rc = rq_config_from_args(cfg, argc, argv, "producer", RQ_SVC_PRODUCER);
     if (rc != 0)
         return rc > 0 ? 0 : 2;
-    rq_log_level_parse(cfg.log_level, &level);
+    level = cfg->log_level_id; /* parsed and validated once, by rq_config_load */
     rq_log_init("producer", level);
     rq_json_alloc_init(); /* before any thread uses jansson */
     raise_fd_limit();
+    return -1;
+}
+
+/* SIGTERM and SIGINT ask the main loop to stop, SIGHUP to reload the keys; SIGPIPE ignored. */
+static void install_signals(void)
+{
+    struct sigaction sa;
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
@@ -86,67 +96,111 @@ int main(int argc, char **argv)
     sa.sa_handler = on_hup;
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+}
 
-    metrics = rq_metrics_new();
-    store = rq_store_new((size_t)cfg.message_store_size);
-    if (metrics == NULL || store == NULL) {
+/* Phase "start parts": metrics, store, publisher, HTTP API (logs where it listens), then the
+ * tailer with INPUT_FILE. Returns 0, or -1 with the reason logged (what started stays in *p
+ * for free_parts()). */
+static int start_parts(producer_t *p, const rq_config_t *cfg)
+{
+    p->metrics = rq_metrics_new();
+    p->store = rq_store_new((size_t)cfg->message_store_size);
+    if (p->metrics == NULL || p->store == NULL) {
         rq_error("out of memory");
-        goto out;
+        return -1;
     }
-    pub = rq_publisher_new(&cfg, metrics, on_reply, store);
-    if (pub == NULL) {
+    p->pub = rq_publisher_new(cfg, p->metrics, on_reply, p->store);
+    if (p->pub == NULL) {
         rq_error("cannot start the publisher thread");
-        goto out;
+        return -1;
     }
-    api = rq_api_new(&cfg, metrics, pub, store);
-    if (api == NULL)
-        goto out;
+    p->api = rq_api_new(cfg, p->metrics, p->pub, p->store);
+    if (p->api == NULL)
+        return -1;
     rq_info("producer %s listening on %s://%s:%d (broker %s%s:%d, queue %s)", RQ_VERSION,
-            rq_api_scheme(api), cfg.producer_bind, cfg.producer_port,
-            cfg.rabbitmq.tls ? "amqps://" : "", cfg.rabbitmq.host, cfg.rabbitmq.port,
-            cfg.rabbitmq.request_queue);
-    if (cfg.input_file[0] != '\0') {
+            rq_api_scheme(p->api), cfg->producer_bind, cfg->producer_port,
+            cfg->rabbitmq.tls ? "amqps://" : "", cfg->rabbitmq.host, cfg->rabbitmq.port,
+            cfg->rabbitmq.request_queue);
+    if (cfg->input_file[0] != '\0') {
         rq_tail_opts_t to;
         char err[512];
 
-        rq_tail_opts_from_config(&to, &cfg);
-        tailer = rq_tailer_new(&to, metrics, tail_submit, pub, err, sizeof(err));
-        if (tailer == NULL) {
-            rq_error("cannot tail %s: %s", cfg.input_file, err);
-            goto out;
+        rq_tail_opts_from_config(&to, cfg);
+        p->tailer = rq_tailer_new(&to, p->metrics, tail_submit, p->pub, err, sizeof(err));
+        if (p->tailer == NULL) {
+            rq_error("cannot tail %s: %s", cfg->input_file, err);
+            return -1;
         }
     }
+    return 0;
+}
 
+/* Phase "loop": waits for a stop signal, reloading the API keys on SIGHUP. */
+static void run_loop(producer_t *p)
+{
     while (!stop_signal) {
         struct timespec ts = {0, 200000000};
         nanosleep(&ts, NULL);
         if (reload_signal) {
             reload_signal = 0;
-            rq_api_reload_keys(api);
+            rq_api_reload_keys(p->api);
         }
     }
+}
+
+/* Phase "stop": the graceful stop after a signal. New connections are refused, the tailer
+ * and the publisher finish within one PUBLISH_TIMEOUT_MS, then the answers in flight reach
+ * their clients. Leaves every part stopped but not freed. */
+static void stop_parts(producer_t *p, const rq_config_t *cfg)
+{
+    int64_t stop_deadline, grace;
 
     rq_info("signal %d: stopping; finishing in-flight requests", (int)stop_signal);
-    rq_api_quiesce(api);
+    rq_api_quiesce(p->api);
     /* Stop reading, let the tail jobs in flight be confirmed and save the position, then
      * stop the publisher: both within one PUBLISH_TIMEOUT_MS window. */
-    stop_deadline = rq_mono_ms() + cfg.publish_timeout_ms;
-    rq_tailer_stop(tailer, cfg.publish_timeout_ms);
+    stop_deadline = rq_mono_ms() + cfg->publish_timeout_ms;
+    rq_tailer_stop(p->tailer, cfg->publish_timeout_ms);
     grace = stop_deadline - rq_mono_ms();
-    rq_publisher_stop(pub, grace > 0 ? (int)grace : 0);
+    rq_publisher_stop(p->pub, grace > 0 ? (int)grace : 0);
     /* Every job is done now and its connection resumed: let those answers reach their
      * clients (and the DLQ worker's cancelled jobs answer) before MHD stops. */
-    rq_api_drain(api, RQ_API_DRAIN_MS);
+    rq_api_drain(p->api, RQ_API_DRAIN_MS);
+}
+
+/* Frees every part of *p, started or not, in the order their threads allow. */
+static void free_parts(producer_t *p)
+{
+    rq_api_free(p->api);
+    rq_tailer_stop(p->tailer, 0);
+    /* The publisher completes every job it still holds; only then may the tailer's go. */
+    rq_publisher_free(p->pub);
+    rq_tailer_free(p->tailer);
+    rq_store_free(p->store);
+    rq_metrics_free(p->metrics);
+}
+
+/* load config -> start parts -> loop -> stop, then free. */
+int main(int argc, char **argv)
+{
+    rq_config_t cfg;
+    producer_t p;
+    int rc, status = 1;
+
+    memset(&cfg, 0, sizeof(cfg));
+    memset(&p, 0, sizeof(p));
+    rc = load_config(&cfg, argc, argv);
+    if (rc >= 0)
+        return rc;
+    install_signals();
+    if (start_parts(&p, &cfg) != 0)
+        goto out;
+    run_loop(&p);
+    stop_parts(&p, &cfg);
     status = 0;
 
 out:
-    rq_api_free(api);
-    rq_tailer_stop(tailer, 0);
-    /* The publisher completes every job it still holds; only then may the tailer's go. */
-    rq_publisher_free(pub);
-    rq_tailer_free(tailer);
-    rq_store_free(store);
-    rq_metrics_free(metrics);
+    free_parts(&p);
     rq_config_free(&cfg);
     if (status == 0)
         rq_info("stopped");

@@ -22,8 +22,11 @@
 #include "amqp_conn.h"
 #include "amqp_pub.h"
 #include "hmap.h"
+#include "list.h"
 #include "log.h"
+#include "ring.h"
 #include "wakeup.h"
+#include "wire.h"
 
 /* MSG_REFUSED: the broker nacked it (not stored). */
 enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
@@ -36,12 +39,6 @@ enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
     "the message is stored, but the broker connection was lost before the reply came; "            \
     "GET /messages/{id} shows its status"
 
-/* A growable ring of message pointers. */
-typedef struct ring {
-    rq_pub_msg_t **v;
-    size_t cap, head, len;
-} ring_t;
-
 struct rq_publisher {
     const rq_config_t *cfg;
     rq_reply_hook_t hook;
@@ -52,8 +49,8 @@ struct rq_publisher {
     rq_wakeup_t *wake; /* signalled on intake and on stop */
 
     pthread_mutex_t lock; /* guards intake, pending, ready, reason, stopping */
-    rq_pub_job_t *intake_head, *intake_tail;
-    size_t pending; /* messages accepted and not finished */
+    rq_list_t intake;     /* of rq_pub_job_t (node), oldest first */
+    size_t pending;       /* messages accepted and not finished */
     int ready;
     char reason[256];
     int stopping;
@@ -64,12 +61,12 @@ struct rq_publisher {
     amqp_connection_state_t conn;
     rq_pubbuf_t *pub; /* publishes of this connection, one send() per burst */
     char *reply_queue;
-    ring_t sendq;
-    ring_t inflight;
+    rq_ring_t sendq;        /* of rq_pub_msg_t * */
+    rq_ring_t inflight;     /* of rq_pub_msg_t *, NULL once resolved out of order */
     uint64_t inflight_base; /* delivery tag of inflight slot 0 (head) */
     uint64_t next_tag;
     rq_hmap_t *waiters;
-    rq_pub_job_t *jobs_head, *jobs_tail;
+    rq_list_t jobs; /* of rq_pub_job_t (node): taken in and not finished, oldest first */
     rq_backoff_t backoff;
     int64_t connected_ns;    /* when the current connection became ready */
     int64_t next_attempt_ns; /* no reconnect before this */
@@ -82,47 +79,44 @@ struct rq_publisher {
 
 /* ---- ring ------------------------------------------------------------------------------ */
 
+/* Typed views of the two rings (common/ring.h) of message pointers. */
+
+/* The rings of a new publisher, empty: 1024 entries at first, no bound. */
+static void rings_init(rq_publisher_t *p)
+{
+    rq_ring_init(&p->sendq, sizeof(rq_pub_msg_t *), 1024, 0);
+    rq_ring_init(&p->inflight, sizeof(rq_pub_msg_t *), 1024, 0);
+}
+
 /* Makes room for `extra` more entries without pushing. Returns 0 or -1 (out of memory). */
-static int ring_reserve(ring_t *r, size_t extra)
+static int ring_reserve(rq_ring_t *r, size_t extra)
 {
-    size_t ncap = r->cap ? r->cap : 1024;
-    rq_pub_msg_t **nv;
+    return rq_ring_reserve(r, extra);
+}
 
-    if (r->len + extra <= r->cap)
-        return 0;
-    while (ncap < r->len + extra)
-        ncap *= 2;
-    nv = malloc(ncap * sizeof(*nv));
-    if (nv == NULL)
+/* Appends m. Returns 0, or -1 when out of memory (r unchanged). */
+static int ring_push(rq_ring_t *r, rq_pub_msg_t *m)
+{
+    rq_pub_msg_t **slot = rq_ring_push(r);
+
+    if (slot == NULL)
         return -1;
-    for (size_t i = 0; i < r->len; i++)
-        nv[i] = r->v[(r->head + i) % r->cap];
-    free(r->v);
-    r->v = nv;
-    r->cap = ncap;
-    r->head = 0;
+    *slot = m;
     return 0;
 }
 
-static int ring_push(ring_t *r, rq_pub_msg_t *m)
+/* Entry i (0: the oldest), i < len. */
+static rq_pub_msg_t **ring_at(rq_ring_t *r, size_t i)
 {
-    if (ring_reserve(r, 1) != 0)
-        return -1;
-    r->v[(r->head + r->len) % r->cap] = m;
-    r->len++;
-    return 0;
+    return rq_ring_at(r, i);
 }
 
-static rq_pub_msg_t **ring_at(ring_t *r, size_t i)
+/* Removes and returns the oldest entry; len > 0. */
+static rq_pub_msg_t *ring_pop(rq_ring_t *r)
 {
-    return &r->v[(r->head + i) % r->cap];
-}
+    rq_pub_msg_t *m = *ring_at(r, 0);
 
-static rq_pub_msg_t *ring_pop(ring_t *r)
-{
-    rq_pub_msg_t *m = r->v[r->head];
-    r->head = (r->head + 1) % r->cap;
-    r->len--;
+    rq_ring_pop(r);
     return m;
 }
 
@@ -167,17 +161,10 @@ static void job_finish(rq_publisher_t *p, rq_pub_job_t *job, rq_job_status_t st,
             if (m->job != job)
                 *ring_at(&p->sendq, w++) = m;
         }
-        p->sendq.len = w;
+        while (rq_ring_len(&p->sendq) > w)
+            rq_ring_pop_back(&p->sendq);
     }
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        p->jobs_head = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    else
-        p->jobs_tail = job->prev;
-    job->next = job->prev = NULL;
+    rq_list_unlink(&p->jobs, &job->node);
 
     if (st != RQ_JOB_CONFIRMED && st != RQ_JOB_REPLIED)
         rq_series_inc(p->m_errors);
@@ -308,8 +295,9 @@ static void lose_replies(rq_publisher_t *p, rq_pub_job_t *job)
  * Jobs finished by the caller before this are no longer referenced by either ring. */
 static void requeue_unconfirmed(rq_publisher_t *p)
 {
-    ring_t nq = {0};
+    rq_ring_t nq;
 
+    rq_ring_init(&nq, sizeof(rq_pub_msg_t *), 1024, 0);
     if (ring_reserve(&nq, p->inflight.len + p->sendq.len) != 0) {
         /* No room to rebuild: fail every job with a message in flight (job_finish drops
          * them from both rings); the send queue keeps its order. */
@@ -326,12 +314,12 @@ static void requeue_unconfirmed(rq_publisher_t *p)
         if (m != NULL && m->state == MSG_INFLIGHT) {
             m->state = MSG_QUEUED;
             m->maybe_stored |= !m->returned; /* the broker may hold this copy */
-            nq.v[nq.len++] = m;
+            ring_push(&nq, m);               /* cannot fail: reserved */
         }
     }
     while (p->sendq.len > 0)
-        nq.v[nq.len++] = ring_pop(&p->sendq);
-    free(p->sendq.v);
+        ring_push(&nq, ring_pop(&p->sendq)); /* cannot fail: reserved */
+    rq_ring_clear(&p->sendq);
     p->sendq = nq;
 }
 
@@ -364,8 +352,10 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     p->connected_ns = 0;
 
     /* Jobs waiting for replies lost their callback queue once anything was published. */
-    for (rq_pub_job_t *job = p->jobs_head, *next; job != NULL; job = next) {
-        next = job->next;
+    for (rq_list_node_t *n = p->jobs.head, *next; n != NULL; n = next) {
+        rq_pub_job_t *job = RQ_LIST_ENTRY(n, rq_pub_job_t, node);
+
+        next = n->next;
         if (!job->want_reply || job->reply_lost)
             continue;
         for (size_t i = 0; i < job->n; i++) {
@@ -389,7 +379,9 @@ static int64_t earliest_deadline(rq_publisher_t *p)
 {
     int64_t due = 0;
 
-    for (rq_pub_job_t *job = p->jobs_head; job != NULL; job = job->next) {
+    for (rq_list_node_t *n = p->jobs.head; n != NULL; n = n->next) {
+        const rq_pub_job_t *job = RQ_LIST_ENTRY(n, rq_pub_job_t, node);
+
         if (job->unconfirmed > 0 && !job->retry_forever &&
             (due == 0 || job->publish_deadline_ns < due))
             due = job->publish_deadline_ns;
@@ -434,8 +426,8 @@ static int connect_broker(rq_publisher_t *p)
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, 0, 0, 1, 1,
-                           amqp_empty_table);
+    q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, /*passive=*/0,
+                           /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "callback queue.declare", err,
                             sizeof(err)))
         goto fail;
@@ -444,8 +436,8 @@ static int connect_broker(rq_publisher_t *p)
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    amqp_basic_consume(p->conn, RQ_AMQP_CHANNEL, q->queue, amqp_empty_bytes, 0, 1, 1,
-                       amqp_empty_table);
+    amqp_basic_consume(p->conn, RQ_AMQP_CHANNEL, q->queue, amqp_empty_bytes, /*no_local=*/0,
+                       /*no_ack=*/1, /*exclusive=*/1, amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "basic.consume", err, sizeof(err)))
         goto fail;
     amqp_maybe_release_buffers(p->conn);
@@ -486,7 +478,8 @@ static int job_fits_wire(const rq_pub_job_t *job)
 {
     for (size_t i = 0; i < job->n; i++) {
         const rq_pub_msg_t *m = &job->msgs[i];
-        if (strlen(m->message_id) > 255 || strlen(m->content_type) > 255)
+        if (strlen(m->message_id) > RQ_WIRE_SHORTSTR_MAX ||
+            strlen(m->content_type) > RQ_WIRE_SHORTSTR_MAX)
             return 0;
     }
     return 1;
@@ -495,28 +488,26 @@ static int job_fits_wire(const rq_pub_job_t *job)
 /* Appends an accepted job to the list of unfinished jobs (oldest first). */
 static void jobs_append(rq_publisher_t *p, rq_pub_job_t *job)
 {
-    job->next = NULL;
-    job->prev = p->jobs_tail;
-    if (p->jobs_tail)
-        p->jobs_tail->next = job;
-    else
-        p->jobs_head = job;
-    p->jobs_tail = job;
+    rq_list_push_back(&p->jobs, &job->node);
 }
 
 static void take_intake(rq_publisher_t *p)
 {
-    rq_pub_job_t *job, *next;
+    rq_list_t taken;
+    rq_list_node_t *n, *next;
     int r;
 
     if ((r = rq_wakeup_drain(p->wake)) < 0)
-        rq_warn("eventfd read: %s", strerror(-r));
+        rq_warn("eventfd read: %s", RQ_STRERR(-r));
     pthread_mutex_lock(&p->lock);
-    job = p->intake_head;
-    p->intake_head = p->intake_tail = NULL;
+    taken = p->intake;
+    p->intake.head = p->intake.tail = NULL;
     pthread_mutex_unlock(&p->lock);
-    for (; job != NULL; job = next) {
-        next = job->next;
+    for (n = taken.head; n != NULL; n = next) {
+        rq_pub_job_t *job = RQ_LIST_ENTRY(n, rq_pub_job_t, node);
+
+        next = n->next;
+        n->prev = n->next = NULL; /* the node moves from the intake to the job list */
         jobs_append(p, job);
         if (!job_fits_wire(job)) {
             job_finish(p, job, RQ_JOB_INVALID,
@@ -571,6 +562,92 @@ static int encoding_error(const rq_publisher_t *p, int status)
             status == AMQP_STATUS_INVALID_PARAMETER);
 }
 
+/* The properties and headers of message m (wire.h), built in *props and hdr. */
+static void message_props(const rq_publisher_t *p, rq_pub_msg_t *m, amqp_basic_properties_t *props,
+                          amqp_table_entry_t *hdr)
+{
+    rq_wire_out_t w;
+
+    if (m->correlation_id[0] == '\0')
+        rq_uuid(m->correlation_id);
+    memset(&w, 0, sizeof(w));
+    w.content_type = m->content_type;
+    /* The client's id (tailed lines: the deterministic <file id>:<offset>). */
+    w.message_id = m->message_id;
+    w.correlation_id = m->correlation_id;
+    w.app_id = "relayq-producer";
+    w.published_ms = m->published_ms;
+    w.source = m->source ? m->source : RQ_WIRE_SOURCE_API;
+    if (m->file_id == NULL) {
+        /* API messages always carry the callback queue (tailed lines expect no reply), and
+         * the id consumers deduplicate on: made here, one per message, kept when the message
+         * is published again; the client's id need not be unique. */
+        w.reply_to = p->reply_queue;
+        w.uid = m->correlation_id;
+    } else {
+        w.file_id = m->file_id;
+        w.has_offset = w.has_end = 1;
+        w.offset = m->offset;
+        w.end = m->end_offset;
+        w.chunk = m->chunk; /* the body holds whole lines with their '\n' */
+        w.lines = m->lines;
+    }
+    rq_wire_encode(&w, props, hdr);
+}
+
+/* Marks the message at the head of the send queue as published with the next tag and moves
+ * it to the in-flight ring (reserved before). */
+static void mark_inflight(rq_publisher_t *p)
+{
+    rq_pub_msg_t *m = ring_pop(&p->sendq);
+
+    ring_push(&p->inflight, m); /* cannot fail: reserved by the caller */
+    m->tag = p->next_tag++;
+    m->state = MSG_INFLIGHT;
+    m->sent = 1;
+    m->returned = 0;
+    m->sent_ns = rq_mono_ns();
+}
+
+/* Buffers the publish of the message at the head of the send queue. Returns 0 when it was
+ * buffered (and is in flight), 1 when it failed its own job only (out of memory, or a message
+ * the wire cannot carry: popped from the send queue), or -1 when the connection failed. */
+static int publish_head(rq_publisher_t *p, amqp_bytes_t rk)
+{
+    rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
+    rq_pub_job_t *job = m->job;
+    int waits = job->want_reply && !job->reply_lost;
+    amqp_basic_properties_t props;
+    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX];
+    amqp_bytes_t body;
+    int rc;
+
+    message_props(p, m, &props, hdr);
+    body.bytes = m->body;
+    body.len = m->body_len;
+    /* Reserve the bookkeeping first: once the frames are buffered they will be sent. */
+    if (ring_reserve(&p->inflight, 1) != 0 ||
+        (waits && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)) {
+        ring_pop(&p->sendq);
+        job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
+        return 1;
+    }
+    rc = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 1, &props, body);
+    if (rc != AMQP_STATUS_OK && encoding_error(p, rc)) {
+        char why[160];
+        snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc));
+        rq_warn("a message of %zu bytes cannot be encoded (%s): failing its request only",
+                m->body_len, why);
+        ring_pop(&p->sendq);
+        job_finish(p, job, RQ_JOB_INVALID, "the message cannot be encoded for AMQP");
+        return 1;
+    }
+    if (rc != AMQP_STATUS_OK)
+        return publish_failed(p, rc);
+    mark_inflight(p);
+    return 0;
+}
+
 /* Publishes everything in the send queue: the frames go out in one burst (rq_pubbuf_t),
  * written before the loop waits for confirms. Every publish is mandatory. Bookkeeping (the
  * in-flight slot, the reply waiter) is reserved before a message is encoded, so a message is
@@ -578,104 +655,15 @@ static int encoding_error(const rq_publisher_t *p, int status)
  * -1 when the connection failed. */
 static int publish_sendq(rq_publisher_t *p)
 {
-    const RabbitMQConfig *rc = &p->cfg->rabbitmq;
-    amqp_bytes_t rk = amqp_cstring_bytes(rc->request_queue);
-    int rc2;
+    amqp_bytes_t rk = amqp_cstring_bytes(p->cfg->rabbitmq.request_queue);
+    int rc;
 
     while (p->sendq.len > 0) {
-        rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
-        rq_pub_job_t *job = m->job;
-        int waits = job->want_reply && !job->reply_lost;
-        amqp_basic_properties_t props;
-        amqp_table_entry_t hdr[7];
-        amqp_bytes_t body;
-
-        if (m->correlation_id[0] == '\0')
-            rq_uuid(m->correlation_id);
-        memset(&props, 0, sizeof(props));
-        props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                       AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
-                       AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_APP_ID_FLAG |
-                       AMQP_BASIC_HEADERS_FLAG;
-        /* Tailed lines expect no reply; API messages always carry the callback queue. */
-        if (m->file_id == NULL)
-            props._flags |= AMQP_BASIC_REPLY_TO_FLAG;
-        props.content_type = amqp_cstring_bytes(m->content_type);
-        props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-        /* The client's id (tailed lines: the deterministic <file id>:<offset>). */
-        props.message_id = amqp_cstring_bytes(m->message_id);
-        props.timestamp = (uint64_t)(m->published_ms / 1000);
-        props.correlation_id = amqp_cstring_bytes(m->correlation_id);
-        props.reply_to = amqp_cstring_bytes(p->reply_queue);
-        props.app_id = amqp_cstring_bytes("relayq-producer");
-        hdr[0].key = amqp_cstring_bytes("x-published-ms");
-        hdr[0].value.kind = AMQP_FIELD_KIND_I64;
-        hdr[0].value.value.i64 = m->published_ms;
-        hdr[1].key = amqp_cstring_bytes("x-source");
-        hdr[1].value.kind = AMQP_FIELD_KIND_UTF8;
-        hdr[1].value.value.bytes = amqp_cstring_bytes(m->source ? m->source : "api");
-        props.headers.num_entries = 2;
-        if (m->file_id == NULL) {
-            /* The id consumers deduplicate on: made here, one per message, kept when the
-             * message is published again; the client's id need not be unique. */
-            hdr[2].key = amqp_cstring_bytes(RQ_HDR_UID);
-            hdr[2].value.kind = AMQP_FIELD_KIND_UTF8;
-            hdr[2].value.value.bytes = amqp_cstring_bytes(m->correlation_id);
-            props.headers.num_entries = 3;
-        } else {
-            hdr[2].key = amqp_cstring_bytes("x-file");
-            hdr[2].value.kind = AMQP_FIELD_KIND_UTF8;
-            hdr[2].value.value.bytes = amqp_cstring_bytes(m->file_id);
-            hdr[3].key = amqp_cstring_bytes("x-offset");
-            hdr[3].value.kind = AMQP_FIELD_KIND_I64;
-            hdr[3].value.value.i64 = m->offset;
-            hdr[4].key = amqp_cstring_bytes("x-end");
-            hdr[4].value.kind = AMQP_FIELD_KIND_I64;
-            hdr[4].value.value.i64 = m->end_offset;
-            props.headers.num_entries = 5;
-            if (m->chunk) { /* the body holds whole lines with their '\n' */
-                hdr[5].key = amqp_cstring_bytes("x-format");
-                hdr[5].value.kind = AMQP_FIELD_KIND_UTF8;
-                hdr[5].value.value.bytes = amqp_cstring_bytes("lines");
-                hdr[6].key = amqp_cstring_bytes("x-lines");
-                hdr[6].value.kind = AMQP_FIELD_KIND_I64;
-                hdr[6].value.value.i64 = m->lines;
-                props.headers.num_entries = 7;
-            }
-        }
-        props.headers.entries = hdr;
-        body.bytes = m->body;
-        body.len = m->body_len;
-
-        /* Reserve the bookkeeping first: once the frames are buffered they will be sent. */
-        if (ring_reserve(&p->inflight, 1) != 0 ||
-            (waits && rq_hmap_put(p->waiters, m->correlation_id, m) != 0)) {
-            ring_pop(&p->sendq);
-            job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
-            continue;
-        }
-        rc2 = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 1, &props, body);
-        if (rc2 != AMQP_STATUS_OK && encoding_error(p, rc2)) {
-            char why[160];
-            snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc2));
-            rq_warn("a message of %zu bytes cannot be encoded (%s): failing its request only",
-                    m->body_len, why);
-            ring_pop(&p->sendq);
-            job_finish(p, job, RQ_JOB_INVALID, "the message cannot be encoded for AMQP");
-            continue;
-        }
-        if (rc2 != AMQP_STATUS_OK)
-            return publish_failed(p, rc2);
-        ring_pop(&p->sendq);
-        ring_push(&p->inflight, m); /* cannot fail: reserved above */
-        m->tag = p->next_tag++;
-        m->state = MSG_INFLIGHT;
-        m->sent = 1;
-        m->returned = 0;
-        m->sent_ns = rq_mono_ns();
+        if (publish_head(p, rk) < 0)
+            return -1;
     }
-    rc2 = rq_pubbuf_flush(p->pub);
-    return rc2 == AMQP_STATUS_OK ? 0 : publish_failed(p, rc2);
+    rc = rq_pubbuf_flush(p->pub);
+    return rc == AMQP_STATUS_OK ? 0 : publish_failed(p, rc);
 }
 
 /* basic.return: the broker could not route a mandatory publish (RabbitMQ sends it before the
@@ -834,10 +822,10 @@ static int drain_frames(rq_publisher_t *p, int wait_ms, int budget)
  * job list, so the walk visits every job; the caller runs it at most every few ms. */
 static void sweep_deadlines(rq_publisher_t *p, int64_t now)
 {
-    rq_pub_job_t *job, *next;
+    for (rq_list_node_t *n = p->jobs.head, *next; n != NULL; n = next) {
+        rq_pub_job_t *job = RQ_LIST_ENTRY(n, rq_pub_job_t, node);
 
-    for (job = p->jobs_head; job != NULL; job = next) {
-        next = job->next;
+        next = n->next;
         if (job->unconfirmed > 0 && !job->retry_forever && now >= job->publish_deadline_ns)
             job_finish(p, job, RQ_JOB_TIMEOUT,
                        p->conn ? "the broker did not confirm the message in time"
@@ -852,8 +840,9 @@ static void sweep_deadlines(rq_publisher_t *p, int64_t now)
  * RQ_JOB_UNAVAILABLE, each message with its outcome. */
 static void fail_remaining(rq_publisher_t *p)
 {
-    while (p->jobs_head != NULL) {
-        rq_pub_job_t *job = p->jobs_head;
+    while (p->jobs.head != NULL) {
+        rq_pub_job_t *job = RQ_LIST_ENTRY(p->jobs.head, rq_pub_job_t, node);
+
         if (job->unconfirmed == 0 && job->want_reply)
             job_finish(p, job, RQ_JOB_REPLY_LOST,
                        "the message is stored, but the producer shut down before the reply "
@@ -869,7 +858,7 @@ static int stopping_now(rq_publisher_t *p, int64_t now)
 
     pthread_mutex_lock(&p->lock);
     s = p->stopping &&
-        ((p->intake_head == NULL && p->jobs_head == NULL) || now >= p->stop_deadline_ns);
+        ((p->intake.head == NULL && p->jobs.head == NULL) || now >= p->stop_deadline_ns);
     pthread_mutex_unlock(&p->lock);
     return s;
 }
@@ -973,6 +962,7 @@ rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     p->cfg = cfg;
     p->hook = hook;
     p->hook_arg = hook_arg;
+    rings_init(p);
     rq_backoff_init(&p->backoff, RQ_RECONNECT_MIN_MS, RQ_RECONNECT_MAX_MS, /*jitter=*/1);
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->reason, sizeof(p->reason), "connecting to the broker");
@@ -1024,7 +1014,7 @@ void rq_publisher_stop(rq_publisher_t *p, int grace_ms)
         p->stop_deadline_ns = rq_mono_ns() + (int64_t)grace_ms * 1000000;
         pthread_mutex_unlock(&p->lock);
         if ((r = rq_wakeup_signal(p->wake)) < 0)
-            rq_warn("eventfd write: %s", strerror(-r));
+            rq_warn("eventfd write: %s", RQ_STRERR(-r));
         pthread_join(p->thread, NULL);
         p->thread_started = 0;
     }
@@ -1037,8 +1027,8 @@ void rq_publisher_free(rq_publisher_t *p)
     rq_publisher_stop(p, 0);
     rq_wakeup_free(p->wake);
     rq_hmap_free(p->waiters);
-    free(p->sendq.v);
-    free(p->inflight.v);
+    rq_ring_clear(&p->sendq);
+    rq_ring_clear(&p->inflight);
     free(p->reply_queue);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -1053,7 +1043,7 @@ int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
     job->unconfirmed = job->n;
     job->unreplied = job->want_reply ? job->n : 0;
     job->finished = job->nacked = job->reply_lost = 0;
-    job->next = job->prev = NULL;
+    job->node.prev = job->node.next = NULL;
     for (size_t i = 0; i < job->n; i++) {
         job->msgs[i].job = job;
         job->msgs[i].state = MSG_QUEUED;
@@ -1085,15 +1075,11 @@ int rq_publisher_submit(rq_publisher_t *p, rq_pub_job_t *job)
         return -1;
     }
     p->pending += job->n;
-    was_empty = p->intake_head == NULL;
-    if (p->intake_tail)
-        p->intake_tail->next = job;
-    else
-        p->intake_head = job;
-    p->intake_tail = job;
+    was_empty = p->intake.head == NULL;
+    rq_list_push_back(&p->intake, &job->node);
     pthread_mutex_unlock(&p->lock);
     if (was_empty && (r = rq_wakeup_signal(p->wake)) < 0)
-        rq_warn("eventfd write: %s", strerror(-r));
+        rq_warn("eventfd write: %s", RQ_STRERR(-r));
     return 0;
 }
 

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "list.h"
 #include "metrics.h"
 #include "util.h"
 
@@ -74,9 +75,10 @@ typedef struct rq_pub_msg {
     int64_t lines; /* chunk: complete lines ('\n's) in the body (x-lines) */
     /* filled by the publisher */
     /* A UUID made at the first publish and kept across republishes: the correlation_id, and
-     * for API messages (file_id == NULL) also the RQ_HDR_UID header, unique per message, on
-     * which consumers deduplicate: a republished message is recognised, and two messages with
-     * the same client id (message_id above, which need not be unique) are two messages. */
+     * for API messages (file_id == NULL) also the x-relayq-uid header (wire.h), unique per
+     * message, on which consumers deduplicate: a republished message is recognised, and two
+     * messages with the same client id (message_id above, which need not be unique) are two
+     * messages. */
     char correlation_id[RQ_UUID_LEN + 1];
     rq_msg_outcome_t outcome; /* set before the job's done() */
     char *reply;              /* heap, owned by the job's owner after done (free()) */
@@ -107,8 +109,8 @@ typedef struct rq_pub_job {
     /* private to the publisher */
     size_t unconfirmed, unreplied;
     int finished, nacked;
-    int reply_lost; /* want_reply, and the callback queue died with a connection */
-    struct rq_pub_job *next, *prev;
+    int reply_lost;      /* want_reply, and the callback queue died with a connection */
+    rq_list_node_t node; /* in the publisher's intake, then in its job list */
 } rq_pub_job_t;
 
 /* Called on the publisher thread for every reply that arrives on the callback queue, with

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "amqp_pub.h"
 #include "config.h"
 #include "util.h"
+#include "wire.h"
 
 #define TOOL "rq_amqp_tool"
 
@@ -74,7 +76,7 @@ static void usage(FILE *f)
            "  depth     print the queue's ready message count (passive declare)\n"
            "  purge     purge the queue, print the number of messages removed\n"
            "  declare   declare the queue (durable unless --transient; --topology: as relayq's\n"
-           "            request queue, with x-queue-type)\n"
+           "            request queue, with " RQ_WIRE_ARG_QUEUE_TYPE ")\n"
            "  delete    delete the queue\n"
            "\n"
            "connection: --host H (127.0.0.1) --port P (5672) --user U --pass P --vhost V\n"
@@ -102,7 +104,8 @@ static void usage(FILE *f)
            "  --window W            most unconfirmed messages at a time (default 10000)\n"
            "  --rate R              publish at most R messages per second (default unlimited)\n"
            "  --declare             declare the queue as relayq's request queue first\n"
-           "  --queue-type T        x-queue-type for --declare/--topology (default: QUEUE_TYPE, "
+           "  --queue-type T        " RQ_WIRE_ARG_QUEUE_TYPE
+           " for --declare/--topology (default: QUEUE_TYPE, "
            "quorum)\n"
            "  --timeout S           give up after S seconds (default 120)\n"
            "get:\n"
@@ -266,7 +269,7 @@ static int slurp(const char *path, char **buf, size_t *len)
     char *b = NULL;
 
     if (f == NULL) {
-        fprintf(stderr, TOOL ": %s: %s\n", path, strerror(errno));
+        fprintf(stderr, TOOL ": %s: %s\n", path, RQ_STRERR(errno));
         return -1;
     }
     b = malloc(cap);
@@ -303,232 +306,275 @@ static double now_s(void)
     return (double)rq_mono_ns() / 1e9;
 }
 
-static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg)
-{
-    pub_t p;
-    char *file = NULL;
-    size_t file_len = 0;
-    size_t file_off = 0;
-    long long count = o->count;
-    const char *prefix = o->id_prefix;
-    double t0;
-    double deadline;
-    double elapsed;
-    int rc = 1;
+/* What a publish run works through: the raw file, the count, the id prefix, the clock. */
+typedef struct run {
+    char *file; /* --raw-file's contents (heap), or NULL */
+    size_t file_len, file_off;
+    long long count;
+    const char *prefix;
+    double t0, deadline;
+} run_t;
 
-    memset(&p, 0, sizeof(p));
-    p.conn = conn;
-    p.low = 1;
+/* One message being built. */
+typedef struct tool_msg {
+    rq_wire_out_t w;
+    amqp_bytes_t body;
+    char id[512];
+    char corr[300];
+    char *json_body; /* heap (the JSON body), or NULL */
+} tool_msg_t;
+
+/* Declares the topology (--declare), reads --raw-file and settles the count and the id
+ * prefix. Returns 0, or -1 (printed). */
+static int publish_setup(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg,
+                         run_t *r)
+{
+    r->count = o->count;
+    r->prefix = o->id_prefix;
     if (o->declare) {
         char err[512];
 
         if (rq_amqp_declare_topology(conn, &cfg->rabbitmq, err, sizeof(err)) < 0) {
             fprintf(stderr, TOOL ": %s\n", err);
-            return 1;
+            return -1;
         }
     }
     if (o->raw_file != NULL) {
         long long lines = 0;
 
-        if (slurp(o->raw_file, &file, &file_len) < 0)
-            return 1;
-        for (size_t i = 0; i < file_len; i++)
-            lines += file[i] == '\n';
-        if (file_len > 0 && file[file_len - 1] != '\n')
+        if (slurp(o->raw_file, &r->file, &r->file_len) < 0)
+            return -1;
+        for (size_t i = 0; i < r->file_len; i++)
+            lines += r->file[i] == '\n';
+        if (r->file_len > 0 && r->file[r->file_len - 1] != '\n')
             lines++;
-        if (count < 0 || count > lines)
-            count = lines;
-        if (prefix == NULL)
-            prefix = o->raw_file;
+        if (r->count < 0 || r->count > lines)
+            r->count = lines;
+        if (r->prefix == NULL)
+            r->prefix = o->raw_file;
     }
-    if (prefix == NULL)
-        prefix = "msg";
-    if (count < 0)
-        count = 1;
-    p.state = calloc((size_t)count + 1, 1);
-    if (p.state == NULL) {
+    if (r->prefix == NULL)
+        r->prefix = "msg";
+    if (r->count < 0)
+        r->count = 1;
+    return 0;
+}
+
+/* Allocates the confirm bookkeeping for r->count messages, selects confirm mode and makes the
+ * burst buffer. Returns 0, or -1 (printed). */
+static int publish_open(pub_t *p, const opts_t *o, const rq_config_t *cfg, const run_t *r)
+{
+    p->state = calloc((size_t)r->count + 1, 1);
+    if (p->state == NULL) {
         fprintf(stderr, TOOL ": out of memory\n");
-        goto out;
+        return -1;
     }
-    amqp_confirm_select(conn, RQ_AMQP_CHANNEL);
-    if (check(conn, "confirm.select") < 0)
-        goto out;
+    amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
+    if (check(p->conn, "confirm.select") < 0)
+        return -1;
     /* The broker's limit is measured with the same burst writes as the producer's. */
-    p.buf = rq_pubbuf_new(conn, !cfg->rabbitmq.tls,
-                          o->timeout < 3600 ? (int)(o->timeout * 1000) : 3600000);
-    if (p.buf == NULL) {
+    p->buf = rq_pubbuf_new(p->conn, !cfg->rabbitmq.tls,
+                           o->timeout < 3600 ? (int)(o->timeout * 1000) : 3600000);
+    if (p->buf == NULL) {
         fprintf(stderr, TOOL ": out of memory\n");
-        goto out;
+        return -1;
     }
+    return 0;
+}
 
-    t0 = now_s();
-    deadline = t0 + o->timeout;
-    for (long long k = 0; k < count; k++) {
-        long long i = o->start + k;
-        amqp_basic_properties_t props;
-        amqp_table_entry_t hdr[3];
-        char id[512];
-        char corr[300];
-        char ts[RQ_ISO8601_LEN + 1];
-        char *json_body = NULL;
-        amqp_bytes_t body;
-        int64_t wall = rq_wall_ms();
-        int r;
+/* Before message k: drains the confirms already there every 256 messages, keeps at most
+ * --window unconfirmed, and keeps to --rate. Returns 0, or -1 (printed). */
+static int publish_pace(pub_t *p, const opts_t *o, const run_t *r, long long k)
+{
+    int rc;
 
-        /* drain the confirms already there every 256 messages; keep at most `window`
-         * unconfirmed */
-        if (k % 256 == 0 && k > 0) {
-            while ((r = read_confirm(&p, 0)) > 0)
-                ;
-            if (r < 0)
-                goto out;
-        }
-        while ((long long)(p.published - p.settled) >= o->window) {
-            if (now_s() > deadline) {
-                fprintf(stderr, TOOL ": timed out waiting for confirms\n");
-                goto out;
-            }
-            if (read_confirm(&p, 100) < 0)
-                goto out;
-        }
-        if (o->rate > 0) {
-            double due = t0 + (double)k / o->rate;
-            double now = now_s();
-
-            if (due > now) {
-                if (rq_pubbuf_flush(p.buf) != AMQP_STATUS_OK) {
-                    fprintf(stderr, TOOL ": publish: the connection failed\n");
-                    goto out;
-                }
-                rq_sleep_interruptible(due - now, NULL);
-            }
-        }
-
-        memset(&props, 0, sizeof(props));
-        props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                       AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG | AMQP_BASIC_HEADERS_FLAG;
-        props.delivery_mode = o->transient ? 1 : 2;
-        props.timestamp = (uint64_t)(wall / 1000);
-        props.app_id = amqp_cstring_bytes(TOOL);
-        hdr[0].key = amqp_cstring_bytes("x-published-ms");
-        hdr[0].value.kind = AMQP_FIELD_KIND_I64;
-        hdr[0].value.value.i64 = wall;
-        hdr[1].key = amqp_cstring_bytes("x-source");
-        hdr[1].value.kind = AMQP_FIELD_KIND_UTF8;
-        hdr[1].value.value.bytes = amqp_cstring_bytes(o->raw_file != NULL ? "tail" : "tool");
-        props.headers.entries = hdr;
-        props.headers.num_entries = 2;
-
-        if (o->raw_file != NULL) {
-            const char *nl = memchr(file + file_off, '\n', file_len - file_off);
-            size_t len = nl != NULL ? (size_t)(nl - (file + file_off)) : file_len - file_off;
-
-            snprintf(id, sizeof(id), "%s:%zu", prefix, file_off);
-            body.bytes = file + file_off;
-            body.len = len;
-            hdr[2].key = amqp_cstring_bytes("x-offset");
-            hdr[2].value.kind = AMQP_FIELD_KIND_I64;
-            hdr[2].value.value.i64 = (int64_t)file_off;
-            props.headers.num_entries = 3;
-            props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-            props.content_type = amqp_cstring_bytes("application/octet-stream");
-            file_off += len + 1;
-        } else if (o->body != NULL) {
-            snprintf(id, sizeof(id), "%s-%lld", prefix, i);
-            body = amqp_cstring_bytes(o->body);
-            if (strcmp(o->content_type, "none") != 0) {
-                props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-                props.content_type = amqp_cstring_bytes(o->content_type);
-            }
-        } else {
-            json_t *obj;
-            char text[600];
-
-            snprintf(id, sizeof(id), "%s-%lld", prefix, i);
-            snprintf(text, sizeof(text), "%s message %lld", prefix, i);
-            obj = json_object();
-            json_object_set_new(obj, "id", json_string(id));
-            if (o->payload_object)
-                json_object_set_new(obj, "payload",
-                                    json_pack("{s:I,s:s}", "seq", (json_int_t)i, "text", text));
-            else
-                json_object_set_new(obj, "payload", json_string(text));
-            if (o->processing_time >= 0)
-                json_object_set_new(obj, "processing_time", json_real(o->processing_time));
-            if (o->fail_times >= 0)
-                json_object_set_new(obj, "fail_times", json_integer(o->fail_times));
-            json_object_set_new(obj, "timestamp", json_string(rq_iso8601(wall, ts)));
-            json_object_set_new(obj, "source", json_string("tool"));
-            json_body = json_dumps(obj, JSON_COMPACT);
-            json_decref(obj);
-            if (json_body == NULL) {
-                fprintf(stderr, TOOL ": out of memory\n");
-                goto out;
-            }
-            body = amqp_cstring_bytes(json_body);
-            props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-            props.content_type = amqp_cstring_bytes("application/json");
-        }
-        props.message_id = amqp_cstring_bytes(id);
-        if (o->reply_to != NULL) {
-            props._flags |= AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
-            props.reply_to = amqp_cstring_bytes(o->reply_to);
-            if (o->correlation_id == NULL)
-                rq_uuid(corr);
-            else if (count == 1)
-                snprintf(corr, sizeof(corr), "%s", o->correlation_id);
-            else
-                snprintf(corr, sizeof(corr), "%s-%lld", o->correlation_id, i);
-            props.correlation_id = amqp_cstring_bytes(corr);
-        } else if (o->correlation_id != NULL) {
-            props._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-            if (count == 1)
-                snprintf(corr, sizeof(corr), "%s", o->correlation_id);
-            else
-                snprintf(corr, sizeof(corr), "%s-%lld", o->correlation_id, i);
-            props.correlation_id = amqp_cstring_bytes(corr);
-        }
-
-        r = rq_pubbuf_add(p.buf, RQ_AMQP_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(o->queue), 1,
-                          &props, body);
-        free(json_body);
-        if (r != AMQP_STATUS_OK) {
-            fprintf(stderr, TOOL ": publish: %s\n", amqp_error_string2(r));
-            goto out;
-        }
-        p.published++;
+    if (k % 256 == 0 && k > 0) {
+        while ((rc = read_confirm(p, 0)) > 0)
+            ;
+        if (rc < 0)
+            return -1;
     }
-    while (p.settled < p.published) {
-        if (now_s() > deadline) {
+    while ((long long)(p->published - p->settled) >= o->window) {
+        if (now_s() > r->deadline) {
+            fprintf(stderr, TOOL ": timed out waiting for confirms\n");
+            return -1;
+        }
+        if (read_confirm(p, 100) < 0)
+            return -1;
+    }
+    if (o->rate > 0) {
+        double due = r->t0 + (double)k / o->rate;
+        double now = now_s();
+
+        if (due > now) {
+            if (rq_pubbuf_flush(p->buf) != AMQP_STATUS_OK) {
+                fprintf(stderr, TOOL ": publish: the connection failed\n");
+                return -1;
+            }
+            rq_sleep_interruptible(due - now, NULL);
+        }
+    }
+    return 0;
+}
+
+/* The API-style JSON body of message i into m (m->json_body, heap). Returns 0, or -1
+ * (printed). */
+static int json_message(const opts_t *o, const run_t *r, long long i, int64_t wall, tool_msg_t *m)
+{
+    char ts[RQ_ISO8601_LEN + 1];
+    char text[600];
+    json_t *obj;
+
+    snprintf(m->id, sizeof(m->id), "%s-%lld", r->prefix, i);
+    snprintf(text, sizeof(text), "%s message %lld", r->prefix, i);
+    obj = json_object();
+    json_object_set_new(obj, "id", json_string(m->id));
+    if (o->payload_object)
+        json_object_set_new(obj, "payload",
+                            json_pack("{s:I,s:s}", "seq", (json_int_t)i, "text", text));
+    else
+        json_object_set_new(obj, "payload", json_string(text));
+    if (o->processing_time >= 0)
+        json_object_set_new(obj, "processing_time", json_real(o->processing_time));
+    if (o->fail_times >= 0)
+        json_object_set_new(obj, "fail_times", json_integer(o->fail_times));
+    json_object_set_new(obj, "timestamp", json_string(rq_iso8601(wall, ts)));
+    json_object_set_new(obj, "source", json_string("tool"));
+    m->json_body = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    if (m->json_body == NULL) {
+        fprintf(stderr, TOOL ": out of memory\n");
+        return -1;
+    }
+    m->body = amqp_cstring_bytes(m->json_body);
+    m->w.content_type = "application/json";
+    return 0;
+}
+
+/* The correlation id of message i (--correlation-id X: X for one message, X-<i> for
+ * several; with --reply-to and no X a UUID) into m, or none. */
+static void message_correlation(const opts_t *o, const run_t *r, long long i, tool_msg_t *m)
+{
+    m->w.reply_to = o->reply_to;
+    if (o->reply_to == NULL && o->correlation_id == NULL)
+        return;
+    if (o->correlation_id == NULL)
+        rq_uuid(m->corr);
+    else if (r->count == 1)
+        snprintf(m->corr, sizeof(m->corr), "%s", o->correlation_id);
+    else
+        snprintf(m->corr, sizeof(m->corr), "%s-%lld", o->correlation_id, i);
+    m->w.correlation_id = m->corr;
+}
+
+/* Builds message i (k-th of the run) published at wall: its body, id and properties (wire.h).
+ * Returns 0, or -1 (printed). */
+static int build_message(const opts_t *o, run_t *r, long long i, int64_t wall, tool_msg_t *m)
+{
+    memset(&m->w, 0, sizeof(m->w));
+    m->json_body = NULL;
+    m->w.transient = o->transient;
+    m->w.published_ms = wall;
+    m->w.app_id = TOOL;
+    m->w.source = o->raw_file != NULL ? RQ_WIRE_SOURCE_TAIL : "tool";
+    if (o->raw_file != NULL) {
+        const char *nl = memchr(r->file + r->file_off, '\n', r->file_len - r->file_off);
+        size_t len =
+            nl != NULL ? (size_t)(nl - (r->file + r->file_off)) : r->file_len - r->file_off;
+
+        snprintf(m->id, sizeof(m->id), "%s:%zu", r->prefix, r->file_off);
+        m->body.bytes = r->file + r->file_off;
+        m->body.len = len;
+        m->w.has_offset = 1;
+        m->w.offset = (int64_t)r->file_off;
+        m->w.content_type = "application/octet-stream";
+        r->file_off += len + 1;
+    } else if (o->body != NULL) {
+        snprintf(m->id, sizeof(m->id), "%s-%lld", r->prefix, i);
+        m->body = amqp_cstring_bytes(o->body);
+        if (strcmp(o->content_type, "none") != 0)
+            m->w.content_type = o->content_type;
+    } else if (json_message(o, r, i, wall, m) < 0) {
+        return -1;
+    }
+    m->w.message_id = m->id;
+    message_correlation(o, r, i, m);
+    return 0;
+}
+
+/* Waits for the confirms of everything published, prints the summary and returns the exit
+ * status (0: every message confirmed, 1 otherwise). */
+static int publish_finish(pub_t *p, const opts_t *o, const run_t *r)
+{
+    double elapsed;
+
+    while (p->settled < p->published) {
+        if (now_s() > r->deadline) {
             fprintf(stderr, TOOL ": timed out waiting for confirms (%llu of %llu)\n",
-                    (unsigned long long)p.settled, (unsigned long long)p.published);
-            goto out;
+                    (unsigned long long)p->settled, (unsigned long long)p->published);
+            return 1;
         }
-        if (read_confirm(&p, 100) < 0)
-            goto out;
+        if (read_confirm(p, 100) < 0)
+            return 1;
     }
     /* a basic.return comes before the ack of its message: all are in by now */
-    elapsed = now_s() - t0;
+    elapsed = now_s() - r->t0;
     if (!o->quiet)
         fprintf(stderr,
                 TOOL ": published %llu to %s: %llu confirmed, %llu nacked, %llu returned in "
                      "%.3f s (%.0f msg/s)\n",
-                (unsigned long long)p.published, o->queue,
-                (unsigned long long)(p.settled - p.nacked), (unsigned long long)p.nacked,
-                (unsigned long long)p.returned, elapsed,
-                elapsed > 0 ? (double)p.published / elapsed : 0.0);
+                (unsigned long long)p->published, o->queue,
+                (unsigned long long)(p->settled - p->nacked), (unsigned long long)p->nacked,
+                (unsigned long long)p->returned, elapsed,
+                elapsed > 0 ? (double)p->published / elapsed : 0.0);
     printf("published=%llu confirmed=%llu nacked=%llu returned=%llu seconds=%.3f rate=%.0f\n",
-           (unsigned long long)p.published, (unsigned long long)(p.settled - p.nacked),
-           (unsigned long long)p.nacked, (unsigned long long)p.returned, elapsed,
-           elapsed > 0 ? (double)p.published / elapsed : 0.0);
-    rc = (p.nacked == 0 && p.returned == 0) ? 0 : 1;
-    if (p.returned > 0)
+           (unsigned long long)p->published, (unsigned long long)(p->settled - p->nacked),
+           (unsigned long long)p->nacked, (unsigned long long)p->returned, elapsed,
+           elapsed > 0 ? (double)p->published / elapsed : 0.0);
+    if (p->returned > 0)
         fprintf(stderr, TOOL ": %llu messages were unroutable (does queue %s exist?)\n",
-                (unsigned long long)p.returned, o->queue);
+                (unsigned long long)p->returned, o->queue);
+    return (p->nacked == 0 && p->returned == 0) ? 0 : 1;
+}
+
+static int cmd_publish(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg)
+{
+    pub_t p;
+    run_t r;
+    int rc = 1;
+
+    memset(&p, 0, sizeof(p));
+    memset(&r, 0, sizeof(r));
+    p.conn = conn;
+    p.low = 1;
+    if (publish_setup(o, conn, cfg, &r) < 0 || publish_open(&p, o, cfg, &r) < 0)
+        goto out;
+    r.t0 = now_s();
+    r.deadline = r.t0 + o->timeout;
+    for (long long k = 0; k < r.count; k++) {
+        amqp_basic_properties_t props;
+        amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX];
+        tool_msg_t m;
+        int64_t wall = rq_wall_ms();
+        int st;
+
+        if (publish_pace(&p, o, &r, k) < 0 || build_message(o, &r, o->start + k, wall, &m) < 0)
+            goto out;
+        rq_wire_encode(&m.w, &props, hdr);
+        st = rq_pubbuf_add(p.buf, RQ_AMQP_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(o->queue),
+                           1, &props, m.body);
+        free(m.json_body);
+        if (st != AMQP_STATUS_OK) {
+            fprintf(stderr, TOOL ": publish: %s\n", amqp_error_string2(st));
+            goto out;
+        }
+        p.published++;
+    }
+    rc = publish_finish(&p, o, &r);
 out:
     rq_pubbuf_free(p.buf);
     free(p.state);
-    free(file);
+    free(r.file);
     return rc;
 }
 
@@ -552,7 +598,7 @@ static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
         amqp_basic_get_ok_t *ok;
 
         amqp_maybe_release_buffers(conn);
-        r = amqp_basic_get(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 0);
+        r = amqp_basic_get(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), /*no_ack=*/0);
         if (check(conn, "basic.get") < 0)
             return 1;
         if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) {
@@ -580,7 +626,8 @@ static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
         put_bytes(m.body);
         putchar('\n');
         amqp_destroy_message(&m);
-        if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, ok->delivery_tag, 0) != AMQP_STATUS_OK) {
+        if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, ok->delivery_tag, /*multiple=*/0) !=
+            AMQP_STATUS_OK) {
             fprintf(stderr, TOOL ": basic.ack failed\n");
             return 1;
         }
@@ -595,7 +642,8 @@ static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
 static int cmd_depth(const opts_t *o, amqp_connection_state_t conn)
 {
     amqp_queue_declare_ok_t *ok = amqp_queue_declare(
-        conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 1, 0, 0, 0, amqp_empty_table);
+        conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), /*passive=*/1, /*durable=*/0,
+        /*exclusive=*/0, /*auto_delete=*/0, amqp_empty_table);
 
     if (check(conn, "queue.declare (passive)") < 0 || ok == NULL)
         return 1;
@@ -628,7 +676,8 @@ static int cmd_declare(const opts_t *o, amqp_connection_state_t conn, const rq_c
         }
         return 0;
     }
-    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), 0, !o->transient, 0, 0,
+    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), /*passive=*/0,
+                       /*durable=*/!o->transient, /*exclusive=*/0, /*auto_delete=*/0,
                        amqp_empty_table);
     return check(conn, "queue.declare") < 0 ? 1 : 0;
 }
@@ -671,162 +720,220 @@ static int parse_d(const char *opt, const char *s, double *out)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
-    opts_t o;
-    const char *host = getenv("RABBITMQ_HOST") != NULL ? getenv("RABBITMQ_HOST") : "127.0.0.1";
-    const char *port = getenv("RABBITMQ_PORT");
-    const char *user = getenv("RABBITMQ_USER");
-    const char *pass = getenv("RABBITMQ_PASS");
-    const char *vhost = getenv("RABBITMQ_VHOST");
-    rq_config_t cfg;
-    amqp_connection_state_t conn = NULL;
-    int rc = 1;
+/* Where to connect: the environment's settings, overridden by options. */
+typedef struct conn_args {
+    const char *host, *port, *user, *pass, *vhost;
+} conn_args_t;
 
-    memset(&o, 0, sizeof(o));
-    memset(&cfg, 0, sizeof(cfg));
-    o.count = -1;
-    o.json = 1;
-    o.content_type = "application/json";
-    o.processing_time = -1;
-    o.fail_times = -1;
-    o.window = 10000;
-    o.timeout = 120;
-    o.queue_type = NULL;
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+/* The defaults of every option, and the environment's connection settings. */
+static void opts_defaults(opts_t *o, conn_args_t *c)
+{
+    memset(o, 0, sizeof(*o));
+    o->count = -1;
+    o->json = 1;
+    o->content_type = "application/json";
+    o->processing_time = -1;
+    o->fail_times = -1;
+    o->window = 10000;
+    o->timeout = 120;
+    o->queue_type = NULL;
+    c->host = getenv("RABBITMQ_HOST") != NULL ? getenv("RABBITMQ_HOST") : "127.0.0.1";
+    c->port = getenv("RABBITMQ_PORT");
+    c->user = getenv("RABBITMQ_USER");
+    c->pass = getenv("RABBITMQ_PASS");
+    c->vhost = getenv("RABBITMQ_VHOST");
+}
+
+/* An option without a value. Returns 1 when `a` is one (set in *o), 0 when not, 3 for --help
+ * (usage printed). */
+static int parse_flag(opts_t *o, const char *a)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } flags[] = {
+        {"--json", offsetof(opts_t, json)},
+        {"--payload-object", offsetof(opts_t, payload_object)},
+        {"--transient", offsetof(opts_t, transient)},
+        {"--declare", offsetof(opts_t, declare)},
+        {"--consumers", offsetof(opts_t, consumers)},
+        {"--topology", offsetof(opts_t, topology)},
+        {"--quiet", offsetof(opts_t, quiet)},
+    };
+
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (strcmp(a, flags[i].name) == 0) {
+            *(int *)(void *)((char *)o + flags[i].off) = 1;
+            return 1;
+        }
     }
-    o.cmd = argv[1];
+    if (strcmp(a, "--help") == 0) {
+        usage(stdout);
+        return 3;
+    }
+    return 0;
+}
+
+/* A numeric option. Returns 1 when `a` is one (parsed into *o), 0 when not, -1 when its
+ * value is bad (printed). */
+static int parse_number(opts_t *o, const char *a, const char *v)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        long long lo; /* integers: the least value; -1: a number >= 0 (double) */
+    } nums[] = {
+        {"--count", offsetof(opts_t, count), 0},
+        {"--start", offsetof(opts_t, start), 0},
+        {"--window", offsetof(opts_t, window), 1},
+        {"--fail-times", offsetof(opts_t, fail_times), 0},
+        {"--processing-time", offsetof(opts_t, processing_time), -1},
+        {"--timeout", offsetof(opts_t, timeout), -1},
+        {"--rate", offsetof(opts_t, rate), -1},
+        {"--wait", offsetof(opts_t, wait), -1},
+    };
+
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        void *field = (char *)o + nums[i].off;
+
+        if (strcmp(a, nums[i].name) != 0)
+            continue;
+        if (nums[i].lo < 0)
+            return parse_d(a, v, (double *)field) < 0 ? -1 : 1;
+        return parse_ll(a, v, nums[i].lo, (long long *)field) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* An option with a value v. Returns 0, or 2 (usage error, printed). */
+static int parse_value(opts_t *o, conn_args_t *c, const char *a, const char *v)
+{
+    const struct {
+        const char *name;
+        const char **dst;
+    } strs[] = {
+        {"--host", &c->host},
+        {"--port", &c->port},
+        {"--user", &c->user},
+        {"--pass", &c->pass},
+        {"--vhost", &c->vhost},
+        {"--queue", &o->queue},
+        {"--raw-file", &o->raw_file},
+        {"--body", &o->body},
+        {"--content-type", &o->content_type},
+        {"--reply-to", &o->reply_to},
+        {"--correlation-id", &o->correlation_id},
+        {"--id-prefix", &o->id_prefix},
+        {"--queue-type", &o->queue_type},
+    };
+    int n;
+
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        if (strcmp(a, strs[i].name) == 0) {
+            *strs[i].dst = v;
+            return 0;
+        }
+    }
+    if ((n = parse_number(o, a, v)) != 0)
+        return n < 0 ? 2 : 0;
+    if (strcmp(a, "--format") == 0) {
+        if (strcmp(v, "body") != 0 && strcmp(v, "props") != 0) {
+            fprintf(stderr, TOOL ": --format: body or props\n");
+            return 2;
+        }
+        o->format = v;
+        return 0;
+    }
+    fprintf(stderr, TOOL ": unknown option: %s\n", a);
+    return 2;
+}
+
+/* Parses argv[2..argc). Returns -1 to go on, else the exit status (0 after --help, 2 on a
+ * usage error, printed). */
+static int parse_args(int argc, char **argv, opts_t *o, conn_args_t *c)
+{
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
+        int f = parse_flag(o, a), rc;
 
-        if (strcmp(a, "--json") == 0) {
-            o.json = 1;
-            takes = 0;
-        } else if (strcmp(a, "--payload-object") == 0) {
-            o.payload_object = 1;
-            takes = 0;
-        } else if (strcmp(a, "--transient") == 0) {
-            o.transient = 1;
-            takes = 0;
-        } else if (strcmp(a, "--declare") == 0) {
-            o.declare = 1;
-            takes = 0;
-        } else if (strcmp(a, "--consumers") == 0) {
-            o.consumers = 1;
-            takes = 0;
-        } else if (strcmp(a, "--topology") == 0) {
-            o.topology = 1;
-            takes = 0;
-        } else if (strcmp(a, "--quiet") == 0) {
-            o.quiet = 1;
-            takes = 0;
-        } else if (strcmp(a, "--help") == 0) {
-            usage(stdout);
+        if (f == 3)
             return 0;
-        }
-        if (!takes)
+        if (f)
             continue;
         if (v == NULL) {
             fprintf(stderr, TOOL ": unknown option or missing value: %s\n", a);
             return 2;
         }
         i++;
-        if (strcmp(a, "--host") == 0) {
-            host = v;
-        } else if (strcmp(a, "--port") == 0) {
-            port = v;
-        } else if (strcmp(a, "--user") == 0) {
-            user = v;
-        } else if (strcmp(a, "--pass") == 0) {
-            pass = v;
-        } else if (strcmp(a, "--vhost") == 0) {
-            vhost = v;
-        } else if (strcmp(a, "--queue") == 0) {
-            o.queue = v;
-        } else if (strcmp(a, "--count") == 0) {
-            if (parse_ll(a, v, 0, &o.count) < 0)
-                return 2;
-        } else if (strcmp(a, "--start") == 0) {
-            if (parse_ll(a, v, 0, &o.start) < 0)
-                return 2;
-        } else if (strcmp(a, "--window") == 0) {
-            if (parse_ll(a, v, 1, &o.window) < 0)
-                return 2;
-        } else if (strcmp(a, "--fail-times") == 0) {
-            if (parse_ll(a, v, 0, &o.fail_times) < 0)
-                return 2;
-        } else if (strcmp(a, "--processing-time") == 0) {
-            if (parse_d(a, v, &o.processing_time) < 0)
-                return 2;
-        } else if (strcmp(a, "--timeout") == 0) {
-            if (parse_d(a, v, &o.timeout) < 0)
-                return 2;
-        } else if (strcmp(a, "--rate") == 0) {
-            if (parse_d(a, v, &o.rate) < 0)
-                return 2;
-        } else if (strcmp(a, "--wait") == 0) {
-            if (parse_d(a, v, &o.wait) < 0)
-                return 2;
-        } else if (strcmp(a, "--raw-file") == 0) {
-            o.raw_file = v;
-        } else if (strcmp(a, "--body") == 0) {
-            o.body = v;
-        } else if (strcmp(a, "--content-type") == 0) {
-            o.content_type = v;
-        } else if (strcmp(a, "--reply-to") == 0) {
-            o.reply_to = v;
-        } else if (strcmp(a, "--correlation-id") == 0) {
-            o.correlation_id = v;
-        } else if (strcmp(a, "--id-prefix") == 0) {
-            o.id_prefix = v;
-        } else if (strcmp(a, "--format") == 0) {
-            if (strcmp(v, "body") != 0 && strcmp(v, "props") != 0) {
-                fprintf(stderr, TOOL ": --format: body or props\n");
-                return 2;
-            }
-            o.format = v;
-        } else if (strcmp(a, "--queue-type") == 0) {
-            o.queue_type = v;
-        } else {
-            fprintf(stderr, TOOL ": unknown option: %s\n", a);
-            return 2;
-        }
+        if ((rc = parse_value(o, c, a, v)) != 0)
+            return rc;
     }
-    if (o.queue == NULL || o.queue[0] == '\0') {
+    return -1;
+}
+
+/* Checks the options together. Returns 0, or 2 (printed). */
+static int check_args(const opts_t *o)
+{
+    static const char *const cmds[] = {"publish", "get", "depth", "purge", "declare", "delete"};
+    int known = 0;
+
+    if (o->queue == NULL || o->queue[0] == '\0') {
         fprintf(stderr, TOOL ": --queue is required\n");
         return 2;
     }
-    if (o.raw_file != NULL && o.body != NULL) {
+    if (o->raw_file != NULL && o->body != NULL) {
         fprintf(stderr, TOOL ": --raw-file and --body exclude each other\n");
         return 2;
     }
-    if (strcmp(o.cmd, "publish") != 0 && strcmp(o.cmd, "get") != 0 && strcmp(o.cmd, "depth") != 0 &&
-        strcmp(o.cmd, "purge") != 0 && strcmp(o.cmd, "declare") != 0 &&
-        strcmp(o.cmd, "delete") != 0) {
-        fprintf(stderr, TOOL ": unknown command %s\n", o.cmd);
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        known |= strcmp(o->cmd, cmds[i]) == 0;
+    if (!known) {
+        fprintf(stderr, TOOL ": unknown command %s\n", o->cmd);
         usage(stderr);
         return 2;
     }
+    return 0;
+}
 
-    if (connect_to(&o, host, port, user, pass, vhost, &cfg, &conn) < 0)
-        goto out;
-    if (strcmp(o.cmd, "publish") == 0)
-        rc = cmd_publish(&o, conn, &cfg);
-    else if (strcmp(o.cmd, "get") == 0)
-        rc = cmd_get(&o, conn);
-    else if (strcmp(o.cmd, "depth") == 0)
-        rc = cmd_depth(&o, conn);
-    else if (strcmp(o.cmd, "purge") == 0)
-        rc = cmd_purge(&o, conn);
-    else if (strcmp(o.cmd, "declare") == 0)
-        rc = cmd_declare(&o, conn, &cfg);
-    else
-        rc = cmd_delete(&o, conn);
-out:
+/* Runs command o->cmd on an open connection. Returns the exit status. */
+static int run_command(const opts_t *o, amqp_connection_state_t conn, const rq_config_t *cfg)
+{
+    if (strcmp(o->cmd, "publish") == 0)
+        return cmd_publish(o, conn, cfg);
+    if (strcmp(o->cmd, "get") == 0)
+        return cmd_get(o, conn);
+    if (strcmp(o->cmd, "depth") == 0)
+        return cmd_depth(o, conn);
+    if (strcmp(o->cmd, "purge") == 0)
+        return cmd_purge(o, conn);
+    if (strcmp(o->cmd, "declare") == 0)
+        return cmd_declare(o, conn, cfg);
+    return cmd_delete(o, conn);
+}
+
+int main(int argc, char **argv)
+{
+    opts_t o;
+    conn_args_t c;
+    rq_config_t cfg;
+    amqp_connection_state_t conn = NULL;
+    int rc = 1;
+
+    opts_defaults(&o, &c);
+    memset(&cfg, 0, sizeof(cfg));
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    o.cmd = argv[1];
+    if ((rc = parse_args(argc, argv, &o, &c)) >= 0)
+        return rc;
+    if ((rc = check_args(&o)) != 0)
+        return rc;
+    rc = 1;
+    if (connect_to(&o, c.host, c.port, c.user, c.pass, c.vhost, &cfg, &conn) == 0)
+        rc = run_command(&o, conn, &cfg);
     rq_amqp_close(conn);
     rq_config_free(&cfg);
     return rc;

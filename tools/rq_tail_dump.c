@@ -22,6 +22,7 @@
 #include "amqp_conn.h"
 #include "config.h"
 #include "util.h"
+#include "wire.h"
 
 #define TOOL "rq_tail_dump"
 
@@ -57,11 +58,11 @@ static void print_message(const amqp_message_t *m)
 
     put_field(p->message_id, (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0);
     putchar('\t');
-    put_header(p, "x-file");
+    put_header(p, RQ_WIRE_HDR_FILE);
     putchar('\t');
-    put_header(p, "x-offset");
+    put_header(p, RQ_WIRE_HDR_OFFSET);
     putchar('\t');
-    put_header(p, "x-source");
+    put_header(p, RQ_WIRE_HDR_SOURCE);
     putchar('\t');
     put_field(p->content_type, (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0);
     putchar('\t');
@@ -111,11 +112,12 @@ int main(int argc, char **argv)
         fprintf(stderr, TOOL ": %s\n", err);
         goto out;
     }
-    amqp_basic_qos(conn, RQ_AMQP_CHANNEL, 0, (uint16_t)prefetch, 0);
+    amqp_basic_qos(conn, RQ_AMQP_CHANNEL, /*prefetch_size=*/0, (uint16_t)prefetch, /*global=*/0);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.qos", err, sizeof(err)) != 0)
         goto fail;
     amqp_basic_consume(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(cfg.rabbitmq.request_queue),
-                       amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+                       amqp_empty_bytes, /*no_local=*/0, /*no_ack=*/0, /*exclusive=*/0,
+                       amqp_empty_table);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "basic.consume", err, sizeof(err)) != 0)
         goto fail;
     while (max < 0 || got < max) {
@@ -135,12 +137,12 @@ int main(int argc, char **argv)
         amqp_destroy_envelope(&env);
         got++;
         if (++unacked >= (uint64_t)prefetch / 2) {
-            amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_tag, 1);
+            amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_tag, /*multiple=*/1);
             unacked = 0;
         }
     }
     if (unacked > 0)
-        amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_tag, 1);
+        amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_tag, /*multiple=*/1);
     fflush(stdout);
     fprintf(stderr, TOOL ": %lld messages from %s\n", got, cfg.rabbitmq.request_queue);
     rc = 0;

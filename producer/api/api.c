@@ -737,6 +737,134 @@ static int check_produce_headers(req_ctx_t *c)
     return 0;
 }
 
+/* ST_NEW, the first callback (headers read): counts the request open, routes and admits it.
+ * A GET-like route waits in ST_FIRST; a produce or DLQ retry goes to ST_RECEIVING, or, refused
+ * before its body is read, to ST_DONE with the answer queued (the connection lingers). */
+static enum MHD_Result on_headers(req_ctx_t *c, const char *url, const char *method)
+{
+    rq_api_t *api = c->api;
+    struct MHD_Connection *conn = c->conn;
+
+    c->state = ST_FIRST;
+    atomic_fetch_add(&api->open, 1); /* until on_completed */
+    c->route = route_of(url);
+    c->method = method;
+    admit(c);
+    if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
+        return MHD_YES; /* answered on the next call: answering now closes keep-alive */
+    if (c->deny_status != 0 || check_produce_headers(c)) {
+        /* Refused before the body is read: answered at once, and MHD closes the
+         * connection after the answer. With the body unread that close would make the
+         * kernel reset the connection before the client reads the answer, so the
+         * connection lingers (nginx's lingering close): what the client still sends is
+         * read and thrown away, within bounds. Not when there is no body, or the client
+         * waits for "100 Continue" before sending it. */
+        if (rq_http_drain_wanted(
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH),
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                            MHD_HTTP_HEADER_TRANSFER_ENCODING),
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT)))
+            rq_http_server_linger(&api->http, conn);
+        c->state = ST_DONE;
+        return reply_early(c);
+    }
+    c->state = ST_RECEIVING;
+    return MHD_YES;
+}
+
+/* ST_DRAINING: throws the rest of an oversized body away; at its end (or past the drain
+ * bound, then MHD closes) goes to ST_DONE with the early answer (413) queued. */
+static enum MHD_Result on_draining(req_ctx_t *c, size_t *upload_data_size)
+{
+    size_t n = *upload_data_size;
+
+    *upload_data_size = 0;
+    if (n > 0 && rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+        return MHD_YES;
+    c->state = ST_DONE;
+    return reply_early(c); /* the body's end; or past the bound, then MHD closes */
+}
+
+/* ST_FIRST, a route without a body (GET /messages, /health*, /metrics, /dlq, others): a body
+ * sent anyway is thrown away within the bound (else 413); then ST_DONE with the refusal or
+ * serve_get()'s answer (GET /dlq: ST_DLQ, suspended, instead). */
+static enum MHD_Result on_bodyless(req_ctx_t *c, const char *url, size_t *upload_data_size)
+{
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0; /* a body on GET is ignored: thrown away, within the bound */
+        if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+            return MHD_YES;
+        c->state = ST_DONE;
+        set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        return reply_early(c);
+    }
+    c->state = ST_DONE;
+    if (c->deny_status != 0)
+        return reply_deny(c);
+    return serve_get(c, url);
+}
+
+/* ST_RECEIVING, a piece of the body: appended to c->buf; past MAX_BODY_BYTES the body is
+ * dropped and the rest thrown away (ST_DRAINING, then 413). MHD_NO when out of memory. */
+static enum MHD_Result on_body_data(req_ctx_t *c, const char *upload_data, size_t n)
+{
+    rq_api_t *api = c->api;
+
+    if (c->len + n > (size_t)api->cfg->max_body_bytes) {
+        /* Over MAX_BODY_BYTES (chunked, or more than its Content-Length said): throw the
+         * rest away within the drain bound, then 413. */
+        char msg[96];
+        c->too_large = 1;
+        rq_series_inc(api->m_lim_body);
+        snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
+                 (long long)api->cfg->max_body_bytes);
+        set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+        free(c->buf);
+        c->buf = NULL;
+        c->len = c->cap = 0;
+        c->state = ST_DRAINING;
+        if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
+            return MHD_YES;
+        c->state = ST_DONE;
+        return reply_early(c);
+    }
+    if (c->len + n > c->cap) {
+        size_t ncap = c->cap ? c->cap : 1024;
+        while (ncap < c->len + n)
+            ncap *= 2;
+        char *nb = realloc(c->buf, ncap);
+        if (nb == NULL)
+            return MHD_NO;
+        c->buf = nb;
+        c->cap = ncap;
+    }
+    memcpy(c->buf + c->len, upload_data, n);
+    c->len += n;
+    return MHD_YES;
+}
+
+/* ST_RECEIVING, the whole body read: a chunked body not declared JSON gets 415 (400 when
+ * empty, but an empty POST /dlq/retry moves everything); POST /dlq/retry goes to the DLQ
+ * worker (ST_DLQ) and a produce to the publisher (ST_WAITING), both suspended, or ST_DONE
+ * with the answer queued. */
+static enum MHD_Result on_body_end(req_ctx_t *c)
+{
+    if (c->wrong_type && (c->len > 0 || c->route != R_DLQ_RETRY)) {
+        c->state = ST_DONE;
+        if (c->len > 0)
+            return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                               "Content-Type must be application/json");
+        return reply_error(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
+    }
+    if (c->route == R_DLQ_RETRY) {
+        c->state = ST_DONE;
+        return dlq_retry(c);
+    }
+    return start_produce(c);
+}
+
+/* MHD's access handler: dispatches each call by the request's state. */
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -750,114 +878,29 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         *con_cls = c;
     }
-    if (c->state == ST_NEW) {
-        c->state = ST_FIRST;
-        atomic_fetch_add(&api->open, 1); /* until on_completed */
-        c->route = route_of(url);
-        c->method = method;
-        admit(c);
-        if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
-            return MHD_YES; /* answered on the next call: answering now closes keep-alive */
-        if (c->deny_status != 0 || check_produce_headers(c)) {
-            /* Refused before the body is read: answered at once, and MHD closes the
-             * connection after the answer. With the body unread that close would make the
-             * kernel reset the connection before the client reads the answer, so the
-             * connection lingers (nginx's lingering close): what the client still sends is
-             * read and thrown away, within bounds. Not when there is no body, or the client
-             * waits for "100 Continue" before sending it. */
-            if (rq_http_drain_wanted(
-                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_CONTENT_LENGTH),
-                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                MHD_HTTP_HEADER_TRANSFER_ENCODING),
-                    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT)))
-                rq_http_server_linger(&api->http, conn);
-            c->state = ST_DONE;
-            return reply_early(c);
+    switch (c->state) {
+    case ST_NEW:
+        return on_headers(c, url, method);
+    case ST_DRAINING:
+        return on_draining(c, upload_data_size);
+    case ST_FIRST:
+        return on_bodyless(c, url, upload_data_size);
+    case ST_RECEIVING:
+        if (*upload_data_size > 0) {
+            size_t n = *upload_data_size;
+            *upload_data_size = 0;
+            return on_body_data(c, upload_data, n);
         }
-        c->state = ST_RECEIVING;
-        return MHD_YES;
-    }
-    if (c->state == ST_DRAINING) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (n > 0 && rq_http_drain_more(&c->drain, n, rq_mono_ns()))
-            return MHD_YES;
-        c->state = ST_DONE;
-        return reply_early(c); /* the body's end; or past the bound, then MHD closes */
-    }
-    if (c->state == ST_FIRST && *upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0; /* a body on GET is ignored: thrown away, within the bound */
-        if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
-            return MHD_YES;
-        c->state = ST_DONE;
-        set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
-        return reply_early(c);
-    }
-    if (c->state == ST_FIRST) {
-        c->state = ST_DONE;
-        if (c->deny_status != 0)
-            return reply_deny(c);
-        return serve_get(c, url);
-    }
-    if (c->state == ST_RECEIVING && *upload_data_size > 0) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (c->len + n > (size_t)api->cfg->max_body_bytes) {
-            /* Over MAX_BODY_BYTES (chunked, or more than its Content-Length said): throw the
-             * rest away within the drain bound, then 413. */
-            char msg[96];
-            c->too_large = 1;
-            rq_series_inc(api->m_lim_body);
-            snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
-                     (long long)api->cfg->max_body_bytes);
-            set_early(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
-            free(c->buf);
-            c->buf = NULL;
-            c->len = c->cap = 0;
-            c->state = ST_DRAINING;
-            if (rq_http_drain_more(&c->drain, n, rq_mono_ns()))
-                return MHD_YES;
-            c->state = ST_DONE;
-            return reply_early(c);
-        }
-        if (c->len + n > c->cap) {
-            size_t ncap = c->cap ? c->cap : 1024;
-            while (ncap < c->len + n)
-                ncap *= 2;
-            char *nb = realloc(c->buf, ncap);
-            if (nb == NULL)
-                return MHD_NO;
-            c->buf = nb;
-            c->cap = ncap;
-        }
-        memcpy(c->buf + c->len, upload_data, n);
-        c->len += n;
-        return MHD_YES;
-    }
-    if (c->state == ST_RECEIVING && c->wrong_type && (c->len > 0 || c->route != R_DLQ_RETRY)) {
-        c->state = ST_DONE;
-        if (c->len > 0)
-            return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                               "Content-Type must be application/json");
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
-    }
-    if (c->state == ST_RECEIVING && c->route == R_DLQ_RETRY) {
-        c->state = ST_DONE;
-        return dlq_retry(c);
-    }
-    if (c->state == ST_DLQ) {
+        return on_body_end(c);
+    case ST_DLQ:
         c->state = ST_DONE;
         return reply_dlq(c);
-    }
-    if (c->state == ST_RECEIVING)
-        return start_produce(c);
-    if (c->state == ST_WAITING) {
+    case ST_WAITING:
         c->state = ST_DONE;
         return reply_job(c);
+    default:
+        return MHD_NO;
     }
-    return MHD_NO;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -900,32 +943,16 @@ static int ready_cb(void *arg, char *reason, size_t reasonlen)
     return rq_publisher_ready(arg, reason, reasonlen);
 }
 
-rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
-                     rq_store_t *store)
+/* Registers the API's metrics in `metrics` and keeps their handles in api. Never fails. */
+static void register_metrics(rq_api_t *api, rq_metrics_t *metrics)
 {
     static const char *const http_labels[3] = {"method", "path", "status"};
     static const char *const key_label[1] = {"key"}, *const limit_label[1] = {"limit"};
     static const char *const reason_label[1] = {"reason"};
     static const char *const reasons[3][1] = {{"missing"}, {"invalid"}, {"scope"}};
     static const char *const body_size[1] = {"body_size"}, *const timeout[1] = {"timeout"};
-    rq_api_t *api = calloc(1, sizeof(*api));
-    struct sockaddr_storage ss;
-    struct addrinfo hints, *ai = NULL;
-    char port[16], err[512], keys[1024];
-    rq_auth_error_t aerr;
     rq_metric_t *auth_fail;
-    unsigned flags;
 
-    if (api == NULL)
-        return NULL;
-    atomic_init(&api->open, 0);
-    api->cfg = cfg;
-    api->pub = pub;
-    api->store = store;
-    api->metrics = metrics;
-    api->common.metrics = metrics;
-    api->common.ready = ready_cb;
-    api->common.ready_arg = pub;
     api->m_http =
         rq_metrics_histogram(metrics, "http_request_duration_seconds",
                              "HTTP request duration, by method, path and status.", 3, http_labels,
@@ -955,11 +982,19 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         api->m_auth[i] = rq_metric_series(auth_fail, 1, reasons[i]);
     api->m_lim_body = rq_metric_series(api->m_limits, 1, body_size);
     api->m_lim_timeout = rq_metric_series(api->m_limits, 1, timeout);
+}
+
+/* Loads the API keys into api->auth and logs who may call the API. Returns 0, or -1 with the
+ * reason logged (api->auth NULL). */
+static int setup_auth(rq_api_t *api, const rq_config_t *cfg)
+{
+    char keys[1024];
+    rq_auth_error_t aerr;
 
     api->auth = rq_auth_new(cfg->api_keys_file, cfg->api_keys, &aerr);
     if (api->auth == NULL) {
         rq_error("API keys: %s", aerr.text);
-        goto err;
+        return -1;
     }
     if (rq_auth_enabled(api->auth)) {
         rq_auth_describe(api->auth, keys, sizeof(keys));
@@ -972,36 +1007,56 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         rq_info("no API keys configured: the API is open to local clients only (%s)",
                 cfg->producer_bind);
     }
-    if (cfg->rate_limit_rps > 0) {
-        double burst =
-            cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst : ceil(cfg->rate_limit_rps);
-        api->rl = rq_ratelimit_new(cfg->rate_limit_rps, burst < 1 ? 1 : burst,
-                                   (size_t)cfg->rate_limit_max_clients);
-        if (api->rl == NULL) {
-            rq_error("cannot create the rate limiter");
-            goto err;
-        }
-        rq_info("rate limit: %g requests/s per %s, bursts of %g", cfg->rate_limit_rps,
-                rq_auth_enabled(api->auth) ? "API key" : "client address", burst < 1 ? 1 : burst);
+    return 0;
+}
+
+/* With RATE_LIMIT_RPS > 0, creates api->rl (logged); else leaves it NULL. Needs api->auth.
+ * Returns 0, or -1 with the reason logged. */
+static int setup_ratelimit(rq_api_t *api, const rq_config_t *cfg)
+{
+    double burst;
+
+    if (cfg->rate_limit_rps <= 0)
+        return 0;
+    burst = cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst : ceil(cfg->rate_limit_rps);
+    api->rl = rq_ratelimit_new(cfg->rate_limit_rps, burst < 1 ? 1 : burst,
+                               (size_t)cfg->rate_limit_max_clients);
+    if (api->rl == NULL) {
+        rq_error("cannot create the rate limiter");
+        return -1;
     }
-    api->dlq = rq_dlq_worker_new(&cfg->rabbitmq);
-    if (api->dlq == NULL) {
-        rq_error("cannot start the DLQ worker thread");
-        goto err;
-    }
-    if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
-        rq_error("%s", err);
-        goto err;
-    }
+    rq_info("rate limit: %g requests/s per %s, bursts of %g", cfg->rate_limit_rps,
+            rq_auth_enabled(api->auth) ? "API key" : "client address", burst < 1 ? 1 : burst);
+    return 0;
+}
+
+/* Resolves PRODUCER_BIND:PRODUCER_PORT (numeric only) into *ai, a new list for the caller to
+ * freeaddrinfo(). Returns 0, or -1 with the reason logged and *ai NULL. */
+static int listen_address(const rq_config_t *cfg, struct addrinfo **ai)
+{
+    struct addrinfo hints;
+    char port[16];
 
     memset(&hints, 0, sizeof(hints));
     hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
     hints.ai_socktype = SOCK_STREAM;
     snprintf(port, sizeof(port), "%d", cfg->producer_port);
-    if (getaddrinfo(cfg->producer_bind, port, &hints, &ai) != 0 || ai == NULL) {
+    if (getaddrinfo(cfg->producer_bind, port, &hints, ai) != 0 || *ai == NULL) {
         rq_error("PRODUCER_BIND %s is not a numeric IP address", cfg->producer_bind);
-        goto err;
+        *ai = NULL; /* nothing to free */
+        return -1;
     }
+    return 0;
+}
+
+/* Starts the MHD daemon (api->daemon) listening on ai's first address, with the options of
+ * api->http (prepared). Returns 0, or -1 with the reason logged (api->daemon NULL). */
+static int start_daemon(rq_api_t *api, const struct addrinfo *ai)
+{
+    const rq_config_t *cfg = api->cfg;
+    struct sockaddr_storage ss;
+    unsigned flags;
+
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
             MHD_USE_ERROR_LOG | rq_http_server_flags(&api->http);
@@ -1015,15 +1070,51 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         (unsigned)cfg->http_threads, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, api, MHD_OPTION_NOTIFY_COMPLETED, on_completed, api,
         MHD_OPTION_END);
-    freeaddrinfo(ai);
     if (api->daemon == NULL) {
         rq_error("cannot listen on %s:%d (port in use, or a bad HTTPS certificate or key?)",
                  cfg->producer_bind, cfg->producer_port);
+        return -1;
+    }
+    return 0;
+}
+
+rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
+                     rq_store_t *store)
+{
+    rq_api_t *api = calloc(1, sizeof(*api));
+    struct addrinfo *ai = NULL;
+    char err[512];
+
+    if (api == NULL)
+        return NULL;
+    atomic_init(&api->open, 0);
+    api->cfg = cfg;
+    api->pub = pub;
+    api->store = store;
+    api->metrics = metrics;
+    api->common.metrics = metrics;
+    api->common.ready = ready_cb;
+    api->common.ready_arg = pub;
+    register_metrics(api, metrics);
+    if (setup_auth(api, cfg) != 0 || setup_ratelimit(api, cfg) != 0)
+        goto err;
+    api->dlq = rq_dlq_worker_new(&cfg->rabbitmq);
+    if (api->dlq == NULL) {
+        rq_error("cannot start the DLQ worker thread");
         goto err;
     }
+    if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
+        rq_error("%s", err);
+        goto err;
+    }
+    if (listen_address(cfg, &ai) != 0 || start_daemon(api, ai) != 0)
+        goto err;
+    freeaddrinfo(ai);
     return api;
 
 err:
+    if (ai != NULL)
+        freeaddrinfo(ai);
     rq_api_free(api);
     return NULL;
 }

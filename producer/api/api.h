@@ -10,8 +10,12 @@
  * with the route's scope (401/403); RATE_LIMIT_RPS adds a token bucket per key or client
  * address (429). The HTTP limits and HTTPS come from common/http_server.h.
  *
- * HTTP threads never block on the broker: a produce request is handed to the publisher and
+ * HTTP threads never block on the broker. A produce request is handed to the publisher and
  * its MHD connection suspended until the job completes (resumed from the publisher thread).
+ * GET /dlq and POST /dlq/retry are handed to the DLQ worker thread (producer/api/dlq.h: one
+ * thread, a bounded queue, a short-lived broker connection per call) and suspended likewise
+ * until it is done (resumed from that thread); a full queue or a stopping worker is 503 at
+ * once.
  */
 #ifndef RQ_API_H
 #define RQ_API_H
@@ -23,9 +27,11 @@
 
 typedef struct rq_api rq_api_t;
 
-/* Starts the HTTP server on cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and
- * `store` must outlive the API. Returns NULL with a reason logged on failure (for example
- * the port is taken). */
+/* Registers the API's metrics, loads the API keys (and logs who may call), creates the rate
+ * limiter (RATE_LIMIT_RPS), starts the DLQ worker thread and the HTTP server on
+ * cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and `store` must outlive the API.
+ * Returns NULL on failure, with a reason logged (for example the port is taken), except when
+ * the API's own struct cannot be allocated. */
 rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
                      rq_store_t *store);
 
@@ -42,19 +48,20 @@ const char *rq_api_scheme(const rq_api_t *api);
 void rq_api_quiesce(rq_api_t *api);
 
 /* Lets the requests in flight get their answers before the server stops: stops the DLQ
- * worker (its jobs end, cancelled, and their connections are resumed with an answer), then
- * waits up to timeout_ms until every request whose headers were read has been answered and
- * its answer sent (or its client went away). Call after rq_api_quiesce() and after the
- * publisher stopped (its jobs, done, resume theirs), before rq_api_free(). Returns the
- * number of requests still open at the end (0: all answered). NULL: 0. */
+ * worker (its jobs end, cancelled, and their connections are resumed with an answer; a job
+ * running a broker call ends at its next round trip, which this waits for), then waits up to
+ * timeout_ms more until every request whose headers were read has been answered and its
+ * answer sent (or its client went away). Call after rq_api_quiesce() and after the publisher
+ * stopped (its jobs, done, resume theirs), before rq_api_free(). Returns the number of
+ * requests still open at the end (0: all answered; else logged as cut off). NULL: 0. */
 int rq_api_drain(rq_api_t *api, int timeout_ms);
 
 /* How long the producer's shutdown waits in rq_api_drain(). */
 #define RQ_API_DRAIN_MS 2000
 
-/* Stops the server and frees it. Every job handed to the publisher must have completed
- * (stop the publisher first); a request still open is cut off (rq_api_drain() first lets
- * them finish). NULL is a no-op. */
+/* Stops the DLQ worker (if rq_api_drain() did not), then the server, and frees it. Every job
+ * handed to the publisher must have completed (stop the publisher first); a request still
+ * open is cut off (rq_api_drain() first lets them finish). NULL is a no-op. */
 void rq_api_free(rq_api_t *api);
 
 #endif

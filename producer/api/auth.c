@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "util.h"
 
 #define RQ_KEYS_FILE_MAX (4u << 20) /* a key file larger than 4 MiB is a mistake */
 #define RQ_KEYS_MAX 100000
@@ -40,14 +41,13 @@ struct rq_auth {
     rq_keyset_t *cur;     /* holds one reference */
 };
 
+/* Fills err (if any) with printf-formatted text (rq_verrf). Always returns -1. */
 __attribute__((format(printf, 2, 3))) static int fail(rq_auth_error_t *err, const char *fmt, ...)
 {
     va_list ap;
 
-    if (err == NULL)
-        return -1;
     va_start(ap, fmt);
-    vsnprintf(err->text, sizeof(err->text), fmt, ap);
+    rq_verrf(err != NULL ? err->text : NULL, sizeof(err->text), fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -138,9 +138,9 @@ static int parse_scopes(const char *s, size_t len, unsigned *mask, char *why, si
             j++;
         bit = rq_scope_parse(s + i, j - i);
         if (bit == 0) {
-            snprintf(why, whylen,
-                     "unknown scope \"%.*s\" (allowed: produce, batch, dlq, messages, *)",
-                     (int)(j - i > 32 ? 32 : j - i), s + i);
+            rq_errf(why, whylen,
+                    "unknown scope \"%.*s\" (allowed: produce, batch, dlq, messages, *)",
+                    (int)(j - i > 32 ? 32 : j - i), s + i);
             return -1;
         }
         *mask |= bit;
@@ -160,17 +160,17 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
     memset(k, 0, sizeof(*k));
     *has_scopes = 0;
     if (colon == NULL) {
-        snprintf(why, whylen, "expected key-id:secret[:scopes]");
+        rq_errf(why, whylen, "expected key-id:secret[:scopes]");
         return -1;
     }
     idlen = (size_t)(colon - s);
     if (idlen == 0 || idlen > RQ_KEY_ID_MAX) {
-        snprintf(why, whylen, "the key id must be 1 to %d characters", RQ_KEY_ID_MAX);
+        rq_errf(why, whylen, "the key id must be 1 to %d characters", RQ_KEY_ID_MAX);
         return -1;
     }
     for (size_t i = 0; i < idlen; i++) {
         if (!is_id_char(s[i])) {
-            snprintf(why, whylen, "the key id may hold only letters, digits, '_', '.', '-'");
+            rq_errf(why, whylen, "the key id may hold only letters, digits, '_', '.', '-'");
             return -1;
         }
     }
@@ -184,7 +184,7 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
             sec_end = end;
         if (sec_end - hex != 2 * RQ_SHA256_LEN ||
             rq_hex_decode(hex, k->digest, RQ_SHA256_LEN) != 0) {
-            snprintf(why, whylen, "key %s: sha256: must be followed by 64 hex digits", k->id);
+            rq_errf(why, whylen, "key %s: sha256: must be followed by 64 hex digits", k->id);
             return -1;
         }
     } else {
@@ -194,14 +194,14 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
             sec_end = end;
         slen = (size_t)(sec_end - rest);
         if (slen < RQ_SECRET_MIN || slen > RQ_SECRET_MAX) {
-            snprintf(why, whylen, "key %s: the secret must be %d to %d characters", k->id,
-                     RQ_SECRET_MIN, RQ_SECRET_MAX);
+            rq_errf(why, whylen, "key %s: the secret must be %d to %d characters", k->id,
+                    RQ_SECRET_MIN, RQ_SECRET_MAX);
             return -1;
         }
         if (!valid_secret(rest, slen)) {
-            snprintf(why, whylen,
-                     "key %s: the secret may hold only letters, digits and -._~+/ (then '=')",
-                     k->id);
+            rq_errf(why, whylen,
+                    "key %s: the secret may hold only letters, digits and -._~+/ (then '=')",
+                    k->id);
             return -1;
         }
         rq_sha256(rest, slen, k->digest);
@@ -212,7 +212,7 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
         *has_scopes = 1;
         if (parse_scopes(sec_end + 1, (size_t)(end - sec_end - 1), &k->scopes, sub, sizeof(sub)) !=
             0) {
-            snprintf(why, whylen, "key %s: %s", k->id, sub);
+            rq_errf(why, whylen, "key %s: %s", k->id, sub);
             return -1;
         }
     }
@@ -247,16 +247,16 @@ static int keyset_add(rq_keyset_t *ks, const rq_api_key_t *k, int has_scopes, ch
 {
     for (size_t i = 0; i < ks->n; i++) {
         if (strcmp(ks->keys[i].id, k->id) == 0) {
-            snprintf(why, whylen, "key id %s is listed twice", k->id);
+            rq_errf(why, whylen, "key id %s is listed twice", k->id);
             return -1;
         }
         if (memcmp(ks->keys[i].digest, k->digest, RQ_SHA256_LEN) == 0) {
-            snprintf(why, whylen, "keys %s and %s have the same secret", ks->keys[i].id, k->id);
+            rq_errf(why, whylen, "keys %s and %s have the same secret", ks->keys[i].id, k->id);
             return -1;
         }
     }
     if (ks->n >= RQ_KEYS_MAX) {
-        snprintf(why, whylen, "more than %d keys", RQ_KEYS_MAX);
+        rq_errf(why, whylen, "more than %d keys", RQ_KEYS_MAX);
         return -1;
     }
     if (ks->n == ks->cap) {
@@ -267,7 +267,7 @@ static int keyset_add(rq_keyset_t *ks, const rq_api_key_t *k, int has_scopes, ch
             free(nk);
             if (ne != NULL)
                 ks->explicit_scopes = ne;
-            snprintf(why, whylen, "out of memory");
+            rq_errf(why, whylen, "out of memory");
             return -1;
         }
         if (ks->n > 0)
@@ -459,11 +459,11 @@ static char *read_keys_file(const char *path, size_t *len, rq_auth_error_t *err)
 {
     FILE *f = fopen(path, "rb");
     struct stat st;
-    char *buf = NULL;
+    char *buf = NULL, ebuf[RQ_STRERROR_LEN];
     size_t n;
 
     if (f == NULL) {
-        fail(err, "API_KEYS_FILE %s: %s", path, strerror(errno));
+        fail(err, "API_KEYS_FILE %s: %s", path, rq_strerror(errno, ebuf, sizeof(ebuf)));
         return NULL;
     }
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -12,6 +12,7 @@
 #include "amqp_conn.h"
 #include "publisher.h"
 #include "util.h"
+#include "wire.h"
 
 #define RETRY_BATCH 100
 /* POST /dlq/retry republishes on a channel of its own in confirm mode. On the channel of the
@@ -25,7 +26,8 @@ static int queue_depth(amqp_connection_state_t conn, const char *name, size_t *c
                        size_t errlen)
 {
     amqp_queue_declare_ok_t *ok = amqp_queue_declare(
-        conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), 1, 0, 0, 0, amqp_empty_table);
+        conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), /*passive=*/1, /*durable=*/0,
+        /*exclusive=*/0, /*auto_delete=*/0, amqp_empty_table);
 
     if (rq_amqp_check_reply(amqp_get_rpc_reply(conn), "queue.declare (passive)", err, errlen))
         return -1;
@@ -38,7 +40,8 @@ static int queue_depth(amqp_connection_state_t conn, const char *name, size_t *c
 static int get_one(amqp_connection_state_t conn, const char *queue, amqp_message_t *msg,
                    uint64_t *tag, char *err, size_t errlen)
 {
-    amqp_rpc_reply_t r = amqp_basic_get(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(queue), 0);
+    amqp_rpc_reply_t r =
+        amqp_basic_get(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(queue), /*no_ack=*/0);
 
     if (rq_amqp_check_reply(r, "basic.get", err, errlen))
         return -1;
@@ -89,11 +92,11 @@ static int check_stop(const rq_dlq_stop_t *stop, char *err, size_t errlen)
     if (stop == NULL)
         return GO_ON;
     if (stop->cancel != NULL && atomic_load(stop->cancel) != 0) {
-        snprintf(err, errlen, "the producer is stopping");
+        rq_errf(err, errlen, "the producer is stopping");
         return GIVE_UP;
     }
     if (stop->watch_fd && client_gone(stop->client_fd)) {
-        snprintf(err, errlen, "the client went away");
+        rq_errf(err, errlen, "the client went away");
         return GIVE_UP;
     }
     if (stop->deadline_ns != 0 && rq_mono_ns() >= stop->deadline_ns)
@@ -109,64 +112,36 @@ static long long budget_ms(const rq_dlq_stop_t *stop, int64_t start_ns)
     return (long long)((stop->deadline_ns - start_ns) / 1000000);
 }
 
-static long long int_value(const amqp_field_value_t *v)
-{
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_I8:
-        return v->value.i8;
-    case AMQP_FIELD_KIND_U8:
-        return v->value.u8;
-    case AMQP_FIELD_KIND_I16:
-        return v->value.i16;
-    case AMQP_FIELD_KIND_U16:
-        return v->value.u16;
-    case AMQP_FIELD_KIND_I32:
-        return v->value.i32;
-    case AMQP_FIELD_KIND_U32:
-        return v->value.u32;
-    case AMQP_FIELD_KIND_I64:
-        return v->value.i64;
-    case AMQP_FIELD_KIND_U64:
-        return (long long)v->value.u64;
-    default:
-        return -1;
-    }
-}
-
 /* {"message_id","reason","attempts","content_type","body"[,"body_bytes","body_truncated"]}
  * for one message. */
 static json_t *describe(const amqp_message_t *msg)
 {
-    const amqp_basic_properties_t *p = &msg->properties;
-    const amqp_field_value_t *v;
+    rq_wire_msg_t w;
     json_t *o = json_object();
     json_t *reason = NULL;
     long long attempts = -1;
     int cut = 0;
 
-    if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-        json_object_set_new(o, "message_id", bytes_json(p->message_id, 255, NULL));
-    if ((v = rq_amqp_header(p, "x-relayq-reason")) != NULL && v->kind == AMQP_FIELD_KIND_UTF8)
-        reason = bytes_json(v->value.bytes, 1024, NULL);
-    if ((v = rq_amqp_header(p, "x-relayq-attempts")) != NULL)
-        attempts = int_value(v);
-    if ((v = rq_amqp_header(p, "x-death")) != NULL && v->kind == AMQP_FIELD_KIND_ARRAY &&
-        v->value.array.num_entries > 0 && v->value.array.entries[0].kind == AMQP_FIELD_KIND_TABLE) {
-        amqp_table_t *d = &v->value.array.entries[0].value.table;
-        for (int i = 0; i < d->num_entries; i++) {
-            amqp_table_entry_t *e = &d->entries[i];
-            if (reason == NULL && e->key.len == 6 && memcmp(e->key.bytes, "reason", 6) == 0 &&
-                e->value.kind == AMQP_FIELD_KIND_UTF8)
-                reason = bytes_json(e->value.value.bytes, 1024, NULL);
-            if (attempts < 0 && e->key.len == 5 && memcmp(e->key.bytes, "count", 5) == 0)
-                attempts = int_value(&e->value);
-        }
+    rq_wire_decode(&msg->properties, &w, NULL);
+    if (w.has_message_id)
+        json_object_set_new(o, "message_id", bytes_json(w.message_id, 255, NULL));
+    /* relayq's own reason and count (the consumer writes an 'S' and an 'l'), else the
+     * broker's latest death */
+    if (w.reason.state == RQ_WIRE_OK)
+        reason = bytes_json(w.reason.v, 1024, NULL);
+    if (w.attempts.state == RQ_WIRE_OK && !w.attempts.converted)
+        attempts = w.attempts.v;
+    if (w.death == RQ_WIRE_OK) {
+        if (reason == NULL && w.death_reason.state == RQ_WIRE_OK)
+            reason = bytes_json(w.death_reason.v, 1024, NULL);
+        if (attempts < 0 && w.death_count.state == RQ_WIRE_OK)
+            attempts = w.death_count.v;
     }
     json_object_set_new(o, "reason", reason ? reason : json_string("unknown"));
     if (attempts >= 0)
         json_object_set_new(o, "attempts", json_integer(attempts));
-    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
-        json_object_set_new(o, "content_type", bytes_json(p->content_type, 255, NULL));
+    if (w.has_content_type)
+        json_object_set_new(o, "content_type", bytes_json(w.content_type, 255, NULL));
     json_object_set_new(o, "body", bytes_json(msg->body, RQ_DLQ_BODY_MAX_BYTES, &cut));
     if (cut) {
         json_object_set_new(o, "body_bytes", json_integer((json_int_t)msg->body.len));
@@ -195,7 +170,7 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
         goto out;
     list = json_array();
     if (list == NULL) {
-        snprintf(err, errlen, "out of memory");
+        rq_errf(err, errlen, "out of memory");
         goto out;
     }
     /* Every basic.get stays unacked: the ones before `offset` are read and dropped here, and
@@ -209,10 +184,10 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
         if (rc == GIVE_UP)
             goto out;
         if (rc == OUT_OF_TIME && pos < offset) {
-            snprintf(err, errlen,
-                     "the DLQ is read from its head and %zu of the %zu messages before offset "
-                     "%zu were read within the time budget (%lld ms): ask for a smaller offset",
-                     pos, offset, offset, budget_ms(stop, start_ns));
+            rq_errf(err, errlen,
+                    "the DLQ is read from its head and %zu of the %zu messages before offset "
+                    "%zu were read within the time budget (%lld ms): ask for a smaller offset",
+                    pos, offset, offset, budget_ms(stop, start_ns));
             goto out;
         }
         if (rc == OUT_OF_TIME && pos > offset) { /* at least one message on the page */
@@ -250,7 +225,7 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
                     (json_int_t)RQ_DLQ_BODY_MAX_BYTES, "truncated", truncated, "timed_out",
                     timed_out, "next_offset", next, "messages", list);
     if (out == NULL)
-        snprintf(err, errlen, "out of memory");
+        rq_errf(err, errlen, "out of memory");
 out:
     json_decref(list);
     /* Closing the channel requeues every unacked message in its original position. */
@@ -270,7 +245,7 @@ static int wait_confirms(amqp_connection_state_t conn, const char *request_queue
         struct timeval tv = {5, 0};
         int rc = amqp_simple_wait_frame_noblock(conn, &f, &tv);
         if (rc != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "waiting for publisher confirms: %s", amqp_error_string2(rc));
+            rq_errf(err, errlen, "waiting for publisher confirms: %s", amqp_error_string2(rc));
             return -1;
         }
         if (f.frame_type != AMQP_FRAME_METHOD)
@@ -280,32 +255,24 @@ static int wait_confirms(amqp_connection_state_t conn, const char *request_queue
             if (a->multiple || a->delivery_tag == *confirmed + 1)
                 *confirmed = a->delivery_tag > *confirmed ? a->delivery_tag : *confirmed;
         } else if (f.channel == PUBLISH_CHANNEL && f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
-            snprintf(err, errlen, "the broker nacked a replayed message");
+            rq_errf(err, errlen, "the broker nacked a replayed message");
             return -1;
         } else if (f.channel == PUBLISH_CHANNEL &&
                    f.payload.method.id == AMQP_BASIC_RETURN_METHOD) {
             /* Sent before the copy's ack: the copy went nowhere. Nothing of this batch is
              * acked on the DLQ (closing the channel puts the batch back). */
-            snprintf(err, errlen,
-                     "the broker returned a replayed message (no queue %s to route it to): "
-                     "the DLQ is unchanged",
-                     request_queue);
+            rq_errf(err, errlen,
+                    "the broker returned a replayed message (no queue %s to route it to): "
+                    "the DLQ is unchanged",
+                    request_queue);
             return -1;
         } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
                    f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            snprintf(err, errlen, "the broker closed the channel during the replay");
+            rq_errf(err, errlen, "the broker closed the channel during the replay");
             return -1;
         }
     }
     return 0;
-}
-
-/* 1 when key starts with the NUL-terminated prefix. */
-static int key_has_prefix(amqp_bytes_t key, const char *prefix)
-{
-    size_t n = strlen(prefix);
-
-    return key.len >= n && memcmp(key.bytes, prefix, n) == 0;
 }
 
 int rq_dlq_replay_headers(const amqp_table_t *in, amqp_table_t *out)
@@ -320,17 +287,11 @@ int rq_dlq_replay_headers(const amqp_table_t *in, amqp_table_t *out)
         /* The broker's dead-letter history and relayq's counters go; user headers (even
          * x-firstname or x-last-seen) all stay, and so does the dedup key x-relayq-uid, so
          * that a consumer recognises a message it wrote already. */
-        if ((e->key.len == 7 && memcmp(e->key.bytes, "x-death", 7) == 0) ||
-            key_has_prefix(e->key, "x-first-death-") || key_has_prefix(e->key, "x-last-death-") ||
-            (key_has_prefix(e->key, "x-relayq-") &&
-             !(e->key.len == strlen(RQ_HDR_UID) &&
-               memcmp(e->key.bytes, RQ_HDR_UID, e->key.len) == 0)))
+        if (rq_wire_dropped_on_copy(e->key))
             continue;
         kept[n++] = *e;
     }
-    kept[n].key = amqp_cstring_bytes("x-relayq-replayed");
-    kept[n].value.kind = AMQP_FIELD_KIND_BOOLEAN;
-    kept[n++].value.value.boolean = 1;
+    kept[n++] = rq_wire_replayed_header();
     out->num_entries = n;
     out->entries = kept;
     return 0;
@@ -354,7 +315,8 @@ static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
     props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
     /* mandatory: a copy with no queue to go to comes back (basic.return), never "moved" */
     rc = amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes,
-                            amqp_cstring_bytes(cfg->request_queue), 1, 0, &props, msg->body);
+                            amqp_cstring_bytes(cfg->request_queue), /*mandatory=*/1,
+                            /*immediate=*/0, &props, msg->body);
     free(headers.entries);
     return rc;
 }
@@ -404,7 +366,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
             rc = republish(conn, cfg, &msg);
             amqp_destroy_message(&msg);
             if (rc != AMQP_STATUS_OK) {
-                snprintf(err, errlen, "basic.publish: %s", amqp_error_string2(rc));
+                rq_errf(err, errlen, "basic.publish: %s", amqp_error_string2(rc));
                 goto out;
             }
             published++;
@@ -415,8 +377,8 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
         /* Confirmed in the request queue: only now remove them from the DLQ. */
         if (wait_confirms(conn, cfg->request_queue, &confirmed, published, err, errlen) != 0)
             goto out;
-        if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_get, 1) != AMQP_STATUS_OK) {
-            snprintf(err, errlen, "basic.ack on the DLQ failed");
+        if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_get, /*multiple=*/1) != AMQP_STATUS_OK) {
+            rq_errf(err, errlen, "basic.ack on the DLQ failed");
             goto out;
         }
         done += (long)batch;
@@ -436,7 +398,7 @@ struct rq_dlq_worker {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    rq_dlq_job_t *head, *tail; /* FIFO, guarded by lock */
+    rq_list_t queue; /* of rq_dlq_job_t (node), FIFO, guarded by lock */
     size_t queued;
     int stopping;      /* guarded by lock */
     int joined;        /* the thread is joined (rq_dlq_worker_stop) */
@@ -477,14 +439,12 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&w->lock);
     for (;;) {
         rq_dlq_job_t *job;
-        while (w->head == NULL && !w->stopping)
+        while (w->queue.head == NULL && !w->stopping)
             pthread_cond_wait(&w->wake, &w->lock);
-        job = w->head;
-        if (job == NULL)
+        if (w->queue.head == NULL)
             break; /* stopping, nothing left */
-        w->head = job->next;
-        if (w->head == NULL)
-            w->tail = NULL;
+        job = RQ_LIST_ENTRY(w->queue.head, rq_dlq_job_t, node);
+        rq_list_unlink(&w->queue, &job->node);
         w->queued--;
         if (w->stopping) {
             snprintf(job->error, sizeof(job->error), "the producer is stopping");
@@ -526,7 +486,7 @@ int rq_dlq_worker_submit(rq_dlq_worker_t *w, rq_dlq_job_t *job)
 {
     int rc = -1;
 
-    job->next = NULL;
+    job->node.prev = job->node.next = NULL;
     job->result = NULL;
     job->error[0] = '\0';
     pthread_mutex_lock(&w->lock);
@@ -536,11 +496,7 @@ int rq_dlq_worker_submit(rq_dlq_worker_t *w, rq_dlq_job_t *job)
         snprintf(job->error, sizeof(job->error), "%d DLQ requests are waiting already; retry later",
                  RQ_DLQ_QUEUE_MAX);
     } else {
-        if (w->tail != NULL)
-            w->tail->next = job;
-        else
-            w->head = job;
-        w->tail = job;
+        rq_list_push_back(&w->queue, &job->node);
         w->queued++;
         pthread_cond_signal(&w->wake);
         rc = 0;

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "list.h"
 
 #define RQ_DLQ_MAX_LIMIT 1000             /* most messages on one GET /dlq page */
 #define RQ_DLQ_PAGE_MAX_BYTES (2u << 20)  /* most JSON bytes of one GET /dlq page */
@@ -97,7 +98,7 @@ typedef struct rq_dlq_job {
      * "moved","remaining","partial"}), owned by the submitter; or NULL with the reason in error */
     json_t *result;
     char error[300];
-    struct rq_dlq_job *next; /* private to the worker */
+    rq_list_node_t node; /* private to the worker: its queue */
 } rq_dlq_job_t;
 
 typedef struct rq_dlq_worker rq_dlq_worker_t;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "hmap.h"
+#include "list.h"
 
 void rq_bucket_init(rq_bucket_t *b, double burst, int64_t now_ns)
 {
@@ -39,7 +40,7 @@ int rq_bucket_take(rq_bucket_t *b, double rate, double burst, int64_t now_ns,
 
 /* A bucket in the LRU list (most recent at the head). */
 typedef struct entry {
-    struct entry *prev, *next;
+    rq_list_node_t lru;
     rq_bucket_t b;
     char key[RQ_CLIENT_KEY_MAX];
 } entry_t;
@@ -49,7 +50,7 @@ struct rq_ratelimit {
     double rate, burst;
     size_t max;
     rq_hmap_t *map; /* key -> entry_t */
-    entry_t *head, *tail;
+    rq_list_t lru;  /* of entry_t, most recently seen first */
 };
 
 rq_ratelimit_t *rq_ratelimit_new(double rate, double burst, size_t max_clients)
@@ -73,30 +74,6 @@ rq_ratelimit_t *rq_ratelimit_new(double rate, double burst, size_t max_clients)
     return rl;
 }
 
-static void unlink_entry(rq_ratelimit_t *rl, entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        rl->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        rl->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void push_head(rq_ratelimit_t *rl, entry_t *e)
-{
-    e->prev = NULL;
-    e->next = rl->head;
-    if (rl->head)
-        rl->head->prev = e;
-    rl->head = e;
-    if (rl->tail == NULL)
-        rl->tail = e;
-}
-
 int rq_ratelimit_take(rq_ratelimit_t *rl, const char *client, int64_t now_ns,
                       unsigned *retry_after_s)
 {
@@ -108,11 +85,12 @@ int rq_ratelimit_take(rq_ratelimit_t *rl, const char *client, int64_t now_ns,
     pthread_mutex_lock(&rl->lock);
     e = rq_hmap_get(rl->map, key);
     if (e != NULL) {
-        unlink_entry(rl, e);
+        rq_list_unlink(&rl->lru, &e->lru);
     } else {
-        if (rq_hmap_len(rl->map) >= rl->max && rl->tail != NULL) {
-            e = rl->tail; /* reuse the least recently seen client's entry */
-            unlink_entry(rl, e);
+        if (rq_hmap_len(rl->map) >= rl->max && rl->lru.tail != NULL) {
+            /* reuse the least recently seen client's entry */
+            e = RQ_LIST_ENTRY(rl->lru.tail, entry_t, lru);
+            rq_list_unlink(&rl->lru, &e->lru);
             rq_hmap_del(rl->map, e->key);
         } else {
             e = calloc(1, sizeof(*e));
@@ -126,7 +104,7 @@ int rq_ratelimit_take(rq_ratelimit_t *rl, const char *client, int64_t now_ns,
         memcpy(e->key, key, sizeof(key));
         rq_bucket_init(&e->b, rl->burst, now_ns);
     }
-    push_head(rl, e);
+    rq_list_push_front(&rl->lru, &e->lru);
     rc = rq_bucket_take(&e->b, rl->rate, rl->burst, now_ns, retry_after_s);
     pthread_mutex_unlock(&rl->lock);
     return rc;
@@ -146,9 +124,9 @@ void rq_ratelimit_free(rq_ratelimit_t *rl)
 {
     if (rl == NULL)
         return;
-    for (entry_t *e = rl->head, *next; e != NULL; e = next) {
-        next = e->next;
-        free(e);
+    for (rq_list_node_t *n = rl->lru.head, *next; n != NULL; n = next) {
+        next = n->next;
+        free(RQ_LIST_ENTRY(n, entry_t, lru));
     }
     rq_hmap_free(rl->map);
     pthread_mutex_destroy(&rl->lock);

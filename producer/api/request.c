@@ -101,63 +101,75 @@ int rq_json_too_deep(const char *buf, size_t len, size_t max_depth)
     return 0;
 }
 
-int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
-                     rq_request_t *req, rq_request_error_t *err)
+/* Loads body[0..len) into req->root (a new reference, owned by req) and checks that it is a
+ * JSON object within lim->max_depth. Returns 0, or -1 with err filled (req->root NULL, or the
+ * non-object value: rq_request_clear() frees it). */
+static int load_object(const char *body, size_t len, const rq_limits_t *lim, rq_request_t *req,
+                       rq_request_error_t *err)
 {
     json_error_t jerr;
-    json_t *msgs, *v;
-    char prefix[48];
 
-    memset(req, 0, sizeof(*req));
-    req->batch = batch;
     if (len == 0) {
         fail(err, 400, "", "the request body is empty; send a JSON object");
-        goto err;
+        return -1;
     }
     if (lim->max_depth > 0 && rq_json_too_deep(body, len, lim->max_depth)) {
         char msg[96];
         snprintf(msg, sizeof(msg), "JSON nested deeper than %zu levels", lim->max_depth);
         fail(err, 400, "", msg);
         err->limit = "json_depth";
-        goto err;
+        return -1;
     }
     /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL). */
     rq_json_oom_clear();
     req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (rq_json_oom()) { /* a syntax error or a corrupt value (json_alloc.h) */
         fail(err, 400, "", "out of memory");
-        goto err;
+        return -1;
     }
     if (req->root == NULL) {
         char msg[220];
         snprintf(msg, sizeof(msg), "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
                  jerr.text);
         fail(err, 400, "", msg);
-        goto err;
+        return -1;
     }
     if (!json_is_object(req->root)) {
         fail(err, 400, "", "the request body must be a JSON object");
-        goto err;
+        return -1;
     }
-    if (!batch) {
-        req->items = calloc(1, sizeof(*req->items));
-        if (req->items == NULL) {
-            fail(err, 400, "", "out of memory");
-            goto err;
-        }
-        req->n = 1;
-        if (parse_item(req->root, 1, lim, &req->items[0], &req->wait, "", err) != 0)
-            goto err;
-        return 0;
+    return 0;
+}
+
+/* POST /produce: req->root is the one item (with "wait"). Fills req->items (owned by req),
+ * req->n and req->wait. Returns 0, or -1 with err filled (req for rq_request_clear()). */
+static int parse_single(const rq_limits_t *lim, rq_request_t *req, rq_request_error_t *err)
+{
+    req->items = calloc(1, sizeof(*req->items));
+    if (req->items == NULL) {
+        fail(err, 400, "", "out of memory");
+        return -1;
     }
+    req->n = 1;
+    return parse_item(req->root, 1, lim, &req->items[0], &req->wait, "", err);
+}
+
+/* POST /batch-produce: req->root holds "messages" (1..lim->max_batch items) and "wait"?.
+ * Fills req->items (owned by req), req->n and req->wait. Returns 0, or -1 with err filled
+ * (the first bad item named by its index; req for rq_request_clear()). */
+static int parse_batch(const rq_limits_t *lim, rq_request_t *req, rq_request_error_t *err)
+{
+    json_t *msgs, *v;
+    char prefix[48];
+
     msgs = json_object_get(req->root, "messages");
     if (!json_is_array(msgs)) {
         fail(err, 400, "", "\"messages\" must be an array of message objects");
-        goto err;
+        return -1;
     }
     if (json_array_size(msgs) == 0) {
         fail(err, 400, "", "\"messages\" must not be empty");
-        goto err;
+        return -1;
     }
     if (json_array_size(msgs) > lim->max_batch) {
         char msg[96];
@@ -165,13 +177,13 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
                  json_array_size(msgs));
         fail(err, 413, "", msg);
         err->limit = "batch_length";
-        goto err;
+        return -1;
     }
     v = json_object_get(req->root, "wait");
     if (v != NULL) {
         if (!json_is_boolean(v)) {
             fail(err, 400, "", "\"wait\" must be true or false");
-            goto err;
+            return -1;
         }
         req->wait = json_is_true(v);
     }
@@ -179,13 +191,25 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
     req->items = calloc(req->n, sizeof(*req->items));
     if (req->items == NULL) {
         fail(err, 400, "", "out of memory");
-        goto err;
+        return -1;
     }
     for (size_t i = 0; i < req->n; i++) {
         snprintf(prefix, sizeof(prefix), "messages[%zu]: ", i);
         if (parse_item(json_array_get(msgs, i), 0, lim, &req->items[i], NULL, prefix, err) != 0)
-            goto err;
+            return -1;
     }
+    return 0;
+}
+
+int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                     rq_request_t *req, rq_request_error_t *err)
+{
+    memset(req, 0, sizeof(*req));
+    req->batch = batch;
+    if (load_object(body, len, lim, req, err) != 0)
+        goto err;
+    if ((batch ? parse_batch(lim, req, err) : parse_single(lim, req, err)) != 0)
+        goto err;
     return 0;
 
 err:

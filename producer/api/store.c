@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "hmap.h"
+#include "ring.h"
 #include "util.h"
 
 typedef struct entry {
@@ -19,8 +20,8 @@ typedef struct entry {
 struct rq_store {
     pthread_mutex_t lock;
     rq_hmap_t *map;
-    entry_t **fifo; /* ring of entries in insertion order */
-    size_t cap, head, len;
+    rq_ring_t fifo; /* of entry_t *, in insertion order; cap entries allocated at once */
+    size_t cap;
 };
 
 static void entry_free(entry_t *e)
@@ -41,8 +42,8 @@ rq_store_t *rq_store_new(size_t capacity)
     pthread_mutex_init(&s->lock, NULL);
     s->cap = capacity;
     s->map = rq_hmap_new(capacity < 65536 ? capacity : 65536);
-    s->fifo = capacity ? calloc(capacity, sizeof(*s->fifo)) : NULL;
-    if (s->map == NULL || (capacity && s->fifo == NULL)) {
+    rq_ring_init(&s->fifo, sizeof(entry_t *), capacity, capacity);
+    if (s->map == NULL || (capacity && rq_ring_reserve(&s->fifo, capacity) != 0)) {
         rq_store_free(s);
         return NULL;
     }
@@ -53,9 +54,9 @@ void rq_store_free(rq_store_t *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->len; i++)
-        entry_free(s->fifo[(s->head + i) % s->cap]);
-    free(s->fifo);
+    for (size_t i = 0; i < rq_ring_len(&s->fifo); i++)
+        entry_free(*(entry_t **)rq_ring_at(&s->fifo, i));
+    rq_ring_clear(&s->fifo);
     rq_hmap_free(s->map);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -73,15 +74,13 @@ static entry_t *lookup_or_add(rq_store_t *s, const char *id)
         entry_free(e);
         return NULL;
     }
-    if (s->len == s->cap) {
-        entry_t *old = s->fifo[s->head];
+    if (rq_ring_len(&s->fifo) == s->cap) {
+        entry_t *old = *(entry_t **)rq_ring_at(&s->fifo, 0);
         rq_hmap_del(s->map, old->id);
         entry_free(old);
-        s->head = (s->head + 1) % s->cap;
-        s->len--;
+        rq_ring_pop(&s->fifo);
     }
-    s->fifo[(s->head + s->len) % s->cap] = e;
-    s->len++;
+    *(entry_t **)rq_ring_push(&s->fifo) = e; /* cannot fail: cap slots allocated, one free */
     return e;
 }
 
@@ -160,7 +159,7 @@ size_t rq_store_len(rq_store_t *s)
     size_t n;
 
     pthread_mutex_lock(&s->lock);
-    n = s->len;
+    n = rq_ring_len(&s->fifo);
     pthread_mutex_unlock(&s->lock);
     return n;
 }

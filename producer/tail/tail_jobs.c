@@ -1,14 +1,16 @@
 /* tail_jobs.c - the job ring and chunk builder (see tail_jobs.h). */
 #include "tail_jobs.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ring.h"
+
 struct rq_tail_jobs {
-    rq_tail_job_t *jobs;
-    int njobs, head, count;
+    rq_ring_t ring; /* of rq_tail_job_t, njobs slots allocated once: slots keep buffers */
     int batch_lines;
     size_t chunk_bytes;
     rq_tail_done_fn done;
@@ -39,16 +41,15 @@ rq_tail_jobs_t *rq_tail_jobs_new(int njobs, int batch_lines, size_t chunk_bytes,
     r = calloc(1, sizeof(*r));
     if (r == NULL)
         goto err;
-    r->njobs = njobs;
+    rq_ring_init(&r->ring, sizeof(rq_tail_job_t), (size_t)njobs, (size_t)njobs);
     r->batch_lines = batch_lines;
     r->chunk_bytes = chunk_bytes;
     r->done = done;
     r->owner = owner;
-    r->jobs = calloc((size_t)njobs, sizeof(*r->jobs));
-    if (r->jobs == NULL)
+    if (rq_ring_reserve(&r->ring, (size_t)njobs) != 0)
         goto err;
-    for (int i = 0; i < njobs; i++)
-        r->jobs[i].owner = owner;
+    for (size_t k = 0; k < r->ring.cap; k++)
+        ((rq_tail_job_t *)rq_ring_slot(&r->ring, k))->owner = owner;
     return r;
 
 err:
@@ -60,39 +61,42 @@ void rq_tail_jobs_free(rq_tail_jobs_t *r)
 {
     if (r == NULL)
         return;
-    for (int i = 0; r->jobs != NULL && i < r->njobs; i++) {
-        free(r->jobs[i].msgs);
-        free(r->jobs[i].body_off);
-        free(r->jobs[i].id_off);
-        free(r->jobs[i].arena);
+    for (size_t k = 0; k < r->ring.cap; k++) {
+        rq_tail_job_t *j = rq_ring_slot(&r->ring, k);
+
+        free(j->msgs);
+        free(j->body_off);
+        free(j->id_off);
+        free(j->arena);
     }
-    free(r->jobs);
+    rq_ring_clear(&r->ring);
     free(r);
 }
 
 int rq_tail_jobs_count(const rq_tail_jobs_t *r)
 {
-    return r->count;
+    return (int)rq_ring_len(&r->ring);
 }
 
 rq_tail_job_t *rq_tail_jobs_at(rq_tail_jobs_t *r, int i)
 {
-    return &r->jobs[(r->head + i) % r->njobs];
+    assert(i >= 0);
+    return rq_ring_at(&r->ring, (size_t)i);
 }
 
 rq_tail_job_t *rq_tail_jobs_building(rq_tail_jobs_t *r, int64_t at, const char *file_id)
 {
     rq_tail_job_t *j;
 
-    if (r->count > 0) {
-        j = rq_tail_jobs_at(r, r->count - 1);
+    if (rq_ring_len(&r->ring) > 0) {
+        j = rq_ring_at(&r->ring, rq_ring_len(&r->ring) - 1);
         if (j->state == RQ_TJ_BUILDING)
             return j;
     }
-    if (r->count == r->njobs)
-        return NULL;
-    j = rq_tail_jobs_at(r, r->count);
-    r->count++;
+    j = rq_ring_push(&r->ring); /* the slot as it was left: its buffers are reused */
+    if (j == NULL)
+        return NULL; /* full */
+    assert(j->state == RQ_TJ_FREE);
     j->state = RQ_TJ_BUILDING;
     j->n = 0;
     j->nrec = 0;
@@ -249,20 +253,19 @@ void rq_tail_jobs_close(rq_tail_jobs_t *r, rq_tail_job_t *j, const unsigned char
 
 void rq_tail_jobs_pop_back(rq_tail_jobs_t *r)
 {
-    job_reset(rq_tail_jobs_at(r, r->count - 1));
-    r->count--;
+    job_reset(rq_ring_at(&r->ring, rq_ring_len(&r->ring) - 1));
+    rq_ring_pop_back(&r->ring);
 }
 
 void rq_tail_jobs_pop_front(rq_tail_jobs_t *r)
 {
-    job_reset(rq_tail_jobs_at(r, 0));
-    r->head = (r->head + 1) % r->njobs;
-    r->count--;
+    job_reset(rq_ring_at(&r->ring, 0));
+    rq_ring_pop(&r->ring);
 }
 
 void rq_tail_jobs_clear(rq_tail_jobs_t *r)
 {
-    while (r->count > 0)
+    while (rq_ring_len(&r->ring) > 0)
         rq_tail_jobs_pop_back(r);
-    r->head = 0;
+    rq_ring_reset(&r->ring);
 }

@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,21 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define STATE_MAGIC "relayq-tail-state 1"
 #define STATE_MAX_BYTES 4096
-
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                      ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 uint64_t rq_tail_hash(const void *data, size_t len)
 {
@@ -128,33 +116,33 @@ int rq_tail_state_verify(const rq_tail_state_t *st, int fd, char *why, size_t wh
     if (fstat(fd, &sb) != 0)
         return -errno;
     if ((uint64_t)sb.st_dev != st->ident.dev || (uint64_t)sb.st_ino != st->ident.ino) {
-        fail(why, whylen, "another file (device/inode differ)");
+        rq_errf(why, whylen, "another file (device/inode differ)");
         return RQ_TAIL_OTHER;
     }
     if (st->ident.fp_len > RQ_TAIL_FP_BYTES || st->before_len > RQ_TAIL_BEFORE_BYTES)
         return -EINVAL;
     if ((uint64_t)sb.st_size < st->ident.fp_len) {
-        fail(why, whylen, "same inode, but shorter than its fingerprint (truncated or reused)");
+        rq_errf(why, whylen, "same inode, but shorter than its fingerprint (truncated or reused)");
         return RQ_TAIL_REWRITTEN;
     }
     n = pread_full(fd, buf, st->ident.fp_len, 0);
     if (n < 0)
         return (int)n;
     if ((size_t)n != st->ident.fp_len || rq_tail_hash(buf, (size_t)n) != st->ident.fp) {
-        fail(why, whylen, "same inode, but its first bytes differ (inode reused or rewritten)");
+        rq_errf(why, whylen, "same inode, but its first bytes differ (inode reused or rewritten)");
         return RQ_TAIL_REWRITTEN;
     }
     if ((int64_t)sb.st_size < st->offset) {
-        fail(why, whylen, "same file, but shorter than the saved offset (truncated)");
+        rq_errf(why, whylen, "same file, but shorter than the saved offset (truncated)");
         return RQ_TAIL_REWRITTEN;
     }
     n = pread_full(fd, buf, st->before_len, st->offset - (int64_t)st->before_len);
     if (n < 0)
         return (int)n;
     if ((size_t)n != st->before_len || rq_tail_hash(buf, (size_t)n) != st->before_hash) {
-        fail(why, whylen,
-             "same file, but the bytes before the saved offset differ "
-             "(copytruncate or rewritten)");
+        rq_errf(why, whylen,
+                "same file, but the bytes before the saved offset differ "
+                "(copytruncate or rewritten)");
         return RQ_TAIL_REWRITTEN;
     }
     return RQ_TAIL_SAME;
@@ -226,20 +214,20 @@ static int fsync_parent(const char *path)
 
 int rq_tail_state_save(const char *path, const rq_tail_state_t *st, char *err, size_t errlen)
 {
-    char tmp[4200], text[1024];
+    char tmp[4200], text[1024], ebuf[RQ_STRERROR_LEN];
     int fd = -1, len, rc = -1;
     size_t off = 0;
 
     if (!rq_tail_file_id_valid(st->file_id))
-        return fail(err, errlen, "invalid file id");
+        return rq_errf(err, errlen, "invalid file id");
     len = render(st, text, sizeof(text));
     if (len < 0)
-        return fail(err, errlen, "state does not fit");
+        return rq_errf(err, errlen, "state does not fit");
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp))
-        return fail(err, errlen, "state path too long");
+        return rq_errf(err, errlen, "state path too long");
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        fail(err, errlen, "open %s: %s", tmp, strerror(errno));
+        rq_errf(err, errlen, "open %s: %s", tmp, rq_strerror(errno, ebuf, sizeof(ebuf)));
         goto out;
     }
     while (off < (size_t)len) {
@@ -247,27 +235,29 @@ int rq_tail_state_save(const char *path, const rq_tail_state_t *st, char *err, s
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            fail(err, errlen, "write %s: %s", tmp, w < 0 ? strerror(errno) : "short write");
+            rq_errf(err, errlen, "write %s: %s", tmp,
+                    w < 0 ? rq_strerror(errno, ebuf, sizeof(ebuf)) : "short write");
             goto out;
         }
         off += (size_t)w;
     }
     if (fsync(fd) != 0) {
-        fail(err, errlen, "fsync %s: %s", tmp, strerror(errno));
+        rq_errf(err, errlen, "fsync %s: %s", tmp, rq_strerror(errno, ebuf, sizeof(ebuf)));
         goto out;
     }
     if (close(fd) != 0) {
         fd = -1;
-        fail(err, errlen, "close %s: %s", tmp, strerror(errno));
+        rq_errf(err, errlen, "close %s: %s", tmp, rq_strerror(errno, ebuf, sizeof(ebuf)));
         goto out;
     }
     fd = -1;
     if (rename(tmp, path) != 0) {
-        fail(err, errlen, "rename %s: %s", tmp, strerror(errno));
+        rq_errf(err, errlen, "rename %s: %s", tmp, rq_strerror(errno, ebuf, sizeof(ebuf)));
         goto out;
     }
     if (fsync_parent(path) != 0) {
-        fail(err, errlen, "fsync the folder of %s: %s", path, strerror(errno));
+        rq_errf(err, errlen, "fsync the folder of %s: %s", path,
+                rq_strerror(errno, ebuf, sizeof(ebuf)));
         goto out;
     }
     rc = 0;
@@ -329,69 +319,88 @@ static const struct {
 };
 #define NFIELDS (sizeof(fields) / sizeof(fields[0]))
 
-int rq_tail_state_load(const char *path, rq_tail_state_t *st, char *err, size_t errlen)
+/* Reads the state file at path into buf (room for STATE_MAX_BYTES + 1), NUL-terminated,
+ * its length in *len. Returns 0; 1 when there is no such file; -1 with err filled when it
+ * cannot be read, is too large for a state file or holds a NUL byte. */
+static int read_state_file(const char *path, char *buf, size_t *len, char *err, size_t errlen)
 {
-    char buf[STATE_MAX_BYTES + 1], *p, *v, *sum_line;
-    uint64_t val[NFIELDS], sum;
-    size_t len = 0;
+    char ebuf[RQ_STRERROR_LEN];
     int fd, rc = -1;
 
-    memset(st, 0, sizeof(*st));
+    *len = 0;
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT)
             return 1;
-        return fail(err, errlen, "open %s: %s", path, strerror(errno));
+        return rq_errf(err, errlen, "open %s: %s", path, rq_strerror(errno, ebuf, sizeof(ebuf)));
     }
     for (;;) {
-        ssize_t r = read(fd, buf + len, sizeof(buf) - 1 - len);
+        ssize_t r = read(fd, buf + *len, STATE_MAX_BYTES - *len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            fail(err, errlen, "read %s: %s", path, strerror(errno));
+            rq_errf(err, errlen, "read %s: %s", path, rq_strerror(errno, ebuf, sizeof(ebuf)));
             goto out;
         }
         if (r == 0)
             break;
-        len += (size_t)r;
-        if (len >= sizeof(buf) - 1) {
-            fail(err, errlen, "%s: larger than any state file", path);
+        *len += (size_t)r;
+        if (*len >= STATE_MAX_BYTES) {
+            rq_errf(err, errlen, "%s: larger than any state file", path);
             goto out;
         }
     }
-    buf[len] = '\0';
-    if (strlen(buf) != len) {
-        fail(err, errlen, "%s: NUL byte in the state file", path);
+    buf[*len] = '\0';
+    if (strlen(buf) != *len) {
+        rq_errf(err, errlen, "%s: NUL byte in the state file", path);
         goto out;
     }
-    sum_line = strstr(buf, "\nsum ");
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+/* Checks the magic line and the checksum of the state text buf. Returns the start of its
+ * "sum" line, or NULL with err filled. */
+static char *check_state_sum(const char *path, char *buf, char *err, size_t errlen)
+{
+    char *sum_line = strstr(buf, "\nsum "), *p, *v;
+    uint64_t sum;
+
     if (strncmp(buf, STATE_MAGIC "\n", sizeof(STATE_MAGIC)) != 0 || sum_line == NULL) {
-        fail(err, errlen, "%s: not a version 1 tail state file (or cut short)", path);
-        goto out;
+        rq_errf(err, errlen, "%s: not a version 1 tail state file (or cut short)", path);
+        return NULL;
     }
     sum_line++;
     p = sum_line;
     if ((v = take(&p, "sum")) == NULL || parse_hash(v, &sum) != 0 || *p != '\0') {
-        fail(err, errlen, "%s: bad checksum line", path);
-        goto out;
+        rq_errf(err, errlen, "%s: bad checksum line", path);
+        return NULL;
     }
     if (sum != rq_tail_hash(buf, (size_t)(sum_line - buf))) {
-        fail(err, errlen, "%s: checksum mismatch (damaged)", path);
-        goto out;
+        rq_errf(err, errlen, "%s: checksum mismatch (damaged)", path);
+        return NULL;
     }
-    p = buf + sizeof(STATE_MAGIC);
-    if ((v = take(&p, "file_id")) == NULL || !rq_tail_file_id_valid(v)) {
-        fail(err, errlen, "%s: bad or missing file_id", path);
-        goto out;
-    }
+    return sum_line;
+}
+
+/* Parses the lines between the magic line and sum_line of buf into *st. Returns 0, or -1
+ * with err filled (st then partly filled). */
+static int parse_state_fields(const char *path, char *buf, char *sum_line, rq_tail_state_t *st,
+                              char *err, size_t errlen)
+{
+    char *p = buf + sizeof(STATE_MAGIC), *v;
+    uint64_t val[NFIELDS];
+
+    if ((v = take(&p, "file_id")) == NULL || !rq_tail_file_id_valid(v))
+        return rq_errf(err, errlen, "%s: bad or missing file_id", path);
     snprintf(st->file_id, sizeof(st->file_id), "%s", v);
     for (size_t i = 0; i < NFIELDS; i++) {
         v = take(&p, fields[i].key);
         if (v == NULL || (fields[i].hex ? parse_hash(v, &val[i]) : parse_u64(v, 10, &val[i])) ||
-            val[i] > fields[i].max) {
-            fail(err, errlen, "%s: bad or missing %s", path, fields[i].key);
-            goto out;
-        }
+            val[i] > fields[i].max)
+            return rq_errf(err, errlen, "%s: bad or missing %s", path, fields[i].key);
     }
     st->ident.dev = val[0];
     st->ident.ino = val[1];
@@ -400,20 +409,29 @@ int rq_tail_state_load(const char *path, rq_tail_state_t *st, char *err, size_t 
     st->offset = (int64_t)val[4];
     st->before_len = (uint32_t)val[5];
     st->before_hash = val[6];
-    if ((int64_t)st->before_len > st->offset) {
-        fail(err, errlen, "%s: before_len exceeds offset", path);
-        goto out;
-    }
-    if (p != sum_line) {
-        fail(err, errlen, "%s: unexpected lines", path);
-        goto out;
-    }
-    rc = 0;
-out:
-    close(fd);
+    if ((int64_t)st->before_len > st->offset)
+        return rq_errf(err, errlen, "%s: before_len exceeds offset", path);
+    if (p != sum_line)
+        return rq_errf(err, errlen, "%s: unexpected lines", path);
+    return 0;
+}
+
+int rq_tail_state_load(const char *path, rq_tail_state_t *st, char *err, size_t errlen)
+{
+    char buf[STATE_MAX_BYTES + 1], *sum_line;
+    size_t len;
+    int rc;
+
+    memset(st, 0, sizeof(*st));
+    rc = read_state_file(path, buf, &len, err, errlen);
     if (rc != 0)
+        return rc; /* 1: no state file; -1: unreadable */
+    sum_line = check_state_sum(path, buf, err, errlen);
+    if (sum_line == NULL || parse_state_fields(path, buf, sum_line, st, err, errlen) != 0) {
         memset(st, 0, sizeof(*st));
-    return rc;
+        return -1;
+    }
+    return 0;
 }
 
 int rq_tail_state_path(const char *dir, const char *input, char *out, size_t outlen)

@@ -13,6 +13,7 @@
 
 #include "linesplit.h"
 #include "log.h"
+#include "util.h"
 
 struct rq_tail_watch {
     char *dir;
@@ -36,7 +37,7 @@ rq_tail_watch_t *rq_tail_watch_new(const char *dir, int use_inotify, int poll_ms
     if (use_inotify) {
         w->in_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
         if (w->in_fd < 0)
-            rq_warn("tailer: inotify unavailable (%s); polling every %d ms", strerror(errno),
+            rq_warn("tailer: inotify unavailable (%s); polling every %d ms", RQ_STRERR(errno),
                     poll_ms);
     }
     return w;

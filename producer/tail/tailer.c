@@ -117,7 +117,7 @@ static void wake(rq_tailer_t *t)
     int r = rq_wakeup_signal(t->wake);
 
     if (r < 0)
-        rq_warn("tailer: eventfd write: %s", strerror(-r));
+        rq_warn("tailer: eventfd write: %s", RQ_STRERR(-r));
 }
 
 /* Called by the publisher (any thread), exactly once per accepted job. */
@@ -184,7 +184,7 @@ static void start_generation(rq_tailer_t *t, int fd, const char *name, const rq_
     else
         rq_tail_new_file_id(id, t->file_id);
     if (lseek(fd, (off_t)offset, SEEK_SET) < 0)
-        rq_warn("tailer: lseek: %s", strerror(errno));
+        rq_warn("tailer: lseek: %s", RQ_STRERR(errno));
     t->read_pos = offset;
     t->last_read_len = 0;
     rq_window_push(t->last_read, &t->last_read_len, before, (size_t)n);
@@ -255,7 +255,7 @@ static void open_path(rq_tailer_t *t)
         if (t->first_open && t->have_state == 1 && resume_rotated(t))
             return;
         if (!t->waiting_logged)
-            rq_info("tailer: waiting for %s (%s)", t->path, strerror(errno));
+            rq_info("tailer: waiting for %s (%s)", t->path, RQ_STRERR(errno));
         t->waiting_logged = 1;
         return;
     }
@@ -288,7 +288,7 @@ static void open_path(rq_tailer_t *t)
                     t->path);
         } else {
             rq_warn("tailer: saved position does not fit %s: %s; starting at its head", t->path,
-                    m < 0 ? strerror(-m) : why);
+                    m < 0 ? RQ_STRERR(-m) : why);
         }
         count_rotation(t);
         t->first_open = 0;
@@ -438,7 +438,7 @@ static void pump(rq_tailer_t *t)
             continue;
         if (n < 0) {
             if (!t->read_error_logged)
-                rq_error("tailer: read %s: %s", t->path, strerror(errno));
+                rq_error("tailer: read %s: %s", t->path, RQ_STRERR(errno));
             t->read_error_logged = 1;
             t->eof = 1;
             return;
@@ -563,7 +563,7 @@ static void collect(rq_tailer_t *t)
     int r;
 
     if ((r = rq_wakeup_drain(t->wake)) < 0)
-        rq_warn("tailer: eventfd read: %s", strerror(-r));
+        rq_warn("tailer: eventfd read: %s", RQ_STRERR(-r));
     pthread_mutex_lock(&t->lock);
     while (rq_tail_jobs_count(t->jobs) > 0) {
         rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, 0);
@@ -606,7 +606,7 @@ static void do_rewind(rq_tailer_t *t)
     rq_tail_jobs_clear(t->jobs);
     if (t->fd >= 0) {
         if (lseek(t->fd, (off_t)t->committed, SEEK_SET) < 0)
-            rq_warn("tailer: lseek: %s", strerror(errno));
+            rq_warn("tailer: lseek: %s", RQ_STRERR(errno));
         t->read_pos = t->committed;
         t->last_read_len = 0;
         rq_window_push(t->last_read, &t->last_read_len, t->committed_before,
@@ -653,88 +653,120 @@ static int64_t min64(int64_t a, int64_t b)
     return a < b ? a : b;
 }
 
-static void *tail_main(void *arg)
+/* Phase "collect" is collect() above. The rest of the loop, in order: */
+
+/* Reads the stop request. Returns 1 when the thread is asked to stop. */
+static int stop_requested(rq_tailer_t *t)
 {
-    rq_tailer_t *t = arg;
+    int stop;
+
+    pthread_mutex_lock(&t->lock);
+    stop = t->stop;
+    pthread_mutex_unlock(&t->lock);
+    return stop;
+}
+
+/* Phase "act": looks at the folder, rewinds once nothing is in flight, opens the file when
+ * none is open, and carries a pending action (flush the partial line, then switch or restart
+ * once every job is committed). Leaves t->fd open (or -1), t->action ACT_NONE when reading may
+ * go on. */
+static void act(rq_tailer_t *t, int64_t now)
+{
+    rq_tail_watch_dir(t->watch, now);
+    if (t->rewind && t->inflight == 0)
+        do_rewind(t);
+    if (t->fd < 0 && !t->rewind)
+        open_path(t);
+    if (t->fd < 0 || t->rewind)
+        return;
+    if (t->action != ACT_NONE && t->flush_pending && flush_partial(t) == 0) {
+        close_building(t);
+        t->flush_pending = 0;
+    }
+    if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
+        do_action(t);
+}
+
+/* Phase "read": with a file open, no rewind and no action pending, checks the file's identity,
+ * reads what was appended into jobs, and decides to leave a rotated file once rotate_wait is
+ * over and it is read to its end (sets t->action ACT_SWITCH with a flush pending). */
+static void read_input(rq_tailer_t *t, int64_t now)
+{
+    if (t->fd < 0 || t->rewind || t->action != ACT_NONE)
+        return;
+    check_file(t, now);
+    if (t->action == ACT_NONE)
+        pump(t);
+    if (t->action == ACT_NONE && t->rotated && t->rotated_ms != 0 && t->eof && !t->blocked &&
+        now - t->rotated_ms >= t->o.rotate_wait_ms) {
+        pump(t); /* one last look for late writes */
+        if (t->eof && !t->blocked) {
+            t->action = ACT_SWITCH;
+            t->flush_pending = 1;
+        }
+    }
+}
+
+/* Phase "submit": hands the READY jobs to the publisher, in order, unless a rewind waits. */
+static void submit_jobs(rq_tailer_t *t, int64_t now)
+{
+    if (!t->rewind)
+        submit_ready(t, now);
+}
+
+/* Phase "save": saves the position when dirty and SAVE_EVERY_MS have passed, and publishes
+ * the bytes-behind gauge and the read offset in the stats. */
+static void save_due(rq_tailer_t *t, int64_t now)
+{
+    if (t->dirty && now - t->last_save_ms >= SAVE_EVERY_MS)
+        save_now(t);
+    rq_series_set(t->m_behind, t->fd >= 0 && t->file_size > t->committed
+                                   ? (double)(t->file_size - t->committed)
+                                   : 0);
+    pthread_mutex_lock(&t->lock);
+    t->stats.read_offset = rq_linesplit_offset(t->ls);
+    pthread_mutex_unlock(&t->lock);
+}
+
+/* Phase "wait": sleeps on the wake-up and the watch until the next thing is due: not at all
+ * with more to read, else at most poll_ms. Drains the watch's events when it fired. */
+static void wait_for_work(rq_tailer_t *t, int64_t now)
+{
+    int64_t timeout = t->o.poll_ms;
+    struct pollfd pf[2];
+    int nfds = 1, ready = 0;
+
+    if (t->fd >= 0 && !t->eof && !t->blocked && !t->rewind && t->action == ACT_NONE)
+        timeout = 0;
+    if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
+        timeout = 0;
+    for (int i = 0; i < rq_tail_jobs_count(t->jobs); i++)
+        ready |= rq_tail_jobs_at(t->jobs, i)->state == RQ_TJ_READY;
+    if (ready && t->inflight < t->o.max_inflight) /* else a completion wakes us */
+        timeout = min64(timeout, t->retry_at_ms - now);
+    if (t->dirty)
+        timeout = min64(timeout, t->last_save_ms + SAVE_EVERY_MS - now);
+    if (t->rotated && t->rotated_ms != 0 && t->action == ACT_NONE)
+        timeout = min64(timeout, t->rotated_ms + t->o.rotate_wait_ms - now);
+    if (timeout < 0)
+        timeout = 0;
+    pf[0].fd = rq_wakeup_fd(t->wake);
+    pf[0].events = POLLIN;
+    if (rq_tail_watch_fd(t->watch) >= 0) {
+        pf[1].fd = rq_tail_watch_fd(t->watch);
+        pf[1].events = POLLIN;
+        nfds = 2;
+    }
+    if (poll(pf, (nfds_t)nfds, (int)timeout) > 0 && nfds == 2 && (pf[1].revents & POLLIN))
+        rq_tail_watch_drain(t->watch);
+}
+
+/* At stop: drops the jobs not yet accepted (read again next time), waits until the stop
+ * deadline for the submitted ones, saves the position and logs where it stopped. */
+static void finish(rq_tailer_t *t)
+{
     int64_t deadline;
 
-    for (;;) {
-        int64_t now = rq_mono_ms(), timeout;
-        struct pollfd pf[2];
-        int nfds = 1, stop, ready = 0;
-
-        collect(t);
-        pthread_mutex_lock(&t->lock);
-        stop = t->stop;
-        pthread_mutex_unlock(&t->lock);
-        if (stop)
-            break;
-        rq_tail_watch_dir(t->watch, now);
-        if (t->rewind && t->inflight == 0)
-            do_rewind(t);
-        if (t->fd < 0 && !t->rewind)
-            open_path(t);
-        if (t->fd >= 0 && !t->rewind) {
-            if (t->action != ACT_NONE && t->flush_pending && flush_partial(t) == 0) {
-                close_building(t);
-                t->flush_pending = 0;
-            }
-            if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
-                do_action(t);
-            if (t->fd >= 0 && t->action == ACT_NONE) {
-                check_file(t, now);
-                if (t->action == ACT_NONE)
-                    pump(t);
-                if (t->action == ACT_NONE && t->rotated && t->rotated_ms != 0 && t->eof &&
-                    !t->blocked && now - t->rotated_ms >= t->o.rotate_wait_ms) {
-                    pump(t); /* one last look for late writes */
-                    if (t->eof && !t->blocked) {
-                        t->action = ACT_SWITCH;
-                        t->flush_pending = 1;
-                    }
-                }
-            }
-        }
-        if (!t->rewind)
-            submit_ready(t, now);
-        now = rq_mono_ms();
-        if (t->dirty && now - t->last_save_ms >= SAVE_EVERY_MS)
-            save_now(t);
-        rq_series_set(t->m_behind, t->fd >= 0 && t->file_size > t->committed
-                                       ? (double)(t->file_size - t->committed)
-                                       : 0);
-        pthread_mutex_lock(&t->lock);
-        t->stats.read_offset = rq_linesplit_offset(t->ls);
-        pthread_mutex_unlock(&t->lock);
-
-        /* How long to sleep: not at all with more to read, else until the next thing due. */
-        timeout = t->o.poll_ms;
-        if (t->fd >= 0 && !t->eof && !t->blocked && !t->rewind && t->action == ACT_NONE)
-            timeout = 0;
-        if (t->action != ACT_NONE && !t->flush_pending && rq_tail_jobs_count(t->jobs) == 0)
-            timeout = 0;
-        for (int i = 0; i < rq_tail_jobs_count(t->jobs); i++)
-            ready |= rq_tail_jobs_at(t->jobs, i)->state == RQ_TJ_READY;
-        if (ready && t->inflight < t->o.max_inflight) /* else a completion wakes us */
-            timeout = min64(timeout, t->retry_at_ms - now);
-        if (t->dirty)
-            timeout = min64(timeout, t->last_save_ms + SAVE_EVERY_MS - now);
-        if (t->rotated && t->rotated_ms != 0 && t->action == ACT_NONE)
-            timeout = min64(timeout, t->rotated_ms + t->o.rotate_wait_ms - now);
-        if (timeout < 0)
-            timeout = 0;
-        pf[0].fd = rq_wakeup_fd(t->wake);
-        pf[0].events = POLLIN;
-        if (rq_tail_watch_fd(t->watch) >= 0) {
-            pf[1].fd = rq_tail_watch_fd(t->watch);
-            pf[1].events = POLLIN;
-            nfds = 2;
-        }
-        if (poll(pf, (nfds_t)nfds, (int)timeout) > 0 && nfds == 2 && (pf[1].revents & POLLIN))
-            rq_tail_watch_drain(t->watch);
-    }
-
-    /* Stop: lines not yet accepted are dropped (read again next time); wait for the rest. */
     while (rq_tail_jobs_count(t->jobs) > 0) {
         rq_tail_job_t *j = rq_tail_jobs_at(t->jobs, rq_tail_jobs_count(t->jobs) - 1);
         if (j->state != RQ_TJ_BUILDING && j->state != RQ_TJ_READY)
@@ -757,6 +789,27 @@ static void *tail_main(void *arg)
         save_now(t);
     rq_info("tailer: stopped at offset %" PRId64 " of file id %s (%d jobs unconfirmed)",
             t->committed, t->file_id[0] ? t->file_id : "-", t->inflight);
+}
+
+/* The tail thread: collect -> act -> read -> submit -> save -> wait, until stopped. */
+static void *tail_main(void *arg)
+{
+    rq_tailer_t *t = arg;
+
+    for (;;) {
+        int64_t now = rq_mono_ms();
+
+        collect(t);
+        if (stop_requested(t))
+            break;
+        act(t, now);
+        read_input(t, now);
+        submit_jobs(t, now);
+        now = rq_mono_ms();
+        save_due(t, now);
+        wait_for_work(t, now);
+    }
+    finish(t);
     return NULL;
 }
 
@@ -767,11 +820,10 @@ void rq_tail_opts_from_config(rq_tail_opts_t *o, const rq_config_t *cfg)
     memset(o, 0, sizeof(*o));
     o->path = cfg->input_file;
     o->state_dir = cfg->tail_state_dir;
-    o->from_end = cfg->tail_from != NULL && strcmp(cfg->tail_from, "end") == 0;
+    o->from_end = cfg->tail_from_id == RQ_TAIL_FROM_END;
     o->max_line = (size_t)cfg->tail_max_line_bytes;
-    o->overlong = cfg->tail_overlong != NULL && strcmp(cfg->tail_overlong, "skip") == 0
-                      ? RQ_OVERLONG_SKIP
-                      : RQ_OVERLONG_SPLIT;
+    o->overlong =
+        cfg->tail_overlong_id == RQ_TAIL_OVERLONG_SKIP ? RQ_OVERLONG_SKIP : RQ_OVERLONG_SPLIT;
     o->poll_ms = cfg->tail_poll_ms;
     o->rotate_wait_ms = cfg->tail_rotate_wait_ms;
     o->batch_lines = cfg->tail_batch_lines;
@@ -831,23 +883,13 @@ static void register_metrics(rq_tailer_t *t, rq_metrics_t *m)
     t->m_overlong = rq_metric_series(f, 0, NULL);
 }
 
-rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_tail_submit_fn submit,
-                           void *submit_arg, char *err, size_t errlen)
+/* Fills a zeroed t from o: the lock, copies of the strings (t->o points at them), the job ring
+ * and the line splitter. Returns 0, or -1 with err filled (t half built: rq_tailer_free()). */
+static int init_parts(rq_tailer_t *t, const rq_tail_opts_t *o, rq_tail_submit_fn submit,
+                      void *submit_arg, char *err, size_t errlen)
 {
-    rq_tailer_t *t = NULL;
-    char lock_path[4300], tmp_path[4300], lerr[512];
     const char *slash;
 
-    if (o->path == NULL || o->path[0] == '\0' || o->state_dir == NULL || o->max_line == 0 ||
-        o->batch_lines < 1 || o->max_inflight < 1 || o->poll_ms < 1 || submit == NULL) {
-        snprintf(err, errlen, "invalid tailer options");
-        return NULL;
-    }
-    t = calloc(1, sizeof(*t));
-    if (t == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto err;
-    }
     pthread_mutex_init(&t->lock, NULL);
     t->o = *o;
     t->fd = t->lock_fd = -1;
@@ -868,33 +910,51 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
     t->ls = rq_linesplit_new(o->max_line, o->overlong);
     if (t->path == NULL || t->state_dir == NULL || t->dir == NULL || t->jobs == NULL ||
         t->ls == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto err;
+        rq_errf(err, errlen, "out of memory");
+        return -1;
     }
     t->o.path = t->path;
     t->o.state_dir = t->state_dir;
+    return 0;
+}
+
+/* Creates the state folder, names the state file (t->state_path) and takes its exclusive lock
+ * (t->lock_fd), then removes a temporary file left by a crash. Returns 0, or -1 with err
+ * filled (t->lock_fd may then be open: rq_tailer_free() closes it). */
+static int lock_state(rq_tailer_t *t, char *err, size_t errlen)
+{
+    char lock_path[4300], tmp_path[4300];
 
     if (make_dirs(t->state_dir) != 0) {
-        snprintf(err, errlen, "TAIL_STATE_DIR %s: %s", t->state_dir, strerror(errno));
-        goto err;
+        rq_errf(err, errlen, "TAIL_STATE_DIR %s: %s", t->state_dir, RQ_STRERR(errno));
+        return -1;
     }
     if (rq_tail_state_path(t->state_dir, t->path, t->state_path, sizeof(t->state_path)) != 0) {
-        snprintf(err, errlen, "TAIL_STATE_DIR/INPUT_FILE: path too long");
-        goto err;
+        rq_errf(err, errlen, "TAIL_STATE_DIR/INPUT_FILE: path too long");
+        return -1;
     }
     snprintf(lock_path, sizeof(lock_path), "%s.lock", t->state_path);
     t->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (t->lock_fd < 0) {
-        snprintf(err, errlen, "%s: %s", lock_path, strerror(errno));
-        goto err;
+        rq_errf(err, errlen, "%s: %s", lock_path, RQ_STRERR(errno));
+        return -1;
     }
     if (flock(t->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen, "%s is tailed by another process with the same TAIL_STATE_DIR (%s)",
-                 t->path, strerror(errno));
-        goto err;
+        rq_errf(err, errlen, "%s is tailed by another process with the same TAIL_STATE_DIR (%s)",
+                t->path, RQ_STRERR(errno));
+        return -1;
     }
     snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", t->state_path);
     unlink(tmp_path); /* a save cut short by a crash */
+    return 0;
+}
+
+/* Loads the saved position into t->loaded and sets t->have_state (1 loaded, 0 none, -1
+ * unreadable, logged). Never fails: without a usable position the file is read from its head. */
+static void load_position(rq_tailer_t *t)
+{
+    char lerr[512];
+
     t->have_state = 0;
     switch (rq_tail_state_load(t->state_path, &t->loaded, lerr, sizeof(lerr))) {
     case 0:
@@ -911,23 +971,51 @@ rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_ta
                  lerr);
         break;
     }
+}
 
+/* Creates the wake-up and the watch, registers the metrics and starts the tail thread (sets
+ * t->started). Returns 0, or -1 with err filled (what was created stays for rq_tailer_free()). */
+static int start_thread(rq_tailer_t *t, rq_metrics_t *metrics, char *err, size_t errlen)
+{
     t->wake = rq_wakeup_new();
     if (t->wake == NULL) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
-        goto err;
+        rq_errf(err, errlen, "eventfd: %s", RQ_STRERR(errno));
+        return -1;
     }
-    t->watch = rq_tail_watch_new(t->dir, o->use_inotify, o->poll_ms);
+    t->watch = rq_tail_watch_new(t->dir, t->o.use_inotify, t->o.poll_ms);
     if (t->watch == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto err;
+        rq_errf(err, errlen, "out of memory");
+        return -1;
     }
     register_metrics(t, metrics);
     if (pthread_create(&t->thread, NULL, tail_main, t) != 0) {
-        snprintf(err, errlen, "cannot start the tailer thread");
-        goto err;
+        rq_errf(err, errlen, "cannot start the tailer thread");
+        return -1;
     }
     t->started = 1;
+    return 0;
+}
+
+rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_tail_submit_fn submit,
+                           void *submit_arg, char *err, size_t errlen)
+{
+    rq_tailer_t *t = NULL;
+
+    if (o->path == NULL || o->path[0] == '\0' || o->state_dir == NULL || o->max_line == 0 ||
+        o->batch_lines < 1 || o->max_inflight < 1 || o->poll_ms < 1 || submit == NULL) {
+        rq_errf(err, errlen, "invalid tailer options");
+        return NULL;
+    }
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        rq_errf(err, errlen, "out of memory");
+        goto err;
+    }
+    if (init_parts(t, o, submit, submit_arg, err, errlen) != 0 || lock_state(t, err, errlen) != 0)
+        goto err;
+    load_position(t);
+    if (start_thread(t, metrics, err, errlen) != 0)
+        goto err;
     return t;
 
 err:

@@ -40,7 +40,8 @@
  *   - with no saved position, a file present at start begins at its head (from_end = 0) or
  *     its end (from_end = 1); a file appearing later begins at its head.
  * Before any line of a new file (or generation) is handed out, its file id and start offset
- * are saved; later saves happen at most every ~100 ms and at stop.
+ * are saved; later saves happen at most every ~100 ms, before leaving a file whose position
+ * changed, and at stop.
  *
  * Metrics: producer_lines_read_total, producer_tail_lines_confirmed_total (a piece of a split
  * overlong line counts as a line), producer_tail_bytes_behind (file size - confirmed offset),
@@ -87,16 +88,20 @@ typedef struct rq_tail_opts {
  * so a job always fits. */
 void rq_tail_opts_from_config(rq_tail_opts_t *o, const rq_config_t *cfg);
 
-/* Creates the state folder, takes an exclusive lock on the state file (a second tailer of
- * the same input with the same folder is refused), loads the saved position, registers the
- * metrics in `metrics` and starts the thread. The strings of `o` are copied; `metrics` and
- * submit_arg must outlive the tailer. Returns NULL with err filled on failure. */
+/* Checks `o` ("invalid tailer options"), creates the state folder, takes an exclusive lock on
+ * the state file (a second tailer of the same input with the same folder is refused), removes
+ * a temporary state file left by a crash, loads the saved position (an unreadable one is
+ * logged and ignored: the file is then read from its head), registers the metrics in
+ * `metrics` and starts the thread. The strings of `o` are copied; `metrics` and submit_arg
+ * must outlive the tailer. Returns NULL with err filled on failure. */
 rq_tailer_t *rq_tailer_new(const rq_tail_opts_t *o, rq_metrics_t *metrics, rq_tail_submit_fn submit,
                            void *submit_arg, char *err, size_t errlen);
 
-/* Stops reading, waits up to grace_ms for the submitted jobs to be confirmed, saves the
- * position and joins the thread. Jobs still unconfirmed stay valid (the publisher may still
- * complete them) until rq_tailer_free(). Idempotent; NULL is a no-op. */
+/* Stops reading (lines read but not yet accepted by the publisher are dropped: read again
+ * next time), waits up to grace_ms for the submitted jobs to be confirmed, saves the position
+ * when it changed (or a save had failed) and joins the thread. Jobs still unconfirmed stay
+ * valid (the publisher may still complete them) until rq_tailer_free(). Idempotent; NULL is a
+ * no-op. Not concurrently with itself. */
 void rq_tailer_stop(rq_tailer_t *t, int grace_ms);
 
 /* Stops the tailer (no grace) if running and frees it. Every submitted job must have

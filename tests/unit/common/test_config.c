@@ -516,7 +516,8 @@ static const rq_cfg_desc_t bool_desc = {"TEST_FLAG",
                                         RQ_SVC_ALL,
                                         0,
                                         RQ_CFG_GROUP_GENERAL,
-                                        "a test flag"};
+                                        "a test flag",
+                                        0};
 
 Test(config, bool_values)
 {

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "message.h"
+#include "wire.h"
+#include "wire_of.h"
 
 /* ---- decode cases ---- */
 
@@ -278,17 +280,35 @@ Test(message, clear_is_idempotent)
 
 /* ---- AMQP properties ---- */
 
-Test(message, input_from_amqp_properties)
+/* The input the consumer builds from properties p and a body. */
+static void input_from(const amqp_basic_properties_t *p, amqp_bytes_t body, rq_wire_msg_t *w,
+                       rq_msg_input_t *in)
+{
+    rq_wire_decode(p, w, NULL);
+    rq_message_input_from_wire(w, body, in);
+}
+
+/* The published-at time the consumer reads from properties p. */
+static int64_t published_ms(const amqp_basic_properties_t *p)
+{
+    rq_wire_msg_t w;
+
+    rq_wire_decode(p, &w, NULL);
+    return w.published_ms;
+}
+
+Test(message, input_from_wire_properties)
 {
     amqp_basic_properties_t p;
     rq_msg_input_t in;
+    rq_wire_msg_t w;
     char body[] = "xyz";
 
     memset(&p, 0, sizeof(p));
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
     p.content_type = amqp_cstring_bytes("application/json");
     p.message_id = amqp_cstring_bytes("m-1");
-    rq_message_input_from_amqp(&p, (amqp_bytes_t){3, body}, &in);
+    input_from(&p, (amqp_bytes_t){3, body}, &w, &in);
     cr_expect_eq(in.content_type_len, 16);
     cr_expect(memcmp(in.content_type, "application/json", 16) == 0);
     cr_expect_eq(in.message_id_len, 3);
@@ -296,7 +316,7 @@ Test(message, input_from_amqp_properties)
     cr_expect_eq(in.body_len, 3);
 
     p._flags = 0;
-    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
+    input_from(&p, amqp_empty_bytes, &w, &in);
     cr_expect_null(in.content_type);
     cr_expect_null(in.message_id);
     cr_expect_not_null(in.body);
@@ -323,28 +343,28 @@ Test(message, published_ms_from_header_kinds)
     e.value.kind = AMQP_FIELD_KIND_I64;
     e.value.value.i64 = 1767225600123;
     p = with_header(&e);
-    cr_expect_eq(rq_message_published_ms(&p), 1767225600123);
+    cr_expect_eq(published_ms(&p), 1767225600123);
 
     e.value.kind = AMQP_FIELD_KIND_U64;
     e.value.value.u64 = 1767225600124;
-    cr_expect_eq(rq_message_published_ms(&p), 1767225600124);
+    cr_expect_eq(published_ms(&p), 1767225600124);
 
     e.value.kind = AMQP_FIELD_KIND_UTF8;
     e.value.value.bytes = amqp_cstring_bytes("1767225600125");
-    cr_expect_eq(rq_message_published_ms(&p), 1767225600125);
+    cr_expect_eq(published_ms(&p), 1767225600125);
 
     e.value.kind = AMQP_FIELD_KIND_UTF8;
     e.value.value.bytes = amqp_cstring_bytes("12abc");
-    cr_expect_eq(rq_message_published_ms(&p), -1, "not a number, no timestamp");
+    cr_expect_eq(published_ms(&p), -1, "not a number, no timestamp");
 
     e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
     e.value.value.boolean = 1;
-    cr_expect_eq(rq_message_published_ms(&p), -1);
+    cr_expect_eq(published_ms(&p), -1);
 
     e.key = amqp_cstring_bytes("x-other");
     e.value.kind = AMQP_FIELD_KIND_I64;
     e.value.value.i64 = 5;
-    cr_expect_eq(rq_message_published_ms(&p), -1, "other header names are ignored");
+    cr_expect_eq(published_ms(&p), -1, "other header names are ignored");
 }
 
 Test(message, published_ms_falls_back_to_timestamp)
@@ -358,10 +378,10 @@ Test(message, published_ms_falls_back_to_timestamp)
     p = with_header(&e);
     p._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
     p.timestamp = 1767225600;
-    cr_expect_eq(rq_message_published_ms(&p), 1767225600000LL);
+    cr_expect_eq(published_ms(&p), 1767225600000LL);
 
     memset(&p, 0, sizeof(p));
-    cr_expect_eq(rq_message_published_ms(&p), -1);
+    cr_expect_eq(published_ms(&p), -1);
 }
 
 /* ---- the deduplication key (issue 11 item 7) ---- */
@@ -371,6 +391,7 @@ static int decode_with(const char *ct, const char *mid, const char *body,
                        rq_msg_error_t *err)
 {
     rq_msg_input_t in = {0};
+    rq_wire_msg_t w;
 
     in.content_type = ct;
     in.content_type_len = ct != NULL ? strlen(ct) : 0;
@@ -378,7 +399,7 @@ static int decode_with(const char *ct, const char *mid, const char *body,
     in.message_id_len = mid != NULL ? strlen(mid) : 0;
     in.body = body;
     in.body_len = strlen(body);
-    in.headers = headers;
+    in.wire = wire_of(headers, &w);
     in.has_reply_to = reply_to;
     return rq_message_decode(&in, 60, m, err);
 }
@@ -544,6 +565,7 @@ static void run_tcase(const tcase_t *c)
     rq_message_t m;
     rq_msg_error_t err;
     rq_msg_input_t in = {0};
+    rq_wire_msg_t w;
     int rc;
 
     if (c->file != NULL)
@@ -566,7 +588,7 @@ static void run_tcase(const tcase_t *c)
     in.message_id_len = 4;
     in.body = c->body;
     in.body_len = strlen(c->body);
-    in.headers = &t;
+    in.wire = wire_of(&t, &w);
     rc = rq_message_decode(&in, 60, &m, &err);
     cr_expect_eq(rc, c->rc, "[%s] rc %d, expected %d (%s)", c->name, rc, c->rc,
                  rc < 0 ? err.text : "-");
@@ -591,22 +613,24 @@ Test(message, tail_ranges_are_bounds_checked)
         run_tcase(&tcases[i]);
 }
 
-Test(message, input_from_amqp_takes_headers_and_reply_to)
+Test(message, input_from_wire_takes_headers_and_reply_to)
 {
     amqp_basic_properties_t p;
     amqp_table_entry_t e = {amqp_cstring_bytes("x-file"),
                             {.kind = AMQP_FIELD_KIND_UTF8, .value.bytes = amqp_cstring_bytes("f")}};
     rq_msg_input_t in;
+    rq_wire_msg_t w;
 
     memset(&p, 0, sizeof(p));
-    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
-    cr_expect_null(in.headers);
+    input_from(&p, amqp_empty_bytes, &w, &in);
+    cr_expect_null(in.wire);
     cr_expect_eq(in.has_reply_to, 0);
     p._flags = AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_REPLY_TO_FLAG;
     p.headers.num_entries = 1;
     p.headers.entries = &e;
     p.reply_to = amqp_cstring_bytes("q");
-    rq_message_input_from_amqp(&p, amqp_empty_bytes, &in);
-    cr_expect_eq(in.headers, &p.headers);
+    input_from(&p, amqp_empty_bytes, &w, &in);
+    cr_expect_eq(in.wire, &w);
+    cr_expect_eq(in.wire->file.state, RQ_WIRE_OK);
     cr_expect_eq(in.has_reply_to, 1);
 }

@@ -10,9 +10,10 @@
 #include <string.h>
 
 #include "oom.h"
-#include "amqp_conn.h"
 #include "json_alloc.h"
 #include "message.h"
+#include "wire.h"
+#include "wire_of.h"
 
 #define OOM_MAX_RUNS 100000ul
 
@@ -95,9 +96,10 @@ Test(message_oom, json_object_payload)
                                "\"processing_time\":0.25,\"fail_times\":3,\"extra\":[1,2]}";
     amqp_table_entry_t e[1];
     amqp_table_t headers;
+    rq_wire_msg_t wire;
     rq_msg_input_t in;
 
-    e[0] = entry_str(RQ_HDR_UID, "0b6d1f3e-uid");
+    e[0] = entry_str(RQ_WIRE_HDR_UID, "0b6d1f3e-uid");
     headers.num_entries = 1;
     headers.entries = e;
     memset(&in, 0, sizeof(in));
@@ -107,7 +109,7 @@ Test(message_oom, json_object_payload)
     in.message_id_len = 3;
     in.body = body;
     in.body_len = sizeof(body) - 1;
-    in.headers = &headers;
+    in.wire = wire_of(&headers, &wire);
     in.has_reply_to = 1;
     every_allocation("json object payload", &in);
     cr_assert_not(oom_leaks(), "memory leaked (see LeakSanitizer's report)");
@@ -132,6 +134,7 @@ Test(message_oom, tailed_chunk)
     static const char body[] = "line one\nline two\n";
     amqp_table_entry_t e[4];
     amqp_table_t headers;
+    rq_wire_msg_t wire;
     rq_msg_input_t in;
 
     e[0] = entry_str("x-file", "dev1:ino2");
@@ -147,7 +150,7 @@ Test(message_oom, tailed_chunk)
     in.message_id_len = strlen(in.message_id);
     in.body = body;
     in.body_len = sizeof(body) - 1;
-    in.headers = &headers;
+    in.wire = wire_of(&headers, &wire);
     every_allocation("tailed chunk", &in);
     cr_assert_not(oom_leaks(), "memory leaked (see LeakSanitizer's report)");
 }

@@ -3,8 +3,8 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "amqp_conn.h"
 #include "retry.h"
+#include "wire.h"
 
 static amqp_table_entry_t hdr_i64(const char *key, int64_t v)
 {
@@ -49,26 +49,35 @@ static int has_key(const amqp_basic_properties_t *p, const char *key)
     return 0;
 }
 
+/* The attempt the consumer reads from properties p (one rq_wire_decode(), as the worker). */
+static int attempt_of(const amqp_basic_properties_t *p)
+{
+    rq_wire_msg_t w;
+
+    rq_wire_decode(p, &w, NULL);
+    return rq_retry_attempt(&w);
+}
+
 Test(retry, attempt_from_header)
 {
     amqp_table_entry_t e[2];
     amqp_basic_properties_t p = props_with(NULL, 0);
 
-    cr_expect_eq(rq_retry_attempt(&p), 0, "no headers: first attempt");
+    cr_expect_eq(attempt_of(&p), 0, "no headers: first attempt");
     e[0] = hdr_str("x-source", "api");
     p = props_with(e, 1);
-    cr_expect_eq(rq_retry_attempt(&p), 0, "absent header: first attempt");
-    e[1] = hdr_i64(RQ_HDR_ATTEMPT, 3);
+    cr_expect_eq(attempt_of(&p), 0, "absent header: first attempt");
+    e[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, 3);
     p = props_with(e, 2);
-    cr_expect_eq(rq_retry_attempt(&p), 3);
-    e[1] = hdr_i64(RQ_HDR_ATTEMPT, -4);
-    cr_expect_eq(rq_retry_attempt(&p), 0, "negative counts as first");
-    e[1] = hdr_str(RQ_HDR_ATTEMPT, "2");
-    cr_expect_eq(rq_retry_attempt(&p), 2, "decimal string");
-    e[1] = hdr_str(RQ_HDR_ATTEMPT, "two");
-    cr_expect_eq(rq_retry_attempt(&p), 0, "not a number");
-    e[1] = hdr_i64(RQ_HDR_ATTEMPT, INT64_MAX);
-    cr_expect_eq(rq_retry_attempt(&p), 1000000, "capped");
+    cr_expect_eq(attempt_of(&p), 3);
+    e[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, -4);
+    cr_expect_eq(attempt_of(&p), 0, "negative counts as first");
+    e[1] = hdr_str(RQ_WIRE_HDR_ATTEMPT, "2");
+    cr_expect_eq(attempt_of(&p), 2, "decimal string");
+    e[1] = hdr_str(RQ_WIRE_HDR_ATTEMPT, "two");
+    cr_expect_eq(attempt_of(&p), 0, "not a number");
+    e[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, INT64_MAX);
+    cr_expect_eq(attempt_of(&p), 1000000, "capped");
 }
 
 Test(retry, simulated_failure_first_n_attempts)
@@ -104,10 +113,10 @@ Test(retry, copy_props_replace_our_headers_and_drop_history)
     amqp_basic_properties_t orig, copy;
 
     orig_h[0] = hdr_i64("x-published-ms", 1234);
-    orig_h[1] = hdr_i64(RQ_HDR_ATTEMPT, 1);
+    orig_h[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, 1);
     orig_h[2] = hdr_str("x-death", "history");
     orig_h[3] = hdr_str("x-first-death-queue", "q.retry.1");
-    orig_h[4] = hdr_str(RQ_HDR_LAST_ERROR, "old");
+    orig_h[4] = hdr_str(RQ_WIRE_HDR_LAST_ERROR, "old");
     orig_h[5] = hdr_str("x-source", "api");
     orig = props_with(orig_h, 6);
     orig._flags |= AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG |
@@ -116,8 +125,8 @@ Test(retry, copy_props_replace_our_headers_and_drop_history)
     orig.correlation_id = amqp_cstring_bytes("cid-1");
     orig.message_id = amqp_cstring_bytes("m1");
     orig.expiration = amqp_cstring_bytes("60000");
-    add[0] = hdr_i64(RQ_HDR_ATTEMPT, 2);
-    add[1] = hdr_str(RQ_HDR_LAST_ERROR, "new");
+    add[0] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, 2);
+    add[1] = hdr_str(RQ_WIRE_HDR_LAST_ERROR, "new");
 
     cr_assert_eq(rq_retry_copy_props(&orig, add, 2, out_h, 8, &copy), 0);
     cr_expect_eq(copy.headers.num_entries, 4, "x-published-ms, x-source + 2 new");
@@ -146,15 +155,16 @@ Test(retry, copy_props_keep_the_producer_uid)
     amqp_basic_properties_t orig, copy;
     int found = 0;
 
-    orig_h[0] = hdr_str(RQ_HDR_UID, "9f0c-uid");
-    orig_h[1] = hdr_i64(RQ_HDR_ATTEMPT, 1);
+    orig_h[0] = hdr_str(RQ_WIRE_HDR_UID, "9f0c-uid");
+    orig_h[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, 1);
     orig_h[2] = hdr_str("x-relayq-replayed", "1");
     orig = props_with(orig_h, 3);
-    add[0] = hdr_i64(RQ_HDR_ATTEMPT, 2);
+    add[0] = hdr_i64(RQ_WIRE_HDR_ATTEMPT, 2);
     cr_assert_eq(rq_retry_copy_props(&orig, add, 1, out_h, 4, &copy), 0);
     for (int i = 0; i < copy.headers.num_entries; i++)
-        if (copy.headers.entries[i].key.len == strlen(RQ_HDR_UID) &&
-            memcmp(copy.headers.entries[i].key.bytes, RQ_HDR_UID, strlen(RQ_HDR_UID)) == 0)
+        if (copy.headers.entries[i].key.len == strlen(RQ_WIRE_HDR_UID) &&
+            memcmp(copy.headers.entries[i].key.bytes, RQ_WIRE_HDR_UID, strlen(RQ_WIRE_HDR_UID)) ==
+                0)
             found++;
     cr_expect_eq(found, 1, "x-relayq-uid kept once");
     cr_expect_eq(copy.headers.num_entries, 2, "uid + the new attempt; other x-relayq-* dropped");
@@ -166,8 +176,8 @@ Test(retry, copy_props_without_original_headers_and_small_buffer)
     amqp_basic_properties_t orig = props_with(NULL, 0), copy;
     amqp_table_entry_t oh[1];
 
-    add[0] = hdr_str(RQ_HDR_REASON, "undecodable: bad JSON");
-    add[1] = hdr_i64(RQ_HDR_ATTEMPTS, 1);
+    add[0] = hdr_str(RQ_WIRE_HDR_REASON, "undecodable: bad JSON");
+    add[1] = hdr_i64(RQ_WIRE_HDR_ATTEMPTS, 1);
     cr_assert_eq(rq_retry_copy_props(&orig, add, 2, out_h, 2, &copy), 0);
     cr_expect(copy._flags & AMQP_BASIC_HEADERS_FLAG);
     cr_expect_eq(copy.headers.num_entries, 2);

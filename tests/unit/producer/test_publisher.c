@@ -4,9 +4,9 @@
  * the send queue, the in-flight ring and the jobs are driven directly, in states that are
  * hard to reach against a broker at will: a connection lost with wait=true jobs partly sent,
  * a message the wire cannot carry, an allocation that fails just before a publish. Where
- * frames are written, they go to a real TCP socket whose far end the test reads. malloc can
- * be made to fail on demand (fail_malloc_after). Run under ASan+UBSan by make test, so a
- * stale pointer to memory a done() callback freed fails here. */
+ * frames are written, they go to a real TCP socket whose far end the test reads. A ring's
+ * growth is made to fail by bounding it (max_cap), as an allocation failure would. Run under
+ * ASan+UBSan by make test, so a stale pointer to memory a done() callback freed fails here. */
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <arpa/inet.h>
@@ -20,23 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* -1: never fail; N >= 0: the call after N more successful ones returns NULL. */
-static long fail_malloc_after = -1;
-
-static void *test_malloc(size_t n)
-{
-    if (fail_malloc_after == 0) {
-        fail_malloc_after = -1;
-        return NULL;
-    }
-    if (fail_malloc_after > 0)
-        fail_malloc_after--;
-    return malloc(n);
-}
-
 #include "tcp_peer.h"
 
-#define malloc(n) test_malloc(n)
 #include "publisher.c" /* producer/, on the include path of relayq_producer */
 #undef malloc
 
@@ -81,6 +66,7 @@ static rq_publisher_t *pub_new(void)
     cr_assert_not_null(p->wake);
     pthread_mutex_init(&p->lock, NULL);
     p->waiters = rq_hmap_new(64);
+    rings_init(p);
     p->inflight_base = 1;
     p->next_tag = 1;
     p->ready = 1;
@@ -94,8 +80,8 @@ static void pub_free(rq_publisher_t *p)
         amqp_destroy_connection(p->conn);
     rq_hmap_free(p->waiters);
     rq_wakeup_free(p->wake);
-    free(p->sendq.v);
-    free(p->inflight.v);
+    rq_ring_clear(&p->sendq);
+    rq_ring_clear(&p->inflight);
     pthread_mutex_destroy(&p->lock);
     free(p);
     rq_config_free(&cfg);
@@ -206,7 +192,7 @@ Test(publisher, connection_lost_requeues_each_unconfirmed_message_once_in_order)
     cr_expect_eq(la.status, RQ_JOB_REPLY_LOST);
     cr_expect_eq(lb.status, RQ_JOB_CONFIRMED);
     cr_expect_eq(lc.status, RQ_JOB_CONFIRMED);
-    cr_expect_null(p->jobs_head);
+    cr_expect_null(p->jobs.head);
     free(a);
     free(b);
     free(c);
@@ -566,9 +552,9 @@ Test(publisher, allocation_failure_before_publish_sends_nothing_untracked)
 
     j1 = job_new(p, "oom", 1, 0, done_keep, &l1);
     queue(p, &j1->msgs[0]);
-    fail_malloc_after = 0; /* the ring's growth fails */
+    p->inflight.max_cap = p->inflight.cap; /* the ring's growth fails, as out of memory */
     cr_assert_eq(publish_sendq(p), 0);
-    fail_malloc_after = -1;
+    p->inflight.max_cap = 0;
     cr_expect_eq(l1.calls, 1);
     cr_expect_eq(l1.status, RQ_JOB_UNAVAILABLE);
     cr_expect_eq(j1->msgs[0].outcome, RQ_MSG_NOT_STORED, "never sent");

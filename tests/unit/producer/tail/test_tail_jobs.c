@@ -197,7 +197,17 @@ Test(tail_jobs, ring_order_wraps_and_clears)
         cr_assert_eq(rq_tail_jobs_at(r, 0)->state, RQ_TJ_READY);
         rq_tail_jobs_clear(r);
         cr_assert_eq(rq_tail_jobs_count(r), 0);
-        cr_assert_eq(rq_tail_jobs_at(r, 0)->state, RQ_TJ_FREE);
+        /* Every slot is free again: the next three jobs fit (a job still held would not). */
+        for (int i = 0; i < 3; i++) {
+            rq_tail_job_t *j = rq_tail_jobs_building(r, 0, "f");
+            cr_assert_not_null(j);
+            cr_assert_eq(j->state, RQ_TJ_BUILDING);
+            cr_assert_eq(j->n, 0);
+            rq_tail_jobs_add(r, j, &l[0]);
+            rq_tail_jobs_close(r, j, before, 0, 0);
+        }
+        cr_assert_null(rq_tail_jobs_building(r, 0, "f"));
+        rq_tail_jobs_clear(r);
     }
     rq_tail_jobs_free(r);
 }
