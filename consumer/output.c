@@ -170,6 +170,27 @@ static int follow_path(rq_output_t *out)
     return 0;
 }
 
+/* Writes all len bytes of buf at `at` in fd. A write cut short (a full disk stores what fits
+ * and returns less) goes on with the rest, so a failure reports the disk's own errno
+ * (ENOSPC, EFBIG, EDQUOT), never a made-up EIO. Returns 0 or -errno. */
+static int pwrite_all(int fd, const char *buf, size_t len, off_t at)
+{
+    while (len > 0) {
+        ssize_t w = pwrite(fd, buf, len, at);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        if (w == 0)
+            return -ENOSPC; /* no progress and no error: nothing more fits */
+        buf += w;
+        len -= (size_t)w;
+        at += w;
+    }
+    return 0;
+}
+
 /* Voids a record in place: its 'R' and 'H' lines become '#' lines, which apply nothing. Its
  * length and so every offset in the ledger stay the same (other processes sharing it keep
  * their place), and a voided record is still a record (older versions skip '#' lines too).
@@ -178,7 +199,7 @@ static int void_record(rq_output_t *out, const record_t *r)
 {
     char *p = memchr(r->text, '\n', (size_t)(r->end - r->at));
     char *e = r->text + (r->end - r->at);
-    int changed = 0;
+    int changed = 0, rc;
 
     for (p = p ? p + 1 : e; p < e; p++) {
         if (*p == 'R' || *p == 'H') {
@@ -191,10 +212,10 @@ static int void_record(rq_output_t *out, const record_t *r)
     }
     if (!changed)
         return 0;
-    if (pwrite(out->ledger_fd, r->text, (size_t)(r->end - r->at), r->at) != r->end - r->at ||
-        fdatasync(out->ledger_fd) < 0)
-        return -(errno ? errno : EIO);
-    return 0;
+    rc = pwrite_all(out->ledger_fd, r->text, (size_t)(r->end - r->at), r->at);
+    if (rc == 0 && fdatasync(out->ledger_fd) < 0)
+        rc = -errno;
+    return rc;
 }
 
 /* A record naming another file than the one at PATH: logrotate's first name for it
@@ -797,11 +818,13 @@ static int put_record(rq_output_t *out, off_t rec_at, size_t len, int replace)
 {
     int rc = 0;
 
-    errno = 0;
-    if ((replace && ftruncate(out->ledger_fd, rec_at) < 0) ||
-        pwrite(out->ledger_fd, out->buf, len, rec_at) != (ssize_t)len ||
-        fdatasync(out->ledger_fd) < 0) {
-        rc = -(errno ? errno : EIO);
+    if (replace && ftruncate(out->ledger_fd, rec_at) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = pwrite_all(out->ledger_fd, out->buf, len, rec_at);
+    if (rc == 0 && fdatasync(out->ledger_fd) < 0)
+        rc = -errno;
+    if (rc != 0) {
         if (ftruncate(out->ledger_fd, rec_at) < 0)
             rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));
     }
@@ -1048,7 +1071,7 @@ static void checkpoint(rq_output_t *out)
         n = snprintf(rec, sizeof(rec), "B %lld %lld %llu %llu\nE\n", (long long)st.st_size,
                      (long long)st.st_size, (unsigned long long)st.st_dev,
                      (unsigned long long)st.st_ino);
-        if (pwrite(out->ledger_fd, rec, (size_t)n, out->ledger_pos) == n)
+        if (pwrite_all(out->ledger_fd, rec, (size_t)n, out->ledger_pos) == 0)
             (void)fdatasync(out->ledger_fd);
         else if (ftruncate(out->ledger_fd, out->ledger_pos) < 0)
             rq_warn("cannot undo a ledger record: %s", RQ_STRERR(errno));

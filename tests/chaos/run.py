@@ -92,11 +92,16 @@ class Stack:
         os.makedirs(self.outdir)
         self.mounted = False
         self.mount_note = ""
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", self.outdir],
-                           capture_output=True, timeout=30)
+        # The output and its rotated copies stay on this tmpfs for the checker: room for
+        # about 250 KiB/s of output over the whole run (a 900 s run wrote ~100 MiB; a 48 MiB
+        # tmpfs filled for good and read as a lost-message violation), the disk-full fault
+        # fills what is left anyway.
+        size_mb = 48 + int(args.duration / 4)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mb, "tmpfs",
+                            self.outdir], capture_output=True, timeout=30)
         if r.returncode == 0:
             self.mounted = True
-            self.mount_note = "tmpfs mounted (48 MiB): full-disk fault on"
+            self.mount_note = "tmpfs mounted (%d MiB): full-disk fault on" % size_mb
         else:
             self.mount_note = ("mount not allowed (" + r.stderr.decode().strip()[:120] +
                                "): full-disk fault skipped")
@@ -790,6 +795,14 @@ def main():
             time.sleep(0.5)
         else:
             log("drain: the output did not settle within 150 s")
+            for name in sorted(stack.procs):  # what the services said last (a full disk?)
+                try:
+                    with open(os.path.join(stack.tmp, f"{name}.log"), "rb") as f:
+                        tail = f.read()[-600:].decode("utf-8", "replace").splitlines()[-2:]
+                except OSError:
+                    tail = []
+                for line in tail:
+                    log(f"  {name}: {line[:300]}")
         time.sleep(1)
         code, dlq_body, _ = http(stack.ports["producer"], "GET", "/dlq?limit=1000", timeout=30)
         dlq = (dlq_body or {}).get("messages", []) if code == 200 else []

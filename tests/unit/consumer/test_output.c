@@ -1,9 +1,12 @@
 /* test_output.c - the exactly-once output writer: dedup, ledger, crash recovery, sharing. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -864,5 +867,51 @@ Test(output, copytruncate_mid_commit_then_a_crash_after_the_write_cuts_nothing)
     o = rq_output_open(path, 100, err, sizeof(err)); /* the record says where "second" is */
     cr_assert_not_null(o, "%s", err);
     expect_file("second\n", 7);
+    rq_output_free(o);
+}
+
+/* A ledger record cut short by a full disk (write() stores what fits and returns less) must
+ * be reported as what it is, the next write's errno (ENOSPC; EFBIG here, from RLIMIT_FSIZE
+ * standing in for the full disk), not as EIO: an SRE reading "Input/output error" looks for
+ * a failing disk, not a full one (found by the fault campaign, seed 11, 900 s). */
+Test(output, a_short_ledger_write_reports_the_disk_error_not_eio)
+{
+    char err[256], old[200];
+    rq_output_t *o = rq_output_open(path, 100, err, sizeof(err));
+    rq_output_line_t b[1];
+    struct rlimit rl;
+    off_t lsize;
+    int fd, rc;
+
+    cr_assert_not_null(o, "%s", err);
+    /* A big ledger beside a new, empty output file: the ledger is the larger file. */
+    for (int i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "m%d", i);
+        b[0] = id_line("x", id);
+        cr_assert_eq(rq_output_append_batch(o, b, 1), 1);
+    }
+    snprintf(old, sizeof(old), "%s.1", path);
+    cr_assert_eq(rename(path, old), 0);
+    fd = open(path, O_WRONLY | O_CREAT, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(rq_output_reopen(o), 0);
+    lsize = size_of(ledger);
+    cr_assert_gt(lsize, 100);
+    /* Room for the output line and 3 bytes of the next ledger record. */
+    signal(SIGXFSZ, SIG_IGN);
+    cr_assert_eq(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rl.rlim_cur = (rlim_t)lsize + 3; /* the hard limit stays: the soft one can come back */
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    b[0] = id_line("y", "n1");
+    rc = rq_output_append_batch(o, b, 1);
+    cr_expect_eq(rc, -EFBIG, "got %d (%s)", rc, rc < 0 ? strerror(-rc) : "written");
+    cr_expect_eq(size_of(ledger), lsize, "the cut record is undone");
+    rl.rlim_cur = rl.rlim_max;
+    cr_assert_eq(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    rc = rq_output_append_batch(o, b, 1);
+    cr_expect_eq(rc, 1, "written once there is room: got %d", rc);
+    expect_file("y\n", 2);
     rq_output_free(o);
 }
