@@ -9,7 +9,7 @@ FROM debian:bookworm AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      librabbitmq-dev libmicrohttpd-dev libjansson-dev uuid-dev \
+      librabbitmq-dev libmicrohttpd-dev libjansson-dev uuid-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./

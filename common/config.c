@@ -222,6 +222,20 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("DEDUP_ID_WINDOW", "50000", dedup_id_window, 1, 10000000, CONS, G_CONS,
           "Message ids the exactly-once output writer remembers (about 24 bytes each): a "
           "redelivery of an older id would be written again"),
+    S_STR("HANDLER", "echo", handler, 1, 4095, CONS, G_CONS, 0,
+          "What processing a message means: echo replies \"Consumer processed: \" and the payload "
+          "after its processing_time; an http:// or https:// URL POSTs the payload there (2xx: "
+          "the body is the reply, 4xx: to the DLQ, 5xx or no answer: retried); exec:COMMAND "
+          "[ARGS] runs the command per message (words split as a shell would, with ' \" and \\ "
+          "quoting, but no shell: nothing of the message is in the command line) with the "
+          "payload on stdin and the metadata in RELAYQ_* variables (exit 0: stdout is the "
+          "reply, else retried)"),
+    S_INT("HANDLER_TIMEOUT_MS", "30000", handler_timeout_ms, 1, 3600000, CONS, G_CONS,
+          "A webhook request or command running longer than this fails and is retried (a "
+          "command is killed), in milliseconds"),
+    S_INT("HANDLER_CONCURRENCY", "0", handler_concurrency, 0, 65535, CONS, G_CONS,
+          "Most messages a consumer processes at once (webhook requests, commands, echo "
+          "timers); 0: PREFETCH_COUNT"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

@@ -139,6 +139,11 @@ typedef struct rq_config {
     int batch_wait_ms;   /* BATCH_WAIT_MS: group-commit window, 0..1000, default 0 */
     int dedup_id_window; /* DEDUP_ID_WINDOW: message ids remembered by the exactly-once
                             writer, 1..10000000, default 50000 */
+
+    /* consumer: what processing means (consumer/handler.h) */
+    char *handler; /* HANDLER: echo | http(s)://URL | exec:COMMAND [ARGS], default "echo" */
+    int handler_timeout_ms;  /* HANDLER_TIMEOUT_MS, 1..3600000, default 30000 */
+    int handler_concurrency; /* HANDLER_CONCURRENCY, 0..65535 (0 = PREFETCH_COUNT), default 0 */
 } rq_config_t;
 
 /* Error detail for load/validation failures: names the variable and the allowed range. */

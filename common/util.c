@@ -123,6 +123,20 @@ static uint64_t rng_next(void)
     return result;
 }
 
+void rq_random_bytes(void *buf, size_t n)
+{
+    unsigned char *b = buf;
+
+    while (n > 0) {
+        uint64_t r = rng_next();
+        size_t k = n < sizeof(r) ? n : sizeof(r);
+
+        memcpy(b, &r, k);
+        b += k;
+        n -= k;
+    }
+}
+
 void rq_uuid(char *out)
 {
     static const char hex[] = "0123456789abcdef";

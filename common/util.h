@@ -23,6 +23,9 @@ char *rq_iso8601(int64_t epoch_ms, char *out);
 /* Writes a new random (v4) UUID in lowercase text into out (RQ_UUID_LEN + 1 bytes). */
 void rq_uuid(char *out);
 
+/* n bytes from the same per-thread generator as rq_uuid() (unique, not secret: never keys). */
+void rq_random_bytes(void *buf, size_t n);
+
 /* Returns 1 when buf[0..len) is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF),
  * else 0. */
 int rq_utf8_valid(const char *buf, size_t len);

@@ -1,9 +1,12 @@
 /* wire.c - the wire contract of a relayq message (see wire.h). */
 #include "wire.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "trace.h"
 
 /* ---- writing -------------------------------------------------------------------------- */
 
@@ -46,6 +49,11 @@ static int encode_headers(const rq_wire_out_t *m, amqp_table_entry_t *hdr)
         hdr[n++] = utf8_entry(RQ_WIRE_HDR_FORMAT, RQ_WIRE_FORMAT_LINES);
         hdr[n++] = i64_entry(RQ_WIRE_HDR_LINES, m->lines);
     }
+    if (m->traceparent != NULL)
+        hdr[n++] = utf8_entry(RQ_WIRE_HDR_TRACEPARENT, m->traceparent);
+    if (m->tracestate != NULL)
+        hdr[n++] = utf8_entry(RQ_WIRE_HDR_TRACESTATE, m->tracestate);
+    assert(n <= RQ_WIRE_OUT_HEADERS_MAX);
     return n;
 }
 
@@ -375,6 +383,25 @@ static void decode_properties(const amqp_basic_properties_t *props, rq_wire_msg_
     out->has_headers = (fl & AMQP_BASIC_HEADERS_FLAG) != 0;
 }
 
+/* A trace header, leniently: kept only when valid, first occurrence only. */
+static void decode_trace(const amqp_table_entry_t *e, rq_wire_msg_t *out)
+{
+    int parent = key_is(e->key, RQ_WIRE_HDR_TRACEPARENT);
+    rq_wire_str_t *f = parent ? &out->traceparent : &out->tracestate;
+    amqp_bytes_t v;
+
+    if (f->state != RQ_WIRE_ABSENT)
+        return;
+    if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES)
+        v = e->value.value.bytes;
+    else
+        return;
+    if (parent ? !rq_traceparent_valid(v.bytes, v.len) : !rq_tracestate_valid(v.bytes, v.len))
+        return;
+    f->state = RQ_WIRE_OK;
+    f->v = v;
+}
+
 int rq_wire_decode(const amqp_basic_properties_t *props, rq_wire_msg_t *out, rq_wire_error_t *err)
 {
     int bad = 0;
@@ -388,6 +415,10 @@ int rq_wire_decode(const amqp_basic_properties_t *props, rq_wire_msg_t *out, rq_
 
         if (key_is(e->key, RQ_WIRE_HDR_DEATH)) {
             decode_death(&e->value, out, err, &bad);
+            continue;
+        }
+        if (key_is(e->key, RQ_WIRE_HDR_TRACEPARENT) || key_is(e->key, RQ_WIRE_HDR_TRACESTATE)) {
+            decode_trace(e, out);
             continue;
         }
         for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {

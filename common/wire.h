@@ -24,6 +24,10 @@
  *   x-end                ['l'] tailed lines: byte offset just past the body (and its '\n')
  *   x-format             ['S'] tailed chunks only: "lines" (the body is whole lines, verbatim)
  *   x-lines              ['l'] tailed chunks only: the number of '\n' in the body
+ *   traceparent          ['S'] W3C trace context of the message (common/trace.h): API
+ *                        messages, the producer's span in the caller's trace (or a new one);
+ *                        kept by every copy and put on the reply
+ *   tracestate           ['S'] the caller's W3C tracestate, when it sent one
  *   x-relayq-attempt     ['l'] retry copies: the attempt the copy is for (1..MAX_RETRIES)
  *   x-relayq-last-error  ['S'] retry copies: why the previous attempt failed
  *   x-relayq-reason      ['S'] DLQ copies: why the message was dead-lettered
@@ -41,6 +45,8 @@
  *   string headers   'S' long strings; x-file, x-format, x-source and x-relayq-last-error
  *                    also accept 'x' byte arrays (pika's Python bytes). x-relayq-uid and
  *                    x-relayq-reason must be 'S'. Anything else is RQ_WIRE_BAD_TYPE.
+ *   trace headers    traceparent and tracestate as 'S' or 'x'; of any other kind, or
+ *                    malformed, they are ignored (never a reason to refuse a message)
  *   duplicates       the first entry of a name counts (as in a table lookup), good or bad.
  * Contents (lengths, charsets, ranges) are the reader's business: the decoder checks types.
  */
@@ -56,6 +62,8 @@
 #define RQ_WIRE_HDR_PUBLISHED_MS "x-published-ms"
 #define RQ_WIRE_HDR_SOURCE "x-source"
 #define RQ_WIRE_HDR_UID "x-relayq-uid"
+#define RQ_WIRE_HDR_TRACEPARENT "traceparent"
+#define RQ_WIRE_HDR_TRACESTATE "tracestate"
 #define RQ_WIRE_HDR_FILE "x-file"
 #define RQ_WIRE_HDR_OFFSET "x-offset"
 #define RQ_WIRE_HDR_END "x-end"
@@ -108,19 +116,21 @@ typedef struct rq_wire_out {
     int64_t offset;
     int has_end; /* 1: x-end = end */
     int64_t end;
-    int chunk;     /* 1: x-format "lines" and x-lines = lines */
-    int64_t lines; /* chunk only */
+    int chunk;               /* 1: x-format "lines" and x-lines = lines */
+    int64_t lines;           /* chunk only */
+    const char *traceparent; /* NULL: absent */
+    const char *tracestate;  /* NULL: absent */
 } rq_wire_out_t;
 
 /* Most headers rq_wire_encode() writes. */
-#define RQ_WIRE_OUT_HEADERS_MAX 8
+#define RQ_WIRE_OUT_HEADERS_MAX 10
 
 /* Fills *props (overwritten whole) with the properties and headers of message *m, headers
  * in this order: x-published-ms, x-source, x-relayq-uid, x-file, x-offset, x-end, x-format,
- * x-lines (each only when set). The header table is built in hdr[0..RQ_WIRE_OUT_HEADERS_MAX);
- * *props borrows hdr and m's strings. Short strings are not checked here: one over
- * RQ_WIRE_SHORTSTR_MAX bytes makes rabbitmq-c's encoding fail. Cannot fail; allocates
- * nothing. */
+ * x-lines, traceparent, tracestate (each only when set). The header table is built in
+ * hdr[0..RQ_WIRE_OUT_HEADERS_MAX); *props borrows hdr and m's strings. Short strings are not
+ * checked here: one over RQ_WIRE_SHORTSTR_MAX bytes makes rabbitmq-c's encoding fail. Cannot fail;
+ * allocates nothing. */
 void rq_wire_encode(const rq_wire_out_t *m, amqp_basic_properties_t *props,
                     amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX]);
 
@@ -198,6 +208,10 @@ typedef struct rq_wire_msg {
     rq_wire_state_t death;
     rq_wire_str_t death_reason;
     rq_wire_int_t death_count;
+    /* trace context: RQ_WIRE_OK only for a valid traceparent / carriable tracestate
+     * (common/trace.h); anything else is left RQ_WIRE_ABSENT and never makes the decode fail */
+    rq_wire_str_t traceparent;
+    rq_wire_str_t tracestate;
 } rq_wire_msg_t;
 
 /* Why rq_wire_decode() found a header of the wrong type. */

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "json_alloc.h"
+#include "json_span.h"
 #include "util.h"
 #include "wire.h"
 
@@ -66,19 +67,104 @@ static char *dup_id(const char *s, size_t len)
     return p;
 }
 
-/* Builds m->reply = prefix + line and points m->line into it. Returns 0 or -1 (no memory). */
-static int set_reply(rq_message_t *m, const char *line, size_t len)
+/* How set_reply() turns the text into the output line (message.h, "The output line"). */
+typedef enum {
+    LINE_AS_IS,     /* byte for byte */
+    LINE_NO_BREAKS, /* a JSON text without its raw CR and LF (whitespace between tokens) */
+    LINE_QUOTED,    /* as a JSON string: '"', '\\' and C0/DEL escaped, other bytes as they are */
+} line_mode_t;
+
+/* 1 when s[0..n) holds a control character (C0 or DEL). */
+static int has_control(const char *s, size_t n)
 {
-    m->reply = malloc(RQ_REPLY_PREFIX_LEN + len + 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* Writes s[0..n) as a JSON string into out (room for 6 * n + 2 bytes). Returns the length. */
+static size_t quote(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t j = 0;
+
+    out[j++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *esc = c == '"'    ? "\\\""
+                          : c == '\\' ? "\\\\"
+                          : c == '\n' ? "\\n"
+                          : c == '\r' ? "\\r"
+                          : c == '\t' ? "\\t"
+                          : c == '\b' ? "\\b"
+                          : c == '\f' ? "\\f"
+                                      : NULL;
+
+        if (esc != NULL) {
+            out[j++] = esc[0];
+            out[j++] = esc[1];
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(out + j, "\\u00", 4);
+            out[j + 4] = hex[c >> 4];
+            out[j + 5] = hex[c & 15];
+            j += 6;
+        } else {
+            out[j++] = (char)c;
+        }
+    }
+    out[j++] = '"';
+    return j;
+}
+
+/* Builds m->reply = prefix + the line made of text[0..len) by `mode` and points m->line into
+ * it. Returns 0 or -1 (no memory). */
+static int set_reply(rq_message_t *m, const char *text, size_t len, line_mode_t mode)
+{
+    size_t room = len, n = 0;
+    char *line;
+
+    if (mode == LINE_QUOTED) {
+        if (len > (SIZE_MAX - RQ_REPLY_PREFIX_LEN - 3) / 6)
+            return -1;
+        room = 6 * len + 2;
+    }
+    m->reply = malloc(RQ_REPLY_PREFIX_LEN + room + 1);
     if (m->reply == NULL)
         return -1;
     memcpy(m->reply, RQ_REPLY_PREFIX, RQ_REPLY_PREFIX_LEN);
+    line = m->reply + RQ_REPLY_PREFIX_LEN;
+    if (mode == LINE_QUOTED) {
+        n = quote(text, len, line);
+    } else if (mode == LINE_NO_BREAKS) {
+        /* in a valid JSON text a raw CR or LF is whitespace between tokens (strings escape
+         * them), so dropping them changes no value and merges no tokens */
+        for (size_t i = 0; i < len; i++)
+            if (text[i] != '\n' && text[i] != '\r')
+                line[n++] = text[i];
+    } else if (len > 0) {
+        memcpy(line, text, len);
+        n = len;
+    }
+    line[n] = '\0';
+    m->reply_len = RQ_REPLY_PREFIX_LEN + n;
+    m->line = line;
+    m->line_len = n;
+    return 0;
+}
+
+/* m->payload: a NUL-terminated copy of p[0..len) (json: 1 when it is a JSON text). Returns 0
+ * or -1 (no memory). */
+static int set_payload(rq_message_t *m, const char *p, size_t len, int json)
+{
+    m->payload = malloc(len + 1);
+    if (m->payload == NULL)
+        return -1;
     if (len > 0)
-        memcpy(m->reply + RQ_REPLY_PREFIX_LEN, line, len);
-    m->reply[RQ_REPLY_PREFIX_LEN + len] = '\0';
-    m->reply_len = RQ_REPLY_PREFIX_LEN + len;
-    m->line = m->reply + RQ_REPLY_PREFIX_LEN;
-    m->line_len = len;
+        memcpy(m->payload, p, len);
+    m->payload[len] = '\0';
+    m->payload_len = len;
+    m->payload_json = json;
     return 0;
 }
 
@@ -164,87 +250,28 @@ static int decode_tail_range(const rq_msg_input_t *in, rq_message_t *out, rq_msg
     return 0;
 }
 
-static int decode_raw(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+/* out->id for a message whose body names no id: the message_id property, else the
+ * correlation_id property (the RPC tutorial's clients set only that), else a new UUID (a
+ * message without any identity: see message.h). Returns 0, or -1 with err set. */
+static int fallback_id(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
 {
-    if (in->message_id == NULL || in->message_id_len == 0) {
-        set_err(err, "a raw line message needs a message_id property");
-        return -1;
-    }
-    if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
-        set_err(err, "message_id property contains a NUL byte");
-        return -1;
-    }
-    out->kind = RQ_MSG_RAW;
-    if (decode_tail_range(in, out, err) < 0)
-        return -1;
-    out->id = dup_id(in->message_id, in->message_id_len);
-    if (out->id == NULL || set_reply(out, in->body, in->body_len) < 0) {
-        set_err(err, "out of memory");
-        return -1;
-    }
-    return 0;
-}
+    char uuid[RQ_UUID_LEN + 1];
 
-/* Parses the body into a JSON object (*root, a new reference, NULL on failure). Returns 0, or
- * -1 with err set. */
-static int parse_object(const rq_msg_input_t *in, json_t **root, rq_msg_error_t *err)
-{
-    json_error_t jerr;
-
-    rq_json_oom_clear();
-    *root = json_loadb(in->body, in->body_len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (rq_json_oom()) {
-        /* a syntax error or a corrupt value (json_alloc.h): not the message's fault */
-        set_err(err, "out of memory");
-        return -1;
-    }
-    if (*root == NULL) {
-        set_err(err, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
-        return -1;
-    }
-    if (!json_is_object(*root)) {
-        set_err(err, "the body must be a JSON object");
-        return -1;
-    }
-    return 0;
-}
-
-/* out->id: the body's "id" (a non-empty string without NUL), else the message_id property;
- * with a reply_to it must fit the reply's message_id. Returns 0, or -1 with err set. */
-static int decode_id(const json_t *root, const rq_msg_input_t *in, rq_message_t *out,
-                     rq_msg_error_t *err)
-{
-    json_t *v = json_object_get(root, "id");
-
-    if (v != NULL && !json_is_null(v)) {
-        if (!json_is_string(v) || json_string_length(v) == 0) {
-            set_err(err, "\"id\" must be a non-empty string");
-            return -1;
-        }
-        if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL) {
-            set_err(err, "\"id\" contains a NUL character");
-            return -1;
-        }
-        out->id = dup_id(json_string_value(v), json_string_length(v));
-    } else if (in->message_id != NULL && in->message_id_len > 0) {
+    if (in->message_id != NULL && in->message_id_len > 0) {
         if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
             set_err(err, "message_id property contains a NUL byte");
             return -1;
         }
         out->id = dup_id(in->message_id, in->message_id_len);
+    } else if (in->correlation_id != NULL && in->correlation_id_len > 0 &&
+               memchr(in->correlation_id, '\0', in->correlation_id_len) == NULL) {
+        out->id = dup_id(in->correlation_id, in->correlation_id_len);
     } else {
-        set_err(err, "missing \"id\" (and no message_id property)");
-        return -1;
+        rq_uuid(uuid);
+        out->id = dup_id(uuid, RQ_UUID_LEN);
     }
     if (out->id == NULL) {
         set_err(err, "out of memory");
-        return -1;
-    }
-    if (in->has_reply_to && strlen(out->id) > RQ_WIRE_SHORTSTR_MAX) {
-        set_err(err,
-                "\"id\" is %zu bytes: the reply's message_id (an AMQP short string) holds at "
-                "most 255",
-                strlen(out->id));
         return -1;
     }
     return 0;
@@ -277,11 +304,114 @@ static int decode_key(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_
     return 0;
 }
 
-/* The optional "processing_time" (a number >= 0, capped at max_pt) and "fail_times" (an
- * integer >= 0). Returns 0, or -1 with err set. */
-static int decode_options(const json_t *root, double max_pt, rq_message_t *out, rq_msg_error_t *err)
+/* A tailed line (a raw message with an x-file header): the body is the line, byte for byte.
+ * Returns 0, or -1 with err set. */
+static int decode_raw(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+{
+    if (in->message_id == NULL || in->message_id_len == 0) {
+        set_err(err, "a raw line message needs a message_id property");
+        return -1;
+    }
+    if (memchr(in->message_id, '\0', in->message_id_len) != NULL) {
+        set_err(err, "message_id property contains a NUL byte");
+        return -1;
+    }
+    out->kind = RQ_MSG_RAW;
+    if (decode_tail_range(in, out, err) < 0)
+        return -1;
+    out->id = dup_id(in->message_id, in->message_id_len);
+    if (out->id == NULL || set_reply(out, in->body, in->body_len, LINE_AS_IS) < 0 ||
+        set_payload(out, in->body, in->body_len, 0) < 0) {
+        set_err(err, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* A text or binary body that is not a tailed line (a foreign client's message): the raw body
+ * is the payload. The line is the body byte for byte, or quoted when it holds a '\n'
+ * (message.h). Returns 0, or -1 with err set. */
+static int decode_text(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+{
+    line_mode_t mode = memchr(in->body, '\n', in->body_len) != NULL ? LINE_QUOTED : LINE_AS_IS;
+
+    out->kind = RQ_MSG_RAW;
+    if (fallback_id(in, out, err) < 0 || decode_key(in, out, err) < 0)
+        return -1;
+    if (set_reply(out, in->body, in->body_len, mode) < 0 ||
+        set_payload(out, in->body, in->body_len, 0) < 0) {
+        set_err(err, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the body as any JSON value (*root, a new reference, NULL on failure). Integers load
+ * as reals so that one beyond 64 bits is valid: values are read from the text (json_span.h).
+ * Returns 0; -1 with err set when the body is not JSON; -2 with err "out of memory". */
+static int parse_json(const rq_msg_input_t *in, json_t **root, rq_msg_error_t *err)
+{
+    json_error_t jerr;
+
+    rq_json_oom_clear();
+    *root = json_loadb(in->body, in->body_len,
+                       JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+    if (rq_json_oom()) {
+        /* a syntax error or a corrupt value (json_alloc.h): not the message's fault */
+        json_decref(*root);
+        *root = NULL;
+        set_err(err, "out of memory");
+        return -2;
+    }
+    if (*root == NULL) {
+        set_err(err, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        return -1;
+    }
+    return 0;
+}
+
+/* out->id: the envelope's "id" (a non-empty string without NUL), else fallback_id(); with a
+ * reply_to it must fit the reply's message_id. Returns 0, or -1 with err set. */
+static int decode_id(const json_t *root, const rq_msg_input_t *in, rq_message_t *out,
+                     rq_msg_error_t *err)
+{
+    json_t *v = json_object_get(root, "id");
+
+    if (v != NULL && !json_is_null(v)) {
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            set_err(err, "\"id\" must be a non-empty string");
+            return -1;
+        }
+        if (memchr(json_string_value(v), '\0', json_string_length(v)) != NULL) {
+            set_err(err, "\"id\" contains a NUL character");
+            return -1;
+        }
+        out->id = dup_id(json_string_value(v), json_string_length(v));
+        if (out->id == NULL) {
+            set_err(err, "out of memory");
+            return -1;
+        }
+    } else if (fallback_id(in, out, err) < 0) {
+        return -1;
+    }
+    if (in->has_reply_to && strlen(out->id) > RQ_WIRE_SHORTSTR_MAX) {
+        set_err(err,
+                "\"id\" is %zu bytes: the reply's message_id (an AMQP short string) holds at "
+                "most 255",
+                strlen(out->id));
+        return -1;
+    }
+    return 0;
+}
+
+/* The envelope's optional "processing_time" (a number >= 0, capped at max_pt) and
+ * "fail_times" (a number written as an integer, >= 0: its token in the envelope's text
+ * `body`). Returns 0, or -1 with err set. */
+static int decode_options(const json_t *root, rq_json_span_t body, double max_pt, rq_message_t *out,
+                          rq_msg_error_t *err)
 {
     json_t *v = json_object_get(root, "processing_time");
+    rq_json_span_t tok;
 
     if (v != NULL && !json_is_null(v)) {
         double t;
@@ -303,13 +433,14 @@ static int decode_options(const json_t *root, double max_pt, rq_message_t *out, 
     }
     v = json_object_get(root, "fail_times");
     if (v != NULL && !json_is_null(v)) {
-        json_int_t n;
+        double n;
 
-        if (!json_is_integer(v)) {
+        if (!json_is_number(v) || rq_json_member(body.p, body.len, "fail_times", &tok) != 1 ||
+            !rq_json_is_integer_token(tok)) {
             set_err(err, "\"fail_times\" must be an integer");
             return -1;
         }
-        n = json_integer_value(v);
+        n = json_number_value(v);
         if (n < 0) {
             set_err(err, "\"fail_times\" must be >= 0");
             return -1;
@@ -319,59 +450,66 @@ static int decode_options(const json_t *root, double max_pt, rq_message_t *out, 
     return 0;
 }
 
-/* The output line and reply from the payload: a string verbatim, anything else compact JSON.
- * Returns 0, or -1 with err set. */
-static int encode_line(const json_t *payload, rq_message_t *out, rq_msg_error_t *err)
+/* The output line, the reply and out->payload from the payload (its value and its text
+ * `raw`, as sent): a string without control characters is its decoded text, any other
+ * payload its text as sent without raw line breaks (message.h). Returns 0, or -1 with err
+ * set. */
+static int encode_line(const json_t *payload, rq_json_span_t raw, rq_message_t *out,
+                       rq_msg_error_t *err)
 {
-    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t need;
+    int rc;
 
-    if (json_is_string(payload)) {
-        if (set_reply(out, json_string_value(payload), json_string_length(payload)) < 0) {
-            set_err(err, "out of memory");
-            return -1;
-        }
-        return 0;
-    }
-    need = json_dumpb(payload, NULL, 0, flags);
-    out->reply = need > 0 ? malloc(RQ_REPLY_PREFIX_LEN + need + 1) : NULL;
-    if (out->reply == NULL) {
-        set_err(err,
-                need > 0 || rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
+    if (json_is_string(payload) &&
+        !has_control(json_string_value(payload), json_string_length(payload)))
+        rc = set_reply(out, json_string_value(payload), json_string_length(payload), LINE_AS_IS);
+    else
+        rc = set_reply(out, raw.p, raw.len, LINE_NO_BREAKS);
+    if (rc < 0 || set_payload(out, raw.p, raw.len, 1) < 0) {
+        set_err(err, "out of memory");
         return -1;
     }
-    memcpy(out->reply, RQ_REPLY_PREFIX, RQ_REPLY_PREFIX_LEN);
-    if (json_dumpb(payload, out->reply + RQ_REPLY_PREFIX_LEN, need, flags) != need) {
-        set_err(err, rq_json_oom() ? "out of memory" : "\"payload\" cannot be serialized");
-        return -1;
-    }
-    out->reply[RQ_REPLY_PREFIX_LEN + need] = '\0';
-    out->reply_len = RQ_REPLY_PREFIX_LEN + need;
-    out->line = out->reply + RQ_REPLY_PREFIX_LEN;
-    out->line_len = need;
     return 0;
 }
 
-static int decode_json(const rq_msg_input_t *in, double max_pt, rq_message_t *out,
-                       rq_msg_error_t *err)
+/* A JSON body (root, parsed from it): relayq's envelope (an object with "payload") or, without
+ * one, the payload itself. Returns 0, or -1 with err set. */
+static int decode_json(const rq_msg_input_t *in, const json_t *root, double max_pt,
+                       rq_message_t *out, rq_msg_error_t *err)
 {
-    json_t *root = NULL;
-    json_t *payload;
-    int rc = -1;
+    rq_json_span_t body = rq_json_trim(in->body, in->body_len);
+    rq_json_span_t raw;
+    json_t *payload = json_is_object(root) ? json_object_get(root, "payload") : NULL;
 
-    if (parse_object(in, &root, err) < 0)
-        goto out;
     out->kind = RQ_MSG_JSON;
-    payload = json_object_get(root, "payload");
-    if (payload == NULL) {
-        set_err(err, "missing \"payload\"");
-        goto out;
+    if (payload == NULL) /* JSON without the envelope: the payload itself */
+        return fallback_id(in, out, err) < 0 || decode_key(in, out, err) < 0 ||
+                       encode_line(root, body, out, err) < 0
+                   ? -1
+                   : 0;
+    /* jansson accepted the text, so the scan finds the value jansson kept (the last) */
+    if (rq_json_member(body.p, body.len, "payload", &raw) != 1) {
+        set_err(err, "\"payload\" could not be located in the body");
+        return -1;
     }
     if (decode_id(root, in, out, err) < 0 || decode_key(in, out, err) < 0 ||
-        decode_options(root, max_pt, out, err) < 0 || encode_line(payload, out, err) < 0)
-        goto out;
-    rc = 0;
-out:
+        decode_options(root, body, max_pt, out, err) < 0 || encode_line(payload, raw, out, err) < 0)
+        return -1;
+    return 0;
+}
+
+/* A body without a content type: JSON when it parses as JSON, else text. A body declared
+ * application/json (declared = 1) that does not parse is undecodable. Returns 0, -1 with err
+ * set, or -2 (out of memory). */
+static int decode_json_or_text(const rq_msg_input_t *in, int declared, double max_pt,
+                               rq_message_t *out, rq_msg_error_t *err)
+{
+    json_t *root = NULL;
+    int rc = parse_json(in, &root, err);
+
+    if (rc == 0)
+        rc = decode_json(in, root, max_pt, out, err);
+    else if (rc == -1 && !declared)
+        rc = decode_text(in, out, err);
     json_decref(root);
     return rc;
 }
@@ -393,12 +531,16 @@ int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_m
     if (max_processing_time < 0)
         max_processing_time = 0;
 
-    if (in->content_type == NULL || in->content_type_len == 0 ||
-        media_type_is(in->content_type, in->content_type_len, "application/json")) {
-        rc = decode_json(in, max_processing_time, out, err);
+    if (in->content_type == NULL || in->content_type_len == 0) {
+        rc = decode_json_or_text(in, 0, max_processing_time, out, err);
+    } else if (media_type_is(in->content_type, in->content_type_len, "application/json")) {
+        rc = decode_json_or_text(in, 1, max_processing_time, out, err);
     } else if (media_type_is(in->content_type, in->content_type_len, "application/octet-stream") ||
                media_type_is(in->content_type, in->content_type_len, "text/plain")) {
-        rc = decode_raw(in, out, err);
+        if (in->wire != NULL && in->wire->file.state != RQ_WIRE_ABSENT)
+            rc = decode_raw(in, out, err);
+        else
+            rc = decode_text(in, out, err);
     } else {
         char ct[64];
 
@@ -424,6 +566,7 @@ void rq_message_clear(rq_message_t *m)
     free(m->id);
     free(m->reply);
     free(m->key_buf);
+    free(m->payload);
     memset(m, 0, sizeof(*m));
 }
 
@@ -437,6 +580,10 @@ void rq_message_input_from_wire(const rq_wire_msg_t *w, amqp_bytes_t body, rq_ms
     if (w->has_message_id) {
         in->message_id = w->message_id.len > 0 ? w->message_id.bytes : "";
         in->message_id_len = w->message_id.len;
+    }
+    if (w->has_correlation_id) {
+        in->correlation_id = w->correlation_id.len > 0 ? w->correlation_id.bytes : "";
+        in->correlation_id_len = w->correlation_id.len;
     }
     in->body = body.len > 0 ? body.bytes : "";
     in->body_len = body.len;

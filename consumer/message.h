@@ -1,23 +1,35 @@
 /* message.h - decoding a delivered message into what the consumer writes and replies.
  *
- * Pure functions (no I/O, no globals): a delivery's content type,
- * message id and body go in, the output line, the reply text and the processing parameters come
- * out. Safe to call from any thread; meant to be fuzzed.
+ * Pure functions (no I/O, no globals; the one exception: a message with no identity at all
+ * gets a random UUID as its id): a delivery's content type, message id and body go in, the
+ * output line, the reply text and the processing parameters come out. Safe to call from any
+ * thread; meant to be fuzzed.
  *
- * Accepted content types (parameters such as "; charset=utf-8" are ignored, case-insensitive):
- *   - application/json (also when the content type is absent): a JSON object with
- *     "payload" (any JSON value, required), "id" (string; when absent the message_id
- *     property is used), "processing_time" (number >= 0, optional, capped at a maximum),
- *     "fail_times" (integer >= 0, optional). Other members are ignored.
- *   - application/octet-stream and text/plain (tailed lines): the body is the line, byte for
- *     byte (NUL, \r and invalid UTF-8 included); the id is the message_id property.
- * Anything else is undecodable: the caller dead-letters it (retry.h).
+ * What a body is, by content type (parameters such as "; charset=utf-8" are ignored,
+ * case-insensitive):
+ *   - application/json: JSON. relayq's envelope is a JSON object with a "payload" member:
+ *     "payload" (any JSON value), "id" (string; when absent see "Ids" below),
+ *     "processing_time" (number >= 0, optional, capped at a maximum), "fail_times" (a number
+ *     written as an integer, >= 0, optional); other members are ignored. An envelope whose
+ *     fields have the wrong types is undecodable. Any other JSON value (an array, a number,
+ *     an object without "payload": what a foreign client sends) is the payload itself. A body
+ *     declared application/json that does not parse is undecodable.
+ *   - no content type (or an empty one): JSON as above when the body parses as JSON,
+ *     otherwise text (below). The RabbitMQ tutorials' clients send "30" this way.
+ *   - text/plain and application/octet-stream: with an x-file header a tailed line (below);
+ *     otherwise text from a foreign client: the raw body is the payload.
+ * Any other content type is undecodable. The caller dead-letters undecodable messages
+ * (retry.h).
+ *
+ * Ids (`id`, the reply's message_id): the envelope's "id", else the message_id property, else
+ * the correlation_id property (an RPC client that sets only that), else a new random UUID.
  *
  * Deduplication key (`key`): the x-relayq-uid header when present (a non-empty string: the
  * producer's UUID per accepted message, kept across its republishes), else the message_id
- * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the body "id"
- * (a foreign publisher that sets no message_id). The client's "id" (the producer's
- * message_id) is metadata: it stays the reply's message_id and need not be unique.
+ * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the id (the
+ * envelope "id", the correlation_id; a message with neither gets a new UUID per delivery, so
+ * a redelivery of it may be written twice). The client's "id" (the producer's message_id) is
+ * metadata: it stays the reply's message_id and need not be unique.
  *
  * A reply must fit the wire: with a reply_to, an "id" over 255 bytes (an AMQP short string,
  * the reply's message_id) makes the message undecodable, so it is dead-lettered with that
@@ -32,9 +44,27 @@
  * bytes and at most one '\n' (x-end - x-offset is the body length or one more; without x-end,
  * one more); the range must end at or before INT64_MAX.
  *
- * The output line is a string payload verbatim (it may hold any character, even '\n'), any
- * other payload compact-serialized (JSON_COMPACT | JSON_ENCODE_ANY, keys in their original
- * order). The reply is "Consumer processed: " followed by the line.
+ * The payload reaches the output and the reply as the bytes the client sent (never
+ * re-serialized: 0.1 stays 0.1, big integers and escapes stay as written). jansson only
+ * validates, with JSON_DECODE_INT_AS_REAL: an integer of any length is valid, a number whose
+ * magnitude overflows a double (1e400) is not. The output line,
+ * one line per message (the output adds the '\n'; the line never holds one, except a tailed
+ * chunk, whose lines are counted):
+ *   - a JSON string payload: its decoded text when it holds no control character (U+0000 to
+ *     U+001F, U+007F); otherwise its JSON text as sent, quotes and escapes included
+ *     ("line1\nline2" is written as those 14 bytes);
+ *   - any other JSON payload: its JSON text as sent, with the raw CR and LF between tokens
+ *     removed (nothing else changes: spaces and tabs stay);
+ *   - a text body from a foreign client: the body byte for byte when it holds no '\n'
+ *     (NUL, CR and invalid UTF-8 included, as for tailed lines); otherwise quoted as a JSON
+ *     string ('"', '\\' and C0/DEL characters escaped, every other byte as it is);
+ *   - a tailed line: the body byte for byte; a chunk (x-format "lines"): its lines verbatim.
+ *     (The tailer never sends a one-line message holding '\n'; a forged one is written as
+ *     is: the range checks above do not look inside the body.)
+ * A reader cannot tell a quoted string from a string whose text starts with '"', nor the
+ * string "42" from the number 42: the line is for people and line-based tools; the payload
+ * itself travels unchanged in `payload`. The reply is "Consumer processed: " followed by the
+ * line.
  */
 #ifndef RQ_CONSUMER_MESSAGE_H
 #define RQ_CONSUMER_MESSAGE_H
@@ -50,7 +80,7 @@
 
 typedef enum {
     RQ_MSG_JSON = 0, /* an API message */
-    RQ_MSG_RAW = 1,  /* a tailed line */
+    RQ_MSG_RAW = 1,  /* a tailed line, or a foreign client's text body */
 } rq_msg_kind_t;
 
 /* What message decoding needs from a delivery. Each field is a (pointer, length) pair that
@@ -60,6 +90,8 @@ typedef struct rq_msg_input {
     size_t content_type_len;
     const char *message_id;
     size_t message_id_len;
+    const char *correlation_id; /* an id for a message that has no other (see "Ids") */
+    size_t correlation_id_len;
     const void *body;
     size_t body_len;
     /* the delivery's decoded headers (NULL: no headers property): the tail range and the
@@ -89,6 +121,11 @@ typedef struct rq_message {
     char file_id[RQ_MSG_FILE_ID_MAX + 1];
     int64_t start, end;
     int verbatim; /* a chunk of lines (x-format "lines"): written as is, end - start == line_len */
+    /* the payload as the client sent it (what a handler gets): the JSON text of the value
+     * (payload_json 1) or the raw body (0); payload_len bytes, NUL-terminated, owned */
+    char *payload;
+    size_t payload_len;
+    int payload_json;
 } rq_message_t;
 
 /* Why a message could not be decoded, as one short sentence. */
@@ -108,8 +145,8 @@ int rq_message_decode(const rq_msg_input_t *in, double max_processing_time, rq_m
 void rq_message_clear(rq_message_t *m);
 
 /* Fills an rq_msg_input_t from a delivery's decoded properties and headers (rq_wire_decode())
- * and its body: content type, message id, headers, reply_to presence. Pointers are borrowed
- * from `w` (which must outlive *in) and `body`. */
+ * and its body: content type, message id, correlation id, headers, reply_to presence. Pointers are
+ * borrowed from `w` (which must outlive *in) and `body`. */
 void rq_message_input_from_wire(const rq_wire_msg_t *w, amqp_bytes_t body, rq_msg_input_t *in);
 
 #endif

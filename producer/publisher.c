@@ -578,6 +578,8 @@ static void message_props(const rq_publisher_t *p, rq_pub_msg_t *m, amqp_basic_p
     w.app_id = "relayq-producer";
     w.published_ms = m->published_ms;
     w.source = m->source ? m->source : RQ_WIRE_SOURCE_API;
+    w.traceparent = m->traceparent;
+    w.tracestate = m->tracestate;
     if (m->file_id == NULL) {
         /* API messages always carry the callback queue (tailed lines expect no reply), and
          * the id consumers deduplicate on: made here, one per message, kept when the message

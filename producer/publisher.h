@@ -72,7 +72,9 @@ typedef struct rq_pub_msg {
      * records: lines with their '\n', pieces of a split overlong line); adds the headers
      * x-format "lines" and x-lines. 0: the body is one line without its '\n'. */
     int chunk;
-    int64_t lines; /* chunk: complete lines ('\n's) in the body (x-lines) */
+    int64_t lines;           /* chunk: complete lines ('\n's) in the body (x-lines) */
+    const char *traceparent; /* W3C trace context headers (owned by the job's owner); NULL: */
+    const char *tracestate;  /* none (common/trace.h) */
     /* filled by the publisher */
     /* A UUID made at the first publish and kept across republishes: the correlation_id, and
      * for API messages (file_id == NULL) also the x-relayq-uid header (wire.h), unique per

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # chaos.sh - the randomized fault campaign of tests/chaos (issue 13), bounded in time.
 #
-# Runs the proxy's self-test and the checker's planted-bug test, then one campaign per seed
+# Runs the proxy's self-test, the checker's planted-bug test and a short campaign against a
+# consumer with a planted bug (it must fail), then one campaign per seed
 # against the ASan+UBSan services of ASAN_DIR (built by the caller; rq_amqp_tool from
 # BUILD_DIR), each DURATION seconds of traffic and faults plus start-up, drain and checks.
 #
@@ -39,6 +40,8 @@ part() {
 
 part "fault proxy self-test (tests/chaos/test_proxy.py)" 120 "$PYTHON" tests/chaos/test_proxy.py
 part "checker catches planted bugs (tests/chaos/test_checker.py)" 120 "$PYTHON" tests/chaos/test_checker.py
+part "the campaign catches a consumer that acks messages it never wrote (tests/chaos/test_planted.sh)" 600 \
+	env BUILD_DIR="$BUILD_DIR" bash tests/chaos/test_planted.sh
 for seed in "$@"; do
 	args=(--build-dir "$ASAN_DIR" --tool-build-dir "$BUILD_DIR" --duration "$DURATION")
 	[ -n "${CHAOS_TABLE:-}" ] && args+=(--table "$CHAOS_TABLE")

@@ -14,9 +14,10 @@ set -euo pipefail
 PACKAGES=(
 	build-essential cmake pkg-config
 	librabbitmq-dev libmicrohttpd-dev libjansson-dev uuid-dev libcriterion-dev
+	libcurl4-openssl-dev # the consumer's webhook handler (libcurl multi)
 	rabbitmq-server
 	curl wrk
-	python3 python3-yaml
+	python3 python3-yaml python3-pika # python3-pika: the foreign-client test (test_pika.py)
 	prometheus # ships promtool (Debian has no separate promtool package)
 	clang libclang-rt-14-dev # libFuzzer builds (the runtime is only a Recommends of clang)
 	openssl valgrind         # TLS test certificates; the memcheck run in make test

@@ -110,6 +110,7 @@ clang_format_check() {
 	return 1
 }
 step "clang-format" clang_format_check
+step "no function over 80 lines (scripts/check-function-length.py)" "$PYTHON" scripts/check-function-length.py
 step "README configuration table up to date" "$PYTHON" scripts/gen-readme-config.py --check
 step "fuzzing, ${FUZZ_SECONDS:-10} s per harness (scripts/fuzz.sh)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py

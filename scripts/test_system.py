@@ -281,10 +281,12 @@ class Recorder:
 
 
 def expected_text(payload):
-    """The consumer's rendering of a payload: a string verbatim, other JSON compact."""
-    if isinstance(payload, str):
+    """The consumer's rendering of a payload sent by Client (json.dumps with its defaults, so
+    the payload's text as sent is json.dumps(payload)): a string without control characters
+    verbatim, any other payload as sent, byte for byte (issue 14: no re-serialization)."""
+    if isinstance(payload, str) and not any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in payload):
         return payload
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(payload)
 
 
 def expected_reply(payload):

@@ -19,7 +19,9 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "request.h"
+#include "trace.h"
 #include "util.h"
+#include "wire.h"
 
 enum route {
     R_OTHER = 0,
@@ -109,6 +111,10 @@ typedef struct req_ctx {
     int wrong_type; /* a chunked body not declared JSON: 415, or 400 when it is empty */
     rq_http_drain_t drain;
     rq_dlq_job_t dlq; /* GET /dlq, POST /dlq/retry */
+    /* W3C trace context of the request's messages: the producer's span in the caller's
+     * trace (or a new one), and the caller's tracestate ("" when none) */
+    char traceparent[RQ_TRACEPARENT_LEN + 1];
+    char tracestate[RQ_TRACESTATE_MAX + 1];
 } req_ctx_t;
 
 static enum route route_of(const char *url)
@@ -436,6 +442,21 @@ static int query_wait(struct MHD_Connection *conn)
     return w != NULL && (strcmp(w, "true") == 0 || strcmp(w, "1") == 0 || w[0] == '\0');
 }
 
+/* The trace context of c's messages (common/trace.h): a span of the producer in the trace of
+ * the request's traceparent header, or in a new trace when it has none or a malformed one;
+ * the caller's tracestate is passed on when it can be carried. */
+static void trace_context(req_ctx_t *c)
+{
+    const char *tp = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, RQ_WIRE_HDR_TRACEPARENT);
+    const char *ts = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, RQ_WIRE_HDR_TRACESTATE);
+
+    rq_traceparent_child(tp, tp != NULL ? strlen(tp) : 0, c->traceparent);
+    c->tracestate[0] = '\0';
+    if (ts != NULL && rq_traceparent_valid(tp, tp != NULL ? strlen(tp) : 0) &&
+        rq_tracestate_valid(ts, strlen(ts)))
+        memcpy(c->tracestate, ts, strlen(ts) + 1);
+}
+
 /* The whole body arrived: validate, hand over, suspend. */
 static enum MHD_Result start_produce(req_ctx_t *c)
 {
@@ -467,6 +488,7 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     c->job.msgs = c->msgs;
     c->job.n = c->req.n;
     rq_iso8601(now_ms, c->ts);
+    trace_context(c);
     for (size_t i = 0; i < c->req.n; i++) {
         rq_pub_msg_t *m = &c->msgs[i];
         m->body = rq_item_encode(&c->req.items[i], c->ts, &m->body_len);
@@ -475,6 +497,8 @@ static enum MHD_Result start_produce(req_ctx_t *c)
         m->message_id = c->req.items[i].id;
         m->content_type = "application/json";
         m->published_ms = now_ms;
+        m->traceparent = c->traceparent;
+        m->tracestate = c->tracestate[0] ? c->tracestate : NULL;
     }
     c->job.want_reply = c->req.wait || query_wait(c->conn);
     c->job.publish_deadline_ns = now_ns + (int64_t)api->cfg->publish_timeout_ms * 1000000;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "json_alloc.h"
+#include "json_span.h"
 #include "util.h"
 
 static int fail(rq_request_error_t *err, unsigned status, const char *prefix, const char *msg)
@@ -17,10 +18,46 @@ static int fail(rq_request_error_t *err, unsigned status, const char *prefix, co
     return -1;
 }
 
-/* Validates one item object into *it. `prefix` names the item in messages ("" or
- * "messages[3]: "). */
-static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_item_t *it, int *wait,
-                      const char *prefix, rq_request_error_t *err)
+/* Copies the payload's bytes as sent (member "payload" of the item's text `span`) into
+ * it->payload_raw. Returns 0, or -1 with err filled. */
+static int copy_payload(rq_json_span_t span, rq_item_t *it, const char *prefix,
+                        rq_request_error_t *err)
+{
+    rq_json_span_t raw;
+
+    /* jansson accepted the text, so the scan finds what jansson found */
+    if (rq_json_member(span.p, span.len, "payload", &raw) != 1 || raw.len == 0)
+        return fail(err, 400, prefix, "\"payload\" could not be located in the body");
+    it->payload_raw = malloc(raw.len + 1);
+    if (it->payload_raw == NULL)
+        return fail(err, 400, prefix, "out of memory");
+    memcpy(it->payload_raw, raw.p, raw.len);
+    it->payload_raw[raw.len] = '\0';
+    it->payload_raw_len = raw.len;
+    return 0;
+}
+
+/* "fail_times": a number written as an integer (its token in the item's text `span`: the
+ * body is loaded with JSON_DECODE_INT_AS_REAL) from 0 to 100. Returns 0 or -1. */
+static int parse_fail_times(json_t *v, rq_json_span_t span, rq_item_t *it)
+{
+    rq_json_span_t tok;
+    double n;
+
+    if (!json_is_number(v) || rq_json_member(span.p, span.len, "fail_times", &tok) != 1 ||
+        !rq_json_is_integer_token(tok))
+        return -1;
+    n = json_number_value(v);
+    if (!(n >= 0 && n <= 100))
+        return -1;
+    it->fail_times = (long long)n;
+    return 0;
+}
+
+/* Validates one item object `obj` (whose text in the body is `span`) into *it. `prefix` names
+ * the item in messages ("" or "messages[3]: "). */
+static int parse_item(json_t *obj, rq_json_span_t span, int allow_wait, const rq_limits_t *lim,
+                      rq_item_t *it, int *wait, const char *prefix, rq_request_error_t *err)
 {
     json_t *v;
     char uuid[RQ_UUID_LEN + 1];
@@ -61,11 +98,8 @@ static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_it
         }
     }
     v = json_object_get(obj, "fail_times");
-    if (v != NULL) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 100)
-            return fail(err, 400, prefix, "\"fail_times\" must be an integer from 0 to 100");
-        it->fail_times = json_integer_value(v);
-    }
+    if (v != NULL && parse_fail_times(v, span, it) != 0)
+        return fail(err, 400, prefix, "\"fail_times\" must be an integer from 0 to 100");
     v = json_object_get(obj, "wait");
     if (v != NULL) {
         if (!allow_wait)
@@ -74,7 +108,7 @@ static int parse_item(json_t *obj, int allow_wait, const rq_limits_t *lim, rq_it
             return fail(err, 400, prefix, "\"wait\" must be true or false");
         *wait = json_is_true(v);
     }
-    return 0;
+    return copy_payload(span, it, prefix, err);
 }
 
 int rq_json_too_deep(const char *buf, size_t len, size_t max_depth)
@@ -120,9 +154,11 @@ static int load_object(const char *body, size_t len, const rq_limits_t *lim, rq_
         err->limit = "json_depth";
         return -1;
     }
-    /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL). */
+    /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL).
+     * Integers load as reals: one beyond 64 bits is valid JSON, and the payload is published
+     * from its bytes (copy_payload), never from the parsed value. */
     rq_json_oom_clear();
-    req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    req->root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &jerr);
     if (rq_json_oom()) { /* a syntax error or a corrupt value (json_alloc.h) */
         fail(err, 400, "", "out of memory");
         return -1;
@@ -141,9 +177,11 @@ static int load_object(const char *body, size_t len, const rq_limits_t *lim, rq_
     return 0;
 }
 
-/* POST /produce: req->root is the one item (with "wait"). Fills req->items (owned by req),
- * req->n and req->wait. Returns 0, or -1 with err filled (req for rq_request_clear()). */
-static int parse_single(const rq_limits_t *lim, rq_request_t *req, rq_request_error_t *err)
+/* POST /produce: req->root is the one item (with "wait"), body[0..len) its text. Fills
+ * req->items (owned by req), req->n and req->wait. Returns 0, or -1 with err filled (req for
+ * rq_request_clear()). */
+static int parse_single(const char *body, size_t len, const rq_limits_t *lim, rq_request_t *req,
+                        rq_request_error_t *err)
 {
     req->items = calloc(1, sizeof(*req->items));
     if (req->items == NULL) {
@@ -151,16 +189,40 @@ static int parse_single(const rq_limits_t *lim, rq_request_t *req, rq_request_er
         return -1;
     }
     req->n = 1;
-    return parse_item(req->root, 1, lim, &req->items[0], &req->wait, "", err);
+    return parse_item(req->root, rq_json_trim(body, len), 1, lim, &req->items[0], &req->wait, "",
+                      err);
 }
 
-/* POST /batch-produce: req->root holds "messages" (1..lim->max_batch items) and "wait"?.
- * Fills req->items (owned by req), req->n and req->wait. Returns 0, or -1 with err filled
- * (the first bad item named by its index; req for rq_request_clear()). */
-static int parse_batch(const rq_limits_t *lim, rq_request_t *req, rq_request_error_t *err)
+/* The texts of the req->n items of the batch body[0..len) into a new array *spans (caller
+ * frees). Returns 0, or -1 with err filled. */
+static int item_spans(const char *body, size_t len, const rq_request_t *req, rq_json_span_t **spans,
+                      rq_request_error_t *err)
+{
+    rq_json_span_t msgs;
+
+    *spans = calloc(req->n, sizeof(**spans));
+    if (*spans == NULL) {
+        fail(err, 400, "", "out of memory");
+        return -1;
+    }
+    if (rq_json_member(body, len, "messages", &msgs) != 1 ||
+        rq_json_elements(msgs.p, msgs.len, *spans, req->n) != (long)req->n) {
+        fail(err, 400, "", "\"messages\" could not be located in the body");
+        return -1;
+    }
+    return 0;
+}
+
+/* POST /batch-produce: req->root holds "messages" (1..lim->max_batch items) and "wait"?;
+ * body[0..len) is its text. Fills req->items (owned by req), req->n and req->wait. Returns 0,
+ * or -1 with err filled (the first bad item named by its index; req for rq_request_clear()). */
+static int parse_batch(const char *body, size_t len, const rq_limits_t *lim, rq_request_t *req,
+                       rq_request_error_t *err)
 {
     json_t *msgs, *v;
+    rq_json_span_t *spans = NULL;
     char prefix[48];
+    int rc = -1;
 
     msgs = json_object_get(req->root, "messages");
     if (!json_is_array(msgs)) {
@@ -187,18 +249,24 @@ static int parse_batch(const rq_limits_t *lim, rq_request_t *req, rq_request_err
         }
         req->wait = json_is_true(v);
     }
-    req->n = json_array_size(msgs);
-    req->items = calloc(req->n, sizeof(*req->items));
+    req->items = calloc(json_array_size(msgs), sizeof(*req->items));
     if (req->items == NULL) {
         fail(err, 400, "", "out of memory");
         return -1;
     }
+    req->n = json_array_size(msgs);
+    if (item_spans(body, len, req, &spans, err) != 0)
+        goto out;
     for (size_t i = 0; i < req->n; i++) {
         snprintf(prefix, sizeof(prefix), "messages[%zu]: ", i);
-        if (parse_item(json_array_get(msgs, i), 0, lim, &req->items[i], NULL, prefix, err) != 0)
-            return -1;
+        if (parse_item(json_array_get(msgs, i), spans[i], 0, lim, &req->items[i], NULL, prefix,
+                       err) != 0)
+            goto out;
     }
-    return 0;
+    rc = 0;
+out:
+    free(spans);
+    return rc;
 }
 
 int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
@@ -208,7 +276,8 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
     req->batch = batch;
     if (load_object(body, len, lim, req, err) != 0)
         goto err;
-    if ((batch ? parse_batch(lim, req, err) : parse_single(lim, req, err)) != 0)
+    if ((batch ? parse_batch(body, len, lim, req, err) : parse_single(body, len, lim, req, err)) !=
+        0)
         goto err;
     return 0;
 
@@ -219,41 +288,76 @@ err:
 
 void rq_request_clear(rq_request_t *req)
 {
-    for (size_t i = 0; i < req->n && req->items != NULL; i++)
+    for (size_t i = 0; i < req->n && req->items != NULL; i++) {
         free(req->items[i].id);
+        free(req->items[i].payload_raw);
+    }
     free(req->items);
     json_decref(req->root);
     memset(req, 0, sizeof(*req));
 }
 
-char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len)
+/* The compact JSON text of v (JSON_ENCODE_ANY) into a new heap string (caller frees), its
+ * length in *len; NULL on failure. Not json_dumps(): jansson (2.14) ignores a failed append
+ * of an object key and returns the text without it. Dumping into a buffer of the right size
+ * cannot fail that way. */
+static char *dump(const json_t *v, size_t *len)
 {
-    json_t *o = json_pack("{s:s,s:O,s:f,s:s,s:s}", "id", item->id, "payload", item->payload,
-                          "processing_time", item->processing_time, "timestamp", timestamp,
-                          "source", "api");
-    char *text;
-    size_t need;
+    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+    size_t need = json_dumpb(v, NULL, 0, flags);
+    char *text = need > 0 ? malloc(need + 1) : NULL;
 
-    if (o == NULL)
-        return NULL;
-    /* a failed set must not publish the message without its fail_times */
-    if (item->fail_times >= 0 &&
-        json_object_set_new(o, "fail_times", json_integer(item->fail_times)) != 0) {
-        json_decref(o);
-        return NULL;
-    }
-    /* Not json_dumps(): jansson (2.14) ignores a failed append of an object key and returns
-     * the text without it. Dumping into a buffer of the right size cannot fail that way. */
-    need = json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_ENCODE_ANY);
-    text = need > 0 ? malloc(need + 1) : NULL;
-    if (text != NULL && json_dumpb(o, text, need, JSON_COMPACT | JSON_ENCODE_ANY) != need) {
+    if (text != NULL && json_dumpb(v, text, need, flags) != need) {
         free(text);
-        text = NULL;
+        return NULL;
     }
-    json_decref(o);
     if (text != NULL) {
         text[need] = '\0';
         *len = need;
     }
+    return text;
+}
+
+char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len)
+{
+    static const char head[] = "{\"id\":", mid[] = ",\"payload\":";
+    json_t *id = json_string(item->id);
+    json_t *o = json_pack("{s:f,s:s,s:s}", "processing_time", item->processing_time, "timestamp",
+                          timestamp, "source", "api");
+    char *id_text = NULL, *rest = NULL, *text = NULL;
+    size_t id_len = 0, rest_len = 0, at;
+
+    if (id == NULL || o == NULL || item->payload_raw == NULL)
+        goto out;
+    /* a failed set must not publish the message without its fail_times */
+    if (item->fail_times >= 0 &&
+        json_object_set_new(o, "fail_times", json_integer(item->fail_times)) != 0)
+        goto out;
+    id_text = dump(id, &id_len);
+    rest = dump(o, &rest_len); /* {"processing_time":...}: its '{' becomes the ',' */
+    if (id_text == NULL || rest == NULL)
+        goto out;
+    text =
+        malloc(sizeof(head) - 1 + id_len + sizeof(mid) - 1 + item->payload_raw_len + rest_len + 1);
+    if (text == NULL)
+        goto out;
+    memcpy(text, head, sizeof(head) - 1);
+    at = sizeof(head) - 1;
+    memcpy(text + at, id_text, id_len);
+    at += id_len;
+    memcpy(text + at, mid, sizeof(mid) - 1);
+    at += sizeof(mid) - 1;
+    memcpy(text + at, item->payload_raw, item->payload_raw_len);
+    at += item->payload_raw_len;
+    memcpy(text + at, rest, rest_len);
+    text[at] = ',';
+    at += rest_len;
+    text[at] = '\0';
+    *len = at;
+out:
+    free(id_text);
+    free(rest);
+    json_decref(id);
+    json_decref(o);
     return text;
 }

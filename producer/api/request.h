@@ -6,6 +6,13 @@
  *           "wait"?: bool}
  * Batch:   {"messages": [item, ...], "wait"?: bool}   (items as single, without "wait")
  * Every item is validated before anything is published: one bad item rejects the batch.
+ *
+ * Payloads pass through unchanged: the payload's bytes as the client sent them (0.1, 19.99,
+ * 1e-7, integers of any length, escapes, whitespace inside the value) are what
+ * rq_item_encode() publishes. jansson only validates: the body is loaded with
+ * JSON_DECODE_INT_AS_REAL, so an integer beyond 64 bits is valid (a number whose magnitude
+ * overflows a double, such as 1e400, is still refused), and "fail_times" must be written as
+ * an integer (no fraction or exponent), as before.
  */
 #ifndef RQ_REQUEST_H
 #define RQ_REQUEST_H
@@ -22,8 +29,10 @@ typedef struct rq_limits {
 } rq_limits_t;
 
 typedef struct rq_item {
-    char *id;        /* heap: given or a new UUID */
-    json_t *payload; /* borrowed from the request's root */
+    char *id;          /* heap: given or a new UUID */
+    json_t *payload;   /* borrowed from the request's root (numbers as reals: validation only) */
+    char *payload_raw; /* heap, owned: the payload's bytes as sent (no surrounding whitespace), */
+    size_t payload_raw_len; /* NUL-terminated; what rq_item_encode() publishes */
     double processing_time;
     long long fail_times; /* -1 when absent */
 } rq_item_t;
@@ -61,7 +70,8 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
 void rq_request_clear(rq_request_t *req);
 
 /* Serializes the message published for an item:
- * {"id","payload","processing_time","timestamp","source":"api"[,"fail_times"]}.
+ * {"id","payload","processing_time","timestamp","source":"api"[,"fail_times"]}, compact,
+ * with item->payload_raw spliced in as the payload (the client's bytes, unchanged).
  * Returns a heap string (caller frees) with its length in *len, or NULL on failure. */
 char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len);
 

@@ -421,11 +421,11 @@ def hostile_messages(seed):
         out.append((mid, dict(body=body, content_type=ct, message_id=mid, headers=headers, **kw)))
 
     add('{"payload": "HOSTILE MID broken"')
-    add('[1, 2, "HOSTILE MID"]')
+    add('{"payload": "HOSTILE MID", "fail_times": 1.5}')
     add('{"payload": "HOSTILE MID", "processing_time": "slow"}')
     add('{"payload": "HOSTILE MID", "fail_times": -1}')
     add('{"payload": "HOSTILE MID", "id": ""}')
-    add('{"id": "HOSTILE MID no payload"}')
+    add('{"payload": 1e999, "id": "HOSTILE MID overflow"}')
     add('{"payload": "HOSTILE MID", "id": 5}')
     add(b'{"payload": "HOSTILE \xff\xfe"}')
     add(b"\x89PNG HOSTILE", ct="image/png")

@@ -187,6 +187,10 @@ step "wire: frame_max 4096 and send deadlines vs a frozen/alarmed broker, AMQP a
 	"$PY" "$here/test_wire_review.py" --build-dir "$BUILD_DIR"
 step "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
+step "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \
+	"$PY" "$here/test_payloads.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
+step "foreign clients: pika RPC client vs our consumer, pika worker vs our producer (test_pika.py)" 120 \
+	/usr/bin/python3 "$here/test_pika.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
 
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"

@@ -432,3 +432,47 @@ Test(wire, dropped_on_copy)
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
         cr_expect_not(rq_wire_dropped_on_copy(amqp_cstring_bytes(kept[i])), "%s", kept[i]);
 }
+
+/* Trace context (issue 14): encoded after the contract's headers, decoded when valid, and a
+ * foreign client's odd trace header is ignored, never a reason to refuse the message. */
+Test(wire, trace_headers_round_trip_and_bad_ones_are_ignored)
+{
+    static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    rq_wire_out_t o;
+    amqp_basic_properties_t props;
+    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX], bad[3];
+    rq_wire_msg_t m;
+    rq_wire_error_t err;
+
+    memset(&o, 0, sizeof(o));
+    o.message_id = "m1";
+    o.source = RQ_WIRE_SOURCE_API;
+    o.published_ms = 1;
+    o.traceparent = tp;
+    o.tracestate = "congo=t61rcWkgMzE";
+    rq_wire_encode(&o, &props, hdr);
+    cr_assert_eq(rq_wire_decode(&props, &m, &err), 0, "%s", err.text);
+    cr_assert_eq(m.traceparent.state, RQ_WIRE_OK);
+    cr_expect_eq(m.traceparent.v.len, strlen(tp));
+    cr_expect_eq(memcmp(m.traceparent.v.bytes, tp, strlen(tp)), 0);
+    cr_assert_eq(m.tracestate.state, RQ_WIRE_OK);
+    cr_expect_eq(m.tracestate.v.len, 17);
+
+    /* A boolean traceparent, a malformed one after it, a tracestate with CR LF. */
+    bad[0].key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACEPARENT);
+    bad[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    bad[0].value.value.boolean = 1;
+    bad[1].key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACEPARENT);
+    bad[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    bad[1].value.value.bytes = amqp_cstring_bytes("00-zz-yy-01");
+    bad[2].key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACESTATE);
+    bad[2].value.kind = AMQP_FIELD_KIND_UTF8;
+    bad[2].value.value.bytes = amqp_cstring_bytes("a=b\r\nx: y");
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_HEADERS_FLAG;
+    props.headers.num_entries = 3;
+    props.headers.entries = bad;
+    cr_expect_eq(rq_wire_decode(&props, &m, &err), 0, "never refused for its trace headers");
+    cr_expect_eq(m.traceparent.state, RQ_WIRE_ABSENT);
+    cr_expect_eq(m.tracestate.state, RQ_WIRE_ABSENT);
+}

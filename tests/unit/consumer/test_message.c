@@ -55,25 +55,28 @@ static const dcase_t cases[] = {
          "{\"id\":\"a2\",\"payload\":\"hi\",\"processing_time\":0.5,"
          "\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"source\":\"api\"}",
          "a2", "hi", 0.5, 0, 0),
-    GOOD("object payload keeps key order, compact", JSON, NULL,
+    /* issue 14: a payload is written as sent (test_message_raw.c has the whole table) */
+    GOOD("object payload as sent, spaces kept", JSON, NULL,
          "{\"id\":\"o\",\"payload\": { \"b\" : 1, \"a\" : [1, 2, {\"c\": null}] } }", "o",
-         "{\"b\":1,\"a\":[1,2,{\"c\":null}]}", 0, 0, 0),
-    GOOD("array payload", JSON, NULL, "{\"id\":\"x\",\"payload\":[\"a\", true, false]}", "x",
-         "[\"a\",true,false]", 0, 0, 0),
+         "{ \"b\" : 1, \"a\" : [1, 2, {\"c\": null}] }", 0, 0, 0),
+    GOOD("array payload as sent", JSON, NULL, "{\"id\":\"x\",\"payload\":[\"a\", true, false]}",
+         "x", "[\"a\", true, false]", 0, 0, 0),
     GOOD("integer payload", JSON, NULL, "{\"id\":\"x\",\"payload\":42}", "x", "42", 0, 0, 0),
     GOOD("real payload", JSON, NULL, "{\"id\":\"x\",\"payload\":1.5}", "x", "1.5", 0, 0, 0),
     GOOD("true payload", JSON, NULL, "{\"id\":\"x\",\"payload\":true}", "x", "true", 0, 0, 0),
     GOOD("null payload is present", JSON, NULL, "{\"id\":\"x\",\"payload\":null}", "x", "null", 0,
          0, 0),
     GOOD("empty string payload", JSON, NULL, "{\"id\":\"x\",\"payload\":\"\"}", "x", "", 0, 0, 0),
-    GOOD("string payload is verbatim (escapes decoded)", JSON, NULL,
-         "{\"id\":\"x\",\"payload\":\"a\\\"b\\\\c\\tz \\u00e9\"}", "x", "a\"b\\c\tz \xC3\xA9", 0, 0,
+    GOOD("string payload without control characters is verbatim (escapes decoded)", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":\"a\\\"b\\\\c z \\u00e9\"}", "x", "a\"b\\c z \xC3\xA9", 0, 0,
          0),
-    GOOD("string payload with NUL", JSON, NULL, "{\"id\":\"x\",\"payload\":\"a\\u0000b\"}", "x",
-         "a\0b", 0, 0, 0),
-    GOOD("non-ASCII escaped in object payload stays UTF-8", JSON, NULL,
-         "{\"id\":\"x\",\"payload\":{\"k\":\"\\u20ac\"}}", "x", "{\"k\":\"\xE2\x82\xAC\"}", 0, 0,
-         0),
+    GOOD("string payload with a tab is written as sent", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":\"a\\\"b\\\\c\\tz \\u00e9\"}", "x",
+         "\"a\\\"b\\\\c\\tz \\u00e9\"", 0, 0, 0),
+    GOOD("string payload with NUL is written as sent", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":\"a\\u0000b\"}", "x", "\"a\\u0000b\"", 0, 0, 0),
+    GOOD("non-ASCII escaped in object payload stays as sent", JSON, NULL,
+         "{\"id\":\"x\",\"payload\":{\"k\":\"\\u20ac\"}}", "x", "{\"k\":\"\\u20ac\"}", 0, 0, 0),
     GOOD("id falls back to message_id", JSON, "mid-7", "{\"payload\":\"p\"}", "mid-7", "p", 0, 0,
          0),
     GOOD("null id falls back to message_id", JSON, "mid-8", "{\"id\":null,\"payload\":\"p\"}",
@@ -105,11 +108,21 @@ static const dcase_t cases[] = {
     GOOD("unknown members are ignored", JSON, NULL,
          "{\"id\":\"x\",\"payload\":1,\"extra\":{\"deep\":[1]},\"source\":7}", "x", "1", 0, 0, 0),
 
+    /* issue 14: JSON without the envelope is the payload itself; no id at all: a UUID (NULL) */
+    GOOD("no payload member: the body is the payload", JSON, "m",
+         "{\"id\":\"x\",\"processing_time\":1}", "m", "{\"id\":\"x\",\"processing_time\":1}", 0, 0,
+         0),
+    GOOD("missing id and message_id: a UUID", JSON, NULL, "{\"payload\":1}", NULL, "1", 0, 0, 0),
+    GOOD("empty message_id does not count as an id", JSON, "", "{\"payload\":1}", NULL, "1", 0, 0,
+         0),
+    GOOD("array body is the payload", JSON, "m", "[1,2]", "m", "[1,2]", 0, 0, 0),
+    GOOD("string body is the payload", JSON, "m", "\"payload\"", "m", "payload", 0, 0, 0),
+    GOOD("number body is the payload", JSON, "m", "42", "m", "42", 0, 0, 0),
+    GOOD("null body is the payload", JSON, "m", "null", "m", "null", 0, 0, 0),
+    {"plain text without a content type is text", NULL, "m", L("hello"), 60, OK, RQ_MSG_RAW, "m",
+     L("hello"), 0, 0, 0, NULL},
+
     /* undecodable API messages */
-    FAIL("missing payload", JSON, "m", "{\"id\":\"x\",\"processing_time\":1}",
-         "missing \"payload\""),
-    FAIL("missing id and message_id", JSON, NULL, "{\"payload\":1}", "missing \"id\""),
-    FAIL("empty message_id does not count as an id", JSON, "", "{\"payload\":1}", "missing \"id\""),
     FAIL("id is a number", JSON, "m", "{\"id\":5,\"payload\":1}", "\"id\" must be"),
     FAIL("id is an object", JSON, "m", "{\"id\":{},\"payload\":1}", "\"id\" must be"),
     FAIL("id is empty", JSON, "m", "{\"id\":\"\",\"payload\":1}", "\"id\" must be"),
@@ -134,11 +147,7 @@ static const dcase_t cases[] = {
     FAIL("empty body", JSON, "m", "", "invalid JSON"),
     FAIL("invalid UTF-8 in JSON", JSON, "m", "{\"id\":\"x\",\"payload\":\"\xC3\x28\"}",
          "invalid JSON"),
-    FAIL("array body", JSON, "m", "[1,2]", "must be a JSON object"),
-    FAIL("string body", JSON, "m", "\"payload\"", "must be a JSON object"),
-    FAIL("number body", JSON, "m", "42", "must be a JSON object"),
-    FAIL("null body", JSON, "m", "null", "must be a JSON object"),
-    FAIL("plain text sent as JSON", NULL, "m", "hello", "invalid JSON"),
+    FAIL("plain text declared JSON", JSON, "m", "hello", "invalid JSON"),
     FAIL("unsupported content type", "application/xml", "m", "<a/>", "unsupported content_type"),
     FAIL("unsupported content type prefix", "application/jsonx", "m", "{\"payload\":1}",
          "unsupported content_type"),
@@ -153,10 +162,11 @@ static const dcase_t cases[] = {
      L("{\"payload\":1}"), 0, 0, 0, NULL},
     {"text/plain is a raw line", "text/plain; charset=utf-8", "f:5", L("line"), 60, OK, RQ_MSG_RAW,
      "f:5", L("line"), 0, 0, 0, NULL},
-    {"raw line without message_id", RAW, NULL, L("x"), 60, BAD, RQ_MSG_RAW, NULL, NULL, 0, 0, 0, 0,
-     "message_id"},
-    {"raw line with empty message_id", RAW, "", L("x"), 60, BAD, RQ_MSG_RAW, NULL, NULL, 0, 0, 0, 0,
-     "message_id"},
+    /* issue 14: not a tailed line (no x-file): a foreign client's text, id a UUID (NULL) */
+    {"raw line without message_id", RAW, NULL, L("x"), 60, OK, RQ_MSG_RAW, NULL, L("x"), 0, 0, 0,
+     NULL},
+    {"raw line with empty message_id", RAW, "", L("x"), 60, OK, RQ_MSG_RAW, NULL, L("x"), 0, 0, 0,
+     NULL},
 };
 
 static void run_case(const dcase_t *c)
@@ -188,7 +198,10 @@ static void run_case(const dcase_t *c)
         return;
     }
     cr_expect_eq(m.kind, c->kind, "[%s] kind", c->name);
-    cr_expect_str_eq(m.id, c->id, "[%s] id", c->name);
+    if (c->id != NULL)
+        cr_expect_str_eq(m.id, c->id, "[%s] id", c->name);
+    else /* no id anywhere: a new UUID */
+        cr_expect_eq(strlen(m.id), 36, "[%s] id %s is not a UUID", c->name, m.id);
     cr_expect_eq(m.line_len, c->line_len, "[%s] line length %zu, expected %zu", c->name, m.line_len,
                  c->line_len);
     if (m.line_len == c->line_len)

@@ -74,6 +74,8 @@ static void every_allocation(const char *name, const rq_msg_input_t *in)
             cr_assert_eq(got.tailed, want.tailed, "%s, n=%lu", name, n);
             cr_assert_eq(got.start, want.start, "%s, n=%lu", name, n);
             cr_assert_eq(got.end, want.end, "%s, n=%lu", name, n);
+            cr_assert(bytes_eq(got.payload, got.payload_len, want.payload, want.payload_len),
+                      "%s, n=%lu: payload", name, n);
             rq_message_clear(&got);
         } else {
             cr_assert(injected, "%s failed with no allocation failure: %s", name, err.text);
@@ -152,5 +154,30 @@ Test(message_oom, tailed_chunk)
     in.body_len = sizeof(body) - 1;
     in.wire = wire_of(&headers, &wire);
     every_allocation("tailed chunk", &in);
+    cr_assert_not(oom_leaks(), "memory leaked (see LeakSanitizer's report)");
+}
+
+/* issue 14: a foreign client's text (quoted: it holds a newline) and JSON without the
+ * envelope (the payload itself, id from the correlation_id) */
+Test(message_oom, foreign_text_and_bare_json)
+{
+    static const char text[] = "two\nlines";
+    static const char bare[] = "[0.1, {\"n\":123456789012345678901234567890}]";
+    rq_msg_input_t in;
+
+    memset(&in, 0, sizeof(in));
+    in.content_type = "text/plain";
+    in.content_type_len = strlen(in.content_type);
+    in.correlation_id = "corr-1";
+    in.correlation_id_len = 6;
+    in.has_reply_to = 1;
+    in.body = text;
+    in.body_len = sizeof(text) - 1;
+    every_allocation("foreign text", &in);
+    in.content_type = NULL;
+    in.content_type_len = 0;
+    in.body = bare;
+    in.body_len = sizeof(bare) - 1;
+    every_allocation("bare json", &in);
     cr_assert_not(oom_leaks(), "memory leaked (see LeakSanitizer's report)");
 }

@@ -33,7 +33,7 @@ Test(request_oom, parse_every_allocation)
 {
     rq_json_alloc_init();
     for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
-        json_t *want = json_loads(bodies[b].body, 0, NULL);
+        json_t *want = json_loads(bodies[b].body, JSON_DECODE_INT_AS_REAL, NULL);
         unsigned long n;
         int done = 0;
 
