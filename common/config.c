@@ -216,9 +216,9 @@ static const rq_cfg_desc_t settings[] = {
     S_STR("OUTPUT_FILE", "", output_file, 0, 4095, CONS, G_CONS, 0,
           "File the consumer appends each processed payload to, one per line; empty: none"),
     S_INT("BATCH_WAIT_MS", "0", batch_wait_ms, 0, 1000, CONS, G_CONS,
-          "Group-commit window: how long the consumer waits for more deliveries before one "
-          "write, fsync and ack, in milliseconds; 0 takes what has already arrived (batches "
-          "grow by themselves under load, and replies are not delayed)"),
+          "Group-commit window: how long the consumer waits, after the first message of a "
+          "group finished, for more to finish before one write, fsync and ack, in "
+          "milliseconds; 0 commits what has finished at once"),
     S_INT("DEDUP_ID_WINDOW", "50000", dedup_id_window, 1, 10000000, CONS, G_CONS,
           "Message ids the exactly-once output writer remembers (about 24 bytes each): a "
           "redelivery of an older id would be written again"),

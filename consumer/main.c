@@ -4,7 +4,8 @@
  * regular file at start-up: the same path is opened again), and never stops the consumer.
  *
  * Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when start-up fails (output file,
- * HTTP listener, memory), 2 on a configuration error.
+ * HTTP listener, memory), 2 on a configuration error (including a HANDLER that cannot be
+ * used: the handler's reason is logged).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "handler.h"
 #include "http_server.h"
 #include "http_util.h"
 #include "json_alloc.h"
@@ -153,6 +155,30 @@ out:
     return d;
 }
 
+/* Creates the HANDLER (handler.h; its metrics in `metrics`) and opens OUTPUT_FILE when set.
+ * Returns 0, 2 when the handler cannot be made (a bad HANDLER: a configuration error), or 1
+ * when the output file cannot be opened; the reason is logged. What was made is left in
+ * *handler and *out for the caller to free. */
+static int open_parts(const rq_config_t *cfg, rq_metrics_t *metrics, rq_handler_t **handler,
+                      rq_output_t **out)
+{
+    char err[512];
+
+    *handler = rq_handler_new(cfg, metrics, err, sizeof(err));
+    if (*handler == NULL) {
+        rq_error("%s", err);
+        return 2;
+    }
+    if (cfg->output_file != NULL && cfg->output_file[0] != '\0') {
+        *out = rq_output_open(cfg->output_file, (size_t)cfg->dedup_id_window, err, sizeof(err));
+        if (*out == NULL) {
+            rq_error("%s", err);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     rq_config_t cfg;
@@ -160,6 +186,7 @@ int main(int argc, char **argv)
     rq_metrics_t *metrics = NULL;
     rq_worker_metrics_t wm;
     rq_output_t *out = NULL;
+    rq_handler_t *handler = NULL;
     rq_worker_t *worker = NULL;
     struct MHD_Daemon *http = NULL;
     rq_http_common_t common;
@@ -188,14 +215,12 @@ int main(int argc, char **argv)
         rq_error("cannot create the metrics registry");
         goto out;
     }
-    if (cfg.output_file != NULL && cfg.output_file[0] != '\0') {
-        out = rq_output_open(cfg.output_file, (size_t)cfg.dedup_id_window, err, sizeof(err));
-        if (out == NULL) {
-            rq_error("%s", err);
-            goto out;
-        }
+    rc = open_parts(&cfg, metrics, &handler, &out);
+    if (rc != 0) {
+        status = rc;
+        goto out;
     }
-    worker = rq_worker_new(&cfg, out, &wm);
+    worker = rq_worker_new(&cfg, out, handler, &wm);
     if (worker == NULL) {
         rq_error("out of memory");
         goto out;
@@ -226,6 +251,7 @@ out:
         MHD_stop_daemon(http);
     rq_http_server_clear(&srv);
     rq_worker_free(worker);
+    rq_handler_free(handler);
     rq_output_free(out);
     rq_metrics_free(metrics);
     rq_config_free(&cfg);

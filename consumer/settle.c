@@ -1,7 +1,8 @@
-/* settle.c - acknowledgement planning for a batch (see settle.h). */
+/* settle.c - acknowledgement planning for a group of deliveries (see settle.h). */
 #include "settle.h"
 
-size_t rq_settle_plan(const uint64_t *tags, const rq_disp_t *disp, size_t n, rq_settle_op_t *ops)
+size_t rq_settle_plan(const uint64_t *tags, const rq_disp_t *disp, size_t n, uint64_t other,
+                      rq_settle_op_t *ops)
 {
     size_t nops = 0;
     int ascending = 1;
@@ -15,8 +16,9 @@ size_t rq_settle_plan(const uint64_t *tags, const rq_disp_t *disp, size_t n, rq_
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
 
-        /* j = end of the run of equal dispositions starting at i */
-        while (ascending && j < n && disp[j] == disp[i])
+        /* j = end of the run of equal dispositions starting at i; `multiple` would also settle
+         * `other` (outstanding, not ours), so no run reaches it */
+        while (ascending && j < n && disp[j] == disp[i] && tags[j] < other)
             j++;
         ops[nops].disp = disp[i];
         ops[nops].tag = tags[j - 1];

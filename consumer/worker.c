@@ -3,6 +3,8 @@
 
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -13,6 +15,7 @@
 
 #include "amqp_conn.h"
 #include "amqp_pub.h"
+#include "handler.h"
 #include "log.h"
 #include "message.h"
 #include "retry.h"
@@ -21,7 +24,9 @@
 #include "util.h"
 #include "wire.h"
 
-#define POLL_MS 100                     /* how often the stop flag is checked while idle */
+#define POLL_MS 100          /* how often the stop flag is checked while idle */
+#define TICK_MIN_MS 100      /* heartbeat tick (pump): every heartbeat / 4, at least this often */
+#define FRAMES_PER_PUMP 1024 /* frames read by one pump() before the loop goes round again */
 #define OUTPUT_ERROR_PAUSE_MS 1000      /* before the first retry of a failed output write */
 #define OUTPUT_ERROR_PAUSE_MAX_MS 30000 /* the pause doubles up to this (no jitter) */
 #define REPLY_CONTENT_TYPE "text/plain; charset=utf-8"
@@ -36,8 +41,13 @@
 
 enum { ST_CONNECTING = 0, ST_READY = 1, ST_STOPPING = 2 };
 
-/* Results of consume_one(). */
-enum { GOT_NOTHING = 0, GOT_DELIVERY = 1, GOT_OTHER_FRAME = 2 };
+/* Where a delivery is (item_t.state). */
+enum {
+    IT_FREE = 0, /* the slot holds no delivery */
+    IT_PENDING,  /* decoded, waiting for the handler to take it (HANDLER_CONCURRENCY) */
+    IT_RUNNING,  /* its handler job runs */
+    IT_DONE,     /* finished (or undecodable, or to requeue): waits for its group commit */
+};
 
 /* What an acked delivery leaves behind besides the ack. */
 enum {
@@ -56,6 +66,12 @@ typedef struct item {
     int attempt;   /* x-relayq-attempt of the delivery (0: first) */
     int route;     /* ROUTE_*, meaningful when disp is RQ_DISP_ACK */
     char why[256]; /* failure text for the copy's headers */
+    int state;     /* IT_* */
+    int in_group;  /* 1 while the commit in progress holds it */
+    rq_handler_job_t job;
+    char *reply; /* the handler's reply (RQ_HANDLER_OK), reply_len bytes, owned; may be NULL */
+    size_t reply_len;
+    char *meta; /* owned: the job's NUL-terminated content type, correlation id and source */
 } item_t;
 
 struct rq_worker {
@@ -68,10 +84,29 @@ struct rq_worker {
     amqp_bytes_t consumer_tag; /* malloc'd copy */
     int ever_connected;
 
-    /* the current batch, in delivery order, and scratch arrays for the commit */
+    /* the handler (handler.h) and the job descriptors it hands back */
+    rq_handler_t *handler;
+    int own_handler; /* created by rq_worker_new (none was given): freed with the worker */
+    rq_handler_job_t **jdone;
+    struct pollfd *pfd; /* [0]: the AMQP socket, then the handler's */
+    int npfd;
+    int64_t tick_ms; /* next heartbeat tick (pump) */
+
+    /* the deliveries held (at most PREFETCH_COUNT: cap slots), free slots, the decoded ones
+     * waiting for the handler (FIFO), the finished ones waiting for a commit (done) and the
+     * group being committed (grp, in delivery-tag order), with scratch arrays for the commit */
     item_t *items;
     size_t cap;
-    size_t n;
+    size_t n; /* slots in use */
+    size_t *freel;
+    size_t nfree;
+    size_t *pend;
+    size_t pend_head, npend;
+    item_t **done;
+    size_t ndone;
+    int64_t done_first_ms; /* when the first of done finished (BATCH_WAIT_MS counts from it) */
+    item_t **grp;
+    size_t ngrp;
     rq_output_line_t *olines;
     uint64_t *tags;
     rq_disp_t *disps;
@@ -93,15 +128,15 @@ struct rq_worker {
      * confirmed before their originals are acked on RQ_AMQP_CHANNEL. */
     uint64_t pub_seq;
     uint64_t *copy_tags;      /* delivery tags of the copies of the current commit */
-    size_t *copy_item;        /* the batch index of each copy's original */
+    size_t *copy_item;        /* the group index of each copy's original */
     unsigned char *copy_done; /* its confirm (ack or nack) arrived */
     unsigned char *copy_bad;  /* nacked or returned: its original is requeued, not acked */
     size_t ncopies;
     size_t copies_left;
-    int redeclare; /* a copy found no queue: reconnect (declaring the topology) after the batch */
+    int redeclare; /* a copy found no queue: reconnect (declaring the topology) after the group */
 
-    /* deliveries read while waiting for confirms, handed out before reading new ones */
-    rq_ring_t stash; /* of amqp_envelope_t: deliveries read ahead while waiting for confirms */
+    /* every delivery read (pump), in order, until a free slot takes it (intake) */
+    rq_ring_t stash; /* of amqp_envelope_t */
 
     /* shared with rq_worker_ready() */
     atomic_int state;
@@ -228,10 +263,30 @@ int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg)
     return 0;
 }
 
-rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_worker_metrics_t *wm)
+/* The handler the worker uses: h (borrowed), or one of its own made from the config. */
+static int worker_handler(rq_worker_t *w, rq_handler_t *h)
+{
+    char err[300];
+
+    if (h != NULL) {
+        w->handler = h;
+        return 0;
+    }
+    w->handler = rq_handler_new(w->cfg, NULL, err, sizeof(err));
+    if (w->handler == NULL) {
+        rq_error("%s", err);
+        return -1;
+    }
+    w->own_handler = 1;
+    return 0;
+}
+
+rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, rq_handler_t *handler,
+                           const rq_worker_metrics_t *wm)
 {
     rq_worker_t *w = calloc(1, sizeof(*w));
     size_t cap = cfg->rabbitmq.prefetch > 0 ? (size_t)cfg->rabbitmq.prefetch : 1;
+    int conc = cfg->handler_concurrency > 0 ? cfg->handler_concurrency : (int)cap;
 
     if (w == NULL)
         return NULL;
@@ -246,6 +301,14 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     atomic_init(&w->state, ST_CONNECTING);
     snprintf(w->last_error, sizeof(w->last_error), "not connected yet");
     w->items = calloc(cap, sizeof(*w->items));
+    w->freel = calloc(cap, sizeof(*w->freel));
+    w->pend = calloc(cap, sizeof(*w->pend));
+    w->done = calloc(cap, sizeof(*w->done));
+    w->grp = calloc(cap, sizeof(*w->grp));
+    w->jdone = calloc(cap, sizeof(*w->jdone));
+    /* a webhook or command job polls a few descriptors: 4 each is plenty */
+    w->npfd = 1 + 4 * conc + 8;
+    w->pfd = calloc((size_t)w->npfd, sizeof(*w->pfd));
     w->olines = calloc(cap, sizeof(*w->olines));
     w->tags = calloc(cap, sizeof(*w->tags));
     w->disps = calloc(cap, sizeof(*w->disps));
@@ -256,15 +319,19 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_wo
     w->copy_bad = calloc(cap, sizeof(*w->copy_bad));
     if (w->items == NULL || w->olines == NULL || w->tags == NULL || w->disps == NULL ||
         w->ops == NULL || w->copy_tags == NULL || w->copy_item == NULL || w->copy_done == NULL ||
-        w->copy_bad == NULL) {
+        w->copy_bad == NULL || w->freel == NULL || w->pend == NULL || w->done == NULL ||
+        w->grp == NULL || w->jdone == NULL || w->pfd == NULL || worker_handler(w, handler) < 0) {
         rq_worker_free(w);
         return NULL;
     }
+    for (size_t i = 0; i < cap; i++)
+        w->freel[i] = cap - 1 - i; /* slot 0 is handed out first */
+    w->nfree = cap;
     return w;
 }
 
-/* Frees the deliveries read ahead while waiting for confirms (the broker redelivers them
- * once the connection is gone). */
+/* Frees the deliveries read and not taken in yet (the broker redelivers them once the
+ * connection is gone). */
 static void stash_clear(rq_worker_t *w)
 {
     while (rq_ring_len(&w->stash) > 0) {
@@ -274,8 +341,8 @@ static void stash_clear(rq_worker_t *w)
     rq_ring_reset(&w->stash);
 }
 
-/* Keeps a delivery read while waiting for confirms (takes over env). Returns 0, or -1 when
- * out of memory (env is then destroyed). */
+/* Keeps a delivery read (takes over env). Returns 0, or -1 when out of memory (env is then
+ * destroyed). */
 static int stash_push(rq_worker_t *w, amqp_envelope_t *env)
 {
     amqp_envelope_t *slot = rq_ring_push(&w->stash);
@@ -288,14 +355,51 @@ static int stash_push(rq_worker_t *w, amqp_envelope_t *env)
     return 0;
 }
 
+/* Lets go of item `it` (its delivery, message, reply and metadata) and frees its slot. */
+static void item_release(rq_worker_t *w, item_t *it)
+{
+    amqp_destroy_envelope(&it->env);
+    rq_message_clear(&it->msg);
+    free(it->reply);
+    free(it->meta);
+    memset(it, 0, sizeof(*it));
+    w->freel[w->nfree++] = (size_t)(it - w->items);
+    w->n--;
+}
+
+/* Lets go of every delivery held, whatever its state (the handler's jobs must have been
+ * cancelled): the broker redelivers them once the connection is gone. */
+static void release_all(rq_worker_t *w)
+{
+    if (w->items == NULL || w->freel == NULL)
+        return;
+    for (size_t i = 0; i < w->cap; i++) {
+        if (w->items[i].state != IT_FREE)
+            item_release(w, &w->items[i]);
+    }
+    w->npend = w->pend_head = 0;
+    w->ndone = w->ngrp = 0;
+}
+
 void rq_worker_free(rq_worker_t *w)
 {
     if (w == NULL)
         return;
     if (w->conn != NULL)
         amqp_destroy_connection(w->conn);
+    if (w->handler != NULL)
+        rq_handler_cancel_all(w->handler);
+    release_all(w);
+    if (w->own_handler)
+        rq_handler_free(w->handler);
     stash_clear(w);
     rq_ring_clear(&w->stash);
+    free(w->freel);
+    free(w->pend);
+    free(w->done);
+    free(w->grp);
+    free(w->jdone);
+    free(w->pfd);
     free(w->copy_tags);
     free(w->copy_item);
     free(w->copy_done);
@@ -337,10 +441,13 @@ int rq_worker_ready(void *arg, char *reason, size_t reasonlen)
     return 0;
 }
 
-/* Forgets a failed connection without talking to the broker: the socket is closed, and the
- * broker requeues every unsettled delivery. */
+/* Forgets a failed connection without talking to the broker: the running jobs are cancelled,
+ * every delivery held is let go of, the socket is closed, and the broker requeues every
+ * unsettled delivery. */
 static void drop_conn(rq_worker_t *w)
 {
+    rq_handler_cancel_all(w->handler);
+    release_all(w);
     rq_pubbuf_free(w->pub);
     w->pub = NULL;
     if (w->conn != NULL)
@@ -427,7 +534,7 @@ static void note_confirm(rq_worker_t *w, uint64_t tag, int multiple, int acked)
         if (!acked) {
             w->copy_bad[k] = 1;
             rq_warn("the broker refused (nacked) the copy of delivery %llu: requeueing it",
-                    (unsigned long long)w->items[w->copy_item[k]].env.delivery_tag);
+                    (unsigned long long)w->grp[w->copy_item[k]]->env.delivery_tag);
         }
     }
 }
@@ -442,7 +549,7 @@ static void note_returned(rq_worker_t *w, amqp_bytes_t rk)
     size_t hits = 0;
 
     for (size_t k = 0; k < w->ncopies; k++) {
-        copy_queue(w, &w->items[w->copy_item[k]], name, sizeof(name));
+        copy_queue(w, w->grp[w->copy_item[k]], name, sizeof(name));
         if (rk.bytes != NULL && strlen(name) == rk.len && memcmp(name, rk.bytes, rk.len) == 0) {
             w->copy_bad[k] = 1;
             hits++;
@@ -458,7 +565,8 @@ static void note_returned(rq_worker_t *w, amqp_bytes_t rk)
     w->redeclare = 1;
 }
 
-/* Reads the content of a basic.deliver method frame `f` into the stash. Returns 0 or -1. */
+/* Reads the content of a basic.deliver method frame `f` into the stash (intake takes it from
+ * there). Returns 0 or -1. */
 static int stash_delivery(rq_worker_t *w, const amqp_frame_t *f, char *text, size_t textlen)
 {
     const amqp_basic_deliver_t *d = f->payload.method.decoded;
@@ -484,8 +592,8 @@ static int stash_delivery(rq_worker_t *w, const amqp_frame_t *f, char *text, siz
         snprintf(text, textlen, "out of memory keeping a delivery");
         return -1;
     }
-    rq_debug("delivery %llu read while waiting for confirms (%zu kept)",
-             (unsigned long long)d->delivery_tag, rq_ring_len(&w->stash));
+    rq_debug("delivery %llu read (%zu kept)", (unsigned long long)d->delivery_tag,
+             rq_ring_len(&w->stash));
     return 0;
 }
 
@@ -517,9 +625,9 @@ static int handle_return(rq_worker_t *w, const amqp_frame_t *f, char *text, size
     return 0;
 }
 
-/* Handles one frame that amqp_consume_message() did not (anything but a delivery read by
- * it): confirms, deliveries read while waiting for confirms, returns, closes, cancels,
- * blocked notices. Returns 0 to carry on, -1 when the connection must go (logged). */
+/* Handles one frame read by pump_frames(): deliveries (kept in the stash), confirms,
+ * returns, closes, cancels, blocked notices. Returns 0 to carry on, -1 when the connection
+ * must go (logged). */
 static int handle_frame(rq_worker_t *w, const amqp_frame_t *f)
 {
     char text[300];
@@ -589,78 +697,6 @@ fail:
     return -1;
 }
 
-/* Reads one frame that is not a basic.deliver (amqp_consume_message returned
- * AMQP_STATUS_UNEXPECTED_STATE) and handles it. Returns 0, or -1 when the connection must go. */
-static int read_other_frame(rq_worker_t *w)
-{
-    amqp_frame_t f;
-    int rc = amqp_simple_wait_frame(w->conn, &f);
-
-    if (rc != AMQP_STATUS_OK) {
-        char text[300];
-
-        snprintf(text, sizeof(text), "reading a frame: %s", amqp_error_string2(rc));
-        rq_warn("%s", text);
-        set_last_error(w, text);
-        return -1;
-    }
-    return handle_frame(w, &f);
-}
-
-/* Completes the batch item for a delivery just placed in it->env. */
-static void accept_delivery(rq_worker_t *w, item_t *it)
-{
-    int64_t pub_ms;
-
-    /* The one reading of the delivery's headers: everything after uses it->wire. */
-    rq_wire_decode(&it->env.message.properties, &it->wire, NULL);
-    pub_ms = it->wire.published_ms;
-    it->recv_ns = rq_mono_ns();
-    it->disp = RQ_DISP_REQUEUE; /* until processed */
-    it->route = ROUTE_NONE;
-    it->attempt = rq_retry_attempt(&it->wire);
-    it->why[0] = '\0';
-    memset(&it->msg, 0, sizeof(it->msg));
-    w->n++;
-    if (pub_ms > 0) {
-        int64_t lag = rq_wall_ms() - pub_ms;
-
-        rq_series_observe(w->m.consume_latency, lag > 0 ? (double)lag / 1000.0 : 0.0);
-    }
-}
-
-/* Waits up to timeout_ms for a delivery (a stashed one first) and appends it to the batch.
- * Returns GOT_DELIVERY, GOT_NOTHING (timeout), GOT_OTHER_FRAME (another frame was handled),
- * or -1 when the connection failed (logged). */
-static int consume_one(rq_worker_t *w, int timeout_ms)
-{
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    item_t *it = &w->items[w->n];
-    amqp_rpc_reply_t r;
-    char text[300];
-
-    if (rq_ring_len(&w->stash) > 0) {
-        it->env = *(amqp_envelope_t *)rq_ring_at(&w->stash, 0);
-        rq_ring_pop(&w->stash);
-        accept_delivery(w, it);
-        return GOT_DELIVERY;
-    }
-    amqp_maybe_release_buffers(w->conn);
-    r = amqp_consume_message(w->conn, &it->env, &tv, 0);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-        accept_delivery(w, it);
-        return GOT_DELIVERY;
-    }
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-        if (r.library_error == AMQP_STATUS_TIMEOUT)
-            return GOT_NOTHING;
-        if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE)
-            return read_other_frame(w) < 0 ? -1 : GOT_OTHER_FRAME;
-    }
-    rq_amqp_check_reply(r, "consume", text, sizeof(text));
-    return conn_lost(w, "%s", text);
-}
-
 /* SIGHUP: when the reopen flag is set, clears it, lets go of a rotated output file (the
  * file at OUTPUT_FILE is used from now on) and calls the reopen hook (the log). */
 static void check_reopen(rq_worker_t *w)
@@ -680,43 +716,266 @@ static void check_reopen(rq_worker_t *w)
     rq_info("SIGHUP: output file and log reopened");
 }
 
-/* Collects a batch: waits (checking *stop every POLL_MS) for a first delivery, then gathers
- * more for up to BATCH_WAIT_MS or until the prefetch count is held. Returns 0 (w->n may be 0
- * when stopping), or -1 when the connection failed. */
-static int collect(rq_worker_t *w, volatile int *stop)
+static void fail_attempt(rq_worker_t *w, item_t *it);
+
+/* Item `it` is finished (processed, failed, undecodable or to be requeued: it->disp and
+ * it->route say which): it waits in w->done for the next group commit. */
+static void mark_done(rq_worker_t *w, item_t *it)
 {
-    int64_t deadline;
+    it->state = IT_DONE;
+    if (w->ndone == 0)
+        w->done_first_ms = rq_mono_ms();
+    w->done[w->ndone++] = it;
+}
 
-    while (w->n == 0) {
-        int r;
+/* Copies the job's strings (content type, correlation id, x-source, traceparent,
+ * tracestate) NUL-terminated into it->meta and points the job at them ("" for each one
+ * absent). Returns 0, or -1 when out of memory. */
+static int build_meta(item_t *it)
+{
+    const rq_wire_msg_t *wm = &it->wire;
+    amqp_bytes_t f[5] = {wm->has_content_type ? wm->content_type : amqp_empty_bytes,
+                         wm->has_correlation_id ? wm->correlation_id : amqp_empty_bytes,
+                         wm->source.state == RQ_WIRE_OK ? wm->source.v : amqp_empty_bytes,
+                         wm->traceparent.state == RQ_WIRE_OK ? wm->traceparent.v : amqp_empty_bytes,
+                         wm->tracestate.state == RQ_WIRE_OK ? wm->tracestate.v : amqp_empty_bytes};
+    const char **to[5] = {&it->job.content_type, &it->job.correlation_id, &it->job.source,
+                          &it->job.traceparent, &it->job.tracestate};
+    size_t len = 0;
+    char *p;
 
-        if (*stop)
-            return 0;
-        check_reopen(w);
-        r = consume_one(w, POLL_MS);
-        if (r < 0)
-            return -1;
-    }
-    deadline = rq_mono_ms() + w->cfg->batch_wait_ms;
-    while (w->n < w->cap && !*stop) {
-        int64_t left = deadline - rq_mono_ms();
-        int r = consume_one(w, left > 0 ? (int)left : 0);
-
-        if (r < 0)
-            return -1;
-        if (r == GOT_NOTHING)
-            break;
+    for (int k = 0; k < 5; k++)
+        len += f[k].len + 1;
+    it->meta = malloc(len);
+    if (it->meta == NULL)
+        return -1;
+    p = it->meta;
+    for (int k = 0; k < 5; k++) {
+        if (f[k].len > 0)
+            memcpy(p, f[k].bytes, f[k].len);
+        p[f[k].len] = '\0';
+        *to[k] = p;
+        p += f[k].len + 1;
     }
     return 0;
 }
 
-/* Publishes the reply of a processed message to its reply_to queue, if it has one.
+/* Fills the handler job of decoded item `it` (handler.h: the "in" fields): the payload as
+ * the client sent it (the webhook's body, the command's stdin) and the output line (echo's
+ * reply is "Consumer processed: " and the line, byte for byte as before). Returns 0, or -1
+ * when out of memory. */
+static int prepare_job(item_t *it)
+{
+    rq_handler_job_t *j = &it->job;
+
+    memset(j, 0, sizeof(*j));
+    if (build_meta(it) < 0)
+        return -1;
+    j->payload = it->msg.payload != NULL ? it->msg.payload : it->msg.line;
+    j->payload_len = it->msg.payload != NULL ? it->msg.payload_len : it->msg.line_len;
+    j->line = it->msg.line;
+    j->line_len = it->msg.line_len;
+    j->message_id = it->msg.id;
+    j->attempt = it->attempt;
+    j->processing_time = it->msg.processing_time;
+    j->fail_times = it->msg.fail_times;
+    j->owner = it;
+    return 0;
+}
+
+/* Decodes item `it` (its delivery just taken in): an undecodable message is done at once
+ * (to the DLQ with the reason), one that cannot be decoded for lack of memory too (to be
+ * requeued); a decoded one waits for the handler (w->pend). */
+static void decode_item(rq_worker_t *w, item_t *it)
+{
+    rq_msg_input_t in;
+    rq_msg_error_t err;
+    char mid[128];
+    int rc;
+
+    rq_message_input_from_wire(&it->wire, it->env.message.body, &in);
+    rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
+    if (rc == 0 && prepare_job(it) == 0) {
+        if (it->msg.processing_capped)
+            rq_debug("message %s: processing_time capped at %g s", it->msg.id,
+                     it->msg.processing_time);
+        it->state = IT_PENDING;
+        w->pend[(w->pend_head + w->npend) % w->cap] = (size_t)(it - w->items);
+        w->npend++;
+        return;
+    }
+    printable(it->wire.has_message_id ? it->wire.message_id : amqp_empty_bytes, mid, sizeof(mid));
+    if (rc == 0 || rc == -2) {
+        rq_error("out of memory decoding message %s; requeueing it", mid);
+        it->disp = RQ_DISP_REQUEUE;
+    } else {
+        /* Straight to the DLQ with the reason in a header (GET /dlq shows it), rather than a
+         * reject whose x-death would only say "rejected". */
+        rq_warn("dead-lettering undecodable message (delivery %llu, message_id \"%s\"): %s",
+                (unsigned long long)it->env.delivery_tag, mid, err.text);
+        rq_series_inc(w->m.errors_decode);
+        snprintf(it->why, sizeof(it->why), "undecodable: %s", err.text);
+        it->route = ROUTE_DLQ_UNDECODABLE;
+        it->disp = RQ_DISP_ACK;
+    }
+    mark_done(w, it);
+}
+
+/* Takes the delivery env (owned from now on) into a free slot and decodes it. */
+static void accept_delivery(rq_worker_t *w, const amqp_envelope_t *env)
+{
+    item_t *it = &w->items[w->freel[--w->nfree]];
+    int64_t pub_ms;
+
+    memset(it, 0, sizeof(*it));
+    it->env = *env;
+    w->n++;
+    /* The one reading of the delivery's headers: everything after uses it->wire. */
+    rq_wire_decode(&it->env.message.properties, &it->wire, NULL);
+    pub_ms = it->wire.published_ms;
+    it->recv_ns = rq_mono_ns();
+    it->disp = RQ_DISP_REQUEUE; /* until processed */
+    it->route = ROUTE_NONE;
+    it->attempt = rq_retry_attempt(&it->wire);
+    if (pub_ms > 0) {
+        int64_t lag = rq_wall_ms() - pub_ms;
+
+        rq_series_observe(w->m.consume_latency, lag > 0 ? (double)lag / 1000.0 : 0.0);
+    }
+    decode_item(w, it);
+}
+
+/* Moves the deliveries read (the stash) into free slots, in order. There is always a slot:
+ * the broker delivers at most PREFETCH_COUNT unsettled messages, as many as the slots. */
+static void intake(rq_worker_t *w)
+{
+    while (rq_ring_len(&w->stash) > 0 && w->nfree > 0) {
+        accept_delivery(w, rq_ring_at(&w->stash, 0));
+        rq_ring_pop(&w->stash);
+    }
+}
+
+/* Starts the jobs of the decoded deliveries, in order, as long as the handler takes them
+ * (HANDLER_CONCURRENCY; one it cannot take now is tried again on the next round). */
+static void start_pending(rq_worker_t *w)
+{
+    while (w->npend > 0) {
+        item_t *it = &w->items[w->pend[w->pend_head]];
+
+        if (rq_handler_start(w->handler, &it->job, rq_mono_ms()) < 0)
+            return;
+        it->state = IT_RUNNING;
+        w->pend_head = (w->pend_head + 1) % w->cap;
+        w->npend--;
+    }
+}
+
+/* A job came back from the handler: maps its outcome to its item's route (OK: output line
+ * and reply; RETRY: the delay queues, then the DLQ; REJECT: the DLQ with the reason). */
+static void finish_job(rq_worker_t *w, rq_handler_job_t *j)
+{
+    item_t *it = j->owner;
+
+    it->disp = RQ_DISP_ACK;
+    switch (j->outcome) {
+    case RQ_HANDLER_OK:
+        it->route = ROUTE_NONE;
+        it->reply = j->reply;
+        it->reply_len = j->reply != NULL ? j->reply_len : 0;
+        j->reply = NULL;
+        break;
+    case RQ_HANDLER_RETRY:
+        snprintf(it->why, sizeof(it->why), "%s", j->why[0] ? j->why : "the handler failed");
+        fail_attempt(w, it);
+        break;
+    case RQ_HANDLER_REJECT:
+    default:
+        rq_series_inc(w->m.errors_failed);
+        snprintf(it->why, sizeof(it->why), "rejected: %s", j->why[0] ? j->why : "by the handler");
+        it->route = ROUTE_DLQ_FAILED;
+        break;
+    }
+    mark_done(w, it);
+}
+
+/* Hands the jobs that finished to finish_job(). */
+static void harvest(rq_worker_t *w)
+{
+    int n = rq_handler_collect(w->handler, rq_mono_ms(), w->jdone, (int)w->cap);
+
+    for (int i = 0; i < n; i++)
+        finish_job(w, w->jdone[i]);
+}
+
+/* Reads every frame that has arrived (at most FRAMES_PER_PUMP) and handles it (deliveries go
+ * to the stash, confirms are noted). `tick`: the first read may wait 1 ms, which lets
+ * rabbitmq-c send a heartbeat that is due and notice a heartbeat timeout (it does both
+ * inside amqp_simple_wait_frame_noblock when its deadline comes before the caller's).
+ * Returns 0, or -1 when the connection failed (logged). */
+static int pump_frames(rq_worker_t *w, int tick)
+{
+    for (int k = 0; k < FRAMES_PER_PUMP; k++) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = tick && k == 0 ? 1000 : 0};
+        amqp_frame_t f;
+        int rc;
+
+        amqp_maybe_release_buffers(w->conn);
+        rc = amqp_simple_wait_frame_noblock(w->conn, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            return 0;
+        if (rc != AMQP_STATUS_OK)
+            return conn_lost(w, "reading a frame: %s", amqp_error_string2(rc));
+        if (handle_frame(w, &f) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* One wait of the loop: polls the AMQP socket with the handler's descriptors for up to
+ * wait_ms (less when the handler or a heartbeat tick needs it; not at all when rabbitmq-c
+ * holds frames or bytes already), then reads what arrived (pump_frames) and collects the
+ * jobs that finished (harvest). Returns 0, or -1 when the connection failed (logged). */
+static int pump(rq_worker_t *w, int wait_ms)
+{
+    int64_t now = rq_mono_ms();
+    int hb = amqp_get_heartbeat(w->conn);
+    int buffered = amqp_frames_enqueued(w->conn) || amqp_data_in_buffer(w->conn);
+    int tick = hb > 0 && now >= w->tick_ms;
+    int hto = -1, nh;
+
+    w->pfd[0].fd = amqp_get_sockfd(w->conn);
+    w->pfd[0].events = POLLIN;
+    w->pfd[0].revents = 0;
+    nh = rq_handler_pollfds(w->handler, w->pfd + 1, w->npfd - 1, now, &hto);
+    if (hto >= 0 && hto < wait_ms)
+        wait_ms = hto;
+    if (hb > 0 && !tick && w->tick_ms - now < wait_ms)
+        wait_ms = (int)(w->tick_ms - now);
+    if (buffered || tick || wait_ms < 0)
+        wait_ms = 0;
+    if (poll(w->pfd, (nfds_t)(1 + nh), wait_ms) < 0 && errno != EINTR)
+        rq_debug("poll: %s", RQ_STRERR(errno));
+    if (buffered || tick || w->pfd[0].revents != 0) {
+        if (pump_frames(w, tick) < 0)
+            return -1;
+    }
+    if (tick) {
+        int period = hb * 1000 / 4;
+
+        w->tick_ms = rq_mono_ms() + (period > TICK_MIN_MS ? period : TICK_MIN_MS);
+    }
+    harvest(w);
+    return 0;
+}
+
+/* Publishes the reply of a processed message (the handler's) to its reply_to queue, if it
+ * has one.
  * Returns 1 when sent, 0 when there is no reply_to, -1 on a connection error. */
 static int send_reply(rq_worker_t *w, const item_t *it)
 {
     const amqp_basic_properties_t *req = &it->env.message.properties;
     amqp_basic_properties_t p;
-    amqp_bytes_t body = {.len = it->msg.reply_len, .bytes = it->msg.reply};
+    amqp_bytes_t body = {.len = it->reply_len, .bytes = it->reply};
     int rc;
 
     if (!(req->_flags & AMQP_BASIC_REPLY_TO_FLAG) || req->reply_to.len == 0)
@@ -729,10 +988,9 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
                AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_APP_ID_FLAG;
     /* a raw line that is not UTF-8 is not text */
-    p.content_type = amqp_cstring_bytes(it->msg.kind == RQ_MSG_RAW &&
-                                                !rq_utf8_valid(it->msg.reply, it->msg.reply_len)
-                                            ? "application/octet-stream"
-                                            : REPLY_CONTENT_TYPE);
+    p.content_type = amqp_cstring_bytes(
+        it->reply_len > 0 && !rq_utf8_valid(it->reply, it->reply_len) ? "application/octet-stream"
+                                                                      : REPLY_CONTENT_TYPE);
     p.delivery_mode = 1;
     p.message_id = amqp_cstring_bytes(it->msg.id);
     p.timestamp = (uint64_t)(rq_wall_ms() / 1000);
@@ -819,7 +1077,7 @@ static int build_copy(rq_worker_t *w, item_t *it, amqp_table_entry_t *entries, s
     return fit;
 }
 
-/* Publishes the copy of failed or undecodable batch item i (retry.h): to the next delay
+/* Publishes the copy of failed or undecodable group item i (retry.h): to the next delay
  * queue or to the DLQ, persistent and `mandatory` (an unroutable copy comes back as
  * basic.return), and records its delivery tag so that the commit waits for its confirm.
  * A copy that cannot be encoded is a per-message failure, never the connection's: a retry
@@ -829,7 +1087,7 @@ static int build_copy(rq_worker_t *w, item_t *it, amqp_table_entry_t *entries, s
  * Returns 0, or -1 on a connection error (logged). */
 static int publish_copy(rq_worker_t *w, size_t i)
 {
-    item_t *it = &w->items[i];
+    item_t *it = w->grp[i];
     const amqp_basic_properties_t *orig = &it->env.message.properties;
     amqp_basic_properties_t p;
     amqp_table_entry_t *entries;
@@ -878,48 +1136,31 @@ nomem:
 }
 
 /* Waits until the broker confirmed every copy published by this commit (they are then
- * stored: persistent messages in durable queues); deliveries arriving meanwhile are stashed.
- * The original of a copy that was nacked or returned is set to be requeued instead of acked.
- * Returns 0, or -1 when the connection failed or no confirm came within CONFIRM_TIMEOUT_MS
- * (logged): the caller drops the connection, and the originals, not acked, come back. */
+ * stored: persistent messages in durable queues), pumping meanwhile (deliveries arriving are
+ * kept in the stash, jobs finishing wait in w->done for the next group). The original of a
+ * copy that was nacked or returned is set to be requeued instead of acked. Returns 0, or -1
+ * when the connection failed or no confirm came within CONFIRM_TIMEOUT_MS (logged): the
+ * caller drops the connection, and the originals, not acked, come back. */
 static int wait_copies(rq_worker_t *w)
 {
     int64_t deadline = rq_mono_ms() + CONFIRM_TIMEOUT_MS;
-    char text[300];
 
     while (w->copies_left > 0) {
         int64_t left = deadline - rq_mono_ms();
-        struct timeval tv;
-        amqp_frame_t f;
-        int rc;
 
-        if (left <= 0) {
-            snprintf(text, sizeof(text),
-                     "no publisher confirm for %zu retry/dead-letter copies "
-                     "within %d ms",
-                     w->copies_left, CONFIRM_TIMEOUT_MS);
-            goto fail;
-        }
-        tv.tv_sec = left / 1000;
-        tv.tv_usec = (left % 1000) * 1000;
-        rc = amqp_simple_wait_frame_noblock(w->conn, &f, &tv);
-        if (rc == AMQP_STATUS_TIMEOUT)
-            continue;
-        if (rc != AMQP_STATUS_OK) {
-            snprintf(text, sizeof(text), "waiting for publisher confirms: %s",
-                     amqp_error_string2(rc));
-            goto fail;
-        }
-        if (handle_frame(w, &f) < 0)
+        if (left <= 0)
+            return conn_lost(w,
+                             "no publisher confirm for %zu retry/dead-letter copies "
+                             "within %d ms",
+                             w->copies_left, CONFIRM_TIMEOUT_MS);
+        if (pump(w, left < POLL_MS ? (int)left : POLL_MS) < 0)
             return -1;
     }
     for (size_t k = 0; k < w->ncopies; k++) {
         if (w->copy_bad[k])
-            w->items[w->copy_item[k]].disp = RQ_DISP_REQUEUE;
+            w->grp[w->copy_item[k]]->disp = RQ_DISP_REQUEUE;
     }
     return 0;
-fail:
-    return conn_lost(w, "%s", text);
 }
 
 /* Adds the frame of one settle operation to the commit's burst: basic.ack, or basic.nack
@@ -960,14 +1201,14 @@ static int processed(const item_t *it)
     return it->disp == RQ_DISP_ACK && it->route == ROUTE_NONE;
 }
 
-/* Counts and logs what a settled commit did with items [a, b). */
-static void account(rq_worker_t *w, size_t a, size_t b)
+/* Counts and logs what a settled commit did with the group. */
+static void account(rq_worker_t *w)
 {
     const RabbitMQConfig *rc = &w->cfg->rabbitmq;
     int64_t now = rq_mono_ns();
 
-    for (size_t i = a; i < b; i++) {
-        const item_t *it = &w->items[i];
+    for (size_t i = 0; i < w->ngrp; i++) {
+        const item_t *it = w->grp[i];
         const char *id = it->msg.id != NULL ? it->msg.id : "?";
 
         if (it->disp != RQ_DISP_ACK)
@@ -993,18 +1234,19 @@ static void account(rq_worker_t *w, size_t a, size_t b)
     }
 }
 
-static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop);
+static int hold(rq_worker_t *w, double seconds, volatile int *stop);
+static int pump(rq_worker_t *w, int wait_ms);
 
 /* commit() phase 1, copies: publishes (into the burst) the retry/DLQ copy of every failed or
- * undecodable item of [a, b) and records it for commit_settle() to await its confirm. They go
+ * undecodable item of the group and records it for commit_settle() to await its confirm. They go
  * first so that the broker stores them while the output is written and synced. A copy that
  * cannot be built changes its item's disp instead (publish_copy). Returns 0, or -1 on a
  * connection error (logged). */
-static int commit_copies(rq_worker_t *w, size_t a, size_t b)
+static int commit_copies(rq_worker_t *w)
 {
     w->ncopies = w->copies_left = 0;
-    for (size_t i = a; i < b; i++) {
-        const item_t *it = &w->items[i];
+    for (size_t i = 0; i < w->ngrp; i++) {
+        const item_t *it = w->grp[i];
 
         if (it->disp == RQ_DISP_ACK && it->route != ROUTE_NONE && publish_copy(w, i) < 0)
             return -1;
@@ -1012,14 +1254,14 @@ static int commit_copies(rq_worker_t *w, size_t a, size_t b)
     return 0;
 }
 
-/* Fills w->olines with the output lines of the processed items of [a, b), in order (the
+/* Fills w->olines with the output lines of the processed items of the group, in order (the
  * lines borrow the items' messages). Returns how many. */
-static size_t output_lines(rq_worker_t *w, size_t a, size_t b)
+static size_t output_lines(rq_worker_t *w)
 {
     size_t nok = 0;
 
-    for (size_t i = a; i < b; i++) {
-        const item_t *it = &w->items[i];
+    for (size_t i = 0; i < w->ngrp; i++) {
+        const item_t *it = w->grp[i];
         rq_output_line_t *ol = &w->olines[nok];
 
         if (!processed(it))
@@ -1045,7 +1287,7 @@ static size_t output_lines(rq_worker_t *w, size_t a, size_t b)
     return nok;
 }
 
-/* commit() phase 2, output: appends the lines of the processed items of [a, b) to the
+/* commit() phase 2, output: appends the lines of the processed items of the group to the
  * output file (one write and one sync; none without an output file or lines). A failed
  * write (disk full, I/O error) is retried here with a pause doubling from
  * OUTPUT_ERROR_PAUSE_MS to OUTPUT_ERROR_PAUSE_MAX_MS (rq_backoff_t), the deliveries held unacked:
@@ -1053,9 +1295,9 @@ static size_t output_lines(rq_worker_t *w, size_t a, size_t b)
  * while the disk is full. Only a stop (or a lost connection) gives them back to the broker. Returns
  * 0 when written (or nothing to write), 1 when *stop ended the retries (the processed items are
  * then set to be requeued), -1 on a connection error (logged). */
-static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+static int commit_output(rq_worker_t *w, volatile int *stop)
 {
-    size_t nok = output_lines(w, a, b);
+    size_t nok = output_lines(w);
     rq_backoff_t backoff;
     double pause;
     int64_t wr, lines = 0;
@@ -1078,16 +1320,16 @@ static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
         } else {
             rq_error("cannot write %zu lines to %s: %s; trying again in %.0f s", nok,
                      rq_output_path(w->out), RQ_STRERR((int)-wr), pause);
-            r = wait_processing(w, pause, stop);
+            r = hold(w, pause, stop);
         }
         if (r < 0)
             return -1;
         if (r > 0) {
             rq_error("stopping with %zu lines not written to %s: requeueing them", nok,
                      rq_output_path(w->out));
-            for (size_t i = a; i < b; i++) {
-                if (processed(&w->items[i]))
-                    w->items[i].disp = RQ_DISP_REQUEUE;
+            for (size_t i = 0; i < w->ngrp; i++) {
+                if (processed(w->grp[i]))
+                    w->grp[i]->disp = RQ_DISP_REQUEUE;
             }
             return 1;
         }
@@ -1099,17 +1341,17 @@ static int commit_output(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
     return 0;
 }
 
-/* commit() phase 3, replies: adds to the burst the reply of every processed item of [a, b)
+/* commit() phase 3, replies: adds to the burst the reply of every processed item of the group
  * that has a reply_to (none for a failed attempt, nor for a message requeued because the
  * output could not be written). Returns 0, or -1 on a connection error (logged). */
-static int commit_replies(rq_worker_t *w, size_t a, size_t b)
+static int commit_replies(rq_worker_t *w)
 {
-    for (size_t i = a; i < b; i++) {
+    for (size_t i = 0; i < w->ngrp; i++) {
         int r;
 
-        if (!processed(&w->items[i]))
+        if (!processed(w->grp[i]))
             continue;
-        r = send_reply(w, &w->items[i]);
+        r = send_reply(w, w->grp[i]);
         if (r < 0)
             return -1;
         if (r > 0)
@@ -1118,12 +1360,34 @@ static int commit_replies(rq_worker_t *w, size_t a, size_t b)
     return 0;
 }
 
+/* The lowest delivery tag held outside the group being committed (running, waiting, done
+ * since, or still in the stash), RQ_SETTLE_NO_OTHER when none: no `multiple` frame of the
+ * group's settlement may reach it (settle.h). */
+static uint64_t lowest_other(const rq_worker_t *w)
+{
+    uint64_t low = RQ_SETTLE_NO_OTHER;
+
+    for (size_t i = 0; i < w->cap; i++) {
+        const item_t *it = &w->items[i];
+
+        if (it->state != IT_FREE && !it->in_group && it->env.delivery_tag < low)
+            low = it->env.delivery_tag;
+    }
+    for (size_t i = 0; i < rq_ring_len(&w->stash); i++) {
+        const amqp_envelope_t *e = rq_ring_at(&w->stash, i);
+
+        if (e->delivery_tag < low)
+            low = e->delivery_tag;
+    }
+    return low;
+}
+
 /* commit() phase 4, settle: sends the burst and waits for the confirms of the copies (a
- * nacked or returned copy's original is set to be requeued), then settles [a, b) by each
+ * nacked or returned copy's original is set to be requeued), then settles the group by each
  * item's disp with the fewest ack/nack/reject frames (settle.h), sends them, and counts
  * and logs the batch (account). Returns 0, or -1 when the connection failed or a copy was
- * not confirmed within CONFIRM_TIMEOUT_MS (logged; nothing of [a, b) is settled then). */
-static int commit_settle(rq_worker_t *w, size_t a, size_t b)
+ * not confirmed within CONFIRM_TIMEOUT_MS (logged; nothing of the group is settled then). */
+static int commit_settle(rq_worker_t *w)
 {
     size_t nreq = 0;
     size_t nops;
@@ -1136,13 +1400,13 @@ static int commit_settle(rq_worker_t *w, size_t a, size_t b)
         return -1;
     w->ncopies = w->copies_left = 0;
 
-    for (size_t i = a; i < b; i++) {
-        w->tags[i - a] = w->items[i].env.delivery_tag;
-        w->disps[i - a] = w->items[i].disp;
-        if (w->items[i].disp == RQ_DISP_REQUEUE)
+    for (size_t i = 0; i < w->ngrp; i++) {
+        w->tags[i] = w->grp[i]->env.delivery_tag;
+        w->disps[i] = w->grp[i]->disp;
+        if (w->grp[i]->disp == RQ_DISP_REQUEUE)
             nreq++;
     }
-    nops = rq_settle_plan(w->tags, w->disps, b - a, w->ops);
+    nops = rq_settle_plan(w->tags, w->disps, w->ngrp, lowest_other(w), w->ops);
     for (size_t k = 0; k < nops; k++) {
         int rc = send_settle(w, &w->ops[k]);
 
@@ -1153,59 +1417,50 @@ static int commit_settle(rq_worker_t *w, size_t a, size_t b)
     if (flush_burst(w) < 0)
         return -1;
 
-    account(w, a, b);
+    account(w);
     rq_series_add(w->m.requeued, (double)nreq);
-    rq_series_observe(w->m.batch_size, (double)(b - a));
+    rq_series_observe(w->m.batch_size, (double)w->ngrp);
     if (rq_log_enabled(RQ_LOG_DEBUG))
-        rq_debug("batch settled: %zu deliveries, %zu frames, %zu requeued", b - a, nops, nreq);
+        rq_debug("group settled: %zu deliveries, %zu frames, %zu requeued", w->ngrp, nops, nreq);
     return 0;
 }
 
-/* Commits items [a, b) in four phases: copies (commit_copies) → output (commit_output) →
+/* Commits items the group in four phases: copies (commit_copies) → output (commit_output) →
  * replies (commit_replies) → settle (commit_settle: the copies' confirms, then the
  * settlement). After a batch whose output could not be written before a stop, pauses
  * OUTPUT_ERROR_PAUSE_MS (cut short by *stop). Returns 0, or -1 when the connection failed or a
  * copy was not confirmed (the caller drops the connection; unsettled deliveries come back). */
-static int commit(rq_worker_t *w, size_t a, size_t b, volatile int *stop)
+static int commit(rq_worker_t *w, volatile int *stop)
 {
     int out;
 
-    if (commit_copies(w, a, b) < 0)
+    if (commit_copies(w) < 0)
         return -1;
-    out = commit_output(w, a, b, stop);
-    if (out < 0 || commit_replies(w, a, b) < 0 || commit_settle(w, a, b) < 0)
+    out = commit_output(w, stop);
+    if (out < 0 || commit_replies(w) < 0 || commit_settle(w) < 0)
         return -1;
     if (out > 0)
         rq_sleep_interruptible(OUTPUT_ERROR_PAUSE_MS / 1000.0, stop);
     return 0;
 }
 
-/* Waits `seconds` of processing time, sending heartbeats so that a long wait does not look
- * like a dead connection. Returns 0 when done, 1 when *stop cut it short, -1 on a
- * connection error. */
-static int wait_processing(rq_worker_t *w, double seconds, volatile int *stop)
+/* Waits `seconds` while the group's output cannot be written (commit_output), pumping:
+ * heartbeats go out, deliveries arriving are kept, jobs that finish meanwhile wait in
+ * w->done for the next group, and no job is started. Returns 0 when done, 1 when *stop cut
+ * it short, -1 on a connection error. */
+static int hold(rq_worker_t *w, double seconds, volatile int *stop)
 {
-    int hb = amqp_get_heartbeat(w->conn);
-    double slice = hb > 0 ? hb / 2.0 : seconds;
-    int64_t end = rq_mono_ns() + (int64_t)(seconds * 1e9);
+    int64_t end = rq_mono_ms() + (int64_t)(seconds * 1000.0);
 
     for (;;) {
-        double left = (double)(end - rq_mono_ns()) / 1e9;
-        amqp_frame_t beat;
-        int rc;
+        int64_t left = end - rq_mono_ms();
 
+        if (*stop)
+            return 1;
         if (left <= 0)
             return 0;
-        if (rq_sleep_interruptible(left < slice ? left : slice, stop) < 0)
-            return 1;
-        if (hb <= 0 || (double)(end - rq_mono_ns()) <= 0)
-            continue;
-        memset(&beat, 0, sizeof(beat));
-        beat.frame_type = AMQP_FRAME_HEARTBEAT;
-        beat.channel = 0;
-        rc = amqp_send_frame(w->conn, &beat);
-        if (rc != AMQP_STATUS_OK)
-            return conn_lost(w, "sending a heartbeat: %s", amqp_error_string2(rc));
+        if (pump(w, left < POLL_MS ? (int)left : POLL_MS) < 0)
+            return -1;
     }
 }
 
@@ -1226,76 +1481,81 @@ static void fail_attempt(rq_worker_t *w, item_t *it)
     }
 }
 
-/* Decodes and processes the collected batch, committing it (in one or more parts). Returns 0,
- * or -1 when the connection failed. */
-static int process(rq_worker_t *w, volatile int *stop)
+static int by_tag(const void *a, const void *b)
 {
-    size_t from = 0; /* first item not committed yet */
+    uint64_t x = (*(item_t *const *)a)->env.delivery_tag;
+    uint64_t y = (*(item_t *const *)b)->env.delivery_tag;
 
-    for (size_t i = 0; i < w->n; i++) {
-        item_t *it = &w->items[i];
-        rq_msg_input_t in;
-        rq_msg_error_t err;
-        int rc;
-
-        rq_message_input_from_wire(&it->wire, it->env.message.body, &in);
-        rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
-        if (rc < 0) {
-            char mid[128];
-
-            printable(it->env.message.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG
-                          ? it->env.message.properties.message_id
-                          : amqp_empty_bytes,
-                      mid, sizeof(mid));
-            if (rc == -2) {
-                rq_error("out of memory decoding message %s; requeueing it", mid);
-                it->disp = RQ_DISP_REQUEUE;
-                continue;
-            }
-            /* Straight to the DLQ with the reason in a header (GET /dlq shows it), rather
-             * than a reject whose x-death would only say "rejected". */
-            rq_warn("dead-lettering undecodable message (delivery %llu, message_id \"%s\"): %s",
-                    (unsigned long long)it->env.delivery_tag, mid, err.text);
-            rq_series_inc(w->m.errors_decode);
-            snprintf(it->why, sizeof(it->why), "undecodable: %s", err.text);
-            it->route = ROUTE_DLQ_UNDECODABLE;
-            it->disp = RQ_DISP_ACK;
-            continue;
-        }
-        if (it->msg.processing_capped)
-            rq_debug("message %s: processing_time capped at %g s", it->msg.id,
-                     it->msg.processing_time);
-        if (it->msg.processing_time > 0) {
-            /* Do not hold finished messages back behind a wait. */
-            if (i > from) {
-                if (commit(w, from, i, stop) < 0)
-                    return -1;
-                from = i;
-            }
-            rc = wait_processing(w, it->msg.processing_time, stop);
-            if (rc < 0)
-                return -1;
-            if (rc > 0) {
-                rq_info("shutting down: message %s requeued before its processing_time ended",
-                        it->msg.id);
-                it->disp = RQ_DISP_REQUEUE;
-                continue;
-            }
-        }
-        if (rq_retry_simulated_failure(&it->msg, it->attempt, it->why, sizeof(it->why)))
-            fail_attempt(w, it);
-        it->disp = RQ_DISP_ACK;
-    }
-    return commit(w, from, w->n, stop);
+    return x < y ? -1 : x > y;
 }
 
-static void release_batch(rq_worker_t *w)
+/* Commits everything finished since the last commit (w->done) as one group, in
+ * delivery-tag order, and frees its slots. Returns 0, or -1 when the connection failed
+ * (the caller drops it: nothing of the group is settled, or part of it). */
+static int commit_done(rq_worker_t *w, volatile int *stop)
 {
-    for (size_t i = 0; i < w->n; i++) {
-        amqp_destroy_envelope(&w->items[i].env);
-        rq_message_clear(&w->items[i].msg);
+    memcpy(w->grp, w->done, w->ndone * sizeof(*w->grp));
+    w->ngrp = w->ndone;
+    w->ndone = 0;
+    qsort(w->grp, w->ngrp, sizeof(*w->grp), by_tag);
+    for (size_t i = 0; i < w->ngrp; i++)
+        w->grp[i]->in_group = 1;
+    if (commit(w, stop) < 0)
+        return -1;
+    for (size_t i = 0; i < w->ngrp; i++)
+        item_release(w, w->grp[i]);
+    w->ngrp = 0;
+    return 0;
+}
+
+/* Stop: the jobs that run are cancelled, and their deliveries, with those not started yet,
+ * are set to be requeued (they join the last group, after what had finished). */
+static void stop_jobs(rq_worker_t *w)
+{
+    rq_handler_cancel_all(w->handler);
+    for (size_t i = 0; i < w->cap; i++) {
+        item_t *it = &w->items[i];
+
+        if (it->state != IT_RUNNING && it->state != IT_PENDING)
+            continue;
+        rq_info("shutting down: message %s requeued before it was processed", it->msg.id);
+        it->disp = RQ_DISP_REQUEUE;
+        it->route = ROUTE_NONE;
+        mark_done(w, it);
     }
-    w->n = 0;
+    w->npend = w->pend_head = 0;
+}
+
+/* The loop of one connection (worker.h): takes the deliveries read in (intake), starts
+ * their jobs (start_pending), collects those finished (harvest) and commits them as a group
+ * once BATCH_WAIT_MS passed since the first of them finished (at once by default), or when
+ * every slot is done; otherwise waits (pump) for the socket, a job or the next deadline,
+ * at most POLL_MS (the stop flag and SIGHUP are checked every round). Returns 0 when *stop
+ * is set or a copy found no queue (w->redeclare), -1 when the connection failed. */
+static int serve(rq_worker_t *w, volatile int *stop)
+{
+    while (!*stop && !w->redeclare) {
+        int wait = POLL_MS;
+
+        check_reopen(w);
+        intake(w);
+        start_pending(w);
+        harvest(w);
+        if (w->ndone > 0) {
+            int64_t left = w->done_first_ms + w->cfg->batch_wait_ms - rq_mono_ms();
+
+            if (left <= 0 || w->ndone >= w->cap) {
+                if (commit_done(w, stop) < 0)
+                    return -1;
+                continue;
+            }
+            if (left < wait)
+                wait = (int)left;
+        }
+        if (pump(w, wait) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* Stops consuming and closes the connection politely. Unsettled deliveries (prefetched
@@ -1345,8 +1605,10 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
                 rq_sleep_interruptible(delay / 1000.0, stop);
                 continue;
             }
-            rq_info("consuming from queue %s on %s:%d (prefetch %d, batch wait %d ms, output %s)%s",
-                    rc->request_queue, rc->host, rc->port, rc->prefetch, w->cfg->batch_wait_ms,
+            rq_info("consuming from queue %s on %s:%d (prefetch %d, handler %s, batch wait %d ms, "
+                    "output %s)%s",
+                    rc->request_queue, rc->host, rc->port, rc->prefetch,
+                    rq_handler_kind(w->handler), w->cfg->batch_wait_ms,
                     w->out != NULL ? rq_output_path(w->out) : "none",
                     w->ever_connected ? " after reconnecting" : "");
             if (w->ever_connected)
@@ -1358,16 +1620,22 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
             w->connected_ms = rq_mono_ms();
             set_state(w, ST_READY);
         }
-        r = collect(w, stop);
-        if (r == 0 && w->n > 0)
-            r = process(w, stop);
-        release_batch(w);
+        r = serve(w, stop);
+        if (r == 0 && *stop) {
+            /* the jobs running are cancelled (requeued), what finished is committed */
+            stop_jobs(w);
+            if (w->ndone > 0)
+                r = commit_done(w, stop);
+        }
         if (r < 0) {
             drop_conn(w);
         } else if (w->redeclare) {
-            /* The batch is settled; a polite close makes sure the broker applied it (and
-             * requeues what was prefetched) before the new connection declares the topology. */
+            /* The group is settled; a polite close makes sure the broker applied it (and
+             * requeues the rest: jobs running are cancelled, what finished since is let go of)
+             * before the new connection declares the topology. */
             w->redeclare = 0;
+            rq_handler_cancel_all(w->handler);
+            release_all(w);
             rq_amqp_close(w->conn);
             w->conn = NULL;
             drop_conn(w);
@@ -1385,6 +1653,8 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
         }
     }
     set_state(w, ST_STOPPING);
+    rq_handler_cancel_all(w->handler);
+    release_all(w);
     shutdown_conn(w);
     rq_info("consumer stopped");
     return 0;

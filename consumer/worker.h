@@ -1,29 +1,50 @@
 /* worker.h - the consumer loop: one thread owning the AMQP connection.
  *
  * rq_worker_run() connects (rq_amqp_open, topology, basic.qos(PREFETCH_COUNT), a second
- * channel in confirm mode for copies, basic.consume with manual acks) and then repeats a
- * group commit:
- *   1. collect deliveries: wait for one (checking the stop flag every 100 ms), then gather
- *      more for up to BATCH_WAIT_MS or until PREFETCH_COUNT are held;
- *   2. decode each and process it: wait its processing_time (before such a wait, the
- *      messages already processed are committed, so a slow message does not hold back the
- *      replies of earlier ones), then succeed, or fail (today only the "fail_times" test
- *      aid fails a message). A failed attempt is retried through the delay queues, and
- *      after MAX_RETRIES retries dead-lettered; an undecodable message is dead-lettered at
- *      once (retry.h: attempt counter header, copies, reasons);
- *   3. commit, in four phases: copies: publish the copies of failed and undecodable
- *      deliveries (to <q>.retry.<attempt+1> or <q>.dlq); output: append the lines of the
- *      processed messages to OUTPUT_FILE with one write and one fdatasync; replies: publish
- *      their replies (to reply_to, with the correlation_id; none for a failed attempt);
- *      settle: wait for the broker to confirm the copies, then settle the batch (settle.h:
- *      ack/nack runs with `multiple`).
+ * channel in confirm mode for copies, basic.consume with manual acks) and then works on up
+ * to PREFETCH_COUNT deliveries at once through the handler (handler.h: echo, webhook or
+ * exec; asynchronous, in this same thread), each replied to and settled when it finishes,
+ * in any order (issue 14). One round of the loop:
+ *   1. intake: every delivery read is decoded into one of PREFETCH_COUNT slots (the broker
+ *      never has more unsettled); an undecodable one is finished at once (to the DLQ with
+ *      the reason: retry.h), a decoded one waits for the handler;
+ *   2. start: the waiting deliveries' jobs are started, in delivery order, as long as the
+ *      handler takes them (HANDLER_CONCURRENCY, default PREFETCH_COUNT);
+ *   3. collect: the jobs that finished come back (rq_handler_collect), in any order:
+ *      RQ_HANDLER_OK → an output line and a reply (the handler's reply; echo's is
+ *      "Consumer processed: <line>"); RETRY → the next delay queue, and after MAX_RETRIES
+ *      retries the DLQ ("processing failed after N attempts: <why>"); REJECT → the DLQ at
+ *      once ("rejected: <why>");
+ *   4. commit: everything finished since the last commit is one group, committed at once
+ *      (or BATCH_WAIT_MS after the first of it finished, to gather more into one fsync; at
+ *      once too when every slot is finished), in delivery-tag order, in four phases:
+ *      copies: publish the copies of failed and undecodable deliveries (to
+ *      <q>.retry.<attempt+1> or <q>.dlq); output: append the lines of the processed
+ *      messages to OUTPUT_FILE with one write and one fdatasync; replies: publish their
+ *      replies (to reply_to, with the correlation_id; none for a failed attempt); settle:
+ *      wait for the broker to confirm the copies, then settle the group (settle.h:
+ *      ack/nack runs with `multiple` only below the lowest delivery still held outside the
+ *      group, so a multiple never settles one that is still being processed);
+ *   5. wait (pump): poll(2) the AMQP socket (not at all when rabbitmq-c holds frames or
+ *      bytes already) with the handler's descriptors, up to the handler's deadline, the
+ *      group's BATCH_WAIT_MS, a heartbeat tick and at most 100 ms (the stop flag and SIGHUP
+ *      are checked every round); then read every frame that arrived (deliveries are kept
+ *      in order for the intake, confirms noted) and collect the finished jobs. The tick,
+ *      every heartbeat / 4 (at least 100 ms), lets rabbitmq-c's
+ *      amqp_simple_wait_frame_noblock send a heartbeat that is due and notice a heartbeat
+ *      timeout, however busy the handler keeps the loop.
+ * The commit pumps too while it waits (confirms, an output retry), so running jobs go on
+ * and the ones finishing meanwhile form the next group; it starts no job.
  * When the output cannot be written (disk full, I/O error), the write is retried holding the
- * batch: its deliveries stay unacked (not requeued, which would count against the quorum
+ * group: its deliveries stay unacked (not requeued, which would count against the quorum
  * queue's x-delivery-limit and dead-letter them while the disk is full) and the write is
- * tried again after a pause of 1 s doubling up to 30 s, sending heartbeats meanwhile. Only a
- * stop (the processed messages are then requeued) or a lost connection ends the retries.
+ * tried again after a pause of 1 s doubling up to 30 s, pumping meanwhile (heartbeats, the
+ * jobs already running finish and wait for the next group; no new job starts while the
+ * group is held). Only a stop (the group's processed messages are then requeued) or a lost
+ * connection ends the retries.
  * A socket error, heartbeat timeout, channel or connection close, or a cancelled consumer
- * drops the connection (the unsettled batch is redelivered by the broker) and reconnects
+ * drops the connection: the running jobs are cancelled (rq_handler_cancel_all), every
+ * unsettled delivery is let go of (the broker redelivers it), and the worker reconnects
  * with the shared exponential backoff with jitter (rq_backoff_t in amqp_conn.h: 200 ms
  * doubling to RQ_RECONNECT_MAX_MS), logging every attempt; readiness is false while
  * disconnected. The backoff applies after a dropped connection too and is reset only once
@@ -31,7 +52,7 @@
  * reconnects in a tight loop.
  * A per-message failure never drops the connection: an undecodable message (including one
  * whose reply could not be encoded, or an impossible tail range: message.h) is dead-lettered
- * with its reason and the rest of the batch acked; a copy that cannot be encoded is handled
+ * with its reason and the rest of the group acked; a copy that cannot be encoded is handled
  * per message (publish_copy in worker.c).
  *
  * Retry and dead-letter copies: confirmed before the original is acked. The copy is a new
@@ -42,23 +63,25 @@
  * confirm mode, `mandatory`, persistent, and the originals are acked (channel 1) only once
  * every copy of the commit is confirmed (stored in its durable queue). The original of a
  * nacked or returned copy (unroutable: its queue was deleted) is requeued instead, and after
- * such a return the connection is closed and opened again, which declares the topology
- * again; no confirm within 10 s drops the connection (the originals come back). A crash
- * between the confirm and the ack makes a duplicate copy (two retry chains of one message:
- * the output writer keeps its line once; the caller gets the first reply), never a loss.
- * Replies stay unconfirmed on channel 1 (they are transient and best effort: a lost reply
- * is a 504 for a waiting caller, never a lost message), so the common path pays nothing for
- * confirms. Deliveries that arrive while waiting for confirms are kept in order and handed
- * to the next batch. While the broker blocks publishers (memory or disk alarm) it stops
+ * such a return, once the group is settled, the connection is closed and opened again,
+ * which declares the topology again (jobs still running are cancelled and what was not
+ * settled is let go of: the broker redelivers it); no confirm within 10 s drops the connection (the
+ * originals come back). A crash between the confirm and the ack makes a duplicate copy (two retry
+ * chains of one message: the output writer keeps its line once; the caller gets the first reply),
+ * never a loss. Replies stay unconfirmed on channel 1 (they are transient and best effort: a lost
+ * reply is a 504 for a waiting caller, never a lost message), so the common path pays nothing for
+ * confirms. Deliveries read and jobs finished while waiting for confirms are kept, in
+ * order, for the next group. While the broker blocks publishers (memory or disk alarm) it stops
  * reading this connection once it publishes: replies and copies stall, and after 10 s
  * without a confirm the connection is rebuilt (a consumer that never publishes would keep
  * going; one connection per process is the simpler trade).
  *
- * Stop (the flag becomes non-zero, e.g. from SIGTERM): the current batch is finished —
- * messages without processing_time are processed and acked (or retried / dead-lettered); a
- * processing_time wait is cut short and that message requeued; an output write being retried
- * is given up and the batch's processed messages requeued — then basic.cancel, and the
- * connection is closed.
+ * Stop (the flag becomes non-zero, e.g. from SIGTERM): the running jobs are cancelled
+ * (rq_handler_cancel_all: commands killed, transfers closed, echo timers dropped) and their
+ * deliveries, with those not started yet, are requeued; what had finished is committed
+ * with them as a last group (an output write being retried is given up and its processed
+ * messages requeued) — then basic.cancel, and the connection is closed (deliveries read
+ * but not taken in are requeued by the broker). A stop does not wait for any job.
  *
  * Threads: rq_worker_run() runs in one thread; rq_worker_ready() may be called from any
  * thread (e.g. the HTTP server's).
@@ -69,6 +92,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "handler.h"
 #include "metrics.h"
 #include "output.h"
 
@@ -100,12 +124,15 @@ typedef struct rq_worker rq_worker_t;
 int rq_worker_metrics_register(rq_worker_metrics_t *wm, rq_metrics_t *reg);
 
 /* Creates a worker. `cfg` is borrowed and must outlive the worker; `out` (may be NULL: no
- * output file) is borrowed too; `wm` is copied (may be NULL: no metrics).
- * Returns NULL on allocation failure. */
-rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, const rq_worker_metrics_t *wm);
+ * output file) is borrowed too; `handler` (handler.h) is borrowed and must outlive the
+ * worker (NULL: the worker makes the one HANDLER names, without metrics, and frees it);
+ * `wm` is copied (may be NULL: no metrics). Returns NULL on allocation failure (or, without
+ * a handler given, when HANDLER is bad: logged). */
+rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, rq_handler_t *handler,
+                           const rq_worker_metrics_t *wm);
 
-/* SIGHUP support: while rq_worker_run() runs, the worker checks *flag between batches and
- * every 100 ms while idle; when non-zero it clears it, calls rq_output_reopen() on the output
+/* SIGHUP support: while rq_worker_run() runs, the worker checks *flag every round of the loop
+ * (at least every 100 ms); when non-zero it clears it, calls rq_output_reopen() on the output
  * (a rotated OUTPUT_FILE is let go of) and then fn(arg) (e.g. reopen the log), in the
  * worker's thread. flag may be NULL (no reopening); fn may be NULL. Call before
  * rq_worker_run(). */
@@ -113,7 +140,7 @@ void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *a
 
 /* Runs the loop described above in the calling thread until *stop becomes non-zero (set it
  * from a signal handler or another thread). Broker failures are retried, never fatal; so is
- * an output file error (the write is retried, the batch held unacked). Returns 0 once
+ * an output file error (the write is retried, the group held unacked). Returns 0 once
  * stopped. */
 int rq_worker_run(rq_worker_t *w, volatile int *stop);
 

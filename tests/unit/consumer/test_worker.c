@@ -1,7 +1,8 @@
-/* Unit tests for consumer/worker.c's commit state machine (issue 12).
+/* Unit tests for consumer/worker.c's commit state machine (issue 12) and its concurrent loop
+ * (issue 14).
  *
  * The file is compiled into this test (it is #included), so the static functions of the
- * loop (collect, process, commit and its phases, drop_conn) are driven directly, in states
+ * loop (pump, intake, serve, commit and its phases, drop_conn) are driven directly, in states
  * that are hard to reach against a broker at will: deliveries arriving while the copies'
  * confirms are awaited, a nacked or returned copy, an output file that cannot be written, a
  * connection lost between the copies and the acks. The worker's connection is a plain
@@ -58,7 +59,7 @@ static void fx_open(fx_t *fx, int with_output)
 
     memset(fx, 0, sizeof(*fx));
     cr_assert_eq(rq_config_defaults(&cfg), 0);
-    cfg.batch_wait_ms = 50; /* collect() gathers what the test wrote before it */
+    cfg.batch_wait_ms = 50; /* collect_held() gathers what the test wrote before it */
     if (with_output) {
         snprintf(fx->dir, sizeof(fx->dir), "/tmp/rq_test_worker.XXXXXX");
         cr_assert_not_null(mkdtemp(fx->dir));
@@ -66,7 +67,7 @@ static void fx_open(fx_t *fx, int with_output)
         fx->out = rq_output_open(fx->path, 1000, err, sizeof(err));
         cr_assert_not_null(fx->out, "%s", err);
     }
-    fx->w = rq_worker_new(&cfg, fx->out, NULL);
+    fx->w = rq_worker_new(&cfg, fx->out, NULL, NULL); /* its own handler: HANDLER=echo */
     cr_assert_not_null(fx->w);
     fx->w->conn = rq_test_tcp_peer(&fx->lfd, &fx->sfd);
     fx->w->pub = rq_pubbuf_new(fx->w->conn, 1, 1000);
@@ -85,7 +86,6 @@ static void fx_close(fx_t *fx)
 {
     char cmd[160];
 
-    release_batch(fx->w);
     drop_conn(fx->w);
     rq_worker_free(fx->w);
     amqp_destroy_connection(fx->broker); /* closes sfd */
@@ -416,6 +416,54 @@ static double now_s(void)
     return (double)rq_mono_ns() / 1e9;
 }
 
+/* ---- the loop, step by step ------------------------------------------------------------ */
+
+/* Takes in deliveries as the loop does (pump, intake), without starting their jobs: waits up
+ * to 5 s for a first one, then until none came for BATCH_WAIT_MS (what collect() did before
+ * issue 14). Returns 0, or -1 when the connection failed. */
+static int collect_held(rq_worker_t *w, volatile int *stop)
+{
+    int64_t end = rq_mono_ms() + 5000, quiet_since = rq_mono_ms();
+    size_t seen = w->n;
+
+    while (!*stop && rq_mono_ms() < end) {
+        if (pump(w, 10) < 0)
+            return -1;
+        intake(w);
+        if (w->n != seen) {
+            seen = w->n;
+            quiet_since = rq_mono_ms();
+        } else if (w->n > 0 && rq_mono_ms() - quiet_since >= w->cfg->batch_wait_ms) {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Starts the jobs of the deliveries held and runs the loop (serve's steps, without taking in
+ * more deliveries: those read meanwhile stay in the stash) until every one held is settled:
+ * a group commits once everything held is done, or BATCH_WAIT_MS after the first finished.
+ * Returns 0, or -1 when the connection failed. */
+static int process_held(rq_worker_t *w, volatile int *stop)
+{
+    int64_t end = rq_mono_ms() + 20000;
+
+    while (w->n > 0 && rq_mono_ms() < end) {
+        start_pending(w);
+        harvest(w);
+        if (w->ndone > 0 &&
+            (w->ndone == w->n || rq_mono_ms() - w->done_first_ms >= w->cfg->batch_wait_ms)) {
+            if (commit_done(w, stop) < 0)
+                return -1;
+            continue;
+        }
+        if (pump(w, 10) < 0)
+            return -1;
+    }
+    cr_assert_eq(w->n, 0, "every delivery held was settled");
+    return 0;
+}
+
 TestSuite(worker, .timeout = 30);
 
 /* ---- the settle plan ------------------------------------------------------------------- */
@@ -441,12 +489,12 @@ Test(worker, settle_plan_acks_and_requeues_the_right_delivery_tags)
         snprintf(corr, sizeof(corr), "c%d", t);
         deliver(&fx, (uint64_t)t, &d);
     }
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 5);
     confirm(&fx, 1, 0, 1); /* copy 1 (of delivery 3): stored */
     confirm(&fx, 2, 0, 0); /* copy 2 (of delivery 4): refused */
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
 
     n = read_frames(&fx, s, 16);
     cr_expect_eq(n, 8, "2 copies, 3 replies, 3 settles (got %zu)", n);
@@ -482,29 +530,27 @@ Test(worker, deliveries_read_while_waiting_for_confirms_come_back_in_order)
 
     fx_open(&fx, 0);
     deliver_json(&fx, 1, 1);
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 1);
     deliver_json(&fx, 2, 0);
     deliver_json(&fx, 3, 0);
     confirm(&fx, 1, 0, 1);
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
     cr_expect_eq(rq_ring_len(&fx.w->stash), 2, "2 and 3 kept");
     n = read_frames(&fx, s, 16);
     publishes(s, n, COPY_CHANNEL, text, sizeof(text));
     cr_expect_str_eq(text, "request_queue.retry.1;", "got %s", text);
     settles(s, n, text, sizeof(text));
     cr_expect_str_eq(text, "ack 1; ", "only 1 is settled (got %s)", text);
-    release_batch(fx.w);
-
     deliver_json(&fx, 4, 0);
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 3);
     for (size_t i = 0; i < 3; i++)
         cr_expect_eq(fx.w->items[i].env.delivery_tag, i + 2, "item %zu: delivery %llu", i,
                      (unsigned long long)fx.w->items[i].env.delivery_tag);
     cr_expect_eq(rq_ring_len(&fx.w->stash), 0);
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
     n = read_frames(&fx, s, 16);
     settles(s, n, text, sizeof(text));
     cr_expect_str_eq(text, "ack 4 m; ", "got %s", text);
@@ -533,13 +579,13 @@ Test(worker, connection_lost_mid_commit_settles_nothing_and_frees_the_stash)
                    .corr = "c"};
         deliver(&fx, (uint64_t)t, &d);
     }
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 3);
     for (uint64_t t = 4; t < 24; t++)
         deliver_json(&fx, t, 0);
     cr_assert_eq(shutdown(fx.sfd, SHUT_WR), 0); /* the worker reads EOF after them */
 
-    cr_assert_eq(process(fx.w, &fx.stop), -1, "the commit fails with the connection");
+    cr_assert_eq(process_held(fx.w, &fx.stop), -1, "the commit fails with the connection");
 
     n = read_frames(&fx, s, 16);
     publishes(s, n, COPY_CHANNEL, text, sizeof(text));
@@ -552,7 +598,6 @@ Test(worker, connection_lost_mid_commit_settles_nothing_and_frees_the_stash)
         const amqp_envelope_t *e = rq_ring_at(&fx.w->stash, i);
         cr_expect_eq(e->delivery_tag, i + 4, "kept in order");
     }
-    release_batch(fx.w);
     drop_conn(fx.w);
     cr_expect_eq(rq_ring_len(&fx.w->stash), 0);
     cr_expect_null(fx.w->conn);
@@ -598,7 +643,7 @@ Test(worker, output_write_failure_holds_the_batch_unacked_until_written)
                    .corr = t == 1 ? "c1" : "c2"};
         deliver(&fx, (uint64_t)t, &d);
     }
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 2);
     wt.sfd = fx.sfd;
     wt.early = 0;
@@ -606,7 +651,7 @@ Test(worker, output_write_failure_holds_the_batch_unacked_until_written)
     cr_assert_eq(pthread_create(&th, NULL, watch_then_heal, &wt), 0);
 
     t0 = now_s();
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
     took = now_s() - t0;
     pthread_join(th, NULL);
 
@@ -635,12 +680,12 @@ Test(worker, stop_while_the_output_fails_requeues_the_processed_and_acks_the_cop
     fx_open(&fx, 1);
     deliver(&fx, 1, &d);
     deliver_json(&fx, 2, 1);
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 2);
     confirm(&fx, 1, 0, 1);
     fx.stop = 1;
     output_fails(1);
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
     output_fails(0);
 
     n = read_frames(&fx, s, 16);
@@ -681,11 +726,11 @@ Test(worker, the_attempt_header_picks_the_next_delay_queue_or_the_dlq)
                    .nhdr = t == 1 ? 0 : 1};
         deliver(&fx, (uint64_t)t, &d);
     }
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 6);
     confirm(&fx, 6, 1, 1);
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
 
     n = read_frames(&fx, s, 16);
     cr_expect_eq(n, 7, "6 copies and one ack (got %zu)", n);
@@ -729,11 +774,11 @@ Test(worker, undecodable_and_poison_reply_messages_go_to_the_dlq_alone)
     deliver(&fx, 1, &png);
     deliver(&fx, 2, &bad);
     deliver(&fx, 3, &ok);
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 3);
     confirm(&fx, 2, 1, 1);
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
 
     n = read_frames(&fx, s, 16);
     publishes(s, n, COPY_CHANNEL, text, sizeof(text));
@@ -775,12 +820,12 @@ Test(worker, a_copy_over_the_frame_goes_to_the_dlq_without_the_headers)
     dlv_t d = {.body = json_body(b, sizeof(b), 1, 1), .hdr = h, .nhdr = 2};
     deliver(&fx, 1, &d);
     deliver_json(&fx, 2, 0);
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 2);
     cr_expect_eq(fx.w->items[0].env.message.properties.headers.num_entries, 2);
     confirm(&fx, 1, 0, 1);
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
 
     n = read_frames(&fx, s, 16);
     publishes(s, n, COPY_CHANNEL, text, sizeof(text));
@@ -816,7 +861,7 @@ Test(worker, a_returned_copy_requeues_its_original_and_asks_for_the_topology_aga
     fx_open(&fx, 0);
     deliver_json(&fx, 1, 1); /* to request_queue.retry.1: returned */
     deliver(&fx, 2, &last);  /* to request_queue.dlq: stored */
-    cr_assert_eq(collect(fx.w, &fx.stop), 0);
+    cr_assert_eq(collect_held(fx.w, &fx.stop), 0);
     cr_assert_eq(fx.w->n, 2);
     memset(&rp, 0, sizeof(rp));
     cr_assert_eq(amqp_send_method(fx.broker, COPY_CHANNEL, AMQP_BASIC_RETURN_METHOD, &ret),
@@ -824,7 +869,7 @@ Test(worker, a_returned_copy_requeues_its_original_and_asks_for_the_topology_aga
     send_content(&fx, COPY_CHANNEL, &rp, "returned body");
     confirm(&fx, 2, 1, 1);
 
-    cr_assert_eq(process(fx.w, &fx.stop), 0);
+    cr_assert_eq(process_held(fx.w, &fx.stop), 0);
 
     cr_expect_eq(fx.w->redeclare, 1, "the topology is declared again after the batch");
     n = read_frames(&fx, s, 16);
@@ -832,5 +877,110 @@ Test(worker, a_returned_copy_requeues_its_original_and_asks_for_the_topology_aga
     cr_expect_str_eq(text, "request_queue.retry.1;request_queue.dlq;", "got %s", text);
     settles(s, n, text, sizeof(text));
     cr_expect_str_eq(text, "reject 1 rq; ack 2; ", "got %s", text);
+    fx_close(&fx);
+}
+
+/* ---- concurrency (issue 14) ------------------------------------------------------------ */
+
+/* A JSON message n (reply_to, correlation id "c<n>") with a processing_time. */
+static void deliver_timed(fx_t *fx, uint64_t tag, double seconds)
+{
+    char body[160], corr[16];
+    dlv_t d = {.body = body, .reply_to = "amq.gen-cb", .corr = corr};
+
+    snprintf(body, sizeof(body),
+             "{\"id\":\"id-%d\",\"payload\":\"line-%d\",\"processing_time\":%g}", (int)tag,
+             (int)tag, seconds);
+    snprintf(corr, sizeof(corr), "c%d", (int)tag);
+    deliver(fx, tag, &d);
+}
+
+typedef struct stopper {
+    volatile int *stop;
+    int ms;
+} stopper_t;
+
+static void *stop_after(void *arg)
+{
+    stopper_t *s = arg;
+    struct timespec ts = {.tv_sec = s->ms / 1000, .tv_nsec = (long)(s->ms % 1000) * 1000000};
+
+    nanosleep(&ts, NULL);
+    *s->stop = 1;
+    return NULL;
+}
+
+/* Runs serve() (the loop of rq_worker_run) for ms milliseconds, then the stop path of
+ * rq_worker_run (the jobs running cancelled and requeued, what finished committed). */
+static void serve_for(fx_t *fx, int ms)
+{
+    stopper_t sp = {.stop = &fx->stop, .ms = ms};
+    pthread_t th;
+
+    cr_assert_eq(pthread_create(&th, NULL, stop_after, &sp), 0);
+    cr_assert_eq(serve(fx->w, &fx->stop), 0);
+    pthread_join(th, NULL);
+    stop_jobs(fx->w);
+    if (fx->w->ndone > 0)
+        cr_assert_eq(commit_done(fx->w, &fx->stop), 0);
+    cr_expect_eq(fx->w->n, 0, "nothing held after the stop");
+}
+
+/* Delivery 1 takes 400 ms, 2 and 3 none: 2 and 3 are written, replied to and acked first,
+ * each by its own frame (an ack `multiple` of 3 would also settle 1, still running), then 1
+ * on its own; every reply is the echo's "Consumer processed: <line>". */
+Test(worker, a_slow_delivery_does_not_hold_back_the_fast_ones_behind_it)
+{
+    fx_t fx;
+    seen_t s[16];
+    char text[512];
+    size_t n;
+
+    fx_open(&fx, 1);
+    deliver_timed(&fx, 1, 0.4);
+    deliver_timed(&fx, 2, 0);
+    deliver_timed(&fx, 3, 0);
+    serve_for(&fx, 700);
+
+    n = read_frames(&fx, s, 16);
+    settles(s, n, text, sizeof(text));
+    cr_expect_str_eq(text, "ack 2; ack 3; ack 1; ", "got %s", text);
+    publishes(s, n, RQ_AMQP_CHANNEL, text, sizeof(text));
+    cr_expect_str_eq(text, "amq.gen-cb;amq.gen-cb;amq.gen-cb;", "got %s", text);
+    cr_expect_str_eq(s[0].corr, "c2");
+    cr_expect_str_eq(s[1].corr, "c3");
+    cr_expect_eq(s[2].id, AMQP_BASIC_ACK_METHOD, "2 and 3 are settled before 1's reply");
+    cr_expect_str_eq(s[4].corr, "c1", "the slow one's reply comes last");
+    cr_expect_str_eq(s[4].body, "Consumer processed: line-1");
+    cr_expect_str_eq(read_file(fx.path), "line-2\nline-3\nline-1\n");
+    fx_close(&fx);
+}
+
+/* A stop while 1 and 3 run (5 s each): 2 (no processing_time) is written and acked, the
+ * running two are cancelled and requeued (no line, no reply), after 2's group: one nack
+ * `multiple`, nothing else being outstanding by then. */
+Test(worker, stop_requeues_the_running_jobs_and_keeps_the_finished)
+{
+    fx_t fx;
+    seen_t s[16];
+    char text[512];
+    size_t n;
+    double t0, took;
+
+    fx_open(&fx, 1);
+    deliver_timed(&fx, 1, 5);
+    deliver_timed(&fx, 2, 0);
+    deliver_timed(&fx, 3, 5);
+    t0 = now_s();
+    serve_for(&fx, 300);
+    took = now_s() - t0;
+
+    cr_expect_lt(took, 1.0, "the stop does not wait for the jobs (took %.2f s)", took);
+    n = read_frames(&fx, s, 16);
+    settles(s, n, text, sizeof(text));
+    cr_expect_str_eq(text, "ack 2; nack 3 m rq; ", "got %s", text);
+    publishes(s, n, RQ_AMQP_CHANNEL, text, sizeof(text));
+    cr_expect_str_eq(text, "amq.gen-cb;", "one reply: 2's (got %s)", text);
+    cr_expect_str_eq(read_file(fx.path), "line-2\n");
     fx_close(&fx);
 }
