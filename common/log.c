@@ -194,6 +194,21 @@ static void write_all(const char *buf, size_t len)
     }
 }
 
+/* The trace id of this thread's current message ("" for none): rq_log_set_trace(). */
+static _Thread_local char log_trace[33];
+
+void rq_log_set_trace(const char *trace_id, size_t len)
+{
+    if (trace_id == NULL || len == 0) {
+        log_trace[0] = '\0';
+        return;
+    }
+    if (len > sizeof(log_trace) - 1)
+        len = sizeof(log_trace) - 1;
+    memcpy(log_trace, trace_id, len);
+    log_trace[len] = '\0';
+}
+
 void rq_logv(rq_log_level_t level, const char *fmt, va_list ap)
 {
     if (!rq_log_enabled(level) || !fmt)
@@ -227,14 +242,17 @@ void rq_logv(rq_log_level_t level, const char *fmt, va_list ap)
     const char *lvl = rq_log_level_name(level);
     size_t svc_len = strlen(log_service);
     /* {"ts":"","level":"","service":"","msg":""}\n is 43 bytes; 64 leaves slack. */
-    size_t cap = 64 + RQ_ISO8601_LEN + strlen(lvl) + RQ_ESC_MAX(svc_len) + RQ_ESC_MAX(msg_len);
+    size_t cap = 64 + RQ_ISO8601_LEN + strlen(lvl) + RQ_ESC_MAX(svc_len) + RQ_ESC_MAX(msg_len) +
+                 14 + RQ_ESC_MAX(sizeof(log_trace));
     if (cap > sizeof(line_stack)) {
         line = malloc(cap);
         if (!line) {
             line = line_stack;
             cap = sizeof(line_stack);
             /* Out of memory: shorten the message so the record still fits. */
-            size_t room = (cap - 64 - RQ_ISO8601_LEN - strlen(lvl) - RQ_ESC_MAX(svc_len)) / 6;
+            size_t room = (cap - 64 - RQ_ISO8601_LEN - strlen(lvl) - RQ_ESC_MAX(svc_len) - 14 -
+                           RQ_ESC_MAX(sizeof(log_trace))) /
+                          6;
             if (msg_len > room)
                 msg_len = room;
         }
@@ -243,6 +261,11 @@ void rq_logv(rq_log_level_t level, const char *fmt, va_list ap)
     char *p = line;
     p += snprintf(p, cap, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":\"", ts, lvl);
     p += json_escape(p, log_service, svc_len);
+    if (log_trace[0] != '\0') {
+        memcpy(p, "\",\"trace_id\":\"", 14);
+        p += 14;
+        p += json_escape(p, log_trace, strlen(log_trace));
+    }
     memcpy(p, "\",\"msg\":\"", 9);
     p += 9;
     p += json_escape(p, msg, msg_len);

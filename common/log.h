@@ -11,6 +11,7 @@
 #define RQ_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 typedef enum {
     RQ_LOG_DEBUG = 0,
@@ -36,6 +37,11 @@ const char *rq_log_level_name(rq_log_level_t level);
 int rq_log_enabled(rq_log_level_t level);
 
 /* Writes one record if `level` is enabled. Never fails visibly. */
+/* Sets the trace id (len bytes, at most 32, copied) that this thread's next log lines carry
+ * as a "trace_id" field, for the lines about one message (W3C trace context, trace.h);
+ * NULL or len 0 clears it. Thread-local: other threads' lines are not affected. */
+void rq_log_set_trace(const char *trace_id, size_t len);
+
 void rq_log(rq_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rq_logv(rq_log_level_t level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));

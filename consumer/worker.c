@@ -21,6 +21,7 @@
 #include "retry.h"
 #include "ring.h"
 #include "settle.h"
+#include "trace.h"
 #include "util.h"
 #include "wire.h"
 
@@ -169,6 +170,16 @@ static int conn_lost(rq_worker_t *w, const char *fmt, ...)
     rq_warn("broker connection lost: %s", text);
     set_last_error(w, text);
     return -1;
+}
+
+/* The trace id of it's message (its traceparent header) on the log lines that follow, or
+ * none with NULL: every line about one message carries its trace (log.h). */
+static void trace_log(const struct item *it)
+{
+    if (it != NULL && it->wire.traceparent.state == RQ_WIRE_OK)
+        rq_log_set_trace((const char *)it->wire.traceparent.v.bytes + 3, RQ_TRACE_ID_LEN);
+    else
+        rq_log_set_trace(NULL, 0);
 }
 
 static void set_state(rq_worker_t *w, int st)
@@ -797,8 +808,9 @@ static void decode_item(rq_worker_t *w, item_t *it)
     rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
     if (rc == 0 && prepare_job(it) == 0) {
         if (it->msg.processing_capped)
-            rq_debug("message %s: processing_time capped at %g s", it->msg.id,
-                     it->msg.processing_time);
+            trace_log(it);
+        rq_debug("message %s: processing_time capped at %g s", it->msg.id, it->msg.processing_time);
+        trace_log(NULL);
         it->state = IT_PENDING;
         w->pend[(w->pend_head + w->npend) % w->cap] = (size_t)(it - w->items);
         w->npend++;
@@ -806,13 +818,17 @@ static void decode_item(rq_worker_t *w, item_t *it)
     }
     printable(it->wire.has_message_id ? it->wire.message_id : amqp_empty_bytes, mid, sizeof(mid));
     if (rc == 0 || rc == -2) {
+        trace_log(it);
         rq_error("out of memory decoding message %s; requeueing it", mid);
+        trace_log(NULL);
         it->disp = RQ_DISP_REQUEUE;
     } else {
         /* Straight to the DLQ with the reason in a header (GET /dlq shows it), rather than a
          * reject whose x-death would only say "rejected". */
+        trace_log(it);
         rq_warn("dead-lettering undecodable message (delivery %llu, message_id \"%s\"): %s",
                 (unsigned long long)it->env.delivery_tag, mid, err.text);
+        trace_log(NULL);
         rq_series_inc(w->m.errors_decode);
         snprintf(it->why, sizeof(it->why), "undecodable: %s", err.text);
         it->route = ROUTE_DLQ_UNDECODABLE;
@@ -976,12 +992,15 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     const amqp_basic_properties_t *req = &it->env.message.properties;
     amqp_basic_properties_t p;
     amqp_bytes_t body = {.len = it->reply_len, .bytes = it->reply};
-    int rc;
+    amqp_table_entry_t th[2];
+    int rc, nth = 0;
 
     if (!(req->_flags & AMQP_BASIC_REPLY_TO_FLAG) || req->reply_to.len == 0)
         return 0;
     if (strlen(it->msg.id) > 255) { /* the decoder refuses these (message.h): never reached */
+        trace_log(it);
         rq_warn("message %.64s...: no reply, its id does not fit a message_id", it->msg.id);
+        trace_log(NULL);
         return 0;
     }
     memset(&p, 0, sizeof(p));
@@ -998,6 +1017,20 @@ static int send_reply(rq_worker_t *w, const item_t *it)
     if (req->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
         p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
         p.correlation_id = req->correlation_id;
+    }
+    /* The reply carries the message's trace context back (trace.h). */
+    if (it->wire.traceparent.state == RQ_WIRE_OK) {
+        th[nth].key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACEPARENT);
+        th[nth].value.kind = AMQP_FIELD_KIND_UTF8;
+        th[nth++].value.value.bytes = it->wire.traceparent.v;
+        if (it->wire.tracestate.state == RQ_WIRE_OK) {
+            th[nth].key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACESTATE);
+            th[nth].value.kind = AMQP_FIELD_KIND_UTF8;
+            th[nth++].value.value.bytes = it->wire.tracestate.v;
+        }
+        p._flags |= AMQP_BASIC_HEADERS_FLAG;
+        p.headers.num_entries = nth;
+        p.headers.entries = th;
     }
     rc = rq_pubbuf_add(w->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, req->reply_to, 0, &p, body);
     if (rc != AMQP_STATUS_OK)
@@ -1108,10 +1141,12 @@ static int publish_copy(rq_worker_t *w, size_t i)
     }
     if (!fit) {
         free(entries);
+        trace_log(it);
         rq_warn("message %s (delivery %llu): no copy of it can be encoded; rejecting it (the "
                 "broker dead-letters it): %s",
                 it->msg.id != NULL ? it->msg.id : "?", (unsigned long long)it->env.delivery_tag,
                 it->why);
+        trace_log(NULL);
         it->disp = RQ_DISP_REJECT;
         return 0;
     }
@@ -1129,8 +1164,10 @@ static int publish_copy(rq_worker_t *w, size_t i)
     w->copies_left++;
     return 0;
 nomem:
+    trace_log(it);
     rq_error("out of memory building the copy of delivery %llu: requeueing it",
              (unsigned long long)it->env.delivery_tag);
+    trace_log(NULL);
     it->disp = RQ_DISP_REQUEUE;
     return 0;
 }
@@ -1220,12 +1257,16 @@ static void account(rq_worker_t *w)
             break;
         case ROUTE_RETRY:
             rq_series_inc(w->m.retries);
+            trace_log(it);
             rq_info("message %s: attempt %d failed (%s); retry %d in %lld ms", id, it->attempt + 1,
                     it->why, it->attempt + 1, rq_amqp_retry_delay_ms(rc, it->attempt + 1));
+            trace_log(NULL);
             break;
         case ROUTE_DLQ_FAILED:
             rq_series_inc(w->m.dead_failed);
+            trace_log(it);
             rq_warn("message %s dead-lettered: %s", id, it->why);
+            trace_log(NULL);
             break;
         case ROUTE_DLQ_UNDECODABLE:
             rq_series_inc(w->m.dead_undecodable);
@@ -1518,7 +1559,9 @@ static void stop_jobs(rq_worker_t *w)
 
         if (it->state != IT_RUNNING && it->state != IT_PENDING)
             continue;
+        trace_log(it);
         rq_info("shutting down: message %s requeued before it was processed", it->msg.id);
+        trace_log(NULL);
         it->disp = RQ_DISP_REQUEUE;
         it->route = ROUTE_NONE;
         mark_done(w, it);

@@ -67,13 +67,14 @@ class RpcClient:
             self.response = body
             self.props = props
 
-    def call(self, body, content_type=None, timeout=15.0):
+    def call(self, body, content_type=None, timeout=15.0, headers=None):
         self.response = None
         self.corr_id = str(uuid.uuid4())
         self.channel.basic_publish(exchange="", routing_key=QUEUE,
                                    properties=pika.BasicProperties(reply_to=self.callback_queue,
                                                                    correlation_id=self.corr_id,
-                                                                   content_type=content_type),
+                                                                   content_type=content_type,
+                                                                   headers=headers),
                                    body=body)
         deadline = time.monotonic() + timeout
         while self.response is None and time.monotonic() < deadline:
@@ -265,7 +266,46 @@ def trace(c, st):
                 "tracestate" not in h, f"{h}")
 
 
-CHECKS = {"rpc-client": rpc_client, "rpc-worker": rpc_worker, "trace": trace}
+def trace_consumer(c, st):
+    """W3C trace context through the consumer (issue 14): a reply carries the request's
+    traceparent and tracestate back, and the consumer's log lines about a message carry its
+    trace id (a message dead-lettered as undecodable logs one such line)."""
+    st.start("consumer")
+    client = RpcClient(st)
+    tp = CALLER_TP
+    try:
+        reply = client.call(b"30", headers={"traceparent": tp, "tracestate": "congo=t61"})
+        h = (client.props.headers or {}) if client.props is not None else {}
+        got = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h.items()}
+        c.check("trace-consumer: the reply carries the request's traceparent and tracestate",
+                reply == b"Consumer processed: 30" and got.get("traceparent") == tp and
+                got.get("tracestate") == "congo=t61", f"reply {reply!r}, headers {got}")
+        other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        client.channel.basic_publish(
+            exchange="", routing_key=QUEUE, body=b"{broken",
+            properties=pika.BasicProperties(content_type="application/json", message_id="tr-bad",
+                                            headers={"traceparent": other}))
+        deadline = time.monotonic() + 15
+        found = False
+        while not found and time.monotonic() < deadline:
+            with open(os.path.join(st.tmp, "consumer.log"), encoding="utf-8",
+                      errors="replace") as f:
+                for ln in f:
+                    if "tr-bad" in ln:
+                        try:
+                            found = json.loads(ln).get("trace_id") == other[3:35]
+                        except ValueError:
+                            pass
+            time.sleep(0.2)
+        c.check("trace-consumer: the consumer's log line about a message carries its trace_id",
+                found, "no line about tr-bad with trace_id %s in consumer.log" % other[3:35])
+    finally:
+        client.close()
+    st.term("consumer")
+
+
+CHECKS = {"rpc-client": rpc_client, "rpc-worker": rpc_worker, "trace": trace,
+          "trace-consumer": trace_consumer}
 
 
 def main():

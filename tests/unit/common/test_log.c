@@ -360,3 +360,28 @@ Test(log, concurrent_records_do_not_interleave)
     cr_expect_eq(lines, LOG_THREADS * LOG_PER_THREAD);
     free(text);
 }
+
+/* The trace id of the current message (issue 14) rides on this thread's lines until
+ * cleared, between service and msg; a long one is cut to 32 characters. */
+Test(log, trace_id_field_while_set)
+{
+    rq_log_init("svc", RQ_LOG_INFO);
+    rq_log_set_trace("4bf92f3577b34da6a3ce929d0e0e4736", 32);
+    char *raw;
+    json_t *j = log_one(&raw, "about message %s", "m1");
+    cr_expect_eq(json_object_size(j), 5);
+    cr_expect_str_eq(jstr(j, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    cr_expect(strstr(raw, "\"service\":\"svc\",\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+                          "\"msg\":") != NULL,
+              "%s", raw);
+    free(raw);
+    json_decref(j);
+    rq_log_set_trace("0123456789abcdef0123456789abcdefEXTRA", 37);
+    j = log_one(NULL, "cut");
+    cr_expect_str_eq(jstr(j, "trace_id"), "0123456789abcdef0123456789abcdef");
+    json_decref(j);
+    rq_log_set_trace(NULL, 0);
+    j = log_one(NULL, "no trace");
+    cr_expect_eq(json_object_size(j), 4, "cleared");
+    json_decref(j);
+}
