@@ -10,6 +10,9 @@
 #   5. file tail end to end (INPUT_FILE -> broker -> fsync'd OUTPUT_FILE), 200,000 lines
 #   6. peak RSS (VmHWM) of the producer and the consumer over every step
 #   7. the consumer alone draining a pre-filled queue, with and without OUTPUT_FILE
+#   8. consumer concurrency (issue 14): 40 waiting callers with processing_time 1 s, then
+#      200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
+#      tests/integration/test_consumer_concurrency.py bench); round trips/s and p99
 #
 # Every ratio is against step 1 of the same run. The bench checks what it measured: the 201s
 # the producer answered equal the messages confirmed and the queue's depth (a dedicated queue
@@ -23,7 +26,7 @@
 #   BENCH_TAIL_LINES (200000)  BENCH_TAIL_TIMEOUT (180)  BENCH_DRAIN_COUNT (10000 x BENCH_SECONDS)
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
 #   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
-#   BENCH_STEPS ("1 2 3 4 5 7")    the steps to run (6, peak RSS, comes with the others)
+#   BENCH_STEPS ("1 2 3 4 5 7 8")  the steps to run (6, peak RSS, comes with the others)
 #   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
 #                                  /batch-produce, request/reply); the table shows the median
 #                                  of each figure and lists every run
@@ -56,7 +59,7 @@ TAIL_TIMEOUT=${BENCH_TAIL_TIMEOUT:-180}
 DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
 QTYPE=${BENCH_QUEUE_TYPE:-quorum}
-STEPS=${BENCH_STEPS:-1 2 3 4 5 7}
+STEPS=${BENCH_STEPS:-1 2 3 4 5 7 8}
 REPEAT=${BENCH_REPEAT:-3}
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
@@ -526,6 +529,16 @@ if want 7; then
 	step_drain file
 	log "7/7 consumer draining $DRAIN_COUNT queued messages, without OUTPUT_FILE"
 	step_drain plain
+fi
+if want 8; then
+	log "8/8 consumer concurrency: 40 waiting callers x 1 s, 200 x 0.1 s, one consumer (prefetch 50)"
+	cc_out=$("$PY" tests/integration/test_consumer_concurrency.py --build-dir "$BUILD_DIR" bench 2>&1) ||
+		{ echo "$cc_out" | tail -20; echo "MISMATCH: consumer concurrency bench failed"; exit 1; }
+	echo "$cc_out" | grep 'bench: ' | sed 's/^.*bench: /    /'
+	while read -r n rts p99; do
+		fact "concurrency.callers_${n}.round_trips_per_s" "$rts"
+		fact "concurrency.callers_${n}.p99_s" "$p99"
+	done < <(echo "$cc_out" | sed -n 's/.*bench: \([0-9]*\) callers.* = \([0-9.]*\) round trips\/s.*p99 \([0-9.]*\) s.*/\1 \2 \3/p')
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"
