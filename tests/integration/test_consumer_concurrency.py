@@ -35,7 +35,7 @@ from test_reliability import Checks, Stack, http_call, log, metrics, read_output
 
 PARALLEL_BOUND_S = 1.5  # 40 x 1 s through one consumer: one round of 1 s plus slack
 FAST_BOUND_S = 1.0  # a message without processing_time behind slow ones
-PREFETCH = 50
+PREFETCH = int(os.environ.get("CONC_PREFETCH", "50"))  # the bench also runs 200
 
 
 def call_all(st, bodies, timeout=40.0):
