@@ -398,6 +398,9 @@ static void decode_trace(const amqp_table_entry_t *e, rq_wire_msg_t *out)
         return;
     if (parent ? !rq_traceparent_valid(v.bytes, v.len) : !rq_tracestate_valid(v.bytes, v.len))
         return;
+    if (parent)
+        v.len = RQ_TRACEPARENT_LEN; /* a later version's extra fields are not carried: the
+                                     * reply and copies stay small whatever a client sends */
     f->state = RQ_WIRE_OK;
     f->v = v;
 }

@@ -468,8 +468,15 @@ static void proc_pump(exec_h_t *x, ex_proc_t *p, int64_t now_ms)
         if (waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0)
             p->exited = 1;
     }
-    if (!p->killed && now_ms >= p->deadline_ms)
+    if (p->exited && now_ms >= p->deadline_ms) {
+        /* It exited: its status stands, however late the worker looks (a slow fdatasync
+         * held the thread) or whatever still holds its pipes (a background child it
+         * started): let the pipes go, never report it as timed out. */
+        close_fd(&p->out_fd);
+        close_fd(&p->err_fd);
+    } else if (!p->killed && now_ms >= p->deadline_ms) {
         kill_group(p, EX_TIMEOUT); /* the pipes are closed: it ends when it has exited */
+    }
     if (p->exited && p->out_fd < 0 && p->err_fd < 0)
         proc_end(x, p);
 }

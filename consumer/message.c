@@ -278,7 +278,8 @@ static int fallback_id(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error
 }
 
 /* out->key_buf: the x-relayq-uid header (a non-empty 'S' string without NUL), else the
- * message_id property, else nothing (the key is then the id). Returns 0, or -1 with err set. */
+ * message_id property, else a fresh UUID when the id is the correlation_id, else nothing (the
+ * key is then the id). Returns 0, or -1 with err set. */
 static int decode_key(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
 {
     const rq_wire_str_t *uid = in->wire != NULL ? &in->wire->uid : NULL;
@@ -296,6 +297,20 @@ static int decode_key(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_
             return -1;
         }
         out->key_buf = dup_id(in->message_id, in->message_id_len);
+        if (out->key_buf == NULL) {
+            set_err(err, "out of memory");
+            return -1;
+        }
+    } else if (out->id != NULL && in->correlation_id != NULL && in->correlation_id_len > 0 &&
+               strlen(out->id) == in->correlation_id_len &&
+               memcmp(out->id, in->correlation_id, in->correlation_id_len) == 0) {
+        /* The id came from the correlation_id, which clients reuse across messages (a saga
+         * id): a key of its own, so such a message is never taken for another's duplicate
+         * (and, like one with no identity at all, not deduplicated across redeliveries). */
+        char uuid[RQ_UUID_LEN + 1];
+
+        rq_uuid(uuid);
+        out->key_buf = dup_id(uuid, RQ_UUID_LEN);
         if (out->key_buf == NULL) {
             set_err(err, "out of memory");
             return -1;

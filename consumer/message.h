@@ -26,10 +26,12 @@
  *
  * Deduplication key (`key`): the x-relayq-uid header when present (a non-empty string: the
  * producer's UUID per accepted message, kept across its republishes), else the message_id
- * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the id (the
- * envelope "id", the correlation_id; a message with neither gets a new UUID per delivery, so
- * a redelivery of it may be written twice). The client's "id" (the producer's message_id) is
- * metadata: it stays the reply's message_id and need not be unique.
+ * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the envelope
+ * "id". Never the correlation_id (clients reuse one across messages: a saga id): a message
+ * whose id is its correlation_id, like one with no identity at all, gets a new UUID as its
+ * key per delivery, so a redelivery of it may be written twice. The client's "id" (the
+ * producer's message_id) is metadata: it stays the reply's message_id and need not be
+ * unique.
  *
  * A reply must fit the wire: with a reply_to, an "id" over 255 bytes (an AMQP short string,
  * the reply's message_id) makes the message undecodable, so it is dead-lettered with that

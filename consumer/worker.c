@@ -807,10 +807,12 @@ static void decode_item(rq_worker_t *w, item_t *it)
     rq_message_input_from_wire(&it->wire, it->env.message.body, &in);
     rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
     if (rc == 0 && prepare_job(it) == 0) {
-        if (it->msg.processing_capped)
+        if (it->msg.processing_capped) {
             trace_log(it);
-        rq_debug("message %s: processing_time capped at %g s", it->msg.id, it->msg.processing_time);
-        trace_log(NULL);
+            rq_debug("message %s: processing_time capped at %g s", it->msg.id,
+                     it->msg.processing_time);
+            trace_log(NULL);
+        }
         it->state = IT_PENDING;
         w->pend[(w->pend_head + w->npend) % w->cap] = (size_t)(it - w->items);
         w->npend++;

@@ -476,3 +476,31 @@ Test(wire, trace_headers_round_trip_and_bad_ones_are_ignored)
     cr_expect_eq(m.traceparent.state, RQ_WIRE_ABSENT);
     cr_expect_eq(m.tracestate.state, RQ_WIRE_ABSENT);
 }
+
+/* Review of issue 14: a later-version traceparent may carry extra fields, but only its first
+ * 55 bytes are read and carried on: a 150 kB one must not make the reply too big for a frame
+ * (a lost connection and a redelivery loop for the whole group). */
+Test(wire, a_long_later_version_traceparent_is_carried_as_55_bytes)
+{
+    size_t n = 150000;
+    char *tp = malloc(n + 1);
+    amqp_table_entry_t e;
+    amqp_basic_properties_t props;
+    rq_wire_msg_t m;
+
+    cr_assert_not_null(tp);
+    memcpy(tp, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", 56);
+    memset(tp + 56, 'A', n - 56);
+    tp[n] = '\0';
+    e.key = amqp_cstring_bytes(RQ_WIRE_HDR_TRACEPARENT);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(tp);
+    memset(&props, 0, sizeof(props));
+    props._flags = AMQP_BASIC_HEADERS_FLAG;
+    props.headers.num_entries = 1;
+    props.headers.entries = &e;
+    cr_assert_eq(rq_wire_decode(&props, &m, NULL), 0);
+    cr_assert_eq(m.traceparent.state, RQ_WIRE_OK);
+    cr_expect_eq(m.traceparent.v.len, 55);
+    free(tp);
+}

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -366,4 +367,32 @@ Test(handler_exec, metrics_by_exit_status)
     free(text);
     rq_handler_free(h);
     rq_metrics_free(m);
+}
+
+/* Review of issue 14: a command that exited 0 is a success, even when the worker collects it
+ * only after its deadline (a slow fdatasync held the thread), and even when a background
+ * child it started keeps stdout open: never "timed out", never retried. */
+Test(handler_exec, an_exit_seen_late_or_with_a_lingering_child_is_not_a_timeout)
+{
+    rq_handler_t *h;
+    rq_handler_job_t j, *done[4];
+    struct timespec ts = {0, 500000000};
+
+    cfg.handler_timeout_ms = 200;
+    h = exec_h("/bin/echo ok");
+    job_init(&j, "");
+    cr_assert_eq(rq_handler_start(h, &j, rq_mono_ms()), 0);
+    nanosleep(&ts, NULL); /* the worker was busy past the deadline */
+    cr_assert_eq(run(h, 1, 2000), 1);
+    (void)done;
+    cr_expect_eq(j.outcome, RQ_HANDLER_OK, "late collect: %s", j.why);
+    cr_expect_eq(j.status, 0);
+    free(j.reply);
+    rq_handler_free(h);
+
+    j = one("/bin/sh -c 'sleep 3 & echo ok'", "", 2500);
+    cr_expect_eq(j.outcome, RQ_HANDLER_OK, "lingering child: %s", j.why);
+    cr_expect_eq(j.status, 0);
+    cr_expect(j.reply != NULL && strncmp(j.reply, "ok", 2) == 0);
+    free(j.reply);
 }

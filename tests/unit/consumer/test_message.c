@@ -647,3 +647,28 @@ Test(message, input_from_wire_takes_headers_and_reply_to)
     cr_expect_eq(in.wire->file.state, RQ_WIRE_OK);
     cr_expect_eq(in.has_reply_to, 1);
 }
+
+/* Review of issue 14: a foreign message with no message_id takes its correlation_id as its
+ * id, but never as its dedup key: clients reuse correlation ids across messages (a saga or
+ * conversation id), and keying on it would skip every later message's line as a duplicate. */
+Test(message, a_correlation_id_is_an_id_never_a_dedup_key)
+{
+    rq_msg_input_t in;
+    rq_message_t a, b;
+    rq_msg_error_t err;
+
+    memset(&in, 0, sizeof(in));
+    in.correlation_id = "saga-7";
+    in.correlation_id_len = 6;
+    in.body = "30";
+    in.body_len = 2;
+    cr_assert_eq(rq_message_decode(&in, 10, &a, &err), 0, "%s", err.text);
+    in.body = "31";
+    cr_assert_eq(rq_message_decode(&in, 10, &b, &err), 0, "%s", err.text);
+    cr_expect_str_eq(a.id, "saga-7", "the id (and the reply's message_id)");
+    cr_expect(a.key_len != b.key_len || memcmp(a.key, b.key, a.key_len) != 0,
+              "two messages, two keys (got %.*s twice)", (int)a.key_len, a.key);
+    cr_expect(a.key_len != 6 || memcmp(a.key, "saga-7", 6) != 0, "not the correlation id");
+    rq_message_clear(&a);
+    rq_message_clear(&b);
+}
