@@ -19,6 +19,7 @@
 #include "handler_impl.h"
 #include "metrics.h"
 #include "util.h"
+#include "handler_test.h"
 
 /* ---- the server ---- */
 
@@ -218,33 +219,10 @@ static rq_handler_t *webhook(const char *path)
     return h;
 }
 
-static void job_init(rq_handler_job_t *j, const char *payload)
-{
-    memset(j, 0, sizeof(*j));
-    j->payload = payload;
-    j->payload_len = strlen(payload);
-    j->content_type = j->message_id = j->correlation_id = j->source = "";
-    j->traceparent = j->tracestate = "";
-}
-
-/* Drives h as the worker would (pollfds, poll, collect) until n jobs came back or
- * limit_ms passed. Returns how many came back. */
+/* Drives h until n jobs came back or limit_ms passed (handler_test.h). */
 static int run(rq_handler_t *h, int n, int limit_ms)
 {
-    int64_t end = rq_mono_ms() + limit_ms;
-    int got = 0;
-
-    while (got < n && rq_mono_ms() < end) {
-        struct pollfd pfd[64];
-        rq_handler_job_t *done[64];
-        int tmo, np = rq_handler_pollfds(h, pfd, 64, rq_mono_ms(), &tmo);
-
-        if (tmo < 0 || tmo > 50)
-            tmo = 50;
-        poll(pfd, (nfds_t)np, tmo);
-        got += rq_handler_collect(h, rq_mono_ms(), done, 64);
-    }
-    return got;
+    return run_waiting(h, n, limit_ms, 50);
 }
 
 static rq_handler_job_t one(const char *path, const char *payload, int limit_ms)
