@@ -368,6 +368,13 @@ static int parse_json(const rq_msg_input_t *in, json_t **root, rq_msg_error_t *e
 {
     json_error_t jerr;
 
+    /* JSON text cannot hold a raw NUL byte (in a string it is \u0000), but jansson skips
+     * one between tokens: the payload's raw span would carry it into the line. */
+    *root = NULL;
+    if (in->body_len > 0 && memchr(in->body, '\0', in->body_len) != NULL) {
+        set_err(err, "invalid JSON: a raw NUL byte");
+        return -1;
+    }
     rq_json_oom_clear();
     *root = json_loadb(in->body, in->body_len,
                        JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);

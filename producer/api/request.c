@@ -154,6 +154,15 @@ static int load_object(const char *body, size_t len, const rq_limits_t *lim, rq_
         err->limit = "json_depth";
         return -1;
     }
+    /* A raw NUL byte: jansson takes it for the end of the text, so what follows would go
+     * unchecked while the payload's raw bytes (copy_payload) are published. JSON text
+     * cannot hold one (inside a string it is \u0000). */
+    if (memchr(body, '\0', len) != NULL) {
+        fail(err, 400, "",
+             "the request body holds a NUL byte, which JSON text cannot (in a string "
+             "write \\u0000)");
+        return -1;
+    }
     /* jansson rejects invalid UTF-8 and NUL inside strings (without JSON_ALLOW_NUL).
      * Integers load as reals: one beyond 64 bits is valid JSON, and the payload is published
      * from its bytes (copy_payload), never from the parsed value. */

@@ -328,9 +328,11 @@ def consumer_fault_once(c, st, tls, fault, attempt):
     st.tool("publish", "--queue", st.queue, "--declare", "--count", str(count), "--body", body,
             "--reply-to", f"{st.queue}.sink", "--id-prefix", f"c{fault}")
     try:
-        st.start("consumer", **st.transport_env(tls))
-        # the backlog is prefetched (PREFETCH_COUNT 100) and the replies go out one
-        # processing_time apart: the fault comes when most of them are still to be sent
+        # the backlog is prefetched (PREFETCH_COUNT 100) and, one job at a time
+        # (HANDLER_CONCURRENCY 1: the consumer otherwise finishes them all at once and sends
+        # every reply in one burst before the fault), the replies go out one processing_time
+        # apart: the fault comes when most of them are still to be sent
+        st.start("consumer", HANDLER_CONCURRENCY="1", **st.transport_env(tls))
         rel.wait_until(lambda: len(rel.read_output(st.output)[0]) >= 3, 20, 0.01)
         if fault == "freeze":
             st.freeze(True)

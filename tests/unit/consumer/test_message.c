@@ -672,3 +672,28 @@ Test(message, a_correlation_id_is_an_id_never_a_dedup_key)
     rq_message_clear(&a);
     rq_message_clear(&b);
 }
+
+/* jansson skips a raw NUL byte between tokens, so `{"payload":2<NUL>}` parsed and the
+ * payload's raw span carried the NUL into the output line. JSON text cannot hold a raw NUL:
+ * declared application/json it is undecodable (the DLQ); without a content type, raw text. */
+Test(message, a_raw_nul_byte_makes_a_body_not_json)
+{
+    static const char body[] = "{\"payload\":2\0}";
+    rq_msg_input_t in;
+    rq_message_t m;
+    rq_msg_error_t err;
+
+    memset(&in, 0, sizeof(in));
+    in.content_type = "application/json";
+    in.content_type_len = 16;
+    in.message_id = "n1";
+    in.message_id_len = 2;
+    in.body = body;
+    in.body_len = sizeof(body) - 1;
+    cr_expect_eq(rq_message_decode(&in, 10, &m, &err), -1, "declared JSON: undecodable");
+    in.content_type = NULL;
+    in.content_type_len = 0;
+    cr_assert_eq(rq_message_decode(&in, 10, &m, &err), 0, "%s", err.text);
+    cr_expect(m.line_len != 2 || memcmp(m.line, "2", 2) != 0, "not read as the JSON 2");
+    rq_message_clear(&m);
+}
