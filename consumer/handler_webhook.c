@@ -19,11 +19,11 @@
  * that table with a zero timeout (it is not given the caller's revents) and hands curl the
  * ready sockets. curl runs with CURLOPT_NOSIGNAL: the process must ignore SIGPIPE (the
  * consumer's main.c does). */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "curl_lazy.h"
 #include "handler_impl.h"
 #include "list.h"
 #include "log.h"
@@ -464,6 +464,8 @@ void *rq_handler_webhook_new(const rq_handler_opts_t *o, const rq_handler_ops_t 
     }
     w->o = *o;
     w->timer_ms = -1;
+    if (rq_curl_load(err, errlen) != 0)
+        goto fail;
     u = curl_url();
     if (u == NULL) {
         rq_errf(err, errlen, "HANDLER webhook: out of memory");
@@ -503,7 +505,8 @@ void *rq_handler_webhook_new(const rq_handler_opts_t *o, const rq_handler_ops_t 
     *ops = &webhook_ops;
     return w;
 fail:
-    curl_url_cleanup(u);
+    if (u != NULL)
+        curl_url_cleanup(u);
     wh_free(w);
     return NULL;
 }

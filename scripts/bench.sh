@@ -10,9 +10,11 @@
 #   5. file tail end to end (INPUT_FILE -> broker -> fsync'd OUTPUT_FILE), 200,000 lines
 #   6. peak RSS (VmHWM) of the producer and the consumer over every step
 #   7. the consumer alone draining a pre-filled queue, with and without OUTPUT_FILE
-#   8. consumer concurrency (issue 14): 40 waiting callers with processing_time 1 s, then
-#      200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
-#      tests/integration/test_consumer_concurrency.py bench); round trips/s and p99
+#   8. consumer concurrency (issue 14): a burst of 40 waiting callers with processing_time
+#      1 s, then 200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
+#      tests/integration/test_consumer_concurrency.py bench); then the steady state: 200
+#      closed-loop wrk callers x 0.1 s through one consumer with PREFETCH_COUNT 200 and an
+#      OUTPUT_FILE; round trips/s against prefetch/processing_time, p99
 #
 # Every ratio is against step 1 of the same run. The bench checks what it measured: the 201s
 # the producer answered equal the messages confirmed and the queue's depth (a dedicated queue
@@ -27,9 +29,11 @@
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
 #   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
 #   BENCH_STEPS ("1 2 3 4 5 7 8")  the steps to run (6, peak RSS, comes with the others)
+#   BENCH_CONC_CONNECTIONS (200)  BENCH_CONC_PROCESSING_TIME (0.1)  BENCH_CONC_PREFETCH (= callers)
 #   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
-#                                  /batch-produce, request/reply); the table shows the median
-#                                  of each figure and lists every run
+#                                  /batch-produce, request/reply, step 8's steady state);
+#                                  the table shows the median of each figure and lists
+#                                  every run
 #   BENCH_LIMIT_AGAIN (1)          measure the broker limit again at the end (drift; 0: no)
 #   BENCH_AMQP_PORT                broker port (default: the first free one in 5680-5699)
 #   BENCH_DIR                      run folder (default: a new /tmp/relayq-bench.XXXXXX)
@@ -60,6 +64,9 @@ DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
 QTYPE=${BENCH_QUEUE_TYPE:-quorum}
 STEPS=${BENCH_STEPS:-1 2 3 4 5 7 8}
+CONC_CONNS=${BENCH_CONC_CONNECTIONS:-200}
+CONC_PT=${BENCH_CONC_PROCESSING_TIME:-0.1}
+CONC_PREFETCH=${BENCH_CONC_PREFETCH:-$CONC_CONNS}
 REPEAT=${BENCH_REPEAT:-3}
 CLK_TCK=$(getconf CLK_TCK)
 TIMEFORMAT='%U %S' # for `time`: user and system CPU seconds of the load generator
@@ -394,6 +401,44 @@ step_rr() { # STEP (rr, or rr_r2... for a repeat)
 	delete_queue "$q"
 }
 
+# ---- 8. consumer concurrency, steady state -------------------------------------------------
+# CONC_CONNS wrk connections, each a closed-loop caller (POST /produce wait=true with
+# processing_time CONC_PT, the echo handler's timer), through one consumer with
+# PREFETCH_COUNT=CONC_PREFETCH and an OUTPUT_FILE (group commit, fdatasync) after a 2 s
+# warm-up; the same checks as step 4.
+step_conc() { # STEP (conc, or conc_r2... for a repeat)
+	local step=${1:-conc} q=bench.conc cpid curl ppid purl t0
+	delete_queue "$q"
+	rm -f "$WORK/conc.output"
+	start_service consumer "$step" REQUEST_QUEUE="$q" PREFETCH_COUNT="$CONC_PREFETCH" \
+		OUTPUT_FILE="$WORK/conc.output"
+	cpid=$SVC_PID curl=$SVC_URL
+	start_service producer "$step" REQUEST_QUEUE="$q" REPLY_TIMEOUT_MS=30000
+	ppid=$SVC_PID purl=$SVC_URL
+	fact "$step.prefetch" "$CONC_PREFETCH"
+	fact "$step.processing_time_s" "$CONC_PT"
+	PROCESSING_TIME=$CONC_PT wrk -t2 -c"$CONC_CONNS" -d2s --timeout 10s -s "$LUA_DIR/wait_pt.lua" \
+		"$purl/produce" >"$LOGS/$step.warmup.txt" 2>&1 || log "warning: the warm-up of $step failed"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step.warmup" "$purl/metrics" \
+		server_status=http_status:/produce >/dev/null || log "warning: could not read the producer's metrics"
+	cpu_mark "$step" producer="$ppid" consumer="$cpid" broker="$BROKER_PID" machine=busy steal=steal
+	t0=$EPOCHREALTIME
+	PROCESSING_TIME=$CONC_PT run_wrk "$step" "$CONC_CONNS" wait_pt.lua "$purl/produce"
+	fact "$step.wall_s" "$(elapsed "$t0")"
+	cpu_record "$step"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$purl/metrics" \
+		produced=messages_produced_total replies_received=producer_replies_received_total \
+		server_status=http_status:/produce || log "warning: could not read the producer's metrics"
+	"$PY" "$REPORT" settle --facts "$FACTS" --prefix "$step" "$curl/metrics" \
+		consumed=messages_consumed_total replies_sent=consumer_replies_sent_total \
+		lines_written=consumer_lines_written_total || log "warning: could not read the consumer's metrics"
+	fact "$step.output_lines" "$(wc -l <"$WORK/conc.output" 2>/dev/null || echo -1)"
+	fact "$step.depth" "$(depth "$q" || echo -1)"
+	stop_service producer "$step" "$ppid"
+	stop_service consumer "$step" "$cpid"
+	delete_queue "$q"
+}
+
 # ---- 5. file tail end to end ---------------------------------------------------------------
 # The input file is complete before the producer starts (TAIL_FROM=head); the clock runs from
 # the producer's start until the consumer's output file holds every byte, then cmp.
@@ -539,6 +584,10 @@ if want 8; then
 		fact "concurrency.callers_${n}.round_trips_per_s" "$rts"
 		fact "concurrency.callers_${n}.p99_s" "$p99"
 	done < <(echo "$cc_out" | sed -n 's/.*bench: \([0-9]*\) callers.* = \([0-9.]*\) round trips\/s.*p99 \([0-9.]*\) s.*/\1 \2 \3/p')
+	for k in $(seq 1 "$REPEAT"); do
+		log "8/8 consumer concurrency, steady state: $CONC_CONNS closed-loop callers x $CONC_PT s, PREFETCH_COUNT $CONC_PREFETCH, run $k of $REPEAT"
+		step_conc "$(run_name conc "$k")"
+	done
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

@@ -644,6 +644,73 @@ def summarize(d):
                      fmt_rate(dr["msgs_per_s"], " msg/s"), fmt_pct(dr["ratio"]), None, None,
                      None, "-", "", ""))
 
+    # 8. consumer concurrency: the burst (test_consumer_concurrency.py bench) and the steady
+    # state (wrk closed loop, step_conc)
+    burst = {}
+    for n in ("40", "200"):
+        rts = tofloat(facts.get("concurrency.callers_%s.round_trips_per_s" % n))
+        p99 = tofloat(facts.get("concurrency.callers_%s.p99_s" % n))
+        if rts is None:
+            continue
+        burst[n] = {"round_trips_per_s": rts, "p99_s": p99}
+        pt = 1.0 if n == "40" else 0.1
+        label = "burst: %s callers x %g s at once, prefetch 50" % (n, pt)
+        if n == "40":
+            okt = p99 is not None and p99 <= 1.1
+            targets.append({"name": "40 waiting callers x 1 s through one consumer",
+                            "target": "answered in about 1 s (p99<=1.1 s)",
+                            "value": "p99 %.3f s" % p99, "result": "PASS" if okt else "MISS"})
+            rows.append(("8", label, fmt_rate(rts, " rt/s"), "-", None, p99 * 1000, None, "0",
+                         "p99<=1.1 s", "PASS" if okt else "MISS"))
+        else:
+            rows.append(("8", label, fmt_rate(rts, " rt/s"), "-", None, p99 * 1000, None, "0",
+                         "", ""))
+    if burst:
+        res["concurrency_burst"] = burst
+    runs = [x for x in (wrk_step(facts, st, 1, 200, clk) for st in run_steps(facts, "conc"))
+            if x is not None]
+    for i, x in enumerate(runs):
+        sf = step_facts(facts, "conc" if i == 0 else "conc_r%d" % (i + 1))
+        x["prefetch"] = int(tofloat(sf.get("prefetch"), 0))
+        x["processing_time_s"] = tofloat(sf.get("processing_time_s"), 0)
+        label = "8 steady state%s" % (" run %d" % (i + 1) if len(runs) > 1 else "")
+        if "error" in x:
+            checks.append({"step": label, "result": "MISMATCH", "detail": x["error"]})
+            continue
+        warm = int(tofloat(sf.get("warmup.server_status.200"), 0))
+        client = x["status"].get("200", 0)
+        s200 = x["server_status"].get("200", 0) - warm
+        lines = int(tofloat(sf.get("output_lines"), -1))
+        written = int(tofloat(sf.get("lines_written"), -2))
+        okk = (x.get("depth") == 0 and client <= s200 <= client + x["connections"]
+               and lines == written == x.get("consumed"))
+        checks.append({"step": label, "result": "OK" if okk else "MISMATCH",
+                       "detail": "wrk 200s %d, producer 200s %d (after the warm-up), consumed %s,"
+                       " output lines %d, lines written %d, queue depth after %s"
+                       % (client, s200, x.get("consumed"), lines, written, x.get("depth"))})
+    r = combine_runs(runs, "ok_per_s") if runs else None
+    if r is not None:
+        res["concurrency_steady"] = r
+        notes.append(runs_note("steady state", r, "ok_per_s", " rt/s"))
+        if "error" not in r:
+            pf, pt = runs[0]["prefetch"], runs[0]["processing_time_s"]
+            want_rt = 0.75 * pf / pt if pt else 0
+            want_p99 = pt * 1000 + 20
+            p99 = r["latency_ms"]["p99"]
+            okt = r["ok_per_s"] >= want_rt and p99 <= want_p99
+            tgt = ">=%s rt/s (75%% of %d/%g s), p99<=%g ms" % (fmt_rate(want_rt, ""), pf, pt,
+                                                               want_p99)
+            targets.append({"name": "%d closed-loop callers x %g s, one consumer"
+                            % (r["connections"], pt), "target": tgt,
+                            "value": "%s, p99 %s" % (fmt_rate(r["ok_per_s"], " rt/s"),
+                                                     fmt_ms(p99)),
+                            "result": "PASS" if okt else "MISS"})
+            lat = r["latency_ms"]
+            rows.append(("8", "steady: %d callers x %g s, prefetch %d" % (r["connections"], pt, pf),
+                         fmt_rate(r["ok_per_s"], " rt/s"), "-", lat["p50"], lat["p99"],
+                         lat["p99.9"], errors_of(r, 200), ">=75%%, p99<=%g ms" % want_p99,
+                         "PASS" if okt else "MISS"))
+
     res["peak_rss"]["notes"] = rss_notes
     res["repeat_notes"] = [n for n in notes if n]
     if "end_row" in locals():
@@ -703,6 +770,9 @@ def cpu_table(res):
     rr = res.get("request_reply")
     if rr and "error" not in rr:
         add("4 request/reply", rr, rr["server_status"].get("200", 0))
+    cs = res.get("concurrency_steady")
+    if cs and "error" not in cs:
+        add("8 steady state", cs, cs["status"].get("200", 0))
     t = res.get("tail", {})
     if t.get("status") == "ran":
         add("5 file tail", dict(t, wall_s=t.get("seconds")), t.get("lines"))

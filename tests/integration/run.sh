@@ -189,6 +189,8 @@ step "consumer review: poison reply, oversized copies, dedup key, tail ranges, r
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
 step "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGTERM mid-processing requeues (test_consumer_concurrency.py)" 180 \
 	"$PY" "$here/test_consumer_concurrency.py" --build-dir "$BUILD_DIR" parallel mixed sigterm
+step "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \
+	env BUILD_DIR="$BUILD_DIR" bash "$here/test_consumer_libs.sh"
 step "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \
 	"$PY" "$here/test_payloads.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
 step "foreign clients: pika RPC client vs our consumer, pika worker vs our producer (test_pika.py)" 120 \
