@@ -405,9 +405,13 @@ step_rr() { # STEP (rr, or rr_r2... for a repeat)
 # CONC_CONNS wrk connections, each a closed-loop caller (POST /produce wait=true with
 # processing_time CONC_PT, the echo handler's timer), through one consumer with
 # PREFETCH_COUNT=CONC_PREFETCH and an OUTPUT_FILE (group commit, fdatasync) after a 2 s
-# warm-up; the same checks as step 4.
-step_conc() { # STEP (conc, or conc_r2... for a repeat)
-	local step=${1:-conc} q=bench.conc cpid curl ppid purl t0
+# warm-up; the same checks as step 4. STAGGER 1: each caller's first request leaves at a
+# random moment within one processing time (independent callers); 0: all in the same
+# millisecond (wrk's start), and every cycle after stays one burst of CONC_CONNS requests.
+step_conc() { # STEP STAGGER (conc, conc_r2..., conc_lock...)
+	local step=$1 stagger=$2 q=bench.conc cpid curl ppid purl t0
+	export STAGGER=$stagger CONC_CONNS_PER_THREAD=$(((CONC_CONNS + 1) / 2))
+	fact "$step.stagger" "$stagger"
 	delete_queue "$q"
 	rm -f "$WORK/conc.output"
 	start_service consumer "$step" REQUEST_QUEUE="$q" PREFETCH_COUNT="$CONC_PREFETCH" \
@@ -585,8 +589,12 @@ if want 8; then
 		fact "concurrency.callers_${n}.p99_s" "$p99"
 	done < <(echo "$cc_out" | sed -n 's/.*bench: \([0-9]*\) callers.* = \([0-9.]*\) round trips\/s.*p99 \([0-9.]*\) s.*/\1 \2 \3/p')
 	for k in $(seq 1 "$REPEAT"); do
-		log "8/8 consumer concurrency, steady state: $CONC_CONNS closed-loop callers x $CONC_PT s, PREFETCH_COUNT $CONC_PREFETCH, run $k of $REPEAT"
-		step_conc "$(run_name conc "$k")"
+		log "8/8 consumer concurrency, steady state: $CONC_CONNS independent closed-loop callers x $CONC_PT s, PREFETCH_COUNT $CONC_PREFETCH, run $k of $REPEAT"
+		step_conc "$(run_name conc "$k")" 1
+	done
+	for k in $(seq 1 "$REPEAT"); do
+		log "8/8 consumer concurrency, lockstep: $CONC_CONNS callers started in the same millisecond x $CONC_PT s, run $k of $REPEAT"
+		step_conc "$(run_name conc_lock "$k")" 0
 	done
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then

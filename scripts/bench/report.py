@@ -416,6 +416,56 @@ def fmt_pct(v):
     return "-" if v is None else "%.0f%%" % (v * 100)
 
 
+def conc_section(facts, clk, base, kind, res, checks, targets, rows, notes):
+    """Step 8's steady state (bench.sh step_conc): the runs of BASE (conc: callers starting
+    at random moments within one processing time; conc_lock: all in the same millisecond),
+    their checks, the median record in res, one target and one table row."""
+    runs = [x for x in (wrk_step(facts, st, 1, 200, clk) for st in run_steps(facts, base))
+            if x is not None]
+    for i, x in enumerate(runs):
+        sf = step_facts(facts, base if i == 0 else "%s_r%d" % (base, i + 1))
+        x["prefetch"] = int(tofloat(sf.get("prefetch"), 0))
+        x["processing_time_s"] = tofloat(sf.get("processing_time_s"), 0)
+        label = "8 %s callers%s" % (kind, " run %d" % (i + 1) if len(runs) > 1 else "")
+        if "error" in x:
+            checks.append({"step": label, "result": "MISMATCH", "detail": x["error"]})
+            continue
+        warm = int(tofloat(sf.get("warmup.server_status.200"), 0))
+        client = x["status"].get("200", 0)
+        s200 = x["server_status"].get("200", 0) - warm
+        lines = int(tofloat(sf.get("output_lines"), -1))
+        written = int(tofloat(sf.get("lines_written"), -2))
+        okk = (x.get("depth") == 0 and client <= s200 <= client + x["connections"]
+               and lines == written == x.get("consumed"))
+        checks.append({"step": label, "result": "OK" if okk else "MISMATCH",
+                       "detail": "wrk 200s %d, producer 200s %d (after the warm-up), consumed %s,"
+                       " output lines %d, lines written %d, queue depth after %s"
+                       % (client, s200, x.get("consumed"), lines, written, x.get("depth"))})
+    r = combine_runs(runs, "ok_per_s") if runs else None
+    if r is not None:
+        res["concurrency_" + kind] = r
+        notes.append(runs_note("%s callers" % kind, r, "ok_per_s", " rt/s"))
+        if "error" not in r:
+            pf, pt = runs[0]["prefetch"], runs[0]["processing_time_s"]
+            want_rt = 0.75 * pf / pt if pt else 0
+            want_p99 = pt * 1000 + 20
+            p99 = r["latency_ms"]["p99"]
+            okt = r["ok_per_s"] >= want_rt and p99 <= want_p99
+            tgt = ">=%s rt/s (75%% of %d/%g s), p99<=%g ms" % (fmt_rate(want_rt, ""), pf, pt,
+                                                               want_p99)
+            targets.append({"name": "%d %s closed-loop callers x %g s, one consumer"
+                            % (r["connections"], kind, pt), "target": tgt,
+                            "value": "%s, p99 %s" % (fmt_rate(r["ok_per_s"], " rt/s"),
+                                                     fmt_ms(p99)),
+                            "result": "PASS" if okt else "MISS"})
+            lat = r["latency_ms"]
+            rows.append(("8", "%s: %d callers x %g s, prefetch %d" % (kind, r["connections"], pt,
+                                                                    pf),
+                         fmt_rate(r["ok_per_s"], " rt/s"), "-", lat["p50"], lat["p99"],
+                         lat["p99.9"], errors_of(r, 200), ">=75%%, p99<=%g ms" % want_p99,
+                         "PASS" if okt else "MISS"))
+
+
 def summarize(d):
     facts = load_facts(d)
     clk = tofloat(facts.get("meta.clk_tck"), 100.0)
@@ -667,49 +717,8 @@ def summarize(d):
                          "", ""))
     if burst:
         res["concurrency_burst"] = burst
-    runs = [x for x in (wrk_step(facts, st, 1, 200, clk) for st in run_steps(facts, "conc"))
-            if x is not None]
-    for i, x in enumerate(runs):
-        sf = step_facts(facts, "conc" if i == 0 else "conc_r%d" % (i + 1))
-        x["prefetch"] = int(tofloat(sf.get("prefetch"), 0))
-        x["processing_time_s"] = tofloat(sf.get("processing_time_s"), 0)
-        label = "8 steady state%s" % (" run %d" % (i + 1) if len(runs) > 1 else "")
-        if "error" in x:
-            checks.append({"step": label, "result": "MISMATCH", "detail": x["error"]})
-            continue
-        warm = int(tofloat(sf.get("warmup.server_status.200"), 0))
-        client = x["status"].get("200", 0)
-        s200 = x["server_status"].get("200", 0) - warm
-        lines = int(tofloat(sf.get("output_lines"), -1))
-        written = int(tofloat(sf.get("lines_written"), -2))
-        okk = (x.get("depth") == 0 and client <= s200 <= client + x["connections"]
-               and lines == written == x.get("consumed"))
-        checks.append({"step": label, "result": "OK" if okk else "MISMATCH",
-                       "detail": "wrk 200s %d, producer 200s %d (after the warm-up), consumed %s,"
-                       " output lines %d, lines written %d, queue depth after %s"
-                       % (client, s200, x.get("consumed"), lines, written, x.get("depth"))})
-    r = combine_runs(runs, "ok_per_s") if runs else None
-    if r is not None:
-        res["concurrency_steady"] = r
-        notes.append(runs_note("steady state", r, "ok_per_s", " rt/s"))
-        if "error" not in r:
-            pf, pt = runs[0]["prefetch"], runs[0]["processing_time_s"]
-            want_rt = 0.75 * pf / pt if pt else 0
-            want_p99 = pt * 1000 + 20
-            p99 = r["latency_ms"]["p99"]
-            okt = r["ok_per_s"] >= want_rt and p99 <= want_p99
-            tgt = ">=%s rt/s (75%% of %d/%g s), p99<=%g ms" % (fmt_rate(want_rt, ""), pf, pt,
-                                                               want_p99)
-            targets.append({"name": "%d closed-loop callers x %g s, one consumer"
-                            % (r["connections"], pt), "target": tgt,
-                            "value": "%s, p99 %s" % (fmt_rate(r["ok_per_s"], " rt/s"),
-                                                     fmt_ms(p99)),
-                            "result": "PASS" if okt else "MISS"})
-            lat = r["latency_ms"]
-            rows.append(("8", "steady: %d callers x %g s, prefetch %d" % (r["connections"], pt, pf),
-                         fmt_rate(r["ok_per_s"], " rt/s"), "-", lat["p50"], lat["p99"],
-                         lat["p99.9"], errors_of(r, 200), ">=75%%, p99<=%g ms" % want_p99,
-                         "PASS" if okt else "MISS"))
+    for base, kind in (("conc", "independent"), ("conc_lock", "lockstep")):
+        conc_section(facts, clk, base, kind, res, checks, targets, rows, notes)
 
     res["peak_rss"]["notes"] = rss_notes
     res["repeat_notes"] = [n for n in notes if n]
@@ -770,9 +779,10 @@ def cpu_table(res):
     rr = res.get("request_reply")
     if rr and "error" not in rr:
         add("4 request/reply", rr, rr["server_status"].get("200", 0))
-    cs = res.get("concurrency_steady")
-    if cs and "error" not in cs:
-        add("8 steady state", cs, cs["status"].get("200", 0))
+    for kind in ("independent", "lockstep"):
+        cs = res.get("concurrency_" + kind)
+        if cs and "error" not in cs:
+            add("8 %s callers" % kind, cs, cs["status"].get("200", 0))
     t = res.get("tail", {})
     if t.get("status") == "ran":
         add("5 file tail", dict(t, wall_s=t.get("seconds")), t.get("lines"))
