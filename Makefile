@@ -1,12 +1,14 @@
 # relayq: build, test and operate.
 #
 #   make run                 install missing packages, build, start broker + producer + consumer locally
-#   make up | down | logs    docker compose when a Docker engine answers, else the local mode
+#   make up | down | logs    docker-compose / docker compose when an engine answers, else local mode
 #   make scale-consumer N=3  reach N consumers (local processes, or compose replicas)
 #   make monitor             live terminal view (health, queue depth, rates, consumers, DLQ)
 #   make test                everything CI runs (unit, sanitizers, integration, system, ops checks)
 #   make status              local mode: what runs, with pids and URLs
 #   make chaos [SEED=n] [DURATION=s]  randomized fault campaign (proxy, kills, disk full, checker)
+#   make test-compose        Docker Compose for real (own dockerd, images built without a registry)
+#   make test-cluster        relayq on a 3-node RabbitMQ cluster: node kills, no quorum, rolling restart
 #   make bench | fuzz | clean | deps | build | env-example | prometheusrule | help
 #
 # Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
@@ -22,7 +24,6 @@ RUN_DIR ?= run
 N ?= 3
 FUZZ_SECONDS ?= 60
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-COMPOSE ?= docker compose
 PYTHON ?= /usr/bin/python3
 
 export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
@@ -30,10 +31,10 @@ export BUILD_DIR ASAN_DIR RUN_DIR JOBS PYTHON
 # True (exit 0) when a Docker engine answers; bounded so a hung socket cannot stall make.
 DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 
-.PHONY: help deps build test run up down logs scale-consumer monitor bench fuzz chaos clean status prometheusrule env-example
+.PHONY: help deps build test test-compose test-cluster run up down logs scale-consumer monitor bench fuzz chaos clean status prometheusrule env-example
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,17p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash scripts/install-deps.sh
@@ -53,7 +54,7 @@ run: deps build
 up:
 	@if $(DOCKER_UP); then \
 		[ -f .env ] || { [ -f .env.example ] && cp .env.example .env && echo "created .env from .env.example"; } ; \
-		$(COMPOSE) up -d --build && $(COMPOSE) ps; \
+		bash scripts/compose.sh up -d --build && bash scripts/compose.sh ps; \
 	else \
 		echo "no Docker engine answers: local mode"; \
 		$(MAKE) --no-print-directory run; \
@@ -61,21 +62,21 @@ up:
 
 down:
 	@bash scripts/local.sh down
-	@if $(DOCKER_UP); then $(COMPOSE) down; fi
+	@if $(DOCKER_UP); then bash scripts/compose.sh down; fi
 
 status:
 	@bash scripts/local.sh status
 
 logs:
 	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
-		$(COMPOSE) logs -f; \
+		bash scripts/compose.sh logs -f; \
 	else \
 		bash scripts/local.sh logs; \
 	fi
 
 scale-consumer:
 	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
-		$(COMPOSE) up -d --no-recreate --scale consumer=$(N) && $(COMPOSE) ps consumer; \
+		bash scripts/compose.sh up -d --no-recreate --scale consumer=$(N) && bash scripts/compose.sh ps consumer; \
 	else \
 		bash scripts/local.sh scale $(N); \
 	fi
@@ -83,10 +84,22 @@ scale-consumer:
 # MONITOR_ARGS=--once prints one frame (exit 0 when everything is ready).
 monitor:
 	@if ! bash scripts/local.sh running && $(DOCKER_UP); then \
-		$(PYTHON) scripts/monitor.py --prometheus http://127.0.0.1:9090 $(MONITOR_ARGS); \
+		$(PYTHON) scripts/monitor.py --producer http://127.0.0.1:$${RQ_COMPOSE_PRODUCER_PORT:-5000} \
+			--mgmt http://127.0.0.1:$${RQ_COMPOSE_MGMT_PORT:-15672} \
+			--prometheus http://127.0.0.1:$${RQ_COMPOSE_PROMETHEUS_PORT:-9090} $(MONITOR_ARGS); \
 	else \
 		$(PYTHON) scripts/monitor.py --run-dir $(RUN_DIR) $(MONITOR_ARGS); \
 	fi
+
+# make test-cluster: relayq on a three-node RabbitMQ cluster (every scenario of
+# tests/integration/test_cluster.py: node kills, quorum leader kill, no quorum, rolling restart).
+test-cluster: deps build
+	@$(PYTHON) tests/integration/test_cluster.py --build-dir $(BUILD_DIR)
+
+# make test-compose: Docker Compose for real (installs docker.io/docker-compose, starts its own
+# dockerd when none answers, builds base and stand-in images, checks, cleans up).
+test-compose:
+	@bash scripts/test-compose.sh
 
 fuzz:
 	@bash scripts/fuzz.sh $(FUZZ_SECONDS)

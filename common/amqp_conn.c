@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_nodes.h"
+#include "log.h"
 #include "util.h"
 #include "wire.h"
 
@@ -175,7 +177,9 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQCon
     return sock;
 }
 
-amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen)
+/* Opens one connection to node (see rq_amqp_open). */
+static amqp_connection_state_t open_node(const RabbitMQConfig *cfg, const rq_amqp_node_t *node,
+                                         char *err, size_t errlen)
 {
     amqp_connection_state_t conn = amqp_new_connection();
     amqp_socket_t *sock;
@@ -204,10 +208,10 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     /* Bounds the AMQP handshake and every synchronous RPC (declares, qos, consume). */
     amqp_set_handshake_timeout(conn, &tv);
     amqp_set_rpc_timeout(conn, &tv);
-    rc = amqp_socket_open_noblock(sock, cfg->host, cfg->port, &tv);
+    rc = amqp_socket_open_noblock(sock, node->host, node->port, &tv);
     if (rc != AMQP_STATUS_OK) {
         rq_errf(err, errlen, "cannot connect to %s%s:%d: %s%s", cfg->tls ? "amqps://" : "",
-                cfg->host, cfg->port, amqp_error_string2(rc),
+                node->host, node->port, amqp_error_string2(rc),
                 cfg->tls &&
                         (rc == AMQP_STATUS_SSL_ERROR || rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
                          rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED ||
@@ -251,6 +255,55 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
 
 fail:
     amqp_destroy_connection(conn);
+    return NULL;
+}
+
+/* The nodes list and the node of this thread's latest rq_amqp_open(), for
+ * rq_amqp_declare_topology() to report a node that refused the topology. */
+static _Thread_local int tl_nodes, tl_node = -1;
+
+amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen)
+{
+    rq_amqp_node_t nodes[RQ_AMQP_MAX_NODES];
+    int order[RQ_AMQP_MAX_NODES], n;
+    char one[384], name[RQ_AMQP_NODE_HOST_MAX + 16], prev[RQ_AMQP_NODE_HOST_MAX + 16];
+    size_t used = 0;
+
+    tl_node = -1;
+    n = rq_amqp_nodes_of(cfg, nodes, err, errlen);
+    if (n < 0)
+        return NULL;
+    if (n == 1) {
+        amqp_connection_state_t conn = open_node(cfg, &nodes[0], err, errlen);
+
+        if (conn != NULL)
+            rq_amqp_set_node_in_use(&nodes[0]);
+        return conn;
+    }
+    rq_amqp_nodes_plan(n, cfg->address_order_id == RQ_ADDRESS_SHUFFLE, order);
+    if (errlen > 0)
+        err[0] = '\0';
+    for (int k = 0; k < n; k++) {
+        const rq_amqp_node_t *node = &nodes[order[k]];
+        amqp_connection_state_t conn = open_node(cfg, node, one, sizeof(one));
+
+        rq_amqp_node_name(node, name, sizeof(name));
+        if (conn != NULL) {
+            rq_amqp_nodes_result(n, order[k], 1);
+            rq_amqp_node_in_use(prev, sizeof(prev));
+            if (strcmp(prev, name) != 0)
+                rq_info("broker node %s in use (%d of RABBITMQ_ADDRESSES; was %s)", name,
+                        order[k] + 1, prev[0] ? prev : "none");
+            rq_amqp_set_node_in_use(node);
+            tl_nodes = n;
+            tl_node = order[k];
+            return conn;
+        }
+        if (used < errlen) {
+            int w = snprintf(err + used, errlen - used, "%snode %s: %s", k ? "; " : "", name, one);
+            used += w > 0 ? (size_t)w : 0;
+        }
+    }
     return NULL;
 }
 
@@ -353,8 +406,8 @@ static int quorum_dead_letter_args(const RabbitMQConfig *cfg, amqp_table_entry_t
     return 2;
 }
 
-int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
-                             size_t errlen)
+static int declare_all(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
+                       size_t errlen)
 {
     amqp_table_entry_t extra[6];
     char dlq[300], name[300];
@@ -379,4 +432,16 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
         extra[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_DELIVERY_LIMIT, RQ_QUORUM_DELIVERY_LIMIT);
     n += quorum_dead_letter_args(cfg, extra + n);
     return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
+}
+
+int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
+                             size_t errlen)
+{
+    if (declare_all(conn, cfg, err, errlen) == 0)
+        return 0;
+    /* A node that took the connection but not the topology (a minority partition, a node
+     * shutting down): the next rq_amqp_open() of this process starts at the next node. */
+    if (tl_node >= 0)
+        rq_amqp_nodes_result(tl_nodes, tl_node, /*ok=*/0);
+    return -1;
 }

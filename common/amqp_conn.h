@@ -54,13 +54,17 @@ int rq_backoff_next(rq_backoff_t *b);
 /* Forgets past failures (call after a successful attempt); keeps min, max and jitter. */
 void rq_backoff_reset(rq_backoff_t *b);
 
-/* Opens a TCP connection to cfg->host:port (TLS when cfg->tls: AMQPS with TLS 1.2+, the CA
+/* Opens a TCP connection to a node of cfg (amqp_nodes.h: RABBITMQ_ADDRESSES in their order,
+ * the preferred node first, each tried once; else cfg->host:port) (TLS when cfg->tls: AMQPS
+ * with TLS 1.2+, the CA
  * bundle cfg->tls_ca or the system one, an optional client certificate, and peer plus host
  * name verification unless cfg->tls_verify is false), logs in (PLAIN) with cfg's heartbeat,
  * and opens channel 1. cfg->connect_timeout_ms bounds the TCP connect, the handshake, every
  * RPC and (rq_amqp_set_send_timeout()) every send until the caller sets another deadline. Returns
  * the connection (owned by the caller, close with rq_amqp_close()), or NULL with a human-readable
- * reason in err (credentials never included; a verification failure says so). */
+ * reason in err (credentials never included; a verification failure says so; with several
+ * nodes, each node's reason). A success makes its node the preferred one and the node in use
+ * (rq_amqp_node_in_use()); a change of node is logged. */
 amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen);
 
 /* Closes channel and connection politely and frees it. NULL is a no-op. Safe on a
@@ -91,7 +95,9 @@ char *rq_amqp_retry_queue_name(const RabbitMQConfig *cfg, int attempt, char *buf
 /* Delay in ms of the delay queue for `attempt` (RETRY_BASE_MS * 2^(attempt-1)). */
 long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt);
 
-/* Declares the whole topology above. Returns 0, or -1 with err filled. */
+/* Declares the whole topology above. Returns 0, or -1 with err filled; a failure on a
+ * connection this thread's latest rq_amqp_open() made moves the process's preferred node on
+ * to the next (a node that took the connection but not the topology is a lost one). */
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                              size_t errlen);
 

@@ -5,6 +5,7 @@
  * setting is one line here plus its field in config.h.
  */
 #include "config.h"
+#include "amqp_nodes.h"
 #include "config_table.h"
 #include "log.h"
 #include "util.h"
@@ -22,12 +23,14 @@
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const tail_froms[] = {"head", "end", NULL};
+static const char *const address_orders[] = {"in-order", "shuffle", NULL};
 static const char *const tail_overlongs[] = {"split", "skip", NULL};
 
 /* An enum setting stores the index of its choice: the lists above are in enum order. */
 _Static_assert(RQ_LOG_DEBUG == 0 && RQ_LOG_INFO == 1 && RQ_LOG_WARN == 2 && RQ_LOG_ERROR == 3,
                "log_levels[] is in rq_log_level_t order");
 _Static_assert(RQ_QUEUE_CLASSIC == 0 && RQ_QUEUE_QUORUM == 1, "queue_types[] order");
+_Static_assert(RQ_ADDRESS_IN_ORDER == 0 && RQ_ADDRESS_SHUFFLE == 1, "address_orders[] order");
 _Static_assert(RQ_TAIL_FROM_HEAD == 0 && RQ_TAIL_FROM_END == 1, "tail_froms[] order");
 _Static_assert(RQ_TAIL_OVERLONG_SPLIT == 0 && RQ_TAIL_OVERLONG_SKIP == 1, "tail_overlongs[] order");
 _Static_assert(sizeof(rq_log_level_t) == sizeof(int) && sizeof(rq_queue_type_t) == sizeof(int) &&
@@ -98,6 +101,15 @@ static const rq_cfg_desc_t settings[] = {
     S_STR("RABBITMQ_HOST", "localhost", rabbitmq.host, 1, 255, ALL, G_MQ, 0,
           "Broker host name or IP address"),
     S_INT("RABBITMQ_PORT", "5672", rabbitmq.port, 1, 65535, ALL, G_MQ, "Broker AMQP port"),
+    S_STR("RABBITMQ_ADDRESSES", "", rabbitmq.addresses, 0, 4095, ALL, G_MQ, 0,
+          "A cluster's nodes, host[:port] separated by commas (a port left out is RABBITMQ_PORT; "
+          "IPv6 in brackets, [::1]:5672), at most 16; the service connects to the first that "
+          "answers, stays on it while it works and fails over to the next when it is lost; "
+          "empty: the one node RABBITMQ_HOST:RABBITMQ_PORT"),
+    S_ENUM("RABBITMQ_ADDRESS_ORDER", "in-order", rabbitmq.address_order, rabbitmq.address_order_id,
+           address_orders, ALL, G_MQ,
+           "Order in which RABBITMQ_ADDRESSES are tried: in-order (as listed) or shuffle (a "
+           "random order per process, so replicas spread over the nodes)"),
     S_STR("RABBITMQ_USER", "guest", rabbitmq.user, 1, 255, ALL, G_MQ, 0, "Broker user name"),
     S_STR("RABBITMQ_PASS", "guest", rabbitmq.password, 0, 1024, ALL, G_MQ, RQ_CFG_SECRET,
           "Broker password; never logged or echoed"),
@@ -709,6 +721,16 @@ out:
     return rc;
 }
 
+/* RABBITMQ_ADDRESSES must parse (a mistake there is a start-up error, not a reconnect loop). */
+static int check_addresses(const rq_config_t *c, rq_config_error_t *err)
+{
+    rq_amqp_node_t nodes[RQ_AMQP_MAX_NODES];
+
+    if (rq_amqp_nodes_of(&c->rabbitmq, nodes, err->text, sizeof(err->text)) < 0)
+        return -1;
+    return 0;
+}
+
 int rq_config_load(rq_config_t *c, unsigned services, const char *env_file, rq_config_error_t *err)
 {
     if (rq_config_defaults(c) != 0) {
@@ -727,6 +749,8 @@ int rq_config_load(rq_config_t *c, unsigned services, const char *env_file, rq_c
         if (v && rq_cfg_parse(d, c, v, err) != 0)
             goto err;
     }
+    if (check_addresses(c, err) != 0)
+        goto err;
     return 0;
 err:
     rq_config_free(c);

@@ -36,6 +36,11 @@ typedef enum rq_queue_type {
     RQ_QUEUE_QUORUM = 1,  /* "quorum" */
 } rq_queue_type_t;
 
+typedef enum rq_address_order {
+    RQ_ADDRESS_IN_ORDER = 0, /* "in-order" */
+    RQ_ADDRESS_SHUFFLE = 1,  /* "shuffle" */
+} rq_address_order_t;
+
 typedef enum rq_tail_from {
     RQ_TAIL_FROM_HEAD = 0, /* "head" */
     RQ_TAIL_FROM_END = 1,  /* "end" */
@@ -48,11 +53,16 @@ typedef enum rq_tail_overlong {
 
 /* The broker connection and topology, shared by both services. */
 typedef struct RabbitMQConfig {
-    char *host;             /* RABBITMQ_HOST, default "localhost" */
-    int port;               /* RABBITMQ_PORT, 1..65535, default 5672 */
-    char *user;             /* RABBITMQ_USER, default "guest" */
-    char *password;         /* RABBITMQ_PASS, default "guest"; never logged */
-    char *vhost;            /* RABBITMQ_VHOST, default "/" */
+    char *host;          /* RABBITMQ_HOST, default "localhost" */
+    int port;            /* RABBITMQ_PORT, 1..65535, default 5672 */
+    char *addresses;     /* RABBITMQ_ADDRESSES: "host[:port],..." (a cluster's nodes), default
+                            "" (RABBITMQ_HOST:RABBITMQ_PORT); checked by rq_config_load() */
+    char *address_order; /* RABBITMQ_ADDRESS_ORDER, "in-order" | "shuffle", default
+                            "in-order" */
+    rq_address_order_t address_order_id; /* RABBITMQ_ADDRESS_ORDER as an enum */
+    char *user;                          /* RABBITMQ_USER, default "guest" */
+    char *password;                      /* RABBITMQ_PASS, default "guest"; never logged */
+    char *vhost;                         /* RABBITMQ_VHOST, default "/" */
     int heartbeat;          /* RABBITMQ_HEARTBEAT seconds, 0..3600 (0 disables), default 30 */
     int connect_timeout_ms; /* RABBITMQ_CONNECT_TIMEOUT_MS, 100..120000, default 5000 */
     char *request_queue;    /* REQUEST_QUEUE, default "request_queue" */

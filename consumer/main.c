@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "amqp_nodes.h"
 #include "config.h"
 #include "handler.h"
 #include "http_server.h"
@@ -211,7 +212,8 @@ int main(int argc, char **argv)
         goto out;
     }
     metrics = rq_metrics_new();
-    if (metrics == NULL || rq_worker_metrics_register(&wm, metrics) < 0) {
+    if (metrics == NULL || rq_worker_metrics_register(&wm, metrics) < 0 ||
+        rq_amqp_nodes_metrics(metrics) < 0) {
         rq_error("cannot create the metrics registry");
         goto out;
     }
@@ -253,6 +255,7 @@ out:
     rq_worker_free(worker);
     rq_handler_free(handler);
     rq_output_free(out);
+    rq_amqp_nodes_metrics(NULL);
     rq_metrics_free(metrics);
     rq_config_free(&cfg);
     return status;

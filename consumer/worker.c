@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "amqp_conn.h"
+#include "amqp_nodes.h"
 #include "amqp_pub.h"
 #include "handler.h"
 #include "log.h"
@@ -1633,7 +1634,7 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
 {
     const RabbitMQConfig *rc = &w->cfg->rabbitmq;
     int attempt = 0;
-    char err[512];
+    char err[512], node[RQ_AMQP_NODE_HOST_MAX + 16];
 
     while (!*stop) {
         int r;
@@ -1650,9 +1651,9 @@ int rq_worker_run(rq_worker_t *w, volatile int *stop)
                 rq_sleep_interruptible(delay / 1000.0, stop);
                 continue;
             }
-            rq_info("consuming from queue %s on %s:%d (prefetch %d, handler %s, batch wait %d ms, "
+            rq_info("consuming from queue %s on %s (prefetch %d, handler %s, batch wait %d ms, "
                     "output %s)%s",
-                    rc->request_queue, rc->host, rc->port, rc->prefetch,
+                    rc->request_queue, rq_amqp_node_in_use(node, sizeof(node)), rc->prefetch,
                     rq_handler_kind(w->handler), w->cfg->batch_wait_ms,
                     w->out != NULL ? rq_output_path(w->out) : "none",
                     w->ever_connected ? " after reconnecting" : "");

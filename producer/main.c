@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "amqp_nodes.h"
 #include "api.h"
 #include "config.h"
 #include "json_alloc.h"
@@ -105,7 +106,7 @@ static int start_parts(producer_t *p, const rq_config_t *cfg)
 {
     p->metrics = rq_metrics_new();
     p->store = rq_store_new((size_t)cfg->message_store_size);
-    if (p->metrics == NULL || p->store == NULL) {
+    if (p->metrics == NULL || p->store == NULL || rq_amqp_nodes_metrics(p->metrics) < 0) {
         rq_error("out of memory");
         return -1;
     }
@@ -117,10 +118,16 @@ static int start_parts(producer_t *p, const rq_config_t *cfg)
     p->api = rq_api_new(cfg, p->metrics, p->pub, p->store);
     if (p->api == NULL)
         return -1;
-    rq_info("producer %s listening on %s://%s:%d (broker %s%s:%d, queue %s)", RQ_VERSION,
-            rq_api_scheme(p->api), cfg->producer_bind, cfg->producer_port,
-            cfg->rabbitmq.tls ? "amqps://" : "", cfg->rabbitmq.host, cfg->rabbitmq.port,
-            cfg->rabbitmq.request_queue);
+    if (cfg->rabbitmq.addresses[0] != '\0')
+        rq_info("producer %s listening on %s://%s:%d (broker nodes %s%s, queue %s)", RQ_VERSION,
+                rq_api_scheme(p->api), cfg->producer_bind, cfg->producer_port,
+                cfg->rabbitmq.tls ? "amqps://" : "", cfg->rabbitmq.addresses,
+                cfg->rabbitmq.request_queue);
+    else
+        rq_info("producer %s listening on %s://%s:%d (broker %s%s:%d, queue %s)", RQ_VERSION,
+                rq_api_scheme(p->api), cfg->producer_bind, cfg->producer_port,
+                cfg->rabbitmq.tls ? "amqps://" : "", cfg->rabbitmq.host, cfg->rabbitmq.port,
+                cfg->rabbitmq.request_queue);
     if (cfg->input_file[0] != '\0') {
         rq_tail_opts_t to;
         char err[512];
@@ -177,6 +184,7 @@ static void free_parts(producer_t *p)
     rq_publisher_free(p->pub);
     rq_tailer_free(p->tailer);
     rq_store_free(p->store);
+    rq_amqp_nodes_metrics(NULL);
     rq_metrics_free(p->metrics);
 }
 

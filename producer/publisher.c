@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "amqp_conn.h"
+#include "amqp_nodes.h"
 #include "amqp_pub.h"
 #include "hmap.h"
 #include "list.h"
@@ -34,6 +35,8 @@ enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
 /* A connection that dies sooner than this after it became ready keeps its backoff: a broker
  * that accepts and then drops every connection is not hammered in a tight loop. */
 #define STABLE_CONNECTION_NS (5 * 1000000000LL)
+/* Nacks only (no ack) for this long: the channel is treated as lost (see handle_frame). */
+#define NACK_RUN_RECONNECT_MS 2000
 
 #define REPLY_LOST_TEXT                                                                            \
     "the message is stored, but the broker connection was lost before the reply came; "            \
@@ -72,6 +75,7 @@ struct rq_publisher {
     int64_t next_attempt_ns; /* no reconnect before this */
     int topology_stale;      /* a publish was returned: declare the topology again */
     uint64_t declared_tag;   /* the first delivery tag published after the last declare */
+    int64_t nacks_since_ns;  /* the first nack of a run with no ack since (0: none) */
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -399,7 +403,7 @@ static int connect_broker(rq_publisher_t *p)
     RabbitMQConfig bounded = p->cfg->rabbitmq;
     const RabbitMQConfig *rc = &bounded;
     int64_t due = earliest_deadline(p);
-    char err[512];
+    char err[512], node[RQ_AMQP_NODE_HOST_MAX + 16];
     amqp_queue_declare_ok_t *q;
 
     /* The attempt blocks this thread, so no deadline is swept meanwhile: against a broker
@@ -452,8 +456,9 @@ static int connect_broker(rq_publisher_t *p)
     p->next_tag = 1;
     p->declared_tag = 1;
     p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
+    p->nacks_since_ns = 0;
     rq_series_inc(p->m_reconnects);
-    rq_info("connected to %s:%d, queue %s, callback queue %s", rc->host, rc->port,
+    rq_info("connected to %s, queue %s, callback queue %s", rq_amqp_node_in_use(node, sizeof(node)),
             rc->request_queue, p->reply_queue);
     set_ready(p, 1, "");
     return 0;
@@ -714,6 +719,36 @@ static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_r
     return 0;
 }
 
+/* A basic.nack: the messages it covers were refused (503), unless one must never be dropped
+ * (a tailed line: everything unconfirmed is replayed on a new connection). Returns 0, or -1
+ * when the connection must be rebuilt: that replay, or nacks alone (no ack) for
+ * NACK_RUN_RECONNECT_MS. */
+static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
+{
+    int64_t now = rq_mono_ns();
+
+    rq_warn("broker nacked delivery tag %llu%s", (unsigned long long)n->delivery_tag,
+            n->multiple ? " (multiple)" : "");
+    if (nack_needs_replay(p, n->delivery_tag, n->multiple)) {
+        /* Publishing the nacked line alone would put it behind later lines: replay
+         * everything unconfirmed, in order, on a new connection. */
+        connection_lost(p, "the broker nacked a message that must not be dropped");
+        return -1;
+    }
+    handle_confirm(p, n->delivery_tag, n->multiple, 0);
+    if (p->nacks_since_ns == 0)
+        p->nacks_since_ns = now;
+    if (now - p->nacks_since_ns >= (int64_t)NACK_RUN_RECONNECT_MS * 1000000) {
+        /* RabbitMQ 3.10: a channel opened while a quorum queue elected a new leader (its node
+         * was lost) keeps the old leader and has every publish nacked until that node
+         * returns; a new channel finds the new leader. */
+        connection_lost(p, "every publish nacked for 2 s (a quorum queue leader lost?): a new "
+                           "connection");
+        return -1;
+    }
+    return 0;
+}
+
 /* Handles one frame. Returns 0, or -1 when the connection must be rebuilt. */
 static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
 {
@@ -724,22 +759,12 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
     switch (f->payload.method.id) {
     case AMQP_BASIC_ACK_METHOD: {
         amqp_basic_ack_t *a = f->payload.method.decoded;
+        p->nacks_since_ns = 0;
         handle_confirm(p, a->delivery_tag, a->multiple, 1);
         return 0;
     }
-    case AMQP_BASIC_NACK_METHOD: {
-        amqp_basic_nack_t *n = f->payload.method.decoded;
-        rq_warn("broker nacked delivery tag %llu%s", (unsigned long long)n->delivery_tag,
-                n->multiple ? " (multiple)" : "");
-        if (nack_needs_replay(p, n->delivery_tag, n->multiple)) {
-            /* Publishing the nacked line alone would put it behind later lines: replay
-             * everything unconfirmed, in order, on a new connection. */
-            connection_lost(p, "the broker nacked a message that must not be dropped");
-            return -1;
-        }
-        handle_confirm(p, n->delivery_tag, n->multiple, 0);
-        return 0;
-    }
+    case AMQP_BASIC_NACK_METHOD:
+        return handle_nack(p, f->payload.method.decoded);
     case AMQP_BASIC_DELIVER_METHOD: {
         amqp_message_t msg;
         amqp_rpc_reply_t r = amqp_read_message(p->conn, f->channel, &msg, 0);

@@ -6,6 +6,13 @@
 #   scripts/broker.sh status DIR                   exit 0 when the node in DIR answers
 #   scripts/broker.sh ctl DIR ARGS...              rabbitmqctl ARGS against the node in DIR
 #                                                  (e.g. list_queues name type arguments)
+#   scripts/broker.sh cluster DIR N PORT           a cluster of N nodes (DIR/node1..N, AMQP ports
+#                                                  PORT..PORT+N-1, one Erlang cookie), node1 first,
+#                                                  the others joined to it; quorum queues declared
+#                                                  after that get a replica on every node
+#   scripts/broker.sh cluster-stop DIR             stop every node of the cluster in DIR
+#   scripts/broker.sh kill DIR                     kill -9 the node in DIR (a crash; `start DIR
+#                                                  PORT` brings it back into its cluster)
 #
 # The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
 # (a developer's `make run` and a `make test`) can run side by side without touching each other.
@@ -17,7 +24,8 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status|ctl DIR [PORT [MGMT_PORT] | ARGS...]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status|ctl|kill|cluster|cluster-stop DIR [PORT [MGMT_PORT] | ARGS... | N PORT]" >&2; exit 2; }
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
@@ -102,6 +110,45 @@ status)
 	[ -f "$dir/port" ] || exit 1
 	node_env
 	ctl status >/dev/null 2>&1
+	;;
+kill)
+	[ -f "$dir/port" ] || exit 0
+	node_env
+	[ -f "$RABBITMQ_PID_FILE" ] || exit 0
+	pid=$(cat "$RABBITMQ_PID_FILE")
+	kill -9 "$pid" 2>/dev/null || true
+	for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	rm -f "$RABBITMQ_PID_FILE"
+	;;
+cluster)
+	n=${3:-3}
+	port=${4:-5672}
+	[ "$n" -ge 1 ] || { echo "cluster: N must be >= 1" >&2; exit 2; }
+	cookie=$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	for k in $(seq 1 "$n"); do
+		mkdir -p "$dir/node$k/home"
+		[ -f "$dir/node$k/home/.erlang.cookie" ] || printf '%s' "$cookie" >"$dir/node$k/home/.erlang.cookie"
+	done
+	# node1's cookie for all (a rerun keeps the nodes' own)
+	for k in $(seq 2 "$n"); do cp "$dir/node1/home/.erlang.cookie" "$dir/node$k/home/.erlang.cookie"; done
+	"$here/broker.sh" start "$dir/node1" "$port"
+	first="relayq$port@localhost"
+	for k in $(seq 2 "$n"); do
+		p=$((port + k - 1))
+		"$here/broker.sh" start "$dir/node$k" "$p"
+		members=$("$here/broker.sh" ctl "$dir/node$k" cluster_status --formatter json 2>/dev/null || true)
+		if ! grep -q "\"$first\"" <<<"$members"; then
+			"$here/broker.sh" ctl "$dir/node$k" stop_app >/dev/null
+			"$here/broker.sh" ctl "$dir/node$k" join_cluster "$first" >/dev/null
+			"$here/broker.sh" ctl "$dir/node$k" start_app >/dev/null
+		fi
+	done
+	echo "$n" >"$dir/nodes"
+	echo "cluster of $n nodes up on 127.0.0.1:$port..$((port + n - 1)) ($first first)"
+	;;
+cluster-stop)
+	[ -f "$dir/nodes" ] || exit 0
+	for k in $(seq "$(cat "$dir/nodes")" -1 1); do "$here/broker.sh" stop "$dir/node$k"; done
 	;;
 ctl)
 	[ -f "$dir/port" ] || { echo "no broker in $dir" >&2; exit 1; }

@@ -140,7 +140,11 @@ def check_compose(settings):
         check(any(v.split(":")[0] in named and v.split(":")[1] == "/data" for v in vols),
               "compose: %s lacks the shared named volume on /data" % name)
     prod = svc["producer"]
-    check(any(str(p).endswith("5000:5000") for p in prod.get("ports", [])), "compose: producer does not publish port 5000")
+    check(any(str(p) in ("127.0.0.1:5000:5000", "127.0.0.1:${RQ_COMPOSE_PRODUCER_PORT:-5000}:5000")
+              for p in prod.get("ports", [])), "compose: producer does not publish 127.0.0.1:5000")
+    for name, one in svc.items():
+        for p in one.get("ports", []):
+            check(str(p).startswith("127.0.0.1:"), "compose: %s publishes %s beyond 127.0.0.1" % (name, p))
     check(str(env_of(prod).get("PRODUCER_PORT")) == "5000", "compose: PRODUCER_PORT is not 5000")
     cons = svc["consumer"]
     check("container_name" not in cons, "compose: consumer has a container_name (breaks --scale)")
@@ -320,6 +324,10 @@ def check_kubernetes(settings):
     for k in data:
         check(not settings or k in settings, "deploy: ConfigMap key %s is not a relayq setting" % k)
     check(data.get("RABBITMQ_HOST") == "relayq-rabbitmq", "deploy: RABBITMQ_HOST is not the RabbitmqCluster service")
+    addrs = [a.strip() for a in data.get("RABBITMQ_ADDRESSES", "").split(",") if a.strip()]
+    want = ["relayq-rabbitmq-server-%d.relayq-rabbitmq-nodes.relayq.svc:5672" % i for i in range(3)]
+    check(addrs == want, "deploy: RABBITMQ_ADDRESSES does not list the 3 RabbitmqCluster pods: %s" % addrs)
+    check(data.get("RABBITMQ_ADDRESS_ORDER") == "shuffle", "deploy: RABBITMQ_ADDRESS_ORDER is not shuffle")
     secret = one("Secret", "relayq-rabbitmq-credentials") or {}
     skeys = set((secret.get("stringData") or {}).keys()) | set((secret.get("data") or {}).keys())
     check({"username", "password", "amqp-uri"} <= skeys, "deploy: Secret lacks username/password/amqp-uri")
@@ -370,6 +378,17 @@ def check_kubernetes(settings):
             sel = svc["spec"]["selector"]
             check(sel.items() <= tpl["metadata"]["labels"].items(), "deploy: Service %s selects no pod" % name)
             check(any(p.get("port") == port for p in svc["spec"]["ports"]), "deploy: Service %s lacks port %d" % (name, port))
+    cons = one("Deployment", "relayq-consumer") or {}
+    aff = cons.get("spec", {}).get("template", {}).get("spec", {}).get("affinity", {})
+    terms = aff.get("podAntiAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution", [])
+    check(any(t.get("podAffinityTerm", {}).get("topologyKey") == "kubernetes.io/hostname" and
+              t["podAffinityTerm"].get("labelSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+              == "relayq-consumer" for t in terms),
+          "deploy: consumer pods have no anti-affinity by host")
+    pdbs = {d["metadata"]["name"]: d for d in kinds.get("PodDisruptionBudget", [])}
+    pdb = pdbs.get("relayq-consumer", {}).get("spec", {})
+    check(pdb.get("maxUnavailable") == 1 and pdb.get("selector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+          == "relayq-consumer", "deploy: no PodDisruptionBudget (maxUnavailable 1) for the consumers")
     prod = one("Deployment", "relayq-producer")
     if prod:
         check(prod["spec"].get("replicas") == 1, "deploy: producer replicas is not 1 (a tailed file is not shareable)")

@@ -45,7 +45,8 @@ Test(config_enums, every_enum_setting_has_an_enum_field)
                              t[i].choices[k]);
         }
     }
-    cr_expect_eq(seen, 4u, "LOG_LEVEL, QUEUE_TYPE, TAIL_FROM, TAIL_OVERLONG");
+    cr_expect_eq(seen, 5u,
+                 "LOG_LEVEL, RABBITMQ_ADDRESS_ORDER, QUEUE_TYPE, TAIL_FROM, TAIL_OVERLONG");
     rq_config_free(&c);
 }
 

@@ -1,0 +1,358 @@
+#!/usr/bin/python3
+"""relayq on a three-node RabbitMQ cluster (issue 19): failover across RABBITMQ_ADDRESSES.
+
+One cluster for every scenario (scripts/broker.sh cluster: three nodes from the Debian
+package on 127.0.0.1, one Erlang cookie); each scenario gets its own request queue (a quorum
+queue with a replica on every node), a producer and a consumer started with
+RABBITMQ_ADDRESSES listing the three nodes, and HTTP load from 4 threads:
+  producer-node  kill -9 the node the producer is connected to (rabbitmq_node_in_use):
+                 201s resume within RESUME_BOUND_S on another node; every 201 in OUTPUT_FILE
+                 exactly once; the killed node restarts and rejoins.
+  consumer-node  kill -9 the consumer's node: the consumer goes on from another node,
+                 every 201 in the output exactly once.
+  leader         kill -9 the quorum leader of the request queue (rabbitmqctl list_queues
+                 leader): a new leader is elected, 201s resume, nothing lost.
+  no-quorum      stop two of the three nodes: the producer answers 503 (no quorum, no
+                 confirm) and never a 201 it cannot keep; one node back: 201s again,
+                 every 201 in the output.
+  rolling        a rolling restart of the three nodes, one after the other, under load:
+                 nothing lost, nothing twice.
+Usage: test_cluster.py --build-dir build [SCENARIO ...] (default: all). Prints PASS/FAIL
+lines, figures, and `N passed, M failed`; exit 1 on any failure. Every wait is bounded;
+only processes this script started are signalled, by PID (pidfiles).
+Standard library only (/usr/bin/python3).
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_reliability import (Checks, Load, Poller, Stack, check_output_exactly_once,  # noqa: E402
+                              finish, log, metrics, summarize_load)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BROKER = os.path.join(ROOT, "scripts", "broker.sh")
+NODES = 3
+RESUME_BOUND_S = 5.0  # 201s again within this long after a node is killed
+CONSUME_BOUND_S = 10.0  # the consumer takes messages again within this long after its node died
+LOAD_THREADS = 4
+LOAD_RATE = 60.0  # requests/s per thread
+
+
+def free_base(n):
+    """A port P with P..P+n-1 and their distribution ports (+20000) free on 127.0.0.1."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+        s.close()
+        if base + n + 20000 >= 65536:
+            continue
+        ok = True
+        for p in [base + k for k in range(n)] + [base + 20000 + k for k in range(n)]:
+            t = socket.socket()
+            try:
+                t.bind(("127.0.0.1", p))
+            except OSError:
+                ok = False
+            finally:
+                t.close()
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+class Cluster:
+    def __init__(self, tmp, base):
+        self.dir = os.path.join(tmp, "cluster")
+        self.base = base
+        self.out = os.path.join(tmp, "cluster.out")
+
+    def port(self, k):
+        return self.base + k - 1
+
+    def node_dir(self, k):
+        return os.path.join(self.dir, f"node{k}")
+
+    def run(self, *args, timeout=240):
+        with open(self.out, "a") as out:
+            r = subprocess.run(["bash", BROKER] + list(args), stdout=out,
+                               stderr=subprocess.STDOUT, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"broker.sh {' '.join(args[:1])} failed (see {self.out})")
+
+    def start_all(self):
+        self.run("cluster", self.dir, str(NODES), str(self.base))
+
+    def stop_all(self):
+        self.run("cluster-stop", self.dir)
+
+    def kill(self, k):
+        self.run("kill", self.node_dir(k))
+
+    def stop(self, k):
+        self.run("stop", self.node_dir(k))
+
+    def start(self, k):
+        self.run("start", self.node_dir(k), str(self.port(k)))
+
+    def ctl(self, k, *args):
+        r = subprocess.run(["bash", BROKER, "ctl", self.node_dir(k)] + list(args),
+                           capture_output=True, timeout=90)
+        if r.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {r.stderr.decode()[-300:]}")
+        return r.stdout.decode()
+
+    def alive(self, k):
+        try:
+            with open(os.path.join(self.node_dir(k), "rabbitmq.pid")) as f:
+                os.kill(int(f.read().strip()), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def running_nodes(self, k):
+        doc = json.loads(self.ctl(k, "cluster_status", "--formatter", "json"))
+        return sorted(doc.get("running_nodes", []))
+
+    def node_of_port(self, port):
+        return port - self.base + 1
+
+    def addresses(self):
+        return ",".join(f"127.0.0.1:{self.port(k)}" for k in range(1, NODES + 1))
+
+    def heal(self):
+        """Every node running again (started where it is not)."""
+        for k in range(1, NODES + 1):
+            if not self.alive(k):
+                self.start(k)
+
+
+def node_in_use(url):
+    """The node ("127.0.0.1:port") rabbitmq_node_in_use says a service is on, or None."""
+    for key, v in metrics(url).items():
+        m = re.fullmatch(r'rabbitmq_node_in_use\{node="([^"]+)"\}', key)
+        if m and v == 1:
+            return m.group(1)
+    return None
+
+
+def wait_for(fn, timeout, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def consumed(st):
+    return metrics(st.url("consumer")).get("messages_consumed_total", 0)
+
+
+def first_201_after(res, t):
+    return min((r[4] for r in res if r[1] == 201 and r[3] >= t), default=None)
+
+
+def finish_load(c, st, load, what, t_fault, resume_bound=RESUME_BOUND_S):
+    """Stops the load, checks the answers (201 or 503, 201s back within resume_bound of the
+    fault) and that every 201 is in the output exactly once."""
+    c.check(f"{what}: load threads stop", load.finish())
+    res = load.snapshot()
+    log(f"{what}: {len(res)} requests: {summarize_load(res)}")
+    statuses = {r[1] for r in res}
+    c.check(f"{what}: every answer is 201 or 503 (never a dropped connection or a 500)",
+            statuses <= {201, 503}, f"statuses {sorted(statuses)}")
+    if t_fault is not None:
+        back = first_201_after(res, t_fault)
+        gap = back - t_fault if back else None
+        last503 = max((r[4] for r in res if r[1] == 503 and r[4] >= t_fault), default=None)
+        log(f"figures ({what}): first 201 {'%.2f s' % gap if gap else 'never'} after the fault; "
+            f"503s answered until {'%.2f s' % (last503 - t_fault) if last503 else '-'} after it; "
+            f"{sum(1 for r in res if r[1] == 503)} x 503 in all")
+        c.check(f"{what}: 201s resume within {resume_bound:.0f} s of the fault "
+                f"({'%.2f s' % gap if gap else 'never'})", gap is not None and gap <= resume_bound)
+    accepted = {r[0].encode() for r in res if r[1] == 201}
+    sent = {r[0].encode() for r in res}
+    check_output_exactly_once(c, st.output, accepted, what, timeout=120, allowed_extra=sent)
+    return res
+
+
+def start_services(st, consumer_env=None):
+    st.start("consumer", **(consumer_env or {}))
+    st.start("producer")
+    return Load(lambda: st.url("producer"), st.queue, threads=LOAD_THREADS,
+                rate=LOAD_RATE).start()
+
+
+def producer_node(c, st, cl, args):
+    load = start_services(st)
+    time.sleep(3)
+    node = node_in_use(st.url("producer"))
+    c.check("producer: rabbitmq_node_in_use names one of the nodes", node is not None)
+    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    log(f"producer on node {k} ({node}); consumer on {node_in_use(st.url('consumer'))}; kill -9")
+    cl.kill(k)  # returns once the node's process is gone
+    t_kill = time.monotonic()
+    other = wait_for(lambda: (lambda n: n if n and n != node else None)(
+        node_in_use(st.url("producer"))), 30)
+    c.check(f"producer: on another node after the kill ({other})", other is not None)
+    time.sleep(4)
+    log(f"restarting node {k}")
+    cl.start(k)
+    rn = wait_for(lambda: len(cl.running_nodes(k)) == NODES, 60, 1.0)
+    c.check(f"node {k} rejoined the cluster ({NODES} running)", rn)
+    time.sleep(2)
+    finish_load(c, st, load, "producer-node", t_kill)
+
+
+def consumer_node(c, st, cl, args):
+    # the consumer's list starts at node 2: it is on another node than the producer (node 1)
+    rot = ",".join(f"127.0.0.1:{cl.port(k)}" for k in (2, 3, 1))
+    load = start_services(st, {"RABBITMQ_ADDRESSES": rot})
+    time.sleep(3)
+    node = node_in_use(st.url("consumer"))
+    c.check("consumer: rabbitmq_node_in_use names one of the nodes", node is not None)
+    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    log(f"consumer on node {k} ({node}); producer on {node_in_use(st.url('producer'))}; kill -9")
+    cl.kill(k)  # returns once the node's process is gone
+    t_kill = time.monotonic()
+    other = wait_for(lambda: (lambda n: n if n and n != node else None)(
+        node_in_use(st.url("consumer"))), 30)
+    c.check(f"consumer: on another node after the kill ({other})", other is not None)
+    base = consumed(st)
+    back = wait_for(lambda: consumed(st) >= base + 50, 30, 0.1)
+    gap = time.monotonic() - t_kill if back else None
+    log(f"figures (consumer-node): 50 more messages consumed "
+        f"{'%.2f s' % gap if gap else 'never'} after the kill")
+    c.check(f"consumer: consumes again within {CONSUME_BOUND_S:.0f} s of the kill "
+            f"({'%.2f s' % gap if gap else 'never'})", gap is not None and gap <= CONSUME_BOUND_S)
+    time.sleep(4)
+    finish_load(c, st, load, "consumer-node", t_kill)
+    cl.start(k)
+
+
+def leader(c, st, cl, args):
+    load = start_services(st)
+    time.sleep(3)
+    live = next(k for k in range(1, NODES + 1) if cl.alive(k))
+    out = cl.ctl(live, "list_queues", "name", "leader", "--formatter", "json")
+    lead = next((q["leader"] for q in json.loads(out) if q["name"] == st.queue), None)
+    c.check(f"the request queue has a quorum leader ({lead})", lead is not None)
+    k = int(re.search(r"relayq(\d+)@", lead).group(1)) - cl.base + 1
+    log(f"quorum leader of {st.queue} on node {k}; kill -9")
+    cl.kill(k)  # returns once the node's process is gone
+    t_kill = time.monotonic()
+    time.sleep(8)
+    live = next(j for j in range(1, NODES + 1) if cl.alive(j))
+    out = cl.ctl(live, "list_queues", "name", "leader", "--formatter", "json")
+    new = next((q["leader"] for q in json.loads(out) if q["name"] == st.queue), None)
+    c.check(f"a new leader was elected ({new})", new is not None and new != lead)
+    finish_load(c, st, load, "leader", t_kill)
+    cl.start(k)
+
+
+def no_quorum(c, st, cl, args):
+    load = start_services(st)
+    time.sleep(3)
+    node = node_in_use(st.url("producer"))
+    kp = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    down = [k for k in range(1, NODES + 1) if k != kp][:2]
+    log(f"producer on node {kp}; stopping nodes {down} (no quorum left)")
+    for k in down:
+        cl.stop(k)
+    t_down = time.monotonic()
+    time.sleep(8)
+    mid = load.snapshot()
+    during = [r for r in mid if r[3] >= t_down + 2]
+    n503 = sum(1 for r in during if r[1] == 503)
+    n201 = sum(1 for r in during if r[1] == 201)
+    log(f"no quorum: {len(during)} requests sent 2 s after the stop: {n201} x 201, {n503} x 503")
+    c.check("no quorum: the producer answers 503", n503 > 0, f"{n503}")
+    log(f"starting node {down[0]} again")
+    t_back = time.monotonic()
+    cl.start(down[0])
+    time.sleep(6)
+    res = finish_load(c, st, load, "no-quorum", None)
+    back = first_201_after(res, t_back)
+    c.check("no quorum: 201s again once a second node is back",
+            back is not None, "no 201 after the node's return")
+    if back:
+        log(f"figures (no-quorum): first 201 {back - t_back:.2f} s after broker.sh start began")
+    cl.start(down[1])
+
+
+def rolling(c, st, cl, args):
+    load = start_services(st)
+    time.sleep(3)
+    for k in range(1, NODES + 1):
+        log(f"rolling restart: node {k}")
+        cl.stop(k)
+        time.sleep(2)
+        cl.start(k)
+        ok = wait_for(lambda: len(cl.running_nodes(k)) == NODES, 60, 1.0)
+        c.check(f"rolling restart: node {k} back in the cluster", ok)
+        time.sleep(2)
+    time.sleep(3)
+    res = finish_load(c, st, load, "rolling", None)
+    c.check("rolling restart: 201s throughout", sum(1 for r in res if r[1] == 201) > 100)
+
+
+SCENARIOS = {"producer-node": producer_node, "consumer-node": consumer_node, "leader": leader,
+             "no-quorum": no_quorum, "rolling": rolling}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--build-dir", default="build")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("scenarios", nargs="*", help=" ".join(SCENARIOS) + " (default: all)")
+    args = ap.parse_args()
+    unknown = [n for n in args.scenarios if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}")
+    build = os.path.abspath(args.build_dir)
+    c = Checks()
+    t0 = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="relayq-cluster.")
+    os.chmod(tmp, 0o755)  # the nodes (user rabbitmq) must reach their folders inside
+    cl = Cluster(tmp, free_base(NODES))
+    try:
+        t = time.monotonic()
+        cl.start_all()
+        log(f"cluster of {NODES} up in {time.monotonic() - t:.1f} s: {cl.addresses()}")
+        for name in args.scenarios or list(SCENARIOS):
+            log(f"scenario {name}")
+            cl.heal()
+            sub = os.path.join(tmp, name)
+            os.makedirs(sub)
+            os.chmod(sub, 0o755)
+            st = Stack(build, sub, f"cl_{name.replace('-', '_')}", amqp_port=cl.port(1),
+                       extra_env={"RABBITMQ_ADDRESSES": cl.addresses(),
+                                  "RABBITMQ_HEARTBEAT": "2",
+                                  "RABBITMQ_CONNECT_TIMEOUT_MS": "2000"})
+            try:
+                SCENARIOS[name](c, st, cl, args)
+            except Exception as e:  # noqa: BLE001 - reported as a failure, the cleanup goes on
+                c.check(f"{name} ran to the end", False, f"{type(e).__name__}: {e}")
+            finally:
+                st.close()
+    except Exception as e:  # noqa: BLE001
+        c.check("the cluster started", False, f"{type(e).__name__}: {e}")
+    finally:
+        try:
+            cl.stop_all()
+        except Exception as e:  # noqa: BLE001
+            log(f"cluster stop: {e}")
+    sys.exit(finish(c, tmp, t0, args.keep, (), "cluster"))
+
+
+if __name__ == "__main__":
+    main()
