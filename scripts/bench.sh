@@ -10,6 +10,8 @@
 #   5. file tail end to end (INPUT_FILE -> broker -> fsync'd OUTPUT_FILE), 200,000 lines
 #   6. peak RSS (VmHWM) of the producer and the consumer over every step
 #   7. the consumer alone draining a pre-filled queue, with and without OUTPUT_FILE
+#   9. with BENCH_CLUSTER >= 3: failover under /produce load (tests/integration/test_cluster.py
+#      failover: kill -9 the producer's node several times; time to the next 201, p50 and max)
 #   8. consumer concurrency (issue 14): a burst of 40 waiting callers with processing_time
 #      1 s, then 200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
 #      tests/integration/test_consumer_concurrency.py bench); then the steady state: 200
@@ -29,6 +31,9 @@
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
 #   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
 #   BENCH_STEPS ("1 2 3 4 5 7 8")  the steps to run (6, peak RSS, comes with the others)
+#   BENCH_CLUSTER (1)              N >= 2: the broker is a cluster of N nodes (scripts/broker.sh
+#                                  cluster; services get RABBITMQ_ADDRESSES), the limit is also
+#                                  measured on a single node beside it, and step 9 runs
 #   BENCH_CONC_CONNECTIONS (200)  BENCH_CONC_PROCESSING_TIME (0.1)  BENCH_CONC_PREFETCH (= callers)
 #   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
 #                                  /batch-produce, request/reply, step 8's steady state);
@@ -64,6 +69,9 @@ DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
 QTYPE=${BENCH_QUEUE_TYPE:-quorum}
 STEPS=${BENCH_STEPS:-1 2 3 4 5 7 8}
+CLUSTER=${BENCH_CLUSTER:-1}
+[[ $CLUSTER =~ ^[1-9]$ ]] || { echo "bench: BENCH_CLUSTER must be 1..9" >&2; exit 2; }
+[ "$CLUSTER" -ge 3 ] && STEPS="$STEPS 9"
 CONC_CONNS=${BENCH_CONC_CONNECTIONS:-200}
 CONC_PT=${BENCH_CONC_PROCESSING_TIME:-0.1}
 CONC_PREFETCH=${BENCH_CONC_PREFETCH:-$CONC_CONNS}
@@ -123,8 +131,11 @@ if [ -n "${BENCH_AMQP_PORT:-}" ]; then
 else
 	AMQP_PORT=
 	for p in $(seq 5680 5699); do
-		# broker.sh puts the Erlang distribution port at PORT + 20000.
-		if "$PY" "$REPORT" portfree "$p" $((p + 20000)); then
+		# broker.sh puts the Erlang distribution port at PORT + 20000; a cluster takes N ports
+		# from PORT, and the single node beside it (BENCH_CLUSTER) the one after.
+		want=()
+		for k in $(seq 0 "$CLUSTER"); do want+=($((p + k)) $((p + k + 20000))); done
+		if "$PY" "$REPORT" portfree "${want[@]}"; then
 			AMQP_PORT=$p
 			break
 		fi
@@ -158,8 +169,13 @@ cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 	if [ "$BROKER_STARTED" = 1 ]; then
-		scripts/broker.sh stop "$BROKER_DIR" >/dev/null 2>&1 || true
-		rm -rf "$BROKER_DIR/mnesia" # persistent messages of the run; the logs stay
+		if [ "$CLUSTER" -ge 2 ]; then
+			scripts/broker.sh cluster-stop "$BROKER_DIR" >/dev/null 2>&1 || true
+			rm -rf "$BROKER_DIR"/node*/mnesia
+		else
+			scripts/broker.sh stop "$BROKER_DIR" >/dev/null 2>&1 || true
+			rm -rf "$BROKER_DIR/mnesia" # persistent messages of the run; the logs stay
+		fi
 	fi
 }
 trap cleanup EXIT
@@ -171,6 +187,12 @@ cpu_ticks() { # utime + stime of PID in clock ticks (0 when gone); "busy"/"steal
 		awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat
 	elif [ "$1" = steal ]; then
 		awk '/^cpu / { print $9 }' /proc/stat
+	elif [ "$1" = cluster ]; then # every node of BENCH_CLUSTER
+		local k t=0
+		for k in $(seq 1 "$CLUSTER"); do
+			t=$((t + $(cpu_ticks "$(cat "$BROKER_DIR/node$k/rabbitmq.pid" 2>/dev/null || echo 0)")))
+		done
+		echo "$t"
 	elif [ -r "/proc/$1/stat" ]; then
 		awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 	else
@@ -249,7 +271,8 @@ start_service() {
 	fi
 	# shellcheck disable=SC2086 # extra is a list of VAR=VALUE words
 	env -i PATH="$PATH" HOME="${HOME:-/root}" LOG_LEVEL=warn RABBITMQ_HOST=127.0.0.1 \
-		RABBITMQ_PORT="$AMQP_PORT" QUEUE_TYPE="$QTYPE" "$@" $extra "$BIN/$role" >>"$LOGS/$step.$role.log" 2>&1 &
+		RABBITMQ_PORT="$AMQP_PORT" RABBITMQ_ADDRESSES="$ADDRESSES" QUEUE_TYPE="$QTYPE" "$@" $extra \
+		"$BIN/$role" >>"$LOGS/$step.$role.log" 2>&1 &
 	SVC_PID=$!
 	SVC_URL=http://127.0.0.1:$port
 	PIDS+=("$SVC_PID")
@@ -314,11 +337,23 @@ fact meta.services_env "${BENCH_PRODUCER_ENV:-} ${BENCH_CONSUMER_ENV:-}"
 fact meta.wrk "$(wrk --version 2>&1 | head -n 1)"
 
 log "run folder $WORK"
-log "starting a broker on 127.0.0.1:$AMQP_PORT"
 BROKER_STARTED=1
-scripts/broker.sh start "$BROKER_DIR" "$AMQP_PORT" >"$LOGS/broker-start.log" 2>&1 ||
-	{ cat "$LOGS/broker-start.log" >&2; die "the broker did not start"; }
-BROKER_PID=$(broker_pid)
+if [ "$CLUSTER" -ge 2 ]; then
+	log "starting a cluster of $CLUSTER nodes on 127.0.0.1:$AMQP_PORT..$((AMQP_PORT + CLUSTER - 1))"
+	scripts/broker.sh cluster "$BROKER_DIR" "$CLUSTER" "$AMQP_PORT" >"$LOGS/broker-start.log" 2>&1 ||
+		{ cat "$LOGS/broker-start.log" >&2; die "the cluster did not start"; }
+	BROKER_PID=cluster # cpu_ticks sums every node
+	ADDRESSES=$(for k in $(seq 0 $((CLUSTER - 1))); do printf '127.0.0.1:%d,' $((AMQP_PORT + k)); done)
+	ADDRESSES=${ADDRESSES%,}
+	fact meta.cluster_nodes "$CLUSTER"
+else
+	log "starting a broker on 127.0.0.1:$AMQP_PORT"
+	scripts/broker.sh start "$BROKER_DIR" "$AMQP_PORT" >"$LOGS/broker-start.log" 2>&1 ||
+		{ cat "$LOGS/broker-start.log" >&2; die "the broker did not start"; }
+	BROKER_PID=$(broker_pid)
+	ADDRESSES=
+	fact meta.cluster_nodes 1
+fi
 fact meta.broker "RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?')"
 
 # ---- 1. the broker's limit -----------------------------------------------------------------
@@ -542,6 +577,19 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 if want 1; then
 	log "1/7 broker limit: rq_amqp_tool publish, window $WINDOW, ~${SECS} s"
 	step_limit limit
+	if [ "$CLUSTER" -ge 2 ]; then
+		single=$((AMQP_PORT + CLUSTER))
+		log "1/7 broker limit on one node beside the cluster (127.0.0.1:$single)"
+		scripts/broker.sh start "$WORK/single" "$single" >"$LOGS/single-start.log" 2>&1 ||
+			{ cat "$LOGS/single-start.log" >&2; die "the single node did not start"; }
+		(
+			AMQP_PORT=$single
+			BROKER_PID=$(cat "$WORK/single/rabbitmq.pid")
+			step_limit limit_single
+		)
+		scripts/broker.sh stop "$WORK/single" >/dev/null 2>&1 || true
+		rm -rf "$WORK/single/mnesia"
+	fi
 fi
 # run_name BASE K: the step name of run K of a repeated step (BASE, BASE_r2, BASE_r3...).
 run_name() { if [ "$2" -le 1 ]; then printf '%s' "$1"; else printf '%s_r%s' "$1" "$2"; fi; }
@@ -596,6 +644,16 @@ if want 8; then
 		log "8/8 consumer concurrency, lockstep: $CONC_CONNS callers started in the same millisecond x $CONC_PT s, run $k of $REPEAT"
 		step_conc "$(run_name conc_lock "$k")" 0
 	done
+fi
+if want 9; then
+	log "9/9 failover: kill -9 the producer's node ${BENCH_FAILOVER_KILLS:-5} times under /produce load (test_cluster.py failover, a cluster of its own)"
+	fo_out=$("$PY" tests/integration/test_cluster.py --build-dir "$BUILD_DIR" --kills "${BENCH_FAILOVER_KILLS:-5}" failover 2>&1) ||
+		{ echo "$fo_out" | tail -20; echo "MISMATCH: the failover bench failed"; exit 1; }
+	echo "$fo_out" | grep 'bench: ' | sed 's/^.*bench: /    /'
+	fo=$(echo "$fo_out" | sed -n 's/.*bench: failover .* p50 \([0-9.]*\) s, max \([0-9.]*\) s.*/\1 \2/p')
+	fact failover.kills "${BENCH_FAILOVER_KILLS:-5}"
+	fact failover.p50_s "${fo% *}"
+	fact failover.max_s "${fo#* }"
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

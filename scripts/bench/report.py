@@ -477,12 +477,14 @@ def summarize(d):
 
     # 1. broker limit (and again at the end, as a measure of the drift during the run)
     limit = None
-    for step, label in (("limit", "1 broker limit"), ("limit_end", "1 broker limit, at the end")):
+    for step, label in (("limit", "1 broker limit"), ("limit_end", "1 broker limit, at the end"),
+                        ("limit_single", "1 broker limit, one node beside the cluster")):
         lf = step_facts(facts, step)
         if not lf:
             continue
         tool = read_tool(lf.get("out", ""))
-        key = "broker_limit" if step == "limit" else "broker_limit_at_end"
+        key = {"limit": "broker_limit", "limit_end": "broker_limit_at_end",
+               "limit_single": "broker_limit_single_node"}[step]
         res[key] = dict(tool or {"error": "no figure (see %s)" % lf.get("out")},
                         window=int(tofloat(lf.get("window"), 0)),
                         cpu_s=cpu_of(lf, clk), wall_s=tofloat(lf.get("wall_s")))
@@ -496,11 +498,17 @@ def summarize(d):
             checks.append({"step": label, "result": "MISMATCH",
                            "detail": "the publish tool gave no figure"})
         rate = tool["msgs_per_s"] if tool else None
+        nodes = int(tofloat(facts.get("meta.cluster_nodes"), 1))
         if step == "limit":
             limit = rate
-            rows.append(("1", "broker limit: confirmed publish (window %s)" % lf.get("window", "?"),
+            rows.append(("1", "broker limit: confirmed publish (window %s)%s"
+                         % (lf.get("window", "?"), ", %d-node cluster" % nodes if nodes > 1 else ""),
                          fmt_rate(rate, " msg/s"), "100%" if rate else "-", None, None, None,
                          "-", "", ""))
+        elif step == "limit_single":
+            single_row = ("1", "broker limit on one node beside it", fmt_rate(rate, " msg/s"),
+                          fmt_pct(rate / limit) if (rate and limit) else "-", None, None, None,
+                          "-", "", "")
         else:
             end_row = ("1", "broker limit again at the end (drift)", fmt_rate(rate, " msg/s"),
                        fmt_pct(rate / limit) if (rate and limit) else "-", None, None, None,
@@ -724,6 +732,19 @@ def summarize(d):
     res["repeat_notes"] = [n for n in notes if n]
     if "end_row" in locals():
         rows.insert(1, end_row)
+    if "single_row" in locals():
+        rows.insert(1, single_row)
+    fo50, fomax = tofloat(facts.get("failover.p50_s")), tofloat(facts.get("failover.max_s"))
+    if fomax is not None:
+        res["failover"] = {"kills": int(tofloat(facts.get("failover.kills"), 0)),
+                           "p50_s": fo50, "max_s": fomax}
+        okf = fomax <= 5.0
+        targets.append({"name": "failover: next 201 after kill -9 of the producer's node",
+                        "target": "<=5 s (max)", "value": "p50 %.2f s, max %.2f s" % (fo50, fomax),
+                        "result": "PASS" if okf else "MISS"})
+        rows.append(("9", "failover: kill -9 the producer's node x%d, next 201"
+                     % res["failover"]["kills"], "-", "-", fo50 * 1000, fomax * 1000, None, "-",
+                     "max<=5 s", "PASS" if okf else "MISS"))
     res["targets"] = targets
     res["checks"] = checks
     res["cpu_by_step"] = cpu_table(res)

@@ -191,8 +191,8 @@ step "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGT
 	"$PY" "$here/test_consumer_concurrency.py" --build-dir "$BUILD_DIR" parallel mixed sigterm
 # Issue 19: a three-node cluster of its own; the leader and no-quorum scenarios run in
 # `make test-cluster` (all five, about 5 minutes).
-step "cluster: kill -9 the producer's node, the consumer's node, a rolling restart: nothing lost (test_cluster.py)" 420 \
-	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node consumer-node rolling
+step "cluster: kill -9 the producer's node, the consumer's node, under a tailed file, a rolling restart: nothing lost (test_cluster.py)" 600 \
+	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node consumer-node tailer-node rolling
 step "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \
 	env BUILD_DIR="$BUILD_DIR" bash "$here/test_consumer_libs.sh"
 step "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \

@@ -17,6 +17,10 @@ RABBITMQ_ADDRESSES listing the three nodes, and HTTP load from 4 threads:
                  every 201 in the output.
   rolling        a rolling restart of the three nodes, one after the other, under load:
                  nothing lost, nothing twice.
+  failover       (for make bench BENCH_CLUSTER=3) --kills times: kill -9 the producer's node,
+                 time to the next 201; prints p50 and max. Not in the default set.
+  tailer-node    20,000 lines appended to INPUT_FILE over 15 s; kill -9 the producer's node
+                 at 5 s, start it again at 9 s: OUTPUT_FILE equals the input byte for byte.
 Usage: test_cluster.py --build-dir build [SCENARIO ...] (default: all). Prints PASS/FAIL
 lines, figures, and `N passed, M failed`; exit 1 on any failure. Every wait is bounded;
 only processes this script started are signalled, by PID (pidfiles).
@@ -305,14 +309,100 @@ def rolling(c, st, cl, args):
     c.check("rolling restart: 201s throughout", sum(1 for r in res if r[1] == 201) > 100)
 
 
+def tailer_node(c, st, cl, args):
+    """A tailed file across the loss of the producer's node: the output equals the input."""
+    inp = os.path.join(st.tmp, "input.log")
+    open(inp, "wb").close()
+    st.start("consumer")
+    st.start("producer", INPUT_FILE=inp, TAIL_STATE_DIR=os.path.join(st.tmp, "state"),
+             TAIL_POLL_MS="50")
+    total, secs = 20000, 15.0
+    written = []
+    t0 = time.monotonic()
+    killed = restarted = False
+    k = None
+    while len(written) < total:
+        due = min(total, int((time.monotonic() - t0) / secs * total) + 1)
+        if due > len(written):
+            chunk = [b"tail %d %s\n" % (i, b"x" * (i % 50)) for i in range(len(written), due)]
+            with open(inp, "ab") as f:
+                f.write(b"".join(chunk))
+            written.extend(chunk)
+        el = time.monotonic() - t0
+        if not killed and el >= 5:
+            node = node_in_use(st.url("producer"))
+            k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+            log(f"tailer: {len(written)} lines written; kill -9 node {k} (the producer's)")
+            cl.kill(k)
+            killed = True
+        if killed and not restarted and el >= 9:
+            log(f"tailer: {len(written)} lines written; node {k} starts again")
+            cl.start(k)
+            restarted = True
+        time.sleep(0.01)
+    expected = b"".join(written)
+    deadline = time.monotonic() + 120
+    got = b""
+    while time.monotonic() < deadline:
+        try:
+            with open(st.output, "rb") as f:
+                got = f.read()
+        except FileNotFoundError:
+            got = b""
+        if len(got) >= len(expected):
+            break
+        time.sleep(0.5)
+    time.sleep(1)  # a line written twice would show up now
+    with open(st.output, "rb") as f:
+        got = f.read()
+    nl_got, nl_want = got.count(b"\n"), expected.count(b"\n")
+    diff = next((i for i in range(min(len(got), len(expected))) if got[i] != expected[i]),
+                min(len(got), len(expected)))
+    log(f"tailer: output {nl_got} lines, {len(got)} bytes; input {nl_want} lines, "
+        f"{len(expected)} bytes")
+    c.check(f"tailer: the output equals the input byte for byte across the node loss "
+            f"({total} lines)", got == expected,
+            f"{nl_got} lines out; first difference at byte {diff}")
+
+
+def failover(c, st, cl, args):
+    """For the bench (step 9): args.kills times, kill -9 the producer's node under load, time
+    to the next 201, restart the node, let it rejoin."""
+    load = start_services(st)
+    time.sleep(3)
+    gaps = []
+    for i in range(args.kills):
+        node = node_in_use(st.url("producer"))
+        k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+        cl.kill(k)
+        t_kill = time.monotonic()
+        back = wait_for(lambda: first_201_after(load.snapshot(), t_kill), 30, 0.05)
+        gaps.append(back - t_kill if back else None)
+        log(f"failover {i + 1}: node {k} killed, next 201 after "
+            f"{'%.2f s' % gaps[-1] if back else 'never'}")
+        cl.start(k)
+        wait_for(lambda: len(cl.running_nodes(k)) == NODES, 60, 1.0)
+        time.sleep(3)
+    finish_load(c, st, load, "failover", None)
+    ok = [g for g in gaps if g is not None]
+    c.check(f"failover: 201s again after each of {args.kills} kills", len(ok) == len(gaps))
+    if ok:
+        ok.sort()
+        log(f"bench: failover {len(ok)} kills: next 201 p50 {ok[len(ok) // 2]:.2f} s, "
+            f"max {ok[-1]:.2f} s ({', '.join('%.2f' % g for g in ok)})")
+
+
 SCENARIOS = {"producer-node": producer_node, "consumer-node": consumer_node, "leader": leader,
-             "no-quorum": no_quorum, "rolling": rolling}
+             "no-quorum": no_quorum, "rolling": rolling, "tailer-node": tailer_node,
+             "failover": failover}
+DEFAULT = ["producer-node", "consumer-node", "leader", "no-quorum", "rolling", "tailer-node"]
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    ap.add_argument("--kills", type=int, default=5, help="failover: how many kills")
     ap.add_argument("scenarios", nargs="*", help=" ".join(SCENARIOS) + " (default: all)")
     args = ap.parse_args()
     unknown = [n for n in args.scenarios if n not in SCENARIOS]
@@ -328,7 +418,7 @@ def main():
         t = time.monotonic()
         cl.start_all()
         log(f"cluster of {NODES} up in {time.monotonic() - t:.1f} s: {cl.addresses()}")
-        for name in args.scenarios or list(SCENARIOS):
+        for name in args.scenarios or DEFAULT:
             log(f"scenario {name}")
             cl.heal()
             sub = os.path.join(tmp, name)
