@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "amqp_nodes.h"
 #include "util.h"
 
 enum MHD_Result rq_http_reply_buf(struct MHD_Connection *conn, unsigned status,
@@ -55,17 +56,24 @@ enum MHD_Result rq_http_reply_405(struct MHD_Connection *conn, const char *allow
 static enum MHD_Result reply_health(const rq_http_common_t *c, struct MHD_Connection *conn,
                                     const char *ok_word, const char *bad_word)
 {
-    char reason[256] = "";
+    char reason[256] = "", node[RQ_AMQP_NODE_HOST_MAX + 16];
     char ts[RQ_ISO8601_LEN + 1];
     int ready = c->ready == NULL ? 1 : c->ready(c->ready_arg, reason, sizeof(reason));
+    json_t *body;
 
     rq_iso8601(rq_wall_ms(), ts);
+    rq_amqp_node_in_use(node, sizeof(node));
     if (ready)
-        return rq_http_reply_json(conn, MHD_HTTP_OK,
-                                  json_pack("{s:s,s:s}", "status", ok_word, "timestamp", ts));
-    return rq_http_reply_json(
-        conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-        json_pack("{s:s,s:s,s:s}", "status", bad_word, "reason", reason, "timestamp", ts));
+        body = json_pack("{s:s,s:s}", "status", ok_word, "timestamp", ts);
+    else
+        body = json_pack("{s:s,s:s,s:s}", "status", bad_word, "reason", reason, "timestamp", ts);
+    /* the broker node of the latest connection (RABBITMQ_ADDRESSES), once there was one */
+    if (body != NULL && node[0] != '\0' &&
+        json_object_set_new(body, "node", json_string(node)) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    return rq_http_reply_json(conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body);
 }
 
 int rq_http_serve_common(const rq_http_common_t *c, struct MHD_Connection *conn, const char *method,

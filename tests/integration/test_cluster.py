@@ -38,7 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_reliability import (Checks, Load, Poller, Stack, check_output_exactly_once,  # noqa: E402
-                              finish, log, metrics, summarize_load)
+                              finish, get_json, log, metrics, summarize_load)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROKER = os.path.join(ROOT, "scripts", "broker.sh")
@@ -208,6 +208,9 @@ def producer_node(c, st, cl, args):
     other = wait_for(lambda: (lambda n: n if n and n != node else None)(
         node_in_use(st.url("producer"))), 30)
     c.check(f"producer: on another node after the kill ({other})", other is not None)
+    _, ready = get_json(st.url("producer") + "/health/ready")
+    c.check(f"producer: /health/ready names the node in use ({(ready or {}).get('node')})",
+            isinstance(ready, dict) and ready.get("node") == other)
     time.sleep(4)
     log(f"restarting node {k}")
     cl.start(k)
