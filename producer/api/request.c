@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jbuf.h"
 #include "json_alloc.h"
 #include "json_span.h"
 #include "util.h"
@@ -306,67 +307,388 @@ void rq_request_clear(rq_request_t *req)
     memset(req, 0, sizeof(*req));
 }
 
-/* The compact JSON text of v (JSON_ENCODE_ANY) into a new heap string (caller frees), its
- * length in *len; NULL on failure. Not json_dumps(): jansson (2.14) ignores a failed append
- * of an object key and returns the text without it. Dumping into a buffer of the right size
- * cannot fail that way. */
-static char *dump(const json_t *v, size_t *len)
-{
-    const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-    size_t need = json_dumpb(v, NULL, 0, flags);
-    char *text = need > 0 ? malloc(need + 1) : NULL;
-
-    if (text != NULL && json_dumpb(v, text, need, flags) != need) {
-        free(text);
-        return NULL;
-    }
-    if (text != NULL) {
-        text[need] = '\0';
-        *len = need;
-    }
-    return text;
-}
-
 char *rq_item_encode(const rq_item_t *item, const char *timestamp, size_t *len)
 {
-    static const char head[] = "{\"id\":", mid[] = ",\"payload\":";
-    json_t *id = json_string(item->id);
-    json_t *o = json_pack("{s:f,s:s,s:s}", "processing_time", item->processing_time, "timestamp",
-                          timestamp, "source", "api");
-    char *id_text = NULL, *rest = NULL, *text = NULL;
-    size_t id_len = 0, rest_len = 0, at;
+    rq_jbuf_t b;
 
-    if (id == NULL || o == NULL || item->payload_raw == NULL)
+    if (item->id == NULL || item->payload_raw == NULL)
+        return NULL;
+    /* The text jansson wrote for the same object (common/jbuf.h), in one allocation. */
+    rq_jbuf_init(&b, item->payload_raw_len + strlen(item->id) + 160);
+    rq_jbuf_raw(&b, "{\"id\":", 6);
+    if (rq_jbuf_str(&b, item->id, strlen(item->id)) != 0)
+        goto err;
+    rq_jbuf_raw(&b, ",\"payload\":", 11);
+    rq_jbuf_raw(&b, item->payload_raw, item->payload_raw_len);
+    rq_jbuf_lit(&b, ",\"processing_time\":");
+    if (rq_jbuf_real(&b, item->processing_time) != 0)
+        goto err;
+    rq_jbuf_lit(&b, ",\"timestamp\":");
+    if (rq_jbuf_str(&b, timestamp, strlen(timestamp)) != 0)
+        goto err;
+    rq_jbuf_lit(&b, ",\"source\":\"api\"");
+    if (item->fail_times >= 0) {
+        rq_jbuf_lit(&b, ",\"fail_times\":");
+        rq_jbuf_int(&b, item->fail_times);
+    }
+    rq_jbuf_raw(&b, "}", 1);
+    return rq_jbuf_take(&b, len);
+
+err:
+    rq_jbuf_free(&b);
+    return NULL;
+}
+
+/* ---- the fast path: the common body without jansson --------------------------------------
+ *
+ * A validating scanner for the subset of JSON that ordinary requests use: strings without
+ * escapes (UTF-8 checked as jansson checks it), numbers in the JSON grammar that strtod()
+ * reads as finite, true/false/null, nesting up to FAST_MAX_DEPTH, no duplicate keys in any
+ * object (JSON_REJECT_DUPLICATES). What it accepts, jansson accepts with the same values;
+ * anything else (an escape, a validation error, an unusual number, a deep or wide body) is
+ * left to rq_request_parse(), so every refusal keeps its exact status and text. */
+
+#define FAST_MAX_DEPTH 32
+#define FAST_MAX_KEYS 256 /* keys open at once (all enclosing objects); more: the slow path */
+#define FAST_NUM_MAX 40   /* a longer number token: the slow path */
+
+typedef struct fast_scan {
+    const char *p, *end;
+    size_t max_depth; /* lim->max_depth; 0: none */
+    size_t nkeys;
+    rq_json_span_t keys[FAST_MAX_KEYS];
+} fast_scan_t;
+
+static int is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+static void skip_ws(fast_scan_t *s)
+{
+    while (s->p < s->end && is_ws(*s->p))
+        s->p++;
+}
+
+/* A string without escapes at s->p (the opening quote): its contents into *out. 0 or -1. */
+static int scan_string(fast_scan_t *s, rq_json_span_t *out)
+{
+    const char *q = s->p + 1;
+    int ascii = 1;
+
+    for (; q < s->end; q++) {
+        unsigned char ch = (unsigned char)*q;
+        if (ch == '"')
+            break;
+        if (ch < 0x20 || ch == '\\')
+            return -1;
+        ascii &= ch < 0x80;
+    }
+    if (q >= s->end)
+        return -1;
+    out->p = s->p + 1;
+    out->len = (size_t)(q - out->p);
+    if (!ascii && !rq_jbuf_utf8_valid(out->p, out->len))
+        return -1;
+    s->p = q + 1;
+    return 0;
+}
+
+/* A number token at s->p in the JSON grammar, whose value strtod() reads as finite (jansson
+ * refuses an overflow). Returns 0 with *v set, or -1. */
+static int scan_number(fast_scan_t *s, double *v)
+{
+    const char *q = s->p, *e = s->end;
+    char text[FAST_NUM_MAX + 1];
+    size_t n;
+
+    if (q < e && *q == '-')
+        q++;
+    if (q >= e || *q < '0' || *q > '9')
+        return -1;
+    if (*q == '0') {
+        q++;
+        if (q < e && *q >= '0' && *q <= '9')
+            return -1; /* a leading zero */
+    } else {
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < e && *q == '.') {
+        q++;
+        if (q >= e || *q < '0' || *q > '9')
+            return -1;
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < e && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < e && (*q == '+' || *q == '-'))
+            q++;
+        if (q >= e || *q < '0' || *q > '9')
+            return -1;
+        while (q < e && *q >= '0' && *q <= '9')
+            q++;
+    }
+    n = (size_t)(q - s->p);
+    if (n > FAST_NUM_MAX)
+        return -1;
+    memcpy(text, s->p, n);
+    text[n] = '\0';
+    *v = strtod(text, NULL);
+    if (!isfinite(*v))
+        return -1;
+    s->p = q;
+    return 0;
+}
+
+static int scan_literal(fast_scan_t *s, const char *word, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+        return -1;
+    s->p += n;
+    return 0;
+}
+
+static int scan_value(fast_scan_t *s, size_t depth);
+
+/* An object at s->p ('{'), nested `depth` levels deep. 0 or -1. */
+static int scan_object(fast_scan_t *s, size_t depth)
+{
+    size_t first = s->nkeys;
+
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        rq_json_span_t key;
+        if (s->p >= s->end || *s->p != '"' || scan_string(s, &key) != 0)
+            return -1;
+        for (size_t i = first; i < s->nkeys; i++)
+            if (s->keys[i].len == key.len && memcmp(s->keys[i].p, key.p, key.len) == 0)
+                return -1; /* a duplicate: jansson's error text */
+        if (s->nkeys >= FAST_MAX_KEYS)
+            return -1;
+        s->keys[s->nkeys++] = key;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return -1;
+        s->p++;
+        skip_ws(s);
+        if (scan_value(s, depth) != 0)
+            return -1;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            skip_ws(s);
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            s->nkeys = first;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int scan_array(fast_scan_t *s, size_t depth)
+{
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        if (scan_value(s, depth) != 0)
+            return -1;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            skip_ws(s);
+            continue;
+        }
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+/* A value at s->p (no whitespace before it), inside `depth` levels of nesting. 0 or -1.
+ * Recursion is bounded by FAST_MAX_DEPTH. */
+static int scan_value(fast_scan_t *s, size_t depth)
+{
+    rq_json_span_t str;
+    double v;
+
+    if (s->p >= s->end)
+        return -1;
+    switch (*s->p) {
+    case '{':
+    case '[':
+        if (depth + 1 > FAST_MAX_DEPTH || (s->max_depth > 0 && depth + 1 > s->max_depth))
+            return -1;
+        return *s->p == '{' ? scan_object(s, depth + 1) : scan_array(s, depth + 1);
+    case '"':
+        return scan_string(s, &str);
+    case 't':
+        return scan_literal(s, "true", 4);
+    case 'f':
+        return scan_literal(s, "false", 5);
+    case 'n':
+        return scan_literal(s, "null", 4);
+    default:
+        return scan_number(s, &v);
+    }
+}
+
+/* The value of number token t (a whole valid token). */
+static double token_number(rq_json_span_t t)
+{
+    char text[FAST_NUM_MAX + 1];
+
+    memcpy(text, t.p, t.len);
+    text[t.len] = '\0';
+    return strtod(text, NULL);
+}
+
+/* One item object `span` (scanned valid) into *it, when every field is as the slow path
+ * accepts it. Returns 0, or -1 (leave it to the slow path). */
+static int fast_item(rq_json_span_t span, int allow_wait, const rq_limits_t *lim, rq_item_t *it,
+                     int *wait)
+{
+    rq_json_span_t v;
+    char uuid[RQ_UUID_LEN + 1];
+
+    it->fail_times = -1;
+    if (span.len == 0 || span.p[0] != '{')
+        return -1;
+    if (rq_json_member(span.p, span.len, "processing_time", &v) == 1) {
+        if (v.len == 0 || !(v.p[0] == '-' || (v.p[0] >= '0' && v.p[0] <= '9')) ||
+            v.len > FAST_NUM_MAX)
+            return -1;
+        it->processing_time = token_number(v);
+        if (!(it->processing_time >= 0 && it->processing_time <= lim->max_processing_time))
+            return -1;
+    }
+    if (rq_json_member(span.p, span.len, "fail_times", &v) == 1) {
+        double n;
+        if (!rq_json_is_integer_token(v) || v.len > FAST_NUM_MAX)
+            return -1;
+        n = token_number(v);
+        if (!(n >= 0 && n <= 100))
+            return -1;
+        it->fail_times = (long long)n;
+    }
+    if (rq_json_member(span.p, span.len, "wait", &v) == 1) {
+        if (!allow_wait)
+            return -1;
+        if (v.len == 4 && memcmp(v.p, "true", 4) == 0)
+            *wait = 1;
+        else if (v.len == 5 && memcmp(v.p, "false", 5) == 0)
+            *wait = 0;
+        else
+            return -1;
+    }
+    if (rq_json_member(span.p, span.len, "id", &v) == 1) {
+        /* scanned: a string without escapes, so its bytes are its value (no NUL) */
+        if (v.len < 3 || v.p[0] != '"' || v.len - 2 > RQ_MAX_ID_LEN)
+            return -1;
+        it->id = malloc(v.len - 1);
+        if (it->id == NULL)
+            return -1;
+        memcpy(it->id, v.p + 1, v.len - 2);
+        it->id[v.len - 2] = '\0';
+    }
+    if (rq_json_member(span.p, span.len, "payload", &v) != 1 || v.len == 0)
+        return -1;
+    it->payload_raw = malloc(v.len + 1);
+    if (it->payload_raw == NULL)
+        return -1;
+    memcpy(it->payload_raw, v.p, v.len);
+    it->payload_raw[v.len] = '\0';
+    it->payload_raw_len = v.len;
+    if (it->id == NULL) {
+        rq_uuid(uuid);
+        it->id = strdup(uuid);
+        if (it->id == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* The fast path of rq_request_parse_fast(). Returns 0 with *req filled (root NULL), or -1 with
+ * *req zeroed: the slow path decides. */
+static int fast_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                      rq_request_t *req)
+{
+    fast_scan_t *s = NULL;
+    rq_json_span_t top, msgs, one[1], *spans = NULL;
+    long n;
+    int rc = -1;
+
+    memset(req, 0, sizeof(*req));
+    req->batch = batch;
+    top = rq_json_trim(body, len);
+    if (top.len == 0 || top.p[0] != '{')
+        return -1;
+    s = malloc(sizeof(*s));
+    if (s == NULL)
+        return -1;
+    s->p = top.p;
+    s->end = top.p + top.len;
+    s->max_depth = lim->max_depth;
+    s->nkeys = 0;
+    if (scan_value(s, 0) != 0 || s->p != s->end)
         goto out;
-    /* a failed set must not publish the message without its fail_times */
-    if (item->fail_times >= 0 &&
-        json_object_set_new(o, "fail_times", json_integer(item->fail_times)) != 0)
+    if (!batch) {
+        one[0] = top;
+        spans = one;
+        n = 1;
+    } else {
+        rq_json_span_t w;
+        if (rq_json_member(top.p, top.len, "messages", &msgs) != 1 || msgs.p[0] != '[')
+            goto out;
+        n = rq_json_elements(msgs.p, msgs.len, NULL, 0);
+        if (n <= 0 || (size_t)n > lim->max_batch)
+            goto out;
+        if (rq_json_member(top.p, top.len, "wait", &w) == 1) {
+            if (w.len == 4 && memcmp(w.p, "true", 4) == 0)
+                req->wait = 1;
+            else if (!(w.len == 5 && memcmp(w.p, "false", 5) == 0))
+                goto out;
+        }
+        spans = calloc((size_t)n, sizeof(*spans));
+        if (spans == NULL || rq_json_elements(msgs.p, msgs.len, spans, (size_t)n) != n)
+            goto out;
+    }
+    req->items = calloc((size_t)n, sizeof(*req->items));
+    if (req->items == NULL)
         goto out;
-    id_text = dump(id, &id_len);
-    rest = dump(o, &rest_len); /* {"processing_time":...}: its '{' becomes the ',' */
-    if (id_text == NULL || rest == NULL)
-        goto out;
-    text =
-        malloc(sizeof(head) - 1 + id_len + sizeof(mid) - 1 + item->payload_raw_len + rest_len + 1);
-    if (text == NULL)
-        goto out;
-    memcpy(text, head, sizeof(head) - 1);
-    at = sizeof(head) - 1;
-    memcpy(text + at, id_text, id_len);
-    at += id_len;
-    memcpy(text + at, mid, sizeof(mid) - 1);
-    at += sizeof(mid) - 1;
-    memcpy(text + at, item->payload_raw, item->payload_raw_len);
-    at += item->payload_raw_len;
-    memcpy(text + at, rest, rest_len);
-    text[at] = ',';
-    at += rest_len;
-    text[at] = '\0';
-    *len = at;
+    req->n = (size_t)n;
+    for (long i = 0; i < n; i++)
+        if (fast_item(spans[i], !batch, lim, &req->items[i], &req->wait) != 0)
+            goto out;
+    rc = 0;
 out:
-    free(id_text);
-    free(rest);
-    json_decref(id);
-    json_decref(o);
-    return text;
+    if (spans != one)
+        free(spans);
+    free(s);
+    if (rc != 0)
+        rq_request_clear(req);
+    return rc;
+}
+
+int rq_request_parse_fast(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                          rq_request_t *req, rq_request_error_t *err)
+{
+    if (fast_parse(body, len, batch, lim, req) == 0)
+        return 0;
+    return rq_request_parse(body, len, batch, lim, req, err);
 }

@@ -30,7 +30,8 @@ typedef struct rq_limits {
 
 typedef struct rq_item {
     char *id;          /* heap: given or a new UUID */
-    json_t *payload;   /* borrowed from the request's root (numbers as reals: validation only) */
+    json_t *payload;   /* borrowed from the request's root (numbers as reals: validation only);
+                          NULL after rq_request_parse_fast()'s own scan */
     char *payload_raw; /* heap, owned: the payload's bytes as sent (no surrounding whitespace), */
     size_t payload_raw_len; /* NUL-terminated; what rq_item_encode() publishes */
     double processing_time;
@@ -65,6 +66,14 @@ int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
  * *req is zeroed on error. */
 int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
                      rq_request_t *req, rq_request_error_t *err);
+
+/* rq_request_parse() for the hot path: the same answer for every body (0, or -1 with the same
+ * err), but an ordinary body (strings without escapes, plain numbers, shallow nesting: see
+ * request.c) is validated and read in one scan without jansson; then req->root and every
+ * item's `payload` are NULL (the item's payload_raw is what is published). Any other body,
+ * and every refusal, goes through rq_request_parse(). Pure, thread-safe. */
+int rq_request_parse_fast(const char *body, size_t len, int batch, const rq_limits_t *lim,
+                          rq_request_t *req, rq_request_error_t *err);
 
 /* Frees what *req owns and zeroes it. Safe on a zeroed struct. */
 void rq_request_clear(rq_request_t *req);
