@@ -179,7 +179,7 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const RabbitMQCon
 
 /* Opens one connection to node (see rq_amqp_open). */
 static amqp_connection_state_t open_node(const RabbitMQConfig *cfg, const rq_amqp_node_t *node,
-                                         char *err, size_t errlen)
+                                         int timeout_ms, char *err, size_t errlen)
 {
     amqp_connection_state_t conn = amqp_new_connection();
     amqp_socket_t *sock;
@@ -203,8 +203,8 @@ static amqp_connection_state_t open_node(const RabbitMQConfig *cfg, const rq_amq
             goto fail;
         }
     }
-    tv.tv_sec = cfg->connect_timeout_ms / 1000;
-    tv.tv_usec = (cfg->connect_timeout_ms % 1000) * 1000;
+    tv.tv_sec = timeout_ms / 1000;
+    tv.tv_usec = (timeout_ms % 1000) * 1000;
     /* Bounds the AMQP handshake and every synchronous RPC (declares, qos, consume). */
     amqp_set_handshake_timeout(conn, &tv);
     amqp_set_rpc_timeout(conn, &tv);
@@ -222,7 +222,7 @@ static amqp_connection_state_t open_node(const RabbitMQConfig *cfg, const rq_amq
     }
     /* rabbitmq-c waits for a full socket forever: without a deadline a broker that stops
      * reading (frozen, or a resource alarm) would hang this thread in a send. */
-    if (rq_amqp_set_send_timeout(conn, cfg->connect_timeout_ms) != 0) {
+    if (rq_amqp_set_send_timeout(conn, timeout_ms) != 0) {
         rq_errf(err, errlen, "cannot set a send deadline on the socket (TCP_USER_TIMEOUT)");
         goto fail;
     }
@@ -258,6 +258,10 @@ fail:
     return NULL;
 }
 
+/* With several nodes, RABBITMQ_CONNECT_TIMEOUT_MS bounds the whole attempt; a node is not
+ * tried with less than this left. */
+#define RQ_AMQP_NODE_MIN_MS 100
+
 /* The nodes list and the node of this thread's latest rq_amqp_open(), for
  * rq_amqp_declare_topology() to report a node that refused the topology. */
 static _Thread_local int tl_nodes, tl_node = -1;
@@ -266,6 +270,7 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
 {
     rq_amqp_node_t nodes[RQ_AMQP_MAX_NODES];
     int order[RQ_AMQP_MAX_NODES], n;
+    int64_t deadline;
     char one[384], name[RQ_AMQP_NODE_HOST_MAX + 16], prev[RQ_AMQP_NODE_HOST_MAX + 16];
     size_t used = 0;
 
@@ -274,7 +279,8 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     if (n < 0)
         return NULL;
     if (n == 1) {
-        amqp_connection_state_t conn = open_node(cfg, &nodes[0], err, errlen);
+        amqp_connection_state_t conn =
+            open_node(cfg, &nodes[0], cfg->connect_timeout_ms, err, errlen);
 
         if (conn != NULL)
             rq_amqp_set_node_in_use(&nodes[0]);
@@ -283,11 +289,23 @@ amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_
     rq_amqp_nodes_plan(n, cfg->address_order_id == RQ_ADDRESS_SHUFFLE, order);
     if (errlen > 0)
         err[0] = '\0';
+    deadline = rq_mono_ms() + cfg->connect_timeout_ms;
     for (int k = 0; k < n; k++) {
         const rq_amqp_node_t *node = &nodes[order[k]];
-        amqp_connection_state_t conn = open_node(cfg, node, one, sizeof(one));
+        int64_t left = deadline - rq_mono_ms();
+        amqp_connection_state_t conn;
 
         rq_amqp_node_name(node, name, sizeof(name));
+        if (left < RQ_AMQP_NODE_MIN_MS) {
+            if (used < errlen)
+                snprintf(err + used, errlen - used,
+                         "; no time left for the other nodes (RABBITMQ_CONNECT_TIMEOUT_MS %d)",
+                         cfg->connect_timeout_ms);
+            break;
+        }
+        conn = open_node(cfg, node, (int)left, one, sizeof(one));
+        if (conn == NULL) /* the next attempt starts after this node (if it was the first) */
+            rq_amqp_nodes_result(n, order[k], /*ok=*/0);
         if (conn != NULL) {
             rq_amqp_nodes_result(n, order[k], 1);
             rq_amqp_node_in_use(prev, sizeof(prev));

@@ -63,7 +63,9 @@ void rq_backoff_reset(rq_backoff_t *b);
  * RPC and (rq_amqp_set_send_timeout()) every send until the caller sets another deadline. Returns
  * the connection (owned by the caller, close with rq_amqp_close()), or NULL with a human-readable
  * reason in err (credentials never included; a verification failure says so; with several
- * nodes, each node's reason). A success makes its node the preferred one and the node in use
+ * nodes, each node's reason). With several nodes cfg->connect_timeout_ms bounds the whole
+ * attempt (each node gets what is left); a node that fails moves the preferred one on to the
+ * next, and a success makes its node the preferred one and the node in use
  * (rq_amqp_node_in_use()); a change of node is logged. */
 amqp_connection_state_t rq_amqp_open(const RabbitMQConfig *cfg, char *err, size_t errlen);
 

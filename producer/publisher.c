@@ -35,7 +35,7 @@ enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
 /* A connection that dies sooner than this after it became ready keeps its backoff: a broker
  * that accepts and then drops every connection is not hammered in a tight loop. */
 #define STABLE_CONNECTION_NS (5 * 1000000000LL)
-/* Nacks only (no ack) for this long: the channel is treated as lost (see handle_frame). */
+/* A connection with nacks and no ack for this long is treated as lost (see handle_nack). */
 #define NACK_RUN_RECONNECT_MS 2000
 
 #define REPLY_LOST_TEXT                                                                            \
@@ -75,7 +75,8 @@ struct rq_publisher {
     int64_t next_attempt_ns; /* no reconnect before this */
     int topology_stale;      /* a publish was returned: declare the topology again */
     uint64_t declared_tag;   /* the first delivery tag published after the last declare */
-    int64_t nacks_since_ns;  /* the first nack of a run with no ack since (0: none) */
+    int64_t nacks_since_ns;  /* the first nack of this connection while it had no ack */
+    int acked;               /* this connection had an ack */
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -457,6 +458,7 @@ static int connect_broker(rq_publisher_t *p)
     p->declared_tag = 1;
     p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
     p->nacks_since_ns = 0;
+    p->acked = 0;
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s, queue %s, callback queue %s", rq_amqp_node_in_use(node, sizeof(node)),
             rc->request_queue, p->reply_queue);
@@ -721,8 +723,8 @@ static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_r
 
 /* A basic.nack: the messages it covers were refused (503), unless one must never be dropped
  * (a tailed line: everything unconfirmed is replayed on a new connection). Returns 0, or -1
- * when the connection must be rebuilt: that replay, or nacks alone (no ack) for
- * NACK_RUN_RECONNECT_MS. */
+ * when the connection must be rebuilt: that replay, or a connection that has had nacks and
+ * no ack for NACK_RUN_RECONNECT_MS since its first nack. */
 static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
 {
     int64_t now = rq_mono_ns();
@@ -736,12 +738,16 @@ static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
         return -1;
     }
     handle_confirm(p, n->delivery_tag, n->multiple, 0);
+    if (p->acked)
+        return 0; /* a working connection: the queue refuses these (e.g. full) */
     if (p->nacks_since_ns == 0)
         p->nacks_since_ns = now;
     if (now - p->nacks_since_ns >= (int64_t)NACK_RUN_RECONNECT_MS * 1000000) {
         /* RabbitMQ 3.10: a channel opened while a quorum queue elected a new leader (its node
          * was lost) keeps the old leader and has every publish nacked until that node
-         * returns; a new channel finds the new leader. */
+         * returns; a new channel finds the new leader. Only a connection that never had an
+         * ack: a full queue (x-overflow reject-publish) nacks on a working one too, and a
+         * new connection would only tear down the callback queue of waiting requests. */
         connection_lost(p, "every publish nacked for 2 s (a quorum queue leader lost?): a new "
                            "connection");
         return -1;
@@ -759,7 +765,7 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
     switch (f->payload.method.id) {
     case AMQP_BASIC_ACK_METHOD: {
         amqp_basic_ack_t *a = f->payload.method.decoded;
-        p->nacks_since_ns = 0;
+        p->acked = 1;
         handle_confirm(p, a->delivery_tag, a->multiple, 1);
         return 0;
     }

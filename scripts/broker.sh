@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start, stop or query a private RabbitMQ node from the Debian package, bound to 127.0.0.1.
 #
-#   scripts/broker.sh start DIR PORT [MGMT_PORT]   start a node whose data, logs and pidfile live in DIR
+#   scripts/broker.sh start DIR [PORT [MGMT_PORT]] start a node whose data, logs and pidfile live in DIR
+#                                                  (PORT: the one DIR was started with before, else 5672)
 #   scripts/broker.sh stop DIR                     stop the node started in DIR (by its pid)
 #   scripts/broker.sh status DIR                   exit 0 when the node in DIR answers
 #   scripts/broker.sh ctl DIR ARGS...              rabbitmqctl ARGS against the node in DIR
@@ -53,7 +54,8 @@ ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
 
 case "$cmd" in
 start)
-	port=${3:-5672}
+	# no PORT: the node's own (a restart of a node of a cluster keeps its name), else 5672
+	port=${3:-$(cat "$dir/port" 2>/dev/null || echo 5672)}
 	mgmt=${4:-}
 	echo "$port" >"$dir/port"
 	node_env

@@ -11,7 +11,8 @@ RABBITMQ_ADDRESSES listing the three nodes, and HTTP load from 4 threads:
   consumer-node  kill -9 the consumer's node: the consumer goes on from another node,
                  every 201 in the output exactly once.
   leader         kill -9 the quorum leader of the request queue (rabbitmqctl list_queues
-                 leader): a new leader is elected, 201s resume, nothing lost.
+                 leader), the producer connected to another node all along: a new leader is
+                 elected, 201s resume, nothing lost.
   no-quorum      stop two of the three nodes: the producer answers 503 (no quorum, no
                  confirm) and never a 201 it cannot keep; one node back: 201s again,
                  every 201 in the output.
@@ -29,6 +30,7 @@ Standard library only (/usr/bin/python3).
 import argparse
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -49,15 +51,23 @@ LOAD_THREADS = 4
 LOAD_RATE = 60.0  # requests/s per thread
 
 
+def ephemeral_low():
+    """The first port the kernel hands out for outgoing connections (ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_base(n):
-    """A port P with P..P+n-1 and their distribution ports (+20000) free on 127.0.0.1."""
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n + 20000 >= 65536:
-            continue
+    """A port P with P..P+n-1 and their distribution ports (+20000) free on 127.0.0.1, all
+    below the ephemeral range: a node restarted on its port must not find it taken by some
+    client's outgoing connection (EADDRINUSE, seen in CI)."""
+    top = ephemeral_low() - 20000 - n
+    rng = random.Random()
+    for _ in range(400):
+        base = rng.randrange(10000, max(top, 10001))
         ok = True
         for p in [base + k for k in range(n)] + [base + 20000 + k for k in range(n)]:
             t = socket.socket()
@@ -69,7 +79,7 @@ def free_base(n):
                 t.close()
         if ok:
             return base
-    raise RuntimeError("no free port range")
+    raise RuntimeError("no free port range below the ephemeral ports")
 
 
 class Cluster:
@@ -189,9 +199,9 @@ def finish_load(c, st, load, what, t_fault, resume_bound=RESUME_BOUND_S):
     return res
 
 
-def start_services(st, consumer_env=None):
+def start_services(st, consumer_env=None, producer_env=None):
     st.start("consumer", **(consumer_env or {}))
-    st.start("producer")
+    st.start("producer", **(producer_env or {}))
     return Load(lambda: st.url("producer"), st.queue, threads=LOAD_THREADS,
                 rate=LOAD_RATE).start()
 
@@ -247,8 +257,13 @@ def consumer_node(c, st, cl, args):
 
 
 def leader(c, st, cl, args):
-    load = start_services(st)
+    # the consumer declares the queue from node 1 (its leader there); the producer's list
+    # starts at node 2: a connection that worked before the leader's node dies
+    rot = ",".join(f"127.0.0.1:{cl.port(k)}" for k in (2, 3, 1))
+    load = start_services(st, producer_env={"RABBITMQ_ADDRESSES": rot})
     time.sleep(3)
+    log(f"producer on {node_in_use(st.url('producer'))}, consumer on "
+        f"{node_in_use(st.url('consumer'))}")
     live = next(k for k in range(1, NODES + 1) if cl.alive(k))
     out = cl.ctl(live, "list_queues", "name", "leader", "--formatter", "json")
     lead = next((q["leader"] for q in json.loads(out) if q["name"] == st.queue), None)

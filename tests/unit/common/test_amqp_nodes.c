@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "amqp_conn.h"
@@ -174,4 +175,49 @@ Test(amqp_nodes, a_bad_address_list_is_a_config_error)
     cr_assert_eq(rq_config_load(&c, RQ_SVC_ALL, NULL, &cerr), 0, "%s", cerr.text);
     cr_expect_eq(c.rabbitmq.address_order_id, RQ_ADDRESS_SHUFFLE);
     rq_config_free(&c);
+}
+
+/* A node that accepts TCP but never speaks AMQP (the kernel completes the handshake: never
+ * accept()ed). */
+static int frozen_node(int *port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    cr_assert(fd >= 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 8), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* RABBITMQ_CONNECT_TIMEOUT_MS bounds the whole attempt, not each node (a caller that cut it
+ * to a job's deadline must get its thread back by then), and a node that failed is not
+ * tried first again: the next attempt starts at the node after it. */
+Test(amqp_nodes, one_deadline_for_all_nodes_and_the_next_attempt_starts_after_a_frozen_one)
+{
+    rq_config_t c;
+    rq_config_error_t cerr;
+    char text[128], err[1024] = "";
+    int p1, p2, f1 = frozen_node(&p1), f2 = frozen_node(&p2), order[2];
+    struct timespec t0, t1;
+    double secs;
+
+    snprintf(text, sizeof(text), "127.0.0.1:%d,127.0.0.1:%d", p1, p2);
+    cr_assert_eq(setenv("RABBITMQ_ADDRESSES", text, 1), 0);
+    cr_assert_eq(setenv("RABBITMQ_CONNECT_TIMEOUT_MS", "1000", 1), 0);
+    cr_assert_eq(rq_config_load(&c, RQ_SVC_ALL, NULL, &cerr), 0, "%s", cerr.text);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_expect_null(rq_amqp_open(&c.rabbitmq, err, sizeof(err)));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    cr_expect(secs < 1.6, "two frozen nodes took %.2f s with a 1 s deadline (%s)", secs, err);
+    rq_amqp_nodes_plan(2, /*shuffle=*/0, order);
+    cr_expect_eq(order[0], 1, "the next attempt starts at node %d, not after the frozen one",
+                 order[0]);
+    rq_config_free(&c);
+    close(f1);
+    close(f2);
 }
