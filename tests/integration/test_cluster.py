@@ -39,8 +39,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_reliability import (Checks, Load, Poller, Stack, check_output_exactly_once,  # noqa: E402
-                              finish, get_json, log, metrics, summarize_load)
+from test_reliability import (Checks, Load, Stack, check_output_exactly_once,  # noqa: E402
+                              finish, get_json, log, metrics, summarize_load,
+                              wait_output_size)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROKER = os.path.join(ROOT, "scripts", "broker.sh")
@@ -206,18 +207,26 @@ def start_services(st, consumer_env=None, producer_env=None):
                 rate=LOAD_RATE).start()
 
 
-def producer_node(c, st, cl, args):
-    load = start_services(st)
-    time.sleep(3)
-    node = node_in_use(st.url("producer"))
-    c.check("producer: rabbitmq_node_in_use names one of the nodes", node is not None)
+def kill_node_of(c, st, cl, who):
+    """kill -9 the node `who` (producer or consumer) is connected to; checks it moves to
+    another node. Returns (the node's number, when it was gone, the node it moved to)."""
+    node = node_in_use(st.url(who))
+    c.check(f"{who}: rabbitmq_node_in_use names one of the nodes", node is not None)
     k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
-    log(f"producer on node {k} ({node}); consumer on {node_in_use(st.url('consumer'))}; kill -9")
+    log(f"{who} on node {k} ({node}); producer on {node_in_use(st.url('producer'))}, consumer "
+        f"on {node_in_use(st.url('consumer'))}; kill -9")
     cl.kill(k)  # returns once the node's process is gone
     t_kill = time.monotonic()
     other = wait_for(lambda: (lambda n: n if n and n != node else None)(
-        node_in_use(st.url("producer"))), 30)
-    c.check(f"producer: on another node after the kill ({other})", other is not None)
+        node_in_use(st.url(who))), 30)
+    c.check(f"{who}: on another node after the kill ({other})", other is not None)
+    return k, t_kill, other
+
+
+def producer_node(c, st, cl, args):
+    load = start_services(st)
+    time.sleep(3)
+    k, t_kill, other = kill_node_of(c, st, cl, "producer")
     _, ready = get_json(st.url("producer") + "/health/ready")
     c.check(f"producer: /health/ready names the node in use ({(ready or {}).get('node')})",
             isinstance(ready, dict) and ready.get("node") == other)
@@ -235,15 +244,7 @@ def consumer_node(c, st, cl, args):
     rot = ",".join(f"127.0.0.1:{cl.port(k)}" for k in (2, 3, 1))
     load = start_services(st, {"RABBITMQ_ADDRESSES": rot})
     time.sleep(3)
-    node = node_in_use(st.url("consumer"))
-    c.check("consumer: rabbitmq_node_in_use names one of the nodes", node is not None)
-    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
-    log(f"consumer on node {k} ({node}); producer on {node_in_use(st.url('producer'))}; kill -9")
-    cl.kill(k)  # returns once the node's process is gone
-    t_kill = time.monotonic()
-    other = wait_for(lambda: (lambda n: n if n and n != node else None)(
-        node_in_use(st.url("consumer"))), 30)
-    c.check(f"consumer: on another node after the kill ({other})", other is not None)
+    k, t_kill, _ = kill_node_of(c, st, cl, "consumer")
     base = consumed(st)
     back = wait_for(lambda: consumed(st) >= base + 50, 30, 0.1)
     gap = time.monotonic() - t_kill if back else None
@@ -359,20 +360,7 @@ def tailer_node(c, st, cl, args):
             restarted = True
         time.sleep(0.01)
     expected = b"".join(written)
-    deadline = time.monotonic() + 120
-    got = b""
-    while time.monotonic() < deadline:
-        try:
-            with open(st.output, "rb") as f:
-                got = f.read()
-        except FileNotFoundError:
-            got = b""
-        if len(got) >= len(expected):
-            break
-        time.sleep(0.5)
-    time.sleep(1)  # a line written twice would show up now
-    with open(st.output, "rb") as f:
-        got = f.read()
+    got = wait_output_size(st.output, len(expected), 120)
     nl_got, nl_want = got.count(b"\n"), expected.count(b"\n")
     diff = next((i for i in range(min(len(got), len(expected))) if got[i] != expected[i]),
                 min(len(got), len(expected)))

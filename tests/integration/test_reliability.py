@@ -388,6 +388,25 @@ def wait_lines(path, want, timeout):
         time.sleep(0.25)
 
 
+def wait_output_size(path, size, timeout):
+    """Waits (at most `timeout` s) until the output file holds `size` bytes, then a second
+    more (a line written twice would show up); returns its bytes (b"" when absent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.path.getsize(path) >= size:
+                break
+        except OSError:
+            pass
+        time.sleep(0.5)
+    time.sleep(1.0)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
 def check_output_exactly_once(c, path, accepted, what, timeout=60, allowed_extra=None):
     """Every line of `accepted` is in the output exactly once; no line at all appears twice;
     the file ends with a newline. `allowed_extra` (a set) may also appear (requests whose

@@ -31,6 +31,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_reliability import wait_output_size  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -244,20 +247,7 @@ def main():
             raise RuntimeError("the writer did not finish")
         expected = b"".join(w.written)
         log(f"all {len(w.written)} lines ({len(expected)} bytes) written; waiting for the output")
-        deadline = time.time() + 120
-        got = b""
-        while time.time() < deadline:
-            try:
-                with open(stack.output, "rb") as f:
-                    got = f.read()
-            except FileNotFoundError:
-                got = b""
-            if len(got) >= len(expected):
-                break
-            time.sleep(0.5)
-        time.sleep(1)  # anything written twice would show up now
-        with open(stack.output, "rb") as f:
-            got = f.read()
+        got = wait_output_size(stack.output, len(expected), 120)
         with open(os.path.join(tmp, "expected.txt"), "wb") as f:
             f.write(expected)
         rc = subprocess.run(["cmp", os.path.join(tmp, "expected.txt"), stack.output]).returncode
