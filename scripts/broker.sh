@@ -7,6 +7,8 @@
 #   scripts/broker.sh status DIR                   exit 0 when the node in DIR answers
 #   scripts/broker.sh ctl DIR ARGS...              rabbitmqctl ARGS against the node in DIR
 #                                                  (e.g. list_queues name type arguments)
+#   scripts/broker.sh upgrade DIR ARGS...          rabbitmq-upgrade ARGS against the node in DIR
+#                                                  (drain: maintenance mode; revive: back)
 #   scripts/broker.sh cluster DIR N PORT           a cluster of N nodes (DIR/node1..N, AMQP ports
 #                                                  PORT..PORT+N-1, one Erlang cookie), node1 first,
 #                                                  the others joined to it; quorum queues declared
@@ -51,6 +53,7 @@ node_env() {
 }
 
 ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
+upgrade() { rabbitmq-upgrade -n "$RABBITMQ_NODENAME" "$@"; }
 
 case "$cmd" in
 start)
@@ -157,6 +160,12 @@ ctl)
 	node_env
 	shift 2
 	ctl "$@"
+	;;
+upgrade)
+	[ -f "$dir/port" ] || { echo "no broker in $dir" >&2; exit 1; }
+	node_env
+	shift 2
+	upgrade "$@"
 	;;
 *)
 	echo "unknown command $cmd" >&2

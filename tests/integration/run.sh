@@ -189,8 +189,8 @@ step "consumer review: poison reply, oversized copies, dedup key, tail ranges, r
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
 step "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGTERM mid-processing requeues (test_consumer_concurrency.py)" 180 \
 	"$PY" "$here/test_consumer_concurrency.py" --build-dir "$BUILD_DIR" parallel mixed sigterm
-# Issue 19: a three-node cluster of its own; the leader, no-quorum and rolling-restart
-# scenarios run in `make test-cluster` (all six, about 5 minutes).
+# Issue 19: a three-node cluster of its own; the leader, no-quorum, maintenance and
+# rolling-restart scenarios run in `make test-cluster` (all seven, about 6 minutes).
 step "cluster: kill -9 the producer's node, the consumer's node, the node under a tailed file: nothing lost (test_cluster.py)" 420 \
 	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node consumer-node tailer-node
 step "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \

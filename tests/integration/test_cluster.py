@@ -18,6 +18,8 @@ RABBITMQ_ADDRESSES listing the three nodes, and HTTP load from 4 threads:
                  every 201 in the output.
   rolling        a rolling restart of the three nodes, one after the other, under load:
                  nothing lost, nothing twice.
+  maintenance    the producer's node into maintenance mode (rabbitmq-upgrade drain) under
+                 load: the producer moves to another node, nothing lost; then revive.
   failover       (for make bench BENCH_CLUSTER=3) --kills times: kill -9 the producer's node,
                  time to the next 201; prints p50 and max. Not in the default set.
   tailer-node    20,000 lines appended to INPUT_FILE over 15 s; kill -9 the producer's node
@@ -116,6 +118,13 @@ class Cluster:
 
     def start(self, k):
         self.run("start", self.node_dir(k), str(self.port(k)))
+
+    def upgrade(self, k, *args):
+        r = subprocess.run(["bash", BROKER, "upgrade", self.node_dir(k)] + list(args),
+                           capture_output=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"rabbitmq-upgrade {' '.join(args)}: {r.stderr.decode()[-300:]}")
+        return r.stdout.decode()
 
     def ctl(self, k, *args):
         r = subprocess.run(["bash", BROKER, "ctl", self.node_dir(k)] + list(args),
@@ -371,6 +380,28 @@ def tailer_node(c, st, cl, args):
             f"{nl_got} lines out; first difference at byte {diff}")
 
 
+def maintenance(c, st, cl, args):
+    """The producer's node goes into maintenance mode (rabbitmq-upgrade drain: it closes its
+    client connections and refuses new ones) under load: the producer moves to another node,
+    201s resume, nothing lost; then the node is revived."""
+    load = start_services(st)
+    time.sleep(3)
+    node = node_in_use(st.url("producer"))
+    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    log(f"producer on node {k} ({node}); draining it (maintenance mode)")
+    t0 = time.monotonic()
+    cl.upgrade(k, "drain")
+    log(f"node {k} drained in {time.monotonic() - t0:.1f} s")
+    other = wait_for(lambda: (lambda n: n if n and n != node else None)(
+        node_in_use(st.url("producer"))), 30)
+    c.check(f"maintenance: the producer left the drained node ({other})", other is not None)
+    time.sleep(4)
+    res = finish_load(c, st, load, "maintenance", None)
+    back = first_201_after(res, time.monotonic() - 3.5)
+    c.check("maintenance: 201s on another node", back is not None)
+    cl.upgrade(k, "revive")
+
+
 def failover(c, st, cl, args):
     """For the bench (step 9): args.kills times, kill -9 the producer's node under load, time
     to the next 201, restart the node, let it rejoin."""
@@ -400,8 +431,9 @@ def failover(c, st, cl, args):
 
 SCENARIOS = {"producer-node": producer_node, "consumer-node": consumer_node, "leader": leader,
              "no-quorum": no_quorum, "rolling": rolling, "tailer-node": tailer_node,
-             "failover": failover}
-DEFAULT = ["producer-node", "consumer-node", "leader", "no-quorum", "rolling", "tailer-node"]
+             "failover": failover, "maintenance": maintenance}
+DEFAULT = ["producer-node", "consumer-node", "leader", "no-quorum", "rolling", "tailer-node",
+           "maintenance"]
 
 
 def main():
