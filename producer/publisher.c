@@ -727,7 +727,7 @@ static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_r
  * no ack for NACK_RUN_RECONNECT_MS since its first nack. */
 static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
 {
-    int64_t now = rq_mono_ns();
+    int64_t now;
 
     rq_warn("broker nacked delivery tag %llu%s", (unsigned long long)n->delivery_tag,
             n->multiple ? " (multiple)" : "");
@@ -740,6 +740,7 @@ static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
     handle_confirm(p, n->delivery_tag, n->multiple, 0);
     if (p->acked)
         return 0; /* a working connection: the queue refuses these (e.g. full) */
+    now = rq_mono_ns();
     if (p->nacks_since_ns == 0)
         p->nacks_since_ns = now;
     if (now - p->nacks_since_ns >= (int64_t)NACK_RUN_RECONNECT_MS * 1000000) {

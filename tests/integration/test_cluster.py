@@ -119,19 +119,18 @@ class Cluster:
     def start(self, k):
         self.run("start", self.node_dir(k), str(self.port(k)))
 
-    def upgrade(self, k, *args):
-        r = subprocess.run(["bash", BROKER, "upgrade", self.node_dir(k)] + list(args),
-                           capture_output=True, timeout=120)
+    def _tool(self, cmd, what, k, args, timeout):
+        r = subprocess.run(["bash", BROKER, cmd, self.node_dir(k)] + list(args),
+                           capture_output=True, timeout=timeout)
         if r.returncode != 0:
-            raise RuntimeError(f"rabbitmq-upgrade {' '.join(args)}: {r.stderr.decode()[-300:]}")
+            raise RuntimeError(f"{what} {' '.join(args)}: {r.stderr.decode()[-300:]}")
         return r.stdout.decode()
 
+    def upgrade(self, k, *args):
+        return self._tool("upgrade", "rabbitmq-upgrade", k, args, 120)
+
     def ctl(self, k, *args):
-        r = subprocess.run(["bash", BROKER, "ctl", self.node_dir(k)] + list(args),
-                           capture_output=True, timeout=90)
-        if r.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {r.stderr.decode()[-300:]}")
-        return r.stdout.decode()
+        return self._tool("ctl", "rabbitmqctl", k, args, 90)
 
     def alive(self, k):
         try:
@@ -147,6 +146,10 @@ class Cluster:
 
     def node_of_port(self, port):
         return port - self.base + 1
+
+    def node_of(self, name):
+        """The number of the node named "127.0.0.1:PORT" (rabbitmq_node_in_use)."""
+        return self.node_of_port(int(name.rsplit(":", 1)[1]))
 
     def addresses(self):
         return ",".join(f"127.0.0.1:{self.port(k)}" for k in range(1, NODES + 1))
@@ -221,7 +224,7 @@ def kill_node_of(c, st, cl, who):
     another node. Returns (the node's number, when it was gone, the node it moved to)."""
     node = node_in_use(st.url(who))
     c.check(f"{who}: rabbitmq_node_in_use names one of the nodes", node is not None)
-    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    k = cl.node_of(node)
     log(f"{who} on node {k} ({node}); producer on {node_in_use(st.url('producer'))}, consumer "
         f"on {node_in_use(st.url('consumer'))}; kill -9")
     cl.kill(k)  # returns once the node's process is gone
@@ -295,7 +298,7 @@ def no_quorum(c, st, cl, args):
     load = start_services(st)
     time.sleep(3)
     node = node_in_use(st.url("producer"))
-    kp = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    kp = cl.node_of(node)
     down = [k for k in range(1, NODES + 1) if k != kp][:2]
     log(f"producer on node {kp}; stopping nodes {down} (no quorum left)")
     for k in down:
@@ -359,7 +362,7 @@ def tailer_node(c, st, cl, args):
         el = time.monotonic() - t0
         if not killed and el >= 5:
             node = node_in_use(st.url("producer"))
-            k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+            k = cl.node_of(node)
             log(f"tailer: {len(written)} lines written; kill -9 node {k} (the producer's)")
             cl.kill(k)
             killed = True
@@ -387,7 +390,7 @@ def maintenance(c, st, cl, args):
     load = start_services(st)
     time.sleep(3)
     node = node_in_use(st.url("producer"))
-    k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+    k = cl.node_of(node)
     log(f"producer on node {k} ({node}); draining it (maintenance mode)")
     t0 = time.monotonic()
     cl.upgrade(k, "drain")
@@ -410,7 +413,7 @@ def failover(c, st, cl, args):
     gaps = []
     for i in range(args.kills):
         node = node_in_use(st.url("producer"))
-        k = cl.node_of_port(int(node.rsplit(":", 1)[1]))
+        k = cl.node_of(node)
         cl.kill(k)
         t_kill = time.monotonic()
         back = wait_for(lambda: first_201_after(load.snapshot(), t_kill), 30, 0.05)
