@@ -388,26 +388,20 @@ long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt)
     return d;
 }
 
-/* Declares one durable queue of the configured type with extra arguments. */
-static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg, const char *name,
-                         amqp_table_entry_t *extra, int nextra, char *err, size_t errlen)
+/* Declares one durable queue `name` on channel ch with the arguments args[0..n-1]; `type`
+ * only names it in an error. */
+static int declare_args(amqp_connection_state_t conn, amqp_channel_t ch, const char *name,
+                        const char *type, amqp_table_entry_t *args, int n, char *err, size_t errlen)
 {
-    amqp_table_entry_t args[8];
     amqp_table_t table;
     char what[320];
-    int n = 0;
 
-    args[n].key = amqp_cstring_bytes(RQ_WIRE_ARG_QUEUE_TYPE);
-    args[n].value.kind = AMQP_FIELD_KIND_UTF8;
-    args[n++].value.value.bytes = amqp_cstring_bytes(cfg->queue_type);
-    for (int i = 0; i < nextra && n < 8; i++)
-        args[n++] = extra[i];
     table.num_entries = n;
     table.entries = args;
-    amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(name), /*passive=*/0,
+    amqp_queue_declare(conn, ch, amqp_cstring_bytes(name), /*passive=*/0,
                        /*durable=*/1, /*exclusive=*/0, /*auto_delete=*/0, table);
     snprintf(what, sizeof(what), "queue.declare %s (durable, " RQ_WIRE_ARG_QUEUE_TYPE "=%s)", name,
-             cfg->queue_type);
+             type);
     return rq_amqp_check_reply(amqp_get_rpc_reply(conn), what, err, errlen);
 }
 
@@ -415,41 +409,153 @@ static int declare_queue(amqp_connection_state_t conn, const RabbitMQConfig *cfg
  * removal and the copy's arrival would lose the message. At-least-once dead-lettering (RabbitMQ
  * >= 3.10) keeps it until the target queue has confirmed the copy; it requires the
  * reject-publish overflow. Writes the entries to out (room for 2), returns how many. */
-static int quorum_dead_letter_args(const RabbitMQConfig *cfg, amqp_table_entry_t *out)
+static int quorum_dead_letter_args(int quorum, amqp_table_entry_t *out)
 {
-    if (cfg->queue_type_id != RQ_QUEUE_QUORUM)
+    if (!quorum)
         return 0;
     out[0] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_STRATEGY, "at-least-once");
     out[1] = rq_amqp_utf8_entry(RQ_WIRE_ARG_OVERFLOW, "reject-publish");
     return 2;
 }
 
+static int spec_quorum(const rq_queue_spec_t *s)
+{
+    return strcmp(s->type, "quorum") == 0;
+}
+
+void rq_amqp_spec_of_config(const RabbitMQConfig *cfg, rq_queue_spec_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->name = cfg->request_queue;
+    s->type = cfg->queue_type;
+    s->max_retries = cfg->max_retries;
+    s->retry_base_ms = cfg->retry_base_ms;
+}
+
+char *rq_amqp_spec_retry_name(const rq_queue_spec_t *s, int attempt, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s.retry.%d", s->name, attempt);
+    return buf;
+}
+
+long long rq_amqp_spec_retry_delay_ms(const rq_queue_spec_t *s, int attempt)
+{
+    long long d = s->retry_base_ms;
+
+    for (int i = 1; i < attempt && d < 86400000LL; i++)
+        d *= 2;
+    return d;
+}
+
+int rq_amqp_queue_args(const rq_queue_spec_t *s, rq_queue_role_t role, int attempt,
+                       amqp_table_entry_t *out, char *dlq, size_t dlqlen)
+{
+    int quorum = spec_quorum(s);
+    int n = 0;
+
+    out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_QUEUE_TYPE, s->type);
+    switch (role) {
+    case RQ_QROLE_DLQ:
+        break;
+    case RQ_QROLE_RETRY:
+        out[n++] =
+            rq_amqp_i64_entry(RQ_WIRE_ARG_MESSAGE_TTL, rq_amqp_spec_retry_delay_ms(s, attempt));
+        out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
+        out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, s->name);
+        n += quorum_dead_letter_args(quorum, out + n);
+        break;
+    case RQ_QROLE_MAIN:
+        snprintf(dlq, dlqlen, "%s.dlq", s->name);
+        out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
+        out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, dlq);
+        if (quorum)
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_DELIVERY_LIMIT, RQ_QUORUM_DELIVERY_LIMIT);
+        n += quorum_dead_letter_args(quorum, out + n);
+        if (!quorum && s->max_length > 0)
+            out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_OVERFLOW, "reject-publish");
+        if (s->max_priority > 0)
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_MAX_PRIORITY, s->max_priority);
+        if (s->max_length > 0)
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_MAX_LENGTH, s->max_length);
+        if (s->message_ttl_ms > 0)
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_MESSAGE_TTL, s->message_ttl_ms);
+        if (s->service) {
+            out[n].key = amqp_cstring_bytes(RQ_WIRE_ARG_RELAYQ_QUEUE);
+            out[n].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+            out[n++].value.value.boolean = 1;
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_RELAYQ_MAX_RETRIES, s->max_retries);
+            out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_RELAYQ_RETRY_BASE, s->retry_base_ms);
+        }
+        break;
+    }
+    return n;
+}
+
+int rq_amqp_declare_spec_queue(amqp_connection_state_t conn, amqp_channel_t ch,
+                               const rq_queue_spec_t *s, rq_queue_role_t role, int attempt,
+                               char *err, size_t errlen)
+{
+    amqp_table_entry_t args[RQ_QUEUE_ARGS_MAX];
+    char name[300], dlq[300];
+    int n = rq_amqp_queue_args(s, role, attempt, args, dlq, sizeof(dlq));
+
+    if (role == RQ_QROLE_DLQ)
+        snprintf(name, sizeof(name), "%s.dlq", s->name);
+    else if (role == RQ_QROLE_RETRY)
+        rq_amqp_spec_retry_name(s, attempt, name, sizeof(name));
+    else
+        snprintf(name, sizeof(name), "%s", s->name);
+    return declare_args(conn, ch, name, s->type, args, n, err, errlen);
+}
+
+int rq_amqp_declare_spec(amqp_connection_state_t conn, amqp_channel_t ch, const rq_queue_spec_t *s,
+                         char *err, size_t errlen)
+{
+    if (rq_amqp_declare_spec_queue(conn, ch, s, RQ_QROLE_DLQ, 0, err, errlen) != 0)
+        return -1;
+    for (int a = 1; a <= s->max_retries; a++)
+        if (rq_amqp_declare_spec_queue(conn, ch, s, RQ_QROLE_RETRY, a, err, errlen) != 0)
+            return -1;
+    return rq_amqp_declare_spec_queue(conn, ch, s, RQ_QROLE_MAIN, 0, err, errlen);
+}
+
+int rq_amqp_delay_queue_args(const char *queue, const char *type, long long bucket_ms,
+                             amqp_table_entry_t *out)
+{
+    int n = 0;
+
+    out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_QUEUE_TYPE, type);
+    out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_MESSAGE_TTL, bucket_ms);
+    out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
+    out[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, queue);
+    out[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_EXPIRES, bucket_ms + RQ_DELAY_QUEUE_IDLE_MS);
+    n += quorum_dead_letter_args(strcmp(type, "quorum") == 0, out + n);
+    return n;
+}
+
+int rq_amqp_declare_delay_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *queue,
+                                const char *type, long long bucket_ms, char *err, size_t errlen)
+{
+    amqp_table_entry_t args[RQ_QUEUE_ARGS_MAX];
+    char name[300];
+    int n;
+
+    if (bucket_ms <= 0 || bucket_ms > RQ_DELAY_BUCKET_MAX_MS) {
+        rq_errf(err, errlen, "delay queue of %s: bucket %lld ms out of range", queue, bucket_ms);
+        return -1;
+    }
+    n = rq_amqp_delay_queue_args(queue, type, bucket_ms, args);
+    snprintf(name, sizeof(name), "%s.delay.%lld", queue, bucket_ms);
+    return declare_args(conn, ch, name, type, args, n, err, errlen);
+}
+
 static int declare_all(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                        size_t errlen)
 {
-    amqp_table_entry_t extra[6];
-    char dlq[300], name[300];
-    int n;
+    rq_queue_spec_t s;
 
-    rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
-    if (declare_queue(conn, cfg, dlq, NULL, 0, err, errlen) != 0)
-        return -1;
-    for (int a = 1; a <= cfg->max_retries; a++) {
-        extra[0] = rq_amqp_i64_entry(RQ_WIRE_ARG_MESSAGE_TTL, rq_amqp_retry_delay_ms(cfg, a));
-        extra[1] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
-        extra[2] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, cfg->request_queue);
-        n = 3 + quorum_dead_letter_args(cfg, extra + 3);
-        rq_amqp_retry_queue_name(cfg, a, name, sizeof(name));
-        if (declare_queue(conn, cfg, name, extra, n, err, errlen) != 0)
-            return -1;
-    }
-    n = 0;
-    extra[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_EXCHANGE, "");
-    extra[n++] = rq_amqp_utf8_entry(RQ_WIRE_ARG_DL_ROUTING_KEY, dlq);
-    if (cfg->queue_type_id == RQ_QUEUE_QUORUM)
-        extra[n++] = rq_amqp_i64_entry(RQ_WIRE_ARG_DELIVERY_LIMIT, RQ_QUORUM_DELIVERY_LIMIT);
-    n += quorum_dead_letter_args(cfg, extra + n);
-    return declare_queue(conn, cfg, cfg->request_queue, extra, n, err, errlen);
+    rq_amqp_spec_of_config(cfg, &s);
+    return rq_amqp_declare_spec(conn, RQ_AMQP_CHANNEL, &s, err, errlen);
 }
 
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,

@@ -103,6 +103,86 @@ long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt);
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                              size_t errlen);
 
+/* ---- one queue of the queue service (issue 16) and its derived queues ----
+ *
+ * rq_amqp_declare_topology() declares the default queue's spec (rq_amqp_spec_of_config) with
+ * exactly the arguments above. A queue of the queue service (spec.service) also gets:
+ *   x-max-priority (max_priority > 0), x-max-length (max_length > 0; classic queues then
+ *   also x-overflow reject-publish, so a full queue refuses a publish instead of dropping
+ *   its head), x-message-ttl (message_ttl_ms > 0; expired messages go to <q>.dlq), and
+ *   relayq's own settings, which the broker keeps and shows but does not use nor compare on
+ *   a redeclare: x-relayq-queue (true), x-relayq-max-retries, x-relayq-retry-base-ms.
+ * Delay buckets "<q>.delay.<ms>" (rq_amqp_declare_delay_queue): the type of <q>,
+ * x-message-ttl ms, dead-lettering to <q> (at least once for quorum), and x-expires
+ * ms + RQ_DELAY_QUEUE_IDLE_MS, so an unused bucket goes away (redeclare it at least every
+ * 60 s while in use). */
+#define RQ_QUEUE_ARGS_MAX 16
+#define RQ_WIRE_ARG_MAX_PRIORITY "x-max-priority"
+#define RQ_WIRE_ARG_MAX_LENGTH "x-max-length"
+#define RQ_WIRE_ARG_EXPIRES "x-expires"
+#define RQ_WIRE_ARG_RELAYQ_QUEUE "x-relayq-queue"
+#define RQ_WIRE_ARG_RELAYQ_MAX_RETRIES "x-relayq-max-retries"
+#define RQ_WIRE_ARG_RELAYQ_RETRY_BASE "x-relayq-retry-base-ms"
+#define RQ_DELAY_QUEUE_IDLE_MS 600000LL
+/* The largest delay bucket: the longest delay (86400000 ms, 24 h) rounded up to two
+ * significant digits by rq_qname_delay_bucket(). */
+#define RQ_DELAY_BUCKET_MAX_MS 87000000LL
+
+typedef struct rq_queue_spec {
+    const char *name;         /* <q> (borrowed) */
+    const char *type;         /* "quorum" or "classic" (borrowed) */
+    int max_priority;         /* 1..255; 0: none */
+    long long max_length;     /* messages; 0: unbounded */
+    long long message_ttl_ms; /* 0: none */
+    int max_retries;          /* retry queues <q>.retry.1..max_retries */
+    long long retry_base_ms;  /* delay of retry 1, doubling */
+    int service;              /* 1: a queue of the queue service (x-relayq-* arguments) */
+} rq_queue_spec_t;
+
+typedef enum { RQ_QROLE_MAIN = 0, RQ_QROLE_DLQ, RQ_QROLE_RETRY } rq_queue_role_t;
+
+/* The spec of the default queue (REQUEST_QUEUE, QUEUE_TYPE, MAX_RETRIES, RETRY_BASE_MS);
+ * borrows cfg's strings. */
+void rq_amqp_spec_of_config(const RabbitMQConfig *cfg, rq_queue_spec_t *s);
+
+/* "<q>.retry.<attempt>" into buf; returns buf. */
+char *rq_amqp_spec_retry_name(const rq_queue_spec_t *s, int attempt, char *buf, size_t len);
+
+/* retry_base_ms * 2^(attempt-1), capped near 24 h. */
+long long rq_amqp_spec_retry_delay_ms(const rq_queue_spec_t *s, int attempt);
+
+/* Writes the declare arguments of one queue of s (role; attempt 1..max_retries for
+ * RQ_QROLE_RETRY) into out (room for RQ_QUEUE_ARGS_MAX) and returns their count. Entries
+ * borrow s's strings and, for RQ_QROLE_MAIN, dlq (filled with "<q>.dlq", dlqlen >= 256). */
+int rq_amqp_queue_args(const rq_queue_spec_t *s, rq_queue_role_t role, int attempt,
+                       amqp_table_entry_t *out, char *dlq, size_t dlqlen);
+
+/* Declares one queue of s (see rq_amqp_queue_args) on channel ch. Returns 0, or -1 with err
+ * (the broker's reason, e.g. "inequivalent arg 'x-max-length' ...", which closes ch). */
+int rq_amqp_declare_spec_queue(amqp_connection_state_t conn, amqp_channel_t ch,
+                               const rq_queue_spec_t *s, rq_queue_role_t role, int attempt,
+                               char *err, size_t errlen);
+
+/* Declares s's whole topology on ch: <q>.dlq, <q>.retry.1..N, then <q>. Returns 0 or -1
+ * with err (ch is closed by a refused declare). */
+int rq_amqp_declare_spec(amqp_connection_state_t conn, amqp_channel_t ch, const rq_queue_spec_t *s,
+                         char *err, size_t errlen);
+
+/* The arguments of delay bucket "<queue>.delay.<bucket_ms>" into out (room for
+ * RQ_QUEUE_ARGS_MAX); returns their count. Entries borrow queue and type. */
+int rq_amqp_delay_queue_args(const char *queue, const char *type, long long bucket_ms,
+                             amqp_table_entry_t *out);
+
+/* Declares (idempotently) the delay bucket "<queue>.delay.<bucket_ms>" of queue `queue`
+ * whose type is `type` ("quorum"|"classic"; the delay queue gets the same) on channel ch of
+ * the caller's connection: messages published to it wait bucket_ms and then dead-letter to
+ * `queue`; it expires RQ_DELAY_QUEUE_IDLE_MS after its last use (redeclare it at least
+ * every 60 s while publishing to it). bucket_ms in 1..RQ_DELAY_BUCKET_MAX_MS
+ * (rq_qname_delay_bucket()).
+ * Returns 0, or -1 with err filled (a refused declare closes ch). Thread: the connection's. */
+int rq_amqp_declare_delay_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *queue,
+                                const char *type, long long bucket_ms, char *err, size_t errlen);
+
 /* Describes the reply of an RPC call (amqp_get_rpc_reply) as text in err; `what` names the
  * operation ("queue.declare"). Returns 0 when the reply is normal, -1 otherwise. */
 int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);

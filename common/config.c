@@ -134,6 +134,10 @@ static const rq_cfg_desc_t settings[] = {
     S_BOOL("RABBITMQ_TLS_VERIFY", "true", rabbitmq.tls_verify, ALL, G_MQ,
            "Verify the broker's certificate chain and that it names RABBITMQ_HOST; turn off "
            "only for a test broker"),
+    S_STR("RABBITMQ_MANAGEMENT_URL", "", rabbitmq.management_url, 0, 1024, PROD, G_MQ, 0,
+          "Base URL (plain http://host[:port][/prefix]) of the broker's management HTTP API, "
+          "used with RABBITMQ_USER/RABBITMQ_PASS by GET /queues (list) and for unacked counts; "
+          "empty: http://RABBITMQ_HOST:15672; off: none (GET /queues answers 503)"),
     S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
           "Durable queue the producer publishes to and consumers read; derived queues add a "
           "suffix"),
@@ -171,13 +175,25 @@ static const rq_cfg_desc_t settings[] = {
           "Messages the publisher may hold unconfirmed before requests get 503"),
     S_INT("HTTP_THREADS", "2", http_threads, 1, 64, PROD, G_PROD,
           "Threads serving the producer's HTTP API"),
+    S_INT("LEASE_MAX_OUTSTANDING", "10000", lease_max_outstanding, 1, 1000000, PROD, G_PROD,
+          "Messages one producer may hold leased (pulled, not yet acked) at once; a pull past "
+          "it gets 503"),
+    S_I64("LEASE_MAX_BYTES", "67108864", lease_max_bytes, 1048576, 17179869184LL, PROD, G_PROD,
+          "Memory of the leased and buffered messages of the pull engine (body + 4 KiB each); "
+          "past it pulls get 503 and the queue consumers pause"),
+    S_INT("LEASE_MAX_WAITERS", "1000", lease_max_waiters, 1, 100000, PROD, G_PROD,
+          "Long-polls (GET /queues/{id}/messages with wait_s) waiting at once; more get 503"),
+    S_INT("LEASE_IDLE_MS", "5000", lease_idle_ms, 100, 600000, PROD, G_PROD,
+          "A queue nobody pulled from for this long has its pull consumer cancelled and its "
+          "buffered (not leased) messages given back to the broker"),
     S_STR("API_KEYS_FILE", "", api_keys_file, 0, 4095, PROD, G_PROD, 0,
           "File of API keys, one `key-id:secret[:scopes]` or `key-id:sha256:<hex>[:scopes]` "
           "per line (# comments); when keys are set, every endpoint but /health* and /metrics "
           "needs `Authorization: Bearer <secret>`; re-read on SIGHUP"),
     S_STR("API_KEYS", "", api_keys, 0, 65535, PROD, G_PROD, RQ_CFG_SECRET,
           "API keys as comma-separated entries in the API_KEYS_FILE format, added to the "
-          "file's; scopes are produce, batch, dlq, messages (default: all)"),
+          "file's; scopes are produce, batch, dlq, messages, *, and per queue "
+          "produce:<pattern>, consume:<pattern>, admin:<pattern> ('*' globs; default: all)"),
     S_DBL("RATE_LIMIT_RPS", "0", rate_limit_rps, 0, 1000000, PROD, G_PROD,
           "Requests per second allowed per API key (per client address without keys), as a "
           "token bucket; beyond, 429 with Retry-After; 0 turns rate limiting off"),
@@ -187,6 +203,29 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("RATE_LIMIT_MAX_CLIENTS", "10000", rate_limit_max_clients, 16, 10000000, PROD, G_PROD,
           "Rate-limit buckets kept in memory (about 200 bytes each); the least recently seen "
           "client is forgotten beyond"),
+    S_DBL("QUEUE_RATE_LIMIT_RPS", "0", queue_rate_limit_rps, 0, 1000000, PROD, G_PROD,
+          "Requests per second allowed per queue on the queue routes (but acks, nacks and "
+          "lease extensions) and /produce, /batch-produce for the default queue, shared by "
+          "every client, as a token bucket after the per-key one; beyond, 429 with "
+          "Retry-After; 0 turns it off"),
+    S_INT("QUEUE_RATE_LIMIT_BURST", "0", queue_rate_limit_burst, 0, 1000000, PROD, G_PROD,
+          "Bucket size of the per-queue rate limit; 0 means QUEUE_RATE_LIMIT_RPS rounded up "
+          "(at least 1); at most RATE_LIMIT_MAX_CLIENTS queue buckets are kept"),
+    S_STR("JWKS_FILE", "", jwks_file, 0, 4095, PROD, G_PROD, 0,
+          "JWKS file (RSA and EC P-256 public keys) against which OAuth2 bearer tokens (JWTs "
+          "signed RS256 or ES256) are verified; needs JWT_ISSUER and JWT_AUDIENCE; turns "
+          "authentication on even without API keys; re-read on SIGHUP"),
+    S_STR("JWT_ISSUER", "", jwt_issuer, 0, 1024, PROD, G_PROD, 0,
+          "The iss a token must carry (exact match); required with JWKS_FILE"),
+    S_STR("JWT_AUDIENCE", "", jwt_audience, 0, 1024, PROD, G_PROD, 0,
+          "The audience a token's aud (a string or an array) must hold; required with "
+          "JWKS_FILE"),
+    S_STR("JWT_SCOPE_CLAIM", "scope", jwt_scope_claim, 1, 64, PROD, G_PROD, 0,
+          "Token claim holding the permissions, as API key scopes (produce, "
+          "produce:orders.*, consume:<pattern>, admin:<pattern>, *): a space-separated string "
+          "(scope) or an array of strings (roles); unknown pieces are ignored"),
+    S_INT("JWT_LEEWAY_S", "60", jwt_leeway_s, 0, 3600, PROD, G_PROD,
+          "Clock skew allowed on a token's exp, nbf and iat, in seconds"),
     S_INT("MAX_JSON_DEPTH", "64", max_json_depth, 1, 1000, PROD, G_PROD,
           "Deepest nesting of arrays and objects accepted in a request body; deeper gets 400"),
     S_STR("INPUT_FILE", "", input_file, 0, 4095, PROD, G_PROD, 0,
@@ -836,6 +875,9 @@ static void print_wrapped(FILE *out, const char *prefix, const char *text, size_
     fputc('\n', out);
 }
 
+/* Printed after the settings by rq_config_print_help (rq_config_set_help_epilog). */
+static const char *help_epilog;
+
 void rq_config_print_help(FILE *out, const char *prog, unsigned services)
 {
     char range[256], def[300], text[600];
@@ -873,6 +915,13 @@ void rq_config_print_help(FILE *out, const char *prog, unsigned services)
             print_wrapped(out, "      ", text, 79);
         }
     }
+    if (help_epilog != NULL)
+        fprintf(out, "\n%s", help_epilog);
+}
+
+void rq_config_set_help_epilog(const char *text)
+{
+    help_epilog = text;
 }
 
 void rq_config_print_env_example(FILE *out)

@@ -78,6 +78,8 @@ typedef struct RabbitMQConfig {
     char *tls_key;     /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
     bool tls_verify; /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default
                         true */
+    char *management_url; /* RABBITMQ_MANAGEMENT_URL (producer): "" derives
+                             http://RABBITMQ_HOST:15672, "off" disables */
 } RabbitMQConfig;
 
 typedef struct rq_config {
@@ -112,7 +114,13 @@ typedef struct rq_config {
                                0..10000000, default 10000 */
     int max_pending; /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default
                         100000 */
-    int http_threads; /* HTTP_THREADS, 1..64, default 2 */
+    int http_threads;          /* HTTP_THREADS, 1..64, default 2 */
+    int lease_max_outstanding; /* LEASE_MAX_OUTSTANDING: leases held, 1..1000000, default 10000 */
+    int64_t lease_max_bytes;   /* LEASE_MAX_BYTES: leased + buffered bytes, 1 MiB..16 GiB, default
+                                  64 MiB */
+    int lease_max_waiters;     /* LEASE_MAX_WAITERS: long-polls, 1..100000, default 1000 */
+    int lease_idle_ms; /* LEASE_IDLE_MS: unpulled queue's buffer given back, 100..600000, default
+                          5000 */
 
     /* producer: access control and abuse limits (producer/api/auth.h, producer/api/ratelimit.h) */
     char *api_keys_file;   /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */
@@ -121,8 +129,15 @@ typedef struct rq_config {
                               off), default 0 */
     int rate_limit_burst;  /* RATE_LIMIT_BURST: bucket size, 0..1000000 (0 = max(1, ceil(RPS))),
                               default 0 */
-    int rate_limit_max_clients; /* RATE_LIMIT_MAX_CLIENTS: buckets kept (least recently used
-                                   evicted), 16..10000000, default 10000 */
+    int rate_limit_max_clients;  /* RATE_LIMIT_MAX_CLIENTS: buckets kept (least recently used
+                                    evicted), 16..10000000, default 10000 */
+    double queue_rate_limit_rps; /* QUEUE_RATE_LIMIT_RPS: requests/s per queue, 0 = off */
+    int queue_rate_limit_burst;  /* QUEUE_RATE_LIMIT_BURST: 0 = max(1, ceil(RPS)) */
+    char *jwks_file;             /* JWKS_FILE: JWT keys (reloaded on SIGHUP), default "" */
+    char *jwt_issuer;            /* JWT_ISSUER: required iss, default "" */
+    char *jwt_audience;          /* JWT_AUDIENCE: required aud, default "" */
+    char *jwt_scope_claim;       /* JWT_SCOPE_CLAIM: permissions claim, default "scope" */
+    int jwt_leeway_s;            /* JWT_LEEWAY_S: clock skew, 0..3600, default 60 */
     int max_json_depth; /* MAX_JSON_DEPTH: nesting of arrays/objects in a body, 1..1000, default 64
                          */
 
@@ -184,6 +199,10 @@ void rq_config_free(rq_config_t *c);
 /* Prints `--help` text for `prog`: usage, options, then every setting of `services` with its
  * default, range and description. */
 void rq_config_print_help(FILE *out, const char *prog, unsigned services);
+
+/* Sets a text (static, may be NULL) that rq_config_print_help prints after the settings: a
+ * program's own reference (the producer's HTTP routes). Call before rq_config_from_args. */
+void rq_config_set_help_epilog(const char *text);
 
 /* Prints the `.env.example` document: every setting, commented, with its default. */
 void rq_config_print_env_example(FILE *out);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "trace.h"
 
@@ -54,6 +55,14 @@ static int encode_headers(const rq_wire_out_t *m, amqp_table_entry_t *hdr)
     if (m->tracestate != NULL)
         hdr[n++] = utf8_entry(RQ_WIRE_HDR_TRACESTATE, m->tracestate);
     assert(n <= RQ_WIRE_OUT_HEADERS_MAX);
+    for (size_t i = 0; i < m->n_user_headers; i++) {
+        const rq_wire_header_t *h = &m->user_headers[i];
+        hdr[n].key = amqp_cstring_bytes(h->name);
+        hdr[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        hdr[n].value.value.bytes.bytes = h->value;
+        hdr[n].value.value.bytes.len = h->value_len;
+        n++;
+    }
     return n;
 }
 
@@ -81,6 +90,14 @@ void rq_wire_encode(const rq_wire_out_t *m, amqp_basic_properties_t *props,
     if (m->app_id != NULL) {
         props->_flags |= AMQP_BASIC_APP_ID_FLAG;
         props->app_id = amqp_cstring_bytes(m->app_id);
+    }
+    if (m->has_priority) {
+        props->_flags |= AMQP_BASIC_PRIORITY_FLAG;
+        props->priority = m->priority;
+    }
+    if (m->expiration != NULL) {
+        props->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props->expiration = amqp_cstring_bytes(m->expiration);
     }
     props->headers.num_entries = encode_headers(m, hdr);
     props->headers.entries = hdr;
@@ -140,6 +157,38 @@ int rq_wire_dropped_on_copy(amqp_bytes_t key)
     return key_has_prefix(key, RQ_WIRE_HDR_RELAYQ_PREFIX) ||
            key_has_prefix(key, RQ_WIRE_HDR_FIRST_DEATH_PREFIX) ||
            key_has_prefix(key, RQ_WIRE_HDR_LAST_DEATH_PREFIX);
+}
+
+/* 1 when name[0..len) starts with the NUL-terminated prefix, ignoring ASCII case. */
+static int name_has_prefix(const char *name, size_t len, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return len >= n && strncasecmp(name, prefix, n) == 0;
+}
+
+const char *rq_wire_header_reserved(const char *name, size_t len)
+{
+    static const char *const own[] = {
+        RQ_WIRE_HDR_PUBLISHED_MS, RQ_WIRE_HDR_SOURCE,      RQ_WIRE_HDR_FILE,
+        RQ_WIRE_HDR_OFFSET,       RQ_WIRE_HDR_END,         RQ_WIRE_HDR_FORMAT,
+        RQ_WIRE_HDR_LINES,        RQ_WIRE_HDR_TRACEPARENT, RQ_WIRE_HDR_TRACESTATE};
+
+    if (name_has_prefix(name, len, RQ_WIRE_HDR_RELAYQ_PREFIX))
+        return "relayq's own x-relayq-* space";
+    if (name_has_prefix(name, len, RQ_WIRE_HDR_DEATH) ||
+        name_has_prefix(name, len, "x-first-death") || name_has_prefix(name, len, "x-last-death"))
+        return "the broker's dead-letter history (x-death, x-first-death*, x-last-death*)";
+    if (name_has_prefix(name, len, "x-delay"))
+        return "the broker's x-delay* space (delayed-message plugin)";
+    if ((len == 2 && strncasecmp(name, "CC", 2) == 0) ||
+        (len == 3 && strncasecmp(name, "BCC", 3) == 0))
+        return "the broker's sender-selected distribution (CC and BCC route copies of the "
+               "message, and a string there closes the publishing channel)";
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (strlen(own[i]) == len && strncasecmp(name, own[i], len) == 0)
+            return "a header relayq sets itself";
+    return NULL;
 }
 
 /* ---- reading -------------------------------------------------------------------------- */

@@ -12,6 +12,9 @@
  *   correlation_id  the producer's UUID for the message (RPC replies are matched on it)
  *   reply_to        API messages: the producer's exclusive callback queue
  *   app_id          who published ("relayq-producer", "rq_amqp_tool")
+ *   priority        the client's "priority" (0..255), when it gave one; only a queue
+ *                   declared with x-max-priority orders by it
+ *   expiration      the client's "ttl_ms" as a decimal string (1..2147483647), when given
  *
  * Headers (AMQP field kinds in brackets: 'l' I64, 'S' long string, 't' boolean):
  *   x-published-ms       ['l'] epoch ms at which the message was accepted; every message
@@ -28,6 +31,10 @@
  *                        messages, the producer's span in the caller's trace (or a new one);
  *                        kept by every copy and put on the reply
  *   tracestate           ['S'] the caller's W3C tracestate, when it sent one
+ *   (client headers)     ['S'] the produce request's "headers" (a string map; raw bodies:
+ *                        Message-Header-<name> request headers), after relayq's own, in the
+ *                        client's order; names relayq or the broker use are refused
+ *                        (rq_wire_header_reserved)
  *   x-relayq-attempt     ['l'] retry copies: the attempt the copy is for (1..MAX_RETRIES)
  *   x-relayq-last-error  ['S'] retry copies: why the previous attempt failed
  *   x-relayq-reason      ['S'] DLQ copies: why the message was dead-lettered
@@ -120,15 +127,46 @@ typedef struct rq_wire_out {
     int64_t lines;           /* chunk only */
     const char *traceparent; /* NULL: absent */
     const char *tracestate;  /* NULL: absent */
+    int has_priority;        /* 1: the priority property = priority */
+    uint8_t priority;
+    const char *expiration;                    /* the expiration property; NULL: absent */
+    const struct rq_wire_header *user_headers; /* the client's headers, after relayq's */
+    size_t n_user_headers;                     /* at most RQ_WIRE_USER_HEADERS_MAX */
 } rq_wire_out_t;
 
-/* Most headers rq_wire_encode() writes. */
+/* Most headers rq_wire_encode() writes of its own (the client's come on top). */
 #define RQ_WIRE_OUT_HEADERS_MAX 10
+
+/* ---- client headers (issue 16) --------------------------------------------------------
+ * A produce request may carry headers of its own: a name of 1..RQ_WIRE_USER_HEADER_NAME_MAX
+ * bytes of visible ASCII (0x21..0x7e), a UTF-8 value of at most RQ_WIRE_USER_HEADER_VALUE_MAX
+ * bytes without NUL, at most RQ_WIRE_USER_HEADERS_MAX per message and
+ * RQ_WIRE_USER_HEADERS_BYTES_MAX bytes of names and values together. */
+#define RQ_WIRE_USER_HEADERS_MAX 32
+#define RQ_WIRE_USER_HEADER_NAME_MAX 128
+#define RQ_WIRE_USER_HEADER_VALUE_MAX 4096
+#define RQ_WIRE_USER_HEADERS_BYTES_MAX 16384
+
+typedef struct rq_wire_header {
+    char *name;  /* NUL-terminated */
+    char *value; /* value_len bytes, NUL-terminated */
+    size_t value_len;
+} rq_wire_header_t;
+
+/* Why a client may not set header name[0..len): the names relayq writes itself (x-published-ms,
+ * x-source, x-file, x-offset, x-end, x-format, x-lines, traceparent, tracestate), relayq's
+ * space "x-relayq-*", the broker's dead-letter history ("x-death*", "x-first-death*",
+ * "x-last-death*"), the delayed-message plugin's "x-delay*", and "CC" and "BCC" (RabbitMQ's
+ * sender-selected distribution: it routes copies by them, and closes the publishing channel
+ * when one is not an array, as a client's string would be); compared ignoring ASCII case.
+ * Returns a static text naming the space, or NULL when the name is the client's to use. */
+const char *rq_wire_header_reserved(const char *name, size_t len);
 
 /* Fills *props (overwritten whole) with the properties and headers of message *m, headers
  * in this order: x-published-ms, x-source, x-relayq-uid, x-file, x-offset, x-end, x-format,
- * x-lines, traceparent, tracestate (each only when set). The header table is built in
- * hdr[0..RQ_WIRE_OUT_HEADERS_MAX); *props borrows hdr and m's strings. Short strings are not
+ * x-lines, traceparent, tracestate (each only when set), then m->user_headers. The header
+ * table is built in hdr[0..RQ_WIRE_OUT_HEADERS_MAX + m->n_user_headers); *props borrows hdr
+ * and m's strings. Short strings are not
  * checked here: one over RQ_WIRE_SHORTSTR_MAX bytes makes rabbitmq-c's encoding fail. Cannot fail;
  * allocates nothing. */
 void rq_wire_encode(const rq_wire_out_t *m, amqp_basic_properties_t *props,

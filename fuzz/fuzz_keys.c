@@ -1,8 +1,9 @@
 /* fuzz_keys.c - libFuzzer harness: API key files, API_KEYS lists and Authorization headers.
  * The first byte picks the parser (0: key file, 1: API_KEYS list, 2: Bearer header); the
- * rest is the input. Checks invariants: a parsed set holds valid ids and non-empty scopes
- * within RQ_SCOPE_ALL, matching the input against it returns a valid index or -1, an error
- * text is terminated, and a Bearer token is one non-empty word inside the header. */
+ * rest is the input. Checks invariants: a parsed set holds valid ids, scopes within
+ * RQ_SCOPE_ALL and valid queue permissions (at least one of the two per key), matching the
+ * input against it returns a valid index or -1, an error text is terminated, and a Bearer
+ * token is one non-empty word inside the header. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +15,18 @@ static void check_set(const rq_keyset_t *ks, const uint8_t *data, size_t size)
     for (size_t i = 0; i < rq_keyset_count(ks); i++) {
         const rq_api_key_t *k = rq_keyset_key(ks, i);
         size_t n = strlen(k->id);
-        if (n == 0 || n > RQ_KEY_ID_MAX || k->scopes == 0 || (k->scopes & ~RQ_SCOPE_ALL) != 0)
+        if (n == 0 || n > RQ_KEY_ID_MAX || (k->scopes & ~RQ_SCOPE_ALL) != 0 ||
+            (k->all_queues & ~RQ_QACT_ALL) != 0 || k->n_grants > RQ_GRANTS_MAX)
             abort();
+        /* every key may do something: an endpoint, or a queue action */
+        if (k->scopes == 0 && k->all_queues == 0 && k->n_grants == 0)
+            abort();
+        for (size_t g = 0; g < k->n_grants; g++) {
+            const char *pat = k->grants[g].pattern;
+            if (k->grants[g].acts == 0 || (k->grants[g].acts & ~RQ_QACT_ALL) != 0 ||
+                !rq_qpattern_valid(pat, strlen(pat)))
+                abort();
+        }
     }
     /* The whole input as a token: must not crash; any match must be a real key. */
     int m = rq_keyset_match(ks, (const char *)data, size);

@@ -1,7 +1,9 @@
 /* fuzz_request_fast.c - libFuzzer harness: the one-pass request parser against the jansson one.
  * rq_request_parse_fast() must give exactly what rq_request_parse() gives for every body:
  * the same result, status, error text and limit on a refusal; the same count, wait, ids,
- * processing_time (bit for bit), fail_times and raw payload bytes on a success. Byte 0 picks
+ * processing_time (bit for bit), fail_times, raw payload bytes, and the options of issue 16
+ * (priority, ttl_ms, delay_ms, headers in order, name and value bytes) on a success. Bit 4 of
+ * byte 0 parses in RQ_PARSE_AUTO mode (POST /queues/{id}/messages) instead. Byte 0 picks
  * single or batch (bit 0) and a limit set (bits 1-3); the rest is the body, copied to a buffer
  * of its exact size so that an overread is an ASan report. Also checks rq_jbuf_str() against
  * json_dumps(json_stringn()) on the body's bytes. */
@@ -55,6 +57,14 @@ static void check_items(const rq_request_t *a, const rq_request_t *b)
             x->fail_times != y->fail_times || x->payload_raw_len != y->payload_raw_len ||
             memcmp(x->payload_raw, y->payload_raw, x->payload_raw_len) != 0)
             abort();
+        if (x->priority != y->priority || x->ttl_ms != y->ttl_ms || x->delay_ms != y->delay_ms ||
+            x->nheaders != y->nheaders || x->content_type != NULL || y->content_type != NULL)
+            abort();
+        for (size_t k = 0; k < x->nheaders; k++)
+            if (strcmp(x->headers[k].name, y->headers[k].name) != 0 ||
+                x->headers[k].value_len != y->headers[k].value_len ||
+                memcmp(x->headers[k].value, y->headers[k].value, x->headers[k].value_len) != 0)
+                abort();
     }
 }
 
@@ -68,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rq_request_error_t ea, eb;
     char *buf;
     size_t len;
-    int ra, rb;
+    int ra, rb, mode;
 
     if (size < 1)
         return 0;
@@ -80,8 +90,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data + 1, len);
     memset(&ea, 0, sizeof(ea));
     memset(&eb, 0, sizeof(eb));
-    ra = rq_request_parse_fast(buf, len, data[0] & 1, &lim, &a, &ea);
-    rb = rq_request_parse(buf, len, data[0] & 1, &lim, &b, &eb);
+    mode = (data[0] & 16) ? RQ_PARSE_AUTO : (data[0] & 1);
+    ra = rq_request_parse_fast(buf, len, mode, &lim, &a, &ea);
+    rb = rq_request_parse(buf, len, mode, &lim, &b, &eb);
     if (ra != rb)
         abort();
     if (ra != 0) {

@@ -74,6 +74,7 @@ static int load_config(rq_config_t *cfg, int argc, char **argv)
     rq_log_level_t level = RQ_LOG_INFO;
     int rc;
 
+    rq_config_set_help_epilog(rq_api_help_text);
     rc = rq_config_from_args(cfg, argc, argv, "producer", RQ_SVC_PRODUCER);
     if (rc != 0)
         return rc > 0 ? 0 : 2;

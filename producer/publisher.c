@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "hmap.h"
 #include "list.h"
 #include "log.h"
+#include "qname.h"
 #include "ring.h"
 #include "wakeup.h"
 #include "wire.h"
@@ -37,6 +39,15 @@ enum { MSG_QUEUED = 0, MSG_INFLIGHT, MSG_CONFIRMED, MSG_REFUSED, MSG_DONE };
 #define STABLE_CONNECTION_NS (5 * 1000000000LL)
 /* A connection with nacks and no ack for this long is treated as lost (see handle_nack). */
 #define NACK_RUN_RECONNECT_MS 2000
+
+/* The side channel of declares made while publishing (delay buckets, passive checks): a
+ * refused declare closes it, never the publishing channel and its confirms. */
+#define DECL_CHANNEL 2
+/* A delay bucket is declared again before a publish once its last declare is this old (it
+ * expires RQ_DELAY_QUEUE_IDLE_MS after its last use; the issue asks for at most 60 s). */
+#define BUCKET_REDECLARE_NS (30 * 1000000000LL)
+#define BUCKETS_MAX 4096 /* cached bucket declares; more: the cache starts over */
+#define NO_QUEUE_TEXT "the queue does not exist"
 
 #define REPLY_LOST_TEXT                                                                            \
     "the message is stored, but the broker connection was lost before the reply came; "            \
@@ -71,12 +82,15 @@ struct rq_publisher {
     rq_hmap_t *waiters;
     rq_list_t jobs; /* of rq_pub_job_t (node): taken in and not finished, oldest first */
     rq_backoff_t backoff;
-    int64_t connected_ns;    /* when the current connection became ready */
-    int64_t next_attempt_ns; /* no reconnect before this */
-    int topology_stale;      /* a publish was returned: declare the topology again */
-    uint64_t declared_tag;   /* the first delivery tag published after the last declare */
-    int64_t nacks_since_ns;  /* the first nack of this connection while it had no ack */
-    int acked;               /* this connection had an ack */
+    int64_t connected_ns;     /* when the current connection became ready */
+    int64_t next_attempt_ns;  /* no reconnect before this */
+    int topology_stale;       /* a publish was returned: declare the topology again */
+    uint64_t declared_tag;    /* the first delivery tag published after the last declare */
+    int64_t nacks_since_ns;   /* the first nack of this connection while it had no ack */
+    int acked;                /* this connection had an ack */
+    rq_hmap_t *buckets;       /* delay bucket name -> int64_t * (rq_mono_ns of its declare) */
+    unsigned char *props_buf; /* TLS: scratch room of props_fit(), props_cap bytes */
+    size_t props_cap;
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
         *m_blocked;
@@ -123,6 +137,46 @@ static rq_pub_msg_t *ring_pop(rq_ring_t *r)
 
     rq_ring_pop(r);
     return m;
+}
+
+/* ---- queues ---------------------------------------------------------------------------- */
+
+/* The queue job's messages go to. */
+static const char *job_queue(const rq_publisher_t *p, const rq_pub_job_t *job)
+{
+    return job->queue != NULL ? job->queue : p->cfg->rabbitmq.request_queue;
+}
+
+/* 1 when the job goes to a named queue other than the default one: never redeclared. */
+static int job_named(const rq_publisher_t *p, const rq_pub_job_t *job)
+{
+    return job->queue != NULL && strcmp(job->queue, p->cfg->rabbitmq.request_queue) != 0;
+}
+
+/* The delay bucket of delayed message m into buf ("<q>.delay.<bucket>"); returns its ms. */
+static long long bucket_of(const rq_publisher_t *p, const rq_pub_msg_t *m, char *buf, size_t len)
+{
+    long long b = rq_qname_delay_bucket(m->delay_ms);
+
+    rq_qname_delay(job_queue(p, m->job), b, buf, len);
+    return b;
+}
+
+static void free_value(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+}
+
+/* Forgets every bucket declare (a new connection, a queue found missing, a full cache). */
+static void buckets_clear(rq_publisher_t *p)
+{
+    if (p->buckets == NULL || rq_hmap_len(p->buckets) == 0)
+        return;
+    rq_hmap_each(p->buckets, free_value, NULL);
+    rq_hmap_free(p->buckets);
+    p->buckets = rq_hmap_new(64); /* NULL: none until bucket_declared() makes one */
 }
 
 /* ---- job bookkeeping ------------------------------------------------------------------- */
@@ -188,6 +242,11 @@ static void msg_resolved(rq_publisher_t *p, rq_pub_msg_t *m, int acked)
 
     if (m->state != MSG_INFLIGHT)
         return;
+    if (acked && m->returned && m->delay_ms == 0 && job_named(p, job)) {
+        /* A queue of the queue service is gone (or never was): never declared here. */
+        job_finish(p, job, RQ_JOB_NO_QUEUE, NO_QUEUE_TEXT);
+        return;
+    }
     if (acked && m->returned) {
         /* The broker confirmed a message it could not route (basic.return came first): not
          * stored. Publish it again once the topology is declared again; its deadline (or the
@@ -346,6 +405,7 @@ static void connection_lost(rq_publisher_t *p, const char *why)
     pthread_mutex_unlock(&p->lock);
     rq_series_set(p->m_blocked, 0);
     p->topology_stale = 0; /* the next connection declares it anyway */
+    buckets_clear(p);      /* a new connection declares every bucket again */
 
     /* A connection that dies soon after it was made keeps its backoff (retry storms). */
     if (p->connected_ns != 0 && now - p->connected_ns >= STABLE_CONNECTION_NS) {
@@ -425,6 +485,10 @@ static int connect_broker(rq_publisher_t *p)
     amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, sizeof(err)))
         goto fail;
+    amqp_channel_open(p->conn, DECL_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "channel.open (declares)", err,
+                            sizeof(err)))
+        goto fail;
     /* A broker that reads nothing for longer than a confirm may take is treated as lost. */
     p->pub = rq_pubbuf_new(p->conn, !rc->tls, p->cfg->publish_timeout_ms);
     if (p->pub == NULL) {
@@ -486,7 +550,8 @@ static int job_fits_wire(const rq_pub_job_t *job)
     for (size_t i = 0; i < job->n; i++) {
         const rq_pub_msg_t *m = &job->msgs[i];
         if (strlen(m->message_id) > RQ_WIRE_SHORTSTR_MAX ||
-            strlen(m->content_type) > RQ_WIRE_SHORTSTR_MAX)
+            strlen(m->content_type) > RQ_WIRE_SHORTSTR_MAX ||
+            m->nheaders > RQ_WIRE_USER_HEADERS_MAX)
             return 0;
     }
     return 1;
@@ -519,7 +584,7 @@ static void take_intake(rq_publisher_t *p)
         if (!job_fits_wire(job)) {
             job_finish(p, job, RQ_JOB_INVALID,
                        "a message_id or content_type longer than 255 bytes (an AMQP short "
-                       "string) cannot be sent");
+                       "string), or too many headers, cannot be sent");
             continue;
         }
         for (size_t i = 0; i < job->n; i++) {
@@ -571,7 +636,7 @@ static int encoding_error(const rq_publisher_t *p, int status)
 
 /* The properties and headers of message m (wire.h), built in *props and hdr. */
 static void message_props(const rq_publisher_t *p, rq_pub_msg_t *m, amqp_basic_properties_t *props,
-                          amqp_table_entry_t *hdr)
+                          amqp_table_entry_t *hdr, char expiration[24])
 {
     rq_wire_out_t w;
 
@@ -601,7 +666,136 @@ static void message_props(const rq_publisher_t *p, rq_pub_msg_t *m, amqp_basic_p
         w.chunk = m->chunk; /* the body holds whole lines with their '\n' */
         w.lines = m->lines;
     }
+    w.has_priority = m->has_priority;
+    w.priority = m->priority;
+    if (m->ttl_ms > 0) {
+        snprintf(expiration, 24, "%lld", (long long)m->ttl_ms);
+        w.expiration = expiration;
+    }
+    w.user_headers = m->headers;
+    w.n_user_headers = m->nheaders;
     rq_wire_encode(&w, props, hdr);
+}
+
+/* After an RPC refused on DECL_CHANNEL: when the broker closed that channel, answers it,
+ * opens it again and returns 1 with the reply code in *code; 0 when the connection itself
+ * failed (the caller drops it). */
+static int decl_channel_error(rq_publisher_t *p, amqp_rpc_reply_t r, int *code)
+{
+    amqp_channel_close_ok_t ok;
+
+    if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+        return 0;
+    *code = ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
+    if (amqp_send_method(p->conn, DECL_CHANNEL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != 0)
+        return 0;
+    amqp_channel_open(p->conn, DECL_CHANNEL);
+    return amqp_get_rpc_reply(p->conn).reply_type == AMQP_RESPONSE_NORMAL;
+}
+
+/* Remembers that bucket `name` was declared at `now` (best effort: no cache, no memory). */
+static void bucket_declared(rq_publisher_t *p, const char *name, int64_t now)
+{
+    int64_t *at;
+
+    if (p->buckets != NULL && rq_hmap_len(p->buckets) >= BUCKETS_MAX)
+        buckets_clear(p);
+    if (p->buckets == NULL)
+        p->buckets = rq_hmap_new(64);
+    if (p->buckets == NULL)
+        return;
+    at = rq_hmap_get(p->buckets, name);
+    if (at == NULL) {
+        at = malloc(sizeof(*at));
+        if (at == NULL)
+            return;
+        if (rq_hmap_put(p->buckets, name, at) != 0) {
+            free(at);
+            return;
+        }
+    }
+    *at = now;
+}
+
+/* The passive declare of named queue q on DECL_CHANNEL for m's job. Returns 0 when q
+ * exists, 1 when m's job failed (finished here: RQ_JOB_NO_QUEUE, or another refusal), -1 when
+ * the connection was lost. */
+static int check_queue(rq_publisher_t *p, rq_pub_job_t *job, const char *q)
+{
+    amqp_rpc_reply_t r;
+    int code = 0;
+
+    amqp_queue_declare(p->conn, DECL_CHANNEL, amqp_cstring_bytes(q), /*passive=*/1, 0, 0, 0,
+                       amqp_empty_table);
+    r = amqp_get_rpc_reply(p->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL)
+        return 0;
+    if (!decl_channel_error(p, r, &code)) {
+        connection_lost(p, "the passive declare of a delayed message's queue failed");
+        return -1;
+    }
+    buckets_clear(p);
+    job_finish(p, job, code == 404 ? RQ_JOB_NO_QUEUE : RQ_JOB_UNAVAILABLE,
+               code == 404 ? NO_QUEUE_TEXT : "the queue could not be checked");
+    return 1;
+}
+
+/* Before delayed message m (the head of the send queue) is published to bucket `name`
+ * (bucket_ms) of queue q: unless declared less than BUCKET_REDECLARE_NS ago, declares the
+ * bucket on DECL_CHANNEL, with a named q checked (passive declare) before and after: before,
+ * so that a queue that does not exist gets no buckets; after, because a DELETE of q that
+ * came between the first check and the declare lists q's buckets before this one existed,
+ * and the bucket would take the message and dead-letter it into nowhere. Returns 0 to
+ * publish, 1 when m's job failed (finished here: RQ_JOB_NO_QUEUE, or a refused declare), -1
+ * when the connection was lost. */
+static int ensure_bucket(rq_publisher_t *p, rq_pub_msg_t *m, const char *q, long long bucket_ms,
+                         const char *name)
+{
+    rq_pub_job_t *job = m->job;
+    int64_t now = rq_mono_ns(), *at = p->buckets ? rq_hmap_get(p->buckets, name) : NULL;
+    const char *type = job->queue_type ? job->queue_type : p->cfg->rabbitmq.queue_type;
+    char err[512];
+    int code = 0, rc;
+
+    if (at != NULL && now - *at < BUCKET_REDECLARE_NS)
+        return 0;
+    if ((rc = rq_pubbuf_flush(p->pub)) != AMQP_STATUS_OK) /* frames in order before the RPC */
+        return publish_failed(p, rc);
+    if (job_named(p, job) && (rc = check_queue(p, job, q)) != 0)
+        return rc;
+    for (int i = 0;; i++) {
+        amqp_rpc_reply_t r;
+        if (rq_amqp_declare_delay_queue(p->conn, DECL_CHANNEL, q, type, bucket_ms, err,
+                                        sizeof(err)) == 0)
+            break;
+        r = amqp_get_rpc_reply(p->conn);
+        if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+            /* refused before anything was sent (the last RPC went well): this message's
+             * problem, never the connection's (a reconnect would replay it, and again) */
+            rq_warn("delay queue %s: %s", name, err);
+            job_finish(p, job, RQ_JOB_UNAVAILABLE,
+                       "the delay queue could not be declared (the producer's log says why)");
+            return 1;
+        }
+        if (!decl_channel_error(p, r, &code)) {
+            connection_lost(p, err);
+            return -1;
+        }
+        rq_warn("delay queue %s as %s: %s", name, type, err);
+        if (i == 0 && code == 406) {
+            /* The bucket exists with the other type (replicas with another QUEUE_TYPE, a
+             * migration under way): use it as it is, as the leaser does. */
+            type = strcmp(type, "quorum") == 0 ? "classic" : "quorum";
+            continue;
+        }
+        job_finish(p, job, RQ_JOB_UNAVAILABLE,
+                   "the delay queue could not be declared (the producer's log says why)");
+        return 1;
+    }
+    if (job_named(p, job) && (rc = check_queue(p, job, q)) != 0)
+        return rc;
+    bucket_declared(p, name, now);
+    return 0;
 }
 
 /* Marks the message at the head of the send queue as published with the next tag and moves
@@ -618,20 +812,67 @@ static void mark_inflight(rq_publisher_t *p)
     m->sent_ns = rq_mono_ns();
 }
 
+/* Over TLS rabbitmq-c sends basic.publish before it encodes the content header, so a header
+ * that cannot fit one frame (the client's headers are within the API's limits, the broker's
+ * frame_max may be as low as 4096) would break the connection after the method went out, and
+ * the replay would break the next one: checked here first, by encoding the properties into a
+ * frame's room (frame_max minus the frame's 8 bytes and the header's 12). Returns 1 when they
+ * fit (or the scratch room cannot be had: the encoding decides), 0 when not. */
+static int props_fit(rq_publisher_t *p, const amqp_basic_properties_t *props)
+{
+    int frame_max = amqp_get_frame_max(p->conn);
+    size_t room;
+    amqp_bytes_t enc;
+
+    if (frame_max <= 20)
+        return 1;
+    room = (size_t)frame_max - 20;
+    if (p->props_cap < room) {
+        unsigned char *b = realloc(p->props_buf, room);
+        if (b == NULL)
+            return 1;
+        p->props_buf = b;
+        p->props_cap = room;
+    }
+    enc.bytes = p->props_buf;
+    enc.len = room;
+    /* amqp_encode_properties() takes a non-const pointer but does not write through it. */
+    return amqp_encode_properties(AMQP_BASIC_CLASS, (void *)(uintptr_t)props, enc) >= 0;
+}
+
 /* Buffers the publish of the message at the head of the send queue. Returns 0 when it was
  * buffered (and is in flight), 1 when it failed its own job only (out of memory, or a message
  * the wire cannot carry: popped from the send queue), or -1 when the connection failed. */
-static int publish_head(rq_publisher_t *p, amqp_bytes_t rk)
+static int publish_head(rq_publisher_t *p)
 {
     rq_pub_msg_t *m = *ring_at(&p->sendq, 0);
     rq_pub_job_t *job = m->job;
     int waits = job->want_reply && !job->reply_lost;
     amqp_basic_properties_t props;
-    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX];
-    amqp_bytes_t body;
+    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX + RQ_WIRE_USER_HEADERS_MAX];
+    amqp_bytes_t body, rk;
+    char bucket[RQ_WIRE_SHORTSTR_MAX + 1], expiration[24];
     int rc;
 
-    message_props(p, m, &props, hdr);
+    if (m->delay_ms > 0) {
+        long long b = bucket_of(p, m, bucket, sizeof(bucket));
+        if ((rc = ensure_bucket(p, m, job_queue(p, job), b, bucket)) != 0)
+            return rc;
+        rk = amqp_cstring_bytes(bucket);
+    } else {
+        rk = amqp_cstring_bytes(job_queue(p, job));
+    }
+    message_props(p, m, &props, hdr, expiration);
+    if (p->cfg->rabbitmq.tls && !props_fit(p, &props)) {
+        rq_warn("a message's properties and headers do not fit one frame (frame_max %d): "
+                "failing its request only",
+                amqp_get_frame_max(p->conn));
+        ring_pop(&p->sendq);
+        job_finish(p, job, RQ_JOB_INVALID,
+                   "the message's headers and properties do not fit the broker's frame_max "
+                   "(one AMQP frame): send fewer or shorter headers");
+        return 1;
+    }
     body.bytes = m->body;
     body.len = m->body_len;
     /* Reserve the bookkeeping first: once the frames are buffered they will be sent. */
@@ -664,11 +905,10 @@ static int publish_head(rq_publisher_t *p, amqp_bytes_t rk)
  * -1 when the connection failed. */
 static int publish_sendq(rq_publisher_t *p)
 {
-    amqp_bytes_t rk = amqp_cstring_bytes(p->cfg->rabbitmq.request_queue);
     int rc;
 
     while (p->sendq.len > 0) {
-        if (publish_head(p, rk) < 0)
+        if (publish_head(p) < 0)
             return -1;
     }
     rc = rq_pubbuf_flush(p->pub);
@@ -705,8 +945,18 @@ static int handle_return(rq_publisher_t *p, amqp_channel_t channel, amqp_basic_r
     if (found == NULL)
         return 0; /* its job is over; a message still awaited would be found */
     found->returned = 1;
-    /* A return of a message published before the last declare says nothing new. */
-    if (!p->topology_stale && found->tag >= p->declared_tag) {
+    if (found->delay_ms > 0) {
+        /* Its delay bucket expired or was deleted: declared again before the republish. */
+        char bucket[RQ_WIRE_SHORTSTR_MAX + 1];
+        bucket_of(p, found, bucket, sizeof(bucket));
+        if (p->buckets != NULL)
+            free(rq_hmap_del(p->buckets, bucket));
+    } else if (job_named(p, found->job)) {
+        /* A queue of the queue service is missing: its job fails on the ack (msg_resolved);
+         * the buckets known to exist may have gone with it. */
+        buckets_clear(p);
+    } else if (!p->topology_stale && found->tag >= p->declared_tag) {
+        /* A return of a message published before the last declare says nothing new. */
         rq_warn("the broker returned a message: %u %.*s (queue %s): declaring the topology "
                 "again",
                 ret->reply_code, (int)ret->reply_text.len, (char *)ret->reply_text.bytes,
@@ -1002,7 +1252,8 @@ rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     snprintf(p->reason, sizeof(p->reason), "connecting to the broker");
     p->waiters = rq_hmap_new(1024);
     p->wake = rq_wakeup_new();
-    if (p->waiters == NULL || p->wake == NULL)
+    p->buckets = rq_hmap_new(64);
+    if (p->waiters == NULL || p->wake == NULL || p->buckets == NULL)
         goto err;
 
     f = rq_metrics_counter(metrics, "messages_produced_total",
@@ -1061,9 +1312,12 @@ void rq_publisher_free(rq_publisher_t *p)
     rq_publisher_stop(p, 0);
     rq_wakeup_free(p->wake);
     rq_hmap_free(p->waiters);
+    rq_hmap_each(p->buckets, free_value, NULL);
+    rq_hmap_free(p->buckets);
     rq_ring_clear(&p->sendq);
     rq_ring_clear(&p->inflight);
     free(p->reply_queue);
+    free(p->props_buf);
     pthread_mutex_destroy(&p->lock);
     free(p);
 }

@@ -17,12 +17,24 @@
  *   RQ_JOB_INVALID       a message the wire cannot carry (a short string over 255 bytes...):
  *                        refused whole when taken, nothing of the job was sent; the connection
  *                        and other jobs are unaffected
+ *   RQ_JOB_NO_QUEUE      the job's named queue (job->queue, not REQUEST_QUEUE) does not exist:
+ *                        the broker returned a message published to it, or (delayed messages)
+ *                        a passive declare of it failed; messages confirmed before stay stored
+ *                        (a batch whose queue was deleted mid-way), the rest are not
  * After `done` returns, the publisher never touches the job again: its owner may free it.
  * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
  * drops are published again (each exactly once, in order) on the new connection while their
  * deadline allows. Every publish is mandatory: a message the broker returns (no queue to
  * route it to) is never counted as confirmed; the topology is declared again and the message
- * published again within its deadline. Whatever the status, each message's `outcome` says
+ * published again within its deadline. That holds for the default queue (REQUEST_QUEUE) only: a
+ * job for another queue (job->queue) fails with RQ_JOB_NO_QUEUE instead, for the publisher
+ * never creates a queue of the queue service. A delayed message (delay_ms) is published to
+ * the delay bucket "<q>.delay.<bucket>" (qname.h), which the publisher declares on a side
+ * channel before its first use and again when its last declare is 30 s old (the bucket
+ * expires 10 min after its last declare), after a passive declare of <q> (RQ_JOB_NO_QUEUE if
+ * it is gone); a returned delayed message drops the bucket from that cache and is published
+ * again after a new declare. The cache is emptied on every new connection and whenever a
+ * named queue turns out missing. Whatever the status, each message's `outcome` says
  * what is known of it: stored (confirmed), not stored (never sent, or refused), or unknown
  * (sent, and the connection died before the broker answered).
  */
@@ -36,6 +48,7 @@
 #include "list.h"
 #include "metrics.h"
 #include "util.h"
+#include "wire.h"
 
 typedef struct rq_publisher rq_publisher_t;
 
@@ -48,6 +61,7 @@ typedef enum {
     RQ_JOB_REPLY_TIMEOUT,
     RQ_JOB_REPLY_LOST,
     RQ_JOB_INVALID,
+    RQ_JOB_NO_QUEUE,
 } rq_job_status_t;
 
 /* What is known of one message once its job is done. */
@@ -75,6 +89,13 @@ typedef struct rq_pub_msg {
     int64_t lines;           /* chunk: complete lines ('\n's) in the body (x-lines) */
     const char *traceparent; /* W3C trace context headers (owned by the job's owner); NULL: */
     const char *tracestate;  /* none (common/trace.h) */
+    /* delivery options (issue 16); zero: none */
+    int has_priority; /* 1: the priority property = priority */
+    uint8_t priority;
+    int64_t ttl_ms;   /* > 0: the expiration property, "<ttl_ms>" */
+    int64_t delay_ms; /* > 0: published to the delay bucket of the job's queue (see above) */
+    const rq_wire_header_t *headers; /* the client's headers (owned by the job's owner), */
+    size_t nheaders;                 /* at most RQ_WIRE_USER_HEADERS_MAX */
     /* filled by the publisher */
     /* A UUID made at the first publish and kept across republishes: the correlation_id, and
      * for API messages (file_id == NULL) also the x-relayq-uid header (wire.h), unique per
@@ -98,6 +119,11 @@ typedef struct rq_pub_msg {
 typedef struct rq_pub_job {
     rq_pub_msg_t *msgs; /* n messages, owned by the job's owner */
     size_t n;
+    /* The queue every message goes to (default exchange, routing key = the queue; owned by
+     * the job's owner). NULL or REQUEST_QUEUE: the default queue, whose topology the
+     * publisher declares again when a message comes back; another queue must exist. */
+    const char *queue;
+    const char *queue_type; /* the type of `queue` for its delay buckets; NULL: QUEUE_TYPE */
     int want_reply;
     /* Never give up (tailed lines): no publish deadline, and a nack rebuilds the connection
      * so that every unconfirmed message is published again in its original order. */

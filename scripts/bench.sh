@@ -12,6 +12,10 @@
 #   7. the consumer alone draining a pre-filled queue, with and without OUTPUT_FILE
 #   9. with BENCH_CLUSTER >= 3: failover under /produce load (tests/integration/test_cluster.py
 #      failover: kill -9 the producer's node several times; time to the next 201, p50 and max)
+#  10. pull consumption (issue 16, BENCH_STEPS 10 or pull): scripts/bench/pull.py against this
+#      broker: GET /queues/{id}/messages?max=100, each pull acked with one batch ack, wrk at
+#      BENCH_PULL_CONNECTIONS, beside the broker's own consume rate measured in the same step
+#      (tools/rq_consume_rate); the batch ack's latency p50/p99 (a probe: 100 acks a request)
 #   8. consumer concurrency (issue 14): a burst of 40 waiting callers with processing_time
 #      1 s, then 200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
 #      tests/integration/test_consumer_concurrency.py bench); then the steady state: 200
@@ -34,6 +38,7 @@
 #   BENCH_CLUSTER (1)              N >= 2: the broker is a cluster of N nodes (scripts/broker.sh
 #                                  cluster; services get RABBITMQ_ADDRESSES), the limit is also
 #                                  measured on a single node beside it, and step 9 runs
+#   BENCH_PULL_CONNECTIONS (16)  BENCH_PULL_COUNT (20000 x BENCH_SECONDS, messages per queue)
 #   BENCH_CONC_CONNECTIONS (200)  BENCH_CONC_PROCESSING_TIME (0.1)  BENCH_CONC_PREFETCH (= callers)
 #   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
 #                                  /batch-produce, request/reply, step 8's steady state);
@@ -114,7 +119,7 @@ if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
 		cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 	fi
 	log "building in $BUILD_DIR"
-	cmake --build "$BUILD_DIR" -j"${JOBS:-2}" --target producer consumer rq_amqp_tool \
+	cmake --build "$BUILD_DIR" -j"${JOBS:-2}" --target producer consumer rq_amqp_tool rq_consume_rate \
 		>"$LOGS/build.log" 2>&1 || { tail -n 30 "$LOGS/build.log" >&2; die "build failed"; }
 fi
 for b in producer consumer rq_amqp_tool; do
@@ -654,6 +659,22 @@ if want 9; then
 	fact failover.kills "${BENCH_FAILOVER_KILLS:-5}"
 	fact failover.p50_s "${fo% *}"
 	fact failover.max_s "${fo#* }"
+fi
+if want 10 || want pull; then
+	PULL_CONNS=${BENCH_PULL_CONNECTIONS:-16}
+	PULL_COUNT=${BENCH_PULL_COUNT:-$((20000 * SECS))}
+	log "10/10 pull consumption: GET max=100 + one batch ack per pull, $PULL_CONNS connections, ${SECS} s, beside the broker's own consume rate ($PULL_COUNT messages per queue)"
+	[ -x "$BIN/rq_consume_rate" ] || die "$BIN/rq_consume_rate is missing (build it)"
+	quiesce pull
+	bpid=$BROKER_PID
+	[ "$bpid" = cluster ] && bpid=0
+	fact pull.out "$LOGS/pull.json"
+	"$PY" scripts/bench/pull.py --bin "$BIN" --amqp-port "$AMQP_PORT" --broker-pid "$bpid" \
+		--count "$PULL_COUNT" --seconds "$SECS" --connections "$PULL_CONNS" --queue-type "$QTYPE" \
+		--work "$WORK/pull" --producer-env "${BENCH_PRODUCER_ENV:-}" --out "$LOGS/pull.json" \
+		>"$LOGS/pull.log" 2>&1 || log "warning: the pull bench reported a failure (see $LOGS/pull.log)"
+	"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("    pull %s msg/s = %.0f%% of the broker consume rate %s msg/s; batch ack p50 %s ms, p99 %s ms" % (r["pull_rate"], 100*r["pull_vs_consume"], r["broker_consume"]["rate"], r["ack_latency_ms"]["p50"], r["ack_latency_ms"]["p99"]))' \
+		"$LOGS/pull.json" 2>/dev/null || log "warning: no pull figures (see $LOGS/pull.log)"
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

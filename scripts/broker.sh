@@ -87,6 +87,23 @@ start)
 	chown -R rabbitmq:rabbitmq "$dir"
 	# rabbitmq-server drops to the rabbitmq user; run it detached and remember its pid.
 	# exec: no shell lingers holding the caller's stdout (a pipe would never close).
+	# Its file descriptors up to the hard limit: RabbitMQ's file handle cache budgets every
+	# socket and queue file against the soft limit (often 1024), and once that budget is spent
+	# new connections wait forever in the handshake ("login: request timed out") while the
+	# broker looks idle. A few hundred queues and connections (the queue service's tests) get
+	# there within minutes.
+	# rabbitmq-server drops to the rabbitmq user with su, whose PAM session (pam_limits) sets
+	# the limits, so the file below is what counts (the RabbitMQ docs' way without systemd).
+	# 65536 as the RabbitMQ docs advise, or this machine's hard limit when lower (a container's:
+	# a limit above it would make su fail).
+	limits=/etc/security/limits.d/relayq-rabbitmq.conf
+	nofile=$(ulimit -Hn)
+	case $nofile in unlimited | '' | *[!0-9]*) nofile=65536 ;; esac
+	[ "$nofile" -gt 65536 ] && nofile=65536
+	want=$(printf '# relayq scripts/broker.sh: RabbitMQ needs more than 1024 files (sockets, queues)\nrabbitmq soft nofile %s\nrabbitmq hard nofile %s\n' "$nofile" "$nofile")
+	if [ "$(id -u)" = 0 ] && [ -d /etc/security/limits.d ] && [ "$(cat "$limits" 2>/dev/null)" != "$want" ]; then
+		printf '%s\n' "$want" >"$limits"
+	fi
 	(cd "$dir" && exec setsid rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null) &
 	for _ in $(seq 1 120); do
 		if [ -f "$RABBITMQ_PID_FILE" ] && ctl await_startup --timeout 2 >/dev/null 2>&1; then

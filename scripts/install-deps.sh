@@ -14,6 +14,7 @@ set -euo pipefail
 PACKAGES=(
 	build-essential cmake pkg-config
 	librabbitmq-dev libmicrohttpd-dev libjansson-dev uuid-dev libcriterion-dev
+	libssl-dev # libcrypto (OpenSSL 3): JWT signatures, producer/api/jwt.c
 	libcurl4-openssl-dev # the consumer's webhook handler (libcurl multi)
 	rabbitmq-server
 	curl wrk

@@ -59,6 +59,7 @@ typedef struct opts {
     int declare;
     double wait;
     const char *format;
+    const char *max_priority; /* declare: x-max-priority */
     int consumers;
     int topology;
     const char *queue_type;
@@ -112,7 +113,12 @@ static void usage(FILE *f)
            "  --count N             stop after N messages (default: all that are there)\n"
            "  --wait S              poll up to S seconds for N messages (default 0); exit 1 when\n"
            "                        fewer than N arrived\n"
-           "  --format body|props   body per line, or \"correlation_id<TAB>message_id<TAB>body\"\n"
+           "  --format body|props|json  body per line, or "
+           "\"correlation_id<TAB>message_id<TAB>body\",\n"
+           "                        or one JSON object per message: body_hex, content_type,\n"
+           "                        message_id, priority, expiration, headers (strings, ints)\n"
+           "declare:\n"
+           "  --max-priority N      x-max-priority N\n"
            "depth:\n"
            "  --consumers           print \"<messages> <consumers>\"\n"
            "  --quiet               (all commands) no summary on stderr\n");
@@ -586,11 +592,57 @@ static void put_bytes(amqp_bytes_t b)
         fwrite(b.bytes, 1, b.len, stdout);
 }
 
+/* One message as a JSON line (--format json). */
+static void put_json(const amqp_message_t *m)
+{
+    const amqp_basic_properties_t *pr = &m->properties;
+    json_t *o = json_object(), *h = json_object();
+    char *hex = malloc(m->body.len * 2 + 1), *t;
+
+    for (size_t i = 0; hex != NULL && i < m->body.len; i++)
+        sprintf(hex + 2 * i, "%02x", ((const unsigned char *)m->body.bytes)[i]);
+    if (hex != NULL)
+        hex[m->body.len * 2] = '\0';
+    json_object_set_new(o, "body_hex", json_string(hex ? hex : ""));
+    free(hex);
+    if (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+        json_object_set_new(o, "content_type",
+                            json_stringn(pr->content_type.bytes, pr->content_type.len));
+    if (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+        json_object_set_new(o, "message_id",
+                            json_stringn(pr->message_id.bytes, pr->message_id.len));
+    if (pr->_flags & AMQP_BASIC_PRIORITY_FLAG)
+        json_object_set_new(o, "priority", json_integer(pr->priority));
+    if (pr->_flags & AMQP_BASIC_EXPIRATION_FLAG)
+        json_object_set_new(o, "expiration",
+                            json_stringn(pr->expiration.bytes, pr->expiration.len));
+    for (int i = 0; (pr->_flags & AMQP_BASIC_HEADERS_FLAG) && i < pr->headers.num_entries; i++) {
+        const amqp_table_entry_t *e = &pr->headers.entries[i];
+        char key[256];
+        int64_t v;
+        snprintf(key, sizeof(key), "%.*s", (int)e->key.len, (const char *)e->key.bytes);
+        if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES)
+            json_object_set_new(h, key,
+                                json_stringn(e->value.value.bytes.bytes, e->value.value.bytes.len));
+        else if (rq_wire_field_i64(&e->value, &v, NULL) == 0)
+            json_object_set_new(h, key, json_integer(v));
+        else
+            json_object_set_new(h, key, json_string(rq_wire_kind_name(e->value.kind)));
+    }
+    json_object_set_new(o, "headers", h);
+    t = json_dumps(o, JSON_COMPACT);
+    if (t != NULL)
+        puts(t);
+    free(t);
+    json_decref(o);
+}
+
 static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
 {
     long long got = 0;
     double deadline = now_s() + o->wait;
     int props = o->format != NULL && strcmp(o->format, "props") == 0;
+    int as_json = o->format != NULL && strcmp(o->format, "json") == 0;
 
     while (o->count < 0 || got < o->count) {
         amqp_rpc_reply_t r;
@@ -615,7 +667,9 @@ static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
             fprintf(stderr, TOOL ": %s\n", err);
             return 1;
         }
-        if (props) {
+        if (as_json) {
+            put_json(&m);
+        } else if (props) {
             if (m.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG)
                 put_bytes(m.properties.correlation_id);
             putchar('\t');
@@ -623,8 +677,10 @@ static int cmd_get(const opts_t *o, amqp_connection_state_t conn)
                 put_bytes(m.properties.message_id);
             putchar('\t');
         }
-        put_bytes(m.body);
-        putchar('\n');
+        if (!as_json) {
+            put_bytes(m.body);
+            putchar('\n');
+        }
         amqp_destroy_message(&m);
         if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, ok->delivery_tag, /*multiple=*/0) !=
             AMQP_STATUS_OK) {
@@ -676,9 +732,15 @@ static int cmd_declare(const opts_t *o, amqp_connection_state_t conn, const rq_c
         }
         return 0;
     }
+    amqp_table_entry_t arg;
+    amqp_table_t args = amqp_empty_table;
+    if (o->max_priority != NULL) {
+        arg = rq_amqp_i64_entry("x-max-priority", atoll(o->max_priority));
+        args.num_entries = 1;
+        args.entries = &arg;
+    }
     amqp_queue_declare(conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(o->queue), /*passive=*/0,
-                       /*durable=*/!o->transient, /*exclusive=*/0, /*auto_delete=*/0,
-                       amqp_empty_table);
+                       /*durable=*/!o->transient, /*exclusive=*/0, /*auto_delete=*/0, args);
     return check(conn, "queue.declare") < 0 ? 1 : 0;
 }
 
@@ -837,11 +899,15 @@ static int parse_value(opts_t *o, conn_args_t *c, const char *a, const char *v)
     if ((n = parse_number(o, a, v)) != 0)
         return n < 0 ? 2 : 0;
     if (strcmp(a, "--format") == 0) {
-        if (strcmp(v, "body") != 0 && strcmp(v, "props") != 0) {
-            fprintf(stderr, TOOL ": --format: body or props\n");
+        if (strcmp(v, "body") != 0 && strcmp(v, "props") != 0 && strcmp(v, "json") != 0) {
+            fprintf(stderr, TOOL ": --format: body, props or json\n");
             return 2;
         }
         o->format = v;
+        return 0;
+    }
+    if (strcmp(a, "--max-priority") == 0) {
+        o->max_priority = v;
         return 0;
     }
     fprintf(stderr, TOOL ": unknown option: %s\n", a);

@@ -1,5 +1,6 @@
 /* api.c - request routing, validation and suspended waits for the publisher. */
 #include "api.h"
+#include "api_ctx.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -17,41 +18,34 @@
 #include "http_server.h"
 #include "http_util.h"
 #include "jbuf.h"
+#include "lease.h"
+#include "lease_fwd.h"
 #include "log.h"
+#include "qadmin.h"
 #include "ratelimit.h"
 #include "request.h"
 #include "trace.h"
 #include "util.h"
 #include "wire.h"
 
-enum route {
-    R_OTHER = 0,
-    R_PRODUCE,
-    R_BATCH,
-    R_MESSAGES,
-    R_HEALTH,
-    R_LIVE,
-    R_READY,
-    R_METRICS,
-    R_DLQ,
-    R_DLQ_RETRY,
-    R_COUNT
-};
 static const char *const route_label[R_COUNT] = {
-    "other",        "/produce",      "/batch-produce", "/messages/{id}", "/health",
-    "/health/live", "/health/ready", "/metrics",       "/dlq",           "/dlq/retry",
-};
-
-/* ST_NEW: made by the URI log callback, before the first access-handler call. */
-/* ST_DRAINING: the body passed MAX_BODY_BYTES while being read; the rest is read and thrown
- * away (bounded) before the 413, so that the client can read it. ST_DLQ: suspended until the
- * DLQ worker is done. */
-enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE, ST_DRAINING, ST_DLQ };
-
-/* The scope a key needs for each route; public routes need no key at all. */
-static const unsigned route_scope[R_COUNT] = {
-    [R_PRODUCE] = RQ_SCOPE_PRODUCE, [R_BATCH] = RQ_SCOPE_BATCH,   [R_MESSAGES] = RQ_SCOPE_MESSAGES,
-    [R_DLQ] = RQ_SCOPE_DLQ,         [R_DLQ_RETRY] = RQ_SCOPE_DLQ,
+    "other",
+    "/produce",
+    "/batch-produce",
+    "/messages/{id}",
+    "/health",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/dlq",
+    "/dlq/retry",
+    "/queues",
+    "/queues/{id}",
+    "/queues/{id}/messages",
+    "/queues/{id}/messages/{msgId}/{action}",
+    "/queues/{id}/dlq",
+    "/queues/{id}/messages/retry",
+    "/queues/{id}/messages/ack",
 };
 
 static int route_public(enum route r)
@@ -59,64 +53,42 @@ static int route_public(enum route r)
     return r == R_HEALTH || r == R_LIVE || r == R_READY || r == R_METRICS;
 }
 
-struct rq_api {
-    const rq_config_t *cfg;
-    rq_publisher_t *pub;
-    rq_store_t *store;
-    rq_metrics_t *metrics;
-    struct MHD_Daemon *daemon;
-    rq_http_common_t common;
-    rq_metric_t *m_http;
-    rq_series_t *m_rejected;
-    /* security (issue 6) */
-    rq_auth_t *auth;    /* never NULL; disabled without keys */
-    rq_ratelimit_t *rl; /* NULL when RATE_LIMIT_RPS is 0 */
-    rq_http_server_t http;
-    rq_metric_t *m_by_key;       /* producer_requests_total{key} */
-    rq_metric_t *m_rate_limited; /* producer_rate_limited_total{key} */
-    rq_metric_t *m_limits;       /* producer_limit_rejections_total{limit} */
-    rq_series_t *m_auth[3];      /* producer_auth_failures_total{reason}: missing, invalid, scope */
-    rq_series_t *m_lim_body, *m_lim_timeout;
-    rq_dlq_worker_t *dlq; /* runs GET /dlq and POST /dlq/retry off the HTTP threads */
-    atomic_int open;      /* requests past their headers and not yet completed (drain) */
+/* The scope a key needs for each route; public routes need no key at all. The queue routes
+ * need a queue action instead (route_qneed). */
+static const unsigned route_scope[R_COUNT] = {
+    [R_PRODUCE] = RQ_SCOPE_PRODUCE, [R_BATCH] = RQ_SCOPE_BATCH,   [R_MESSAGES] = RQ_SCOPE_MESSAGES,
+    [R_DLQ] = RQ_SCOPE_DLQ,         [R_DLQ_RETRY] = RQ_SCOPE_DLQ,
 };
 
-/* Per-request state, from the first callback to MHD's completion notice. */
-typedef struct req_ctx {
-    rq_api_t *api;
-    struct MHD_Connection *conn;
-    int64_t start_ns;
-    enum route route;
-    const char *method;
-    int state;
-    unsigned status; /* the status sent, for the metric */
-    /* body */
-    char *buf;
-    size_t len, cap;
-    int too_large;
-    /* the job */
-    rq_request_t req;
-    rq_pub_job_t job;
-    rq_pub_msg_t *msgs;
-    char ts[RQ_ISO8601_LEN + 1];
-    pthread_mutex_t lock; /* done vs suspended, between an HTTP and the publisher thread */
-    int done, suspended;
-    /* admission: the key that authenticated the request, or why it is refused */
-    char key_id[RQ_KEY_ID_MAX + 1];
-    unsigned deny_status; /* 401, 403 or 429; 0: admitted */
-    unsigned retry_after; /* 429: seconds */
-    int invalid_token;    /* 401 for a token that matches no key (not a missing one) */
-    /* an answer decided before the body was read or while it was (issue 11: 14, 15) */
-    unsigned early_status; /* 400, 405, 413, 415; 0: none (deny_status may be set instead) */
-    char early_msg[96];
-    int wrong_type; /* a chunked body not declared JSON: 415, or 400 when it is empty */
-    rq_http_drain_t drain;
-    rq_dlq_job_t dlq; /* GET /dlq, POST /dlq/retry */
-    /* W3C trace context of the request's messages: the producer's span in the caller's
-     * trace (or a new one), and the caller's tracestate ("" when none) */
-    char traceparent[RQ_TRACEPARENT_LEN + 1];
-    char tracestate[RQ_TRACESTATE_MAX + 1];
-} req_ctx_t;
+/* What a queue route needs of the principal (route_qneed). */
+enum { QNEED_NONE = -1, QNEED_ANY_QUEUE = -2, QNEED_ANY_ACTION = -3 };
+
+/* The queue action c's route needs on c->qname (an rq_qaction_t), QNEED_ANY_QUEUE (some
+ * queue permission: GET /queues filters by name, POST /queues checks admin on the body's
+ * name itself), QNEED_ANY_ACTION (any action on c->qname: GET /queues/{id}), or QNEED_NONE
+ * (not a queue route: route_scope applies). */
+static int route_qneed(const req_ctx_t *c)
+{
+    int get =
+        strcmp(c->method, MHD_HTTP_METHOD_GET) == 0 || strcmp(c->method, MHD_HTTP_METHOD_HEAD) == 0;
+
+    switch (c->route) {
+    case R_QUEUES:
+        return QNEED_ANY_QUEUE;
+    case R_QUEUE:
+        return get ? QNEED_ANY_ACTION : RQ_QACT_ADMIN;
+    case R_QMESSAGES:
+        return strcmp(c->method, MHD_HTTP_METHOD_POST) == 0 ? RQ_QACT_PRODUCE : RQ_QACT_CONSUME;
+    case R_QMSG_ACTION:
+    case R_QACKS:
+    case R_QDLQ:
+        return RQ_QACT_CONSUME;
+    case R_QRETRY:
+        return RQ_QACT_ADMIN;
+    default:
+        return QNEED_NONE;
+    }
+}
 
 static enum route route_of(const char *url)
 {
@@ -141,10 +113,97 @@ static enum route route_of(const char *url)
     return R_OTHER;
 }
 
+/* Copies the path segment s[0..n) into dst (cap bytes with its NUL); an empty or longer one
+ * sets c->qname_too_long (400 from the route). */
+static void copy_segment(req_ctx_t *c, char *dst, size_t cap, const char *s, size_t n)
+{
+    if (n == 0 || n >= cap) {
+        c->qname_too_long = 1;
+        n = 0;
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
+/* The queue routes: /queues, /queues/{id}, /queues/{id}/messages, /queues/{id}/dlq,
+ * /queues/{id}/messages/retry, /queues/{id}/messages/{msgId}/(ack|nack|lease). Fills
+ * c->qname, c->msgid and c->qaction. Returns R_OTHER for anything else. */
+static enum route queue_route_of(req_ctx_t *c, const char *url)
+{
+    const char *seg[5];
+    size_t len[5], n = 0;
+    const char *p;
+
+    if (strcmp(url, "/queues") == 0)
+        return R_QUEUES;
+    if (strncmp(url, "/queues/", 8) != 0)
+        return R_OTHER;
+    p = url + 8;
+    while (n < 5) {
+        const char *slash = strchr(p, '/');
+        seg[n] = p;
+        len[n] = slash != NULL ? (size_t)(slash - p) : strlen(p);
+        n++;
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    if (n == 5 || len[0] == 0)
+        return R_OTHER;
+    copy_segment(c, c->qname, sizeof(c->qname), seg[0], len[0]);
+    if (n == 1)
+        return R_QUEUE;
+    if (n == 2 && len[1] == 3 && memcmp(seg[1], "dlq", 3) == 0)
+        return R_QDLQ;
+    if (len[1] != 8 || memcmp(seg[1], "messages", 8) != 0)
+        return R_OTHER;
+    if (n == 2)
+        return R_QMESSAGES;
+    if (n == 3 && len[2] == 5 && memcmp(seg[2], "retry", 5) == 0)
+        return R_QRETRY;
+    if (n == 3 && len[2] == 3 && memcmp(seg[2], "ack", 3) == 0)
+        return R_QACKS;
+    if (n != 4)
+        return R_OTHER;
+    if (len[3] == 3 && memcmp(seg[3], "ack", 3) == 0)
+        c->qaction = RQ_QMA_ACK;
+    else if (len[3] == 4 && memcmp(seg[3], "nack", 4) == 0)
+        c->qaction = RQ_QMA_NACK;
+    else if (len[3] == 5 && memcmp(seg[3], "lease", 5) == 0)
+        c->qaction = RQ_QMA_LEASE;
+    else
+        return R_OTHER;
+    copy_segment(c, c->msgid, sizeof(c->msgid), seg[2], len[2]);
+    return R_QMSG_ACTION;
+}
+
+/* 1 for the requests that carry a body to read: the produce routes and POST on the queue
+ * routes that take one. */
+static int route_has_body(const req_ctx_t *c)
+{
+    switch (c->route) {
+    case R_PRODUCE:
+    case R_BATCH:
+    case R_DLQ_RETRY:
+        return 1;
+    case R_QUEUES:
+    case R_QMESSAGES:
+    case R_QMSG_ACTION:
+    case R_QACKS:
+    case R_QRETRY:
+        return strcmp(c->method, MHD_HTTP_METHOD_POST) == 0;
+    default:
+        return 0;
+    }
+}
+
 static void ctx_free(req_ctx_t *c)
 {
     if (c == NULL)
         return;
+    if (c->ext != NULL && c->ext_free != NULL)
+        c->ext_free(c->ext);
+    rq_principal_clear(&c->principal);
     for (size_t i = 0; c->msgs != NULL && i < c->job.n; i++) {
         free(c->msgs[i].body);
         free(c->msgs[i].reply);
@@ -178,13 +237,13 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return ctx_new(cls, conn);
 }
 
-static enum MHD_Result reply(req_ctx_t *c, unsigned status, json_t *body)
+enum MHD_Result rq_api_reply(req_ctx_t *c, unsigned status, json_t *body)
 {
     c->status = status;
     return rq_http_reply_json(c->conn, status, body);
 }
 
-static enum MHD_Result reply_error(req_ctx_t *c, unsigned status, const char *msg)
+enum MHD_Result rq_api_reply_error(req_ctx_t *c, unsigned status, const char *msg)
 {
     if (status >= 400 && status < 500)
         rq_series_inc(c->api->m_rejected);
@@ -193,7 +252,7 @@ static enum MHD_Result reply_error(req_ctx_t *c, unsigned status, const char *ms
 }
 
 /* 503 with Retry-After and the JSON object o (consumed). */
-static enum MHD_Result reply_503_json(req_ctx_t *c, json_t *o)
+enum MHD_Result rq_api_reply_503_json(req_ctx_t *c, json_t *o)
 {
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
 
@@ -206,9 +265,47 @@ static enum MHD_Result reply_503_json(req_ctx_t *c, json_t *o)
 }
 
 /* 503 with Retry-After: the broker is unavailable or the producer is overloaded. */
-static enum MHD_Result reply_503(req_ctx_t *c, const char *msg)
+enum MHD_Result rq_api_reply_503(req_ctx_t *c, const char *msg)
 {
-    return reply_503_json(c, json_pack("{s:s}", "error", msg));
+    return rq_api_reply_503_json(c, json_pack("{s:s}", "error", msg));
+}
+
+enum MHD_Result rq_api_reply_405(req_ctx_t *c, const char *allow)
+{
+    c->status = MHD_HTTP_METHOD_NOT_ALLOWED;
+    return rq_http_reply_405(c->conn, allow);
+}
+
+json_t *rq_api_body_object(req_ctx_t *c, enum MHD_Result *ret)
+{
+    json_error_t jerr;
+    json_t *root;
+
+    if (c->too_large) {
+        rq_series_inc(c->api->m_lim_body);
+        *ret = rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        return NULL;
+    }
+    if (c->len == 0)
+        return json_object();
+    if (rq_json_too_deep(c->buf, c->len, (size_t)c->api->cfg->max_json_depth)) {
+        static const char *const depth[1] = {"json_depth"};
+        rq_series_inc(rq_metric_series(c->api->m_limits, 1, depth));
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
+        return NULL;
+    }
+    root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        char msg[220];
+        if (root == NULL)
+            snprintf(msg, sizeof(msg), "invalid JSON at position %d: %s", jerr.position, jerr.text);
+        else
+            snprintf(msg, sizeof(msg), "the body must be a JSON object");
+        json_decref(root);
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, msg);
+        return NULL;
+    }
+    return root;
 }
 
 /* The peer's numeric address, for log lines. */
@@ -225,79 +322,200 @@ static void peer_text(struct MHD_Connection *conn, char *buf, size_t len)
         snprintf(buf, len, "?");
 }
 
-/* Authentication, scope and rate limit, on the first call of every non-public request.
- * Leaves c->deny_status 0 when the request may go on. */
-static void admit(req_ctx_t *c)
+/* c->qname when it is a valid queue name, else NULL (never echoed or bucketed then). */
+static const char *checked_qname(const req_ctx_t *c)
+{
+    char why[128];
+
+    if (c->qname_too_long || c->qname[0] == '\0' || rq_qname_check(c->qname, why, sizeof(why)) != 0)
+        return NULL;
+    return c->qname;
+}
+
+/* 1 when the principal may use c's route; else 0 with c->deny_msg naming what is missing. */
+static int admit_scope(req_ctx_t *c)
+{
+    const rq_principal_t *p = &c->principal;
+    int need = route_qneed(c);
+    const char *q = checked_qname(c);
+
+    if (need == QNEED_NONE) {
+        if (rq_principal_allows(p, route_scope[c->route]))
+            return 1;
+        snprintf(c->deny_msg, sizeof(c->deny_msg), "this %s may not use this endpoint",
+                 p->jwt ? "token" : "API key");
+        return 0;
+    }
+    if (need == QNEED_ANY_QUEUE || q == NULL) { /* a bad name: the route answers 400 */
+        if (rq_principal_any_queue(p))
+            return 1;
+        snprintf(c->deny_msg, sizeof(c->deny_msg), "this credential holds no queue permission");
+        return 0;
+    }
+    if (need == QNEED_ANY_ACTION) {
+        for (int act = 0; act < RQ_QACT_COUNT; act++) {
+            if (rq_principal_allows_queue(p, (rq_qaction_t)act, q))
+                return 1;
+        }
+        snprintf(c->deny_msg, sizeof(c->deny_msg),
+                 "this credential has no permission on queue '%s'", q);
+        return 0;
+    }
+    if (rq_principal_allows_queue(p, (rq_qaction_t)need, q))
+        return 1;
+    snprintf(c->deny_msg, sizeof(c->deny_msg), "this credential may not %s queue '%s'",
+             need == RQ_QACT_PRODUCE   ? "produce to"
+             : need == RQ_QACT_CONSUME ? "consume from"
+                                       : "administer",
+             q);
+    return 0;
+}
+
+/* The queue whose shared bucket c is charged to (QUEUE_RATE_LIMIT_RPS): the queue of a queue
+ * route's messages (not the admin routes), or the default queue for /produce and
+ * /batch-produce (its shortcuts, which would otherwise bypass it). NULL: none. Acks, nacks
+ * and lease extensions are not charged: they end a delivery its pull already paid for, and
+ * refusing one (a bucket emptied by the queue's producers) would only let the lease expire
+ * and the message be delivered again; the per-key bucket still bounds them. */
+static const char *rate_queue(const req_ctx_t *c)
+{
+    switch (c->route) {
+    case R_PRODUCE:
+    case R_BATCH:
+        return c->api->cfg->rabbitmq.request_queue;
+    case R_QMESSAGES:
+    case R_QDLQ:
+    case R_QRETRY:
+        return checked_qname(c);
+    default:
+        return NULL;
+    }
+}
+
+/* The per-key (or per-address) bucket, then the per-queue one. Sets c->deny_status 429. */
+static void admit_rate(req_ctx_t *c)
 {
     rq_api_t *api = c->api;
-    char client[RQ_CLIENT_KEY_MAX], peer[64];
+    char client[RQ_CLIENT_KEY_MAX];
+    const char *q;
 
-    if (route_public(c->route))
-        return;
-    if (rq_auth_enabled(api->auth)) {
-        const char *h =
-            MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        rq_auth_result_t r = rq_auth_check(api->auth, h, route_scope[c->route], c->key_id);
-        if (r != RQ_AUTH_OK) {
-            peer_text(c->conn, peer, sizeof(peer));
-            c->deny_status = r == RQ_AUTH_FORBIDDEN ? MHD_HTTP_FORBIDDEN : MHD_HTTP_UNAUTHORIZED;
-            c->invalid_token = r == RQ_AUTH_INVALID;
-            rq_series_inc(api->m_auth[r == RQ_AUTH_MISSING ? 0 : r == RQ_AUTH_INVALID ? 1 : 2]);
-            if (r == RQ_AUTH_FORBIDDEN)
-                rq_http_server_warn(&api->http, "403 %s %s: key %s lacks the scope (from %s)",
-                                    c->method, route_label[c->route], c->key_id, peer);
-            else
-                rq_http_server_warn(
-                    &api->http, "401 %s %s from %s: %s", c->method, route_label[c->route], peer,
-                    r == RQ_AUTH_MISSING ? "no Bearer token" : "the token matches no API key");
-            return;
-        }
-        const char *label[1] = {c->key_id};
-        rq_series_inc(rq_metric_series(api->m_by_key, 1, label));
-    }
     if (api->rl != NULL) {
         if (c->key_id[0] != '\0') {
-            snprintf(client, sizeof(client), "k:%s", c->key_id);
+            /* a JWT subject never shares the bucket of a key with the same id */
+            snprintf(client, sizeof(client), "%s:%s", c->principal.jwt ? "j" : "k", c->key_id);
         } else {
             const union MHD_ConnectionInfo *ci =
                 MHD_get_connection_info(c->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
             rq_ratelimit_client_key(ci != NULL ? ci->client_addr : NULL, client, sizeof(client));
         }
         if (rq_ratelimit_take(api->rl, client, rq_mono_ns(), &c->retry_after) != 0) {
-            const char *label[1] = {c->key_id};
+            const char *label[1] = {rq_auth_metric_label(api->auth, &c->principal)};
             c->deny_status = MHD_HTTP_TOO_MANY_REQUESTS;
             rq_series_inc(rq_metric_series(api->m_rate_limited, 1, label));
+            return;
         }
     }
+    if (api->qrl != NULL && (q = rate_queue(c)) != NULL) {
+        rq_ratelimit_name_key("q:", q, client, sizeof(client));
+        if (rq_ratelimit_take(api->qrl, client, rq_mono_ns(), &c->retry_after) != 0) {
+            const char *label[1] = {rq_labelset_pick(api->qlabels, q, "_other")};
+            c->deny_status = MHD_HTTP_TOO_MANY_REQUESTS;
+            snprintf(c->deny_msg, sizeof(c->deny_msg),
+                     "rate limit of queue '%s' exceeded; retry after the time in Retry-After", q);
+            rq_series_inc(rq_metric_series(api->m_queue_limited, 1, label));
+        }
+    }
+}
+
+/* Authentication, scope and rate limit, on the first call of every non-public request.
+ * Leaves c->deny_status 0 when the request may go on, with c->principal set (an open one
+ * when no credentials are configured). */
+static void admit(req_ctx_t *c)
+{
+    rq_api_t *api = c->api;
+    char peer[64];
+
+    if (route_public(c->route))
+        return;
+    if (rq_auth_enabled(api->auth)) {
+        const char *h =
+            MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        rq_auth_result_t r = rq_auth_identify(api->auth, h, &c->principal);
+        if (r == RQ_AUTH_OK) {
+            snprintf(c->key_id, sizeof(c->key_id), "%s", rq_principal_id(&c->principal));
+            if (!admit_scope(c))
+                r = RQ_AUTH_FORBIDDEN;
+        } else if (c->principal.jwt) {
+            c->deny_why = c->principal.why;
+        }
+        if (r != RQ_AUTH_OK) {
+            peer_text(c->conn, peer, sizeof(peer));
+            c->deny_status = r == RQ_AUTH_FORBIDDEN ? MHD_HTTP_FORBIDDEN : MHD_HTTP_UNAUTHORIZED;
+            c->invalid_token = r == RQ_AUTH_INVALID;
+            rq_series_inc(api->m_auth[r == RQ_AUTH_MISSING ? 0 : r == RQ_AUTH_INVALID ? 1 : 2]);
+            if (r == RQ_AUTH_FORBIDDEN)
+                rq_http_server_warn(&api->http, "403 %s %s: %s %s lacks the scope%s%s (from %s)",
+                                    c->method, route_label[c->route],
+                                    c->principal.jwt ? "token" : "key", c->key_id,
+                                    route_qneed(c) != QNEED_NONE ? ": " : "",
+                                    route_qneed(c) != QNEED_NONE ? c->deny_msg : "", peer);
+            else
+                rq_http_server_warn(&api->http, "401 %s %s from %s: %s%s", c->method,
+                                    route_label[c->route], peer,
+                                    c->principal.jwt ? "JWT refused: " : "",
+                                    c->principal.why != NULL ? c->principal.why : "refused");
+            return;
+        }
+        /* a JWT subject is labelled only while the bounded set admits it */
+        const char *label[1] = {rq_auth_metric_label(api->auth, &c->principal)};
+        rq_series_inc(rq_metric_series(api->m_by_key, 1, label));
+    } else {
+        rq_principal_open(&c->principal);
+    }
+    admit_rate(c);
 }
 
 /* The 401, 403 or 429 decided by admit(). */
 static enum MHD_Result reply_deny(req_ctx_t *c)
 {
     const char *msg, *hname = NULL;
-    char hvalue[96], text[300];
+    char hvalue[200], text[300];
+    json_t *o;
+    char *body;
 
     switch (c->deny_status) {
     case MHD_HTTP_UNAUTHORIZED:
+        hname = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
+        if (c->deny_why != NULL) {
+            /* a JWT that failed a check: RFC 6750 error_description names it (static
+             * text, never the token) */
+            snprintf(text, sizeof(text), "invalid token: %s", c->deny_why);
+            msg = text;
+            snprintf(hvalue, sizeof(hvalue),
+                     "Bearer realm=\"relayq\", error=\"invalid_token\", error_description=\"%s\"",
+                     c->deny_why);
+            break;
+        }
         msg = c->invalid_token ? "invalid API key"
                                : "an API key is required: send Authorization: Bearer <secret>";
-        hname = MHD_HTTP_HEADER_WWW_AUTHENTICATE;
         snprintf(hvalue, sizeof(hvalue), "Bearer realm=\"relayq\"%s",
                  c->invalid_token ? ", error=\"invalid_token\"" : "");
         break;
     case MHD_HTTP_FORBIDDEN:
-        msg = "this API key may not use this endpoint";
+        msg = c->deny_msg[0] != '\0' ? c->deny_msg : "this API key may not use this endpoint";
         break;
     default:
-        msg = "rate limit exceeded; retry after the time in Retry-After";
+        msg = c->deny_msg[0] != '\0' ? c->deny_msg
+                                     : "rate limit exceeded; retry after the time in Retry-After";
         hname = MHD_HTTP_HEADER_RETRY_AFTER;
         snprintf(hvalue, sizeof(hvalue), "%u", c->retry_after);
         break;
     }
-    snprintf(text, sizeof(text), "{\"error\":\"%s\"}", msg);
     rq_series_inc(c->api->m_rejected);
     c->status = c->deny_status;
-    char *body = strdup(text);
+    o = json_pack("{s:s}", "error", msg); /* msg may hold a queue name: escaped */
+    body = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
     if (body == NULL)
         return MHD_NO;
     return rq_http_reply_buf(c->conn, c->status, "application/json", body, strlen(body), hname,
@@ -307,7 +525,7 @@ static enum MHD_Result reply_deny(req_ctx_t *c)
 /* The completion handshake, on the thread that finished c's work (publisher or DLQ worker):
  * marks c done and resumes its connection if an HTTP thread suspended it. After the resume,
  * an HTTP thread may answer and free c at once: the caller must touch nothing of c after. */
-static void ctx_complete(req_ctx_t *c)
+void rq_api_ctx_complete(req_ctx_t *c)
 {
     struct MHD_Connection *conn = c->conn;
     int resume;
@@ -324,7 +542,7 @@ static void ctx_complete(req_ctx_t *c)
 /* On the HTTP thread, once c's work was handed over: suspends the connection unless the work
  * completed already. Returns 1 when suspended (c may be resumed, not freed, from now on), 0
  * when the work is done and the caller answers now. */
-static int ctx_suspend(req_ctx_t *c)
+int rq_api_ctx_suspend(req_ctx_t *c)
 {
     pthread_mutex_lock(&c->lock);
     if (!c->done) {
@@ -347,7 +565,7 @@ static void job_done(rq_pub_job_t *job, void *arg)
     for (size_t i = 0; i < job->n; i++)
         if (job->msgs[i].outcome == RQ_MSG_STORED)
             rq_store_queued(c->api->store, job->msgs[i].message_id, now);
-    ctx_complete(c);
+    rq_api_ctx_complete(c);
 }
 
 /* Adds what is known of each message of a failed job: a single message's "message_id" and
@@ -460,16 +678,24 @@ static enum MHD_Result reply_job(req_ctx_t *c)
         } else {
             json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
         }
-        return reply(c, MHD_HTTP_GATEWAY_TIMEOUT, o);
+        return rq_api_reply(c, MHD_HTTP_GATEWAY_TIMEOUT, o);
     case RQ_JOB_INVALID:
         o = json_pack("{s:s}", "error", job->error);
         add_outcomes(c, o);
         rq_series_inc(c->api->m_rejected);
-        return reply(c, MHD_HTTP_BAD_REQUEST, o);
+        return rq_api_reply(c, MHD_HTTP_BAD_REQUEST, o);
+    case RQ_JOB_NO_QUEUE: {
+        char msg[RQ_QNAME_MAX + 32];
+        snprintf(msg, sizeof(msg), "queue '%s' does not exist", job->queue ? job->queue : "");
+        o = json_pack("{s:s}", "error", msg);
+        add_outcomes(c, o);
+        rq_series_inc(c->api->m_rejected);
+        return rq_api_reply(c, MHD_HTTP_NOT_FOUND, o);
+    }
     default:
         o = json_pack("{s:s}", "error", job->error ? job->error : "the broker is unavailable");
         add_outcomes(c, o);
-        return reply_503_json(c, o);
+        return rq_api_reply_503_json(c, o);
     }
     return reply_success(c);
 }
@@ -496,6 +722,108 @@ static void trace_context(req_ctx_t *c)
         memcpy(c->tracestate, ts, strlen(ts) + 1);
 }
 
+static int is_json_type(const char *ct);
+
+/* The Message-Header-<name> request headers of a raw body, collected for rq_request_raw(). */
+#define MSG_HEADER_PREFIX "Message-Header-"
+typedef struct raw_headers {
+    rq_wire_header_t h[RQ_WIRE_USER_HEADERS_MAX + 1];
+    size_t n;
+} raw_headers_t;
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    raw_headers_t *rh = cls;
+    size_t n = strlen(MSG_HEADER_PREFIX);
+
+    (void)kind;
+    if (key == NULL || strncasecmp(key, MSG_HEADER_PREFIX, n) != 0)
+        return MHD_YES;
+    if (rh->n < RQ_WIRE_USER_HEADERS_MAX + 1) {
+        rh->h[rh->n].name = (char *)key + n; /* borrowed: rq_request_raw() copies */
+        rh->h[rh->n].value = (char *)(value != NULL ? value : "");
+        rh->h[rh->n].value_len = strlen(rh->h[rh->n].value);
+    }
+    rh->n++;
+    return MHD_YES;
+}
+
+/* A raw body (Content-Type ct, not JSON) into c->req: its bytes are the message, options
+ * from the query string (?priority=&ttl_ms=&delay_ms=), the Message-Id header and the
+ * Message-Header-<name> headers. Returns 0, or -1 with err. */
+static int parse_raw(req_ctx_t *c, const char *ct, rq_request_error_t *err)
+{
+    struct MHD_Connection *conn = c->conn;
+    raw_headers_t *rh = calloc(1, sizeof(*rh));
+    rq_raw_opts_t o;
+    int rc;
+
+    if (rh == NULL) {
+        err->status = 400;
+        err->limit = NULL;
+        snprintf(err->text, sizeof(err->text), "out of memory");
+        return -1;
+    }
+    memset(&o, 0, sizeof(o));
+    o.content_type = ct;
+    o.message_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Message-Id");
+    o.priority = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "priority");
+    o.ttl_ms = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "ttl_ms");
+    o.delay_ms = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "delay_ms");
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_header, rh);
+    o.headers = rh->h;
+    o.nheaders = rh->n;
+    if (o.nheaders > RQ_WIRE_USER_HEADERS_MAX + 1)
+        o.nheaders = RQ_WIRE_USER_HEADERS_MAX + 1; /* refused as too many */
+    rc = rq_request_raw(c->buf, c->len, &o, &c->req, err);
+    free(rh);
+    return rc;
+}
+
+/* POST /queues/{id}/messages: c->qname checked (the default queue by its name too). Returns
+ * 0, or 1 with the 400 answer queued in *ret. */
+static int check_qname(req_ctx_t *c, enum MHD_Result *ret)
+{
+    char why[160];
+
+    if (c->qname_too_long) {
+        snprintf(why, sizeof(why), "a queue name holds at most %d characters", RQ_QNAME_MAX);
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, why);
+        return 1;
+    }
+    if (strcmp(c->qname, c->api->cfg->rabbitmq.request_queue) != 0 &&
+        rq_qname_check(c->qname, why, sizeof(why)) != 0) {
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, why);
+        return 1;
+    }
+    return 0;
+}
+
+/* The message of item it (whose request was stamped c->ts) into *m. Returns 0 or -1. */
+static int item_message(req_ctx_t *c, rq_item_t *it, rq_pub_msg_t *m)
+{
+    if (it->content_type != NULL) { /* a raw body: its bytes, its type */
+        m->body = it->payload_raw;
+        m->body_len = it->payload_raw_len;
+        it->payload_raw = NULL; /* now the message's (ctx_free frees it) */
+        m->content_type = it->content_type;
+    } else {
+        m->body = rq_item_encode(it, c->ts, &m->body_len);
+        if (m->body == NULL)
+            return -1;
+        m->content_type = "application/json";
+    }
+    m->message_id = it->id;
+    m->has_priority = it->priority >= 0;
+    m->priority = (uint8_t)(it->priority >= 0 ? it->priority : 0);
+    m->ttl_ms = it->ttl_ms;
+    m->delay_ms = it->delay_ms;
+    m->headers = it->headers;
+    m->nheaders = it->nheaders;
+    return 0;
+}
+
 /* The whole body arrived: validate, hand over, suspend. */
 static enum MHD_Result start_produce(req_ctx_t *c)
 {
@@ -505,36 +833,49 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     rq_request_error_t err;
     int64_t now_ns = rq_mono_ns();
     int64_t now_ms = rq_wall_ms();
+    const char *ct = NULL;
+    enum MHD_Result ret;
+    int rc;
 
+    if (c->route == R_QMESSAGES && check_qname(c, &ret))
+        return ret;
     if (c->too_large) {
         char msg[96];
         snprintf(msg, sizeof(msg), "the request body exceeds %lld bytes",
                  (long long)api->cfg->max_body_bytes);
         rq_series_inc(api->m_lim_body);
-        return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
+        return rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg);
     }
-    if (rq_request_parse_fast(c->buf, c->len, c->route == R_BATCH, &lim, &c->req, &err) != 0) {
+    if (c->route == R_PRODUCE || c->route == R_QMESSAGES)
+        ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (ct != NULL && !is_json_type(ct))
+        rc = parse_raw(c, ct, &err);
+    else
+        rc = rq_request_parse_fast(c->buf, c->len,
+                                   c->route == R_BATCH       ? 1
+                                   : c->route == R_QMESSAGES ? RQ_PARSE_AUTO
+                                                             : 0,
+                                   &lim, &c->req, &err);
+    if (rc != 0) {
         if (err.limit != NULL)
             rq_series_inc(rq_metric_series(api->m_limits, 1, &err.limit));
-        return reply_error(c, err.status, err.text);
+        return rq_api_reply_error(c, err.status, err.text);
     }
     free(c->buf);
     c->buf = NULL;
 
     c->msgs = calloc(c->req.n, sizeof(*c->msgs));
     if (c->msgs == NULL)
-        return reply_503(c, "out of memory");
+        return rq_api_reply_503(c, "out of memory");
     c->job.msgs = c->msgs;
     c->job.n = c->req.n;
     rq_iso8601(now_ms, c->ts);
     trace_context(c);
+    c->job.queue = c->route == R_QMESSAGES ? c->qname : NULL;
     for (size_t i = 0; i < c->req.n; i++) {
         rq_pub_msg_t *m = &c->msgs[i];
-        m->body = rq_item_encode(&c->req.items[i], c->ts, &m->body_len);
-        if (m->body == NULL)
-            return reply_503(c, "out of memory");
-        m->message_id = c->req.items[i].id;
-        m->content_type = "application/json";
+        if (item_message(c, &c->req.items[i], m) != 0)
+            return rq_api_reply_503(c, "out of memory");
         m->published_ms = now_ms;
         m->traceparent = c->traceparent;
         m->tracestate = c->tracestate[0] ? c->tracestate : NULL;
@@ -545,9 +886,9 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     c->job.done = job_done;
     c->job.done_arg = c;
     if (rq_publisher_submit(api->pub, &c->job) != 0)
-        return reply_503(c, c->job.error);
+        return rq_api_reply_503(c, c->job.error);
     c->state = ST_WAITING;
-    if (ctx_suspend(c))
+    if (rq_api_ctx_suspend(c))
         return MHD_YES;
     c->state = ST_DONE;
     return reply_job(c);
@@ -557,7 +898,7 @@ static enum MHD_Result start_produce(req_ctx_t *c)
 static void dlq_done(rq_dlq_job_t *job, void *arg)
 {
     (void)job;
-    ctx_complete(arg);
+    rq_api_ctx_complete(arg);
 }
 
 /* The answer of a finished DLQ job: its JSON with 200, or 503 with the reason. */
@@ -567,8 +908,8 @@ static enum MHD_Result reply_dlq(req_ctx_t *c)
 
     c->dlq.result = NULL;
     if (o == NULL)
-        return reply_503(c, c->dlq.error[0] ? c->dlq.error : "the DLQ call failed");
-    return reply(c, MHD_HTTP_OK, o);
+        return rq_api_reply_503(c, c->dlq.error[0] ? c->dlq.error : "the DLQ call failed");
+    return rq_api_reply(c, MHD_HTTP_OK, o);
 }
 
 /* Hands c->dlq (filled in) to the DLQ worker and suspends the connection: the broker calls
@@ -588,10 +929,10 @@ static enum MHD_Result start_dlq(req_ctx_t *c)
     c->dlq.client_fd = c->dlq.watch_fd ? ci->connect_fd : -1;
     if (rq_dlq_worker_submit(c->api->dlq, &c->dlq) != 0) {
         c->state = ST_DONE;
-        return reply_503(c, c->dlq.error);
+        return rq_api_reply_503(c, c->dlq.error);
     }
     c->state = ST_DLQ;
-    if (ctx_suspend(c))
+    if (rq_api_ctx_suspend(c))
         return MHD_YES;
     c->state = ST_DONE;
     return reply_dlq(c);
@@ -599,7 +940,7 @@ static enum MHD_Result start_dlq(req_ctx_t *c)
 
 /* A query argument holding an integer 0..max into *out; absent leaves *out. Returns 0, or
  * -1 when present but not such an integer. */
-static int query_size(struct MHD_Connection *conn, const char *name, long long max, size_t *out)
+int rq_api_query_size(struct MHD_Connection *conn, const char *name, long long max, size_t *out)
 {
     const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
     char *end = NULL;
@@ -638,8 +979,9 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         }
         o = rq_store_get(c->api->store, url + 10);
         if (o == NULL)
-            return reply_error(c, MHD_HTTP_NOT_FOUND, "unknown message id (or no longer kept)");
-        return reply(c, MHD_HTTP_OK, o);
+            return rq_api_reply_error(c, MHD_HTTP_NOT_FOUND,
+                                      "unknown message id (or no longer kept)");
+        return rq_api_reply(c, MHD_HTTP_OK, o);
     }
     if (c->route == R_DLQ) {
         /* ?limit=N (0..1000, default 10) &offset=M (0..RQ_DLQ_MAX_OFFSET, default 0): one
@@ -652,14 +994,19 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         c->dlq.kind = RQ_DLQ_PEEK;
         c->dlq.limit = 10;
         c->dlq.offset = 0;
-        if (query_size(c->conn, "limit", RQ_DLQ_MAX_LIMIT, &c->dlq.limit) != 0 ||
-            query_size(c->conn, "offset", RQ_DLQ_MAX_OFFSET, &c->dlq.offset) != 0)
-            return reply_error(c, MHD_HTTP_BAD_REQUEST,
-                               "limit must be an integer from 0 to 1000 and offset one from 0 "
-                               "to 100000");
+        if (rq_api_query_size(c->conn, "limit", RQ_DLQ_MAX_LIMIT, &c->dlq.limit) != 0 ||
+            rq_api_query_size(c->conn, "offset", RQ_DLQ_MAX_OFFSET, &c->dlq.offset) != 0)
+            return rq_api_reply_error(
+                c, MHD_HTTP_BAD_REQUEST,
+                "limit must be an integer from 0 to 1000 and offset one from 0 "
+                "to 100000");
         return start_dlq(c);
     }
-    return reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+    if (c->route == R_QUEUES || c->route == R_QUEUE || c->route == R_QDLQ || c->route == R_QRETRY)
+        return rq_qroute_admin(c);
+    if (c->route == R_QMESSAGES || c->route == R_QMSG_ACTION || c->route == R_QACKS)
+        return rq_qroute_pull(c);
+    return rq_api_reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
 
 /* POST /dlq/retry: {"count": N} or ?count=N; none or 0 moves every message. */
@@ -671,25 +1018,26 @@ static enum MHD_Result dlq_retry(req_ctx_t *c)
 
     if (c->too_large) {
         rq_series_inc(c->api->m_lim_body);
-        return reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        return rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
     }
     if (q != NULL) {
         count = strtoll(q, &end, 10);
         if (*q == '\0' || *end != '\0' || count < 0)
-            return reply_error(c, MHD_HTTP_BAD_REQUEST, "count must be a non-negative integer");
+            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+                                      "count must be a non-negative integer");
     } else if (c->len > 0) {
         if (rq_json_too_deep(c->buf, c->len, (size_t)c->api->cfg->max_json_depth)) {
             static const char *const depth[1] = {"json_depth"};
             rq_series_inc(rq_metric_series(c->api->m_limits, 1, depth));
-            return reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
+            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
         }
         json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
         json_t *v = json_object_get(root, "count");
         if (!json_is_object(root) ||
             (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0))) {
             json_decref(root);
-            return reply_error(c, MHD_HTTP_BAD_REQUEST,
-                               "send {\"count\": N} with N >= 0, or no body to move all");
+            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+                                      "send {\"count\": N} with N >= 0, or no body to move all");
         }
         count = v ? json_integer_value(v) : 0;
         json_decref(root);
@@ -749,7 +1097,21 @@ static enum MHD_Result reply_early(req_ctx_t *c)
         c->status = c->early_status;
         return rq_http_reply_405(c->conn, "POST");
     }
-    return reply_error(c, c->early_status, c->early_msg);
+    return rq_api_reply_error(c, c->early_status, c->early_msg);
+}
+
+/* 1 for the HTML form types (application/x-www-form-urlencoded, multipart/form-data): what
+ * curl -d and browsers send by default, never a payload meant to be published raw. */
+static int is_form_type(const char *ct)
+{
+    return ct != NULL && (strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 ||
+                          strncasecmp(ct, "multipart/form-data", 19) == 0);
+}
+
+/* 1 for the POST routes that may come without a body. */
+static int body_optional(const req_ctx_t *c)
+{
+    return c->route == R_DLQ_RETRY || c->route == R_QMSG_ACTION || c->route == R_QRETRY;
 }
 
 #define NO_BODY_MSG "the request has no body: send JSON with Content-Type: application/json"
@@ -759,7 +1121,8 @@ static enum MHD_Result reply_early(req_ctx_t *c)
  * Content-Length or 0, not chunked) it is 400 whatever the Content-Type (POST /dlq/retry:
  * move everything); a body not declared JSON is 415, decided at the end for a chunked body
  * (c->wrong_type), which is 400 when it turns out empty; a Content-Length over
- * MAX_BODY_BYTES is 413. */
+ * MAX_BODY_BYTES is 413. POST /produce and /queues/{id}/messages with a Content-Type that is
+ * not JSON carry a raw body (start_produce publishes its bytes); without a Content-Type 415. */
 static int check_produce_headers(req_ctx_t *c)
 {
     const char *ct, *cl, *te;
@@ -776,12 +1139,20 @@ static int check_produce_headers(req_ctx_t *c)
     chunked = te != NULL && strcasecmp(te, "chunked") == 0;
     len = cl != NULL ? strtoll(cl, NULL, 10) : 0;
     if (!chunked && len <= 0) {
-        if (c->route == R_DLQ_RETRY)
-            return 0; /* no body: move everything */
+        if (body_optional(c))
+            return 0; /* no body: POST /dlq/retry moves everything; defaults elsewhere */
         set_early(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
         return 1;
     }
-    if (!is_json_type(ct)) {
+    if (is_form_type(ct)) {
+        /* curl -d's default type: a forgotten header, not a payload to publish raw */
+        set_early(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                  "form types are refused: send application/json, or raw bytes with their type");
+        return 1;
+    }
+    if (ct != NULL && ct[0] != '\0' && (c->route == R_PRODUCE || c->route == R_QMESSAGES)) {
+        /* JSON or not: another type is a raw body, published as it is (start_produce) */
+    } else if (!is_json_type(ct)) {
         if (chunked) {
             c->wrong_type = 1;
             return 0;
@@ -811,9 +1182,11 @@ static enum MHD_Result on_headers(req_ctx_t *c, const char *url, const char *met
     c->state = ST_FIRST;
     atomic_fetch_add(&api->open, 1); /* until on_completed */
     c->route = route_of(url);
+    if (c->route == R_OTHER)
+        c->route = queue_route_of(c, url);
     c->method = method;
     admit(c);
-    if (c->route != R_PRODUCE && c->route != R_BATCH && c->route != R_DLQ_RETRY)
+    if (!route_has_body(c))
         return MHD_YES; /* answered on the next call: answering now closes keep-alive */
     if (c->deny_status != 0 || check_produce_headers(c)) {
         /* Refused before the body is read: answered at once, and MHD closes the
@@ -913,18 +1286,26 @@ static enum MHD_Result on_body_data(req_ctx_t *c, const char *upload_data, size_
  * with the answer queued. */
 static enum MHD_Result on_body_end(req_ctx_t *c)
 {
-    if (c->wrong_type && (c->len > 0 || c->route != R_DLQ_RETRY)) {
+    if (c->wrong_type && (c->len > 0 || !body_optional(c))) {
         c->state = ST_DONE;
         if (c->len > 0)
-            return reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                               "Content-Type must be application/json");
-        return reply_error(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
+            return rq_api_reply_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                      "Content-Type must be application/json");
+        return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
     }
     if (c->route == R_DLQ_RETRY) {
         c->state = ST_DONE;
         return dlq_retry(c);
     }
-    return start_produce(c);
+    if (c->route == R_QUEUES || c->route == R_QRETRY) {
+        c->state = ST_DONE; /* or ST_EXT when the module suspends */
+        return rq_qroute_admin(c);
+    }
+    if (c->route == R_QMSG_ACTION || c->route == R_QACKS) {
+        c->state = ST_DONE;
+        return rq_qroute_pull(c);
+    }
+    return start_produce(c); /* R_PRODUCE, R_BATCH, POST R_QMESSAGES */
 }
 
 /* MHD's access handler: dispatches each call by the request's state. */
@@ -961,6 +1342,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     case ST_WAITING:
         c->state = ST_DONE;
         return reply_job(c);
+    case ST_EXT:
+        c->state = ST_DONE;
+        return c->ext_resume(c);
     default:
         return MHD_NO;
     }
@@ -1011,7 +1395,7 @@ static void register_metrics(rq_api_t *api, rq_metrics_t *metrics)
 {
     static const char *const http_labels[3] = {"method", "path", "status"};
     static const char *const key_label[1] = {"key"}, *const limit_label[1] = {"limit"};
-    static const char *const reason_label[1] = {"reason"};
+    static const char *const reason_label[1] = {"reason"}, *const queue_label[1] = {"queue"};
     static const char *const reasons[3][1] = {{"missing"}, {"invalid"}, {"scope"}};
     static const char *const body_size[1] = {"body_size"}, *const timeout[1] = {"timeout"};
     rq_metric_t *auth_fail;
@@ -1026,11 +1410,20 @@ static void register_metrics(rq_api_t *api, rq_metrics_t *metrics)
                          0, NULL);
     api->m_by_key =
         rq_metrics_counter(metrics, "producer_requests_total",
-                           "Requests that presented a valid API key, by key id.", 1, key_label);
+                           "Requests that presented a valid API key or JWT, by key id or JWT "
+                           "subject (the first 100 subjects keep their own label, later ones "
+                           "count as _jwt_other).",
+                           1, key_label);
     api->m_rate_limited = rq_metrics_counter(
         metrics, "producer_rate_limited_total",
-        "Requests answered 429 by the rate limit, by API key id (empty without keys).", 1,
-        key_label);
+        "Requests answered 429 by the rate limit, by API key id or JWT subject (as "
+        "producer_requests_total; empty without keys).",
+        1, key_label);
+    api->m_queue_limited = rq_metrics_counter(
+        metrics, "producer_queue_rate_limited_total",
+        "Requests answered 429 by the per-queue rate limit, by queue (the first 100 queue "
+        "names limited keep their own label; later ones count as _other).",
+        1, queue_label);
     api->m_limits = rq_metrics_counter(
         metrics, "producer_limit_rejections_total",
         "Requests or connections refused by an abuse limit: body_size, batch_length, "
@@ -1054,14 +1447,17 @@ static int setup_auth(rq_api_t *api, const rq_config_t *cfg)
     char keys[1024];
     rq_auth_error_t aerr;
 
-    api->auth = rq_auth_new(cfg->api_keys_file, cfg->api_keys, &aerr);
+    rq_auth_jwt_opts_t jwt = {cfg->jwks_file, cfg->jwt_issuer, cfg->jwt_audience,
+                              cfg->jwt_scope_claim, cfg->jwt_leeway_s};
+
+    api->auth = rq_auth_new_jwt(cfg->api_keys_file, cfg->api_keys, &jwt, &aerr);
     if (api->auth == NULL) {
         rq_error("API keys: %s", aerr.text);
         return -1;
     }
     if (rq_auth_enabled(api->auth)) {
         rq_auth_describe(api->auth, keys, sizeof(keys));
-        rq_info("API keys required on every endpoint but /health* and /metrics; keys: %s", keys);
+        rq_info("credentials required on every endpoint but /health* and /metrics; keys: %s", keys);
     } else if (!rq_http_is_loopback(cfg->producer_bind)) {
         rq_warn("PRODUCER_BIND %s is not a loopback address and no API keys are configured: "
                 "anyone who reaches this port can publish; set API_KEYS_FILE or API_KEYS",
@@ -1079,6 +1475,19 @@ static int setup_ratelimit(rq_api_t *api, const rq_config_t *cfg)
 {
     double burst;
 
+    if (cfg->queue_rate_limit_rps > 0) {
+        burst = cfg->queue_rate_limit_burst > 0 ? (double)cfg->queue_rate_limit_burst
+                                                : ceil(cfg->queue_rate_limit_rps);
+        api->qrl = rq_ratelimit_new(cfg->queue_rate_limit_rps, burst < 1 ? 1 : burst,
+                                    (size_t)cfg->rate_limit_max_clients);
+        api->qlabels = rq_labelset_new(100);
+        if (api->qrl == NULL || api->qlabels == NULL) {
+            rq_error("cannot create the per-queue rate limiter");
+            return -1;
+        }
+        rq_info("queue rate limit: %g requests/s per queue, bursts of %g",
+                cfg->queue_rate_limit_rps, burst < 1 ? 1 : burst);
+    }
     if (cfg->rate_limit_rps <= 0)
         return 0;
     burst = cfg->rate_limit_burst > 0 ? (double)cfg->rate_limit_burst : ceil(cfg->rate_limit_rps);
@@ -1166,9 +1575,24 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
     register_metrics(api, metrics);
     if (setup_auth(api, cfg) != 0 || setup_ratelimit(api, cfg) != 0)
         goto err;
+    api->qadmin = rq_qadmin_new(cfg);
+    if (api->qadmin == NULL) {
+        rq_error("cannot start the queue admin thread");
+        goto err;
+    }
     api->dlq = rq_dlq_worker_new(&cfg->rabbitmq);
     if (api->dlq == NULL) {
         rq_error("cannot start the DLQ worker thread");
+        goto err;
+    }
+    api->leaser = rq_leaser_new(cfg, metrics, NULL);
+    if (api->leaser == NULL) {
+        rq_error("cannot start the leaser thread (pull consumption)");
+        goto err;
+    }
+    api->lease_fwd = rq_lease_fwd_new(cfg, api->leaser, metrics);
+    if (api->lease_fwd == NULL) {
+        rq_error("cannot start the lease forwarder thread");
         goto err;
     }
     if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
@@ -1203,7 +1627,7 @@ int rq_api_reload_keys(rq_api_t *api)
         return -1;
     }
     rq_auth_describe(api->auth, keys, sizeof(keys));
-    rq_info("API keys reloaded: %d keys: %s", n, keys);
+    rq_info("API keys reloaded: %d keys: %s", n, keys); /* and the JWKS, when configured */
     return n;
 }
 
@@ -1222,6 +1646,9 @@ int rq_api_drain(rq_api_t *api, int timeout_ms)
         return 0;
     /* Its jobs end (cancelled) and their connections are resumed with their answers. */
     rq_dlq_worker_stop(api->dlq);
+    rq_qadmin_stop(api->qadmin);
+    rq_lease_fwd_stop(api->lease_fwd); /* forwards in flight answered 503 */
+    rq_leaser_stop(api->leaser);       /* long-polls answered; leases given back */
     deadline = rq_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     /* A resumed connection is answered by an HTTP thread on its next turn: until then
      * MHD_stop_daemon() would close it unanswered. */
@@ -1242,11 +1669,19 @@ void rq_api_free(rq_api_t *api)
      * HTTP threads may still submit (keep-alive connections) until MHD_stop_daemon(): those
      * get 503 at once, and the worker is freed only after. */
     rq_dlq_worker_stop(api->dlq);
+    rq_qadmin_stop(api->qadmin);
+    rq_lease_fwd_stop(api->lease_fwd);
+    rq_leaser_stop(api->leaser);
     if (api->daemon != NULL)
         MHD_stop_daemon(api->daemon);
     rq_dlq_worker_free(api->dlq);
+    rq_qadmin_free(api->qadmin);
+    rq_lease_fwd_free(api->lease_fwd); /* after the leaser stopped */
+    rq_leaser_free(api->leaser);
     rq_http_server_clear(&api->http);
     rq_ratelimit_free(api->rl);
+    rq_ratelimit_free(api->qrl);
+    rq_labelset_free(api->qlabels);
     rq_auth_free(api->auth);
     free(api);
 }

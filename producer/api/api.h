@@ -27,6 +27,9 @@
 
 typedef struct rq_api rq_api_t;
 
+/* The routes, for `producer --help` (rq_config_set_help_epilog). */
+extern const char rq_api_help_text[];
+
 /* Registers the API's metrics, loads the API keys (and logs who may call), creates the rate
  * limiter (RATE_LIMIT_RPS), starts the DLQ worker thread and the HTTP server on
  * cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and `store` must outlive the API.

@@ -19,8 +19,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 
 #define RQ_KEYS_FILE_MAX (4u << 20) /* a key file larger than 4 MiB is a mistake */
@@ -31,14 +33,18 @@ struct rq_keyset {
     size_t n, cap;
     rq_api_key_t *keys;
     unsigned char *explicit_scopes; /* per key: 1 when the entry listed scopes */
+    rq_jwks_t *jwks;                /* NULL without JWKS_FILE */
 };
 
 struct rq_auth {
-    char *file; /* NULL when none */
-    char *list; /* NULL when none */
+    char *file;                                        /* NULL when none */
+    char *list;                                        /* NULL when none */
+    char *jwks_file, *issuer, *audience, *scope_claim; /* NULL when no JWKS_FILE */
+    int leeway_s;
     int enabled;
-    pthread_mutex_t lock; /* guards cur (the pointer, not the set) */
-    rq_keyset_t *cur;     /* holds one reference */
+    pthread_mutex_t lock;      /* guards cur (the pointer, not the set) */
+    rq_keyset_t *cur;          /* holds one reference */
+    rq_labelset_t *jwt_labels; /* subjects with a metric label of their own */
 };
 
 /* Fills err (if any) with printf-formatted text (rq_verrf). Always returns -1. */
@@ -124,29 +130,190 @@ static int valid_secret(const char *s, size_t len)
     return i == len;
 }
 
-/* Parses a comma-separated scope list s[0..len) into *mask. Returns 0, or -1 with the
- * offending name described in why. */
-static int parse_scopes(const char *s, size_t len, unsigned *mask, char *why, size_t whylen)
+/* ---- queue patterns and permissions ---- */
+
+static const char *const qaction_names[RQ_QACT_COUNT] = {"produce", "consume", "admin"};
+
+const char *rq_qaction_name(rq_qaction_t act)
+{
+    return (unsigned)act < RQ_QACT_COUNT ? qaction_names[act] : "?";
+}
+
+/* The action of a word s[0..len), or -1. */
+static int qaction_parse(const char *s, size_t len)
+{
+    for (int i = 0; i < RQ_QACT_COUNT; i++) {
+        if (strlen(qaction_names[i]) == len && memcmp(qaction_names[i], s, len) == 0)
+            return i;
+    }
+    return -1;
+}
+
+int rq_qpattern_valid(const char *s, size_t len)
+{
+    if (len == 0 || len > RQ_QPATTERN_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!isalnum((unsigned char)ch) && ch != '.' && ch != '_' && ch != '-' && ch != '*')
+            return 0;
+    }
+    return 1;
+}
+
+int rq_qpattern_match(const char *pat, const char *name)
+{
+    const char *star = NULL, *resume = NULL;
+
+    /* Greedy glob with backtracking to the last '*' only: enough for '*' (no '?', no
+     * classes), and bounded by len(pat) * len(name). */
+    while (*name != '\0') {
+        if (*pat == '*') {
+            star = pat++;
+            resume = name;
+        } else if (*pat == *name) {
+            pat++;
+            name++;
+        } else if (star != NULL) {
+            pat = star + 1;
+            name = ++resume;
+        } else {
+            return 0;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+/* Permissions being built: endpoint scopes, every-queue actions and queue grants. */
+typedef struct perms {
+    unsigned scopes, all_queues;
+    size_t n;
+    rq_qgrant_t *grants; /* RQ_GRANTS_MAX entries once allocated */
+} perms_t;
+
+static void perms_clear(perms_t *pm)
+{
+    for (size_t i = 0; i < pm->n; i++)
+        free(pm->grants[i].pattern);
+    free(pm->grants);
+    memset(pm, 0, sizeof(*pm));
+}
+
+/* Adds act on pattern s[0..len) (valid). Returns 0, -1 when full, -2 out of memory. */
+static int perms_grant(perms_t *pm, int act, const char *s, size_t len)
+{
+    if (len == 1 && s[0] == '*') {
+        pm->all_queues |= 1u << act;
+        return 0;
+    }
+    for (size_t i = 0; i < pm->n; i++) {
+        if (strlen(pm->grants[i].pattern) == len && memcmp(pm->grants[i].pattern, s, len) == 0) {
+            pm->grants[i].acts |= 1u << act;
+            return 0;
+        }
+    }
+    if (pm->n >= RQ_GRANTS_MAX)
+        return -1;
+    if (pm->grants == NULL && (pm->grants = calloc(RQ_GRANTS_MAX, sizeof(*pm->grants))) == NULL)
+        return -2;
+    pm->grants[pm->n].pattern = strndup(s, len);
+    if (pm->grants[pm->n].pattern == NULL)
+        return -2;
+    pm->grants[pm->n++].acts = 1u << act;
+    return 0;
+}
+
+/* How much of a refused scope piece s[0..len) an error may print: all of it when what follows
+ * its first ':' (or the piece, without one) is shorter than a secret, else only up to that
+ * ':'. A piece may be a misplaced "<id>:<secret>" (two keys on one line, a key id that is a
+ * scope word), and errors never print secrets. */
+static size_t shown_len(const char *s, size_t len)
+{
+    const char *colon = memchr(s, ':', len);
+    size_t head = colon != NULL ? (size_t)(colon - s) + 1 : 0;
+
+    if (len - head < RQ_SECRET_MIN)
+        return len > 48 ? 48 : len;
+    return head > 32 ? 32 : head;
+}
+
+/* Adds one scope piece s[0..len): an endpoint scope or <action>:<pattern>. Returns 0, or -1
+ * with why (strict callers refuse the entry; a JWT's unknown pieces are skipped). */
+static int perms_add_piece(perms_t *pm, const char *s, size_t len, char *why, size_t whylen)
+{
+    const char *colon = memchr(s, ':', len);
+    int act, rc;
+
+    if (colon == NULL) {
+        unsigned bit = rq_scope_parse(s, len);
+        if (bit == 0)
+            goto unknown;
+        pm->scopes |= bit;
+        if (bit == RQ_SCOPE_ALL)
+            pm->all_queues = RQ_QACT_ALL;
+        return 0;
+    }
+    act = qaction_parse(s, (size_t)(colon - s));
+    if (act < 0)
+        goto unknown;
+    if (!rq_qpattern_valid(colon + 1, (size_t)(s + len - colon - 1))) {
+        rq_errf(why, whylen, "bad queue pattern in \"%.*s%s\" (1 to %d of A-Z a-z 0-9 . _ - and *)",
+                (int)shown_len(s, len), s, shown_len(s, len) < len ? "..." : "", RQ_QPATTERN_MAX);
+        return -1;
+    }
+    rc = perms_grant(pm, act, colon + 1, (size_t)(s + len - colon - 1));
+    if (rc != 0) {
+        rq_errf(why, whylen, rc == -1 ? "more than %d queue permissions" : "out of memory",
+                RQ_GRANTS_MAX);
+        return -1;
+    }
+    return 0;
+
+unknown:
+    rq_errf(why, whylen,
+            "unknown scope \"%.*s%s\" (allowed: produce, batch, dlq, messages, *, "
+            "produce:<queues>, consume:<queues>, admin:<queues>)",
+            (int)shown_len(s, len), s, shown_len(s, len) < len ? "..." : "");
+    return -1;
+}
+
+/* Parses a comma-separated scope list s[0..len) into *pm. Returns 0, or -1 with the
+ * offending piece described in why. */
+static int parse_scopes(const char *s, size_t len, perms_t *pm, char *why, size_t whylen)
 {
     size_t i = 0;
 
-    *mask = 0;
     while (i <= len) {
         size_t j = i;
-        unsigned bit;
         while (j < len && s[j] != ',')
             j++;
-        bit = rq_scope_parse(s + i, j - i);
-        if (bit == 0) {
-            rq_errf(why, whylen,
-                    "unknown scope \"%.*s\" (allowed: produce, batch, dlq, messages, *)",
-                    (int)(j - i > 32 ? 32 : j - i), s + i);
+        if (perms_add_piece(pm, s + i, j - i, why, whylen) != 0)
             return -1;
-        }
-        *mask |= bit;
         i = j + 1;
     }
     return 0;
+}
+
+/* Moves pm into key k (k owns the grants afterwards). */
+static void perms_to_key(perms_t *pm, rq_api_key_t *k)
+{
+    k->scopes = pm->scopes;
+    k->all_queues = pm->all_queues;
+    k->n_grants = pm->n;
+    k->grants = pm->grants;
+    memset(pm, 0, sizeof(*pm));
+}
+
+/* Frees the grants of k (not k). */
+static void key_clear_grants(rq_api_key_t *k)
+{
+    perms_t pm = {.n = k->n_grants, .grants = k->grants};
+
+    perms_clear(&pm);
+    k->n_grants = 0;
+    k->grants = NULL;
 }
 
 /* Parses one entry s[0..len) (trimmed) into *k. *has_scopes tells whether it listed scopes.
@@ -176,6 +343,10 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
     }
     memcpy(k->id, s, idlen);
     k->id[idlen] = '\0';
+    if (qaction_parse(s, idlen) >= 0) {
+        rq_errf(why, whylen, "the key id %s is reserved (a scope word)", k->id);
+        return -1;
+    }
     rest = colon + 1;
     if ((size_t)(end - rest) >= 7 && memcmp(rest, "sha256:", 7) == 0) {
         const char *hex = rest + 7;
@@ -207,14 +378,17 @@ static int parse_entry(const char *s, size_t len, rq_api_key_t *k, int *has_scop
         rq_sha256(rest, slen, k->digest);
     }
     k->scopes = RQ_SCOPE_ALL;
+    k->all_queues = RQ_QACT_ALL;
     if (sec_end < end) {
-        char sub[160];
+        char sub[180];
+        perms_t pm = {0};
         *has_scopes = 1;
-        if (parse_scopes(sec_end + 1, (size_t)(end - sec_end - 1), &k->scopes, sub, sizeof(sub)) !=
-            0) {
+        if (parse_scopes(sec_end + 1, (size_t)(end - sec_end - 1), &pm, sub, sizeof(sub)) != 0) {
+            perms_clear(&pm);
             rq_errf(why, whylen, "key %s: %s", k->id, sub);
             return -1;
         }
+        perms_to_key(&pm, k);
     }
     return 0;
 }
@@ -234,8 +408,11 @@ void rq_keyset_free(rq_keyset_t *ks)
 {
     if (ks == NULL)
         return;
+    for (size_t i = 0; i < ks->n; i++)
+        key_clear_grants(&ks->keys[i]);
     if (ks->keys != NULL)
         rq_wipe(ks->keys, ks->cap * sizeof(*ks->keys));
+    rq_jwks_free(ks->jwks);
     free(ks->keys);
     free(ks->explicit_scopes);
     free(ks);
@@ -323,6 +500,7 @@ rq_keyset_t *rq_keyset_parse_text(const char *text, size_t len, const char *orig
             continue;
         if (parse_entry(line + a, b - a, &k, &has_scopes, why, sizeof(why)) != 0 ||
             keyset_add(ks, &k, has_scopes, why, sizeof(why)) != 0) {
+            key_clear_grants(&k);
             rq_wipe(&k, sizeof(k));
             fail(err, "%s:%u: %s", origin, lineno, why);
             goto err;
@@ -362,24 +540,33 @@ rq_keyset_t *rq_keyset_parse_list(rq_keyset_t *into, const char *list, rq_auth_e
             fail(err, "API_KEYS: empty entry after entry %u", entry);
             goto err;
         }
-        if (memchr(piece + a, ':', b - a) == NULL) {
+        const char *colon = memchr(piece + a, ':', b - a);
+        if (colon == NULL || qaction_parse(piece + a, (size_t)(colon - piece - a)) >= 0) {
             /* A scope continuing the scope list of the entry before. */
-            unsigned bit = rq_scope_parse(piece + a, b - a);
+            unsigned bit = colon == NULL ? rq_scope_parse(piece + a, b - a) : 1;
             if (ks->n == 0 || entry == 0 || !ks->explicit_scopes[ks->n - 1]) {
                 fail(err,
                      "API_KEYS entry %u: \"%.*s\" is neither key-id:secret nor a scope of a "
                      "scope list",
-                     entry + 1, (int)(b - a > 32 ? 32 : b - a), bit ? piece + a : "(hidden)");
+                     entry + 1, (int)(b - a > 32 ? 32 : b - a),
+                     colon == NULL && bit ? piece + a : "(hidden)");
                 goto err;
             }
             if (bit == 0) {
                 fail(err,
                      "API_KEYS entry %u: unknown scope (allowed: produce, batch, dlq, "
-                     "messages, *)",
+                     "messages, *, produce:<queues>, consume:<queues>, admin:<queues>)",
                      entry);
                 goto err;
             }
-            ks->keys[ks->n - 1].scopes |= bit;
+            rq_api_key_t *last = &ks->keys[ks->n - 1];
+            perms_t pm = {last->scopes, last->all_queues, last->n_grants, last->grants};
+            if (perms_add_piece(&pm, piece + a, b - a, why, sizeof(why)) != 0) {
+                perms_to_key(&pm, last);
+                fail(err, "API_KEYS entry %u: %s", entry, why);
+                goto err;
+            }
+            perms_to_key(&pm, last);
             continue;
         }
         rq_api_key_t k;
@@ -387,6 +574,7 @@ rq_keyset_t *rq_keyset_parse_list(rq_keyset_t *into, const char *list, rq_auth_e
         entry++;
         if (parse_entry(piece + a, b - a, &k, &has_scopes, why, sizeof(why)) != 0 ||
             keyset_add(ks, &k, has_scopes, why, sizeof(why)) != 0) {
+            key_clear_grants(&k);
             rq_wipe(&k, sizeof(k));
             fail(err, "API_KEYS entry %u: %s", entry, why);
             goto err;
@@ -453,9 +641,11 @@ int rq_auth_bearer_token(const char *header, const char **tok, size_t *len)
 
 /* ---- the live table ---- */
 
-/* Reads the whole file at path into a heap buffer. Returns it (caller wipes and frees) with
- * its length, or NULL with err filled. Warns when others may read it. */
-static char *read_keys_file(const char *path, size_t *len, rq_auth_error_t *err)
+/* Reads the whole file at path into a heap buffer (at most max bytes). Returns it (caller
+ * wipes and frees) with its length, or NULL with err filled ("<what> <path>: ..."). With
+ * secret, warns when others may read it. */
+static char *read_file(const char *what, const char *path, size_t max, int secret, size_t *len,
+                       rq_auth_error_t *err)
 {
     FILE *f = fopen(path, "rb");
     struct stat st;
@@ -463,28 +653,28 @@ static char *read_keys_file(const char *path, size_t *len, rq_auth_error_t *err)
     size_t n;
 
     if (f == NULL) {
-        fail(err, "API_KEYS_FILE %s: %s", path, rq_strerror(errno, ebuf, sizeof(ebuf)));
+        fail(err, "%s %s: %s", what, path, rq_strerror(errno, ebuf, sizeof(ebuf)));
         return NULL;
     }
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fail(err, "API_KEYS_FILE %s: not a regular file", path);
+        fail(err, "%s %s: not a regular file", what, path);
         goto out;
     }
-    if ((uint64_t)st.st_size > RQ_KEYS_FILE_MAX) {
-        fail(err, "API_KEYS_FILE %s: larger than %u bytes", path, RQ_KEYS_FILE_MAX);
+    if ((uint64_t)st.st_size > max) {
+        fail(err, "%s %s: larger than %zu bytes", what, path, max);
         goto out;
     }
-    if (st.st_mode & (S_IRWXG | S_IRWXO))
-        rq_warn("API_KEYS_FILE %s is accessible to group or others (mode %03o); chmod 600 it", path,
+    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)))
+        rq_warn("%s %s is accessible to group or others (mode %03o); chmod 600 it", what, path,
                 (unsigned)(st.st_mode & 0777));
     buf = malloc((size_t)st.st_size + 1);
     if (buf == NULL) {
-        fail(err, "API_KEYS_FILE %s: out of memory", path);
+        fail(err, "%s %s: out of memory", what, path);
         goto out;
     }
     n = fread(buf, 1, (size_t)st.st_size + 1, f);
     if (ferror(f) || n > (size_t)st.st_size) {
-        fail(err, "API_KEYS_FILE %s: read error or the file grew while read", path);
+        fail(err, "%s %s: read error or the file grew while read", what, path);
         rq_wipe(buf, (size_t)st.st_size + 1);
         free(buf);
         buf = NULL;
@@ -496,6 +686,22 @@ out:
     return buf;
 }
 
+/* Loads the JWKS file of a into a new key set. NULL with err on failure. */
+static rq_jwks_t *load_jwks(const rq_auth_t *a, rq_auth_error_t *err)
+{
+    size_t len = 0;
+    char *text = read_file("JWKS_FILE", a->jwks_file, RQ_JWKS_FILE_MAX, 0, &len, err), why[200];
+    rq_jwks_t *jw;
+
+    if (text == NULL)
+        return NULL;
+    jw = rq_jwks_parse(text, len, why, sizeof(why));
+    free(text);
+    if (jw == NULL)
+        fail(err, "JWKS_FILE %s: %s", a->jwks_file, why);
+    return jw;
+}
+
 /* Builds a key set from the configured sources. NULL with err on failure. */
 static rq_keyset_t *load_sources(const rq_auth_t *a, rq_auth_error_t *err)
 {
@@ -503,7 +709,7 @@ static rq_keyset_t *load_sources(const rq_auth_t *a, rq_auth_error_t *err)
 
     if (a->file != NULL) {
         size_t len = 0;
-        char *text = read_keys_file(a->file, &len, err);
+        char *text = read_file("API_KEYS_FILE", a->file, RQ_KEYS_FILE_MAX, 1, &len, err);
         if (text == NULL)
             return NULL;
         ks = rq_keyset_parse_text(text, len, a->file, err);
@@ -527,8 +733,14 @@ static rq_keyset_t *load_sources(const rq_auth_t *a, rq_auth_error_t *err)
     }
     if (ks == NULL)
         ks = keyset_new();
-    if (ks == NULL)
+    if (ks == NULL) {
         fail(err, "out of memory");
+        return NULL;
+    }
+    if (a->jwks_file != NULL && (ks->jwks = load_jwks(a, err)) == NULL) {
+        rq_keyset_free(ks);
+        return NULL;
+    }
     return ks;
 }
 
@@ -549,7 +761,42 @@ static rq_keyset_t *keyset_acquire(rq_auth_t *a)
     return ks;
 }
 
+/* strdup of s when set and not "", else NULL in *out. Returns -1 on allocation failure. */
+static int dup_opt(const char *s, char **out)
+{
+    *out = NULL;
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    *out = strdup(s);
+    return *out != NULL ? 0 : -1;
+}
+
+/* Copies the JWT options into a (a->jwks_file stays NULL without a JWKS). Returns 0, or -1
+ * with err (options missing, out of memory). */
+static int set_jwt_opts(rq_auth_t *a, const rq_auth_jwt_opts_t *jwt, rq_auth_error_t *err)
+{
+    if (jwt == NULL || jwt->jwks_file == NULL || jwt->jwks_file[0] == '\0')
+        return 0;
+    if (jwt->issuer == NULL || jwt->issuer[0] == '\0' || jwt->audience == NULL ||
+        jwt->audience[0] == '\0')
+        return fail(err, "JWKS_FILE is set: JWT_ISSUER and JWT_AUDIENCE must be set too (a "
+                         "token is accepted only from that issuer for that audience)");
+    if (dup_opt(jwt->jwks_file, &a->jwks_file) != 0 || dup_opt(jwt->issuer, &a->issuer) != 0 ||
+        dup_opt(jwt->audience, &a->audience) != 0 ||
+        dup_opt(jwt->scope_claim != NULL && jwt->scope_claim[0] ? jwt->scope_claim : "scope",
+                &a->scope_claim) != 0)
+        return fail(err, "out of memory");
+    a->leeway_s = jwt->leeway_s > 0 ? jwt->leeway_s : 0;
+    return 0;
+}
+
 rq_auth_t *rq_auth_new(const char *file, const char *list, rq_auth_error_t *err)
+{
+    return rq_auth_new_jwt(file, list, NULL, err);
+}
+
+rq_auth_t *rq_auth_new_jwt(const char *file, const char *list, const rq_auth_jwt_opts_t *jwt,
+                           rq_auth_error_t *err)
 {
     rq_auth_t *a = calloc(1, sizeof(*a));
 
@@ -558,16 +805,22 @@ rq_auth_t *rq_auth_new(const char *file, const char *list, rq_auth_error_t *err)
         return NULL;
     }
     pthread_mutex_init(&a->lock, NULL);
+    if ((a->jwt_labels = rq_labelset_new(RQ_AUTH_JWT_LABELS_MAX)) == NULL) {
+        fail(err, "out of memory");
+        goto err;
+    }
     if ((file != NULL && file[0] != '\0' && (a->file = strdup(file)) == NULL) ||
         (list != NULL && list[0] != '\0' && (a->list = strdup(list)) == NULL)) {
         fail(err, "out of memory");
         goto err;
     }
-    a->enabled = a->file != NULL || a->list != NULL;
+    if (set_jwt_opts(a, jwt, err) != 0)
+        goto err;
+    a->enabled = a->file != NULL || a->list != NULL || a->jwks_file != NULL;
     a->cur = load_sources(a, err);
     if (a->cur == NULL)
         goto err;
-    if (a->enabled && a->cur->n == 0) {
+    if ((a->file != NULL || a->list != NULL) && a->cur->n == 0) {
         fail(err, "API_KEYS holds no key");
         goto err;
     }
@@ -589,12 +842,12 @@ int rq_auth_reload(rq_auth_t *a, rq_auth_error_t *err)
     int n;
 
     if (!a->enabled)
-        return fail(err, "no API keys are configured (API_KEYS_FILE, API_KEYS): nothing to "
-                         "reload");
+        return fail(err, "no API keys are configured (API_KEYS_FILE, API_KEYS, JWKS_FILE): "
+                         "nothing to reload");
     ks = load_sources(a, err);
     if (ks == NULL)
         return -1;
-    if (ks->n == 0) {
+    if (ks->n == 0 && (a->file != NULL || a->list != NULL)) {
         rq_keyset_free(ks);
         return fail(err, "the new key set is empty; keeping the current keys");
     }
@@ -607,28 +860,191 @@ int rq_auth_reload(rq_auth_t *a, rq_auth_error_t *err)
     return n;
 }
 
-rq_auth_result_t rq_auth_check(rq_auth_t *a, const char *header, unsigned scope, char *id)
+size_t rq_auth_jwks_count(rq_auth_t *a)
+{
+    rq_keyset_t *ks;
+    size_t n;
+
+    if (a == NULL)
+        return 0;
+    ks = keyset_acquire(a);
+    n = rq_jwks_count(ks->jwks);
+    keyset_release(ks);
+    return n;
+}
+
+/* ---- principals ---- */
+
+/* Fills p from a verified token's claims. Returns 0, or -1 out of memory. */
+static int principal_from_jwt(rq_principal_t *p, const rq_jwt_claims_t *cl)
+{
+    perms_t pm = {0};
+    const char *s = cl->scopes;
+    char why[200];
+
+    while (*s != '\0') {
+        size_t n = strcspn(s, " ");
+        (void)perms_add_piece(&pm, s, n, why, sizeof(why)); /* unknown pieces are skipped */
+        s += n;
+        s += strspn(s, " ");
+    }
+    p->kind = 3;
+    p->jwt = 1;
+    snprintf(p->id, sizeof(p->id), "%s", cl->sub);
+    p->scopes = pm.scopes;
+    p->all_queues = pm.all_queues;
+    p->n_grants = pm.n;
+    p->own = pm.grants;
+    p->grants = pm.grants;
+    return 0;
+}
+
+rq_auth_result_t rq_auth_identify(rq_auth_t *a, const char *header, rq_principal_t *p)
 {
     const char *tok;
     size_t len;
     rq_keyset_t *ks;
-    rq_auth_result_t r;
     int i;
 
-    id[0] = '\0';
-    if (rq_auth_bearer_token(header, &tok, &len) != 0)
+    memset(p, 0, sizeof(*p));
+    if (rq_auth_bearer_token(header, &tok, &len) != 0) {
+        p->why = "no Bearer token";
         return RQ_AUTH_MISSING;
+    }
     ks = keyset_acquire(a);
+    /* The key match runs first and always (constant time); a JWT is tried only when no
+     * key matches, so a secret that happens to look like a JWT stays a key. */
     i = rq_keyset_match(ks, tok, len);
-    if (i < 0) {
-        r = RQ_AUTH_INVALID;
-    } else {
+    if (i >= 0) {
         const rq_api_key_t *k = &ks->keys[i];
-        memcpy(id, k->id, sizeof(k->id));
-        r = scope == 0 || (k->scopes & scope) == scope ? RQ_AUTH_OK : RQ_AUTH_FORBIDDEN;
+        p->kind = 2;
+        memcpy(p->id, k->id, sizeof(k->id));
+        p->scopes = k->scopes;
+        p->all_queues = k->all_queues;
+        p->n_grants = k->n_grants;
+        p->grants = k->grants;
+        p->hold = ks; /* the reference is released by rq_principal_clear */
+        return RQ_AUTH_OK;
+    }
+    if (ks->jwks != NULL && rq_jwt_looks_like(tok, len)) {
+        rq_jwt_policy_t pol = {a->issuer, a->audience, a->scope_claim, a->leeway_s};
+        rq_jwt_claims_t cl;
+        rq_jwt_result_t r = rq_jwt_verify(ks->jwks, &pol, tok, len, (int64_t)time(NULL), &cl);
+        keyset_release(ks);
+        p->jwt = 1;
+        if (r == RQ_JWT_OK && principal_from_jwt(p, &cl) != 0)
+            r = RQ_JWT_MALFORMED;
+        rq_jwt_claims_clear(&cl);
+        if (r != RQ_JWT_OK) {
+            rq_principal_clear(p);
+            p->jwt = 1;
+            p->why = rq_jwt_strerror(r);
+            return RQ_AUTH_INVALID;
+        }
+        return RQ_AUTH_OK;
     }
     keyset_release(ks);
+    p->why = "the token matches no API key";
+    return RQ_AUTH_INVALID;
+}
+
+void rq_principal_open(rq_principal_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->kind = 1;
+    p->scopes = RQ_SCOPE_ALL;
+    p->all_queues = RQ_QACT_ALL;
+}
+
+int rq_principal_allows(const rq_principal_t *p, unsigned endpoint_scope)
+{
+    if (p == NULL || p->kind == 0)
+        return 0;
+    return (p->scopes & endpoint_scope) == endpoint_scope;
+}
+
+int rq_principal_allows_queue(const rq_principal_t *p, rq_qaction_t act, const char *queue)
+{
+    unsigned bit;
+
+    if (p == NULL || p->kind == 0 || queue == NULL || (unsigned)act >= RQ_QACT_COUNT)
+        return 0;
+    bit = 1u << act;
+    if (p->all_queues & bit)
+        return 1;
+    for (size_t i = 0; i < p->n_grants; i++) {
+        if ((p->grants[i].acts & bit) && rq_qpattern_match(p->grants[i].pattern, queue))
+            return 1;
+    }
+    return 0;
+}
+
+int rq_principal_any_queue(const rq_principal_t *p)
+{
+    return p != NULL && p->kind != 0 && (p->all_queues != 0 || p->n_grants > 0);
+}
+
+const char *rq_principal_id(const rq_principal_t *p)
+{
+    return p != NULL ? p->id : "";
+}
+
+void rq_principal_clear(rq_principal_t *p)
+{
+    if (p == NULL)
+        return;
+    if (p->own != NULL) {
+        perms_t pm = {.n = p->n_grants, .grants = p->own};
+        perms_clear(&pm);
+    }
+    keyset_release(p->hold);
+    memset(p, 0, sizeof(*p));
+}
+
+rq_auth_result_t rq_auth_check(rq_auth_t *a, const char *header, unsigned scope, char *id)
+{
+    rq_principal_t p;
+    rq_auth_result_t r = rq_auth_identify(a, header, &p);
+
+    id[0] = '\0';
+    if (r == RQ_AUTH_OK) {
+        memcpy(id, p.id, sizeof(p.id));
+        if (!rq_principal_allows(&p, scope))
+            r = RQ_AUTH_FORBIDDEN;
+    }
+    rq_principal_clear(&p);
     return r;
+}
+
+const char *rq_auth_metric_label(rq_auth_t *a, const rq_principal_t *p)
+{
+    if (p == NULL)
+        return "";
+    if (p->kind != 3)
+        return p->id;
+    return a != NULL ? rq_labelset_pick(a->jwt_labels, p->id, RQ_AUTH_JWT_LABEL_OTHER)
+                     : RQ_AUTH_JWT_LABEL_OTHER;
+}
+
+/* Writes the permissions of k ("produce,batch,consume:orders.*") into buf. */
+static void format_key_perms(const rq_api_key_t *k, char *buf, size_t len)
+{
+    size_t pos;
+
+    rq_scope_format(k->scopes, buf, len);
+    pos = strlen(buf);
+    if ((k->scopes & RQ_SCOPE_ALL) == RQ_SCOPE_ALL && k->all_queues == RQ_QACT_ALL)
+        return;
+    for (int act = 0; act < RQ_QACT_COUNT; act++) {
+        if (k->all_queues & (1u << act) && pos < len)
+            pos += (size_t)snprintf(buf + pos, len - pos, "%s%s:*", pos ? "," : "",
+                                    qaction_names[act]);
+        for (size_t i = 0; i < k->n_grants && pos < len; i++) {
+            if (k->grants[i].acts & (1u << act))
+                pos += (size_t)snprintf(buf + pos, len - pos, "%s%s:%s", pos ? "," : "",
+                                        qaction_names[act], k->grants[i].pattern);
+        }
+    }
 }
 
 void rq_auth_describe(rq_auth_t *a, char *buf, size_t len)
@@ -643,14 +1059,17 @@ void rq_auth_describe(rq_auth_t *a, char *buf, size_t len)
         return;
     ks = keyset_acquire(a);
     for (size_t i = 0; i < ks->n && pos < len; i++) {
-        char scopes[64];
+        char scopes[256];
         int n;
-        rq_scope_format(ks->keys[i].scopes, scopes, sizeof(scopes));
+        format_key_perms(&ks->keys[i], scopes, sizeof(scopes));
         n = snprintf(buf + pos, len - pos, "%s%s[%s]", i ? ", " : "", ks->keys[i].id, scopes);
         if (n < 0)
             break;
         pos += (size_t)n;
     }
+    if (ks->jwks != NULL && pos < len)
+        snprintf(buf + pos, len - pos, "%sJWTs from %s for %s (%zu JWKS keys)", pos ? "; " : "",
+                 a->issuer, a->audience, rq_jwks_count(ks->jwks));
     keyset_release(ks);
 }
 
@@ -659,10 +1078,15 @@ void rq_auth_free(rq_auth_t *a)
     if (a == NULL)
         return;
     keyset_release(a->cur);
+    rq_labelset_free(a->jwt_labels);
     pthread_mutex_destroy(&a->lock);
     if (a->list != NULL)
         rq_wipe(a->list, strlen(a->list));
     free(a->list);
     free(a->file);
+    free(a->jwks_file);
+    free(a->issuer);
+    free(a->audience);
+    free(a->scope_claim);
     free(a);
 }

@@ -153,8 +153,37 @@ static json_t *describe(const amqp_message_t *msg)
 /* Room kept for the page's fields around "messages" (the queue name is at most 255 bytes). */
 #define PAGE_ENVELOPE_BYTES 600
 
+/* 1 when err is the broker's 404 of a passive declare (the queue does not exist). */
+static int is_not_found(const char *err)
+{
+    return strstr(err, "channel closed by broker: 404") != NULL;
+}
+
+/* For a per-queue call: queue itself must exist (a passive declare), so that an unknown
+ * queue is a 404 rather than an unknown DLQ. Returns 0, or -1 with err and *not_found. */
+static int queue_exists(amqp_connection_state_t conn, const char *queue, int *not_found, char *err,
+                        size_t errlen)
+{
+    size_t depth;
+
+    if (queue_depth(conn, queue, &depth, err, errlen) == 0)
+        return 0;
+    if (not_found != NULL && is_not_found(err)) {
+        *not_found = 1;
+        rq_errf(err, errlen, "no queue %s", queue);
+    }
+    return -1;
+}
+
 json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
                     const rq_dlq_stop_t *stop, char *err, size_t errlen)
+{
+    return rq_dlq_peek_queue(cfg, NULL, offset, limit, max_bytes, stop, NULL, err, errlen);
+}
+
+json_t *rq_dlq_peek_queue(const RabbitMQConfig *cfg, const char *queue, size_t offset, size_t limit,
+                          size_t max_bytes, const rq_dlq_stop_t *stop, int *not_found, char *err,
+                          size_t errlen)
 {
     int64_t start_ns = rq_mono_ns();
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
@@ -165,7 +194,12 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
 
     if (conn == NULL)
         return NULL;
-    rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
+    if (queue == NULL)
+        rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
+    else if (queue_exists(conn, queue, not_found, err, errlen) != 0)
+        goto out;
+    else
+        snprintf(dlq, sizeof(dlq), "%s.dlq", queue);
     if (queue_depth(conn, dlq, &count, err, errlen) != 0)
         goto out;
     list = json_array();
@@ -299,8 +333,7 @@ int rq_dlq_replay_headers(const amqp_table_t *in, amqp_table_t *out)
 
 /* Republishes one dead-lettered message to the request queue with its relayq attempt
  * counters and the broker's x-death history removed. Returns an amqp_status_enum. */
-static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
-                     const amqp_message_t *msg)
+static int republish(amqp_connection_state_t conn, const char *queue, const amqp_message_t *msg)
 {
     amqp_basic_properties_t props = msg->properties;
     amqp_table_t headers;
@@ -314,8 +347,8 @@ static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
     props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
     props._flags &= ~AMQP_BASIC_EXPIRATION_FLAG;
     /* mandatory: a copy with no queue to go to comes back (basic.return), never "moved" */
-    rc = amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes,
-                            amqp_cstring_bytes(cfg->request_queue), /*mandatory=*/1,
+    rc = amqp_basic_publish(conn, PUBLISH_CHANNEL, amqp_empty_bytes, amqp_cstring_bytes(queue),
+                            /*mandatory=*/1,
                             /*immediate=*/0, &props, msg->body);
     free(headers.entries);
     return rc;
@@ -324,7 +357,15 @@ static int republish(amqp_connection_state_t conn, const RabbitMQConfig *cfg,
 long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
                   const rq_dlq_stop_t *stop, int *partial, char *err, size_t errlen)
 {
+    return rq_dlq_retry_queue(cfg, NULL, count, remaining, stop, partial, NULL, err, errlen);
+}
+
+long rq_dlq_retry_queue(const RabbitMQConfig *cfg, const char *queue, size_t count,
+                        size_t *remaining, const rq_dlq_stop_t *stop, int *partial, int *not_found,
+                        char *err, size_t errlen)
+{
     amqp_connection_state_t conn = rq_amqp_open(cfg, err, errlen);
+    const char *target = queue != NULL ? queue : cfg->request_queue;
     char dlq[300];
     size_t depth = 0;
     long moved = -1, done = 0;
@@ -334,7 +375,12 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
         *partial = 0;
     if (conn == NULL)
         return -1;
-    rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
+    if (queue == NULL)
+        rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
+    else if (queue_exists(conn, queue, not_found, err, errlen) != 0)
+        goto out;
+    else
+        snprintf(dlq, sizeof(dlq), "%s.dlq", queue);
     if (queue_depth(conn, dlq, &depth, err, errlen) != 0)
         goto out;
     if (count == 0 || count > depth)
@@ -363,7 +409,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
                 goto out;
             if (rc == 0)
                 break;
-            rc = republish(conn, cfg, &msg);
+            rc = republish(conn, target, &msg);
             amqp_destroy_message(&msg);
             if (rc != AMQP_STATUS_OK) {
                 rq_errf(err, errlen, "basic.publish: %s", amqp_error_string2(rc));
@@ -375,7 +421,7 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
         if (batch == 0)
             break;
         /* Confirmed in the request queue: only now remove them from the DLQ. */
-        if (wait_confirms(conn, cfg->request_queue, &confirmed, published, err, errlen) != 0)
+        if (wait_confirms(conn, target, &confirmed, published, err, errlen) != 0)
             goto out;
         if (amqp_basic_ack(conn, RQ_AMQP_CHANNEL, last_get, /*multiple=*/1) != AMQP_STATUS_OK) {
             rq_errf(err, errlen, "basic.ack on the DLQ failed");
@@ -417,12 +463,18 @@ static void run_job(rq_dlq_worker_t *w, rq_dlq_job_t *job)
         stop.deadline_ns = rq_mono_ns() + (int64_t)job->budget_ms * 1000000;
     job->result = NULL;
     job->error[0] = '\0';
+    job->not_found = 0;
+    if (job->kind == RQ_DLQ_RUN) {
+        job->run(job, &stop);
+        return;
+    }
     if (job->kind == RQ_DLQ_PEEK) {
-        job->result = rq_dlq_peek(w->cfg, job->offset, job->limit, RQ_DLQ_PAGE_MAX_BYTES, &stop,
-                                  job->error, sizeof(job->error));
+        job->result =
+            rq_dlq_peek_queue(w->cfg, job->queue, job->offset, job->limit, RQ_DLQ_PAGE_MAX_BYTES,
+                              &stop, &job->not_found, job->error, sizeof(job->error));
     } else {
-        moved = rq_dlq_retry(w->cfg, job->count, &remaining, &stop, &partial, job->error,
-                             sizeof(job->error));
+        moved = rq_dlq_retry_queue(w->cfg, job->queue, job->count, &remaining, &stop, &partial,
+                                   &job->not_found, job->error, sizeof(job->error));
         if (moved >= 0)
             job->result =
                 json_pack("{s:s,s:I,s:I,s:b}", "status", "success", "moved", (json_int_t)moved,

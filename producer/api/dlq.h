@@ -70,6 +70,17 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
 long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
                   const rq_dlq_stop_t *stop, int *partial, char *err, size_t errlen);
 
+/* rq_dlq_peek() and rq_dlq_retry() for the DLQ "<queue>.dlq" of any queue of the queue
+ * service (and back to `queue`); queue NULL: the default queue (REQUEST_QUEUE), exactly the
+ * calls above. With a queue, the queue itself must exist: when it does not, the call fails
+ * with *not_found (may be NULL) set to 1 and "no queue <queue>" in err. */
+json_t *rq_dlq_peek_queue(const RabbitMQConfig *cfg, const char *queue, size_t offset, size_t limit,
+                          size_t max_bytes, const rq_dlq_stop_t *stop, int *not_found, char *err,
+                          size_t errlen);
+long rq_dlq_retry_queue(const RabbitMQConfig *cfg, const char *queue, size_t count,
+                        size_t *remaining, const rq_dlq_stop_t *stop, int *partial, int *not_found,
+                        char *err, size_t errlen);
+
 /* The headers of a replayed message: every entry of `in` (may be NULL: no headers) but the
  * broker's dead-letter history (x-death, x-first-death-*, x-last-death-*) and relayq's own
  * counters and reasons (x-relayq-* but the dedup key x-relayq-uid, which stays), followed by
@@ -78,12 +89,17 @@ long rq_dlq_retry(const RabbitMQConfig *cfg, size_t count, size_t *remaining,
  * memory (*out untouched). */
 int rq_dlq_replay_headers(const amqp_table_t *in, amqp_table_t *out);
 
-typedef enum { RQ_DLQ_PEEK = 0, RQ_DLQ_RETRY } rq_dlq_kind_t;
+/* RQ_DLQ_RUN: any broker job of the worker's owner (the queue service's admin calls): the
+ * worker calls job->run(job, stop) on its thread, which fills the results itself. */
+typedef enum { RQ_DLQ_PEEK = 0, RQ_DLQ_RETRY, RQ_DLQ_RUN } rq_dlq_kind_t;
 
-/* One GET /dlq or POST /dlq/retry for the worker. The submitter owns the memory and keeps it
- * valid until done() has run. */
+/* One GET /dlq or POST /dlq/retry (or another broker job) for the worker. The submitter owns
+ * the memory and keeps it valid until done() has run. */
 typedef struct rq_dlq_job {
     rq_dlq_kind_t kind;
+    const char *queue; /* PEEK, RETRY: the queue whose DLQ (borrowed); NULL: REQUEST_QUEUE */
+    void (*run)(struct rq_dlq_job *job, const rq_dlq_stop_t *stop); /* RQ_DLQ_RUN */
+    int not_found;        /* result: 1 when `queue` does not exist */
     size_t offset, limit; /* RQ_DLQ_PEEK */
     size_t count;         /* RQ_DLQ_RETRY: 0 moves all */
     int budget_ms;        /* the job's time budget from when it starts running; 0: none */

@@ -11,6 +11,8 @@
 
 #include "hmap.h"
 #include "list.h"
+#include "sha256.h"
+#include "util.h"
 
 void rq_bucket_init(rq_bucket_t *b, double burst, int64_t now_ns)
 {
@@ -158,4 +160,58 @@ int rq_ratelimit_client_key(const struct sockaddr *sa, char *buf, size_t len)
     }
     snprintf(buf, len, "ip:?");
     return -1;
+}
+
+void rq_ratelimit_name_key(const char *prefix, const char *name, char *buf, size_t len)
+{
+    uint8_t d[RQ_SHA256_LEN];
+    char hex[2 * RQ_SHA256_LEN + 1];
+
+    if (strlen(prefix) + strlen(name) < len && strlen(prefix) + strlen(name) < RQ_CLIENT_KEY_MAX) {
+        snprintf(buf, len, "%s%s", prefix, name);
+        return;
+    }
+    rq_sha256(name, strlen(name), d);
+    rq_hex_encode(d, sizeof(d), hex);
+    snprintf(buf, len, "%.8s#%s", prefix, hex);
+}
+
+struct rq_labelset {
+    pthread_mutex_t lock;
+    size_t max;
+    rq_hmap_t *map; /* value -> (void *)1 */
+};
+
+rq_labelset_t *rq_labelset_new(size_t max)
+{
+    rq_labelset_t *ls = calloc(1, sizeof(*ls));
+
+    if (ls == NULL || max == 0 || (ls->map = rq_hmap_new(max)) == NULL) {
+        free(ls);
+        return NULL;
+    }
+    pthread_mutex_init(&ls->lock, NULL);
+    ls->max = max;
+    return ls;
+}
+
+const char *rq_labelset_pick(rq_labelset_t *ls, const char *value, const char *overflow)
+{
+    const char *r = overflow;
+
+    pthread_mutex_lock(&ls->lock);
+    if (rq_hmap_get(ls->map, value) != NULL ||
+        (rq_hmap_len(ls->map) < ls->max && rq_hmap_put(ls->map, value, (void *)1) == 0))
+        r = value;
+    pthread_mutex_unlock(&ls->lock);
+    return r;
+}
+
+void rq_labelset_free(rq_labelset_t *ls)
+{
+    if (ls == NULL)
+        return;
+    rq_hmap_free(ls->map);
+    pthread_mutex_destroy(&ls->lock);
+    free(ls);
 }

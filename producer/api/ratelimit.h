@@ -54,4 +54,26 @@ void rq_ratelimit_free(rq_ratelimit_t *rl);
  * then "ip:?"). */
 int rq_ratelimit_client_key(const struct sockaddr *sa, char *buf, size_t len);
 
+/* Writes the rate-limit key of a name (a queue) into buf (len >= RQ_CLIENT_KEY_MAX):
+ * prefix + name when it fits, else prefix + "#" + the SHA-256 hex of name (so two long
+ * names never share a bucket by a common beginning). */
+void rq_ratelimit_name_key(const char *prefix, const char *name, char *buf, size_t len);
+
+/* ---- bounded label values ---- */
+
+/* The first `max` distinct values seen keep their own metric label; later ones share an
+ * overflow label, so that names a client makes up cannot grow the label sets without
+ * bound. */
+typedef struct rq_labelset rq_labelset_t;
+
+/* A new set admitting max (>= 1) values; NULL on allocation failure. */
+rq_labelset_t *rq_labelset_new(size_t max);
+
+/* Returns value when it is (or now becomes) one of the admitted values, else overflow.
+ * Thread-safe; the returned pointer is value or overflow itself. */
+const char *rq_labelset_pick(rq_labelset_t *ls, const char *value, const char *overflow);
+
+/* Frees the set. NULL is a no-op. */
+void rq_labelset_free(rq_labelset_t *ls);
+
 #endif

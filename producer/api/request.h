@@ -3,9 +3,24 @@
  * Pure functions (no I/O), so they are unit-tested table-driven and fuzzed.
  *
  * Single:  {"id"?: string, "payload": any, "processing_time"?: number, "fail_times"?: int,
+ *           "priority"?: int, "ttl_ms"?: int, "delay_ms"?: int, "headers"?: {string: string},
  *           "wait"?: bool}
  * Batch:   {"messages": [item, ...], "wait"?: bool}   (items as single, without "wait")
+ * Either (POST /queues/{id}/messages, RQ_PARSE_AUTO): a batch when the object has "messages"
+ * and no "payload", else a single message.
  * Every item is validated before anything is published: one bad item rejects the batch.
+ * Members not named here are ignored (as they always were).
+ *
+ * Per message (issue 16), each an integer written as one (no fraction or exponent):
+ *   priority  0..255: the AMQP priority property (only queues with x-max-priority order by it)
+ *   ttl_ms    1..2147483647: the per-message expiration property ("<ttl_ms>")
+ *   delay_ms  1..86400000: delivered that much later, through the queue's delay bucket
+ *             (rq_qname_delay_bucket: rounded up to 2 significant digits); not with ttl_ms
+ *             (the broker's dead-lettering out of the delay queue would apply the expiration
+ *             from the wrong moment or drop it): 400
+ *   headers   an object of string values, passed through as AMQP 'S' headers, within the
+ *             bounds of wire.h (RQ_WIRE_USER_HEADERS_*), names not reserved
+ *             (rq_wire_header_reserved(): 400 naming the header)
  *
  * Payloads pass through unchanged: the payload's bytes as the client sent them (0.1, 19.99,
  * 1e-7, integers of any length, escapes, whitespace inside the value) are what
@@ -20,7 +35,13 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "wire.h"
+
 #define RQ_MAX_ID_LEN 255 /* an AMQP short string (message_id of the reply, store key) */
+#define RQ_PRIORITY_MAX 255
+#define RQ_TTL_MAX_MS 2147483647LL
+#define RQ_ITEM_DELAY_MAX_MS 86400000LL /* = RQ_DELAY_MAX_MS (qname.h) */
+#define RQ_PARSE_AUTO 2                 /* rq_request_parse()'s `batch`: decided by the body */
 
 typedef struct rq_limits {
     size_t max_batch;           /* more items -> 413 */
@@ -35,13 +56,21 @@ typedef struct rq_item {
     char *payload_raw; /* heap, owned: the payload's bytes as sent (no surrounding whitespace), */
     size_t payload_raw_len; /* NUL-terminated; what rq_item_encode() publishes */
     double processing_time;
-    long long fail_times; /* -1 when absent */
+    long long fail_times;      /* -1 when absent */
+    int priority;              /* 0..RQ_PRIORITY_MAX; -1 when absent */
+    long long ttl_ms;          /* 1..RQ_TTL_MAX_MS; 0 when absent */
+    long long delay_ms;        /* 1..RQ_ITEM_DELAY_MAX_MS; 0 when absent */
+    rq_wire_header_t *headers; /* heap, owned: nheaders client headers, in the body's order */
+    size_t nheaders;
+    /* raw bodies (rq_request_raw): the request's Content-Type (heap, owned), and then
+     * payload_raw is the message's body itself, published verbatim; NULL for JSON items */
+    char *content_type;
 } rq_item_t;
 
 typedef struct rq_request {
     json_t *root; /* owned */
-    int batch;
-    int wait; /* "wait": true in the body */
+    int batch;    /* 0 or 1 (RQ_PARSE_AUTO resolved) */
+    int wait;     /* "wait": true in the body */
     size_t n;
     rq_item_t *items; /* n items, owned */
 } rq_request_t;
@@ -58,7 +87,8 @@ typedef struct rq_request_error {
  * before json_loadb() sees hostile input; it does not validate the text. Pure. */
 int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
 
-/* Parses body[0..len) (need not be NUL-terminated) into *req. Returns 0, or -1 with err
+/* Parses body[0..len) (need not be NUL-terminated) into *req; `batch` is 0 (POST /produce),
+ * 1 (POST /batch-produce) or RQ_PARSE_AUTO (POST /queues/{id}/messages). Returns 0, or -1 with err
  * filled (status 400 for malformed JSON, nesting deeper than lim->max_depth, invalid UTF-8,
  * wrong types, missing payload, a bad batch item — naming its index; 413 for too many batch
  * items; err->limit names the abuse limit hit, if any; 400 "out of memory" when an allocation
@@ -74,6 +104,26 @@ int rq_request_parse(const char *body, size_t len, int batch, const rq_limits_t 
  * and every refusal, goes through rq_request_parse(). Pure, thread-safe. */
 int rq_request_parse_fast(const char *body, size_t len, int batch, const rq_limits_t *lim,
                           rq_request_t *req, rq_request_error_t *err);
+
+/* The options of a raw body (a request whose Content-Type is not JSON), as the request gave
+ * them: strings borrowed, NULL when absent. */
+typedef struct rq_raw_opts {
+    const char *content_type; /* required: the request's Content-Type, verbatim */
+    const char *message_id;   /* the Message-Id request header; NULL: a new UUID */
+    const char *priority;     /* the query parameters ?priority=&ttl_ms=&delay_ms= */
+    const char *ttl_ms;
+    const char *delay_ms;
+    const rq_wire_header_t *headers; /* Message-Header-<name> request headers: names without */
+    size_t nheaders;                 /* the prefix, as sent (lowercased here); values */
+} rq_raw_opts_t;
+
+/* Makes *req one message whose body is body[0..len) verbatim (copied) with o's options,
+ * validated as the JSON fields are (decimal integers without sign; the same bounds, reserved
+ * names and ttl_ms/delay_ms rule; header names lowercased). Returns 0, or -1 with err (400:
+ * an empty body, a Content-Type or Message-Id over 255 bytes, a bad option naming it). *req
+ * is zeroed on error. Pure. */
+int rq_request_raw(const char *body, size_t len, const rq_raw_opts_t *o, rq_request_t *req,
+                   rq_request_error_t *err);
 
 /* Frees what *req owns and zeroes it. Safe on a zeroed struct. */
 void rq_request_clear(rq_request_t *req);

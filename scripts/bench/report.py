@@ -466,6 +466,53 @@ def conc_section(facts, clk, base, kind, res, checks, targets, rows, notes):
                          "PASS" if okt else "MISS"))
 
 
+def pull_section(facts, res, checks, targets, rows, ratio):
+    """10. pull consumption (scripts/bench/pull.py's JSON): the broker's own consume rate, the
+    pull rate against it (target >= 50 %), the batch ack's latency (target p99 <= 10 ms)."""
+    path = facts.get("pull.out")
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            pr = json.load(f)
+    except (OSError, ValueError):
+        checks.append({"step": "10 pull", "result": "MISMATCH",
+                       "detail": "no figures (see %s)" % path.replace(".json", ".log")})
+        return
+    res["pull"] = pr
+    bc = (pr.get("broker_consume") or {}).get("rate")
+    rate, share = pr.get("pull_rate"), pr.get("pull_vs_consume")
+    lat = pr.get("ack_latency_ms") or {}
+    w = pr.get("pull") or {}
+    errs = (w.get("other") or 0) + (w.get("ack_failures") or 0) + (lat.get("errors") or 0)
+    okr = share is not None and share >= 0.5
+    okl = lat.get("p99") is not None and lat["p99"] <= 10.0
+    targets.append({"name": "pull consumption (100 per GET, batch acks)",
+                    "target": ">=50% of the broker's consume rate",
+                    "value": "%s msg/s = %.0f%% of %s msg/s" % (rate, 100 * (share or 0), bc),
+                    "result": "PASS" if okr else "MISS"})
+    targets.append({"name": "batch ack latency (100 acks a request)", "target": "p99<=10 ms",
+                    "value": "p50 %s ms, p99 %s ms" % (lat.get("p50"), lat.get("p99")),
+                    "result": "PASS" if okl else "MISS"})
+    rows.append(("10", "broker's own consume rate (basic.consume, prefetch 1000)",
+                 fmt_rate(bc, " msg/s"), fmt_pct(ratio(bc)) if ratio(bc) else "-", None, None,
+                 None, "-", "", ""))
+    rows.append(("10", "pull: GET max=100 + batch ack, c=%s (%s of consume)"
+                 % (pr.get("connections"), fmt_pct(share) if share is not None else "-"),
+                 fmt_rate(rate, " msg/s"), fmt_pct(ratio(rate)) if ratio(rate) else "-",
+                 w.get("latency_p50_ms"), w.get("latency_p99_ms"), None, "%d" % errs,
+                 ">=50% of consume", "PASS" if okr else "MISS"))
+    srv = pr.get("ack_latency_server") or {}
+    rows.append(("10", "batch ack of 100 (probe, %s samples; server: p50<=%s ms, p99<=%s ms)"
+                 % (lat.get("samples"), srv.get("p50_le_ms"), srv.get("p99_le_ms")), "-", "-",
+                 lat.get("p50"), lat.get("p99"), None, "%d" % (lat.get("errors") or 0),
+                 "p99<=10 ms", "PASS" if okl else "MISS"))
+    ok = w.get("other", 1) == 0 and w.get("ack_failures", 1) == 0
+    checks.append({"step": "10 pull", "result": "OK" if ok else "MISMATCH",
+                   "detail": "%s messages acked in %s batch acks, %s failed, %s other statuses"
+                   % (w.get("acks"), w.get("ack_requests"), w.get("ack_failures"), w.get("other"))})
+
+
 def summarize(d):
     facts = load_facts(d)
     clk = tofloat(facts.get("meta.clk_tck"), 100.0)
@@ -745,6 +792,7 @@ def summarize(d):
         rows.append(("9", "failover: kill -9 the producer's node x%d, next 201"
                      % res["failover"]["kills"], "-", "-", fo50 * 1000, fomax * 1000, None, "-",
                      "max<=5 s", "PASS" if okf else "MISS"))
+    pull_section(facts, res, checks, targets, rows, ratio)
     res["targets"] = targets
     res["checks"] = checks
     res["cpu_by_step"] = cpu_table(res)
@@ -807,6 +855,9 @@ def cpu_table(res):
     t = res.get("tail", {})
     if t.get("status") == "ran":
         add("5 file tail", dict(t, wall_s=t.get("seconds")), t.get("lines"))
+    pr = res.get("pull")
+    if pr and "cpu_s" in pr:
+        add("10 pull", pr, pr.get("acked_total"))
     for dr in res.get("drain", []):
         add("7 drain %s" % ("file" if dr["output_file"] else "plain"),
             dict(dr, wall_s=dr.get("seconds")), dr.get("count"))

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The system test against the ASan+UBSan build: a private broker, the sanitizer builds of the
 # producer (with an INPUT_FILE) and the consumer (with an OUTPUT_FILE), scripts/test_system.py
-# (health, produce, batch, load, wait replies, bad requests), tailed lines, then SIGTERM.
+# (health, produce, batch, load, wait replies, bad requests), tailed lines, then SIGTERM; then
+# the queue service's and the OAuth2 tests (issue 16) against ASan producers of their own, at
+# once.
 # Fails on any test failure, a non-zero exit, or any sanitizer report in the service logs.
 #
 #   ASAN_DIR=build-asan bash tests/integration/asan_system.sh
@@ -19,6 +21,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 TMP=$(mktemp -d /tmp/relayq-asan.XXXXXX)
 chmod 755 "$TMP"
 BROKER_PORT=$(free_broker_port)
+MGMT_PORT=$(free_port)
 PPORT=$(free_port)
 CPORT=$(free_port)
 pid_p='' pid_c='' broker=''
@@ -37,7 +40,7 @@ wait_ready() { # URL
 	return 1
 }
 
-if "$root/scripts/broker.sh" start "$TMP/broker" "$BROKER_PORT" >"$TMP/broker.out" 2>&1; then
+if "$root/scripts/broker.sh" start "$TMP/broker" "$BROKER_PORT" "$MGMT_PORT" >"$TMP/broker.out" 2>&1; then
 	broker=1
 	pass "broker started on 127.0.0.1:$BROKER_PORT"
 else
@@ -74,6 +77,26 @@ for name in producer consumer; do
 	if [ "$rc" -eq 0 ]; then pass "ASan $name exits 0 on SIGTERM"; else fail "ASan $name exits 0 on SIGTERM" "exit $rc"; fi
 done
 pid_p='' pid_c=''
+# The queue service under the sanitizers: each test starts its own ASan producers on this
+# broker, checks their exit status and that their logs hold no sanitizer report.
+qpids=()
+for t in test_queues_admin test_queues_produce test_queues_pull test_queues_replicas test_jwt; do
+	margs=(--mgmt-port "$MGMT_PORT")
+	[ $t = test_jwt ] && margs=()
+	timeout -k 5 240 "$PY" "$here/$t.py" --bin "$bin" --amqp-port "$BROKER_PORT" "${margs[@]}" \
+		--work "$TMP/$t" >"$TMP/$t.out" 2>&1 &
+	qpids+=("$t:$!")
+done
+for tp in "${qpids[@]}"; do
+	rc=0
+	wait "${tp#*:}" || rc=$?
+	res=$(grep -E '^ *[0-9]+ passed, [0-9]+ failed$' "$TMP/${tp%%:*}.out" | tail -n 1)
+	if [ "$rc" -eq 0 ]; then
+		pass "${tp%%:*}.py against the ASan producer ($res)"
+	else
+		fail "${tp%%:*}.py against the ASan producer" "exit $rc; $res; $(grep -E '^FAIL' "$TMP/${tp%%:*}.out" | head -n 3 | tr '\n' ' ')"
+	fi
+done
 if grep -lE 'AddressSanitizer|LeakSanitizer|runtime error:' "$TMP"/producer.log "$TMP"/consumer.log >/dev/null 2>&1; then
 	fail "no sanitizer reports" "$(grep -hE 'ERROR|runtime error' "$TMP"/*.log | head -n 5)"
 else

@@ -62,6 +62,42 @@ step() {
 	fi
 }
 
+# pstep NAME SECONDS CMD...: queues a step to run beside the others queued; run_psteps runs
+# them all at once (each bounded in time, on its own producers and queues of this broker),
+# then prints each one's output and counts one check each, as step does.
+P_NAMES=() P_LIMITS=() P_CMDS=()
+pstep() {
+	P_NAMES+=("$1")
+	P_LIMITS+=("$2")
+	shift 2
+	P_CMDS+=("$(printf '%q ' "$@")")
+}
+run_psteps() {
+	local i rc sub pids=()
+	for i in "${!P_NAMES[@]}"; do
+		(
+			eval "timeout -k 5 ${P_LIMITS[$i]} ${P_CMDS[$i]}" >"$TMP/pstep.$i.out" 2>&1
+			echo $? >"$TMP/pstep.$i.rc"
+		) &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	for i in "${!P_NAMES[@]}"; do
+		log "step (run beside the others): ${P_NAMES[$i]}"
+		sed 's/^/    /' "$TMP/pstep.$i.out"
+		rc=$(cat "$TMP/pstep.$i.rc" 2>/dev/null || echo 1)
+		sub=$(grep -E '^ *[0-9]+ passed, [0-9]+ failed$' "$TMP/pstep.$i.out" | tail -n 1 | tr -s ' ')
+		if [ "$rc" = 0 ]; then
+			pass "${P_NAMES[$i]}${sub:+ ($sub)}"
+		elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+			fail "${P_NAMES[$i]}" "timed out after ${P_LIMITS[$i]} s"
+		else
+			fail "${P_NAMES[$i]}${sub:+ ($sub)}" "exit status $rc"
+		fi
+	done
+	P_NAMES=() P_LIMITS=() P_CMDS=()
+}
+
 log "relayq integration tests (build: $BUILD_DIR, scratch: $TMP)"
 for b in producer consumer; do
 	if [ ! -x "$bin/$b" ]; then
@@ -73,8 +109,10 @@ done
 pass "binaries present in $bin"
 
 BROKER_PORT=${BROKER_PORT:-$(free_broker_port)}
-log "step: start broker on 127.0.0.1:$BROKER_PORT"
-if "$root/scripts/broker.sh" start "$broker_dir" "$BROKER_PORT" >"$TMP/broker-start.log" 2>&1; then
+# The management plugin too: the queue service lists queues and unacked counts through it.
+MGMT_PORT=${MGMT_PORT:-$(free_port)}
+log "step: start broker on 127.0.0.1:$BROKER_PORT (management :$MGMT_PORT)"
+if "$root/scripts/broker.sh" start "$broker_dir" "$BROKER_PORT" "$MGMT_PORT" >"$TMP/broker-start.log" 2>&1; then
 	broker_started=1
 	pass "broker started on 127.0.0.1:$BROKER_PORT"
 else
@@ -82,6 +120,14 @@ else
 	fail "broker started" "$(tail -n 5 "$TMP/broker-start.log" | tr '\n' ' ')"
 	summary
 	exit 1
+fi
+# With the soft limit of 1024 files, RabbitMQ's file handle cache runs out after a few hundred
+# queues and connections, and every new connection then hangs in its handshake.
+nofile=$(awk '/^Max open files/ { print $4 }' "/proc/$(cat "$broker_dir/rabbitmq.pid")/limits" 2>/dev/null)
+if [ "${nofile:-0}" -ge 4096 ] 2>/dev/null; then
+	pass "broker may open $nofile files (>= 4096)"
+else
+	fail "broker may open at least 4096 files" "soft limit ${nofile:-unknown} (scripts/broker.sh sets it through /etc/security/limits.d)"
 fi
 
 PRODUCER_PORT=$(free_port)
@@ -147,6 +193,25 @@ step "security: AMQPS and HTTPS with a throw-away CA (tests/integration/test_tls
 	env BUILD_DIR="$BUILD_DIR" WORK="$TMP/tls" bash "$here/test_tls.sh"
 step "security: produce/consume/reply under valgrind memcheck (tests/integration/test_valgrind.sh)" 240 \
 	env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER_PORT" WORK="$TMP/valgrind" bash "$here/test_valgrind.sh"
+
+# Issue 16: OAuth2 tokens and the queue service (queues as resources, messages in with
+# options, pull with leases, two replicas), each against producers of its own on this broker
+# and its management API, all at once (most of their time is spent waiting on leases and
+# delays).
+pstep "security: OAuth2 JWTs (RS256/ES256, JWKS rotation on SIGHUP), per-queue scopes and rate limits (tests/integration/test_jwt.py)" 180 \
+	"$PY" "$here/test_jwt.py" --bin "$bin" --amqp-port "$BROKER_PORT" --work "$TMP/jwt"
+
+pstep "queue service: admin routes, per-queue topology and DLQ (tests/integration/test_queues_admin.py)" 180 \
+	"$PY" "$here/test_queues_admin.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-admin"
+pstep "queue service: POST /queues/{id}/messages, priority/ttl_ms/delay_ms/headers, raw bodies, 404 unknown queue (test_queues_produce.py)" 240 \
+	"$PY" "$here/test_queues_produce.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-produce"
+pstep "queue service: pull with leases, ack/nack/extend, expiry, long-poll, kill -9 (test_queues_pull.py)" 180 \
+	"$PY" "$here/test_queues_pull.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-pull"
+pstep "queue service: two replicas, acks forwarded to the lease's holder, holder killed (test_queues_replicas.py)" 120 \
+	"$PY" "$here/test_queues_replicas.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-replicas"
+pstep "queue service review: create race, delayed load, DELETE vs delay buckets, foreign DELETE without mgmt, raw/CC headers, max delay, bucket type, frame_max 4096 + TLS (test_queues_r2.py)" 420 \
+	"$PY" "$here/test_queues_r2.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-r2"
+run_psteps
 
 if [ -f "$here/test_consumer.sh" ]; then
 	BROKER2_PORT=$(free_broker_port)

@@ -199,6 +199,10 @@ Test(config, defaults_match_the_header)
     cr_expect_eq(c.message_store_size, 10000);
     cr_expect_eq(c.max_pending, 100000);
     cr_expect_eq(c.http_threads, 2);
+    cr_expect_eq(c.lease_max_outstanding, 10000);
+    cr_expect_eq(c.lease_max_bytes, 67108864);
+    cr_expect_eq(c.lease_max_waiters, 1000);
+    cr_expect_eq(c.lease_idle_ms, 5000);
     cr_expect_str_eq(c.input_file, "");
     cr_expect_str_eq(c.tail_state_dir, "tail-state");
     cr_expect_str_eq(c.tail_from, "head");
@@ -242,6 +246,7 @@ static const struct {
     {"RABBITMQ_TLS_CERT", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
     {"RABBITMQ_TLS_KEY", RQ_CFG_STRING, 0, 0, RQ_SVC_ALL},
     {"RABBITMQ_TLS_VERIFY", RQ_CFG_BOOL, 0, 0, RQ_SVC_ALL},
+    {"RABBITMQ_MANAGEMENT_URL", RQ_CFG_STRING, 0, 1024, RQ_SVC_PRODUCER},
     {"HTTP_CONNECTION_TIMEOUT_S", RQ_CFG_INT, 0, 86400, RQ_SVC_ALL},
     {"HTTP_MAX_CONNECTIONS", RQ_CFG_INT, 1, 1000000, RQ_SVC_ALL},
     {"HTTP_MAX_CONNECTIONS_PER_IP", RQ_CFG_INT, 0, 1000000, RQ_SVC_ALL},
@@ -259,11 +264,22 @@ static const struct {
     {"MESSAGE_STORE_SIZE", RQ_CFG_INT, 0, 10000000, RQ_SVC_PRODUCER},
     {"MAX_PENDING", RQ_CFG_INT, 1, 10000000, RQ_SVC_PRODUCER},
     {"HTTP_THREADS", RQ_CFG_INT, 1, 64, RQ_SVC_PRODUCER},
+    {"LEASE_MAX_OUTSTANDING", RQ_CFG_INT, 1, 1000000, RQ_SVC_PRODUCER},
+    {"LEASE_MAX_BYTES", RQ_CFG_INT64, 1048576, 17179869184LL, RQ_SVC_PRODUCER},
+    {"LEASE_MAX_WAITERS", RQ_CFG_INT, 1, 100000, RQ_SVC_PRODUCER},
+    {"LEASE_IDLE_MS", RQ_CFG_INT, 100, 600000, RQ_SVC_PRODUCER},
     {"API_KEYS_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"API_KEYS", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"RATE_LIMIT_RPS", RQ_CFG_DOUBLE, 0, 1000000, RQ_SVC_PRODUCER},
     {"RATE_LIMIT_BURST", RQ_CFG_INT, 0, 1000000, RQ_SVC_PRODUCER},
     {"RATE_LIMIT_MAX_CLIENTS", RQ_CFG_INT, 16, 10000000, RQ_SVC_PRODUCER},
+    {"QUEUE_RATE_LIMIT_RPS", RQ_CFG_DOUBLE, 0, 1000000, RQ_SVC_PRODUCER},
+    {"QUEUE_RATE_LIMIT_BURST", RQ_CFG_INT, 0, 1000000, RQ_SVC_PRODUCER},
+    {"JWKS_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"JWT_ISSUER", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"JWT_AUDIENCE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"JWT_SCOPE_CLAIM", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
+    {"JWT_LEEWAY_S", RQ_CFG_INT, 0, 3600, RQ_SVC_PRODUCER},
     {"MAX_JSON_DEPTH", RQ_CFG_INT, 1, 1000, RQ_SVC_PRODUCER},
     {"INPUT_FILE", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},
     {"TAIL_STATE_DIR", RQ_CFG_STRING, 0, 0, RQ_SVC_PRODUCER},

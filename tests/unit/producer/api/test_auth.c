@@ -103,7 +103,10 @@ Test(auth, bad_entries_name_the_line_and_never_echo_the_secret)
         {"a:" SECRET_A ":\n", "unknown scope \"\""},
         {"a:" SECRET_A ":produce,\n", "unknown scope \"\""},
         {"a:" SECRET_A ":write\n", "unknown scope \"write\""},
-        {"a:" SECRET_A ":produce:batch\n", "unknown scope"},
+        {"a:" SECRET_A ":batch:orders\n", "unknown scope"}, /* batch is no queue action */
+        {"a:" SECRET_A ":produce:orders/eu\n", "bad queue pattern"},
+        {"a:" SECRET_A ":consume:\n", "bad queue pattern"},
+        {"produce:" SECRET_A "\n", "the key id produce is reserved"},
         {"a:sha256:abc\n", "64 hex digits"},
         {"a:sha256:" SECRET_A SECRET_A SECRET_A "\n", "64 hex digits"},
         {"a:" SECRET_A "\na:" SECRET_B "\n", "keys.txt:2: key id a is listed twice"},

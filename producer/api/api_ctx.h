@@ -1,0 +1,184 @@
+/* api_ctx.h - the producer API's request context, shared by api.c and the route modules.
+ *
+ * api.c owns the MHD callbacks and the request life cycle (admission, body reading, drain,
+ * metrics); a route module (queues_admin.c, queues_pull.c) answers the routes it owns from
+ * the context once the request is admitted and its body (if any) read. A route that hands
+ * work to another thread sets c->ext (its state, freed by c->ext_free with the context) and
+ * c->ext_resume (called on an HTTP thread, state ST_EXT, to answer once resumed), then
+ * calls rq_api_ctx_suspend(); the other thread calls rq_api_ctx_complete() when done.
+ *
+ * Internal to the producer's API: not a public interface.
+ */
+#ifndef RQ_API_CTX_H
+#define RQ_API_CTX_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "api.h"
+#include "auth.h"
+#include "dlq.h"
+#include "http_server.h"
+#include "http_util.h"
+#include "qname.h"
+#include "ratelimit.h"
+#include "request.h"
+#include "trace.h"
+#include "util.h"
+
+enum route {
+    R_OTHER = 0,
+    R_PRODUCE,
+    R_BATCH,
+    R_MESSAGES,
+    R_HEALTH,
+    R_LIVE,
+    R_READY,
+    R_METRICS,
+    R_DLQ,
+    R_DLQ_RETRY,
+    R_QUEUES,      /* /queues: GET list, POST create */
+    R_QUEUE,       /* /queues/{id}: GET, DELETE */
+    R_QMESSAGES,   /* /queues/{id}/messages: POST enqueue, GET pull */
+    R_QMSG_ACTION, /* /queues/{id}/messages/{msgId}/(ack|nack|lease): POST */
+    R_QDLQ,        /* /queues/{id}/dlq: GET */
+    R_QRETRY,      /* /queues/{id}/messages/retry: POST */
+    R_QACKS,       /* /queues/{id}/messages/ack: POST, many acks at once */
+    R_COUNT
+};
+
+/* ST_NEW: made by the URI log callback, before the first access-handler call.
+ * ST_DRAINING: the body passed MAX_BODY_BYTES while being read; the rest is read and thrown
+ * away (bounded) before the 413, so that the client can read it. ST_DLQ: suspended until the
+ * DLQ worker is done. ST_EXT: suspended by a route module, answered by c->ext_resume. */
+enum { ST_NEW = 0, ST_FIRST, ST_RECEIVING, ST_WAITING, ST_DONE, ST_DRAINING, ST_DLQ, ST_EXT };
+
+/* The message actions of R_QMSG_ACTION. */
+typedef enum { RQ_QMA_NONE = 0, RQ_QMA_ACK, RQ_QMA_NACK, RQ_QMA_LEASE } rq_qmsg_action_t;
+
+#define RQ_API_MSGID_MAX 255 /* longest {msgId} in a queue route */
+
+struct rq_api {
+    const rq_config_t *cfg;
+    rq_publisher_t *pub;
+    rq_store_t *store;
+    rq_metrics_t *metrics;
+    struct MHD_Daemon *daemon;
+    rq_http_common_t common;
+    rq_metric_t *m_http;
+    rq_series_t *m_rejected;
+    /* security (issue 6) */
+    rq_auth_t *auth;    /* never NULL; disabled without keys */
+    rq_ratelimit_t *rl; /* NULL when RATE_LIMIT_RPS is 0 */
+    rq_http_server_t http;
+    rq_metric_t *m_by_key;       /* producer_requests_total{key} */
+    rq_metric_t *m_rate_limited; /* producer_rate_limited_total{key} */
+    rq_metric_t *m_limits;       /* producer_limit_rejections_total{limit} */
+    rq_series_t *m_auth[3];      /* producer_auth_failures_total{reason}: missing, invalid, scope */
+    rq_series_t *m_lim_body, *m_lim_timeout;
+    rq_ratelimit_t *qrl;          /* per-queue buckets; NULL when QUEUE_RATE_LIMIT_RPS is 0 */
+    rq_labelset_t *qlabels;       /* queue label values of m_queue_limited (bounded) */
+    rq_metric_t *m_queue_limited; /* producer_queue_rate_limited_total{queue} */
+    rq_dlq_worker_t *dlq;         /* runs GET /dlq and POST /dlq/retry off the HTTP threads */
+    atomic_int open;              /* requests past their headers and not yet completed (drain) */
+    /* the queue service (issue 16) */
+    struct rq_qadmin *qadmin;       /* queue declare/inspect/delete worker */
+    struct rq_leaser *leaser;       /* pull consumption with leases */
+    struct rq_lease_fwd *lease_fwd; /* lease operations for other replicas, over the broker */
+};
+
+/* Per-request state, from the first callback to MHD's completion notice. */
+typedef struct req_ctx {
+    rq_api_t *api;
+    struct MHD_Connection *conn;
+    int64_t start_ns;
+    enum route route;
+    const char *method;
+    int state;
+    unsigned status; /* the status sent, for the metric */
+    /* body */
+    char *buf;
+    size_t len, cap;
+    int too_large;
+    /* the job */
+    rq_request_t req;
+    rq_pub_job_t job;
+    rq_pub_msg_t *msgs;
+    char ts[RQ_ISO8601_LEN + 1];
+    pthread_mutex_t lock; /* done vs suspended, between an HTTP and the publisher thread */
+    int done, suspended;
+    /* admission: the key that authenticated the request, or why it is refused */
+    char key_id[RQ_KEY_ID_MAX + 1];
+    unsigned deny_status;     /* 401, 403 or 429; 0: admitted */
+    unsigned retry_after;     /* 429: seconds */
+    int invalid_token;        /* 401 for a token that matches no key (not a missing one) */
+    rq_principal_t principal; /* who the request is (rq_principal_open without auth); handlers
+                                 call rq_principal_allows_queue(&c->principal, ...); cleared
+                                 in ctx_free */
+    char deny_msg[200];       /* the 401/403/429 text when admit() names a reason ("" none) */
+    const char *deny_why;     /* 401 for a JWT: the failed check (static), else NULL */
+    /* an answer decided before the body was read or while it was (issue 11: 14, 15) */
+    unsigned early_status; /* 400, 405, 413, 415; 0: none (deny_status may be set instead) */
+    char early_msg[96];
+    int wrong_type; /* a chunked body not declared JSON: 415, or 400 when it is empty */
+    rq_http_drain_t drain;
+    rq_dlq_job_t dlq; /* GET /dlq, POST /dlq/retry */
+    /* W3C trace context of the request's messages: the producer's span in the caller's
+     * trace (or a new one), and the caller's tracestate ("" when none) */
+    char traceparent[RQ_TRACEPARENT_LEN + 1];
+    char tracestate[RQ_TRACESTATE_MAX + 1];
+    /* queue routes: the {id} and {msgId} of the URL, as sent (percent-decoded; not yet
+     * checked with rq_qname_check: a route answers 400 for a bad name) */
+    char qname[RQ_QNAME_MAX + 1];
+    char msgid[RQ_API_MSGID_MAX + 1];
+    rq_qmsg_action_t qaction;
+    int qname_too_long; /* the {id} or {msgId} was longer than the buffers: 400 */
+    /* a route module's suspended work (see the header comment) */
+    void *ext;
+    void (*ext_free)(void *ext);
+    enum MHD_Result (*ext_resume)(struct req_ctx *c);
+} req_ctx_t;
+
+/* Sends `body` (consumed) as JSON with `status`; records the status for the metric. */
+enum MHD_Result rq_api_reply(req_ctx_t *c, unsigned status, json_t *body);
+
+/* Sends {"error": msg} with `status` (4xx counted as rejected). */
+enum MHD_Result rq_api_reply_error(req_ctx_t *c, unsigned status, const char *msg);
+
+/* 503 with Retry-After: 1 and the JSON object o (consumed). */
+enum MHD_Result rq_api_reply_503_json(req_ctx_t *c, json_t *o);
+
+/* 503 with Retry-After: 1 and {"error": msg}. */
+enum MHD_Result rq_api_reply_503(req_ctx_t *c, const char *msg);
+
+/* 405 with Allow: `allow` and a JSON error. */
+enum MHD_Result rq_api_reply_405(req_ctx_t *c, const char *allow);
+
+/* The completion handshake, on the thread that finished c's work: marks c done and resumes
+ * its connection if an HTTP thread suspended it. The caller must touch nothing of c after. */
+void rq_api_ctx_complete(req_ctx_t *c);
+
+/* On the HTTP thread, once c's work was handed over: suspends the connection unless the work
+ * completed already. Returns 1 when suspended, 0 when the work is done (answer now). */
+int rq_api_ctx_suspend(req_ctx_t *c);
+
+/* A query argument holding an integer 0..max into *out; absent leaves *out. Returns 0, or
+ * -1 when present but not such an integer. */
+int rq_api_query_size(struct MHD_Connection *conn, const char *name, long long max, size_t *out);
+
+/* The request body parsed as a JSON object (NULL body or empty: an empty object), within
+ * MAX_JSON_DEPTH. Returns a new reference, or NULL after answering 400 (or 413 for a body
+ * over MAX_BODY_BYTES) itself: the caller returns *ret then. */
+json_t *rq_api_body_object(req_ctx_t *c, enum MHD_Result *ret);
+
+/* ---- route modules (each answers every method of its routes; 405 for others) ---- */
+
+/* producer/api/queues_admin.c: R_QUEUES, R_QUEUE, R_QDLQ, R_QRETRY. */
+enum MHD_Result rq_qroute_admin(req_ctx_t *c);
+
+/* producer/api/queues_pull.c: GET on R_QMESSAGES, R_QMSG_ACTION and R_QACKS. */
+enum MHD_Result rq_qroute_pull(req_ctx_t *c);
+
+#endif

@@ -1,0 +1,105 @@
+#!/usr/bin/python3
+"""Pull consumption with leases across producer replicas (issue 16): an ack, nack or lease
+extension sent to a replica that does not hold the lease is forwarded over the broker to the
+one that does (producer/queues/lease_fwd.h), so a load balancer may send any request to any
+replica.
+
+Two producers A and B on the same broker (a private one with the management plugin unless
+--amqp-port is given). Checks: a message pulled from A and acked on B is gone (depth 0,
+unacked 0); a lease extended on B keeps the message invisible past its first expiry; a nack
+on B requeues it (attempt 2) and a nack to the DLQ on B lands it in <q>.dlq with the reason;
+a wrong message id or an expired lease is 409 through B as through A; after a kill -9 of A,
+an ack on B of A's lease is 409 "replica ... is gone" and the message is back in the queue;
+B's forwarded-requests metric counts what it sent. Standard library only; bounded in time.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import qharness
+from test_queues_pull import PullTest
+
+
+def metric(p, outcome, role="sent"):
+    return qharness.metric(p.metrics(), "producer_lease_forwarded_total", role=role,
+                           outcome=outcome)
+
+
+def main():
+    ap = qharness.arg_parser(__doc__)
+    args = ap.parse_args()
+    with qharness.Stack(args) as st:
+        ck, t = st.ck, PullTest(st)
+        a = st.producer("a")
+        b = st.producer("b")
+        try:
+            q = st.qname("rep")
+            t.declare(q)
+            t.publish(q, 4, "r")
+            ms = t.msgs(t.pull(a, q, max=4, lease_s=3))
+            ck.check("A leases 4 messages", len(ms) == 4, len(ms))
+            replica_a = (ms[0]["lease_id"] if ms else "")[:8]
+            m0, m1, m2, m3 = (ms + [{}] * 4)[:4]
+
+            r = t.act(b, q, m0.get("message_id", "x"), "ack", {"lease_id": m0.get("lease_id", "")})
+            ck.check("ack on B of A's lease: 200, answered by A", r.status == 200 and
+                     r.headers.get("relayq-replica") == replica_a, r)
+
+            r = t.act(b, q, m1.get("message_id", "x"), "lease",
+                      {"lease_id": m1.get("lease_id", ""), "lease_s": 30})
+            ck.check("lease extension on B of A's lease: 200", r.status == 200, r)
+
+            r = t.act(b, q, m2.get("message_id", "x"), "nack",
+                      {"lease_id": m2.get("lease_id", ""), "requeue": False, "reason": "bad one"})
+            ck.check("nack to the DLQ on B: 200", r.status == 200, r)
+
+            r = t.act(b, q, "not-" + m3.get("message_id", "x"), "ack",
+                      {"lease_id": m3.get("lease_id", "")})
+            ck.check("ack on B with a wrong message id: 409 from A", r.status == 409, r)
+
+            time.sleep(3.5)  # m3's lease (3 s) expires; m1's was extended to 30 s
+            r = t.act(b, q, m3.get("message_id", "x"), "ack", {"lease_id": m3.get("lease_id", "")})
+            ck.check("ack on B of an expired lease of A: 409", r.status == 409, r)
+            again = t.msgs(t.pull(b, q, max=4, lease_s=30, wait_s=2))
+            ids = sorted(m["message_id"] for m in again)
+            ck.check("after the expiry: only the expired message is back (the extended one "
+                     "stays hidden)", ids == [m3.get("message_id")], ids)
+            ck.check("the DLQ holds the nacked message", t.depth(q + ".dlq") == 1,
+                     t.depth(q + ".dlq"))
+            for m in again:
+                r = t.act(a, q, m["message_id"], "ack", {"lease_id": m["lease_id"]})
+                ck.check("ack on A of B's lease: 200", r.status == 200, r)
+            ck.check("B counted its forwards", metric(b, "answered") >= 4, metric(b, "answered"))
+            ck.check("A counted what it served", metric(a, "answered", "served") >= 4,
+                     metric(a, "answered", "served"))
+
+            # The holder dies: its leases go back, and a forward finds no replica.
+            # (B consumed the queue for its last pull, so B may hold the new message unleased
+            # until its idle give-back, about 5 s: A long-polls longer than that.)
+            t.publish(q, 1, "k")
+            ms = t.msgs(t.pull(a, q, max=1, lease_s=600, wait_s=10))
+            ck.check("A leases the new message", len(ms) == 1, ms)
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(10)
+            st.procs.remove(a)
+            time.sleep(0.5)
+            m = (ms + [{}])[0]
+            r = t.act(b, q, m.get("message_id", "x"), "ack", {"lease_id": m.get("lease_id", "")})
+            ck.check("ack on B after A's kill -9: 409 'replica is gone'", r.status == 409 and
+                     b"gone" in r.body, r)
+            deadline, d = time.monotonic() + 15, -1
+            while time.monotonic() < deadline and d != 2:
+                d = t.depth(q)
+                time.sleep(0.2)
+            ck.check("A's leased messages are back in the queue (the new one and the one "
+                     "whose lease B extended)", d == 2, d)
+            ck.check("B counted the forward to a gone replica", metric(b, "replica_gone") >= 1)
+        except Exception as e:  # noqa: BLE001
+            ck.check("replicas: no exception", False, repr(e))
+    sys.exit(st.ck.summary())
+
+
+if __name__ == "__main__":
+    main()
