@@ -34,7 +34,7 @@
 #   BENCH_TAIL_LINES (200000)  BENCH_TAIL_TIMEOUT (180)  BENCH_DRAIN_COUNT (10000 x BENCH_SECONDS)
 #   BENCH_WINDOW (1000)            rq_amqp_tool's confirm window for the broker limit
 #   BENCH_QUEUE_TYPE (quorum)      QUEUE_TYPE of every queue, the limit's included (classic|quorum)
-#   BENCH_STEPS ("1 2 3 4 5 7 8")  the steps to run (6, peak RSS, comes with the others)
+#   BENCH_STEPS ("1 2 3 4 5 7 8 10")  the steps to run (6, peak RSS, comes with the others)
 #   BENCH_CLUSTER (1)              N >= 2: the broker is a cluster of N nodes (scripts/broker.sh
 #                                  cluster; services get RABBITMQ_ADDRESSES), the limit is also
 #                                  measured on a single node beside it, and step 9 runs
@@ -73,7 +73,7 @@ TAIL_TIMEOUT=${BENCH_TAIL_TIMEOUT:-180}
 DRAIN_COUNT=${BENCH_DRAIN_COUNT:-$((10000 * SECS))}
 WINDOW=${BENCH_WINDOW:-1000}
 QTYPE=${BENCH_QUEUE_TYPE:-quorum}
-STEPS=${BENCH_STEPS:-1 2 3 4 5 7 8}
+STEPS=${BENCH_STEPS:-1 2 3 4 5 7 8 10}
 CLUSTER=${BENCH_CLUSTER:-1}
 [[ $CLUSTER =~ ^[1-9]$ ]] || { echo "bench: BENCH_CLUSTER must be 1..9" >&2; exit 2; }
 [ "$CLUSTER" -ge 3 ] && STEPS="$STEPS 9"

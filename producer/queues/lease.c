@@ -1124,8 +1124,13 @@ static void do_acks(rq_leaser_t *l, rq_lease_job_t *job)
         return;
     }
     job->result = json_pack("{sI so}", "acked", (json_int_t)acked, "failed", failed);
-    rq_series_add(l->m_acked, (double)acked);
+    if (l->conn != NULL)
+        rq_series_add(l->m_acked, (double)acked);
     update_gauge(l);
+    if (l->conn == NULL && acked > 0) /* queued acks went with the connection, unsent */
+        job_error(job, 503,
+                  "the broker connection was lost before the acks were sent; the messages "
+                  "will be delivered again");
     if (acked == 0 || l->conn == NULL) {
         finish(l, job);
         return;
