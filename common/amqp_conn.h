@@ -103,6 +103,11 @@ long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt);
 int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig *cfg, char *err,
                              size_t errlen);
 
+/* Records that the node of this thread's latest rq_amqp_open() failed after it took the
+ * connection (it stopped confirming publishes: a minority partition): the next rq_amqp_open()
+ * of this process starts at the next node. No-op with one node or before any success. */
+void rq_amqp_node_failed(void);
+
 /* Describes the reply of an RPC call (amqp_get_rpc_reply) as text in err; `what` names the
  * operation ("queue.declare"). Returns 0 when the reply is normal, -1 otherwise. */
 int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);
