@@ -20,9 +20,12 @@
  * After `done` returns, the publisher never touches the job again: its owner may free it.
  * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
  * drops are published again (each exactly once, in order) on the new connection while their
- * deadline allows. Every publish is mandatory: a message the broker returns (no queue to
- * route it to) is never counted as confirmed; the topology is declared again and the message
- * published again within its deadline. Whatever the status, each message's `outcome` says
+ * deadline allows. A connection with publishes in flight that gets no ack or nack for
+ * CONFIRM_STALL_MS while the broker does not block it (a node in a minority partition takes
+ * publishes and never confirms them) is such a drop: its node is left for the next one.
+ * Every publish is mandatory: a message the broker returns (no queue to route it to) is never
+ * counted as confirmed; the topology is declared again and the message published again within
+ * its deadline. Whatever the status, each message's `outcome` says
  * what is known of it: stored (confirmed), not stored (never sent, or refused), or unknown
  * (sent, and the connection died before the broker answered).
  */

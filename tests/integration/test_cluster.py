@@ -481,10 +481,10 @@ def partition(c, st, cl, args):
     c.check(f"partition: iptables usable ({why or 'yes'})", why is None)
     if why:
         return
-    log(f"restarting the cluster with net_ticktime {PARTITION_TICKTIME} s")
+    log(f"restarting the cluster with net_ticktime {args.ticktime} s")
     t = time.monotonic()
     cl.stop_all()
-    cl.start_all(env={"BROKER_NET_TICKTIME": str(PARTITION_TICKTIME)})
+    cl.start_all(env={"BROKER_NET_TICKTIME": str(args.ticktime)})
     log(f"cluster back in {time.monotonic() - t:.1f} s")
     # The consumer stays on node 2 (the majority side every time); the producer alternates
     # between nodes 1 and 3, and each run cuts the one it is on.
@@ -561,6 +561,8 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--kills", type=int, default=5, help="failover: how many kills")
     ap.add_argument("--partitions", type=int, default=1, help="partition: how many runs")
+    ap.add_argument("--ticktime", type=int, default=PARTITION_TICKTIME,
+                    help="partition: the nodes' net_ticktime in seconds")
     ap.add_argument("scenarios", nargs="*", help=" ".join(SCENARIOS) + " (default: all)")
     args = ap.parse_args()
     unknown = [n for n in args.scenarios if n not in SCENARIOS]
