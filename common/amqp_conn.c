@@ -565,7 +565,12 @@ int rq_amqp_declare_topology(amqp_connection_state_t conn, const RabbitMQConfig 
         return 0;
     /* A node that took the connection but not the topology (a minority partition, a node
      * shutting down): the next rq_amqp_open() of this process starts at the next node. */
+    rq_amqp_node_failed();
+    return -1;
+}
+
+void rq_amqp_node_failed(void)
+{
     if (tl_node >= 0)
         rq_amqp_nodes_result(tl_nodes, tl_node, /*ok=*/0);
-    return -1;
 }

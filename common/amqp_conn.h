@@ -183,6 +183,11 @@ int rq_amqp_delay_queue_args(const char *queue, const char *type, long long buck
 int rq_amqp_declare_delay_queue(amqp_connection_state_t conn, amqp_channel_t ch, const char *queue,
                                 const char *type, long long bucket_ms, char *err, size_t errlen);
 
+/* Records that the node of this thread's latest rq_amqp_open() failed after it took the
+ * connection (it stopped confirming publishes: a minority partition): the next rq_amqp_open()
+ * of this process starts at the next node. No-op with one node or before any success. */
+void rq_amqp_node_failed(void);
+
 /* Describes the reply of an RPC call (amqp_get_rpc_reply) as text in err; `what` names the
  * operation ("queue.declare"). Returns 0 when the reply is normal, -1 otherwise. */
 int rq_amqp_check_reply(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);

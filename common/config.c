@@ -166,6 +166,11 @@ static const rq_cfg_desc_t settings[] = {
           "Largest accepted processing_time of a message, in seconds"),
     S_INT("PUBLISH_TIMEOUT_MS", "5000", publish_timeout_ms, 100, 120000, PROD, G_PROD,
           "Deadline for the broker to confirm a publish, in milliseconds; then 503"),
+    S_INT("CONFIRM_STALL_MS", "3000", confirm_stall_ms, 0, 600000, PROD, G_PROD,
+          "A broker connection with publishes in flight that gets no confirm (ack or nack) "
+          "for this long, while the broker does not block it (an alarm), is treated as lost: "
+          "its node is left for another and the messages are published again there (a node "
+          "in a minority partition); 0 turns this off"),
     S_INT("REPLY_TIMEOUT_MS", "30000", reply_timeout_ms, 100, 600000, PROD, G_PROD,
           "Deadline for a consumer's reply when the client waits for it, in milliseconds; "
           "then 504"),

@@ -108,6 +108,9 @@ typedef struct rq_config {
     double max_processing_time; /* MAX_PROCESSING_TIME seconds, 0..3600, default 60 */
     int publish_timeout_ms; /* PUBLISH_TIMEOUT_MS: deadline for a confirm, 100..120000, default 5000
                              */
+    int confirm_stall_ms;   /* CONFIRM_STALL_MS: no confirm for this long with publishes in
+                               flight drops the connection (publisher.c), 0..600000 (0: off),
+                               default 3000 */
     int reply_timeout_ms;   /* REPLY_TIMEOUT_MS: deadline for a reply (wait), 100..600000, default
                                30000 */
     int message_store_size; /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id},

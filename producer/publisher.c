@@ -91,9 +91,12 @@ struct rq_publisher {
     rq_hmap_t *buckets;       /* delay bucket name -> int64_t * (rq_mono_ns of its declare) */
     unsigned char *props_buf; /* TLS: scratch room of props_fit(), props_cap bytes */
     size_t props_cap;
+    /* The latest ack or nack of this connection, or the publish that found nothing in flight,
+     * or the end of a connection.blocked: where a confirm stall is counted from. */
+    int64_t confirm_at_ns;
 
     rq_series_t *m_produced, *m_latency, *m_errors, *m_replies, *m_connected, *m_reconnects,
-        *m_blocked;
+        *m_blocked, *m_stalls;
 };
 
 /* ---- ring ------------------------------------------------------------------------------ */
@@ -523,6 +526,7 @@ static int connect_broker(rq_publisher_t *p)
     p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
     p->nacks_since_ns = 0;
     p->acked = 0;
+    p->confirm_at_ns = 0;
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s, queue %s, callback queue %s", rq_amqp_node_in_use(node, sizeof(node)),
             rc->request_queue, p->reply_queue);
@@ -810,6 +814,8 @@ static void mark_inflight(rq_publisher_t *p)
     m->sent = 1;
     m->returned = 0;
     m->sent_ns = rq_mono_ns();
+    if (p->inflight.len == 1) /* nothing was owed: a stall is counted from here */
+        p->confirm_at_ns = m->sent_ns;
 }
 
 /* Over TLS rabbitmq-c sends basic.publish before it encodes the content header, so a header
@@ -979,6 +985,7 @@ static int handle_nack(rq_publisher_t *p, const amqp_basic_nack_t *n)
 {
     int64_t now;
 
+    p->confirm_at_ns = rq_mono_ns(); /* an answer: no confirm stall */
     rq_warn("broker nacked delivery tag %llu%s", (unsigned long long)n->delivery_tag,
             n->multiple ? " (multiple)" : "");
     if (nack_needs_replay(p, n->delivery_tag, n->multiple)) {
@@ -1017,6 +1024,7 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
     case AMQP_BASIC_ACK_METHOD: {
         amqp_basic_ack_t *a = f->payload.method.decoded;
         p->acked = 1;
+        p->confirm_at_ns = rq_mono_ns();
         handle_confirm(p, a->delivery_tag, a->multiple, 1);
         return 0;
     }
@@ -1063,6 +1071,7 @@ static int handle_frame(rq_publisher_t *p, amqp_frame_t *f)
         p->blocked = blocked;
         pthread_mutex_unlock(&p->lock);
         rq_series_set(p->m_blocked, blocked);
+        p->confirm_at_ns = rq_mono_ns(); /* a blocked connection owes no confirm */
         if (blocked)
             rq_warn("the broker blocked publishing (memory or disk alarm): answering 503");
         else
@@ -1100,6 +1109,42 @@ static int drain_frames(rq_publisher_t *p, int wait_ms, int budget)
     if (!amqp_frames_enqueued(p->conn) && !amqp_data_in_buffer(p->conn))
         amqp_maybe_release_buffers(p->conn);
     return n;
+}
+
+/* The confirm-stall rule (CONFIRM_STALL_MS): publishes are in flight, the broker does not
+ * block this connection (connection.blocked: a resource alarm is cluster-wide, another node
+ * would not help), and not one ack or nack came for CONFIRM_STALL_MS. A node cut off in a
+ * minority partition behaves so: it keeps the connection and takes publishes but never
+ * confirms them. A node that is merely slow (quorum fsyncs under load) still confirms
+ * something within the window, so only a total stall counts. The connection is then treated
+ * as lost: its node is marked failed (the next connection starts at another node) and every
+ * unconfirmed message is published again on the new connection (connection_lost).
+ * Returns 1 when the connection was dropped. */
+static int confirm_stall(rq_publisher_t *p, int64_t now)
+{
+    int64_t ms = p->cfg->confirm_stall_ms, stalled;
+    char node[RQ_AMQP_NODE_HOST_MAX + 16], why[400];
+
+    if (ms <= 0 || p->conn == NULL || p->blocked || p->inflight.len == 0 || p->confirm_at_ns == 0)
+        return 0;
+    stalled = (now - p->confirm_at_ns) / 1000000;
+    if (stalled < ms)
+        return 0;
+    rq_series_inc(p->m_stalls);
+    rq_amqp_node_failed();
+    snprintf(why, sizeof(why),
+             "no confirm from broker node %s for %lld ms with %zu publishes in flight "
+             "(CONFIRM_STALL_MS %lld; a minority partition?): trying another node",
+             rq_amqp_node_in_use(node, sizeof(node)), (long long)stalled, p->inflight.len,
+             (long long)ms);
+    /* No polite close: a node that confirms nothing answers channel.close late or never
+     * (RQ_AMQP_CLOSE_TIMEOUT_MS lost before the next node is tried). */
+    rq_pubbuf_free(p->pub);
+    p->pub = NULL;
+    amqp_destroy_connection(p->conn);
+    p->conn = NULL;
+    connection_lost(p, why);
+    return 1;
 }
 
 /* Fails the jobs whose deadline has passed. Publish and reply deadlines interleave in the
@@ -1210,6 +1255,8 @@ static void *publisher_main(void *arg)
         if (now - last_sweep > 5000000) {
             last_sweep = now;
             sweep_deadlines(p, now);
+            if (confirm_stall(p, now))
+                continue;
         }
         if (now - last_hb > 1000000000LL) {
             /* Let rabbitmq-c send a heartbeat when due and check the broker's. */
@@ -1278,6 +1325,11 @@ rq_publisher_t *rq_publisher_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     f = rq_metrics_gauge(metrics, "producer_broker_blocked",
                          "1 while the broker blocks publishers (connection.blocked).", 0, NULL);
     p->m_blocked = rq_metric_series(f, 0, NULL);
+    f = rq_metrics_counter(metrics, "producer_confirm_stalls_total",
+                           "Connections dropped because no confirm came for CONFIRM_STALL_MS "
+                           "while publishes were in flight (a minority partition).",
+                           0, NULL);
+    p->m_stalls = rq_metric_series(f, 0, NULL);
 
     if (pthread_create(&p->thread, NULL, publisher_main, p) != 0)
         goto err;

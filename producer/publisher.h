@@ -24,7 +24,10 @@
  * After `done` returns, the publisher never touches the job again: its owner may free it.
  * Never RQ_JOB_CONFIRMED without a broker confirm: messages in flight when the connection
  * drops are published again (each exactly once, in order) on the new connection while their
- * deadline allows. Every publish is mandatory: a message the broker returns (no queue to
+ * deadline allows. A connection with publishes in flight that gets no ack or nack for
+ * CONFIRM_STALL_MS while the broker does not block it (a node in a minority partition takes
+ * publishes and never confirms them) is such a drop: its node is left for the next one.
+ * Every publish is mandatory: a message the broker returns (no queue to
  * route it to) is never counted as confirmed; the topology is declared again and the message
  * published again within its deadline. That holds for the default queue (REQUEST_QUEUE) only: a
  * job for another queue (job->queue) fails with RQ_JOB_NO_QUEUE instead, for the publisher

@@ -16,9 +16,20 @@
 #   scripts/broker.sh cluster-stop DIR             stop every node of the cluster in DIR
 #   scripts/broker.sh kill DIR                     kill -9 the node in DIR (a crash; `start DIR
 #                                                  PORT` brings it back into its cluster)
+#   scripts/broker.sh partition DIR K              cut node K of the cluster in DIR off from the
+#                                                  others' Erlang distribution traffic (iptables
+#                                                  DROP rules on loopback; needs root and iptables)
+#   scripts/broker.sh unpartition DIR K            remove exactly those rules again (the node stays
+#                                                  partitioned in RabbitMQ's view until restarted)
 #
 # The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
 # (a developer's `make run` and a `make test`) can run side by side without touching each other.
+#
+# The nodes of a cluster make their distribution connections from 127.0.1.K (node K; file
+# DIR/nodeK/dist_src), so that `partition` can tell node K's traffic from the others' on loopback.
+# BROKER_NET_TICKTIME (cluster): the nodes' net_ticktime in seconds (file DIR/nodeK/net_ticktime;
+# kept for later `start`s, removed by a `cluster` without it): a lost peer is seen within about
+# that long (RabbitMQ's default is 60 s).
 #
 # BROKER_EXTRA_CONF (start): lines appended verbatim to the node's rabbitmq.conf, for example a
 # TLS listener (`listeners.ssl.1 = 127.0.0.1:5671` and `ssl_options.*`). Files it names must
@@ -27,7 +38,7 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status|ctl|kill|cluster|cluster-stop DIR [PORT [MGMT_PORT] | ARGS... | N PORT]" >&2; exit 2; }
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|status|ctl|upgrade|kill|cluster|cluster-stop|partition|unpartition DIR [PORT [MGMT_PORT] | ARGS... | N PORT | K]" >&2; exit 2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -47,8 +58,16 @@ node_env() {
 	export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
 	export ERL_EPMD_ADDRESS=127.0.0.1
 	# Erlang distribution (node-to-node, and rabbitmqctl) on loopback only, like everything else.
-	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
-	export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+	local srv="-kernel inet_dist_use_interface {127,0,0,1}" cli="-kernel inet_dist_use_interface {127,0,0,1}"
+	if [ -f "$dir/dist_src" ]; then
+		srv="$srv -kernel inet_dist_connect_options [{ip,{$(tr . , <"$dir/dist_src")}}]"
+	fi
+	if [ -f "$dir/net_ticktime" ]; then
+		srv="$srv -kernel net_ticktime $(cat "$dir/net_ticktime")"
+		cli="$cli -kernel net_ticktime $(cat "$dir/net_ticktime")"
+	fi
+	export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$srv"
+	export RABBITMQ_CTL_ERL_ARGS="$cli"
 	export HOME="$dir/home"
 }
 
@@ -150,6 +169,12 @@ cluster)
 	for k in $(seq 1 "$n"); do
 		mkdir -p "$dir/node$k/home"
 		[ -f "$dir/node$k/home/.erlang.cookie" ] || printf '%s' "$cookie" >"$dir/node$k/home/.erlang.cookie"
+		echo "127.0.1.$k" >"$dir/node$k/dist_src"
+		if [ -n "${BROKER_NET_TICKTIME:-}" ]; then
+			echo "$BROKER_NET_TICKTIME" >"$dir/node$k/net_ticktime"
+		else
+			rm -f "$dir/node$k/net_ticktime"
+		fi
 	done
 	# node1's cookie for all (a rerun keeps the nodes' own)
 	for k in $(seq 2 "$n"); do cp "$dir/node1/home/.erlang.cookie" "$dir/node$k/home/.erlang.cookie"; done
@@ -171,6 +196,37 @@ cluster)
 cluster-stop)
 	[ -f "$dir/nodes" ] || exit 0
 	for k in $(seq "$(cat "$dir/nodes")" -1 1); do "$here/broker.sh" stop "$dir/node$k"; done
+	;;
+partition | unpartition)
+	# Node K's distribution connections come from 127.0.1.K, the others' from 127.0.1.J, and
+	# every node listens on 127.0.0.1:(its port + 20000). Four rules per other node J drop
+	# both directions of K -> J and J -> K; the comment names them, and unpartition deletes
+	# exactly these rules (never a flush).
+	[ -f "$dir/nodes" ] || { echo "no cluster in $dir" >&2; exit 1; }
+	k=${3:?node number}
+	n=$(cat "$dir/nodes")
+	op=-I
+	[ "$cmd" = unpartition ] && op=-D
+	kd=$(($(cat "$dir/node$k/port") + 20000))
+	rc=0
+	for j in $(seq 1 "$n"); do
+		[ "$j" = "$k" ] && continue
+		jd=$(($(cat "$dir/node$j/port") + 20000))
+		for rule in "-s 127.0.1.$k -d 127.0.0.1 -p tcp --dport $jd" \
+			"-s 127.0.0.1 -d 127.0.1.$k -p tcp --sport $jd" \
+			"-s 127.0.1.$j -d 127.0.0.1 -p tcp --dport $kd" \
+			"-s 127.0.0.1 -d 127.0.1.$j -p tcp --sport $kd"; do
+			# shellcheck disable=SC2086 # the rule's words
+			if [ "$op" = -D ]; then
+				while iptables -w 5 -C OUTPUT $rule -m comment --comment "relayq-partition-$kd" -j DROP 2>/dev/null; do
+					iptables -w 5 -D OUTPUT $rule -m comment --comment "relayq-partition-$kd" -j DROP || { rc=1; break; }
+				done
+			else
+				iptables -w 5 -I OUTPUT $rule -m comment --comment "relayq-partition-$kd" -j DROP || rc=1
+			fi
+		done
+	done
+	exit $rc
 	;;
 ctl)
 	[ -f "$dir/port" ] || { echo "no broker in $dir" >&2; exit 1; }

@@ -24,6 +24,13 @@ RABBITMQ_ADDRESSES listing the three nodes, and HTTP load from 4 threads:
                  time to the next 201; prints p50 and max. Not in the default set.
   tailer-node    20,000 lines appended to INPUT_FILE over 15 s; kill -9 the producer's node
                  at 5 s, start it again at 9 s: OUTPUT_FILE equals the input byte for byte.
+  partition      (last) the cluster restarted with net_ticktime PARTITION_TICKTIME; the
+                 producer's node cut off from the other two (iptables DROP of its Erlang
+                 distribution traffic, scripts/broker.sh partition) under load: it takes
+                 publishes and never confirms them; the producer moves to a majority node
+                 within CONFIRM_STALL_MS + RESUME_BOUND_S, every 201 in OUTPUT_FILE exactly
+                 once; the rules are removed (by the exact rule) and the cut node restarted
+                 in a finally block. --partitions runs (p50/max of the time to the next 201).
 Usage: test_cluster.py --build-dir build [SCENARIO ...] (default: all). Prints PASS/FAIL
 lines, figures, and `N passed, M failed`; exit 1 on any failure. Every wait is bounded;
 only processes this script started are signalled, by PID (pidfiles).
@@ -97,15 +104,16 @@ class Cluster:
     def node_dir(self, k):
         return os.path.join(self.dir, f"node{k}")
 
-    def run(self, *args, timeout=240):
+    def run(self, *args, timeout=240, env=None):
         with open(self.out, "a") as out:
             r = subprocess.run(["bash", BROKER] + list(args), stdout=out,
-                               stderr=subprocess.STDOUT, timeout=timeout)
+                               stderr=subprocess.STDOUT, timeout=timeout,
+                               env=dict(os.environ, **(env or {})))
         if r.returncode != 0:
             raise RuntimeError(f"broker.sh {' '.join(args[:1])} failed (see {self.out})")
 
-    def start_all(self):
-        self.run("cluster", self.dir, str(NODES), str(self.base))
+    def start_all(self, env=None):
+        self.run("cluster", self.dir, str(NODES), str(self.base), env=env)
 
     def stop_all(self):
         self.run("cluster-stop", self.dir)
@@ -432,11 +440,119 @@ def failover(c, st, cl, args):
             f"max {ok[-1]:.2f} s ({', '.join('%.2f' % g for g in ok)})")
 
 
+PARTITION_TICKTIME = 4  # net_ticktime (s) of the cluster in the partition scenario
+CONFIRM_STALL_MS = 3000  # the producer's default
+
+
+def iptables_usable():
+    """None when iptables works here (installed from the Debian package when missing), else
+    the reason."""
+    if os.geteuid() != 0:
+        return "not root: iptables needs CAP_NET_ADMIN"
+    if subprocess.run(["sh", "-c", "command -v iptables"], capture_output=True).returncode:
+        log("iptables missing: apt-get install -y iptables")
+        subprocess.run(["apt-get", "install", "-y", "-q", "iptables"], capture_output=True,
+                       timeout=300)
+    try:
+        r = subprocess.run(["iptables", "-w", "5", "-S", "OUTPUT"], capture_output=True,
+                           timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"iptables: {e}"
+    return None if r.returncode == 0 else f"iptables -S: {r.stderr.decode()[-200:]}"
+
+
+def partition_rules_left(port):
+    out = subprocess.run(["iptables", "-w", "5", "-S", "OUTPUT"], capture_output=True,
+                         timeout=30).stdout.decode()
+    return [ln for ln in out.splitlines() if f"relayq-partition-{port + 20000}" in ln]
+
+
+def max_201_gap(res, t0, t1):
+    """The longest time between two 201 answers (completions) within [t0, t1]."""
+    done = sorted(r[4] for r in res if r[1] == 201 and t0 <= r[4] <= t1)
+    return max((b - a for a, b in zip(done, done[1:])), default=None)
+
+
+def partition(c, st, cl, args):
+    """The producer's node cut off in a minority partition: it keeps the AMQP connection and
+    takes publishes but cannot confirm them. The producer must treat the stall as a lost
+    connection and move on (CONFIRM_STALL_MS)."""
+    why = iptables_usable()
+    c.check(f"partition: iptables usable ({why or 'yes'})", why is None)
+    if why:
+        return
+    log(f"restarting the cluster with net_ticktime {args.ticktime} s")
+    t = time.monotonic()
+    cl.stop_all()
+    cl.start_all(env={"BROKER_NET_TICKTIME": str(args.ticktime)})
+    log(f"cluster back in {time.monotonic() - t:.1f} s")
+    # The consumer stays on node 2 (the majority side every time); the producer alternates
+    # between nodes 1 and 3, and each run cuts the one it is on.
+    load = start_services(st, {"RABBITMQ_ADDRESSES": f"127.0.0.1:{cl.port(2)}"},
+                          {"RABBITMQ_ADDRESSES": f"127.0.0.1:{cl.port(1)},127.0.0.1:{cl.port(3)}"})
+    time.sleep(3)
+    gaps, holes = [], []
+    for i in range(args.partitions):
+        node = node_in_use(st.url("producer"))
+        c.check(f"partition {i + 1}: the producer is on a node ({node})", node is not None)
+        if node is None:
+            break
+        k = cl.node_of(node)
+        cut = False
+        try:
+            log(f"partition {i + 1}: producer on node {k} ({node}), consumer on "
+                f"{node_in_use(st.url('consumer'))}; cutting node {k} off")
+            cut = True
+            cl.run("partition", cl.dir, str(k))
+            t_cut = time.monotonic()
+            other = wait_for(lambda: (lambda n: n if n and n != node else None)(
+                node_in_use(st.url("producer"))), 30, 0.1)
+            moved = time.monotonic() - t_cut if other else None
+            back = wait_for(lambda: first_201_after(load.snapshot(), t_cut), 30, 0.05)
+            gap = back - t_cut if back else None
+            gaps.append(gap)
+            bound = CONFIRM_STALL_MS / 1000 + RESUME_BOUND_S
+            log(f"figures (partition {i + 1}): producer on {other or 'the cut node still'} "
+                f"{'%.2f s' % moved if moved else '-'} after the cut; first 201 sent after the "
+                f"cut answered {'%.2f s' % gap if gap else 'never'} after it")
+            c.check(f"partition {i + 1}: the producer moved to a majority node within "
+                    f"{bound:.0f} s ({other}, {'%.2f s' % moved if moved else 'never'})",
+                    moved is not None and moved <= bound)
+            c.check(f"partition {i + 1}: 201s again within {bound:.0f} s of the cut "
+                    f"({'%.2f s' % gap if gap else 'never'})", gap is not None and gap <= bound)
+            time.sleep(3)
+            holes.append(max_201_gap(load.snapshot(), t_cut - 1, time.monotonic()))
+        finally:
+            if cut:
+                cl.run("unpartition", cl.dir, str(k))
+                left = partition_rules_left(cl.port(k))
+                c.check(f"partition {i + 1}: every iptables rule removed", not left, f"{left}")
+                # partition_handling ignore: the cut node stays partitioned until restarted
+                log(f"partition {i + 1}: restarting node {k}")
+                cl.stop(k)
+                cl.start(k)
+                ok = wait_for(lambda: len(cl.running_nodes(k)) == NODES, 60, 1.0)
+                c.check(f"partition {i + 1}: node {k} back in the cluster ({NODES} running)", ok)
+        time.sleep(3)
+    stalls = metrics(st.url("producer")).get("producer_confirm_stalls_total", 0)
+    log(f"partition: producer_confirm_stalls_total {stalls:.0f}")
+    c.check(f"partition: the producer counted its confirm stalls ({stalls:.0f} for "
+            f"{args.partitions} partitions)", stalls >= 1)
+    finish_load(c, st, load, "partition", None)
+    ok = sorted(g for g in gaps if g is not None)
+    if ok:
+        hs = sorted(h for h in holes if h is not None)
+        log(f"figures (partition): {len(ok)} runs, first 201 after the cut p50 "
+            f"{ok[len(ok) // 2]:.2f} s, max {ok[-1]:.2f} s ({', '.join('%.2f' % g for g in ok)}); "
+            f"longest time without a 201 p50 {hs[len(hs) // 2]:.2f} s, max {hs[-1]:.2f} s"
+            if hs else "")
+
+
 SCENARIOS = {"producer-node": producer_node, "consumer-node": consumer_node, "leader": leader,
              "no-quorum": no_quorum, "rolling": rolling, "tailer-node": tailer_node,
-             "failover": failover, "maintenance": maintenance}
+             "failover": failover, "maintenance": maintenance, "partition": partition}
 DEFAULT = ["producer-node", "consumer-node", "leader", "no-quorum", "rolling", "tailer-node",
-           "maintenance"]
+           "maintenance", "partition"]
 
 
 def main():
@@ -444,6 +560,9 @@ def main():
     ap.add_argument("--build-dir", default="build")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     ap.add_argument("--kills", type=int, default=5, help="failover: how many kills")
+    ap.add_argument("--partitions", type=int, default=1, help="partition: how many runs")
+    ap.add_argument("--ticktime", type=int, default=PARTITION_TICKTIME,
+                    help="partition: the nodes' net_ticktime in seconds")
     ap.add_argument("scenarios", nargs="*", help=" ".join(SCENARIOS) + " (default: all)")
     args = ap.parse_args()
     unknown = [n for n in args.scenarios if n not in SCENARIOS]
