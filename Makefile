@@ -8,7 +8,8 @@
 #   make status              local mode: what runs, with pids and URLs
 #   make chaos [SEED=n] [DURATION=s]  randomized fault campaign (proxy, kills, disk full, checker)
 #   make test-compose        Docker Compose for real (own dockerd, images built without a registry)
-#   make test-cluster        relayq on a 3-node RabbitMQ cluster: node kills, no quorum, rolling restart
+#   make test-cluster        relayq on a 3-node RabbitMQ cluster: node kills, no quorum, rolling restart,
+#                            a minority partition; and the confirm-stall rule on one node
 #   make bench | fuzz | clean | deps | build | env-example | prometheusrule | help
 #
 # Local mode keeps pidfiles, logs and the broker's data in $(RUN_DIR); it binds only 127.0.0.1.
@@ -34,7 +35,7 @@ DOCKER_UP = timeout 10 docker info >/dev/null 2>&1
 .PHONY: help deps build test test-compose test-cluster run up down logs scale-consumer monitor bench fuzz chaos clean status prometheusrule env-example
 
 help:
-	@sed -n '2,17p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,18p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	@bash scripts/install-deps.sh
@@ -92,9 +93,12 @@ monitor:
 	fi
 
 # make test-cluster: relayq on a three-node RabbitMQ cluster (every scenario of
-# tests/integration/test_cluster.py: node kills, quorum leader kill, no quorum, rolling restart).
+# tests/integration/test_cluster.py: node kills, quorum leader kill, no quorum, rolling restart,
+# maintenance, a minority partition cut with iptables), then the confirm-stall rule on one node
+# (tests/integration/test_confirm_stall.py: not under load or an alarm, fires on a stalled queue).
 test-cluster: deps build
 	@$(PYTHON) tests/integration/test_cluster.py --build-dir $(BUILD_DIR)
+	@$(PYTHON) tests/integration/test_confirm_stall.py --build-dir $(BUILD_DIR)
 
 # make test-compose: Docker Compose for real (installs docker.io/docker-compose, starts its own
 # dockerd when none answers, builds base and stand-in images, checks, cleans up).
