@@ -375,17 +375,18 @@ char *rq_amqp_dlq_name(const RabbitMQConfig *cfg, char *buf, size_t len)
 
 char *rq_amqp_retry_queue_name(const RabbitMQConfig *cfg, int attempt, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s.retry.%d", cfg->request_queue, attempt);
-    return buf;
+    rq_queue_spec_t s;
+
+    rq_amqp_spec_of_config(cfg, &s);
+    return rq_amqp_spec_retry_name(&s, attempt, buf, len);
 }
 
 long long rq_amqp_retry_delay_ms(const RabbitMQConfig *cfg, int attempt)
 {
-    long long d = cfg->retry_base_ms;
+    rq_queue_spec_t s;
 
-    for (int i = 1; i < attempt && d < 86400000LL; i++)
-        d *= 2;
-    return d;
+    rq_amqp_spec_of_config(cfg, &s);
+    return rq_amqp_spec_retry_delay_ms(&s, attempt);
 }
 
 /* Declares one durable queue `name` on channel ch with the arguments args[0..n-1]; `type`

@@ -1009,39 +1009,55 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
     return rq_api_reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
 
-/* POST /dlq/retry: {"count": N} or ?count=N; none or 0 moves every message. */
-static enum MHD_Result dlq_retry(req_ctx_t *c)
+int rq_api_retry_count(req_ctx_t *c, long long *count, enum MHD_Result *ret)
 {
     const char *q = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "count");
-    long long count = 0;
     char *end = NULL;
 
+    *count = 0;
     if (c->too_large) {
         rq_series_inc(c->api->m_lim_body);
-        return rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        *ret = rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
+        return -1;
     }
     if (q != NULL) {
-        count = strtoll(q, &end, 10);
-        if (*q == '\0' || *end != '\0' || count < 0)
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                      "count must be a non-negative integer");
+        errno = 0;
+        *count = strtoll(q, &end, 10);
+        if (*q == '\0' || *end != '\0' || *count < 0 || errno != 0) {
+            *ret =
+                rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "count must be a non-negative integer");
+            return -1;
+        }
     } else if (c->len > 0) {
         if (rq_json_too_deep(c->buf, c->len, (size_t)c->api->cfg->max_json_depth)) {
             static const char *const depth[1] = {"json_depth"};
             rq_series_inc(rq_metric_series(c->api->m_limits, 1, depth));
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
+            *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
+            return -1;
         }
         json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
         json_t *v = json_object_get(root, "count");
         if (!json_is_object(root) ||
             (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0))) {
             json_decref(root);
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+            *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
                                       "send {\"count\": N} with N >= 0, or no body to move all");
+            return -1;
         }
-        count = v ? json_integer_value(v) : 0;
+        *count = v ? json_integer_value(v) : 0;
         json_decref(root);
     }
+    return 0;
+}
+
+/* POST /dlq/retry: {"count": N} or ?count=N; none or 0 moves every message. */
+static enum MHD_Result dlq_retry(req_ctx_t *c)
+{
+    enum MHD_Result ret = MHD_NO;
+    long long count;
+
+    if (rq_api_retry_count(c, &count, &ret) != 0)
+        return ret;
     c->dlq.kind = RQ_DLQ_RETRY;
     c->dlq.count = (size_t)count;
     return start_dlq(c);

@@ -173,6 +173,11 @@ int rq_api_query_size(struct MHD_Connection *conn, const char *name, long long m
  * over MAX_BODY_BYTES) itself: the caller returns *ret then. */
 json_t *rq_api_body_object(req_ctx_t *c, enum MHD_Result *ret);
 
+/* The count of a DLQ retry (POST /dlq/retry, POST /queues/{id}/messages/retry): ?count=N, or
+ * {"count": N}, or no body (0: every message). Returns 0 with *count, or -1 after answering
+ * 413/400 itself (the caller returns *ret). */
+int rq_api_retry_count(req_ctx_t *c, long long *count, enum MHD_Result *ret);
+
 /* ---- route modules (each answers every method of its routes; 405 for others) ---- */
 
 /* producer/api/queues_admin.c: R_QUEUES, R_QUEUE, R_QDLQ, R_QRETRY. */

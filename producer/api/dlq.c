@@ -175,6 +175,21 @@ static int queue_exists(amqp_connection_state_t conn, const char *queue, int *no
     return -1;
 }
 
+/* The DLQ of `queue` ("<queue>.dlq", once queue is known to exist), or of the default queue
+ * (queue NULL), into dlq. Returns 0, or -1 with err (and *not_found) as queue_exists(). */
+static int dlq_of(amqp_connection_state_t conn, const RabbitMQConfig *cfg, const char *queue,
+                  char *dlq, size_t dlqlen, int *not_found, char *err, size_t errlen)
+{
+    if (queue == NULL) {
+        rq_amqp_dlq_name(cfg, dlq, dlqlen);
+        return 0;
+    }
+    if (queue_exists(conn, queue, not_found, err, errlen) != 0)
+        return -1;
+    snprintf(dlq, dlqlen, "%s.dlq", queue);
+    return 0;
+}
+
 json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
                     const rq_dlq_stop_t *stop, char *err, size_t errlen)
 {
@@ -194,12 +209,8 @@ json_t *rq_dlq_peek_queue(const RabbitMQConfig *cfg, const char *queue, size_t o
 
     if (conn == NULL)
         return NULL;
-    if (queue == NULL)
-        rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
-    else if (queue_exists(conn, queue, not_found, err, errlen) != 0)
+    if (dlq_of(conn, cfg, queue, dlq, sizeof(dlq), not_found, err, errlen) != 0)
         goto out;
-    else
-        snprintf(dlq, sizeof(dlq), "%s.dlq", queue);
     if (queue_depth(conn, dlq, &count, err, errlen) != 0)
         goto out;
     list = json_array();
@@ -375,12 +386,8 @@ long rq_dlq_retry_queue(const RabbitMQConfig *cfg, const char *queue, size_t cou
         *partial = 0;
     if (conn == NULL)
         return -1;
-    if (queue == NULL)
-        rq_amqp_dlq_name(cfg, dlq, sizeof(dlq));
-    else if (queue_exists(conn, queue, not_found, err, errlen) != 0)
+    if (dlq_of(conn, cfg, queue, dlq, sizeof(dlq), not_found, err, errlen) != 0)
         goto out;
-    else
-        snprintf(dlq, sizeof(dlq), "%s.dlq", queue);
     if (queue_depth(conn, dlq, &depth, err, errlen) != 0)
         goto out;
     if (count == 0 || count > depth)

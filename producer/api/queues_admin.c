@@ -246,38 +246,12 @@ bad:
 /* POST /queues/{id}/messages/retry: {"count": N} or ?count=N (as POST /dlq/retry). */
 static enum MHD_Result retry(req_ctx_t *c)
 {
-    const char *q = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "count");
-    long long count = 0;
-    char *end = NULL;
+    enum MHD_Result ret = MHD_NO;
+    long long count;
     rq_qa_job_t *job;
 
-    if (c->too_large) {
-        rq_series_inc(c->api->m_lim_body);
-        return rq_api_reply_error(c, MHD_HTTP_CONTENT_TOO_LARGE, "the request body is too large");
-    }
-    if (q != NULL) {
-        errno = 0;
-        count = strtoll(q, &end, 10);
-        if (*q == '\0' || *end != '\0' || count < 0 || errno != 0)
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                      "count must be a non-negative integer");
-    } else if (c->len > 0) {
-        if (rq_json_too_deep(c->buf, c->len, (size_t)c->api->cfg->max_json_depth)) {
-            static const char *const depth[1] = {"json_depth"};
-            rq_series_inc(rq_metric_series(c->api->m_limits, 1, depth));
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, "JSON nested too deep");
-        }
-        json_t *root = json_loadb(c->buf, c->len, JSON_REJECT_DUPLICATES, NULL);
-        json_t *v = json_object_get(root, "count");
-        if (!json_is_object(root) ||
-            (v != NULL && (!json_is_integer(v) || json_integer_value(v) < 0))) {
-            json_decref(root);
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                      "send {\"count\": N} with N >= 0, or no body to move all");
-        }
-        count = v ? json_integer_value(v) : 0;
-        json_decref(root);
-    }
+    if (rq_api_retry_count(c, &count, &ret) != 0)
+        return ret;
     job = new_job(c, RQ_QA_DLQ_RETRY, c->qname);
     if (job == NULL)
         return rq_api_reply_503(c, "out of memory");
