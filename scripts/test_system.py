@@ -676,8 +676,9 @@ class SystemTest:
         host, port = c.host, c.port
         expect("POST /produce body > 1 MiB", raw_exchange(host, port, build_request("POST", "/produce", big),
                                                           timeout=self.args.timeout), 413)
-        expect("POST /produce Content-Type text/plain",
-               c.post("/produce", b'{"payload":1}', headers={"Content-Type": "text/plain"}), 415)
+        expect("POST /produce Content-Type application/x-www-form-urlencoded (curl -d without -H)",
+               c.post("/produce", b'{"payload":1}',
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
         expect("GET /nonexistent", c.get("/nonexistent"), 404)
         r = c.get("/produce")
         expect("GET /produce", r, 405, "POST" in (r.header("allow") or ""))

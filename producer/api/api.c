@@ -1116,12 +1116,23 @@ static enum MHD_Result reply_early(req_ctx_t *c)
     return rq_api_reply_error(c, c->early_status, c->early_msg);
 }
 
-/* 1 for the HTML form types (application/x-www-form-urlencoded, multipart/form-data): what
- * curl -d and browsers send by default, never a payload meant to be published raw. */
-static int is_form_type(const char *ct)
+/* 1 for a Content-Type (present) that is no type to publish raw bytes with: the HTML form
+ * types (application/x-www-form-urlencoded, multipart/form-data: what curl -d and browsers
+ * send by default, a forgotten header rather than a payload), or no concrete type/subtype
+ * (no '/', an empty side, a '*' wildcard). */
+static int is_refused_type(const char *ct)
 {
-    return ct != NULL && (strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 ||
-                          strncasecmp(ct, "multipart/form-data", 19) == 0);
+    const char *slash, *end;
+
+    if (ct == NULL || ct[0] == '\0')
+        return 0;
+    if (strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0 ||
+        strncasecmp(ct, "multipart/form-data", 19) == 0)
+        return 1;
+    slash = strchr(ct, '/');
+    end = ct + strcspn(ct, "; \t");
+    return slash == NULL || slash == ct || slash + 1 >= end || slash > end ||
+           memchr(ct, '*', (size_t)(end - ct)) != NULL;
 }
 
 /* 1 for the POST routes that may come without a body. */
@@ -1160,10 +1171,10 @@ static int check_produce_headers(req_ctx_t *c)
         set_early(c, MHD_HTTP_BAD_REQUEST, NO_BODY_MSG);
         return 1;
     }
-    if (is_form_type(ct)) {
-        /* curl -d's default type: a forgotten header, not a payload to publish raw */
+    if (is_refused_type(ct)) {
+        /* curl -d's default type (a forgotten header), or no concrete type */
         set_early(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE,
-                  "form types are refused: send application/json, or raw bytes with their type");
+                  "send application/json, or raw bytes with their own type/subtype (no form)");
         return 1;
     }
     if (ct != NULL && ct[0] != '\0' && (c->route == R_PRODUCE || c->route == R_QMESSAGES)) {
@@ -1663,8 +1674,10 @@ int rq_api_drain(rq_api_t *api, int timeout_ms)
     /* Its jobs end (cancelled) and their connections are resumed with their answers. */
     rq_dlq_worker_stop(api->dlq);
     rq_qadmin_stop(api->qadmin);
-    rq_lease_fwd_stop(api->lease_fwd); /* forwards in flight answered 503 */
-    rq_leaser_stop(api->leaser);       /* long-polls answered; leases given back */
+    /* The leaser first: the requests it serves for other replicas end in the forwarder's
+     * outbox, which the forwarder sends before it stops (forwards in flight: 503). */
+    rq_leaser_stop(api->leaser); /* long-polls answered; leases given back */
+    rq_lease_fwd_stop(api->lease_fwd);
     deadline = rq_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     /* A resumed connection is answered by an HTTP thread on its next turn: until then
      * MHD_stop_daemon() would close it unanswered. */
@@ -1686,8 +1699,8 @@ void rq_api_free(rq_api_t *api)
      * get 503 at once, and the worker is freed only after. */
     rq_dlq_worker_stop(api->dlq);
     rq_qadmin_stop(api->qadmin);
+    rq_leaser_stop(api->leaser); /* before the forwarder: see rq_api_drain() */
     rq_lease_fwd_stop(api->lease_fwd);
-    rq_leaser_stop(api->leaser);
     if (api->daemon != NULL)
         MHD_stop_daemon(api->daemon);
     rq_dlq_worker_free(api->dlq);

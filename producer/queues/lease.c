@@ -257,6 +257,19 @@ static int open_other_channel(rq_leaser_t *l, char *err, size_t errlen)
     return rq_amqp_check_reply(amqp_get_rpc_reply(l->conn), "confirm.select", err, errlen);
 }
 
+/* The presence queue RQ_LEASE_PRESENCE_FMT of this replica: exclusive to this connection, so
+ * it exists exactly as long as the leases do (lease_fwd.c tells "reconnecting" from "gone"
+ * by it). */
+static int declare_presence(rq_leaser_t *l, char *err, size_t errlen)
+{
+    char name[64];
+
+    snprintf(name, sizeof(name), RQ_LEASE_PRESENCE_FMT, l->replica);
+    amqp_queue_declare(l->conn, CH_OTHER, amqp_cstring_bytes(name), 0, 0, 1, 1, amqp_empty_table);
+    return rq_amqp_check_reply(amqp_get_rpc_reply(l->conn), "queue.declare (presence)", err,
+                               errlen);
+}
+
 static void try_connect(rq_leaser_t *l)
 {
     char err[512];
@@ -266,7 +279,7 @@ static void try_connect(rq_leaser_t *l)
     l->conn = rq_amqp_open(&l->cfg->rabbitmq, err, sizeof(err));
     if (l->conn == NULL)
         goto err;
-    if (open_other_channel(l, err, sizeof(err)) != 0)
+    if (open_other_channel(l, err, sizeof(err)) != 0 || declare_presence(l, err, sizeof(err)) != 0)
         goto err;
     l->acks = rq_pubbuf_new(l->conn, !l->cfg->rabbitmq.tls, l->cfg->rabbitmq.connect_timeout_ms);
     if (l->acks == NULL) {

@@ -77,6 +77,9 @@
 #define RQ_LEASE_MAX_S 3600     /* longest lease */
 #define RQ_LEASE_MAX_WAIT_S 30  /* longest long-poll */
 #define RQ_LEASE_REASON_MAX 200 /* a nack's reason */
+/* The leaser's presence queue: exclusive to its connection, so it exists while the replica's
+ * leases do (the %s is the replica id). */
+#define RQ_LEASE_PRESENCE_FMT "relayq.replica.%s.leases"
 
 typedef struct rq_lease_limits {
     size_t max_leases;  /* 0: LEASE_MAX_OUTSTANDING (10000) */

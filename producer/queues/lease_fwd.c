@@ -17,6 +17,7 @@
 #include "wakeup.h"
 
 #define CH 1
+#define CH_CHECK 2        /* passive declares of a holder's presence queue */
 #define MAX_INFLIGHT 4096 /* forwards waiting to be sent or answered */
 #define TYPE_REQUEST "relayq.lease.request"
 #define TYPE_REPLY "relayq.lease.reply"
@@ -121,6 +122,8 @@ int rq_lease_fwd_decode(const char *body, size_t len, rq_lease_job_t *job)
         json_integer_value(dl) < 0 || json_integer_value(dl) > RQ_DELAY_MAX_MS ||
         json_integer_value(ls) < 0 || json_integer_value(ls) > RQ_LEASE_MAX_S)
         goto done;
+    if (job->kind == RQ_LJ_EXTEND && json_integer_value(ls) < 1)
+        goto done; /* as over HTTP: 1..RQ_LEASE_MAX_S */
     job->requeue = json_is_true(rq);
     job->delay_ms = (long long)json_integer_value(dl);
     job->lease_s = (int)json_integer_value(ls);
@@ -309,13 +312,57 @@ static void on_reply(rq_lease_fwd_t *f, const amqp_message_t *m)
     finish(f, p, O_SENT_OK);
 }
 
+/* 1 when the leases of replica `rid` are gone (its leaser's presence queue is not there), 0
+ * when its leaser is still connected (the queue exists, exclusive to that connection: 405),
+ * -1 when it cannot be told (our connection is then dropped). */
+static int holder_gone(rq_lease_fwd_t *f, const char *rid)
+{
+    char name[64], err[256];
+    amqp_rpc_reply_t r;
+    int code = 0;
+
+    snprintf(name, sizeof(name), RQ_LEASE_PRESENCE_FMT, rid);
+    amqp_channel_open(f->conn, CH_CHECK);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(f->conn), "channel.open", err, sizeof(err)) != 0)
+        goto lost;
+    amqp_queue_declare(f->conn, CH_CHECK, amqp_cstring_bytes(name), 1, 0, 1, 1, amqp_empty_table);
+    r = amqp_get_rpc_reply(f->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        amqp_channel_close(f->conn, CH_CHECK, AMQP_REPLY_SUCCESS); /* ours?! it exists */
+        return 0;
+    }
+    if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+        goto lost;
+    code = ((amqp_channel_close_t *)r.reply.decoded)->reply_code;
+    amqp_channel_close_ok_t ok = {0};
+    if (amqp_send_method(f->conn, CH_CHECK, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK)
+        goto lost;
+    return code == AMQP_NOT_FOUND ? 1 : 0; /* 405 RESOURCE_LOCKED: exclusive to a live leaser */
+
+lost:
+    drop_conn(f, "cannot check a replica's presence");
+    return -1;
+}
+
 static void on_return(rq_lease_fwd_t *f, const amqp_message_t *m)
 {
     pending_t *p = take_pending(f, m->properties.correlation_id);
-    char msg[200];
+    char msg[200], rid[RQ_LEASE_REPLICA_LEN + 1];
+    int gone;
 
     if (p == NULL)
         return;
+    /* The request queue lives with the holder's forwarder connection, its leases with its
+     * leaser's: only a missing presence queue means the leases went back. */
+    snprintf(rid, sizeof(rid), "%.*s", RQ_LEASE_REPLICA_LEN, p->job->lease_id);
+    gone = holder_gone(f, rid);
+    if (gone != 1) {
+        set_error(p->job, 503,
+                  "the lease's replica is reconnecting to the broker (it still holds the "
+                  "lease); retry");
+        finish(f, p, O_SENT_LOST);
+        return;
+    }
     snprintf(msg, sizeof(msg),
              "the lease's replica %.8s is gone: its leases went back to the queue (the message "
              "will be delivered again)",
@@ -434,7 +481,10 @@ static void on_message(rq_lease_fwd_t *f, const amqp_message_t *m, int returned)
 /* Reads every frame there is: deliveries (requests, replies), returns, closes. */
 static void read_frames(rq_lease_fwd_t *f)
 {
-    while (f->conn != NULL) {
+    /* At most 256 frames a turn: the replies queued meanwhile go out between two turns (a
+     * flood of requests cannot grow the outbox without bound); next_timeout() is 0 while
+     * frames wait. */
+    for (int n = 0; f->conn != NULL && n < 256; n++) {
         amqp_frame_t fr;
         amqp_message_t m;
         struct timeval tv = {0, 0};
@@ -448,8 +498,10 @@ static void read_frames(rq_lease_fwd_t *f)
         if (fr.frame_type != AMQP_FRAME_METHOD)
             continue;
         if (fr.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
-            fr.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
-            drop_conn(f, "closed by the broker");
+            fr.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD ||
+            fr.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
+            /* a cancel: our queue was deleted; a new connection declares it again */
+            drop_conn(f, "closed by the broker, or our queue deleted");
             return;
         }
         if (fr.payload.method.id != AMQP_BASIC_DELIVER_METHOD &&
@@ -602,6 +654,7 @@ int rq_lease_fwd_submit(rq_lease_fwd_t *f, rq_lease_job_t *job)
     pthread_mutex_unlock(&f->mu);
     if (why != NULL) {
         free(p);
+        rq_series_inc(f->m[O_SENT_LOST]);
         set_error(job, 503, why);
         return -1;
     }

@@ -10,9 +10,11 @@
  *     request (JSON, type "relayq.lease.request") to "relayq.replica.<R>" (mandatory), with
  *     reply_to its own queue and a correlation id, and answers the client with R's answer
  *     (type "relayq.lease.reply": the HTTP status and the JSON body R's leaser gave);
- *   - the broker returns the request when R's queue is gone, that is when R's connection is
- *     gone, and with it every lease R held (the broker requeued them): 409 "the lease's
- *     replica is gone";
+ *   - the broker returns the request when R's queue is gone. Then R's leaser's presence
+ *     queue (RQ_LEASE_PRESENCE_FMT, exclusive to the leaser's connection) tells: missing, R's
+ *     leases are gone with it (the broker requeued them): 409 "the lease's replica is gone";
+ *     there, only R's forwarder is reconnecting (or its queue was deleted, and a cancel
+ *     makes it declare the queue again): 503, retry;
  *   - no answer within PUBLISH_TIMEOUT_MS (R overloaded, or the request lost with a
  *     connection): 503 with Retry-After (the lease may or may not have been settled: an ack
  *     retried after that is 409 when it was).

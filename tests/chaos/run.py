@@ -333,8 +333,9 @@ class Client(threading.Thread):
             return "/batch-produce", {"messages": [{"id": i, "payload": i} for i in ids]}, ids, pub
         if c == 4:
             (i,) = self.ids(1)
+            # a form type (curl -d without -H) is refused; another type is published raw
             return "/produce", ("RAW", json.dumps({"id": i, "payload": i}).encode(),
-                                "text/plain"), [i], pub
+                                "application/x-www-form-urlencoded"), [i], pub
         if c == 5:
             (i,) = self.ids(1)
             return "/produce", ("RAW", b'{"id":"' + i.encode() + b'","payload":"' + i.encode() +

@@ -83,6 +83,7 @@ qpids=()
 for t in test_queues_admin test_queues_produce test_queues_pull test_queues_replicas test_jwt; do
 	margs=(--mgmt-port "$MGMT_PORT")
 	[ $t = test_jwt ] && margs=()
+	[ $t = test_queues_replicas ] && margs+=(--broker-dir "$TMP/broker")
 	timeout -k 5 240 "$PY" "$here/$t.py" --bin "$bin" --amqp-port "$BROKER_PORT" "${margs[@]}" \
 		--work "$TMP/$t" >"$TMP/$t.out" 2>&1 &
 	qpids+=("$t:$!")

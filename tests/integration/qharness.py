@@ -42,6 +42,8 @@ def arg_parser(doc):
     ap.add_argument("--mgmt-port", type=int, default=0,
                     help="its management port (0: none, or the private broker's)")
     ap.add_argument("--work", default="", help="scratch folder (default: a new temp folder)")
+    ap.add_argument("--broker-dir", default="",
+                    help="the running broker's scripts/broker.sh folder (for rabbitmqctl)")
     return ap
 
 
@@ -71,13 +73,14 @@ class Stack:
         os.makedirs(args.work, exist_ok=True)
         os.chmod(args.work, 0o755)
         self.broker_dir = None
+        self.ctl_dir = args.broker_dir or None  # broker.sh ctl: the given broker's, or ours
         self.procs = []
 
     def __enter__(self):
         a = self.args
         if not a.amqp_port:
             a.amqp_port, a.mgmt_port = low_port(), low_port()
-            self.broker_dir = os.path.join(a.work, "broker")
+            self.broker_dir = self.ctl_dir = os.path.join(a.work, "broker")
             r = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start", self.broker_dir,
                                 str(a.amqp_port), str(a.mgmt_port)],
                                capture_output=True, text=True, timeout=120)
@@ -129,6 +132,13 @@ class Stack:
 
     def request(self, p, method, path, body=None, headers=None, timeout=15.0):
         return request(p.port, method, path, body=body, headers=headers, timeout=timeout)
+
+    def ctl(self, *argv):
+        """rabbitmqctl on the stack's broker (scripts/broker.sh ctl); None without its folder."""
+        if not self.ctl_dir:
+            return None
+        return subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "ctl", self.ctl_dir]
+                              + list(argv), capture_output=True, text=True, timeout=60)
 
     @staticmethod
     def qname(prefix="t"):

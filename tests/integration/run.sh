@@ -208,7 +208,7 @@ pstep "queue service: POST /queues/{id}/messages, priority/ttl_ms/delay_ms/heade
 pstep "queue service: pull with leases, ack/nack/extend, expiry, long-poll, kill -9 (test_queues_pull.py)" 180 \
 	"$PY" "$here/test_queues_pull.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-pull"
 pstep "queue service: two replicas, acks forwarded to the lease's holder, holder killed (test_queues_replicas.py)" 120 \
-	"$PY" "$here/test_queues_replicas.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-replicas"
+	"$PY" "$here/test_queues_replicas.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --broker-dir "$broker_dir" --work "$TMP/queues-replicas"
 pstep "queue service review: create race, delayed load, DELETE vs delay buckets, foreign DELETE without mgmt, raw/CC headers, max delay, bucket type, frame_max 4096 + TLS (test_queues_r2.py)" 420 \
 	"$PY" "$here/test_queues_r2.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-r2"
 run_psteps

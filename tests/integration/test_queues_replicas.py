@@ -13,10 +13,12 @@ an ack on B of A's lease is 409 "replica ... is gone" and the message is back in
 B's forwarded-requests metric counts what it sent. Standard library only; bounded in time.
 """
 
+import json
 import os
 import signal
 import sys
 import time
+import urllib.parse
 
 import qharness
 from test_queues_pull import PullTest
@@ -25,6 +27,73 @@ from test_queues_pull import PullTest
 def metric(p, outcome, role="sent"):
     return qharness.metric(p.metrics(), "producer_lease_forwarded_total", role=role,
                            outcome=outcome)
+
+
+AUTH = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}
+
+
+def mgmt(st, method, path):
+    return qharness.request(st.args.mgmt_port, method, path, headers=AUTH)
+
+
+def replica_queue(st, rid):
+    """The management API's view of relayq.replica.<rid> (a dict, {} when absent)."""
+    r = mgmt(st, "GET", "/api/queues/%2F/" + urllib.parse.quote("relayq.replica." + rid))
+    return json.loads(r.body) if r.status == 200 else {}
+
+
+def forwarder_faults(st, t, a, b):
+    """Only the holder's forwarder connection goes (its leaser's stays, with the leases), then
+    its replica queue is deleted from outside: a forward must never say 'gone' for a lease
+    that is still held, and the forwarder must come back by itself."""
+    ck = st.ck
+    q = st.qname("fwd")
+    t.declare(q)
+    t.publish(q, 2, "f")
+    ms = t.msgs(t.pull(a, q, max=2, lease_s=600))
+    if len(ms) != 2 or not st.args.mgmt_port:
+        ck.check("forwarder faults: 2 leased on A, management API present", False, len(ms))
+        return
+    rid = ms[0]["lease_id"][:8]
+    conn = None
+    for _ in range(50):
+        cd = replica_queue(st, rid).get("consumer_details") or []
+        if cd:
+            conn = cd[0]["channel_details"]["connection_name"]
+            break
+        time.sleep(0.2)
+    r = mgmt(st, "DELETE", "/api/connections/" + urllib.parse.quote(conn or "x"))
+    ck.check("the management API closes A's forwarder connection", r.status == 204, r)
+    m = ms[0]
+    r = t.act(b, q, m["message_id"], "ack", {"lease_id": m["lease_id"]})
+    ck.check("ack on B while A's forwarder reconnects: never 409 'gone' (A holds the lease)",
+             r.status != 409, r)
+    deadline, r2 = time.monotonic() + 15, None
+    while time.monotonic() < deadline:
+        r2 = t.act(b, q, m["message_id"], "ack", {"lease_id": m["lease_id"]})
+        if r2.status != 503:
+            break
+        time.sleep(0.3)
+    ck.check("the same ack once A's forwarder is back: 200 (or 409 when the first one did it)",
+             r2 is not None and (r2.status == 200 or (r2.status == 409 and r.status == 200)),
+             (r.status, r2))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not replica_queue(st, rid).get("consumer_details"):
+        time.sleep(0.2)
+    # (exclusive to A's forwarder: the management API may not delete it, rabbitmqctl may)
+    r = st.ctl("delete_queue", "relayq.replica." + rid)
+    if r is None:
+        return  # an outside broker without --broker-dir
+    ck.check("rabbitmqctl deletes A's replica queue", r.returncode == 0, r.stderr[-200:])
+    m = ms[1]
+    deadline, r = time.monotonic() + 15, None
+    while time.monotonic() < deadline:
+        r = t.act(b, q, m["message_id"], "ack", {"lease_id": m["lease_id"]})
+        if r.status == 200:
+            break
+        time.sleep(0.3)
+    ck.check("after its queue was deleted, A's forwarder declares it again: the ack on B is 200",
+             r is not None and r.status == 200, r)
 
 
 def main():
@@ -74,6 +143,8 @@ def main():
             ck.check("B counted its forwards", metric(b, "answered") >= 4, metric(b, "answered"))
             ck.check("A counted what it served", metric(a, "answered", "served") >= 4,
                      metric(a, "answered", "served"))
+
+            forwarder_faults(st, t, a, b)
 
             # The holder dies: its leases go back, and a forward finds no replica.
             # (B consumed the queue for its last pull, so B may hold the new message unleased

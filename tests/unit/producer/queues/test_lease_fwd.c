@@ -65,6 +65,8 @@ Test(lease_fwd, untrusted_requests_are_refused)
         "\"\",\"requeue\":false,\"delay_ms\":0,\"lease_s\":0}",
         "{\"kind\":\"ack\",\"queue\":\"q\",\"lease_id\":\"l\",\"msgid\":\"m\",\"reason\":\"\","
         "\"requeue\":0,\"delay_ms\":0,\"lease_s\":0}",
+        "{\"kind\":\"lease\",\"queue\":\"q\",\"lease_id\":\"l\",\"msgid\":\"m\",\"reason\":\"\","
+        "\"requeue\":false,\"delay_ms\":0,\"lease_s\":0}",
         "{\"kind\":\"ack\",\"kind\":\"nack\",\"queue\":\"q\",\"lease_id\":\"l\",\"msgid\":\"m\","
         "\"reason\":\"\",\"requeue\":false,\"delay_ms\":0,\"lease_s\":0}",
     };
