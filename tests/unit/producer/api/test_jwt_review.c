@@ -457,7 +457,6 @@ Test(jwt_review, reload_races_verification_and_broken_jwks_keeps_old, .timeout =
 
 /* ---- cost of a token ---- */
 
-
 /* ---- subjects: the principal id keys the per-key rate bucket and the metric label ---- */
 
 static void sub_of(EVP_PKEY *k, rq_jwks_t *ks, const char *sub, char *out)
