@@ -138,6 +138,18 @@ static const rq_cfg_desc_t settings[] = {
           "Base URL (plain http://host[:port][/prefix]) of the broker's management HTTP API, "
           "used with RABBITMQ_USER/RABBITMQ_PASS by GET /queues (list) and for unacked counts; "
           "empty: http://RABBITMQ_HOST:15672; off: none (GET /queues answers 503)"),
+    S_STR("STATUS_STREAM", "relayq.status", rabbitmq.status_stream, 0, 200, ALL, G_MQ, 0,
+          "RabbitMQ stream that both services append message lifecycle events to and every "
+          "producer replica reads (GET /messages/{id} on any replica, after a restart, and "
+          "idempotency keys); empty: no stream (each producer knows only its own messages)"),
+    S_I64("STATUS_MAX_AGE_S", "86400", rabbitmq.status_max_age_s, 60, 31536000, ALL, G_MQ,
+          "Status stream retention by age, in seconds (x-max-age); also the longest an "
+          "idempotency key can be remembered"),
+    S_I64("STATUS_MAX_BYTES", "1073741824", rabbitmq.status_max_bytes, 4194304, 1099511627776LL,
+          ALL, G_MQ, "Status stream retention by size, in bytes (x-max-length-bytes)"),
+    S_INT("STATUS_REPLY_MAX", "4096", rabbitmq.status_reply_max, 0, 1048576, ALL, G_MQ,
+          "Longest reply kept in a replied event, in bytes; a longer one is cut and marked "
+          "truncated"),
     S_STR("REQUEST_QUEUE", "request_queue", rabbitmq.request_queue, 1, 200, ALL, G_MQ, 0,
           "Durable queue the producer publishes to and consumers read; derived queues add a "
           "suffix"),
@@ -176,6 +188,14 @@ static const rq_cfg_desc_t settings[] = {
           "then 504"),
     S_INT("MESSAGE_STORE_SIZE", "10000", message_store_size, 0, 10000000, PROD, G_PROD,
           "Recent messages kept for GET /messages/{id}; 0 keeps none"),
+    S_I64("STATUS_REPLAY_S", "0", status_replay_s, 0, 31536000, PROD, G_PROD,
+          "How far back a starting producer reads the status stream, in seconds; 0: from the "
+          "start of its retention"),
+    S_I64("IDEMPOTENCY_TTL_S", "86400", idempotency_ttl_s, 1, 31536000, PROD, G_PROD,
+          "How long an Idempotency-Key is remembered, in seconds (at most STATUS_MAX_AGE_S "
+          "across replicas and restarts)"),
+    S_INT("IDEMPOTENCY_KEYS_MAX", "1000000", idempotency_keys_max, 0, 100000000, PROD, G_PROD,
+          "Idempotency keys a producer remembers at most (the oldest forgotten first)"),
     S_INT("MAX_PENDING", "100000", max_pending, 1, 10000000, PROD, G_PROD,
           "Messages the publisher may hold unconfirmed before requests get 503"),
     S_INT("HTTP_THREADS", "2", http_threads, 1, 64, PROD, G_PROD,

@@ -78,8 +78,13 @@ typedef struct RabbitMQConfig {
     char *tls_key;     /* RABBITMQ_TLS_KEY: client private key (PEM, unencrypted), default "" */
     bool tls_verify; /* RABBITMQ_TLS_VERIFY: verify the broker's certificate and host name, default
                         true */
-    char *management_url; /* RABBITMQ_MANAGEMENT_URL (producer): "" derives
-                             http://RABBITMQ_HOST:15672, "off" disables */
+    char *status_stream;      /* STATUS_STREAM: lifecycle events (status_log.h), default
+                                 "relayq.status", "" none */
+    int64_t status_max_age_s; /* STATUS_MAX_AGE_S, 60..31536000, default 86400 */
+    int64_t status_max_bytes; /* STATUS_MAX_BYTES, 4 MiB..1 TiB, default 1 GiB */
+    int status_reply_max;     /* STATUS_REPLY_MAX, 0..1048576, default 4096 */
+    char *management_url;     /* RABBITMQ_MANAGEMENT_URL (producer): "" derives
+                                 http://RABBITMQ_HOST:15672, "off" disables */
 } RabbitMQConfig;
 
 typedef struct rq_config {
@@ -113,8 +118,11 @@ typedef struct rq_config {
                                default 3000 */
     int reply_timeout_ms;   /* REPLY_TIMEOUT_MS: deadline for a reply (wait), 100..600000, default
                                30000 */
-    int message_store_size; /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id},
-                               0..10000000, default 10000 */
+    int64_t status_replay_s;   /* STATUS_REPLAY_S: 0 from the stream's start, else that far back */
+    int64_t idempotency_ttl_s; /* IDEMPOTENCY_TTL_S, 1..31536000, default 86400 */
+    int idempotency_keys_max;  /* IDEMPOTENCY_KEYS_MAX, 0..100000000, default 1000000 */
+    int message_store_size;    /* MESSAGE_STORE_SIZE: recent messages kept for GET /messages/{id},
+                                  0..10000000, default 10000 */
     int max_pending; /* MAX_PENDING: messages held by the publisher before 503, 1..10000000, default
                         100000 */
     int http_threads;          /* HTTP_THREADS, 1..64, default 2 */

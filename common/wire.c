@@ -40,6 +40,8 @@ static int encode_headers(const rq_wire_out_t *m, amqp_table_entry_t *hdr)
     hdr[n++] = utf8_entry(RQ_WIRE_HDR_SOURCE, m->source);
     if (m->uid != NULL)
         hdr[n++] = utf8_entry(RQ_WIRE_HDR_UID, m->uid);
+    if (m->idem_key != NULL)
+        hdr[n++] = utf8_entry(RQ_WIRE_HDR_IDEM, m->idem_key);
     if (m->file_id != NULL)
         hdr[n++] = utf8_entry(RQ_WIRE_HDR_FILE, m->file_id);
     if (m->has_offset)
@@ -152,7 +154,7 @@ int rq_wire_dropped_on_copy(amqp_bytes_t key)
 {
     if (key_is(key, RQ_WIRE_HDR_DEATH))
         return 1;
-    if (key_is(key, RQ_WIRE_HDR_UID))
+    if (key_is(key, RQ_WIRE_HDR_UID) || key_is(key, RQ_WIRE_HDR_IDEM))
         return 0; /* the message's identity (dedup key) stays with every copy */
     return key_has_prefix(key, RQ_WIRE_HDR_RELAYQ_PREFIX) ||
            key_has_prefix(key, RQ_WIRE_HDR_FIRST_DEATH_PREFIX) ||
@@ -323,6 +325,7 @@ static const field_spec_t fields[] = {
     {RQ_WIRE_HDR_PUBLISHED_MS, offsetof(rq_wire_msg_t, published_ms_header), 1, 0},
     {RQ_WIRE_HDR_SOURCE, offsetof(rq_wire_msg_t, source), 0, STR_UTF8_OR_BYTES},
     {RQ_WIRE_HDR_UID, offsetof(rq_wire_msg_t, uid), 0, STR_UTF8},
+    {RQ_WIRE_HDR_IDEM, offsetof(rq_wire_msg_t, idem), 0, STR_UTF8},
     {RQ_WIRE_HDR_FILE, offsetof(rq_wire_msg_t, file), 0, STR_UTF8_OR_BYTES},
     {RQ_WIRE_HDR_OFFSET, offsetof(rq_wire_msg_t, offset), 1, 0},
     {RQ_WIRE_HDR_END, offsetof(rq_wire_msg_t, end), 1, 0},

@@ -21,6 +21,9 @@
  *   x-source             ['S'] "api", "tail" or "tool"; every message
  *   x-relayq-uid         ['S'] API messages: the producer's UUID, kept across republishes,
  *                        retry copies and DLQ replays; the key consumers deduplicate on
+ *   x-relayq-idem        ['S'] API messages produced with an Idempotency-Key: the key (1..255
+ *                        printable ASCII bytes); consumers deduplicate on it instead
+ *                        ("idem:" + it, before x-relayq-uid); kept by every copy
  *   x-file               ['S'] tailed lines: the source file's identity (1..128 bytes of
  *                        [A-Za-z0-9:._-])
  *   x-offset             ['l'] tailed lines: byte offset of the body in the source file
@@ -50,8 +53,9 @@
  *                    decimal string of 1..23 bytes (strtoll, whole string); the last two are
  *                    marked `converted`. Anything else is RQ_WIRE_BAD_TYPE.
  *   string headers   'S' long strings; x-file, x-format, x-source and x-relayq-last-error
- *                    also accept 'x' byte arrays (pika's Python bytes). x-relayq-uid and
- *                    x-relayq-reason must be 'S'. Anything else is RQ_WIRE_BAD_TYPE.
+ *                    also accept 'x' byte arrays (pika's Python bytes). x-relayq-uid,
+ *                    x-relayq-idem and x-relayq-reason must be 'S'. Anything else is
+ *                    RQ_WIRE_BAD_TYPE.
  *   trace headers    traceparent and tracestate as 'S' or 'x'; of any other kind, or
  *                    malformed, they are ignored (never a reason to refuse a message)
  *   duplicates       the first entry of a name counts (as in a table lookup), good or bad.
@@ -69,6 +73,7 @@
 #define RQ_WIRE_HDR_PUBLISHED_MS "x-published-ms"
 #define RQ_WIRE_HDR_SOURCE "x-source"
 #define RQ_WIRE_HDR_UID "x-relayq-uid"
+#define RQ_WIRE_HDR_IDEM "x-relayq-idem"
 #define RQ_WIRE_HDR_TRACEPARENT "traceparent"
 #define RQ_WIRE_HDR_TRACESTATE "tracestate"
 #define RQ_WIRE_HDR_FILE "x-file"
@@ -118,6 +123,7 @@ typedef struct rq_wire_out {
     int64_t published_ms;       /* x-published-ms, and the timestamp property (/ 1000) */
     const char *source;         /* x-source, required */
     const char *uid;            /* x-relayq-uid; NULL: absent */
+    const char *idem_key;       /* x-relayq-idem (the Idempotency-Key); NULL: absent */
     const char *file_id;        /* x-file; NULL: absent */
     int has_offset;             /* 1: x-offset = offset */
     int64_t offset;
@@ -135,7 +141,7 @@ typedef struct rq_wire_out {
 } rq_wire_out_t;
 
 /* Most headers rq_wire_encode() writes of its own (the client's come on top). */
-#define RQ_WIRE_OUT_HEADERS_MAX 10
+#define RQ_WIRE_OUT_HEADERS_MAX 11
 
 /* ---- client headers (issue 16) --------------------------------------------------------
  * A produce request may carry headers of its own: a name of 1..RQ_WIRE_USER_HEADER_NAME_MAX
@@ -187,7 +193,8 @@ amqp_table_entry_t rq_wire_replayed_header(void);
 
 /* 1 when a header must not be carried over to a copy relayq makes (retry, DLQ, replay): the
  * broker's dead-letter history (x-death, x-first-death-*, x-last-death-*) and relayq's
- * x-relayq-* counters, except x-relayq-uid (the message's identity stays with every copy).
+ * x-relayq-* counters, except x-relayq-uid and x-relayq-idem (the message's identity stays
+ * with every copy).
  * Every other header, even x-firstname or x-last-seen, stays. */
 int rq_wire_dropped_on_copy(amqp_bytes_t key);
 
@@ -231,6 +238,7 @@ typedef struct rq_wire_msg {
     int64_t published_ms;
     rq_wire_str_t source;     /* x-source */
     rq_wire_str_t uid;        /* x-relayq-uid ('S' only) */
+    rq_wire_str_t idem;       /* x-relayq-idem ('S' only) */
     rq_wire_str_t file;       /* x-file */
     rq_wire_int_t offset;     /* x-offset */
     rq_wire_int_t end;        /* x-end */

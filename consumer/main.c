@@ -1,5 +1,9 @@
 /* main.c - the relayq consumer: configuration, signals, metrics/health HTTP, the worker.
  *
+ * With STATUS_STREAM set (the default "relayq.status"), the worker's lifecycle events go to
+ * that stream through an append-only status log (status_log.h: its own thread and
+ * connection, so a stream outage never stops consuming); STATUS_STREAM="" makes none.
+ *
  * SIGHUP reopens OUTPUT_FILE (a rotated file is let go of) and the log (stderr, when it was a
  * regular file at start-up: the same path is opened again), and never stops the consumer.
  *
@@ -28,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "output.h"
+#include "status_log.h"
 #include "util.h"
 #include "worker.h"
 
@@ -180,6 +185,43 @@ static int open_parts(const rq_config_t *cfg, rq_metrics_t *metrics, rq_handler_
     return 0;
 }
 
+#define STATUS_MAX_PENDING 100000                   /* events queued, at most */
+#define STATUS_MAX_PENDING_BYTES (64 * 1024 * 1024) /* and their bytes */
+
+/* The append-only status log of the lifecycle events (worker.h), started and given to the
+ * worker, into *log; none (NULL) when STATUS_STREAM is "". Returns 0, or -1 when it cannot be
+ * made or started (logged). */
+static int open_status(const rq_config_t *cfg, rq_metrics_t *metrics, rq_worker_t *worker,
+                       rq_status_log_t **log)
+{
+    rq_status_log_opts_t o;
+
+    *log = NULL;
+    if (cfg->rabbitmq.status_stream == NULL || cfg->rabbitmq.status_stream[0] == '\0')
+        return 0;
+    memset(&o, 0, sizeof(o));
+    o.rabbitmq = &cfg->rabbitmq;
+    o.stream = cfg->rabbitmq.status_stream;
+    o.max_age_s = cfg->rabbitmq.status_max_age_s;
+    o.max_bytes = cfg->rabbitmq.status_max_bytes;
+    o.service = "consumer";
+    o.max_pending = STATUS_MAX_PENDING;
+    o.max_pending_bytes = STATUS_MAX_PENDING_BYTES;
+    o.pack_max = 64 * 1024; /* the events of a group commit share stream messages */
+    *log = rq_status_log_new(&o, metrics);
+    if (*log == NULL) {
+        rq_error("cannot create the status log for stream %s", o.stream);
+        return -1;
+    }
+    if (rq_status_log_start(*log) < 0) {
+        rq_error("cannot start the status log for stream %s", o.stream);
+        return -1;
+    }
+    rq_worker_set_status(worker, *log);
+    rq_info("lifecycle events to stream %s", o.stream);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     rq_config_t cfg;
@@ -189,12 +231,12 @@ int main(int argc, char **argv)
     rq_output_t *out = NULL;
     rq_handler_t *handler = NULL;
     rq_worker_t *worker = NULL;
+    rq_status_log_t *slog = NULL;
     struct MHD_Daemon *http = NULL;
     rq_http_common_t common;
     rq_http_server_t srv;
     char err[512];
-    int status = 1;
-    int rc;
+    int status = 1, rc;
 
     memset(&cfg, 0, sizeof(cfg));
     memset(&srv, 0, sizeof(srv));
@@ -227,6 +269,8 @@ int main(int argc, char **argv)
         rq_error("out of memory");
         goto out;
     }
+    if (open_status(&cfg, metrics, worker, &slog) < 0)
+        goto out;
     if (cfg.consumer_port > 0) {
         common.metrics = metrics;
         common.ready = rq_worker_ready;
@@ -253,6 +297,7 @@ out:
         MHD_stop_daemon(http);
     rq_http_server_clear(&srv);
     rq_worker_free(worker);
+    rq_status_log_free(slog); /* after the worker: its last events are published (about 1 s) */
     rq_handler_free(handler);
     rq_output_free(out);
     rq_amqp_nodes_metrics(NULL);

@@ -277,13 +277,43 @@ static int fallback_id(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error
     return 0;
 }
 
-/* out->key_buf: the x-relayq-uid header (a non-empty 'S' string without NUL), else the
- * message_id property, else a fresh UUID when the id is the correlation_id, else nothing (the
- * key is then the id). Returns 0, or -1 with err set. */
+/* The idempotency key (message.h): "idem:" + a valid x-relayq-idem header into out->key_buf
+ * (1), or 0 when there is none (out->idem_ignored set when one was there but not valid).
+ * Returns -1 when out of memory (err set). */
+static int decode_idem(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
+{
+    const rq_wire_str_t *idem = in->wire != NULL ? &in->wire->idem : NULL;
+    const size_t plen = sizeof(RQ_MSG_IDEM_PREFIX) - 1;
+
+    if (idem == NULL || idem->state == RQ_WIRE_ABSENT)
+        return 0;
+    if (idem->state != RQ_WIRE_OK || idem->v.len == 0 || idem->v.len > RQ_MSG_IDEM_MAX ||
+        memchr(idem->v.bytes, '\0', idem->v.len) != NULL) {
+        out->idem_ignored = 1;
+        return 0;
+    }
+    out->key_buf = malloc(plen + idem->v.len + 1);
+    if (out->key_buf == NULL) {
+        set_err(err, "out of memory");
+        return -1;
+    }
+    memcpy(out->key_buf, RQ_MSG_IDEM_PREFIX, plen);
+    memcpy(out->key_buf + plen, idem->v.bytes, idem->v.len);
+    out->key_buf[plen + idem->v.len] = '\0';
+    return 1;
+}
+
+/* out->key_buf: "idem:" + the x-relayq-idem header (decode_idem), else the x-relayq-uid header
+ * (a non-empty 'S' string without NUL), else the message_id property, else a fresh UUID when
+ * the id is the correlation_id, else nothing (the key is then the id). Returns 0, or -1 with
+ * err set. */
 static int decode_key(const rq_msg_input_t *in, rq_message_t *out, rq_msg_error_t *err)
 {
     const rq_wire_str_t *uid = in->wire != NULL ? &in->wire->uid : NULL;
+    int idem = decode_idem(in, out, err);
 
+    if (idem != 0)
+        return idem < 0 ? -1 : 0;
     if (uid != NULL && uid->state == RQ_WIRE_OK && uid->v.len > 0 &&
         memchr(uid->v.bytes, '\0', uid->v.len) == NULL) {
         out->key_buf = dup_id(uid->v.bytes, uid->v.len);

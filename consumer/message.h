@@ -24,14 +24,19 @@
  * Ids (`id`, the reply's message_id): the envelope's "id", else the message_id property, else
  * the correlation_id property (an RPC client that sets only that), else a new random UUID.
  *
- * Deduplication key (`key`): the x-relayq-uid header when present (a non-empty string: the
- * producer's UUID per accepted message, kept across its republishes), else the message_id
- * property (foreign publishers; a tailed line's is "<file id>:<offset>"), else the envelope
- * "id". Never the correlation_id (clients reuse one across messages: a saga id): a message
- * whose id is its correlation_id, like one with no identity at all, gets a new UUID as its
- * key per delivery, so a redelivery of it may be written twice. The client's "id" (the
- * producer's message_id) is metadata: it stays the reply's message_id and need not be
- * unique.
+ * Deduplication key (`key`): "idem:" + the x-relayq-idem header when present and valid (an
+ * 'S' string of 1..255 bytes without NUL: the client's Idempotency-Key, which the producer
+ * puts on every message produced with one, so that two messages with one key are written to
+ * the output once; both are still acked and replied to), else the x-relayq-uid header when
+ * present (a non-empty string: the producer's UUID per accepted message, kept across its
+ * republishes), else the message_id property (foreign publishers; a tailed line's is
+ * "<file id>:<offset>"), else the envelope "id". Never the correlation_id (clients reuse one across
+ * messages: a saga id): a message whose id is its correlation_id, like one with no identity at all,
+ * gets a new UUID as its key per delivery, so a redelivery of it may be written twice. An
+ * x-relayq-idem of another kind, empty, over RQ_MSG_IDEM_MAX bytes or holding NUL is ignored (the
+ * rules above apply; idem_ignored is set so that the caller can log it). A tailed line is keyed by
+ * its place in its file, never by these. The client's "id" (the producer's message_id) is metadata:
+ * it stays the reply's message_id and need not be unique.
  *
  * A reply must fit the wire: with a reply_to, an "id" over 255 bytes (an AMQP short string,
  * the reply's message_id) makes the message undecodable, so it is dead-lettered with that
@@ -103,6 +108,8 @@ typedef struct rq_msg_input {
 } rq_msg_input_t;
 
 #define RQ_MSG_FILE_ID_MAX 128
+#define RQ_MSG_IDEM_PREFIX "idem:" /* the dedup key of a message with an x-relayq-idem */
+#define RQ_MSG_IDEM_MAX 255        /* longest x-relayq-idem taken as a key */
 
 /* A decoded message. All memory is owned by the struct; release it with rq_message_clear(). */
 typedef struct rq_message {
@@ -117,7 +124,8 @@ typedef struct rq_message {
     int fail_times;         /* 0 when absent */
     const char *key;        /* the deduplication key (see above): key_len bytes, points into */
     size_t key_len;         /* key_buf or id; never NULL after a successful decode */
-    char *key_buf;          /* owned: the message_id property when it is the key, else NULL */
+    char *key_buf;          /* owned: the key when it is not the id ("idem:..." too), else NULL */
+    int idem_ignored;       /* 1: an x-relayq-idem header was there but not a valid key */
     /* a tailed line (x-file header on a raw message): its byte range [start, end) */
     int tailed;
     char file_id[RQ_MSG_FILE_ID_MAX + 1];

@@ -16,12 +16,15 @@
 #include "amqp_conn.h"
 #include "amqp_nodes.h"
 #include "amqp_pub.h"
+#include "events.h"
 #include "handler.h"
 #include "log.h"
 #include "message.h"
 #include "retry.h"
 #include "ring.h"
 #include "settle.h"
+#include "status_event.h"
+#include "status_log.h"
 #include "trace.h"
 #include "util.h"
 #include "wire.h"
@@ -119,6 +122,10 @@ struct rq_worker {
 
     char *scratch; /* props_fit(): room for one content header */
     size_t scratch_cap;
+
+    /* lifecycle events (rq_worker_set_status): the log (NULL: none) and the events' src */
+    rq_status_log_t *slog;
+    char src[320];
 
     /* SIGHUP: reopen the output file and the log (rq_worker_set_reopen) */
     volatile int *reopen_flag;
@@ -425,6 +432,51 @@ void rq_worker_free(rq_worker_t *w)
     free(w->scratch);
     pthread_mutex_destroy(&w->lock);
     free(w);
+}
+
+void rq_worker_set_status(rq_worker_t *w, rq_status_log_t *log)
+{
+    w->slog = log;
+    if (log != NULL)
+        rq_cev_src(w->src, sizeof(w->src));
+}
+
+/* Appends the lifecycle event `type` of item `it` to the status log (worker.h), fire and
+ * forget: without a log nothing; an event that cannot be built or encoded is only logged
+ * (debug), one the log drops is counted there. error: retried / dead_lettered (else NULL). */
+static void emit(rq_worker_t *w, const item_t *it, rq_sev_type_t type, const char *error)
+{
+    rq_cev_in_t in = {.type = type,
+                      .wire = &it->wire,
+                      .msg_id = it->msg.id,
+                      .queue = w->cfg->rabbitmq.request_queue,
+                      .src = w->src,
+                      .ts_ms = rq_wall_ms(),
+                      .attempt = it->attempt,
+                      .error = error};
+    rq_cev_strs_t strs;
+    rq_status_event_t ev;
+    rq_jbuf_t b;
+
+    if (w->slog == NULL)
+        return;
+    if (type == RQ_SEV_REPLIED) {
+        in.reply = it->reply;
+        in.reply_len = it->reply_len;
+        in.reply_max =
+            (size_t)(w->cfg->rabbitmq.status_reply_max > 0 ? w->cfg->rabbitmq.status_reply_max : 0);
+    }
+    if (rq_cev_build(&in, &strs, &ev) < 0) {
+        rq_debug("delivery %llu: no %s event (no usable message id)",
+                 (unsigned long long)it->env.delivery_tag, rq_sev_name(type));
+        return;
+    }
+    rq_jbuf_init(&b, 256 + ev.reply_len + (error != NULL ? strlen(error) : 0));
+    if (rq_status_event_encode(&ev, &b) == 0)
+        rq_status_log_append(w->slog, b.p, b.len, 0, NULL, NULL);
+    else
+        rq_debug("message %s: the %s event cannot be encoded", ev.id, rq_sev_name(type));
+    rq_jbuf_free(&b);
 }
 
 void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *arg), void *arg)
@@ -808,6 +860,14 @@ static void decode_item(rq_worker_t *w, item_t *it)
     rq_message_input_from_wire(&it->wire, it->env.message.body, &in);
     rc = rq_message_decode(&in, w->cfg->max_processing_time, &it->msg, &err);
     if (rc == 0 && prepare_job(it) == 0) {
+        if (it->msg.idem_ignored && rq_log_enabled(RQ_LOG_DEBUG)) {
+            trace_log(it);
+            rq_debug("message %s: " RQ_WIRE_HDR_IDEM " is not a valid key (an 'S' string of "
+                     "1..%d bytes without NUL): deduplicated without it",
+                     it->msg.id, RQ_MSG_IDEM_MAX);
+            trace_log(NULL);
+        }
+        emit(w, it, RQ_SEV_DELIVERED, NULL);
         if (it->msg.processing_capped) {
             trace_log(it);
             rq_debug("message %s: processing_time capped at %g s", it->msg.id,
@@ -1426,6 +1486,25 @@ static uint64_t lowest_other(const rq_worker_t *w)
     return low;
 }
 
+/* The outcome events of the group (worker.h), once final: the output is written and synced,
+ * the copies confirmed (a refused copy's original is requeued: no event), the acks not yet
+ * sent. */
+static void commit_events(rq_worker_t *w)
+{
+    for (size_t i = 0; w->slog != NULL && i < w->ngrp; i++) {
+        const item_t *it = w->grp[i];
+
+        if (it->disp == RQ_DISP_REQUEUE)
+            continue;
+        if (it->disp == RQ_DISP_ACK && it->route == ROUTE_NONE)
+            emit(w, it, RQ_SEV_REPLIED, NULL);
+        else if (it->disp == RQ_DISP_ACK && it->route == ROUTE_RETRY)
+            emit(w, it, RQ_SEV_RETRIED, it->why);
+        else /* to the DLQ (a copy), or rejected: the broker dead-letters it */
+            emit(w, it, RQ_SEV_DEAD_LETTERED, it->why);
+    }
+}
+
 /* commit() phase 4, settle: sends the burst and waits for the confirms of the copies (a
  * nacked or returned copy's original is set to be requeued), then settles the group by each
  * item's disp with the fewest ack/nack/reject frames (settle.h), sends them, and counts
@@ -1444,6 +1523,7 @@ static int commit_settle(rq_worker_t *w)
         return -1;
     w->ncopies = w->copies_left = 0;
 
+    commit_events(w);
     for (size_t i = 0; i < w->ngrp; i++) {
         w->tags[i] = w->grp[i]->env.delivery_tag;
         w->disps[i] = w->grp[i]->disp;

@@ -83,6 +83,17 @@
  * messages requeued) — then basic.cancel, and the connection is closed (deliveries read
  * but not taken in are requeued by the broker). A stop does not wait for any job.
  *
+ * Lifecycle events (issue 17; only with a status log given, rq_worker_set_status): the worker
+ * appends one event (events.h, status_event.h) to the status stream, fire and forget
+ * (rq_status_log_append never blocks; a full buffer drops the event, counted by the log):
+ * "delivered" when a decodable delivery is taken in (attempt = its retry attempt + 1), and
+ * once its outcome is final in the commit (after the group's output write and sync and the
+ * copies' confirms, before the acks go out): "retried" (error = why the attempt failed),
+ * "dead_lettered" (a failed last attempt, a rejection or an undecodable message: error = the
+ * reason) or "replied" (processed, with or without a reply_to: the handler's reply, cut to
+ * STATUS_REPLY_MAX bytes). A delivery requeued (stop, output error, a refused copy) gets no
+ * outcome event; a redelivery gets its events again (readers deduplicate).
+ *
  * Threads: rq_worker_run() runs in one thread; rq_worker_ready() may be called from any
  * thread (e.g. the HTTP server's).
  */
@@ -95,6 +106,7 @@
 #include "handler.h"
 #include "metrics.h"
 #include "output.h"
+#include "status_log.h"
 
 /* The metric series the worker updates (any may be NULL). */
 typedef struct rq_worker_metrics {
@@ -137,6 +149,10 @@ rq_worker_t *rq_worker_new(const rq_config_t *cfg, rq_output_t *out, rq_handler_
  * worker's thread. flag may be NULL (no reopening); fn may be NULL. Call before
  * rq_worker_run(). */
 void rq_worker_set_reopen(rq_worker_t *w, volatile int *flag, void (*fn)(void *arg), void *arg);
+
+/* Lifecycle events (see above) go to `log` (borrowed: it must outlive rq_worker_run(); NULL,
+ * the default: no events). Call before rq_worker_run(). */
+void rq_worker_set_status(rq_worker_t *w, rq_status_log_t *log);
 
 /* Runs the loop described above in the calling thread until *stop becomes non-zero (set it
  * from a signal handler or another thread). Broker failures are retried, never fatal; so is

@@ -15,7 +15,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "publisher.h"
-#include "store.h"
+#include "results.h"
 #include "tailer.h"
 #include "util.h"
 
@@ -33,11 +33,10 @@ static void on_hup(int sig)
     reload_signal = sig;
 }
 
-/* Every reply, waited for or not, marks its message processed in the store. */
+/* Every reply, waited for or not, marks its message processed in the index. */
 static void on_reply(const char *message_id, const char *body, size_t len, void *arg)
 {
-    if (message_id[0] != '\0')
-        rq_store_processed(arg, message_id, body, len, rq_wall_ms());
+    rq_results_replied(arg, message_id, body, len);
 }
 
 /* The tailer hands its jobs to the publisher. */
@@ -60,7 +59,7 @@ static void raise_fd_limit(void)
 /* The parts of a running producer, started in this order and stopped in reverse. */
 typedef struct producer {
     rq_metrics_t *metrics;
-    rq_store_t *store;
+    rq_results_t *results;
     rq_publisher_t *pub;
     rq_api_t *api;
     rq_tailer_t *tailer; /* NULL without INPUT_FILE */
@@ -100,23 +99,27 @@ static void install_signals(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-/* Phase "start parts": metrics, store, publisher, HTTP API (logs where it listens), then the
- * tailer with INPUT_FILE. Returns 0, or -1 with the reason logged (what started stays in *p
- * for free_parts()). */
+/* Phase "start parts": metrics, the message index (and status stream), publisher, HTTP API (logs
+ * where it listens), then the tailer with INPUT_FILE. Returns 0, or -1 with the reason logged (what
+ * started stays in *p for free_parts()). */
 static int start_parts(producer_t *p, const rq_config_t *cfg)
 {
     p->metrics = rq_metrics_new();
-    p->store = rq_store_new((size_t)cfg->message_store_size);
-    if (p->metrics == NULL || p->store == NULL || rq_amqp_nodes_metrics(p->metrics) < 0) {
+    if (p->metrics == NULL || rq_amqp_nodes_metrics(p->metrics) < 0 ||
+        (p->results = rq_results_new(cfg, p->metrics)) == NULL) {
         rq_error("out of memory");
         return -1;
     }
-    p->pub = rq_publisher_new(cfg, p->metrics, on_reply, p->store);
+    if (rq_results_start(p->results) != 0) {
+        rq_error("cannot start the status stream's thread");
+        return -1;
+    }
+    p->pub = rq_publisher_new(cfg, p->metrics, on_reply, p->results);
     if (p->pub == NULL) {
         rq_error("cannot start the publisher thread");
         return -1;
     }
-    p->api = rq_api_new(cfg, p->metrics, p->pub, p->store);
+    p->api = rq_api_new(cfg, p->metrics, p->pub, p->results);
     if (p->api == NULL)
         return -1;
     if (cfg->rabbitmq.addresses[0] != '\0')
@@ -171,6 +174,7 @@ static void stop_parts(producer_t *p, const rq_config_t *cfg)
     rq_tailer_stop(p->tailer, cfg->publish_timeout_ms);
     grace = stop_deadline - rq_mono_ms();
     rq_publisher_stop(p->pub, grace > 0 ? (int)grace : 0);
+    rq_results_stop(p->results); /* long polls answer now */
     /* Every job is done now and its connection resumed: let those answers reach their
      * clients (and the DLQ worker's cancelled jobs answer) before MHD stops. */
     rq_api_drain(p->api, RQ_API_DRAIN_MS);
@@ -184,7 +188,7 @@ static void free_parts(producer_t *p)
     /* The publisher completes every job it still holds; only then may the tailer's go. */
     rq_publisher_free(p->pub);
     rq_tailer_free(p->tailer);
-    rq_store_free(p->store);
+    rq_results_free(p->results);
     rq_amqp_nodes_metrics(NULL);
     rq_metrics_free(p->metrics);
 }

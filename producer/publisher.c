@@ -662,6 +662,7 @@ static void message_props(const rq_publisher_t *p, rq_pub_msg_t *m, amqp_basic_p
          * is published again; the client's id need not be unique. */
         w.reply_to = p->reply_queue;
         w.uid = m->correlation_id;
+        w.idem_key = m->idem_key;
     } else {
         w.file_id = m->file_id;
         w.has_offset = w.has_end = 1;

@@ -95,8 +95,9 @@ typedef struct rq_pub_msg {
     /* delivery options (issue 16); zero: none */
     int has_priority; /* 1: the priority property = priority */
     uint8_t priority;
-    int64_t ttl_ms;   /* > 0: the expiration property, "<ttl_ms>" */
-    int64_t delay_ms; /* > 0: published to the delay bucket of the job's queue (see above) */
+    int64_t ttl_ms;       /* > 0: the expiration property, "<ttl_ms>" */
+    int64_t delay_ms;     /* > 0: published to the delay bucket of the job's queue (see above) */
+    const char *idem_key; /* the x-relayq-idem header (owned by the job's owner); NULL: none */
     const rq_wire_header_t *headers; /* the client's headers (owned by the job's owner), */
     size_t nheaders;                 /* at most RQ_WIRE_USER_HEADERS_MAX */
     /* filled by the publisher */

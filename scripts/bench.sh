@@ -16,6 +16,9 @@
 #      broker: GET /queues/{id}/messages?max=100, each pull acked with one batch ack, wrk at
 #      BENCH_PULL_CONNECTIONS, beside the broker's own consume rate measured in the same step
 #      (tools/rq_consume_rate); the batch ack's latency p50/p99 (a probe: 100 acks a request)
+#  11. the status stream (issue 17, BENCH_STEPS 11 or status): /produce at 64 connections with
+#      STATUS_STREAM off and on (alternating runs), and how soon a second replica sees a
+#      confirmed message (scripts/bench/visibility.py: p50/p99)
 #   8. consumer concurrency (issue 14): a burst of 40 waiting callers with processing_time
 #      1 s, then 200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
 #      tests/integration/test_consumer_concurrency.py bench); then the steady state: 200
@@ -396,10 +399,11 @@ step_limit() { # STEP: limit (first, the denominator) or limit_end (again at the
 }
 
 # ---- 2. and 3. POST /produce and /batch-produce (no consumer: the queue keeps every message) --
-step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS
+step_produce() { # STEP QUEUE SCRIPT PATH CONNECTIONS [VAR=VALUE...]
 	local step=$1 q=$2 script=$3 path=$4 c=$5 pid url t0
+	shift 5
 	delete_queue "$q"
-	start_service producer "$step" REQUEST_QUEUE="$q"
+	start_service producer "$step" REQUEST_QUEUE="$q" "$@"
 	pid=$SVC_PID url=$SVC_URL
 	quiesce "$step"
 	cpu_mark "$step" producer="$pid" broker="$BROKER_PID" machine=busy steal=steal
@@ -675,6 +679,33 @@ if want 10 || want pull; then
 		>"$LOGS/pull.log" 2>&1 || log "warning: the pull bench reported a failure (see $LOGS/pull.log)"
 	"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("    pull %s msg/s = %.0f%% of the broker consume rate %s msg/s; batch ack p50 %s ms, p99 %s ms" % (r["pull_rate"], 100*r["pull_vs_consume"], r["broker_consume"]["rate"], r["ack_latency_ms"]["p50"], r["ack_latency_ms"]["p99"]))' \
 		"$LOGS/pull.json" 2>/dev/null || log "warning: no pull figures (see $LOGS/pull.log)"
+fi
+if want 11 || want status; then
+	# The status stream's cost: /produce at 64 connections with STATUS_STREAM off and on
+	# (alternating, REPEAT runs each), then how soon a second replica sees a confirmed message.
+	for k in $(seq 1 "$REPEAT"); do
+		log "11/11 POST /produce, 64 connections, status stream off (run $k of $REPEAT)"
+		step_produce "$(run_name status_off "$k")" bench.status.off produce.lua /produce 64 STATUS_STREAM=
+		log "11/11 POST /produce, 64 connections, status stream on (run $k of $REPEAT)"
+		step_produce "$(run_name status_on "$k")" bench.status.on produce.lua /produce 64 \
+			STATUS_STREAM=relayq.status.bench
+	done
+	log "11/11 visibility: a message produced on replica A, polled on replica B (every 1 ms)"
+	delete_queue bench.status.vis
+	start_service producer status_vis_a REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.bench
+	vis_a=$SVC_PID vis_a_url=$SVC_URL
+	start_service producer status_vis_b REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.bench
+	vis_b=$SVC_PID vis_b_url=$SVC_URL
+	vis=$("$PY" scripts/bench/visibility.py "$vis_a_url" "$vis_b_url" --count "${BENCH_VIS_COUNT:-300}" 2>&1) ||
+		log "warning: visibility probe: $vis"
+	log "    $vis"
+	fact status.visibility "$vis"
+	fact status.visibility_p50_ms "$(echo "$vis" | sed -n 's/.*p50=\([0-9.]*\).*/\1/p')"
+	fact status.visibility_p99_ms "$(echo "$vis" | sed -n 's/.*p99=\([0-9.]*\).*/\1/p')"
+	stop_service producer status_vis_b "$vis_b"
+	stop_service producer status_vis_a "$vis_a"
+	delete_queue bench.status.vis
+	delete_queue relayq.status.bench
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

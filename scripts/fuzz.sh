@@ -15,14 +15,14 @@ work=${FUZZ_DIR:-$build/corpus}
 CC=clang cmake -S . -B "$build" -DRQ_FUZZ=ON -DRQ_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DRQ_WERROR=ON >/dev/null
 cmake --build "$build" -j"$(nproc)" --target fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env \
-	fuzz_keys fuzz_jwt >/dev/null
+	fuzz_keys fuzz_jwt fuzz_status_event >/dev/null
 
 declare -A seeds=([fuzz_request]="request batch" [fuzz_request_fast]="request batch" [fuzz_message]=message [fuzz_linesplit]=linesplit
-	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt)
+	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt [fuzz_status_event]=status_event)
 mkdir -p "$build/artifacts"
 pass=0
 fail=0
-for h in fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt; do
+for h in fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt fuzz_status_event; do
 	mkdir -p "$work/$h"
 	for s in ${seeds[$h]}; do cp -n fuzz/corpus/"$s"/* "$work/$h/" 2>/dev/null || true; done
 	log="$build/$h.log"

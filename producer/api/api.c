@@ -203,6 +203,8 @@ static void ctx_free(req_ctx_t *c)
         return;
     if (c->ext != NULL && c->ext_free != NULL)
         c->ext_free(c->ext);
+    rq_api_keys_release(c);
+    free(c->item_of);
     rq_principal_clear(&c->principal);
     for (size_t i = 0; c->msgs != NULL && i < c->job.n; i++) {
         free(c->msgs[i].body);
@@ -558,14 +560,10 @@ int rq_api_ctx_suspend(req_ctx_t *c)
 /* Runs on the publisher thread when the job completes. */
 static void job_done(rq_pub_job_t *job, void *arg)
 {
-    req_ctx_t *c = arg;
-    int64_t now = rq_wall_ms();
-
-    /* Every stored message is kept, whatever became of the rest of its job. */
-    for (size_t i = 0; i < job->n; i++)
-        if (job->msgs[i].outcome == RQ_MSG_STORED)
-            rq_store_queued(c->api->store, job->msgs[i].message_id, now);
-    rq_api_ctx_complete(c);
+    (void)job;
+    /* Every message's outcome goes to the index (and the stream), whatever became of the
+     * rest of its job; completes c. */
+    rq_api_job_events(arg);
 }
 
 /* Adds what is known of each message of a failed job: a single message's "message_id" and
@@ -628,11 +626,21 @@ static enum MHD_Result reply_success(req_ctx_t *c)
         rq_jbuf_int(&b, (long long)job->n);
         rq_jbuf_lit(&b, ",\"message_ids\":[");
         k = 0;
-        for (size_t i = 0; i < job->n; i++) {
-            const char *id = job->msgs[i].message_id;
+        for (size_t i = 0, j = 0; i < c->req.n; i++) {
+            const char *id = c->dup_ids != NULL && c->dup_ids[i] != NULL ? c->dup_ids[i]
+                             : j < job->n                                ? job->msgs[j++].message_id
+                                                                         : NULL;
             k += jstr_member(&b, k > 0 ? "," : "", id, id != NULL ? strlen(id) : 0);
         }
         rq_jbuf_raw(&b, "]", 1);
+        if (c->ndups > 0) {
+            rq_jbuf_lit(&b, ",\"duplicates\":[");
+            k = 0;
+            for (size_t i = 0; i < c->req.n; i++)
+                if (c->dup_ids[i] != NULL)
+                    k += jstr_member(&b, k > 0 ? "," : "", c->dup_ids[i], strlen(c->dup_ids[i]));
+            rq_jbuf_raw(&b, "]", 1);
+        }
         if (job->want_reply) {
             rq_jbuf_lit(&b, ",\"replies\":[");
             k = 0;
@@ -664,10 +672,15 @@ static enum MHD_Result reply_job(req_ctx_t *c)
 
     switch (job->status) {
     case RQ_JOB_CONFIRMED:
+        if (c->wait_mode == RQ_WAIT_ASYNC)
+            return rq_api_reply_accepted(c); /* wait=0: stored, the result comes later */
+        break;
     case RQ_JOB_REPLIED:
         break;
     case RQ_JOB_REPLY_TIMEOUT:
     case RQ_JOB_REPLY_LOST:
+        if (c->wait_mode == RQ_WAIT_ASYNC)
+            return rq_api_reply_accepted(c);
         /* Stored, no reply (yet): never "not stored", which would invite a duplicate. */
         o = json_pack("{s:s,s:s}", "error", job->error, "status", "queued");
         if (c->req.batch) {
@@ -698,13 +711,6 @@ static enum MHD_Result reply_job(req_ctx_t *c)
         return rq_api_reply_503_json(c, o);
     }
     return reply_success(c);
-}
-
-static int query_wait(struct MHD_Connection *conn)
-{
-    const char *w = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "wait");
-
-    return w != NULL && (strcmp(w, "true") == 0 || strcmp(w, "1") == 0 || w[0] == '\0');
 }
 
 /* The trace context of c's messages (common/trace.h): a span of the producer in the trace of
@@ -831,8 +837,6 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     rq_limits_t lim = {(size_t)api->cfg->max_batch_size, api->cfg->max_processing_time,
                        (size_t)api->cfg->max_json_depth};
     rq_request_error_t err;
-    int64_t now_ns = rq_mono_ns();
-    int64_t now_ms = rq_wall_ms();
     const char *ct = NULL;
     enum MHD_Result ret;
     int rc;
@@ -863,28 +867,56 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     }
     free(c->buf);
     c->buf = NULL;
+    if (rq_api_wait_parse(c, &ret) != 0)
+        return ret;
+    rc = rq_api_keys_prepare(c, &ret);
+    if (rc < 0)
+        return ret;
+    c->state = ST_DONE;
+    if (rc > 0)
+        return rq_api_keys_start(c);
+    return rq_api_submit_produce(c);
+}
 
-    c->msgs = calloc(c->req.n, sizeof(*c->msgs));
-    if (c->msgs == NULL)
+enum MHD_Result rq_api_submit_produce(req_ctx_t *c)
+{
+    rq_api_t *api = c->api;
+    int64_t now_ns = rq_mono_ns();
+    int64_t now_ms = rq_wall_ms();
+    size_t n = c->req.n - c->ndups, k = 0;
+
+    c->msgs = calloc(n, sizeof(*c->msgs));
+    if (c->msgs == NULL || (c->ndups > 0 && (c->item_of = calloc(n, sizeof(size_t))) == NULL))
         return rq_api_reply_503(c, "out of memory");
     c->job.msgs = c->msgs;
-    c->job.n = c->req.n;
     rq_iso8601(now_ms, c->ts);
     trace_context(c);
     c->job.queue = c->route == R_QMESSAGES ? c->qname : NULL;
     for (size_t i = 0; i < c->req.n; i++) {
-        rq_pub_msg_t *m = &c->msgs[i];
+        rq_pub_msg_t *m = &c->msgs[k];
+        if (c->dup_ids != NULL && c->dup_ids[i] != NULL)
+            continue;
+        if (c->item_of != NULL)
+            c->item_of[k] = i;
+        c->job.n = ++k; /* ctx_free frees what the messages so far hold */
         if (item_message(c, &c->req.items[i], m) != 0)
             return rq_api_reply_503(c, "out of memory");
         m->published_ms = now_ms;
         m->traceparent = c->traceparent;
         m->tracestate = c->tracestate[0] ? c->tracestate : NULL;
+        m->idem_key = c->req.items[i].idem_key;
+        rq_uuid(m->correlation_id); /* the uid, known to the accepted event */
     }
-    c->job.want_reply = c->req.wait || query_wait(c->conn);
+    c->job.want_reply =
+        c->wait_mode == RQ_WAIT_SYNC || (c->wait_mode == RQ_WAIT_ASYNC && c->wait_s > 0);
     c->job.publish_deadline_ns = now_ns + (int64_t)api->cfg->publish_timeout_ms * 1000000;
-    c->job.reply_deadline_ns = now_ns + (int64_t)api->cfg->reply_timeout_ms * 1000000;
+    c->job.reply_deadline_ns =
+        now_ns + (c->wait_mode == RQ_WAIT_ASYNC ? (int64_t)c->wait_s * 1000000000
+                                                : (int64_t)api->cfg->reply_timeout_ms * 1000000);
     c->job.done = job_done;
     c->job.done_arg = c;
+    c->done = 0;
+    rq_results_accepted(api->results, &c->job, c->job.queue, now_ms);
     if (rq_publisher_submit(api->pub, &c->job) != 0)
         return rq_api_reply_503(c, c->job.error);
     c->state = ST_WAITING;
@@ -961,7 +993,6 @@ _Static_assert(RQ_DLQ_MAX_OFFSET == 100000, "the GET /dlq 400 message says 10000
 static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
 {
     enum MHD_Result ret;
-    json_t *o;
 
     if (rq_http_serve_common(&c->api->common, c->conn, c->method, url, &ret)) {
         c->status = strcmp(url, "/metrics") == 0 || strcmp(url, "/health/live") == 0 ? 200 : 0;
@@ -977,11 +1008,7 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
             c->status = 405;
             return rq_http_reply_405(c->conn, "GET, HEAD");
         }
-        o = rq_store_get(c->api->store, url + 10);
-        if (o == NULL)
-            return rq_api_reply_error(c, MHD_HTTP_NOT_FOUND,
-                                      "unknown message id (or no longer kept)");
-        return rq_api_reply(c, MHD_HTTP_OK, o);
+        return rq_api_serve_message(c, url + 10);
     }
     if (c->route == R_DLQ) {
         /* ?limit=N (0..1000, default 10) &offset=M (0..RQ_DLQ_MAX_OFFSET, default 0): one
@@ -1583,7 +1610,7 @@ static int start_daemon(rq_api_t *api, const struct addrinfo *ai)
 }
 
 rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
-                     rq_store_t *store)
+                     struct rq_results *results)
 {
     rq_api_t *api = calloc(1, sizeof(*api));
     struct addrinfo *ai = NULL;
@@ -1594,7 +1621,7 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
     atomic_init(&api->open, 0);
     api->cfg = cfg;
     api->pub = pub;
-    api->store = store;
+    api->results = results;
     api->metrics = metrics;
     api->common.metrics = metrics;
     api->common.ready = ready_cb;

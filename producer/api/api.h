@@ -2,7 +2,7 @@
  *
  *   POST /produce           one message        -> 201 (confirmed) | 200 with reply (wait)
  *   POST /batch-produce     {"messages":[...]} -> 201 | 200 with replies (wait)
- *   GET  /messages/{id}     recent message status (bounded store)
+ *   GET  /messages/{id}     a message's status and timeline (results.h; ?wait=N long polls)
  *   GET  /health, /health/live, /health/ready, /metrics
  *   GET  /dlq, POST /dlq/retry
  *
@@ -23,7 +23,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "publisher.h"
-#include "store.h"
+#include "results.h"
 
 typedef struct rq_api rq_api_t;
 
@@ -32,11 +32,11 @@ extern const char rq_api_help_text[];
 
 /* Registers the API's metrics, loads the API keys (and logs who may call), creates the rate
  * limiter (RATE_LIMIT_RPS), starts the DLQ worker thread and the HTTP server on
- * cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and `store` must outlive the API.
+ * cfg->producer_bind:producer_port. `cfg`, `metrics`, `pub` and `results` must outlive the API.
  * Returns NULL on failure, with a reason logged (for example the port is taken), except when
  * the API's own struct cannot be allocated. */
 rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher_t *pub,
-                     rq_store_t *store);
+                     struct rq_results *results);
 
 /* Re-reads the API keys (API_KEYS_FILE and API_KEYS) and swaps them in without disturbing
  * requests in flight; on any error the current keys stay. Logs the outcome (key ids, never

@@ -60,10 +60,16 @@ typedef enum { RQ_QMA_NONE = 0, RQ_QMA_ACK, RQ_QMA_NACK, RQ_QMA_LEASE } rq_qmsg_
 
 #define RQ_API_MSGID_MAX 255 /* longest {msgId} in a queue route */
 
+/* How a produce waits for its reply (issue 17): not at all (201 once stored), wait=true
+ * (REPLY_TIMEOUT_MS, then 504), or ?wait=N / Prefer: respond-async, wait=N (the reply within
+ * N seconds, else 202 with Location: /messages/{id}). */
+enum { RQ_WAIT_NONE = 0, RQ_WAIT_SYNC, RQ_WAIT_ASYNC };
+#define RQ_API_WAIT_MAX_S 3600
+
 struct rq_api {
     const rq_config_t *cfg;
     rq_publisher_t *pub;
-    rq_store_t *store;
+    struct rq_results *results; /* the message index and the status stream (results.h) */
     rq_metrics_t *metrics;
     struct MHD_Daemon *daemon;
     rq_http_common_t common;
@@ -135,6 +141,16 @@ typedef struct req_ctx {
     char msgid[RQ_API_MSGID_MAX + 1];
     rq_qmsg_action_t qaction;
     int qname_too_long; /* the {id} or {msgId} was longer than the buffers: 400 */
+    /* results (issue 17): the wait mode, and idempotency keys */
+    int wait_mode;        /* RQ_WAIT_* */
+    long long wait_s;     /* RQ_WAIT_ASYNC: seconds */
+    int prefer_async;     /* asked with a Prefer header: Preference-Applied on the 202 */
+    char **dup_ids;       /* per item: the message id its key was first produced as (a
+                             duplicate: not published), else NULL; NULL when none */
+    size_t ndups;         /* non-NULL dup_ids */
+    const char **claimed; /* keys claimed on this replica (borrowed from the items) */
+    size_t nclaimed;
+    size_t *item_of; /* with dup_ids: the item of each job message, else NULL */
     /* a route module's suspended work (see the header comment) */
     void *ext;
     void (*ext_free)(void *ext);
@@ -177,6 +193,40 @@ json_t *rq_api_body_object(req_ctx_t *c, enum MHD_Result *ret);
  * {"count": N}, or no body (0: every message). Returns 0 with *count, or -1 after answering
  * 413/400 itself (the caller returns *ret). */
 int rq_api_retry_count(req_ctx_t *c, long long *count, enum MHD_Result *ret);
+
+/* Builds the job of c's items (those that are not duplicates), hands it to the publisher
+ * and suspends; or answers (503) when that fails. In api.c. */
+enum MHD_Result rq_api_submit_produce(req_ctx_t *c);
+
+/* ---- producer/api/messages.c: results that outlive a request (issue 17) ---- */
+
+/* The wait mode of a produce from ?wait= (true, false, or seconds) or the Prefer header, over
+ * the body's "wait". Returns 0, or -1 after answering 400 itself (the caller returns *ret). */
+int rq_api_wait_parse(req_ctx_t *c, enum MHD_Result *ret);
+
+/* The Idempotency-Key header into a single item (400 on a batch, a bad key, or a key that
+ * differs from the body's); two items with one key are 400. Returns 1 when some item has a
+ * key, 0 when none, -1 after answering itself. */
+int rq_api_keys_prepare(req_ctx_t *c, enum MHD_Result *ret);
+
+/* A keyed produce: reads the stream up to now when a key is not in the index (a barrier, at
+ * most 2 s; suspended meanwhile), claims the keys (409 when another request of this replica
+ * holds one), answers 200 "duplicate" when every message is one, else submits the others. */
+enum MHD_Result rq_api_keys_start(req_ctx_t *c);
+
+/* Releases c's claims and duplicate ids (ctx_free). */
+void rq_api_keys_release(req_ctx_t *c);
+
+/* The job's events, once it is done (job_done, publisher thread); completes c, at once or,
+ * for a keyed message, once the stream confirmed its confirmed event (at most 2 s). */
+void rq_api_job_events(req_ctx_t *c);
+
+/* 202 Accepted with Location: /messages/{id} (a batch: "locations") and the status so far. */
+enum MHD_Result rq_api_reply_accepted(req_ctx_t *c);
+
+/* GET /messages/{id}[?wait=N]: the timeline; with wait, once the status is final or after N
+ * seconds (suspended meanwhile). 404 for an id the index does not hold. */
+enum MHD_Result rq_api_serve_message(req_ctx_t *c, const char *id);
 
 /* ---- route modules (each answers every method of its routes; 405 for others) ---- */
 

@@ -203,7 +203,26 @@ static int parse_options(json_t *obj, rq_json_span_t span, rq_item_t *it, const 
     v = json_object_get(obj, "headers");
     if (v != NULL && parse_headers(v, it, prefix, err) != 0)
         return -1;
+    v = json_object_get(obj, "idempotency_key");
+    if (v != NULL) {
+        if (!json_is_string(v) || !rq_idem_key_valid(json_string_value(v), json_string_length(v)))
+            return fail(err, 400, prefix,
+                        "\"idempotency_key\" must be a string of 1 to 255 printable ASCII "
+                        "characters");
+        if ((it->idem_key = strdup(json_string_value(v))) == NULL)
+            return fail(err, 400, prefix, "out of memory");
+    }
     return 0;
+}
+
+int rq_idem_key_valid(const char *k, size_t n)
+{
+    if (k == NULL || n == 0 || n > RQ_IDEM_KEY_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)k[i] < 0x20 || (unsigned char)k[i] > 0x7e)
+            return 0;
+    return 1;
 }
 
 /* Validates one item object `obj` (whose text in the body is `span`) into *it. `prefix` names
@@ -595,6 +614,7 @@ void rq_request_clear(rq_request_t *req)
         }
         free(it->headers);
         free(it->content_type);
+        free(it->idem_key);
     }
     free(req->items);
     json_decref(req->root);
@@ -952,7 +972,7 @@ static int fast_headers(rq_json_span_t v, rq_item_t *it)
 
 /* The members of an item the fast path reads (len 0: absent). */
 typedef struct fast_members {
-    rq_json_span_t id, payload, pt, ft, wait, prio, ttl, delay, hdrs;
+    rq_json_span_t id, payload, pt, ft, wait, prio, ttl, delay, hdrs, idem;
 } fast_members_t;
 
 /* One pass over the item's members into *f. */
@@ -988,7 +1008,9 @@ static void fast_collect(rq_json_span_t span, fast_members_t *f)
             slot = key_eq(k, "fail_times", 10) ? &f->ft : NULL;
             break;
         case 15:
-            slot = key_eq(k, "processing_time", 15) ? &f->pt : NULL;
+            slot = key_eq(k, "processing_time", 15)   ? &f->pt
+                   : key_eq(k, "idempotency_key", 15) ? &f->idem
+                                                      : NULL;
             break;
         default:
             break;
@@ -1015,6 +1037,8 @@ static int fast_options(const fast_members_t *f, rq_item_t *it)
     if (it->ttl_ms > 0 && it->delay_ms > 0)
         return -1;
     if (f->hdrs.len > 0 && fast_headers(f->hdrs, it) != 0)
+        return -1;
+    if (f->idem.len > 0) /* rare: the slow path checks and copies it */
         return -1;
     return 0;
 }

@@ -41,6 +41,7 @@
 #define RQ_PRIORITY_MAX 255
 #define RQ_TTL_MAX_MS 2147483647LL
 #define RQ_ITEM_DELAY_MAX_MS 86400000LL /* = RQ_DELAY_MAX_MS (qname.h) */
+#define RQ_IDEM_KEY_MAX 255             /* longest idempotency key (the x-relayq-idem header) */
 #define RQ_PARSE_AUTO 2                 /* rq_request_parse()'s `batch`: decided by the body */
 
 typedef struct rq_limits {
@@ -65,6 +66,8 @@ typedef struct rq_item {
     /* raw bodies (rq_request_raw): the request's Content-Type (heap, owned), and then
      * payload_raw is the message's body itself, published verbatim; NULL for JSON items */
     char *content_type;
+    char *idem_key; /* heap, owned: "idempotency_key" (1..RQ_IDEM_KEY_MAX printable ASCII
+                       bytes), or the Idempotency-Key header (the API sets it); NULL: none */
 } rq_item_t;
 
 typedef struct rq_request {
@@ -124,6 +127,10 @@ typedef struct rq_raw_opts {
  * is zeroed on error. Pure. */
 int rq_request_raw(const char *body, size_t len, const rq_raw_opts_t *o, rq_request_t *req,
                    rq_request_error_t *err);
+
+/* 1 when k[0..n) is a valid idempotency key: 1..RQ_IDEM_KEY_MAX bytes, each printable ASCII
+ * (0x20..0x7E). */
+int rq_idem_key_valid(const char *k, size_t n);
 
 /* Frees what *req owns and zeroes it. Safe on a zeroed struct. */
 void rq_request_clear(rq_request_t *req);

@@ -466,6 +466,46 @@ def conc_section(facts, clk, base, kind, res, checks, targets, rows, notes):
                          "PASS" if okt else "MISS"))
 
 
+def status_section(facts, res, checks, targets, rows, ratio, clk):
+    """11. the status stream (issue 17): /produce at 64 connections with STATUS_STREAM off and
+    on (target: on >= 85% of off), and how soon a second replica sees a message."""
+    both = {}
+    for mode in ("off", "on"):
+        runs = [x for x in (wrk_step(facts, st, 1, 201, clk)
+                            for st in run_steps(facts, "status_" + mode)) if x is not None]
+        for i, x in enumerate(runs):
+            x["ratio"] = ratio(x.get("msgs_per_s"))
+            checks.append(check_produce("11 /produce status %s run %d" % (mode, i + 1), x, 1))
+        if runs:
+            both[mode] = combine_runs(runs, "ok_per_s")
+    if not both:
+        return
+    res["status_stream"] = dict(both)
+    off, on = (both.get("off") or {}).get("ok_per_s"), (both.get("on") or {}).get("ok_per_s")
+    share = on / off if (on and off) else None
+    for mode in ("off", "on"):
+        r = both.get(mode) or {}
+        lat = r.get("latency_ms", {})
+        last = mode == "on"
+        rows.append(("11", "POST /produce c=64, status stream %s" % mode,
+                     fmt_rate(r.get("ok_per_s"), " req/s"), fmt_pct(r.get("ratio")),
+                     lat.get("p50"), lat.get("p99"), lat.get("p99.9"), errors_of(r, 201) if r else "-",
+                     ">=85% of off" if last else "",
+                     ("PASS" if share is not None and share >= 0.85 else "MISS") if last else ""))
+    if share is not None:
+        res["status_stream"]["on_vs_off"] = share
+        targets.append({"name": "/produce with the status stream", "target": ">=85% of without",
+                        "value": "%.0f%% (%s vs %s req/s)" % (100 * share, fmt_rate(on, ""),
+                                                              fmt_rate(off, "")),
+                        "result": "PASS" if share >= 0.85 else "MISS"})
+    p50, p99 = tofloat(facts.get("status.visibility_p50_ms")), tofloat(facts.get("status.visibility_p99_ms"))
+    if p50 is not None:
+        res["status_stream"]["visibility_ms"] = {"p50": p50, "p99": p99,
+                                                 "line": facts.get("status.visibility")}
+        rows.append(("11", "another replica sees a confirmed message (polled every 1 ms)", "-",
+                     "-", p50, p99, None, "-", "", ""))
+
+
 def pull_section(facts, res, checks, targets, rows, ratio):
     """10. pull consumption (scripts/bench/pull.py's JSON): the broker's own consume rate, the
     pull rate against it (target >= 50 %), the batch ack's latency (target p99 <= 10 ms)."""
@@ -793,6 +833,7 @@ def summarize(d):
                      % res["failover"]["kills"], "-", "-", fo50 * 1000, fomax * 1000, None, "-",
                      "max<=5 s", "PASS" if okf else "MISS"))
     pull_section(facts, res, checks, targets, rows, ratio)
+    status_section(facts, res, checks, targets, rows, ratio, clk)
     res["targets"] = targets
     res["checks"] = checks
     res["cpu_by_step"] = cpu_table(res)

@@ -77,13 +77,14 @@ for name in producer consumer; do
 	if [ "$rc" -eq 0 ]; then pass "ASan $name exits 0 on SIGTERM"; else fail "ASan $name exits 0 on SIGTERM" "exit $rc"; fi
 done
 pid_p='' pid_c=''
-# The queue service under the sanitizers: each test starts its own ASan producers on this
-# broker, checks their exit status and that their logs hold no sanitizer report.
+# The queue service and the shared results (test_status: producers and a consumer) under the
+# sanitizers: each test starts its own ASan services on this broker, checks their exit status
+# and that their logs hold no sanitizer report.
 qpids=()
-for t in test_queues_admin test_queues_produce test_queues_pull test_queues_replicas test_jwt; do
+for t in test_queues_admin test_queues_produce test_queues_pull test_queues_replicas test_jwt test_status; do
 	margs=(--mgmt-port "$MGMT_PORT")
 	[ $t = test_jwt ] && margs=()
-	[ $t = test_queues_replicas ] && margs+=(--broker-dir "$TMP/broker")
+	[ $t = test_queues_replicas ] || [ $t = test_status ] && margs+=(--broker-dir "$TMP/broker")
 	timeout -k 5 240 "$PY" "$here/$t.py" --bin "$bin" --amqp-port "$BROKER_PORT" "${margs[@]}" \
 		--work "$TMP/$t" >"$TMP/$t.out" 2>&1 &
 	qpids+=("$t:$!")

@@ -520,20 +520,27 @@ class CuttingProxy:
 
 
 def check_reconnect(c, st):
-    q = "review_reconnect"
-    out = os.path.join(st.tmp, "reconnect.out")
-    proxy = CuttingProxy(st.amqp, 0.5)
-    try:
-        start_consumer(st, q, out, port=proxy.port)
-        t0 = time.monotonic()
-        time.sleep(8.0)
-        n = len([t for t in proxy.accepts if t >= t0 - 1])
-        c.check(f"reconnect: a connection cut 0.5 s after each connect keeps its backoff "
-                f"({n} connections in 8 s, at most 10)", n <= 10, f"{n} connections")
-        c.check("reconnect: the consumer keeps running", st.procs["consumer"].poll() is None)
-    finally:
-        st.term("consumer")
-        proxy.close()
+    # Twice: the data connection alone (STATUS_STREAM ""), then with the status stream's
+    # connection beside it (issue 17), each with its own backoff: about 6 connections in 8 s
+    # each; a connection that reset its backoff on every connect would make about 11.
+    for stream, most in (("", 10), ("relayq.status.review", 14)):
+        q = "review_reconnect"
+        out = os.path.join(st.tmp, "reconnect.out")
+        proxy = CuttingProxy(st.amqp, 0.5)
+        what = "with the status stream" if stream else "the data connection"
+        try:
+            start_consumer(st, q, out, port=proxy.port, STATUS_STREAM=stream)
+            t0 = time.monotonic()
+            time.sleep(8.0)
+            n = len([t for t in proxy.accepts if t >= t0 - 1])
+            c.check(f"reconnect ({what}): a connection cut 0.5 s after each connect keeps its "
+                    f"backoff ({n} connections in 8 s, at most {most})", n <= most,
+                    f"{n} connections")
+            c.check(f"reconnect ({what}): the consumer keeps running",
+                    st.procs["consumer"].poll() is None)
+        finally:
+            st.term("consumer")
+            proxy.close()
 
 
 def check_oversized_copy(c, st):
