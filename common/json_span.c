@@ -214,3 +214,27 @@ int rq_json_is_integer_token(rq_json_span_t s)
             return 0;
     return 1;
 }
+
+int rq_json_too_deep(const char *buf, size_t len, size_t max_depth)
+{
+    size_t depth = 0;
+    int in_string = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char ch = buf[i];
+        if (in_string) {
+            if (ch == '\\')
+                i++; /* skip the escaped character, a quote included */
+            else if (ch == '"')
+                in_string = 0;
+        } else if (ch == '"') {
+            in_string = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max_depth)
+                return 1;
+        } else if ((ch == ']' || ch == '}') && depth > 0) {
+            depth--;
+        }
+    }
+    return 0;
+}

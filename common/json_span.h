@@ -37,4 +37,10 @@ long rq_json_elements(const char *text, size_t len, rq_json_span_t *out, size_t 
  * no exponent), else 0. */
 int rq_json_is_integer_token(rq_json_span_t s);
 
+/* Returns 1 when the JSON text buf[0..len) nests arrays and objects more than max_depth
+ * levels deep (the top-level value is level 1; brackets inside strings, escapes included,
+ * do not count), else 0. A linear pre-scan that bounds the work and recursion of the parser
+ * before json_loadb() sees hostile input; it does not validate the text. Pure. */
+int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "b64.h"
 #include "json_alloc.h"
+#include "json_span.h"
 
 #define SEV_REPLY_MAX (1024 * 1024) /* the longest reply an event holds (bytes) */
 /* The longest body decoded: a reply of SEV_REPLY_MAX bytes written as \u00XX, and room. */
@@ -177,31 +178,6 @@ int rq_status_event_encode(const rq_status_event_t *ev, rq_jbuf_t *out)
     return out->failed ? -1 : 0;
 }
 
-/* 1 when body[0..len) nests arrays/objects deeper than max (strings skipped). */
-static int too_deep(const char *buf, size_t len, size_t max)
-{
-    size_t depth = 0;
-    int in_string = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char ch = buf[i];
-        if (in_string) {
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_string = 0;
-        } else if (ch == '"') {
-            in_string = 1;
-        } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
-                return 1;
-        } else if ((ch == ']' || ch == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return 0;
-}
-
 /* Member `name` of o as a string of at most max bytes without NUL into *out (NULL when
  * absent). 0, or -1 when present but not such a string. */
 static int get_str(json_t *o, const char *name, size_t max, const char **out)
@@ -304,7 +280,7 @@ int rq_status_event_decode(const void *body, size_t len, rq_status_event_t *ev,
     *hold = NULL;
     /* a raw NUL is no JSON text (jansson would stop reading there) */
     if (body == NULL || len == 0 || len > SEV_BODY_MAX || memchr(body, '\0', len) != NULL ||
-        too_deep(body, len, SEV_DEPTH_MAX))
+        rq_json_too_deep(body, len, SEV_DEPTH_MAX))
         return -1;
     h = calloc(1, sizeof(*h));
     if (h == NULL)

@@ -36,8 +36,10 @@
 #define INFLIGHT_MAX 2048             /* unconfirmed publishes on the connection, at most */
 #define REPLAY_MARGIN_S 2             /* the reader's start by time begins this much earlier */
 #define STABLE_NS (10LL * 1000000000) /* a connection up this long resets the backoff */
+#define IDLE_ACK_NS (1000LL * 1000000) /* an idle reader acks at most this often */
 #define HDR_MARKER "x-relayq-marker"
 #define HDR_TS_MS "x-relayq-ts-ms"
+#define HDR_WRITER "x-relayq-writer"
 #define HDR_OFFSET "x-stream-offset"
 
 typedef struct item {
@@ -45,6 +47,7 @@ typedef struct item {
     void *body;
     size_t len;
     int64_t deadline_ns; /* 0: none */
+    int64_t queued_ns;   /* when it was appended (the linger of opts.linger_ms) */
     rq_status_done_fn done;
     void *arg;
     uint64_t tag;                 /* delivery tag on the current connection; 0 unpublished */
@@ -91,8 +94,10 @@ struct rq_status_log {
     int resume_by_ts;     /* after a cancel: the stream may be a new one (offsets from 0) */
     int64_t last_ts_ms;   /* the newest event passed on, its time */
     int64_t connected_ns; /* when the current connection was made */
+    int64_t last_ack_ns;  /* the reader's last basic.ack */
     uint64_t last_offset, unacked, last_dtag;
-    char *packbuf; /* opts.pack_max bytes: one stream message of several events */
+    char *packbuf;                /* opts.pack_max bytes: one stream message of several events */
+    char writer[RQ_UUID_LEN + 1]; /* this log's id, on every message it writes */
 
     rq_series_t *m_appended, *m_dropped, *m_read, *m_up, *m_lag;
 };
@@ -163,6 +168,7 @@ rq_status_log_t *rq_status_log_new(const rq_status_log_opts_t *opts, rq_metrics_
         goto err;
     l->o.stream = l->stream;
     l->o.service = l->service;
+    rq_uuid(l->writer);
     if (l->o.pack_max > 0 && (l->packbuf = malloc(l->o.pack_max + BODY_MAX + 1)) == NULL)
         goto err;
     if (l->o.prefetch == 0)
@@ -265,7 +271,8 @@ int rq_status_log_append(rq_status_log_t *log, const void *body, size_t len, int
     it->len = len;
     it->done = done;
     it->arg = arg;
-    it->deadline_ns = timeout_ms > 0 ? rq_mono_ns() + (int64_t)timeout_ms * 1000000 : 0;
+    it->queued_ns = rq_mono_ns();
+    it->deadline_ns = timeout_ms > 0 ? it->queued_ns + (int64_t)timeout_ms * 1000000 : 0;
     pthread_mutex_lock(&log->lock);
     if (log->stopping || log->pend_count >= log->o.max_pending ||
         log->pend_bytes + len > log->o.max_pending_bytes) {
@@ -622,7 +629,7 @@ err:
 static int publish_one(rq_status_log_t *l, item_t *it, amqp_bytes_t body)
 {
     amqp_basic_properties_t props;
-    amqp_table_entry_t h[2];
+    amqp_table_entry_t h[3];
     int64_t now_ms = rq_wall_ms();
     int n = 0;
 
@@ -633,6 +640,7 @@ static int publish_one(rq_status_log_t *l, item_t *it, amqp_bytes_t body)
     props.delivery_mode = 2;
     props.timestamp = (uint64_t)(now_ms / 1000);
     h[n++] = rq_amqp_i64_entry(HDR_TS_MS, now_ms);
+    h[n++] = rq_amqp_utf8_entry(HDR_WRITER, l->writer);
     if (it->marker[0] != '\0')
         h[n++] = rq_amqp_utf8_entry(HDR_MARKER, it->marker);
     props.headers.num_entries = n;
@@ -670,10 +678,40 @@ static amqp_bytes_t pack_events(rq_status_log_t *l, rq_list_node_t *n, rq_list_n
 /* Publishes what is not published yet (a batch; several events per message with
  * opts.pack_max). Returns 1 when something was sent, 0 when nothing, -1 when the connection
  * was lost. */
+/* With opts.linger_ms: how long to wait before publishing what is queued (0: now), so that
+ * more events share a stream message. Never for a marker or an event someone waits on (a
+ * done callback), nor once a message's worth is queued. */
+static int64_t linger_left_ns(const rq_status_log_t *l)
+{
+    const item_t *first = NULL;
+    size_t bytes = 0;
+
+    if (l->o.linger_ms <= 0 || l->o.pack_max == 0)
+        return 0;
+    for (rq_list_node_t *n = l->q.head; n != NULL; n = n->next) {
+        const item_t *it = RQ_LIST_ENTRY(n, item_t, node);
+        if (it->tag != 0)
+            continue;
+        if (it->marker[0] != '\0' || it->done != NULL)
+            return 0;
+        if (first == NULL)
+            first = it;
+        if ((bytes += it->len + 1) >= l->o.pack_max)
+            return 0;
+    }
+    if (first == NULL)
+        return 0;
+    int64_t left = first->queued_ns + (int64_t)l->o.linger_ms * 1000000 - rq_mono_ns();
+    return left > 0 ? left : 0;
+}
+
 static int publish_ready(rq_status_log_t *l)
 {
     int sent = 0, rc;
     char why[160];
+
+    if (linger_left_ns(l) > 0)
+        return 0;
 
     for (rq_list_node_t *n = l->q.head; n != NULL && sent < PUBLISH_BATCH; n = n->next) {
         item_t *it = RQ_LIST_ENTRY(n, item_t, node);
@@ -786,6 +824,12 @@ static void handle_message(rq_status_log_t *l, amqp_message_t *msg)
     }
     if (l->o.replay_from_ms > 0 && ts_ms > 0 && ts_ms < l->o.replay_from_ms)
         return;
+    if (l->o.skip_own) {
+        const amqp_field_value_t *w = rq_amqp_header(p, HDR_WRITER);
+        if (w != NULL && w->kind == AMQP_FIELD_KIND_UTF8 && w->value.bytes.len == RQ_UUID_LEN &&
+            memcmp(w->value.bytes.bytes, l->writer, RQ_UUID_LEN) == 0)
+            return; /* this process wrote it: its reader knows it already */
+    }
     rq_series_inc(l->m_read);
     l->o.on_read(msg->body.bytes, msg->body.len, off >= 0 ? (uint64_t)off : 0, ts_ms,
                  l->o.read_arg);
@@ -812,6 +856,7 @@ static int handle_delivery(rq_status_log_t *l, amqp_frame_t *f)
             return -1;
         }
         l->unacked = 0;
+        l->last_ack_ns = rq_mono_ns();
     }
     return 0;
 }
@@ -883,13 +928,17 @@ static int drain_frames(rq_status_log_t *l)
         if (handle_frame(l, &f) != 0)
             return -1;
     }
+    /* Idle: ack what was read, at most once a second. Acking each delivery as it comes would
+     * keep the consumer's credit low, and a stream then reads its chunk again for every
+     * message (the broker's CPU per event grew several times over). */
     if (l->consuming && l->unacked > 0 && !amqp_data_in_buffer(l->conn) &&
-        !amqp_frames_enqueued(l->conn)) {
+        !amqp_frames_enqueued(l->conn) && rq_mono_ns() - l->last_ack_ns >= IDLE_ACK_NS) {
         if (amqp_basic_ack(l->conn, CH_READ, l->last_dtag, 1) != 0) {
             connection_lost(l, "acking the stream's deliveries");
             return -1;
         }
         l->unacked = 0;
+        l->last_ack_ns = rq_mono_ns();
     }
     if (!amqp_frames_enqueued(l->conn) && !amqp_data_in_buffer(l->conn))
         amqp_maybe_release_buffers(l->conn);
@@ -932,8 +981,10 @@ static void connected_turn(rq_status_log_t *l)
         return;
     if (drain_frames(l) != 0)
         return;
-    if (!sent)
-        wait_for_work(l, 50);
+    if (!sent) {
+        int64_t left = linger_left_ns(l);
+        wait_for_work(l, left > 0 ? (int)(left / 1000000) + 1 : 50);
+    }
 }
 
 static void *log_main(void *arg)

@@ -11,7 +11,8 @@
  *   - appends: rq_status_log_append() queues a body (bounded: max_pending events and
  *     max_pending_bytes bytes; beyond, the event is dropped and counted) that the thread
  *     publishes (persistent, application/json, default exchange, routing key = the stream,
- *     the timestamp property in seconds and the header x-relayq-ts-ms in epoch ms) on a
+ *     the timestamp property in seconds, the header x-relayq-ts-ms in epoch ms and
+ *     x-relayq-writer, the log's own UUID) on a
  *     confirm-mode channel, many per flush (with opts.pack_max, several per stream message);
  *     mandatory: an event that comes back unroutable (the stream was deleted) makes the log
  *     reconnect, declare the stream again and publish it again; events queued while the
@@ -71,6 +72,10 @@ typedef struct rq_status_log_opts {
     void *read_arg;
     int64_t replay_from_ms; /* reader start: 0 the stream's first event; else an epoch ms time */
     int prefetch;           /* reader's basic.qos (0: 1000) */
+    int linger_ms;          /* with pack_max: events wait up to this long for others to share their
+                               stream message (not markers, nor appends with a done callback) */
+    int skip_own;           /* 1: the reader does not pass on what this log wrote (each message
+                               carries the header x-relayq-writer, a UUID per log) */
     size_t pack_max; /* > 0: events queued together go out as one stream message, their bodies
                         joined by '\n', up to pack_max bytes (bodies must hold no '\n'); 0:
                         one message per append */

@@ -208,6 +208,7 @@ static int open_status(const rq_config_t *cfg, rq_metrics_t *metrics, rq_worker_
     o.max_pending = STATUS_MAX_PENDING;
     o.max_pending_bytes = STATUS_MAX_PENDING_BYTES;
     o.pack_max = 64 * 1024; /* the events of a group commit share stream messages */
+    o.linger_ms = 5;
     *log = rq_status_log_new(&o, metrics);
     if (*log == NULL) {
         rq_error("cannot create the status log for stream %s", o.stream);

@@ -168,13 +168,15 @@ static void stop_parts(producer_t *p, const rq_config_t *cfg)
 
     rq_info("signal %d: stopping; finishing in-flight requests", (int)stop_signal);
     rq_api_quiesce(p->api);
+    /* Long polls and requests waiting on the status stream answer now; jobs done from now on
+     * answer without waiting for the stream. */
+    rq_results_stop(p->results);
     /* Stop reading, let the tail jobs in flight be confirmed and save the position, then
      * stop the publisher: both within one PUBLISH_TIMEOUT_MS window. */
     stop_deadline = rq_mono_ms() + cfg->publish_timeout_ms;
     rq_tailer_stop(p->tailer, cfg->publish_timeout_ms);
     grace = stop_deadline - rq_mono_ms();
     rq_publisher_stop(p->pub, grace > 0 ? (int)grace : 0);
-    rq_results_stop(p->results); /* long polls answer now */
     /* Every job is done now and its connection resumed: let those answers reach their
      * clients (and the DLQ worker's cancelled jobs answer) before MHD stops. */
     rq_api_drain(p->api, RQ_API_DRAIN_MS);

@@ -692,9 +692,11 @@ if want 11 || want status; then
 	done
 	log "11/11 visibility: a message produced on replica A, polled on replica B (every 1 ms)"
 	delete_queue bench.status.vis
-	start_service producer status_vis_a REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.bench
+	# a stream of its own: replica B does not first replay the runs' history
+	delete_queue relayq.status.bench
+	start_service producer status_vis_a REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.vis
 	vis_a=$SVC_PID vis_a_url=$SVC_URL
-	start_service producer status_vis_b REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.bench
+	start_service producer status_vis_b REQUEST_QUEUE=bench.status.vis STATUS_STREAM=relayq.status.vis
 	vis_b=$SVC_PID vis_b_url=$SVC_URL
 	vis=$("$PY" scripts/bench/visibility.py "$vis_a_url" "$vis_b_url" --count "${BENCH_VIS_COUNT:-300}" 2>&1) ||
 		log "warning: visibility probe: $vis"
@@ -705,7 +707,7 @@ if want 11 || want status; then
 	stop_service producer status_vis_b "$vis_b"
 	stop_service producer status_vis_a "$vis_a"
 	delete_queue bench.status.vis
-	delete_queue relayq.status.bench
+	delete_queue relayq.status.vis
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

@@ -87,9 +87,10 @@ compose_log="$BUILD_DIR/test-compose-prepare.log"
 RQ_COMPOSE_OPTIONAL=1 bash scripts/test-compose.sh prepare >"$compose_log" 2>&1 &
 compose_pid=$!
 
-step "unit tests" ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error
+# two test programs at a time (each runs its own tests on several workers already)
+step "unit tests" ctest --test-dir "$BUILD_DIR" -j2 --output-on-failure --no-tests=error
 if step "sanitizer build (ASan+UBSan, $ASAN_DIR)" asan_build; then
-	step "unit tests under ASan+UBSan" ctest --test-dir "$ASAN_DIR" --output-on-failure --no-tests=error
+	step "unit tests under ASan+UBSan" ctest --test-dir "$ASAN_DIR" -j2 --output-on-failure --no-tests=error
 	step "system test + tailing against the ASan+UBSan services (asan_system.sh)" \
 		env ASAN_DIR="$ASAN_DIR" bash tests/integration/asan_system.sh
 else

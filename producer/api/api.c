@@ -642,10 +642,18 @@ static enum MHD_Result reply_success(req_ctx_t *c)
             rq_jbuf_raw(&b, "]", 1);
         }
         if (job->want_reply) {
+            /* One per item, as message_ids: null for a duplicate (not published now) and for
+             * a reply that is not text (GET /messages/{id} has its bytes). */
             rq_jbuf_lit(&b, ",\"replies\":[");
-            k = 0;
-            for (size_t i = 0; i < job->n; i++)
-                k += jstr_member(&b, k > 0 ? "," : "", job->msgs[i].reply, job->msgs[i].reply_len);
+            for (size_t i = 0, j = 0; i < c->req.n; i++) {
+                const rq_pub_msg_t *m = c->dup_ids != NULL && c->dup_ids[i] != NULL ? NULL
+                                        : j < job->n ? &job->msgs[j++]
+                                                     : NULL;
+                if (i > 0)
+                    rq_jbuf_raw(&b, ",", 1);
+                if (m == NULL || !jstr_member(&b, "", m->reply, m->reply_len))
+                    rq_jbuf_lit(&b, "null");
+            }
             rq_jbuf_raw(&b, "]", 1);
         }
     } else {
@@ -685,8 +693,13 @@ static enum MHD_Result reply_job(req_ctx_t *c)
         o = json_pack("{s:s,s:s}", "error", job->error, "status", "queued");
         if (c->req.batch) {
             ids = json_array();
-            for (size_t i = 0; i < job->n; i++)
-                json_array_append_new(ids, json_string(job->msgs[i].message_id));
+            /* one per item, in item order: a duplicate's is the first request's id */
+            for (size_t i = 0, j = 0; i < c->req.n; i++) {
+                const char *id = c->dup_ids != NULL && c->dup_ids[i] != NULL ? c->dup_ids[i]
+                                 : j < job->n ? job->msgs[j++].message_id
+                                              : NULL;
+                json_array_append_new(ids, id != NULL ? json_string(id) : json_null());
+            }
             json_object_set_new(o, "message_ids", ids);
         } else {
             json_object_set_new(o, "message_id", json_string(job->msgs[0].message_id));
@@ -916,9 +929,11 @@ enum MHD_Result rq_api_submit_produce(req_ctx_t *c)
     c->job.done = job_done;
     c->job.done_arg = c;
     c->done = 0;
-    rq_results_accepted(api->results, &c->job, c->job.queue, now_ms);
     if (rq_publisher_submit(api->pub, &c->job) != 0)
         return rq_api_reply_503(c, c->job.error);
+    /* Only a job the publisher took is known (a 503 here names no message). The job may be
+     * done already: c lives until this thread answers, and the index orders events by time. */
+    rq_results_accepted(api->results, &c->job, c->job.queue, now_ms);
     c->state = ST_WAITING;
     if (rq_api_ctx_suspend(c))
         return MHD_YES;

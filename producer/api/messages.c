@@ -56,8 +56,18 @@ static int parse_prefer(const char *h, long long *wait_s)
             n--;
         if (n == 13 && strncasecmp(h, "respond-async", 13) == 0) {
             async = 1;
-        } else if (n > 5 && strncasecmp(h, "wait=", 5) == 0) {
-            if (parse_seconds(h + 5, n - 5, wait_s) != 0)
+        } else if (n > 4 && strncasecmp(h, "wait", 4) == 0 && strchr(" \t=", h[4]) != NULL) {
+            /* wait BWS "=" BWS word (RFC 7240): a token or a quoted string */
+            const char *v = h + 4, *ve = h + n;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            if (v == ve || *v++ != '=')
+                return -1;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            if (ve - v >= 2 && *v == '"' && ve[-1] == '"')
+                v++, ve--;
+            if (parse_seconds(v, (size_t)(ve - v), wait_s) != 0)
                 return -1;
             async = 1;
         }
@@ -184,14 +194,23 @@ enum MHD_Result rq_api_reply_accepted(req_ctx_t *c)
         loc = location_of(id);
         json_object_set_new(o, "location", loc != NULL ? json_string(loc) : json_null());
     } else {
-        json_t *ids = json_array(), *locs = json_array();
-        for (size_t i = 0; i < job->n; i++) {
-            char *l = location_of(job->msgs[i].message_id);
-            json_array_append_new(ids, json_string(job->msgs[i].message_id));
+        json_t *ids = json_array(), *locs = json_array(), *dups = json_array();
+        /* one entry per item, in item order: a duplicate's is the first request's id */
+        for (size_t i = 0, j = 0; i < c->req.n; i++) {
+            int dup = c->dup_ids != NULL && c->dup_ids[i] != NULL;
+            const char *id = dup ? c->dup_ids[i] : j < job->n ? job->msgs[j++].message_id : NULL;
+            char *l = id != NULL ? location_of(id) : NULL;
+            json_array_append_new(ids, id != NULL ? json_string(id) : json_null());
             json_array_append_new(locs, l != NULL ? json_string(l) : json_null());
+            if (dup)
+                json_array_append_new(dups, json_string(id));
             free(l);
         }
         o = json_pack("{s:s,s:o,s:o}", "status", "accepted", "message_ids", ids, "locations", locs);
+        if (c->ndups > 0)
+            json_object_set_new(o, "duplicates", dups);
+        else
+            json_decref(dups);
     }
     json_object_set_new(o, "status_stream", json_string(rq_results_stream_state(c->api->results)));
     ret = reply_with(c, MHD_HTTP_ACCEPTED, o, loc, c->prefer_async ? pref : NULL);

@@ -285,30 +285,6 @@ static int parse_item(json_t *obj, rq_json_span_t span, int allow_wait, const rq
     return copy_payload(span, it, prefix, err);
 }
 
-int rq_json_too_deep(const char *buf, size_t len, size_t max_depth)
-{
-    size_t depth = 0;
-    int in_string = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        char ch = buf[i];
-        if (in_string) {
-            if (ch == '\\')
-                i++; /* skip the escaped character, a quote included */
-            else if (ch == '"')
-                in_string = 0;
-        } else if (ch == '"') {
-            in_string = 1;
-        } else if (ch == '[' || ch == '{') {
-            if (++depth > max_depth)
-                return 1;
-        } else if ((ch == ']' || ch == '}') && depth > 0) {
-            depth--;
-        }
-    }
-    return 0;
-}
-
 /* Loads body[0..len) into req->root (a new reference, owned by req) and checks that it is a
  * JSON object within lim->max_depth. Returns 0, or -1 with err filled (req->root NULL, or the
  * non-object value: rq_request_clear() frees it). */

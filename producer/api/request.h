@@ -35,6 +35,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "json_span.h"
 #include "wire.h"
 
 #define RQ_MAX_ID_LEN 255 /* an AMQP short string (message_id of the reply, store key) */
@@ -84,11 +85,7 @@ typedef struct rq_request_error {
     char text[256];
 } rq_request_error_t;
 
-/* Returns 1 when the JSON text buf[0..len) nests arrays and objects more than max_depth
- * levels deep (the top-level value is level 1; brackets inside strings, escapes included,
- * do not count), else 0. A linear pre-scan that bounds the work and recursion of the parser
- * before json_loadb() sees hostile input; it does not validate the text. Pure. */
-int rq_json_too_deep(const char *buf, size_t len, size_t max_depth);
+/* rq_json_too_deep() is in common/json_span.h. */
 
 /* Parses body[0..len) (need not be NUL-terminated) into *req; `batch` is 0 (POST /produce),
  * 1 (POST /batch-produce) or RQ_PARSE_AUTO (POST /queues/{id}/messages). Returns 0, or -1 with err

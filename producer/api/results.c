@@ -9,6 +9,7 @@
 
 #include "hmap.h"
 #include "jbuf.h"
+#include "list.h"
 #include "log.h"
 #include "status_event.h"
 #include "util.h"
@@ -18,6 +19,17 @@
 #define PENDING_BYTES_MAX (64u * 1024 * 1024)
 #define PACK_MAX (64 * 1024) /* events queued together share a stream message up to this */
 
+/* A request waiting on the stream (a barrier, a keyed confirm): answered once, by the log's
+ * callback or by rq_results_stop(), whichever comes first; freed by the log's callback (the log
+ * calls each exactly once, at the latest in rq_status_log_free()). */
+typedef struct pending {
+    rq_list_node_t node;
+    struct rq_results *r;
+    rq_status_done_fn done;
+    void *arg;
+    int answered;
+} pending_t;
+
 struct rq_results {
     const rq_config_t *cfg;
     rq_timeline_t *tl;
@@ -25,6 +37,8 @@ struct rq_results {
     char src[320];        /* "producer:<host>:<port>" */
     pthread_mutex_t lock; /* claims */
     rq_hmap_t *claims;    /* idempotency keys of requests in flight here */
+    rq_list_t pending;    /* of pending_t, under lock */
+    int stopped;          /* rq_results_stop() ran: nothing waits on the stream any more */
     rq_series_t *m_visibility;
     rq_series_t *m_bad_events;
 };
@@ -110,6 +124,8 @@ static int log_new(rq_results_t *r, rq_metrics_t *m)
     o.max_pending = PENDING_EVENTS_MAX;
     o.max_pending_bytes = PENDING_BYTES_MAX;
     o.pack_max = PACK_MAX;
+    o.linger_ms = 5; /* fewer, fuller stream messages: the broker's cost is per message */
+    o.skip_own = 1;  /* this producer applied its own events when it wrote them */
     o.on_read = on_read;
     o.read_arg = r;
     o.replay_from_ms = cfg->status_replay_s > 0 ? rq_wall_ms() - cfg->status_replay_s * 1000 : 0;
@@ -151,10 +167,76 @@ int rq_results_start(rq_results_t *r)
     return r->log == NULL ? 0 : rq_status_log_start(r->log);
 }
 
+/* The log's callback of a pending_t: answers it unless stop did, then frees it. */
+static void pending_done(void *arg, int ok)
+{
+    pending_t *p = arg;
+    rq_results_t *r = p->r;
+    int answer;
+
+    pthread_mutex_lock(&r->lock);
+    answer = !p->answered;
+    p->answered = 1;
+    if (answer)
+        rq_list_unlink(&r->pending, &p->node);
+    pthread_mutex_unlock(&r->lock);
+    if (answer)
+        p->done(p->arg, ok);
+    free(p);
+}
+
+/* A pending_t for done/arg, listed; NULL once stopped or out of memory. */
+static pending_t *pending_new(rq_results_t *r, rq_status_done_fn done, void *arg)
+{
+    pending_t *p = calloc(1, sizeof(*p));
+
+    if (p == NULL)
+        return NULL;
+    p->r = r;
+    p->done = done;
+    p->arg = arg;
+    pthread_mutex_lock(&r->lock);
+    if (r->stopped) {
+        pthread_mutex_unlock(&r->lock);
+        free(p);
+        return NULL;
+    }
+    rq_list_push_back(&r->pending, &p->node);
+    pthread_mutex_unlock(&r->lock);
+    return p;
+}
+
+/* Takes back a pending_t the log refused (its callback will never run). */
+static void pending_drop(rq_results_t *r, pending_t *p)
+{
+    pthread_mutex_lock(&r->lock);
+    if (!p->answered)
+        rq_list_unlink(&r->pending, &p->node);
+    pthread_mutex_unlock(&r->lock);
+    free(p);
+}
+
 void rq_results_stop(rq_results_t *r)
 {
-    if (r != NULL)
-        rq_timeline_wake_all(r->tl);
+    if (r == NULL)
+        return;
+    rq_timeline_wake_all(r->tl);
+    /* Requests waiting on the stream answer now (ok 0: decided from the index); the log's
+     * callbacks that come later only free their records. */
+    for (;;) {
+        pending_t *p = NULL;
+        pthread_mutex_lock(&r->lock);
+        r->stopped = 1;
+        if (r->pending.head != NULL) {
+            p = RQ_LIST_ENTRY(r->pending.head, pending_t, node);
+            rq_list_unlink(&r->pending, &p->node);
+            p->answered = 1;
+        }
+        pthread_mutex_unlock(&r->lock);
+        if (p == NULL)
+            break;
+        p->done(p->arg, 0);
+    }
 }
 
 void rq_results_free(rq_results_t *r)
@@ -218,10 +300,16 @@ static int flush_body(rq_results_t *r, rq_jbuf_t *b, int timeout_ms, rq_status_d
 {
     size_t len = 0;
     char *text = rq_jbuf_take(b, &len);
+    pending_t *p = done != NULL ? pending_new(r, done, arg) : NULL;
     int rc = 0;
 
-    if (text != NULL && len > 0)
-        rc = rq_status_log_append(r->log, text, len, timeout_ms, done, arg) == 0 && done != NULL;
+    if (text != NULL && len > 0) {
+        rc = rq_status_log_append(r->log, text, len, timeout_ms, p != NULL ? pending_done : NULL,
+                                  p) == 0 &&
+             p != NULL;
+    }
+    if (!rc && p != NULL)
+        pending_drop(r, p);
     free(text);
     rq_jbuf_init(b, 4096);
     return rc;
@@ -272,7 +360,10 @@ int rq_results_job_done(rq_results_t *r, const rq_pub_job_t *job, const char *qu
         rq_jbuf_free(&b);
         return 0;
     }
-    /* The last part carries the callback: the stream confirms in order. */
+    /* The last part carries the callback: the stream confirms in order. While the stream is
+     * away the answer does not wait for it (the key is known here; see results.h). */
+    if (!rq_status_log_up(r->log))
+        keyed = 0;
     keyed = flush_body(r, &b, timeout_ms, keyed ? done : NULL, arg);
     rq_jbuf_free(&b);
     return keyed;
@@ -310,9 +401,15 @@ void rq_results_replied(rq_results_t *r, const char *message_id, const char *rep
 
 int rq_results_barrier(rq_results_t *r, int timeout_ms, rq_status_done_fn done, void *arg)
 {
-    if (r->log == NULL)
+    pending_t *p;
+
+    if (r->log == NULL || !rq_status_log_up(r->log) || (p = pending_new(r, done, arg)) == NULL)
         return -1;
-    return rq_status_log_barrier(r->log, timeout_ms, done, arg);
+    if (rq_status_log_barrier(r->log, timeout_ms, pending_done, p) != 0) {
+        pending_drop(r, p);
+        return -1;
+    }
+    return 0;
 }
 
 int rq_results_key_claim(rq_results_t *r, const char *key, char *id, size_t idlen)

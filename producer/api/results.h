@@ -8,8 +8,9 @@
  * stream message per job (up to 512 KiB each: the job's events, one JSON object per line), so
  * another replica sees a message once it is confirmed. The consumer appends delivered,
  * retried, dead_lettered and replied; this producer also applies each reply that reaches its
- * callback queue at once. The reader passes every event read to the index, and observes
- * status_visibility_seconds (now minus the event's time, events of other writers only).
+ * callback queue at once. The reader passes every event of the other writers to the index (what
+ * this process wrote it skips: applied already), and observes status_visibility_seconds (now
+ * minus the event's time).
  *
  * Without STATUS_STREAM the index holds this producer's own messages only (a restart
  * forgets them). Thread-safe.
@@ -36,7 +37,9 @@ rq_results_t *rq_results_new(const rq_config_t *cfg, rq_metrics_t *m);
 /* Starts the stream's thread (no-op without STATUS_STREAM). Returns 0 or -1. */
 int rq_results_start(rq_results_t *r);
 
-/* At a stop: wakes every long poll (they answer with what the index has). */
+/* At a stop (once the API takes no new connections, before the API drains): wakes every long poll,
+ * and answers every request waiting on the stream (barriers, keyed confirms: ok 0), so that no
+ * connection stays suspended; from then on nothing waits on the stream. */
 void rq_results_stop(rq_results_t *r);
 
 /* Stops the stream's thread, wakes every long poll, frees. NULL is a no-op. */
@@ -58,7 +61,7 @@ void rq_results_accepted(rq_results_t *r, const rq_pub_job_t *job, const char *q
 
 /* The job is done: confirmed events for its stored messages (with their idem_key),
  * not_stored for those not stored, applied locally and appended to the stream. When done is
- * not NULL and some stored message has an idem_key and the stream is on, done(arg, ok) is
+ * not NULL and some stored message has an idem_key and the stream is up, done(arg, ok) is
  * called once the stream confirmed the append (ok 1) or at its failure/timeout_ms (ok 0),
  * on the stream's thread, and 1 is returned; else 0 is returned and done is never called. */
 int rq_results_job_done(rq_results_t *r, const rq_pub_job_t *job, const char *queue, int timeout_ms,
@@ -72,7 +75,8 @@ size_t rq_results_cut(const char *s, size_t len, size_t max);
 void rq_results_replied(rq_results_t *r, const char *message_id, const char *reply, size_t len);
 
 /* A read barrier on the stream (status_log.h): done(arg, 1) once every event confirmed before
- * this call is in the index. Returns 0, or -1 without a stream (done not called). */
+ * this call is in the index. Returns 0, or -1 without a stream or while it is unavailable
+ * (done not called: the caller decides from the index alone). */
 int rq_results_barrier(rq_results_t *r, int timeout_ms, rq_status_done_fn done, void *arg);
 
 /* Claims idempotency key `key` for a request in flight on this replica. Returns 1 when the

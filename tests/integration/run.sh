@@ -217,6 +217,8 @@ pstep "status stream transport: replay order, from-ms, stop flush, stream args, 
 	/usr/bin/python3 "$here/test_status_log.py" --build-dir "$BUILD_DIR"
 pstep "consumer lifecycle events on the status stream, idempotency dedup key (test_consumer_events.py)" 120 \
 	/usr/bin/python3 "$here/test_consumer_events.py" --build-dir "$BUILD_DIR"
+pstep "results review (issue 17): batch answers with duplicates keep one id per item; SIGTERM answers requests waiting on the stream at once (test_status_review.py, a broker of its own: it freezes it)" 180 \
+	"$PY" "$here/test_status_review.py" --bin "$bin" --work "$TMP/status_review"
 run_psteps
 
 if [ -f "$here/test_consumer.sh" ]; then
@@ -260,10 +262,11 @@ step "consumer review: poison reply, oversized copies, dedup key, tail ranges, r
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
 step "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGTERM mid-processing requeues (test_consumer_concurrency.py)" 180 \
 	"$PY" "$here/test_consumer_concurrency.py" --build-dir "$BUILD_DIR" parallel mixed sigterm
-# Issue 19: a three-node cluster of its own; the leader, no-quorum, maintenance and
-# rolling-restart scenarios run in `make test-cluster` (all seven, about 6 minutes).
-step "cluster: kill -9 the producer's node, the consumer's node, the node under a tailed file: nothing lost (test_cluster.py)" 420 \
-	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node consumer-node tailer-node
+# Issue 19: a three-node cluster of its own; the consumer-node, tailer-node, leader,
+# no-quorum, maintenance, rolling-restart, partition and status-stream scenarios run in
+# `make test-cluster` (all nine, about 8 minutes).
+step "cluster: kill -9 the producer's node under load: nothing lost (test_cluster.py)" 300 \
+	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node
 step "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \
 	env BUILD_DIR="$BUILD_DIR" bash "$here/test_consumer_libs.sh"
 step "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \

@@ -49,8 +49,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_reliability import (Checks, Load, Stack, check_output_exactly_once,  # noqa: E402
-                              finish, get_json, log, metrics, summarize_load,
-                              wait_output_size)
+                              finish, free_port, get_json, http_call, log, metrics,
+                              summarize_load, wait_output_size)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROKER = os.path.join(ROOT, "scripts", "broker.sh")
@@ -196,7 +196,7 @@ def first_201_after(res, t):
     return min((r[4] for r in res if r[1] == 201 and r[3] >= t), default=None)
 
 
-def finish_load(c, st, load, what, t_fault, resume_bound=RESUME_BOUND_S):
+def finish_load(c, st, load, what, t_fault, resume_bound=RESUME_BOUND_S, extra=()):
     """Stops the load, checks the answers (201 or 503, 201s back within resume_bound of the
     fault) and that every 201 is in the output exactly once."""
     c.check(f"{what}: load threads stop", load.finish())
@@ -215,7 +215,7 @@ def finish_load(c, st, load, what, t_fault, resume_bound=RESUME_BOUND_S):
         c.check(f"{what}: 201s resume within {resume_bound:.0f} s of the fault "
                 f"({'%.2f s' % gap if gap else 'never'})", gap is not None and gap <= resume_bound)
     accepted = {r[0].encode() for r in res if r[1] == 201}
-    sent = {r[0].encode() for r in res}
+    sent = {r[0].encode() for r in res} | {x.encode() for x in extra}
     check_output_exactly_once(c, st.output, accepted, what, timeout=120, allowed_extra=sent)
     return res
 
@@ -548,11 +548,95 @@ def partition(c, st, cl, args):
             if hs else "")
 
 
+def http_json(url, body):
+    """POST body as JSON: (status, the JSON answer or None)."""
+    code, _, data, _, conn = http_call(url, "POST", body)
+    if conn is not None:
+        conn.close()
+    try:
+        return code, json.loads(data.decode()) if data else None
+    except ValueError:
+        return code, None
+
+
+def stream_leader(cl):
+    """The node number of the status stream's leader (relayq.status), or None."""
+    try:
+        rows = json.loads(cl.ctl(1, "list_queues", "name", "type", "leader", "--formatter",
+                                 "json"))
+    except (RuntimeError, ValueError):
+        return None
+    for r in rows:
+        if r.get("name") == "relayq.status":
+            m = re.match(r"relayq(\d+)@", str(r.get("leader", "")))
+            return cl.node_of_port(int(m.group(1))) if m else None
+    return None
+
+
+def status_stream(c, st, cl, args):
+    """Issue 17 on a cluster: the status stream is replicated, so when its leader's node is
+    killed, the messages' results stay readable, new ones keep coming, and a producer replica
+    started after the kill reads the whole history from the surviving nodes."""
+    load = start_services(st)
+    time.sleep(2)
+    before = []
+    for i in range(10):
+        code, o = http_json(st.url("producer") + "/produce?wait=true", {"payload": f"st-{i}"})
+        if code == 200:
+            before.append(o["message_id"])
+    c.check("status: 10 processed messages before the fault", len(before) == 10, f"{len(before)}")
+    k = wait_for(lambda: stream_leader(cl), 20)
+    c.check(f"status: the stream's leader is a node of the cluster ({k})", k is not None)
+    if k is None:
+        finish_load(c, st, load, "status", None)
+        return
+    log(f"status: kill -9 node {k}, the stream's leader")
+    cl.kill(k)
+    t_kill = time.monotonic()
+    port = free_port()
+    e = dict(st.env, PRODUCER_BIND="127.0.0.1", PRODUCER_PORT=str(port), REQUEST_QUEUE=st.queue)
+    logf = open(os.path.join(st.tmp, "producer-b.log"), "ab")
+    pb = subprocess.Popen([os.path.join(st.build, "bin", "producer")], env=e, stdout=logf,
+                          stderr=subprocess.STDOUT)
+    url_b = f"http://127.0.0.1:{port}"
+    try:
+        seen = wait_for(lambda: all(get_json(url_b + "/messages/" + m)[0] == 200
+                                    for m in before), 60, 0.5)
+        log(f"status: replica B started after the kill had the history after "
+            f"{time.monotonic() - t_kill:.1f} s")
+        c.check("status: a replica started after the kill reads the history (every result)",
+                bool(seen))
+        # (a 503 while the producer moves to another node: again, as a client would)
+        code, o = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(http_json(
+            st.url("producer") + "/produce?wait=true", {"payload": "st-after"})), 30, 0.5) \
+            or (0, None)
+        mid = (o or {}).get("message_id", "?")
+        got = wait_for(lambda: (get_json(url_b + "/messages/" + mid)[1] or {}).get("status")
+                       == "processed", 60, 0.5)
+        c.check("status: a message produced after the kill is processed and seen on B",
+                code == 200 and bool(got), f"{code} {o}")
+    finally:
+        pb.terminate()
+        try:
+            rc = pb.wait(15)
+        except subprocess.TimeoutExpired:
+            pb.kill()
+            rc = pb.wait()
+        logf.close()
+        c.check("status: replica B exits 0", rc == 0, f"{rc}")
+    cl.start(k)
+    c.check(f"node {k} rejoined the cluster", wait_for(lambda: len(cl.running_nodes(k)) == NODES,
+                                                      60, 1.0))
+    finish_load(c, st, load, "status", t_kill,
+                extra=[f"st-{i}" for i in range(10)] + ["st-after"])
+
+
 SCENARIOS = {"producer-node": producer_node, "consumer-node": consumer_node, "leader": leader,
              "no-quorum": no_quorum, "rolling": rolling, "tailer-node": tailer_node,
-             "failover": failover, "maintenance": maintenance, "partition": partition}
+             "failover": failover, "maintenance": maintenance, "partition": partition,
+             "status": status_stream}
 DEFAULT = ["producer-node", "consumer-node", "leader", "no-quorum", "rolling", "tailer-node",
-           "maintenance", "partition"]
+           "maintenance", "partition", "status"]
 
 
 def main():
