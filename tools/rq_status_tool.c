@@ -251,6 +251,9 @@ static int cmd_read(const rq_config_t *c, const args_t *a)
     }
     while (atomic_load(&s.read) < a->n && rq_mono_ns() < deadline)
         usleep(10000);
+    /* the replay's marker comes after what was read: wait for it too (within the deadline) */
+    while (!rq_status_log_caught_up(log) && rq_mono_ns() < deadline)
+        usleep(10000);
     caught = rq_status_log_caught_up(log);
     rq_status_log_free(log);
     printf("read %ld caught_up %d\n", atomic_load(&s.read), caught);
