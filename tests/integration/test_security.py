@@ -38,6 +38,23 @@ OTHER = "127.0.0.2"  # a second client address on loopback
 
 
 def free_port():
+    """A free port below the ephemeral range: a port the kernel handed out (bind to 0) can be
+    taken by another test's outgoing connection before the service binds it (tests run side
+    by side), one picked at random below the range cannot."""
+    try:
+        lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    for _ in range(200):
+        port = 10000 + secrets.randbelow(max(1000, lo - 11000))
+        s = socket.socket()
+        try:
+            s.bind((HOST, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind((HOST, 0))
     port = s.getsockname()[1]
