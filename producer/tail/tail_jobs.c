@@ -22,6 +22,7 @@ static void job_reset(rq_tail_job_t *j)
     j->n = 0;
     j->nrec = 0;
     j->chunk_open = 0;
+    j->line_open = 0;
     j->arena_len = 0;
     j->state = RQ_TJ_FREE;
     if (j->arena_cap > 4 * RQ_TAIL_JOB_MAX_BYTES) {
@@ -101,6 +102,7 @@ rq_tail_job_t *rq_tail_jobs_building(rq_tail_jobs_t *r, int64_t at, const char *
     j->n = 0;
     j->nrec = 0;
     j->chunk_open = 0;
+    j->line_open = 0;
     j->arena_len = 0;
     j->start = j->end = at;
     snprintf(j->file_id, sizeof(j->file_id), "%s", file_id);
@@ -182,6 +184,7 @@ int rq_tail_jobs_add(rq_tail_jobs_t *r, rq_tail_job_t *j, const rq_line_t *line)
 
     if (line->kind == RQ_LINE_SKIPPED) {
         close_chunk(j);
+        j->line_open = 0;
         j->end = line->end;
         return 0;
     }
@@ -208,6 +211,7 @@ int rq_tail_jobs_add(rq_tail_jobs_t *r, rq_tail_job_t *j, const rq_line_t *line)
     m->body_len += rb;
     m->end_offset = line->end; /* x-end: the consumer indexes [offset, end) */
     m->lines += chunk && line->newline;
+    j->line_open = line->kind == RQ_LINE_PIECE && !line->newline;
     if (!chunk)
         close_chunk(j);
     j->nrec++;
@@ -217,6 +221,8 @@ int rq_tail_jobs_add(rq_tail_jobs_t *r, rq_tail_job_t *j, const rq_line_t *line)
 
 int rq_tail_jobs_full(const rq_tail_jobs_t *r, const rq_tail_job_t *j)
 {
+    if (j->line_open)
+        return j->arena_len >= RQ_TAIL_JOB_LINE_MAX_BYTES;
     return j->nrec >= (size_t)r->batch_lines || j->arena_len >= RQ_TAIL_JOB_MAX_BYTES;
 }
 

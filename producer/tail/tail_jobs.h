@@ -18,6 +18,11 @@
 #include "tail_state.h"
 
 #define RQ_TAIL_JOB_MAX_BYTES (1024 * 1024) /* a job closes once its bodies reach this size */
+/* ... unless its last record is a piece of a split overlong line still open: then it grows
+ * until the line's last piece, up to this bound. The pieces of a line up to ~8 MiB so travel
+ * in one job, which the publisher sends without another job's messages in between, so no
+ * API message lands inside the line in the consumer's output (chaos seed 100006214). */
+#define RQ_TAIL_JOB_LINE_MAX_BYTES (8 * 1024 * 1024)
 
 enum { RQ_TJ_FREE = 0, RQ_TJ_BUILDING, RQ_TJ_READY, RQ_TJ_SUBMITTED, RQ_TJ_SKIPPED }; /* state */
 enum { RQ_TJ_PENDING = 0, RQ_TJ_CONFIRMED, RQ_TJ_FAILED };                            /* result */
@@ -29,6 +34,7 @@ typedef struct rq_tail_job {
     size_t n, cap;             /* messages (chunks) */
     size_t nrec;               /* records (lines, pieces) in the messages */
     int chunk_open;            /* the last message is a chunk that may still grow */
+    int line_open;             /* the last record is a PIECE of a line not ended yet */
     char *arena;
     size_t arena_len, arena_cap;
     int64_t start, end; /* stream offsets covered: [start, end) */
@@ -73,7 +79,8 @@ rq_tail_job_t *rq_tail_jobs_building(rq_tail_jobs_t *r, int64_t at, const char *
  * (nothing of the record added). */
 int rq_tail_jobs_add(rq_tail_jobs_t *r, rq_tail_job_t *j, const rq_line_t *line);
 
-/* 1 when the BUILDING job j is full (batch_lines records or RQ_TAIL_JOB_MAX_BYTES). */
+/* 1 when the BUILDING job j is full (batch_lines records or RQ_TAIL_JOB_MAX_BYTES), except
+ * while a split line is open in it (RQ_TAIL_JOB_LINE_MAX_BYTES then). */
 int rq_tail_jobs_full(const rq_tail_jobs_t *r, const rq_tail_job_t *j);
 
 /* Closes the BUILDING job j (the last one) with `before` (before_len <= RQ_LINESPLIT_WINDOW

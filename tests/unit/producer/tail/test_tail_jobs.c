@@ -211,3 +211,44 @@ Test(tail_jobs, ring_order_wraps_and_clears)
     }
     rq_tail_jobs_free(r);
 }
+
+/* Chaos seed 100006214: a job closed between two pieces of a split overlong line, and an API
+ * message published in between landed inside the line in the output. A job is not full while
+ * its last record is a piece of a line still open (up to RQ_TAIL_JOB_LINE_MAX_BYTES). */
+Test(tail_jobs, not_full_inside_a_split_line)
+{
+    rq_tail_jobs_t *r = rq_tail_jobs_new(1, 2, 100, on_done, NULL);
+    rq_tail_job_t *j = rq_tail_jobs_building(r, 0, "f");
+    rq_line_t p1 = line(RQ_LINE_PIECE, "aaaa", 0, 0), p2 = line(RQ_LINE_PIECE, "bbbb", 4, 0),
+              p3 = line(RQ_LINE_PIECE, "cccc", 8, 0), last = line(RQ_LINE_PIECE, "dd", 12, 1);
+
+    rq_tail_jobs_add(r, j, &p1);
+    rq_tail_jobs_add(r, j, &p2);
+    cr_assert_not(rq_tail_jobs_full(r, j), "2 records, but the line goes on");
+    rq_tail_jobs_add(r, j, &p3);
+    cr_assert_not(rq_tail_jobs_full(r, j));
+    rq_tail_jobs_add(r, j, &last);
+    cr_assert(rq_tail_jobs_full(r, j), "the line ended: full at batch_lines");
+    rq_tail_jobs_free(r);
+}
+
+Test(tail_jobs, a_split_line_past_the_bound_closes_the_job)
+{
+    rq_tail_jobs_t *r = rq_tail_jobs_new(1, 2, 1 << 20, on_done, NULL);
+    rq_tail_job_t *j = rq_tail_jobs_building(r, 0, "f");
+    static char piece[1 << 20];
+    rq_line_t p;
+    int64_t off = 0;
+    size_t added = 0;
+
+    memset(piece, 'x', sizeof(piece) - 1);
+    while (!rq_tail_jobs_full(r, j)) {
+        p = line(RQ_LINE_PIECE, piece, off, 0);
+        cr_assert_eq(rq_tail_jobs_add(r, j, &p), 1);
+        off = p.end;
+        added += p.len;
+        cr_assert_leq(added, (size_t)RQ_TAIL_JOB_LINE_MAX_BYTES + sizeof(piece), "bounded");
+    }
+    cr_assert_geq(added + 1024, (size_t)RQ_TAIL_JOB_LINE_MAX_BYTES, "ids aside, the bound");
+    rq_tail_jobs_free(r);
+}
