@@ -10,6 +10,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
       librabbitmq-dev libmicrohttpd-dev libjansson-dev uuid-dev libcurl4-openssl-dev \
+      python3 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -17,6 +18,9 @@ COPY common ./common
 COPY producer ./producer
 COPY consumer ./consumer
 COPY tools ./tools
+# docs/openapi.json and producer/rt/viewer.html are compiled in (scripts/gen-assets.py)
+COPY docs ./docs
+COPY scripts/gen-assets.py ./scripts/gen-assets.py
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DRQ_WERROR=ON -DRQ_TESTS=OFF \
  && cmake --build /build -j"$(nproc)" --target producer consumer \
  && strip /build/bin/producer /build/bin/consumer
@@ -35,6 +39,9 @@ RUN apt-get update \
  && mkdir -p /data \
  && chown relayq:relayq /data
 COPY --from=build /build/bin/producer /build/bin/consumer /usr/local/bin/
+# GET /docs serves Swagger UI from /usr/share/relayq/swagger-ui (DOCS_UI_DIR): the image does
+# not carry it (no registry at build time); mount npm's swagger-ui-dist there to turn it on,
+# else /docs answers 503 saying so. /openapi.json and /viewer are compiled in.
 
 # Containers listen on every interface of their own network namespace; the ports are only
 # published where docker-compose.yml says so. HEALTH_PORT: 5000 (producer) or 8000 (consumer).

@@ -211,6 +211,28 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("LEASE_IDLE_MS", "5000", lease_idle_ms, 100, 600000, PROD, G_PROD,
           "A queue nobody pulled from for this long has its pull consumer cancelled and its "
           "buffered (not leased) messages given back to the broker"),
+    S_INT("RT_MAX_SUBSCRIPTIONS", "2000", rt_max_subscriptions, 0, 100000, PROD, G_PROD,
+          "Real-time subscriptions (SSE and WebSocket, topics and queues) a producer serves at "
+          "once; more get 503; 0 turns the subscription routes off"),
+    S_INT("RT_MAX_SUBSCRIPTIONS_PER_KEY", "100", rt_max_subscriptions_per_key, 0, 100000, PROD,
+          G_PROD,
+          "Real-time subscriptions one API key or token may hold at once (429 past it); 0: no "
+          "per-key limit. Not applied without authentication"),
+    S_I64("RT_SEND_BUFFER_BYTES", "1048576", rt_send_buffer_bytes, 4096, 67108864, PROD, G_PROD,
+          "Bytes waiting to be sent to one subscriber; past it the subscriber is disconnected "
+          "as too slow (told why) and counted in producer_rt_slow_disconnects_total"),
+    S_INT("RT_HEARTBEAT_S", "15", rt_heartbeat_s, 1, 3600, PROD, G_PROD,
+          "Seconds between heartbeats on an idle subscription (an SSE comment, a WebSocket "
+          "ping), so that proxies keep the connection open"),
+    S_INT("RT_QUEUE_PREFETCH", "100", rt_queue_prefetch, 1, 10000, PROD, G_PROD,
+          "Messages a queue subscription (GET /queues/{id}/events or /ws) holds unacked at once"),
+    S_I64("WS_MAX_FRAME_BYTES", "1048576", ws_max_frame_bytes, 125, 16777216, PROD, G_PROD,
+          "Largest WebSocket message a client may send (a frame or a fragmented message); "
+          "larger closes the socket with 1009"),
+    S_STR("DOCS_UI_DIR", "", docs_ui_dir, 0, 4095, PROD, G_PROD, 0,
+          "Folder of the Swagger UI files (npm's swagger-ui-dist) that GET /docs serves; empty: "
+          "next to the binary (../npm/node_modules/swagger-ui-dist), then "
+          "/usr/share/relayq/swagger-ui"),
     S_STR("API_KEYS_FILE", "", api_keys_file, 0, 4095, PROD, G_PROD, 0,
           "File of API keys, one `key-id:secret[:scopes]` or `key-id:sha256:<hex>[:scopes]` "
           "per line (# comments); when keys are set, every endpoint but /health* and /metrics "
@@ -218,7 +240,8 @@ static const rq_cfg_desc_t settings[] = {
     S_STR("API_KEYS", "", api_keys, 0, 65535, PROD, G_PROD, RQ_CFG_SECRET,
           "API keys as comma-separated entries in the API_KEYS_FILE format, added to the "
           "file's; scopes are produce, batch, dlq, messages, *, and per queue "
-          "produce:<pattern>, consume:<pattern>, admin:<pattern> ('*' globs; default: all)"),
+          "produce:<pattern>, consume:<pattern>, admin:<pattern>, and per topic "
+          "publish:<pattern>, subscribe:<pattern> ('*' globs; default: all)"),
     S_DBL("RATE_LIMIT_RPS", "0", rate_limit_rps, 0, 1000000, PROD, G_PROD,
           "Requests per second allowed per API key (per client address without keys), as a "
           "token bucket; beyond, 429 with Retry-After; 0 turns rate limiting off"),
@@ -247,7 +270,8 @@ static const rq_cfg_desc_t settings[] = {
           "JWKS_FILE"),
     S_STR("JWT_SCOPE_CLAIM", "scope", jwt_scope_claim, 1, 64, PROD, G_PROD, 0,
           "Token claim holding the permissions, as API key scopes (produce, "
-          "produce:orders.*, consume:<pattern>, admin:<pattern>, *): a space-separated string "
+          "produce:orders.*, consume:<pattern>, admin:<pattern>, publish:<pattern>, "
+          "subscribe:<pattern>, *): a space-separated string "
           "(scope) or an array of strings (roles); unknown pieces are ignored"),
     S_INT("JWT_LEEWAY_S", "60", jwt_leeway_s, 0, 3600, PROD, G_PROD,
           "Clock skew allowed on a token's exp, nbf and iat, in seconds"),

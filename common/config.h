@@ -132,6 +132,14 @@ typedef struct rq_config {
     int lease_max_waiters;     /* LEASE_MAX_WAITERS: long-polls, 1..100000, default 1000 */
     int lease_idle_ms; /* LEASE_IDLE_MS: unpulled queue's buffer given back, 100..600000, default
                           5000 */
+    /* real-time delivery (issue 18, producer/rt/) */
+    int rt_max_subscriptions;         /* RT_MAX_SUBSCRIPTIONS, 0..100000, default 2000 */
+    int rt_max_subscriptions_per_key; /* RT_MAX_SUBSCRIPTIONS_PER_KEY, 0..100000, default 100 */
+    int64_t rt_send_buffer_bytes;     /* RT_SEND_BUFFER_BYTES, 4 KiB..64 MiB, default 1 MiB */
+    int rt_heartbeat_s;               /* RT_HEARTBEAT_S, 1..3600, default 15 */
+    int rt_queue_prefetch;            /* RT_QUEUE_PREFETCH, 1..10000, default 100 */
+    int64_t ws_max_frame_bytes;       /* WS_MAX_FRAME_BYTES, 125..16 MiB, default 1 MiB */
+    char *docs_ui_dir;                /* DOCS_UI_DIR: Swagger UI files for GET /docs, default "" */
 
     /* producer: access control and abuse limits (producer/api/auth.h, producer/api/ratelimit.h) */
     char *api_keys_file;   /* API_KEYS_FILE: key file (reloaded on SIGHUP), default "" */

@@ -24,6 +24,7 @@
 #include "amqp_nodes.h"
 #include "amqp_pub.h"
 #include "hmap.h"
+#include "hub.h"
 #include "list.h"
 #include "log.h"
 #include "qname.h"
@@ -485,6 +486,14 @@ static int connect_broker(rq_publisher_t *p)
         goto fail;
     if (rq_amqp_declare_topology(p->conn, rc, err, sizeof(err)) != 0)
         goto fail;
+    /* The topics' ingress (hub.h), so that a topic publish never hits a missing exchange
+     * (which would close the channel). */
+    amqp_exchange_declare(p->conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(RQ_RT_INGRESS),
+                          amqp_cstring_bytes("headers"), /*passive=*/0, /*durable=*/1,
+                          /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "exchange.declare " RQ_RT_INGRESS, err,
+                            sizeof(err)))
+        goto fail;
     amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
     if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, sizeof(err)))
         goto fail;
@@ -555,7 +564,10 @@ static int job_fits_wire(const rq_pub_job_t *job)
         const rq_pub_msg_t *m = &job->msgs[i];
         if (strlen(m->message_id) > RQ_WIRE_SHORTSTR_MAX ||
             strlen(m->content_type) > RQ_WIRE_SHORTSTR_MAX ||
-            m->nheaders > RQ_WIRE_USER_HEADERS_MAX)
+            m->nheaders > RQ_WIRE_USER_HEADERS_MAX ||
+            (job->topic != NULL &&
+             (strlen(job->topic) > RQ_WIRE_SHORTSTR_MAX ||
+              (m->routing_key != NULL && strlen(m->routing_key) > RQ_WIRE_SHORTSTR_MAX))))
             return 0;
     }
     return 1;
@@ -856,12 +868,19 @@ static int publish_head(rq_publisher_t *p)
     rq_pub_job_t *job = m->job;
     int waits = job->want_reply && !job->reply_lost;
     amqp_basic_properties_t props;
-    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX + RQ_WIRE_USER_HEADERS_MAX];
-    amqp_bytes_t body, rk;
+    amqp_table_entry_t hdr[RQ_WIRE_OUT_HEADERS_MAX + RQ_WIRE_USER_HEADERS_MAX + 1];
+    amqp_bytes_t body, rk, exchange = amqp_empty_bytes;
     char bucket[RQ_WIRE_SHORTSTR_MAX + 1], expiration[24];
-    int rc;
+    int rc, mandatory = 1;
 
-    if (m->delay_ms > 0) {
+    if (job->topic != NULL) {
+        /* A topic message (hub.h): the ingress routes it by its x-relayq-topic header to the
+         * topic's exchange, which routes it by the routing key. Not mandatory: a topic
+         * without subscribers (or deleted) drops it, and the confirm still comes. */
+        exchange = amqp_cstring_bytes(RQ_RT_INGRESS);
+        rk = amqp_cstring_bytes(m->routing_key != NULL ? m->routing_key : "");
+        mandatory = 0;
+    } else if (m->delay_ms > 0) {
         long long b = bucket_of(p, m, bucket, sizeof(bucket));
         if ((rc = ensure_bucket(p, m, job_queue(p, job), b, bucket)) != 0)
             return rc;
@@ -870,6 +889,10 @@ static int publish_head(rq_publisher_t *p)
         rk = amqp_cstring_bytes(job_queue(p, job));
     }
     message_props(p, m, &props, hdr, expiration);
+    if (job->topic != NULL) {
+        /* hdr has one slot past the most rq_wire_encode() fills */
+        hdr[props.headers.num_entries++] = rq_amqp_utf8_entry(RQ_RT_TOPIC_HEADER, job->topic);
+    }
     if (p->cfg->rabbitmq.tls && !props_fit(p, &props)) {
         rq_warn("a message's properties and headers do not fit one frame (frame_max %d): "
                 "failing its request only",
@@ -889,7 +912,7 @@ static int publish_head(rq_publisher_t *p)
         job_finish(p, job, RQ_JOB_UNAVAILABLE, "out of memory");
         return 1;
     }
-    rc = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, amqp_empty_bytes, rk, 1, &props, body);
+    rc = rq_pubbuf_add(p->pub, RQ_AMQP_CHANNEL, exchange, rk, mandatory, &props, body);
     if (rc != AMQP_STATUS_OK && encoding_error(p, rc)) {
         char why[160];
         snprintf(why, sizeof(why), "basic.publish: %s", amqp_error_string2(rc));
@@ -906,8 +929,8 @@ static int publish_head(rq_publisher_t *p)
 }
 
 /* Publishes everything in the send queue: the frames go out in one burst (rq_pubbuf_t),
- * written before the loop waits for confirms. Every publish is mandatory. Bookkeeping (the
- * in-flight slot, the reply waiter) is reserved before a message is encoded, so a message is
+ * written before the loop waits for confirms. Every publish but a topic's is mandatory. Bookkeeping
+ * (the in-flight slot, the reply waiter) is reserved before a message is encoded, so a message is
  * never sent untracked. A message the wire cannot carry fails its own job only. Returns 0, or
  * -1 when the connection failed. */
 static int publish_sendq(rq_publisher_t *p)

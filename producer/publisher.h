@@ -27,7 +27,7 @@
  * deadline allows. A connection with publishes in flight that gets no ack or nack for
  * CONFIRM_STALL_MS while the broker does not block it (a node in a minority partition takes
  * publishes and never confirms them) is such a drop: its node is left for the next one.
- * Every publish is mandatory: a message the broker returns (no queue to
+ * Every publish but a topic's (job->topic) is mandatory: a message the broker returns (no queue to
  * route it to) is never counted as confirmed; the topology is declared again and the message
  * published again within its deadline. That holds for the default queue (REQUEST_QUEUE) only: a
  * job for another queue (job->queue) fails with RQ_JOB_NO_QUEUE instead, for the publisher
@@ -39,7 +39,8 @@
  * again after a new declare. The cache is emptied on every new connection and whenever a
  * named queue turns out missing. Whatever the status, each message's `outcome` says
  * what is known of it: stored (confirmed), not stored (never sent, or refused), or unknown
- * (sent, and the connection died before the broker answered).
+ * (sent, and the connection died before the broker answered). At every connect the
+ * publisher also declares the topics' ingress RQ_RT_INGRESS (durable, headers; hub.h).
  */
 #ifndef RQ_PUBLISHER_H
 #define RQ_PUBLISHER_H
@@ -100,6 +101,9 @@ typedef struct rq_pub_msg {
     const char *idem_key; /* the x-relayq-idem header (owned by the job's owner); NULL: none */
     const rq_wire_header_t *headers; /* the client's headers (owned by the job's owner), */
     size_t nheaders;                 /* at most RQ_WIRE_USER_HEADERS_MAX */
+    /* topic jobs (job->topic): the routing key, at most 255 bytes (owned by the job's
+     * owner); NULL: "" */
+    const char *routing_key;
     /* filled by the publisher */
     /* A UUID made at the first publish and kept across republishes: the correlation_id, and
      * for API messages (file_id == NULL) also the x-relayq-uid header (wire.h), unique per
@@ -128,6 +132,12 @@ typedef struct rq_pub_job {
      * publisher declares again when a message comes back; another queue must exist. */
     const char *queue;
     const char *queue_type; /* the type of `queue` for its delay buckets; NULL: QUEUE_TYPE */
+    /* A topic (issue 18, hub.h; owned by the job's owner), or NULL. Every message goes to the
+     * headers exchange RQ_RT_INGRESS with the header x-relayq-topic = topic and its own
+     * routing_key, NOT mandatory (a topic without subscribers, or deleted, drops it and the
+     * broker still confirms it): CONFIRMED after the confirms. `queue`, delay_ms and
+     * want_reply are not used with a topic (the route refuses them). */
+    const char *topic;
     int want_reply;
     /* Never give up (tailed lines): no publish deadline, and a nack rebuilds the connection
      * so that every unconfirmed message is published again in its original order. */

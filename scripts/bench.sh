@@ -19,6 +19,10 @@
 #  11. the status stream (issue 17, BENCH_STEPS 11 or status): /produce at 64 connections with
 #      STATUS_STREAM off and on (alternating runs), and how soon a second replica sees a
 #      confirmed message (scripts/bench/visibility.py: p50/p99)
+#  12. real-time delivery (issue 18, BENCH_STEPS 12 or rt): scripts/bench/rt.py: 1,000 SSE
+#      subscribers of one topic (tools/rq_sse_bench) with 200 messages/s published: latency
+#      p50/p99 and the producer's peak RSS; WebSocket queue consumption beside the broker's
+#      consume rate (BENCH_RT_SUBSCRIBERS, BENCH_RT_RATE, BENCH_RT_SECONDS, BENCH_RT_COUNT)
 #   8. consumer concurrency (issue 14): a burst of 40 waiting callers with processing_time
 #      1 s, then 200 with 0.1 s, through one consumer with PREFETCH_COUNT 50 (its own broker:
 #      tests/integration/test_consumer_concurrency.py bench); then the steady state: 200
@@ -708,6 +712,22 @@ if want 11 || want status; then
 	stop_service producer status_vis_a "$vis_a"
 	delete_queue bench.status.vis
 	delete_queue relayq.status.vis
+fi
+if want 12 || want rt; then
+	# Real-time delivery (issue 18): SSE fan-out to BENCH_RT_SUBSCRIBERS subscribers of one topic
+	# at BENCH_RT_RATE messages/s, then WebSocket queue consumption beside the broker's consume
+	# rate (scripts/bench/rt.py; a producer of its own on this broker).
+	RT_SUBS=${BENCH_RT_SUBSCRIBERS:-1000}
+	RT_RATE=${BENCH_RT_RATE:-200}
+	log "12/12 real-time: $RT_SUBS SSE subscribers x $RT_RATE msg/s for ${BENCH_RT_SECONDS:-20} s; WebSocket queue consumption (${BENCH_RT_COUNT:-100000} messages) beside the broker's consume rate"
+	[ -x "$BIN/rq_sse_bench" ] || die "$BIN/rq_sse_bench is missing (build it)"
+	quiesce rt
+	fact rt.out "$LOGS/rt.json"
+	"$PY" scripts/bench/rt.py --bin "$BIN" --amqp-port "$AMQP_PORT" --subscribers "$RT_SUBS" \
+		--rate "$RT_RATE" --seconds "${BENCH_RT_SECONDS:-20}" --count "${BENCH_RT_COUNT:-100000}" \
+		--queue-type "$QTYPE" --work "$WORK/rt" --producer-env "${BENCH_PRODUCER_ENV:-}" \
+		--out "$LOGS/rt.json" >"$LOGS/rt.log" 2>&1 || log "warning: the real-time bench reported a failure (see $LOGS/rt.log)"
+	grep -E '^(sse|ws): ' "$LOGS/rt.log" | sed 's/^/    /' || log "warning: no real-time figures (see $LOGS/rt.log)"
 fi
 if want 1 && [ "${BENCH_LIMIT_AGAIN:-1}" = 1 ]; then
 	log "1/7 broker limit again (drift over the run)"

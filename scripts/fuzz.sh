@@ -14,28 +14,51 @@ work=${FUZZ_DIR:-$build/corpus}
 
 CC=clang cmake -S . -B "$build" -DRQ_FUZZ=ON -DRQ_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DRQ_WERROR=ON >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env \
-	fuzz_keys fuzz_jwt fuzz_status_event >/dev/null
+harnesses=(fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt fuzz_status_event fuzz_filter fuzz_ws_frame)
+cmake --build "$build" -j"$(nproc)" --target "${harnesses[@]}" >/dev/null
 
 declare -A seeds=([fuzz_request]="request batch" [fuzz_request_fast]="request batch" [fuzz_message]=message [fuzz_linesplit]=linesplit
-	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt [fuzz_status_event]=status_event)
+	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt [fuzz_status_event]=status_event [fuzz_filter]=filter [fuzz_ws_frame]=ws_frame)
 mkdir -p "$build/artifacts"
-pass=0
-fail=0
-for h in fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt fuzz_status_event; do
+# Harnesses run FUZZ_JOBS at a time (default: the number of cores), each on one core.
+jobs=${FUZZ_JOBS:-$(nproc)}
+run_one() {
+	local h=$1 s log runs
 	mkdir -p "$work/$h"
 	for s in ${seeds[$h]}; do cp -n fuzz/corpus/"$s"/* "$work/$h/" 2>/dev/null || true; done
 	log="$build/$h.log"
 	if "$build/fuzz/$h" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$build/artifacts/$h-" "$work/$h" >"$log" 2>&1; then
 		runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' || true)
-		echo "fuzz: $h ok (${secs}s, ${runs:-?} runs)"
+		echo "fuzz: $h ok (${secs}s, ${runs:-?} runs)" >"$build/$h.result"
+	else
+		{
+			echo "fuzz: $h FAILED; input in $build/artifacts/, log $log"
+			tail -n 30 "$log"
+		} >"$build/$h.result"
+		return 1
+	fi
+}
+pass=0
+fail=0
+running=0
+for h in "${harnesses[@]}"; do
+	if [ "$running" -ge "$jobs" ]; then
+		wait -n || true
+		running=$((running - 1))
+	fi
+	rm -f "$build/$h.result"
+	run_one "$h" &
+	running=$((running + 1))
+done
+wait
+for h in "${harnesses[@]}"; do
+	if grep -q "^fuzz: $h ok" "$build/$h.result" 2>/dev/null; then
 		pass=$((pass + 1))
 	else
-		echo "fuzz: $h FAILED; input in $build/artifacts/, log $log"
-		tail -n 30 "$log"
 		fail=$((fail + 1))
 	fi
+	cat "$build/$h.result" 2>/dev/null || echo "fuzz: $h FAILED (no result)"
 done
 echo "fuzz: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

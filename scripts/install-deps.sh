@@ -22,6 +22,8 @@ PACKAGES=(
 	prometheus # ships promtool (Debian has no separate promtool package)
 	clang libclang-rt-14-dev # libFuzzer builds (the runtime is only a Recommends of clang)
 	openssl valgrind         # TLS test certificates; the memcheck run in make test
+	python3-websockets       # the WebSocket client of the real-time tests (issue 18)
+	chromium chromium-driver python3-selenium # /viewer and /docs in a headless browser
 )
 
 case "${1:-}" in
@@ -36,6 +38,32 @@ case "${1:-}" in
 	;;
 esac
 
+# npm packages (issue 18), pinned, into $BUILD_DIR/npm: swagger-ui-dist for GET /docs (the
+# producer finds <bin>/../npm/node_modules/swagger-ui-dist) and @redocly/cli for
+# tests/ops/check_openapi.py. Nothing is fetched when these versions are there (offline-safe).
+NPM_DIR=${BUILD_DIR:-build}/npm
+NPM_PKGS=(swagger-ui-dist@5.35.0 @redocly/cli@1.25.15)
+npm_have() { # NAME@VERSION installed in $NPM_DIR?
+	local name=${1%@*} version=${1##*@} f
+	f="$NPM_DIR/node_modules/$name/package.json"
+	[ -f "$f" ] && grep -q "\"version\": *\"$version\"" "$f"
+}
+npm_install() {
+	local p npm_missing=()
+	for p in "${NPM_PKGS[@]}"; do npm_have "$p" || npm_missing+=("$p"); done
+	[ ${#npm_missing[@]} -eq 0 ] && return 0
+	command -v npm >/dev/null || {
+		echo "install-deps: npm is needed for ${npm_missing[*]} (apt-get install nodejs npm)" >&2
+		exit 1
+	}
+	echo "install-deps: npm install ${npm_missing[*]} into $NPM_DIR"
+	mkdir -p "$NPM_DIR"
+	npm install --prefix "$NPM_DIR" --no-audit --no-fund --save-exact "${NPM_PKGS[@]}" >"$NPM_DIR/install.log" 2>&1 || {
+		tail -n 20 "$NPM_DIR/install.log" >&2
+		exit 1
+	}
+}
+
 missing=()
 for p in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
@@ -43,7 +71,11 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-	[ "${1:-}" = --check ] && echo "all ${#PACKAGES[@]} packages installed"
+	if [ "${1:-}" = --check ]; then
+		echo "all ${#PACKAGES[@]} packages installed"
+	else
+		npm_install
+	fi
 	exit 0
 fi
 if [ "${1:-}" = --check ]; then
@@ -91,4 +123,5 @@ if [ ${#still[@]} -ne 0 ]; then
 	echo "install-deps: still missing after apt-get: ${still[*]}" >&2
 	exit 1
 fi
+npm_install
 echo "install-deps: done"

@@ -21,9 +21,13 @@
 #include "lease.h"
 #include "lease_fwd.h"
 #include "log.h"
+#include "hub.h"
 #include "qadmin.h"
+#include "sse.h"
+#include "ws.h"
 #include "ratelimit.h"
 #include "request.h"
+#include "static.h"
 #include "trace.h"
 #include "util.h"
 #include "wire.h"
@@ -46,11 +50,35 @@ static const char *const route_label[R_COUNT] = {
     "/queues/{id}/dlq",
     "/queues/{id}/messages/retry",
     "/queues/{id}/messages/ack",
+    "/topics",
+    "/topics/{name}",
+    "/topics/{name}/messages",
+    "/topics/{name}/events",
+    "/topics/{name}/ws",
+    "/queues/{id}/events",
+    "/queues/{id}/ws",
+    "/openapi.json",
+    "/docs",
+    "/viewer",
 };
 
 static int route_public(enum route r)
 {
-    return r == R_HEALTH || r == R_LIVE || r == R_READY || r == R_METRICS;
+    return r == R_HEALTH || r == R_LIVE || r == R_READY || r == R_METRICS || r == R_OPENAPI ||
+           r == R_DOCS || r == R_VIEWER;
+}
+
+/* 1 for the subscription routes, which also take ?access_token= (browsers cannot set
+ * Authorization on EventSource or WebSocket; RFC 6750 2.3). */
+static int route_subscription(enum route r)
+{
+    return r == R_TEVENTS || r == R_TWS || r == R_QEVENTS || r == R_QWS;
+}
+
+/* 1 for the topic routes (c->qname is a topic name). */
+static int route_topic(enum route r)
+{
+    return r == R_TOPICS || r == R_TOPIC || r == R_TMESSAGES || r == R_TEVENTS || r == R_TWS;
 }
 
 /* The scope a key needs for each route; public routes need no key at all. The queue routes
@@ -61,7 +89,13 @@ static const unsigned route_scope[R_COUNT] = {
 };
 
 /* What a queue route needs of the principal (route_qneed). */
-enum { QNEED_NONE = -1, QNEED_ANY_QUEUE = -2, QNEED_ANY_ACTION = -3 };
+enum {
+    QNEED_NONE = -1,
+    QNEED_ANY_QUEUE = -2,
+    QNEED_ANY_ACTION = -3,
+    QNEED_ANY_TOPIC = -4,  /* some topic permission (GET/POST /topics) */
+    QNEED_ANY_TACTION = -5 /* any topic action on c->qname (GET /topics/{name}) */
+};
 
 /* The queue action c's route needs on c->qname (an rq_qaction_t), QNEED_ANY_QUEUE (some
  * queue permission: GET /queues filters by name, POST /queues checks admin on the body's
@@ -85,6 +119,18 @@ static int route_qneed(const req_ctx_t *c)
         return RQ_QACT_CONSUME;
     case R_QRETRY:
         return RQ_QACT_ADMIN;
+    case R_QEVENTS:
+    case R_QWS:
+        return RQ_QACT_CONSUME;
+    case R_TOPICS:
+        return QNEED_ANY_TOPIC;
+    case R_TOPIC:
+        return get ? QNEED_ANY_TACTION : RQ_QACT_ADMIN;
+    case R_TMESSAGES:
+        return RQ_QACT_PUBLISH;
+    case R_TEVENTS:
+    case R_TWS:
+        return RQ_QACT_SUBSCRIBE;
     default:
         return QNEED_NONE;
     }
@@ -110,6 +156,12 @@ static enum route route_of(const char *url)
         return R_DLQ;
     if (strcmp(url, "/dlq/retry") == 0)
         return R_DLQ_RETRY;
+    if (strcmp(url, "/openapi.json") == 0)
+        return R_OPENAPI;
+    if (strcmp(url, "/docs") == 0 || strncmp(url, "/docs/", 6) == 0)
+        return R_DOCS;
+    if (strcmp(url, "/viewer") == 0)
+        return R_VIEWER;
     return R_OTHER;
 }
 
@@ -155,6 +207,10 @@ static enum route queue_route_of(req_ctx_t *c, const char *url)
         return R_QUEUE;
     if (n == 2 && len[1] == 3 && memcmp(seg[1], "dlq", 3) == 0)
         return R_QDLQ;
+    if (n == 2 && len[1] == 6 && memcmp(seg[1], "events", 6) == 0)
+        return R_QEVENTS;
+    if (n == 2 && len[1] == 2 && memcmp(seg[1], "ws", 2) == 0)
+        return R_QWS;
     if (len[1] != 8 || memcmp(seg[1], "messages", 8) != 0)
         return R_OTHER;
     if (n == 2)
@@ -177,6 +233,34 @@ static enum route queue_route_of(req_ctx_t *c, const char *url)
     return R_QMSG_ACTION;
 }
 
+/* The topic routes: /topics, /topics/{name}, /topics/{name}/(messages|events|ws). Fills
+ * c->qname with the {name}. Returns R_OTHER for anything else. */
+static enum route topic_route_of(req_ctx_t *c, const char *url)
+{
+    const char *p, *slash;
+    size_t n;
+
+    if (strcmp(url, "/topics") == 0)
+        return R_TOPICS;
+    if (strncmp(url, "/topics/", 8) != 0)
+        return R_OTHER;
+    p = url + 8;
+    slash = strchr(p, '/');
+    n = slash != NULL ? (size_t)(slash - p) : strlen(p);
+    if (n == 0)
+        return R_OTHER;
+    copy_segment(c, c->qname, sizeof(c->qname), p, n);
+    if (slash == NULL)
+        return R_TOPIC;
+    if (strcmp(slash, "/messages") == 0)
+        return R_TMESSAGES;
+    if (strcmp(slash, "/events") == 0)
+        return R_TEVENTS;
+    if (strcmp(slash, "/ws") == 0)
+        return R_TWS;
+    return R_OTHER;
+}
+
 /* 1 for the requests that carry a body to read: the produce routes and POST on the queue
  * routes that take one. */
 static int route_has_body(const req_ctx_t *c)
@@ -191,6 +275,8 @@ static int route_has_body(const req_ctx_t *c)
     case R_QMSG_ACTION:
     case R_QACKS:
     case R_QRETRY:
+    case R_TOPICS:
+    case R_TMESSAGES:
         return strcmp(c->method, MHD_HTTP_METHOD_POST) == 0;
     default:
         return 0;
@@ -204,6 +290,9 @@ static void ctx_free(req_ctx_t *c)
     if (c->ext != NULL && c->ext_free != NULL)
         c->ext_free(c->ext);
     rq_api_keys_release(c);
+    for (size_t i = 0; i < c->nrkeys; i++)
+        free(c->rkeys[i]);
+    free(c->rkeys);
     free(c->item_of);
     rq_principal_clear(&c->principal);
     for (size_t i = 0; c->msgs != NULL && i < c->job.n; i++) {
@@ -334,6 +423,39 @@ static const char *checked_qname(const req_ctx_t *c)
     return c->qname;
 }
 
+/* admit_scope() of a topic route: need is RQ_QACT_PUBLISH, RQ_QACT_SUBSCRIBE, RQ_QACT_ADMIN,
+ * QNEED_ANY_TOPIC or QNEED_ANY_TACTION; t the checked topic name (NULL: bad, the route
+ * answers 400). admin: covers every topic action. */
+static int admit_topic(req_ctx_t *c, int need, const char *t)
+{
+    const rq_principal_t *p = &c->principal;
+
+    if (need == QNEED_ANY_TOPIC || t == NULL) {
+        if (rq_principal_any_topic(p))
+            return 1;
+        snprintf(c->deny_msg, sizeof(c->deny_msg), "this credential holds no topic permission");
+        return 0;
+    }
+    if (rq_principal_allows_queue(p, RQ_QACT_ADMIN, t))
+        return 1;
+    if (need == QNEED_ANY_TACTION) {
+        if (rq_principal_allows_queue(p, RQ_QACT_PUBLISH, t) ||
+            rq_principal_allows_queue(p, RQ_QACT_SUBSCRIBE, t))
+            return 1;
+        snprintf(c->deny_msg, sizeof(c->deny_msg),
+                 "this credential has no permission on topic '%s'", t);
+        return 0;
+    }
+    if (need != RQ_QACT_ADMIN && rq_principal_allows_queue(p, (rq_qaction_t)need, t))
+        return 1;
+    snprintf(c->deny_msg, sizeof(c->deny_msg), "this credential may not %s topic '%s'",
+             need == RQ_QACT_PUBLISH     ? "publish to"
+             : need == RQ_QACT_SUBSCRIBE ? "subscribe to"
+                                         : "administer",
+             t);
+    return 0;
+}
+
 /* 1 when the principal may use c's route; else 0 with c->deny_msg naming what is missing. */
 static int admit_scope(req_ctx_t *c)
 {
@@ -348,6 +470,8 @@ static int admit_scope(req_ctx_t *c)
                  p->jwt ? "token" : "API key");
         return 0;
     }
+    if (route_topic(c->route))
+        return admit_topic(c, need, q);
     if (need == QNEED_ANY_QUEUE || q == NULL) { /* a bad name: the route answers 400 */
         if (rq_principal_any_queue(p))
             return 1;
@@ -355,8 +479,9 @@ static int admit_scope(req_ctx_t *c)
         return 0;
     }
     if (need == QNEED_ANY_ACTION) {
-        for (int act = 0; act < RQ_QACT_COUNT; act++) {
-            if (rq_principal_allows_queue(p, (rq_qaction_t)act, q))
+        for (int act = 0; act < RQ_QACT_COUNT; act++) { /* queue actions, not topic ones */
+            if ((RQ_QACT_QUEUE_MASK & (1u << act)) &&
+                rq_principal_allows_queue(p, (rq_qaction_t)act, q))
                 return 1;
         }
         snprintf(c->deny_msg, sizeof(c->deny_msg),
@@ -442,7 +567,19 @@ static void admit(req_ctx_t *c)
     if (rq_auth_enabled(api->auth)) {
         const char *h =
             MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        rq_auth_result_t r = rq_auth_identify(api->auth, h, &c->principal);
+        char bearer[8 + 4096];
+        rq_auth_result_t r;
+        if (h == NULL && route_subscription(c->route)) {
+            /* ?access_token= (RFC 6750 2.3), on the subscription routes only; never logged
+             * (the log lines name the route, not the URL) */
+            const char *tok =
+                MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "access_token");
+            if (tok != NULL && tok[0] != '\0' && strlen(tok) < sizeof(bearer) - 8) {
+                snprintf(bearer, sizeof(bearer), "Bearer %s", tok);
+                h = bearer;
+            }
+        }
+        r = rq_auth_identify(api->auth, h, &c->principal);
         if (r == RQ_AUTH_OK) {
             snprintf(c->key_id, sizeof(c->key_id), "%s", rq_principal_id(&c->principal));
             if (!admit_scope(c))
@@ -539,6 +676,12 @@ void rq_api_ctx_complete(req_ctx_t *c)
     pthread_mutex_unlock(&c->lock);
     if (resume)
         MHD_resume_connection(conn);
+}
+
+void rq_api_ctx_answered(req_ctx_t *c)
+{
+    if (atomic_exchange(&c->counted_done, 1) == 0)
+        atomic_fetch_sub(&c->api->open, 1);
 }
 
 /* On the HTTP thread, once c's work was handed over: suspends the connection unless the work
@@ -807,11 +950,12 @@ static int check_qname(req_ctx_t *c, enum MHD_Result *ret)
     char why[160];
 
     if (c->qname_too_long) {
-        snprintf(why, sizeof(why), "a queue name holds at most %d characters", RQ_QNAME_MAX);
+        snprintf(why, sizeof(why), "a %s name holds at most %d characters",
+                 c->route == R_TMESSAGES ? "topic" : "queue", RQ_QNAME_MAX);
         *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, why);
         return 1;
     }
-    if (strcmp(c->qname, c->api->cfg->rabbitmq.request_queue) != 0 &&
+    if ((c->route == R_TMESSAGES || strcmp(c->qname, c->api->cfg->rabbitmq.request_queue) != 0) &&
         rq_qname_check(c->qname, why, sizeof(why)) != 0) {
         *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, why);
         return 1;
@@ -822,11 +966,13 @@ static int check_qname(req_ctx_t *c, enum MHD_Result *ret)
 /* The message of item it (whose request was stamped c->ts) into *m. Returns 0 or -1. */
 static int item_message(req_ctx_t *c, rq_item_t *it, rq_pub_msg_t *m)
 {
-    if (it->content_type != NULL) { /* a raw body: its bytes, its type */
+    if (it->content_type != NULL || c->route == R_TMESSAGES) {
+        /* a raw body: its bytes, its type; a topic message: the payload's bytes as sent (its
+         * subscribers get the payload itself, not the consumer's envelope) */
         m->body = it->payload_raw;
         m->body_len = it->payload_raw_len;
         it->payload_raw = NULL; /* now the message's (ctx_free frees it) */
-        m->content_type = it->content_type;
+        m->content_type = it->content_type != NULL ? it->content_type : "application/json";
     } else {
         m->body = rq_item_encode(it, c->ts, &m->body_len);
         if (m->body == NULL)
@@ -854,7 +1000,7 @@ static enum MHD_Result start_produce(req_ctx_t *c)
     enum MHD_Result ret;
     int rc;
 
-    if (c->route == R_QMESSAGES && check_qname(c, &ret))
+    if ((c->route == R_QMESSAGES || c->route == R_TMESSAGES) && check_qname(c, &ret))
         return ret;
     if (c->too_large) {
         char msg[96];
@@ -869,14 +1015,19 @@ static enum MHD_Result start_produce(req_ctx_t *c)
         rc = parse_raw(c, ct, &err);
     else
         rc = rq_request_parse_fast(c->buf, c->len,
-                                   c->route == R_BATCH       ? 1
-                                   : c->route == R_QMESSAGES ? RQ_PARSE_AUTO
-                                                             : 0,
+                                   c->route == R_BATCH ? 1
+                                   : c->route == R_QMESSAGES || c->route == R_TMESSAGES
+                                       ? RQ_PARSE_AUTO
+                                       : 0,
                                    &lim, &c->req, &err);
     if (rc != 0) {
         if (err.limit != NULL)
             rq_series_inc(rq_metric_series(api->m_limits, 1, &err.limit));
         return rq_api_reply_error(c, err.status, err.text);
+    }
+    if (c->route == R_TMESSAGES) {
+        c->state = ST_DONE;
+        return rq_troute_publish(c); /* reads c->buf (routing keys), then submits */
     }
     free(c->buf);
     c->buf = NULL;
@@ -905,6 +1056,7 @@ enum MHD_Result rq_api_submit_produce(req_ctx_t *c)
     rq_iso8601(now_ms, c->ts);
     trace_context(c);
     c->job.queue = c->route == R_QMESSAGES ? c->qname : NULL;
+    c->job.topic = c->route == R_TMESSAGES ? c->qname : NULL;
     for (size_t i = 0; i < c->req.n; i++) {
         rq_pub_msg_t *m = &c->msgs[k];
         if (c->dup_ids != NULL && c->dup_ids[i] != NULL)
@@ -918,6 +1070,7 @@ enum MHD_Result rq_api_submit_produce(req_ctx_t *c)
         m->traceparent = c->traceparent;
         m->tracestate = c->tracestate[0] ? c->tracestate : NULL;
         m->idem_key = c->req.items[i].idem_key;
+        m->routing_key = c->rkeys != NULL && i < c->nrkeys ? c->rkeys[i] : NULL;
         rq_uuid(m->correlation_id); /* the uid, known to the accepted event */
     }
     c->job.want_reply =
@@ -1048,6 +1201,18 @@ static enum MHD_Result serve_get(req_ctx_t *c, const char *url)
         return rq_qroute_admin(c);
     if (c->route == R_QMESSAGES || c->route == R_QMSG_ACTION || c->route == R_QACKS)
         return rq_qroute_pull(c);
+    if (c->route == R_OPENAPI || c->route == R_DOCS || c->route == R_VIEWER) {
+        ret = rq_static_route(c, url);
+        if (c->status == 0)
+            c->status = 200; /* the static module does not record it */
+        return ret;
+    }
+    if (c->route == R_TMESSAGES) {
+        c->status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        return rq_http_reply_405(c->conn, "POST");
+    }
+    if (route_topic(c->route) || c->route == R_QEVENTS || c->route == R_QWS)
+        return rq_troute(c);
     return rq_api_reply_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
 }
 
@@ -1253,6 +1418,8 @@ static enum MHD_Result on_headers(req_ctx_t *c, const char *url, const char *met
     c->route = route_of(url);
     if (c->route == R_OTHER)
         c->route = queue_route_of(c, url);
+    if (c->route == R_OTHER)
+        c->route = topic_route_of(c, url);
     c->method = method;
     admit(c);
     if (!route_has_body(c))
@@ -1374,7 +1541,11 @@ static enum MHD_Result on_body_end(req_ctx_t *c)
         c->state = ST_DONE;
         return rq_qroute_pull(c);
     }
-    return start_produce(c); /* R_PRODUCE, R_BATCH, POST R_QMESSAGES */
+    if (c->route == R_TOPICS) {
+        c->state = ST_DONE; /* or ST_EXT when the module suspends */
+        return rq_troute(c);
+    }
+    return start_produce(c); /* R_PRODUCE, R_BATCH, POST R_QMESSAGES, POST R_TMESSAGES */
 }
 
 /* MHD's access handler: dispatches each call by the request's state. */
@@ -1438,7 +1609,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         ctx_free(c);
         return;
     }
-    atomic_fetch_sub(&api->open, 1);
+    if (atomic_exchange(&c->counted_done, 1) == 0)
+        atomic_fetch_sub(&api->open, 1);
     snprintf(status, sizeof(status), "%u", c->status ? c->status : 499u);
     method = strcmp(c->method, "GET") == 0    ? "GET"
              : strcmp(c->method, "POST") == 0 ? "POST"
@@ -1526,7 +1698,9 @@ static int setup_auth(rq_api_t *api, const rq_config_t *cfg)
     }
     if (rq_auth_enabled(api->auth)) {
         rq_auth_describe(api->auth, keys, sizeof(keys));
-        rq_info("credentials required on every endpoint but /health* and /metrics; keys: %s", keys);
+        rq_info("credentials required on every endpoint but /health*, /metrics, /openapi.json, "
+                "/docs and /viewer; keys: %s",
+                keys);
     } else if (!rq_http_is_loopback(cfg->producer_bind)) {
         rq_warn("PRODUCER_BIND %s is not a loopback address and no API keys are configured: "
                 "anyone who reaches this port can publish; set API_KEYS_FILE or API_KEYS",
@@ -1605,7 +1779,7 @@ static int start_daemon(rq_api_t *api, const struct addrinfo *ai)
      * p50 24.5 ms with poll() against 6347 req/s and 0.63 ms with epoll. poll() saved about
      * 5 us per request at 64 connections (no epoll_ctl per suspend/resume): not worth it. */
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_ERROR_LOG | rq_http_server_flags(&api->http);
+            MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG | rq_http_server_flags(&api->http);
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* Logger, timeout, connection caps, header memory and HTTPS come from the array. */
@@ -1664,6 +1838,17 @@ rq_api_t *rq_api_new(const rq_config_t *cfg, rq_metrics_t *metrics, rq_publisher
         rq_error("cannot start the lease forwarder thread");
         goto err;
     }
+    api->hub = rq_rt_hub_new(cfg, metrics);
+    if (api->hub == NULL) {
+        rq_error("cannot start the real-time hub thread");
+        goto err;
+    }
+    api->sse = rq_sse_server_new(cfg, metrics, api->hub);
+    api->ws = rq_ws_server_new(cfg, metrics, api->hub);
+    if (api->sse == NULL || api->ws == NULL) {
+        rq_error("cannot start the SSE or WebSocket server thread");
+        goto err;
+    }
     if (rq_http_server_prepare(&api->http, cfg, api->m_limits, err, sizeof(err)) != 0) {
         rq_error("%s", err);
         goto err;
@@ -1706,9 +1891,12 @@ void rq_api_quiesce(rq_api_t *api)
         MHD_quiesce_daemon(api->daemon);
 }
 
+/* How long the drain lets ended SSE streams flush their end event (within its timeout). */
+#define RQ_API_STREAM_FLUSH_MS 500
+
 int rq_api_drain(rq_api_t *api, int timeout_ms)
 {
-    int64_t deadline;
+    int64_t deadline, flush_deadline;
     int open;
 
     if (api == NULL)
@@ -1720,6 +1908,11 @@ int rq_api_drain(rq_api_t *api, int timeout_ms)
      * outbox, which the forwarder sends before it stops (forwards in flight: 503). */
     rq_leaser_stop(api->leaser); /* long-polls answered; leases given back */
     rq_lease_fwd_stop(api->lease_fwd);
+    /* Every subscription ends ("shutdown"): SSE clients get their end event (the request
+     * counts as answered once it is queued), WebSocket clients a 1001 close. */
+    rq_rt_hub_stop(api->hub);
+    rq_ws_server_stop(api->ws);
+    rq_sse_server_stop(api->sse);
     deadline = rq_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     /* A resumed connection is answered by an HTTP thread on its next turn: until then
      * MHD_stop_daemon() would close it unanswered. */
@@ -1729,6 +1922,15 @@ int rq_api_drain(rq_api_t *api, int timeout_ms)
     }
     if (open > 0)
         rq_warn("%d request(s) still open after %d ms: cut off", open, timeout_ms);
+    /* SSE streams counted answered once their end event was queued: a short while for it to
+     * reach the clients that read (a client that does not is cut off) */
+    flush_deadline = rq_mono_ms() + RQ_API_STREAM_FLUSH_MS;
+    if (flush_deadline > deadline)
+        flush_deadline = deadline;
+    while (rq_sse_server_sessions(api->sse) > 0 && rq_mono_ms() < flush_deadline) {
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
     return open;
 }
 
@@ -1743,8 +1945,14 @@ void rq_api_free(rq_api_t *api)
     rq_qadmin_stop(api->qadmin);
     rq_leaser_stop(api->leaser); /* before the forwarder: see rq_api_drain() */
     rq_lease_fwd_stop(api->lease_fwd);
+    rq_rt_hub_stop(api->hub); /* SSE sessions end: none stays suspended */
+    rq_ws_server_stop(api->ws);
+    rq_sse_server_stop(api->sse);
     if (api->daemon != NULL)
-        MHD_stop_daemon(api->daemon);
+        MHD_stop_daemon(api->daemon); /* SSE sessions freed (unsubscribed) here */
+    rq_ws_server_free(api->ws);
+    rq_sse_server_free(api->sse);
+    rq_rt_hub_free(api->hub);
     rq_dlq_worker_free(api->dlq);
     rq_qadmin_free(api->qadmin);
     rq_lease_fwd_free(api->lease_fwd); /* after the leaser stopped */

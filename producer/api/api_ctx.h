@@ -46,6 +46,17 @@ enum route {
     R_QDLQ,        /* /queues/{id}/dlq: GET */
     R_QRETRY,      /* /queues/{id}/messages/retry: POST */
     R_QACKS,       /* /queues/{id}/messages/ack: POST, many acks at once */
+    /* real-time delivery (issue 18): c->qname holds the {name} or {id} */
+    R_TOPICS,    /* /topics: GET list, POST create */
+    R_TOPIC,     /* /topics/{name}: GET, DELETE */
+    R_TMESSAGES, /* /topics/{name}/messages: POST publish */
+    R_TEVENTS,   /* /topics/{name}/events: GET, SSE */
+    R_TWS,       /* /topics/{name}/ws: GET, WebSocket upgrade */
+    R_QEVENTS,   /* /queues/{id}/events: GET, SSE */
+    R_QWS,       /* /queues/{id}/ws: GET, WebSocket upgrade */
+    R_OPENAPI,   /* /openapi.json (public, static.h) */
+    R_DOCS,      /* /docs, /docs/<asset> (public) */
+    R_VIEWER,    /* /viewer (public) */
     R_COUNT
 };
 
@@ -93,6 +104,10 @@ struct rq_api {
     struct rq_qadmin *qadmin;       /* queue declare/inspect/delete worker */
     struct rq_leaser *leaser;       /* pull consumption with leases */
     struct rq_lease_fwd *lease_fwd; /* lease operations for other replicas, over the broker */
+    /* real-time delivery (issue 18) */
+    struct rq_rt_hub *hub;     /* topics and subscriptions (producer/rt/hub.h) */
+    struct rq_ws_server *ws;   /* upgraded WebSocket sessions (producer/rt/ws.h) */
+    struct rq_sse_server *sse; /* SSE sessions' heartbeats (producer/rt/sse.h) */
 };
 
 /* Per-request state, from the first callback to MHD's completion notice. */
@@ -155,6 +170,12 @@ typedef struct req_ctx {
     void *ext;
     void (*ext_free)(void *ext);
     enum MHD_Result (*ext_resume)(struct req_ctx *c);
+    /* topics (issue 18): each message's routing key (heap, owned; one per item) */
+    char **rkeys;
+    size_t nrkeys;
+    /* a streaming answer (SSE, WebSocket): counted done for rq_api_drain once its end was
+     * queued (rq_api_ctx_answered), not at MHD's completion notice */
+    atomic_int counted_done;
 } req_ctx_t;
 
 /* Sends `body` (consumed) as JSON with `status`; records the status for the metric. */
@@ -198,6 +219,11 @@ int rq_api_retry_count(req_ctx_t *c, long long *count, enum MHD_Result *ret);
  * and suspends; or answers (503) when that fails. In api.c. */
 enum MHD_Result rq_api_submit_produce(req_ctx_t *c);
 
+/* A streaming answer's end is queued (an SSE end event, a WebSocket upgrade): the request
+ * stops counting as open for rq_api_drain (once; on_completed then does not count it).
+ * Thread-safe. */
+void rq_api_ctx_answered(req_ctx_t *c);
+
 /* ---- producer/api/messages.c: results that outlive a request (issue 17) ---- */
 
 /* The wait mode of a produce from ?wait= (true, false, or seconds) or the Prefer header, over
@@ -235,5 +261,15 @@ enum MHD_Result rq_qroute_admin(req_ctx_t *c);
 
 /* producer/api/queues_pull.c: GET on R_QMESSAGES, R_QMSG_ACTION and R_QACKS. */
 enum MHD_Result rq_qroute_pull(req_ctx_t *c);
+
+/* producer/api/topics.c (issue 18): R_TOPICS, R_TOPIC and the subscription routes R_TEVENTS,
+ * R_TWS, R_QEVENTS, R_QWS (GET; 405 for other methods). */
+enum MHD_Result rq_troute(req_ctx_t *c);
+
+/* producer/api/topics.c: POST /topics/{name}/messages once its body is parsed into c->req:
+ * checks what topics refuse (delay_ms, wait, idempotency keys: 400), fills c->rkeys from
+ * the body (routing_key required per message: 400), answers 404 for an unknown topic (asks
+ * the hub, suspended meanwhile), then submits the produce (rq_api_submit_produce). */
+enum MHD_Result rq_troute_publish(req_ctx_t *c);
 
 #endif

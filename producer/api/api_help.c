@@ -2,8 +2,9 @@
 #include "api.h"
 
 const char rq_api_help_text[] =
-    "HTTP API (JSON; with API keys or JWKS_FILE every route but /health* and /metrics needs\n"
-    "Authorization: Bearer <key or JWT>; the README has the details):\n"
+    "HTTP API (JSON; with API keys or JWKS_FILE every route but /health*, /metrics, "
+    "/openapi.json,\n"
+    "/docs and /viewer needs Authorization: Bearer <key or JWT>; the README has the details):\n"
     "  POST /produce                       one message; 201 once the broker confirmed it\n"
     "  POST /batch-produce                 {\"messages\": [...]}; 201 once all are confirmed\n"
     "       ?wait=true                     wait for the consumer's reply (200, or 504 queued)\n"
@@ -21,4 +22,13 @@ const char rq_api_help_text[] =
     "                                      ({\"lease_id\": ...}); an expired lease returns\n"
     "                                      the message to the queue (at-least-once)\n"
     "  GET  /queues/{id}/dlq, POST /queues/{id}/messages/retry\n"
+    "  POST /topics {\"name\",\"retention_s\"}, GET /topics, GET|DELETE /topics/{name}\n"
+    "  POST /topics/{name}/messages        publish (one, or {\"messages\": [...]}), each with\n"
+    "                                      a \"routing_key\"; 201 once confirmed\n"
+    "  GET  /topics/{name}/events?bind=P&filter=F   Server-Sent Events (Last-Event-ID\n"
+    "                                      resumes a retained topic); /topics/{name}/ws the\n"
+    "                                      same over WebSocket\n"
+    "  GET  /queues/{id}/events, /queues/{id}/ws[?ack=client]   consume a queue as a stream\n"
+    "                                      (?access_token= on these routes for browsers)\n"
+    "  GET  /openapi.json, /docs, /viewer  the API document, its docs page, a live viewer\n"
     "  GET  /health, /health/live, /health/ready, /metrics\n";

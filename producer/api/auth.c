@@ -132,7 +132,8 @@ static int valid_secret(const char *s, size_t len)
 
 /* ---- queue patterns and permissions ---- */
 
-static const char *const qaction_names[RQ_QACT_COUNT] = {"produce", "consume", "admin"};
+static const char *const qaction_names[RQ_QACT_COUNT] = {"produce", "consume", "admin", "publish",
+                                                         "subscribe"};
 
 const char *rq_qaction_name(rq_qaction_t act)
 {
@@ -274,7 +275,8 @@ static int perms_add_piece(perms_t *pm, const char *s, size_t len, char *why, si
 unknown:
     rq_errf(why, whylen,
             "unknown scope \"%.*s%s\" (allowed: produce, batch, dlq, messages, *, "
-            "produce:<queues>, consume:<queues>, admin:<queues>)",
+            "produce:<queues>, consume:<queues>, admin:<queues>, publish:<topics>, "
+            "subscribe:<topics>)",
             (int)shown_len(s, len), s, shown_len(s, len) < len ? "..." : "");
     return -1;
 }
@@ -555,7 +557,8 @@ rq_keyset_t *rq_keyset_parse_list(rq_keyset_t *into, const char *list, rq_auth_e
             if (bit == 0) {
                 fail(err,
                      "API_KEYS entry %u: unknown scope (allowed: produce, batch, dlq, "
-                     "messages, *, produce:<queues>, consume:<queues>, admin:<queues>)",
+                     "messages, *, produce:<queues>, consume:<queues>, admin:<queues>, "
+                     "publish:<topics>, subscribe:<topics>)",
                      entry);
                 goto err;
             }
@@ -979,9 +982,28 @@ int rq_principal_allows_queue(const rq_principal_t *p, rq_qaction_t act, const c
     return 0;
 }
 
+/* 1 when p holds one of the actions of mask on some pattern (or on every name). */
+static int principal_any(const rq_principal_t *p, unsigned mask)
+{
+    if (p == NULL || p->kind == 0)
+        return 0;
+    if (p->all_queues & mask)
+        return 1;
+    for (size_t i = 0; i < p->n_grants; i++) {
+        if (p->grants[i].acts & mask)
+            return 1;
+    }
+    return 0;
+}
+
 int rq_principal_any_queue(const rq_principal_t *p)
 {
-    return p != NULL && p->kind != 0 && (p->all_queues != 0 || p->n_grants > 0);
+    return principal_any(p, RQ_QACT_QUEUE_MASK);
+}
+
+int rq_principal_any_topic(const rq_principal_t *p)
+{
+    return principal_any(p, RQ_QACT_TOPIC_MASK);
 }
 
 const char *rq_principal_id(const rq_principal_t *p)

@@ -13,22 +13,29 @@
  *            messages (GET /messages/{id}), or * (every endpoint and every queue action);
  *            or a queue permission `<action>:<pattern>`: produce:<pattern> (POST
  *            /queues/{id}/messages), consume:<pattern> (GET /queues/{id}/messages, ack, nack,
- *            lease, GET /queues/{id}/dlq), admin:<pattern> (POST /queues, GET and DELETE
- *            /queues/{id}, POST /queues/{id}/messages/retry). A pattern is 1..200 of the queue
+ *            lease, GET /queues/{id}/dlq, GET /queues/{id}/events and /ws), admin:<pattern>
+ *            (POST /queues, GET and DELETE /queues/{id}, POST /queues/{id}/messages/retry;
+ *            on topics POST /topics, GET and DELETE /topics/{name}); and on topic names
+ *            publish:<pattern> (POST /topics/{name}/messages) and subscribe:<pattern> (GET
+ *            /topics/{name}/events and /topics/{name}/ws). A pattern is 1..200 of the queue
  *            name alphabet [A-Za-z0-9._-] and '*', a glob where '*' matches any run of
  *            characters, '.' included: orders.* matches orders.eu and orders.eu.x, * alone
- *            every queue. At most RQ_GRANTS_MAX queue permissions per key. Without the
- *            suffix: all (like *). Endpoint scopes do not grant queue routes and queue
+ *            every queue (or topic). At most RQ_GRANTS_MAX queue permissions per key. Without
+ *            the suffix: all (like *). Endpoint scopes do not grant queue routes and queue
  *            permissions do not grant the endpoints (/produce needs `produce`, even though it
- *            publishes to the default queue).
- *            Example: `k1:SECRET:produce:orders.*,consume:orders.*`.
+ *            publishes to the default queue). publish: and subscribe: are topic permissions
+ *            only: a key holding nothing else may not list or use queues (GET /queues is 403
+ *            for it, rq_principal_any_queue), and produce:/consume: grant no topic route.
+ *            Example: `k1:SECRET:produce:orders.*,consume:orders.*,subscribe:events.*`.
  *
- * The key ids produce, consume and admin are reserved (they would read as scope pieces).
+ * The key ids produce, consume, admin, publish and subscribe are reserved (they would read as
+ * scope pieces).
  * In a file, blank lines and lines starting with '#' are skipped, and surrounding spaces and
  * a CR are trimmed. In API_KEYS, a comma-separated piece that is an endpoint scope (no ':')
- * or a queue permission (produce:, consume: or admin: then a pattern) continues the scope
- * list of the entry before it, so `a:SECRET:produce,batch,b:SECRET2` is two keys and
- * `k1:SECRET:produce:orders.*,consume:orders.*` is one key with two queue permissions.
+ * or a queue permission (produce:, consume:, admin:, publish: or subscribe: then a pattern)
+ * continues the scope list of the entry before it, so `a:SECRET:produce,batch,b:SECRET2` is
+ * two keys and `k1:SECRET:produce:orders.*,consume:orders.*` is one key with two queue
+ * permissions.
  *
  * OAuth2 bearer tokens (JWKS_FILE, see jwt.h): a token that has the JWT shape and matches no
  * API key is verified as a JWT; its scope claim (JWT_SCOPE_CLAIM) holds the same pieces,
@@ -66,9 +73,17 @@ typedef enum rq_qaction {
     RQ_QACT_PRODUCE = 0,
     RQ_QACT_CONSUME,
     RQ_QACT_ADMIN,
+    RQ_QACT_PUBLISH,   /* topics: POST /topics/{name}/messages */
+    RQ_QACT_SUBSCRIBE, /* topics: GET /topics/{name}/events and /ws */
     RQ_QACT_COUNT
 } rq_qaction_t;
 #define RQ_QACT_ALL ((1u << RQ_QACT_COUNT) - 1) /* a mask of 1u << rq_qaction_t */
+/* The actions that concern queues (GET /queues lists a queue for one of them) and those that
+ * concern topics (admin covers both: POST /topics, GET and DELETE /topics/{name}). */
+#define RQ_QACT_QUEUE_MASK                                                                         \
+    ((1u << RQ_QACT_PRODUCE) | (1u << RQ_QACT_CONSUME) | (1u << RQ_QACT_ADMIN))
+#define RQ_QACT_TOPIC_MASK                                                                         \
+    ((1u << RQ_QACT_PUBLISH) | (1u << RQ_QACT_SUBSCRIBE) | (1u << RQ_QACT_ADMIN))
 
 #define RQ_QPATTERN_MAX 200 /* bytes of a queue pattern */
 #define RQ_GRANTS_MAX 64    /* queue permissions per key or token */
@@ -222,9 +237,15 @@ int rq_principal_allows(const rq_principal_t *p, unsigned endpoint_scope);
 /* 1 when p may do act on queue `queue` (NULL: 0), else 0. */
 int rq_principal_allows_queue(const rq_principal_t *p, rq_qaction_t act, const char *queue);
 
-/* 1 when p holds some queue permission (any action, any pattern), else 0: enough to call
- * GET /queues (the handler filters the names with rq_principal_allows_queue). */
+/* 1 when p holds some queue permission (produce, consume or admin, any pattern), else 0:
+ * enough to call GET /queues (the handler filters the names with rq_principal_allows_queue
+ * over the actions of RQ_QACT_QUEUE_MASK). publish: and subscribe: alone do not count. */
 int rq_principal_any_queue(const rq_principal_t *p);
+
+/* 1 when p holds some topic permission (publish, subscribe or admin, any pattern), else 0:
+ * enough to call GET /topics (the handler filters the names with rq_principal_allows_queue
+ * over the actions of RQ_QACT_TOPIC_MASK). */
+int rq_principal_any_topic(const rq_principal_t *p);
 
 /* The key id or JWT subject (sanitized, <= RQ_KEY_ID_MAX bytes); "" for none or open. */
 const char *rq_principal_id(const rq_principal_t *p);
@@ -232,7 +253,8 @@ const char *rq_principal_id(const rq_principal_t *p);
 /* Releases what p holds and empties it. Safe on an empty or cleared principal. */
 void rq_principal_clear(rq_principal_t *p);
 
-/* The action word of act ("produce", "consume", "admin"). */
+/* The action word of act ("produce", "consume", "admin", "publish", "subscribe"); "?" for
+ * anything else. */
 const char *rq_qaction_name(rq_qaction_t act);
 
 /* Checks an Authorization header value (may be NULL) for an endpoint needing `scope` (0: any

@@ -26,11 +26,13 @@ static int may_admin(req_ctx_t *c, const char *name)
     return rq_principal_allows_queue(&c->principal, RQ_QACT_ADMIN, name);
 }
 
-/* 1 when the principal may see queue `name` in GET /queues (any action on it). */
+/* 1 when the principal may see queue `name` in GET /queues (any queue action on it;
+ * publish: and subscribe: are topic actions). */
 static int may_see(req_ctx_t *c, const char *name)
 {
     for (int act = 0; act < RQ_QACT_COUNT; act++)
-        if (rq_principal_allows_queue(&c->principal, (rq_qaction_t)act, name))
+        if ((RQ_QACT_QUEUE_MASK & (1u << act)) &&
+            rq_principal_allows_queue(&c->principal, (rq_qaction_t)act, name))
             return 1;
     return 0;
 }

@@ -98,6 +98,53 @@ run_psteps() {
 	P_NAMES=() P_LIMITS=() P_CMDS=()
 }
 
+# lstep LANE NAME SECONDS CMD...: queues a step in a lane; lanes_start runs every lane in the
+# background, each lane's steps one after the other (steps that each use a broker or queues
+# of their own, mostly waiting on timeouts and restarts), and lanes_wait prints each step's
+# output and counts one check each, as step does. Three lanes keep the two cores busy
+# without stacking every timing-sensitive test at once.
+L_LANE=() L_NAMES=() L_LIMITS=() L_CMDS=() L_PIDS=()
+lstep() {
+	L_LANE+=("$1")
+	L_NAMES+=("$2")
+	L_LIMITS+=("$3")
+	shift 3
+	L_CMDS+=("$(printf '%q ' "$@")")
+}
+lanes_start() {
+	local lane i t0
+	for lane in $(printf '%s\n' "${L_LANE[@]}" | sort -u); do
+		(
+			for i in "${!L_NAMES[@]}"; do
+				[ "${L_LANE[$i]}" = "$lane" ] || continue
+				t0=$(date +%s)
+				eval "timeout -k 5 ${L_LIMITS[$i]} ${L_CMDS[$i]}" >"$TMP/lstep.$i.out" 2>&1
+				echo $? >"$TMP/lstep.$i.rc"
+				echo "$(($(date +%s) - t0))" >"$TMP/lstep.$i.secs"
+			done
+		) &
+		L_PIDS+=($!)
+	done
+}
+lanes_wait() {
+	local i rc sub
+	wait "${L_PIDS[@]}"
+	for i in "${!L_NAMES[@]}"; do
+		log "step (lane ${L_LANE[$i]}, $(cat "$TMP/lstep.$i.secs" 2>/dev/null || echo '?') s): ${L_NAMES[$i]}"
+		sed 's/^/    /' "$TMP/lstep.$i.out"
+		rc=$(cat "$TMP/lstep.$i.rc" 2>/dev/null || echo 1)
+		sub=$(grep -E '^ *[0-9]+ passed, [0-9]+ failed$' "$TMP/lstep.$i.out" | tail -n 1 | tr -s ' ')
+		if [ "$rc" = 0 ]; then
+			pass "${L_NAMES[$i]}${sub:+ ($sub)}"
+		elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+			fail "${L_NAMES[$i]}" "timed out after ${L_LIMITS[$i]} s"
+		else
+			fail "${L_NAMES[$i]}${sub:+ ($sub)}" "exit status $rc"
+		fi
+	done
+	L_LANE=() L_NAMES=() L_LIMITS=() L_CMDS=() L_PIDS=()
+}
+
 log "relayq integration tests (build: $BUILD_DIR, scratch: $TMP)"
 for b in producer consumer; do
 	if [ ! -x "$bin/$b" ]; then
@@ -219,60 +266,77 @@ pstep "consumer lifecycle events on the status stream, idempotency dedup key (te
 	/usr/bin/python3 "$here/test_consumer_events.py" --build-dir "$BUILD_DIR"
 pstep "results review (issue 17): batch answers with duplicates keep one id per item; SIGTERM answers requests waiting on the stream at once (test_status_review.py, a broker of its own: it freezes it)" 180 \
 	"$PY" "$here/test_status_review.py" --bin "$bin" --work "$TMP/status_review"
+pstep "security: topic permissions publish:/subscribe: never open queue routes (tests/integration/test_auth_topics.py)" 120 \
+	"$PY" "$here/test_auth_topics.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/auth-topics"
+pstep "topics: rq_tmatch's pattern table agrees with RabbitMQ's topic exchange (tests/integration/test_tmatch_rabbitmq.py)" 120 \
+	"$PY" "$here/test_tmatch_rabbitmq.py" --mgmt-port "$MGMT_PORT"
+pstep "real time: /viewer over SSE and WebSocket, /docs Swagger UI, in headless Chromium (test_rt_viewer.py)" 180 \
+	"$PY" "$here/test_rt_viewer.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-viewer"
+pstep "real-time: WebSocket subscriptions, acks, ping/pong, 1002/1009/1007, slow reader 1008 (test_rt_ws.py)" 240 \
+	"$PY" "$here/test_rt_ws.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-ws"
+pstep "real-time: topic routes, SSE, binds, filters, heartbeat, queue subscription, slow consumer, limits, resume, SIGTERM, kill -9 (test_rt_sse.py)" 240 \
+	"$PY" "$here/test_rt_sse.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-sse"
+pstep "real-time hub: topics, fan-out with filters, shared group queues, slow consumer, queue acks/requeue, deleted topic/queue, stream resume, limits, broker restart (test_rt_hub.py)" 240 \
+	/usr/bin/python3 "$here/test_rt_hub.py" --build-dir "$BUILD_DIR"
 run_psteps
 
+# The rest runs in three lanes beside each other (lstep above). Lane a: the steps on this
+# broker's queues, then the two that start brokers of their own; lanes b and c: the long
+# reviews with brokers of their own.
 if [ -f "$here/test_consumer.sh" ]; then
 	BROKER2_PORT=$(free_broker_port)
-	step "consumer tests (tests/integration/test_consumer.sh)" 180 \
+	lstep b "consumer tests (tests/integration/test_consumer.sh)" 180 \
 		env BUILD_DIR="$BUILD_DIR" BROKER_PORT="$BROKER2_PORT" CONSUMER_HTTP_PORT="$(free_port)" bash "$here/test_consumer.sh"
 else
 	log "tests/integration/test_consumer.sh not present: skipped"
 fi
 
-# Issue 3's promise under faults: every tailed line in the output exactly once, in order.
-step "tail faults: rotate, copytruncate, kill -9 both, broker restart (test_tail_faults.py)" 300 \
-	"$PY" "$here/test_tail_faults.py" --build-dir "$BUILD_DIR" --lines "${TAIL_FAULT_LINES:-30000}" \
-	--seconds "${TAIL_FAULT_SECONDS:-40}"
-
 # Issue 4: reliability under real faults (tests/integration/test_reliability.py). Each step
 # uses a queue of its own on this broker, except broker-restart and broker-alarm, which
 # restart or reconfigure a broker of their own.
 rel=("$PY" "$here/test_reliability.py" --build-dir "$BUILD_DIR")
-step "reliability: broker restarted under HTTP load from 8 threads" 180 "${rel[@]}" broker-restart
-step "reliability: consumer kill -9 with messages in flight" 120 "${rel[@]}" consumer-kill --amqp-port "$BROKER_PORT"
-step "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-kill --amqp-port "$BROKER_PORT"
-step "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
-step "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
-step "reliability: broker memory alarm (connection.blocked) and recovery" 120 "${rel[@]}" broker-alarm
-step "reliability: output disk full (tmpfs): deliveries held, no requeue, all written after" 120 "${rel[@]}" output-full --amqp-port "$BROKER_PORT"
+lstep a "reliability: consumer kill -9 with messages in flight" 120 "${rel[@]}" consumer-kill --amqp-port "$BROKER_PORT"
+lstep a "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-kill --amqp-port "$BROKER_PORT"
+lstep a "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
+lstep a "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
+lstep a "reliability: output disk full (tmpfs): deliveries held, no requeue, all written after" 120 "${rel[@]}" output-full --amqp-port "$BROKER_PORT"
 
 # Issue 11: the review holes (every 201 stored, one request never hurts another).
 pub=("$PY" "$here/test_publisher_review.py" --build-dir "$BUILD_DIR")
-step "publisher: request queue deleted under load: never 201 unstored (mandatory + basic.return)" 120 "${pub[@]}" unroutable
-step "publisher: connection lost after the confirm of wait=true: 504 queued, never 503" 120 "${pub[@]}" wait-disconnect
-step "publisher: a partly refused batch lists stored / not stored / unknown ids" 120 "${pub[@]}" partial
-step "publisher: an id the wire cannot carry is 400, other clients unaffected" 120 "${pub[@]}" wire-limits --amqp-port "$BROKER_PORT"
-step "publisher: one client id, several payloads: each one processed (dedup on x-relayq-uid)" 120 "${pub[@]}" same-id --amqp-port "$BROKER_PORT"
-step "publisher: POST /dlq/retry with the request queue missing leaves the DLQ unchanged" 120 "${pub[@]}" dlq-unroutable
-step "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, time budget, replay headers (test_http_review.py)" 180 \
-	"$PY" "$here/test_http_review.py" --build-dir "$BUILD_DIR"
-step "wire: frame_max 4096 and send deadlines vs a frozen/alarmed broker, AMQP and AMQPS (test_wire_review.py)" 420 \
+lstep a "publisher: request queue deleted under load: never 201 unstored (mandatory + basic.return)" 120 "${pub[@]}" unroutable
+lstep a "publisher: connection lost after the confirm of wait=true: 504 queued, never 503" 120 "${pub[@]}" wait-disconnect
+lstep a "publisher: a partly refused batch lists stored / not stored / unknown ids" 120 "${pub[@]}" partial
+lstep a "publisher: an id the wire cannot carry is 400, other clients unaffected" 120 "${pub[@]}" wire-limits --amqp-port "$BROKER_PORT"
+lstep a "publisher: one client id, several payloads: each one processed (dedup on x-relayq-uid)" 120 "${pub[@]}" same-id --amqp-port "$BROKER_PORT"
+lstep a "publisher: POST /dlq/retry with the request queue missing leaves the DLQ unchanged" 120 "${pub[@]}" dlq-unroutable
+lstep a "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \
+	env BUILD_DIR="$BUILD_DIR" bash "$here/test_consumer_libs.sh"
+lstep a "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \
+	"$PY" "$here/test_payloads.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
+lstep a "foreign clients: pika RPC client vs our consumer, pika worker vs our producer (test_pika.py)" 120 \
+	/usr/bin/python3 "$here/test_pika.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
+lstep a "reliability: broker restarted under HTTP load from 8 threads" 180 "${rel[@]}" broker-restart
+lstep a "reliability: broker memory alarm (connection.blocked) and recovery" 120 "${rel[@]}" broker-alarm
+
+# Issue 3's promise under faults: every tailed line in the output exactly once, in order.
+lstep c "tail faults: rotate, copytruncate, kill -9 both, broker restart (test_tail_faults.py)" 300 \
+	"$PY" "$here/test_tail_faults.py" --build-dir "$BUILD_DIR" --lines "${TAIL_FAULT_LINES:-30000}" \
+	--seconds "${TAIL_FAULT_SECONDS:-40}"
+lstep b "wire: frame_max 4096 and send deadlines vs a frozen/alarmed broker, AMQP and AMQPS (test_wire_review.py)" 420 \
 	"$PY" "$here/test_wire_review.py" --build-dir "$BUILD_DIR"
-step "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
+lstep c "HTTP and DLQ review: empty bodies, lingering 413, DLQ off the HTTP threads, time budget, replay headers (test_http_review.py)" 180 \
+	"$PY" "$here/test_http_review.py" --build-dir "$BUILD_DIR"
+lstep c "consumer review: poison reply, oversized copies, dedup key, tail ranges, rotation + SIGHUP, reconnect backoff (test_consumer_review.py)" 180 \
 	"$PY" "$here/test_consumer_review.py" --build-dir "$BUILD_DIR"
-step "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGTERM mid-processing requeues (test_consumer_concurrency.py)" 180 \
+lstep b "consumer concurrency: 40 x 1 s callers in ~1 s, fast not behind slow, SIGTERM mid-processing requeues (test_consumer_concurrency.py)" 180 \
 	"$PY" "$here/test_consumer_concurrency.py" --build-dir "$BUILD_DIR" parallel mixed sigterm
 # Issue 19: a three-node cluster of its own; the consumer-node, tailer-node, leader,
 # no-quorum, maintenance, rolling-restart, partition and status-stream scenarios run in
 # `make test-cluster` (all nine, about 8 minutes).
-step "cluster: kill -9 the producer's node under load: nothing lost (test_cluster.py)" 300 \
+lstep c "cluster: kill -9 the producer's node under load: nothing lost (test_cluster.py)" 300 \
 	"$PY" "$here/test_cluster.py" --build-dir "$BUILD_DIR" producer-node
-step "consumer libraries: libcurl loaded only for a webhook HANDLER (test_consumer_libs.sh)" 60 \
-	env BUILD_DIR="$BUILD_DIR" bash "$here/test_consumer_libs.sh"
-step "payloads unchanged: request body -> queue, reply, OUTPUT_FILE (test_payloads.py)" 120 \
-	"$PY" "$here/test_payloads.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
-step "foreign clients: pika RPC client vs our consumer, pika worker vs our producer (test_pika.py)" 120 \
-	/usr/bin/python3 "$here/test_pika.py" --build-dir "$BUILD_DIR" --amqp-port "$BROKER_PORT"
+lanes_start
+lanes_wait
 
 # Every message the producer accepted must have its line in OUTPUT_FILE (at least once).
 log "step: output file has a line for every accepted message"

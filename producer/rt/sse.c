@@ -1,0 +1,486 @@
+/* sse.c - the Server-Sent Events transport (see sse.h). */
+#include "sse.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+#define SSE_START ("retry: 2000\n: subscribed\n\n")
+#define SSE_HEARTBEAT (": heartbeat\n\n")
+#define SSE_END_MAX 1024     /* room kept beyond the send buffer for the end event */
+#define SSE_SMALL 4096       /* the buffer an idle session keeps */
+#define SSE_READ_BLOCK 65536 /* what MHD asks the callback for, at most */
+
+struct rq_sse_server {
+    const rq_config_t *cfg;
+    rq_rt_hub_t *hub;
+    pthread_mutex_t mu; /* the session list, and stop */
+    pthread_cond_t cv;
+    pthread_t thread;
+    int running, stop;
+    rq_sse_conn_t *head; /* every session, for the heartbeat */
+    size_t nsessions;
+};
+
+typedef struct sse_ack {
+    uint64_t end; /* the message's last byte + 1, in bytes ever appended */
+    uint64_t tag;
+} sse_ack_t;
+
+struct rq_sse_conn {
+    rq_sse_server_t *srv;
+    struct MHD_Connection *conn;
+    rq_rt_kind_t kind;
+    rq_rt_sink_t sink;
+    rq_rt_sub_t *sub;
+    void (*on_ready)(void *arg, unsigned status, const char *err);
+    void *ready_arg;
+    void (*on_end)(void *arg);
+    void *end_arg;
+    rq_sse_conn_t *prev, *next; /* srv->head list */
+    pthread_mutex_t mu;         /* everything below */
+    char *buf;                  /* buf[off..len): bytes not yet handed to MHD */
+    size_t off, len, cap;
+    size_t limit;      /* RT_SEND_BUFFER_BYTES */
+    uint64_t appended; /* bytes ever appended (ack positions) */
+    uint64_t taken;    /* bytes ever handed to MHD */
+    sse_ack_t *acks;   /* queue messages not yet handed over, in order */
+    size_t nacks, acap;
+    int streaming; /* the response is queued: the callback runs */
+    int suspended; /* the callback suspended the connection */
+    int ended;     /* the end event is in the buffer */
+    int end_told;  /* on_end ran */
+    int listed;    /* in srv->head */
+};
+
+/* ---- formatting ---- */
+
+size_t rq_sse_format_event(char *out, size_t cap, const char *id, const char *json, size_t len)
+{
+    int n = snprintf(out, cap, "id: %s\nevent: message\ndata: ", id != NULL ? id : "");
+    size_t need;
+
+    if (n < 0)
+        return 0;
+    need = (size_t)n + len + 2;
+    if (need >= cap)
+        return need;
+    memcpy(out + n, json, len);
+    memcpy(out + n + len, "\n\n", 3);
+    return need;
+}
+
+size_t rq_sse_format_end(char *out, size_t cap, const char *reason, const char *detail)
+{
+    json_t *o = json_pack("{s:s,s:s}", "reason", reason != NULL ? reason : "", "detail",
+                          detail != NULL ? detail : "");
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    int n;
+
+    json_decref(o);
+    n = snprintf(out, cap, "event: end\ndata: %s\n\n",
+                 text != NULL ? text : "{\"reason\":\"error\",\"detail\":\"\"}");
+    free(text);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* ---- the buffer (session lock held) ---- */
+
+/* Appends n bytes; `force` ignores the limit (the end event, the start). 0, or -1 when the
+ * limit (or memory) refuses them. */
+static int buf_put(rq_sse_conn_t *s, const char *p, size_t n, int force)
+{
+    size_t used = s->len - s->off;
+
+    if (!force && used + n > s->limit)
+        return -1;
+    if (s->off > 0 && (s->len + n > s->cap || s->off >= s->len / 2)) {
+        memmove(s->buf, s->buf + s->off, used);
+        s->len = used;
+        s->off = 0;
+    }
+    if (s->len + n > s->cap) {
+        size_t ncap = s->cap ? s->cap : SSE_SMALL;
+        char *nb;
+        while (ncap < s->len + n)
+            ncap *= 2;
+        nb = realloc(s->buf, ncap);
+        if (nb == NULL)
+            return -1;
+        s->buf = nb;
+        s->cap = ncap;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+    s->appended += n;
+    return 0;
+}
+
+/* Resumes the connection when the callback suspended it: returns 1 when the caller must call
+ * MHD_resume_connection (after unlocking). */
+static int wake(rq_sse_conn_t *s)
+{
+    if (!s->suspended)
+        return 0;
+    s->suspended = 0;
+    return 1;
+}
+
+/* ---- the sink (hub thread, subscription lock held) ---- */
+
+static void sink_ready(void *arg, unsigned status, const char *err)
+{
+    rq_sse_conn_t *s = arg;
+
+    s->on_ready(s->ready_arg, status, err);
+}
+
+/* Room for one more ack in s->acks. 0, or -1 out of memory. */
+static int acks_room(rq_sse_conn_t *s)
+{
+    sse_ack_t *na;
+    size_t ncap;
+
+    if (s->nacks < s->acap)
+        return 0;
+    ncap = s->acap ? s->acap * 2 : 16;
+    na = realloc(s->acks, ncap * sizeof(*na));
+    if (na == NULL)
+        return -1;
+    s->acks = na;
+    s->acap = ncap;
+    return 0;
+}
+
+static int sink_deliver(void *arg, const rq_rt_event_t *ev)
+{
+    rq_sse_conn_t *s = arg;
+    char head[96];
+    int n = snprintf(head, sizeof(head), "id: %s\nevent: message\ndata: ", ev->id ? ev->id : "");
+    int rc = -1, resume = 0;
+
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return -1;
+    pthread_mutex_lock(&s->mu);
+    if (s->ended) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    if (s->len - s->off + (size_t)n + ev->len + 2 <= s->limit &&
+        (s->kind != RQ_RT_QUEUE || acks_room(s) == 0) && buf_put(s, head, (size_t)n, 0) == 0) {
+        if (buf_put(s, ev->json, ev->len, 1) == 0 && buf_put(s, "\n\n", 2, 1) == 0) {
+            rc = 0;
+            if (s->kind == RQ_RT_QUEUE) {
+                s->acks[s->nacks].end = s->appended;
+                s->acks[s->nacks].tag = ev->tag;
+                s->nacks++;
+            }
+            resume = wake(s);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (resume)
+        MHD_resume_connection(s->conn);
+    return rc;
+}
+
+static void sink_ended(void *arg, const char *reason, const char *detail)
+{
+    rq_sse_conn_t *s = arg;
+    char text[SSE_END_MAX];
+    size_t n = rq_sse_format_end(text, sizeof(text), reason, detail);
+    int resume = 0, tell = 0;
+
+    if (n >= sizeof(text))
+        n = rq_sse_format_end(text, sizeof(text), reason, "");
+    pthread_mutex_lock(&s->mu);
+    if (!s->ended) {
+        s->ended = 1;
+        if (n < sizeof(text))
+            (void)buf_put(s, text, n, 1);
+        resume = wake(s);
+        tell = s->streaming && !s->end_told;
+        if (tell)
+            s->end_told = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (tell && s->on_end != NULL)
+        s->on_end(s->end_arg);
+    if (resume)
+        MHD_resume_connection(s->conn);
+}
+
+/* ---- MHD's content reader (an HTTP thread) ---- */
+
+#define SSE_ACK_BATCH 128
+
+/* Hands MHD what the buffer holds; acks the queue messages whose last byte was written to
+ * the socket (handed over in an earlier call); suspends the connection when there is nothing
+ * to send. */
+static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
+{
+    rq_sse_conn_t *s = cls;
+    uint64_t tags[SSE_ACK_BATCH], sent;
+    size_t n, k, more;
+
+    (void)pos;
+    pthread_mutex_lock(&s->mu);
+    /* MHD asks for the next chunk once the previous one went to the socket: what was taken
+     * before this call is written (a dead client's write fails instead: not acked, the
+     * message goes back to the queue when the session ends) */
+    sent = s->taken;
+    n = s->len - s->off;
+    if (n > max)
+        n = max;
+    memcpy(out, s->buf + s->off, n);
+    s->off += n;
+    s->taken += n;
+    if (s->off == s->len) {
+        s->off = s->len = 0;
+        if (s->cap > 4 * SSE_SMALL) { /* an idle session keeps a small buffer */
+            free(s->buf);
+            s->buf = NULL;
+            s->cap = 0;
+        }
+    }
+    do {
+        k = 0;
+        while (k < s->nacks && k < SSE_ACK_BATCH && s->acks[k].end <= sent) {
+            tags[k] = s->acks[k].tag;
+            k++;
+        }
+        if (k > 0) {
+            memmove(s->acks, s->acks + k, (s->nacks - k) * sizeof(*s->acks));
+            s->nacks -= k;
+        }
+        more = s->nacks > 0 && s->acks[0].end <= sent;
+        if (k > 0) {
+            pthread_mutex_unlock(&s->mu); /* never the hub's lock under ours */
+            for (size_t i = 0; i < k; i++)
+                rq_rt_ack(s->srv->hub, s->sub, tags[i]);
+            pthread_mutex_lock(&s->mu);
+        }
+    } while (more);
+    if (n == 0 && s->len == s->off) {
+        if (s->ended) {
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        MHD_suspend_connection(s->conn); /* deliver(), a heartbeat or the end resume it */
+        s->suspended = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return (ssize_t)n;
+}
+
+ssize_t rq_sse_conn_read(rq_sse_conn_t *c, char *out, size_t max)
+{
+    return reader(c, 0, out, max);
+}
+
+/* ---- the heartbeat thread ---- */
+
+static void *hb_main(void *arg)
+{
+    rq_sse_server_t *srv = arg;
+    int64_t period_ms =
+        (int64_t)(srv->cfg->rt_heartbeat_s > 0 ? srv->cfg->rt_heartbeat_s : 15) * 1000;
+    int64_t next = rq_mono_ms() + period_ms;
+
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->stop) {
+        int64_t now = rq_mono_ms();
+        if (now < next) {
+            struct timespec ts;
+            int64_t wait_ms = next - now;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += (time_t)(wait_ms / 1000);
+            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+            continue;
+        }
+        next = now + period_ms;
+        for (rq_sse_conn_t *s = srv->head; s != NULL; s = s->next) {
+            int resume = 0;
+            pthread_mutex_lock(&s->mu);
+            if (s->streaming && !s->ended &&
+                buf_put(s, SSE_HEARTBEAT, strlen(SSE_HEARTBEAT), 0) == 0)
+                resume = wake(s);
+            pthread_mutex_unlock(&s->mu);
+            if (resume) /* s stays listed (alive) while srv->mu is held */
+                MHD_resume_connection(s->conn);
+        }
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return NULL;
+}
+
+rq_sse_server_t *rq_sse_server_new(const rq_config_t *cfg, rq_metrics_t *m, rq_rt_hub_t *hub)
+{
+    rq_sse_server_t *srv = calloc(1, sizeof(*srv));
+
+    (void)m;
+    if (srv == NULL)
+        return NULL;
+    srv->cfg = cfg;
+    srv->hub = hub;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    if (pthread_create(&srv->thread, NULL, hb_main, srv) != 0) {
+        rq_error("cannot start the SSE heartbeat thread");
+        pthread_cond_destroy(&srv->cv);
+        pthread_mutex_destroy(&srv->mu);
+        free(srv);
+        return NULL;
+    }
+    srv->running = 1;
+    return srv;
+}
+
+void rq_sse_server_stop(rq_sse_server_t *srv)
+{
+    if (srv == NULL || !srv->running)
+        return;
+    pthread_mutex_lock(&srv->mu);
+    srv->stop = 1;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+    pthread_join(srv->thread, NULL);
+    srv->running = 0;
+}
+
+void rq_sse_server_free(rq_sse_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    rq_sse_server_stop(srv);
+    if (srv->head != NULL)
+        rq_warn("SSE server freed with sessions left");
+    pthread_cond_destroy(&srv->cv);
+    pthread_mutex_destroy(&srv->mu);
+    free(srv);
+}
+
+size_t rq_sse_server_sessions(rq_sse_server_t *srv)
+{
+    size_t n;
+
+    if (srv == NULL)
+        return 0;
+    pthread_mutex_lock(&srv->mu);
+    n = srv->nsessions;
+    pthread_mutex_unlock(&srv->mu);
+    return n;
+}
+
+/* ---- sessions ---- */
+
+rq_sse_conn_t *rq_sse_conn_new(rq_sse_server_t *srv, struct MHD_Connection *conn, rq_rt_kind_t kind,
+                               void (*on_ready)(void *arg, unsigned status, const char *err),
+                               void *arg)
+{
+    rq_sse_conn_t *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->srv = srv;
+    s->conn = conn;
+    s->kind = kind;
+    s->on_ready = on_ready;
+    s->ready_arg = arg;
+    s->limit = srv->cfg->rt_send_buffer_bytes > 0 ? (size_t)srv->cfg->rt_send_buffer_bytes
+                                                  : (size_t)1 << 20;
+    s->sink.ready = sink_ready;
+    s->sink.deliver = sink_deliver;
+    s->sink.ended = sink_ended;
+    s->sink.arg = s;
+    pthread_mutex_init(&s->mu, NULL);
+    if (buf_put(s, SSE_START, strlen(SSE_START), 1) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_lock(&srv->mu);
+    s->next = srv->head;
+    if (srv->head != NULL)
+        srv->head->prev = s;
+    srv->head = s;
+    s->listed = 1;
+    srv->nsessions++;
+    pthread_mutex_unlock(&srv->mu);
+    return s;
+}
+
+const rq_rt_sink_t *rq_sse_conn_sink(rq_sse_conn_t *c)
+{
+    return &c->sink;
+}
+
+void rq_sse_conn_set_sub(rq_sse_conn_t *c, rq_rt_sub_t *sub)
+{
+    pthread_mutex_lock(&c->mu);
+    c->sub = sub;
+    pthread_mutex_unlock(&c->mu);
+}
+
+struct MHD_Response *rq_sse_conn_response(rq_sse_conn_t *c, void (*on_end)(void *arg), void *arg)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, SSE_READ_BLOCK, reader, c, NULL);
+    int tell = 0;
+
+    if (r == NULL)
+        return NULL;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    pthread_mutex_lock(&c->mu);
+    c->on_end = on_end;
+    c->end_arg = arg;
+    c->streaming = 1;
+    tell = c->ended && !c->end_told;
+    if (tell)
+        c->end_told = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (tell && on_end != NULL)
+        on_end(arg);
+    return r;
+}
+
+void rq_sse_conn_free(rq_sse_conn_t *c)
+{
+    rq_sse_server_t *srv;
+
+    if (c == NULL)
+        return;
+    srv = c->srv;
+    if (c->sub != NULL)
+        rq_rt_unsubscribe(srv->hub, c->sub); /* no sink callback after this */
+    pthread_mutex_lock(&srv->mu);
+    if (c->listed) {
+        if (c->prev != NULL)
+            c->prev->next = c->next;
+        else
+            srv->head = c->next;
+        if (c->next != NULL)
+            c->next->prev = c->prev;
+        srv->nsessions--;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    pthread_mutex_destroy(&c->mu);
+    free(c->acks);
+    free(c->buf);
+    free(c);
+}
