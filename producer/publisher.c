@@ -462,6 +462,68 @@ static int64_t earliest_deadline(rq_publisher_t *p)
     return due;
 }
 
+/* On the new connection: the topology, the topics' ingress, confirm mode and the declares'
+ * channel. 0, or -1 with err. */
+static int connect_channels(rq_publisher_t *p, const RabbitMQConfig *rc, char *err, size_t errlen)
+{
+    if (rq_amqp_declare_topology(p->conn, rc, err, errlen) != 0)
+        return -1;
+    /* The topics' ingress (hub.h), so that a topic publish never hits a missing exchange
+     * (which would close the channel). */
+    amqp_exchange_declare(p->conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(RQ_RT_INGRESS),
+                          amqp_cstring_bytes("headers"), /*passive=*/0, /*durable=*/1,
+                          /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "exchange.declare " RQ_RT_INGRESS, err,
+                            errlen))
+        return -1;
+    amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, errlen))
+        return -1;
+    amqp_channel_open(p->conn, DECL_CHANNEL);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "channel.open (declares)", err, errlen))
+        return -1;
+    return 0;
+}
+
+/* Declares and consumes the callback queue (p->reply_queue). 0, or -1 with err. */
+static int connect_callback_queue(rq_publisher_t *p, char *err, size_t errlen)
+{
+    amqp_queue_declare_ok_t *q;
+
+    q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, /*passive=*/0,
+                           /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "callback queue.declare", err, errlen))
+        return -1;
+    p->reply_queue = rq_amqp_strdup(q->queue);
+    if (p->reply_queue == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    amqp_basic_consume(p->conn, RQ_AMQP_CHANNEL, q->queue, amqp_empty_bytes, /*no_local=*/0,
+                       /*no_ack=*/1, /*exclusive=*/1, amqp_empty_table);
+    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "basic.consume", err, errlen))
+        return -1;
+    return 0;
+}
+
+/* The connection is up: the RPC timeout back to the configured one (the attempt's may have
+ * been cut to the earliest deadline: later RPCs, a declare after a returned publish, get the
+ * configured one) and the per-connection state reset. */
+static void connected_reset(rq_publisher_t *p)
+{
+    int ms = p->cfg->rabbitmq.connect_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    amqp_set_rpc_timeout(p->conn, &tv);
+    p->inflight_base = 1;
+    p->next_tag = 1;
+    p->declared_tag = 1;
+    p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
+    p->nacks_since_ns = 0;
+    p->acked = 0;
+    p->confirm_at_ns = 0;
+}
+
 /* Opens the connection, confirm mode, topology and callback queue. Returns 0 or -1. */
 static int connect_broker(rq_publisher_t *p)
 {
@@ -469,7 +531,6 @@ static int connect_broker(rq_publisher_t *p)
     const RabbitMQConfig *rc = &bounded;
     int64_t due = earliest_deadline(p);
     char err[512], node[RQ_AMQP_NODE_HOST_MAX + 16];
-    amqp_queue_declare_ok_t *q;
 
     /* The attempt blocks this thread, so no deadline is swept meanwhile: against a broker
      * that accepts TCP but does not answer (frozen, overloaded), the jobs waiting to be
@@ -484,22 +545,7 @@ static int connect_broker(rq_publisher_t *p)
     p->conn = rq_amqp_open(rc, err, sizeof(err));
     if (p->conn == NULL)
         goto fail;
-    if (rq_amqp_declare_topology(p->conn, rc, err, sizeof(err)) != 0)
-        goto fail;
-    /* The topics' ingress (hub.h), so that a topic publish never hits a missing exchange
-     * (which would close the channel). */
-    amqp_exchange_declare(p->conn, RQ_AMQP_CHANNEL, amqp_cstring_bytes(RQ_RT_INGRESS),
-                          amqp_cstring_bytes("headers"), /*passive=*/0, /*durable=*/1,
-                          /*auto_delete=*/0, /*internal=*/0, amqp_empty_table);
-    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "exchange.declare " RQ_RT_INGRESS, err,
-                            sizeof(err)))
-        goto fail;
-    amqp_confirm_select(p->conn, RQ_AMQP_CHANNEL);
-    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "confirm.select", err, sizeof(err)))
-        goto fail;
-    amqp_channel_open(p->conn, DECL_CHANNEL);
-    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "channel.open (declares)", err,
-                            sizeof(err)))
+    if (connect_channels(p, rc, err, sizeof(err)) != 0)
         goto fail;
     /* A broker that reads nothing for longer than a confirm may take is treated as lost. */
     p->pub = rq_pubbuf_new(p->conn, !rc->tls, p->cfg->publish_timeout_ms);
@@ -507,35 +553,10 @@ static int connect_broker(rq_publisher_t *p)
         snprintf(err, sizeof(err), "out of memory");
         goto fail;
     }
-    q = amqp_queue_declare(p->conn, RQ_AMQP_CHANNEL, amqp_empty_bytes, /*passive=*/0,
-                           /*durable=*/0, /*exclusive=*/1, /*auto_delete=*/1, amqp_empty_table);
-    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "callback queue.declare", err,
-                            sizeof(err)))
-        goto fail;
-    p->reply_queue = rq_amqp_strdup(q->queue);
-    if (p->reply_queue == NULL) {
-        snprintf(err, sizeof(err), "out of memory");
-        goto fail;
-    }
-    amqp_basic_consume(p->conn, RQ_AMQP_CHANNEL, q->queue, amqp_empty_bytes, /*no_local=*/0,
-                       /*no_ack=*/1, /*exclusive=*/1, amqp_empty_table);
-    if (rq_amqp_check_reply(amqp_get_rpc_reply(p->conn), "basic.consume", err, sizeof(err)))
+    if (connect_callback_queue(p, err, sizeof(err)) != 0)
         goto fail;
     amqp_maybe_release_buffers(p->conn);
-    /* The attempt's RPC timeout may have been cut to the earliest deadline: give later RPCs
-     * (a declare after a returned publish) the configured one. */
-    {
-        int ms = p->cfg->rabbitmq.connect_timeout_ms;
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        amqp_set_rpc_timeout(p->conn, &tv);
-    }
-    p->inflight_base = 1;
-    p->next_tag = 1;
-    p->declared_tag = 1;
-    p->connected_ns = rq_mono_ns(); /* the backoff resets once this connection proves stable */
-    p->nacks_since_ns = 0;
-    p->acked = 0;
-    p->confirm_at_ns = 0;
+    connected_reset(p);
     rq_series_inc(p->m_reconnects);
     rq_info("connected to %s, queue %s, callback queue %s", rq_amqp_node_in_use(node, sizeof(node)),
             rc->request_queue, p->reply_queue);

@@ -461,21 +461,121 @@ static int parse_u64(const char *v, uint64_t *out)
         return -1;
     errno = 0;
     n = strtoull(v, &end, 10);
-    if (*end != '\0' || errno != 0)
+    /* the next offset (n + 1) must be an AMQP long-long: a larger id is no stream offset */
+    if (*end != '\0' || errno != 0 || n >= (unsigned long long)INT64_MAX)
         return -1;
     *out = (uint64_t)n;
     return 0;
 }
 
 /* GET on a subscription route: the query, then the subscription. */
+/* The WebSocket handshake of c (the /ws routes): 0 with the Sec-WebSocket-Accept value in
+ * accept, or -1 after answering 400/426 itself (*ret). */
+static int ws_check(req_ctx_t *c, char *accept, enum MHD_Result *ret)
+{
+    char err[256];
+    unsigned st = rq_ws_handshake(c->conn, accept, err, sizeof(err));
+
+    if (st == 0)
+        return 0;
+    if (st == 426) {
+        json_t *o = json_pack("{s:s}", "error", err);
+        char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        c->status = st;
+        *ret = text == NULL ? MHD_NO
+                            : rq_http_reply_buf(c->conn, st, "application/json", text, strlen(text),
+                                                "Sec-WebSocket-Version", "13");
+        return -1;
+    }
+    *ret = rq_api_reply_error(c, st, err);
+    return -1;
+}
+
+/* Reads and checks the query of a subscription (bind, filter, ack) into s. Returns 0, or -1
+ * after answering 400 itself (*ret). */
+static int sub_parse(req_ctx_t *c, sub_state_t *s, int topic, enum MHD_Result *ret)
+{
+    const char *filter, *ack;
+    char err[256], msg[400];
+
+    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_bind, s);
+    filter = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "filter");
+    ack = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "ack");
+    if (!topic && (s->nbinds > 0 || filter != NULL)) {
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+                                  s->nbinds > 0 ? "bind applies to topic subscriptions"
+                                                : "filters apply to topic subscriptions");
+        return -1;
+    }
+    if (s->too_many_binds) {
+        snprintf(msg, sizeof(msg), "at most %d bind patterns", RQ_RT_BINDS_MAX);
+        *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, msg);
+        return -1;
+    }
+    for (size_t i = 0; i < s->nbinds; i++) {
+        if (rq_tmatch_check(s->binds[i], err, sizeof(err)) != 0) {
+            snprintf(msg, sizeof(msg), "bind: %s", err);
+            *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, msg);
+            return -1;
+        }
+    }
+    if (filter != NULL) {
+        size_t pos = 0;
+        s->filter = rq_filter_parse(filter, strlen(filter), err, sizeof(err), &pos);
+        if (s->filter == NULL) {
+            snprintf(msg, sizeof(msg), "filter: %s at position %zu", err, pos);
+            rq_series_inc(c->api->m_rejected);
+            *ret = rq_api_reply(c, MHD_HTTP_BAD_REQUEST,
+                                json_pack("{s:s,s:I}", "error", msg, "position", (json_int_t)pos));
+            return -1;
+        }
+    }
+    if (ack != NULL) {
+        if (c->route != R_QWS || (strcmp(ack, "client") != 0 && strcmp(ack, "auto") != 0)) {
+            *ret = rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+                                      c->route != R_QWS ? "ack applies to /queues/{id}/ws"
+                                                        : "ack must be \"client\" or \"auto\"");
+            return -1;
+        }
+        s->client_acks = strcmp(ack, "client") == 0;
+    }
+    return 0;
+}
+
+/* Resuming on a retained topic: asks the hub for the topic's retention first (the GET job),
+ * then retention_resume() subscribes or answers 400. */
+static enum MHD_Result resume_start(req_ctx_t *c, sub_state_t *s, const char *lei_q,
+                                    const char *lei_h)
+{
+    if (parse_u64(lei_q != NULL ? lei_q : lei_h, &s->spec.after_offset) != 0)
+        return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
+                                  "Last-Event-ID must be a decimal event id");
+    s->spec.resume = 1;
+    s->resume_from_header = lei_q == NULL;
+    s->job.op = RQ_RT_T_GET;
+    snprintf(s->job.name, sizeof(s->job.name), "%s", c->qname);
+    s->job.done = retention_done;
+    s->job.done_arg = c;
+    c->done = 0;
+    c->ext_resume = retention_resume;
+    if (rq_rt_topic_submit(c->api->hub, &s->job) != 0)
+        return rq_api_reply_503(c, "the real-time hub is not running");
+    c->state = ST_EXT;
+    if (rq_api_ctx_suspend(c))
+        return MHD_YES;
+    c->state = ST_DONE;
+    return retention_resume(c);
+}
+
 static enum MHD_Result subscribe_route(req_ctx_t *c)
 {
     int topic = c->route == R_TEVENTS || c->route == R_TWS;
     int ws = c->route == R_TWS || c->route == R_QWS;
     sub_state_t *s;
     enum MHD_Result ret;
-    const char *filter, *ack, *lei_q, *lei_h;
-    char err[256], msg[400];
+    const char *lei_q, *lei_h;
+    char accept[64];
 
     if (strcmp(c->method, MHD_HTTP_METHOD_GET) != 0)
         return rq_api_reply_405(c, "GET");
@@ -483,93 +583,28 @@ static enum MHD_Result subscribe_route(req_ctx_t *c)
         return ret;
     if (c->api->hub == NULL)
         return rq_api_reply_503(c, "the real-time hub is not running");
-    if (ws) {
-        unsigned st = rq_ws_handshake(c->conn, msg, err, sizeof(err));
-        if (st != 0) {
-            if (st == 426) {
-                json_t *o = json_pack("{s:s}", "error", err);
-                char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-                json_decref(o);
-                c->status = st;
-                if (text == NULL)
-                    return MHD_NO;
-                return rq_http_reply_buf(c->conn, st, "application/json", text, strlen(text),
-                                         "Sec-WebSocket-Version", "13");
-            }
-            return rq_api_reply_error(c, st, err);
-        }
-    }
+    if (ws && ws_check(c, accept, &ret) != 0)
+        return ret;
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return rq_api_reply_503(c, "out of memory");
     if (ws)
-        memcpy(s->accept, msg, sizeof(s->accept));
+        memcpy(s->accept, accept, sizeof(s->accept));
     s->c = c;
     c->ext = s;
     c->ext_free = sub_free;
-    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_bind, s);
-    filter = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "filter");
-    ack = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "ack");
+    if (sub_parse(c, s, topic, &ret) != 0)
+        return ret;
     lei_q = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "last_event_id");
     lei_h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
-    if (!topic && (s->nbinds > 0 || filter != NULL))
-        return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                  s->nbinds > 0 ? "bind applies to topic subscriptions"
-                                                : "filters apply to topic subscriptions");
-    if (s->too_many_binds) {
-        snprintf(msg, sizeof(msg), "at most %d bind patterns", RQ_RT_BINDS_MAX);
-        return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, msg);
-    }
-    for (size_t i = 0; i < s->nbinds; i++) {
-        if (rq_tmatch_check(s->binds[i], err, sizeof(err)) != 0) {
-            snprintf(msg, sizeof(msg), "bind: %s", err);
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST, msg);
-        }
-    }
-    if (filter != NULL) {
-        size_t pos = 0;
-        s->filter = rq_filter_parse(filter, strlen(filter), err, sizeof(err), &pos);
-        if (s->filter == NULL) {
-            json_t *o;
-            snprintf(msg, sizeof(msg), "filter: %s at position %zu", err, pos);
-            rq_series_inc(c->api->m_rejected);
-            o = json_pack("{s:s,s:I}", "error", msg, "position", (json_int_t)pos);
-            return rq_api_reply(c, MHD_HTTP_BAD_REQUEST, o);
-        }
-    }
-    if (ack != NULL) {
-        if (c->route != R_QWS || (strcmp(ack, "client") != 0 && strcmp(ack, "auto") != 0))
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                      c->route != R_QWS ? "ack applies to /queues/{id}/ws"
-                                                        : "ack must be \"client\" or \"auto\"");
-        s->client_acks = strcmp(ack, "client") == 0;
-    }
     s->spec.kind = topic ? RQ_RT_TOPIC : RQ_RT_QUEUE;
     s->spec.name = c->qname;
     s->spec.binds = (const char *const *)s->binds;
     s->spec.nbinds = s->nbinds;
     s->spec.filter = s->filter;
     s->spec.key_id = c->key_id;
-    if (topic && (lei_q != NULL || lei_h != NULL)) {
-        if (parse_u64(lei_q != NULL ? lei_q : lei_h, &s->spec.after_offset) != 0)
-            return rq_api_reply_error(c, MHD_HTTP_BAD_REQUEST,
-                                      "Last-Event-ID must be a decimal event id");
-        s->spec.resume = 1;
-        s->resume_from_header = lei_q == NULL;
-        s->job.op = RQ_RT_T_GET;
-        snprintf(s->job.name, sizeof(s->job.name), "%s", c->qname);
-        s->job.done = retention_done;
-        s->job.done_arg = c;
-        c->done = 0;
-        c->ext_resume = retention_resume;
-        if (rq_rt_topic_submit(c->api->hub, &s->job) != 0)
-            return rq_api_reply_503(c, "the real-time hub is not running");
-        c->state = ST_EXT;
-        if (rq_api_ctx_suspend(c))
-            return MHD_YES;
-        c->state = ST_DONE;
-        return retention_resume(c);
-    }
+    if (topic && (lei_q != NULL || lei_h != NULL))
+        return resume_start(c, s, lei_q, lei_h);
     return sub_start(c);
 }
 

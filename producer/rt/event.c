@@ -195,33 +195,86 @@ static char *dup_bytes(amqp_bytes_t b)
     return s;
 }
 
-int rq_rt_event_make(const rq_rt_event_in_t *in, rq_rt_event_msg_t *out)
+/* The decoded parts of out (headers, routing key, id, payload) from in. 0, or -1 (out of
+ * memory; the caller clears out). */
+static int event_decode(const rq_rt_event_in_t *in, rq_rt_event_msg_t *out)
 {
     const amqp_basic_properties_t *props = in->props;
-    rq_jbuf_t b;
-    char *hdr_text = NULL;
-    int has_pub;
-    int64_t pub;
-    int rc = -1;
 
-    memset(out, 0, sizeof(*out));
-    rq_jbuf_init(&b, 256 + in->body.len);
     if (props != NULL && (props->_flags & AMQP_BASIC_HEADERS_FLAG))
         out->headers = table_json(&props->headers, RQ_RT_HEADER_MAX_DEPTH, 1);
     else
         out->headers = json_object();
     out->routing_key = dup_bytes(in->routing_key);
     if (out->headers == NULL || out->routing_key == NULL)
-        goto cleanup;
+        return -1;
     out->routing_key[strnlen(out->routing_key, in->routing_key.len)] = '\0';
     if (props != NULL && (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
         rq_jbuf_utf8_valid(bytes_of(props->message_id), props->message_id.len) &&
         !has_nul(props->message_id)) {
         if ((out->id = dup_bytes(props->message_id)) == NULL)
-            goto cleanup;
+            return -1;
     }
     out->payload = parse_body(in->body);
+    return 0;
+}
 
+/* Appends ,"payload":<JSON bytes verbatim | string> or ,"payload_base64":"...". 0, or -1
+ * (out of memory). */
+static int event_payload(rq_jbuf_t *b, const rq_rt_event_in_t *in, const json_t *payload)
+{
+    if (payload != NULL) {
+        rq_jbuf_lit(b, ",\"payload\":");
+        splice_json(b, in->body);
+    } else if (rq_jbuf_utf8_valid(bytes_of(in->body), in->body.len)) {
+        rq_jbuf_lit(b, ",\"payload\":");
+        rq_jbuf_str(b, bytes_of(in->body), in->body.len);
+    } else {
+        size_t n;
+        char *enc = malloc(RQ_B64_ENC_LEN(in->body.len) + 1);
+        rq_jbuf_lit(b, ",\"payload_base64\":\"");
+        if (enc == NULL)
+            return -1;
+        n = rq_b64_encode(bytes_of(in->body), in->body.len, enc);
+        rq_jbuf_raw(b, enc, n);
+        free(enc);
+        rq_jbuf_lit(b, "\"");
+    }
+    return 0;
+}
+
+/* Appends ,"published_ms":..., ,"redelivered":... (queues), ,"offset":... (stream) and the
+ * closing brace. */
+static void event_tail(rq_jbuf_t *b, const rq_rt_event_in_t *in)
+{
+    int has_pub;
+    int64_t pub = published_ms_of(in->props, &has_pub);
+
+    rq_jbuf_lit(b, ",\"published_ms\":");
+    if (has_pub)
+        rq_jbuf_int(b, pub);
+    else
+        rq_jbuf_lit(b, "null");
+    if (in->kind == RQ_RT_QUEUE)
+        rq_jbuf_lit(b, in->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
+    if (in->has_offset) {
+        char num[24];
+        snprintf(num, sizeof(num), ",\"offset\":%llu", (unsigned long long)in->offset);
+        rq_jbuf_lit(b, num);
+    }
+    rq_jbuf_lit(b, "}");
+}
+
+int rq_rt_event_make(const rq_rt_event_in_t *in, rq_rt_event_msg_t *out)
+{
+    rq_jbuf_t b;
+    char *hdr_text = NULL;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    rq_jbuf_init(&b, 256 + in->body.len);
+    if (event_decode(in, out) != 0)
+        goto cleanup;
     rq_jbuf_lit(&b, "{\"id\":");
     if (out->id == NULL || rq_jbuf_str(&b, out->id, strlen(out->id)) != 0)
         rq_jbuf_lit(&b, "null");
@@ -236,40 +289,9 @@ int rq_rt_event_make(const rq_rt_event_in_t *in, rq_rt_event_msg_t *out)
     if (hdr_text == NULL)
         goto cleanup;
     rq_jbuf_lit(&b, hdr_text);
-    if (out->payload != NULL) {
-        rq_jbuf_lit(&b, ",\"payload\":");
-        splice_json(&b, in->body);
-    } else if (rq_jbuf_utf8_valid(bytes_of(in->body), in->body.len)) {
-        rq_jbuf_lit(&b, ",\"payload\":");
-        rq_jbuf_str(&b, bytes_of(in->body), in->body.len);
-    } else {
-        size_t n;
-        rq_jbuf_lit(&b, ",\"payload_base64\":\"");
-        /* encoded straight into the buffer: reserve, then write */
-        {
-            char *enc = malloc(RQ_B64_ENC_LEN(in->body.len) + 1);
-            if (enc == NULL)
-                goto cleanup;
-            n = rq_b64_encode(bytes_of(in->body), in->body.len, enc);
-            rq_jbuf_raw(&b, enc, n);
-            free(enc);
-        }
-        rq_jbuf_lit(&b, "\"");
-    }
-    pub = published_ms_of(props, &has_pub);
-    rq_jbuf_lit(&b, ",\"published_ms\":");
-    if (has_pub)
-        rq_jbuf_int(&b, pub);
-    else
-        rq_jbuf_lit(&b, "null");
-    if (in->kind == RQ_RT_QUEUE)
-        rq_jbuf_lit(&b, in->redelivered ? ",\"redelivered\":true" : ",\"redelivered\":false");
-    if (in->has_offset) {
-        char num[24];
-        snprintf(num, sizeof(num), ",\"offset\":%llu", (unsigned long long)in->offset);
-        rq_jbuf_lit(&b, num);
-    }
-    rq_jbuf_lit(&b, "}");
+    if (event_payload(&b, in, out->payload) != 0)
+        goto cleanup;
+    event_tail(&b, in);
     out->json = rq_jbuf_take(&b, &out->len);
     if (out->json == NULL)
         goto cleanup;

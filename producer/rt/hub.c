@@ -75,6 +75,7 @@ struct rq_rt_sub {
 struct group {
     char key[RQ_QNAME_MAX + 2 + RQ_RT_BINDS_MAX * (RQ_RT_BIND_MAX + 1)];
     char topic[RQ_QNAME_MAX + 1];
+    char queue[256]; /* its server-named queue, bound again at every check */
     char ctag[32];
     rq_list_t members;
     rq_list_node_t node;
@@ -105,6 +106,11 @@ struct rq_rt_hub {
     pthread_t thread;
     rq_mgmt_t *mgmt;
     char mgmt_err[256];
+    /* the management worker (a blocking HTTP client: never on the hub thread) */
+    pthread_t mthread;
+    pthread_cond_t mcond; /* with lock: mjobs or mstop */
+    rq_rt_topic_job_t *mjobs, **mjobs_tail;
+    int mstarted, mstop;
     /* metrics */
     rq_series_t *m_subs_topic, *m_subs_queue, *m_delivered, *m_slow;
     rq_series_t *m_ref_limit, *m_ref_key, *m_ref_unavail;
@@ -443,17 +449,23 @@ cleanup:
     return rc;
 }
 
-/* The retention of an existing topic: from the management API, else 0 without a stream
- * and -1 (unknown) with one. -2: connection lost. */
-static int64_t retention_of(rq_rt_hub_t *h, const char *name)
+/* The retention of job j's existing topic: from the management API (asked by the worker:
+ * -3 when j must go there first), else 0 without a stream and -1 (unknown) with one. -2:
+ * connection lost. */
+static int64_t retention_of(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
 {
     char st[RQ_QNAME_MAX + 48];
-    int64_t ret;
     int e;
 
-    if (mgmt_retention(h, name, &ret) == 0)
-        return ret;
-    topic_stream(name, st, sizeof(st));
+    if (j->mgmt_state == 0 && h->mstarted)
+        return -3;
+    if (j->mgmt_state == 0) { /* no worker: ask here */
+        j->mgmt_rc = mgmt_retention(h, j->name, &j->mgmt_retention_s);
+        j->mgmt_state = 2;
+    }
+    if (j->mgmt_rc == 0)
+        return j->mgmt_retention_s;
+    topic_stream(j->name, st, sizeof(st));
     e = queue_exists(h, st);
     return e < 0 ? -2 : e ? -1 : 0;
 }
@@ -567,15 +579,109 @@ static void job_list(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
     j->body = json_pack("{s:o, s:I}", "topics", arr, "count", (json_int_t)json_array_size(arr));
 }
 
-/* Runs one topic job; returns -1 when the connection was lost (the job is answered 503). */
-static int job_run(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
+/* CREATE of j->name, whose exchange exists when e. 0, 1 for the management worker first, or
+ * -1 connection lost. */
+static int job_create(rq_rt_hub_t *h, rq_rt_topic_job_t *j, int e)
 {
-    char ex[RQ_QNAME_MAX + 32], st[RQ_QNAME_MAX + 48], err[512];
-    int e, rc;
+    char err[512];
+    int64_t ret;
+    int rc;
+
+    if (j->retention_s < 0 || j->retention_s > RQ_RT_RETENTION_MAX_S) {
+        job_error(j, 400, "retention_s must be 0..31536000");
+        return 0;
+    }
+    if (e) {
+        if ((ret = retention_of(h, j)) == -2)
+            return -1;
+        if (ret == -3)
+            return 1;
+        if (ret >= 0 && ret != j->retention_s) {
+            job_error(j, 409, "the topic exists with another retention_s");
+            return 0;
+        }
+        if (ret == -1 && j->retention_s == 0) {
+            job_error(j, 409, "the topic exists with a retention");
+            return 0;
+        }
+    }
+    rc = topic_declare(h, j->name, j->retention_s, err, sizeof(err));
+    if (rc == -2)
+        return -1;
+    if (rc != 0) {
+        job_error(j, 409, err);
+        return 0;
+    }
+    known_set(h, j->name, 1);
+    j->status = e ? 200 : 201;
+    j->body = topic_obj(j->name, j->retention_s, 1);
+    return 0;
+}
+
+/* GET of j->name, whose exchange exists when e. 0, 1 for the management worker first, or
+ * -1 connection lost. */
+static int job_get(rq_rt_hub_t *h, rq_rt_topic_job_t *j, int e)
+{
     int64_t ret;
 
+    if (!e) {
+        known_set(h, j->name, 0);
+        job_error(j, 404, "no such topic");
+        return 0;
+    }
+    if ((ret = retention_of(h, j)) == -2)
+        return -1;
+    if (ret == -3)
+        return 1;
+    known_set(h, j->name, 1);
+    j->status = 200;
+    j->body = topic_obj(j->name, ret, ret >= 0);
+    json_object_set_new(j->body, "subscribers",
+                        json_integer((json_int_t)subscribers_of(h, j->name)));
+    return 0;
+}
+
+/* DELETE of j->name (exchange ex, which exists when e). 0, or -1 connection lost. */
+static int job_delete(rq_rt_hub_t *h, rq_rt_topic_job_t *j, const char *ex, int e)
+{
+    char st[RQ_QNAME_MAX + 48], err[512];
+    int lost = 0;
+
+    if (!e) {
+        known_set(h, j->name, 0);
+        job_error(j, 404, "no such topic");
+        return 0;
+    }
+    topic_stream(j->name, st, sizeof(st));
+    if ((e = queue_exists(h, st)) < 0)
+        return -1;
+    if (e) {
+        amqp_queue_delete(h->conn, ADMIN_CH, amqp_cstring_bytes(st), 0, 0);
+        if (admin_ok(h, "queue.delete", err, sizeof(err), &lost) != 0 && lost)
+            return -1;
+    }
+    amqp_exchange_delete(h->conn, ADMIN_CH, amqp_cstring_bytes(ex), 0);
+    if (admin_ok(h, "exchange.delete", err, sizeof(err), &lost) != 0 && lost)
+        return -1;
+    topic_gone_locally(h, j->name);
+    j->status = 200;
+    j->body = json_pack("{s:s}", "deleted", j->name);
+    return 0;
+}
+
+/* Runs one topic job: 0 answered, 1 handed to the management worker (it comes back to the
+ * hub thread, which runs it again with the worker's answer: a LIST is answered by then), or
+ * -1 when the connection was lost (the job is answered 503). */
+static int job_run(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
+{
+    char ex[RQ_QNAME_MAX + 32], err[512];
+    int e, rc;
+
     if (j->op == RQ_RT_T_LIST) {
-        job_list(h, j);
+        if (j->mgmt_state == 0 && h->mstarted)
+            return 1;
+        if (j->mgmt_state == 0)
+            job_list(h, j); /* no management API: 503 */
         return 0;
     }
     if (rq_qname_check(j->name, err, sizeof(err)) != 0) {
@@ -587,74 +693,20 @@ static int job_run(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
         goto lost;
     switch (j->op) {
     case RQ_RT_T_CREATE:
-        if (j->retention_s < 0 || j->retention_s > RQ_RT_RETENTION_MAX_S) {
-            job_error(j, 400, "retention_s must be 0..31536000");
-            return 0;
-        }
-        if (e) {
-            if ((ret = retention_of(h, j->name)) == -2)
-                goto lost;
-            if (ret >= 0 && ret != j->retention_s) {
-                job_error(j, 409, "the topic exists with another retention_s");
-                return 0;
-            }
-            if (ret == -1 && j->retention_s == 0) {
-                job_error(j, 409, "the topic exists with a retention");
-                return 0;
-            }
-        }
-        rc = topic_declare(h, j->name, j->retention_s, err, sizeof(err));
-        if (rc == -2)
-            goto lost;
-        if (rc != 0) {
-            job_error(j, 409, err);
-            return 0;
-        }
-        known_set(h, j->name, 1);
-        j->status = e ? 200 : 201;
-        j->body = topic_obj(j->name, j->retention_s, 1);
-        return 0;
+        rc = job_create(h, j, e);
+        break;
     case RQ_RT_T_GET:
-        if (!e) {
-            known_set(h, j->name, 0);
-            job_error(j, 404, "no such topic");
-            return 0;
-        }
-        if ((ret = retention_of(h, j->name)) == -2)
-            goto lost;
-        known_set(h, j->name, 1);
-        j->status = 200;
-        j->body = topic_obj(j->name, ret, ret >= 0);
-        json_object_set_new(j->body, "subscribers",
-                            json_integer((json_int_t)subscribers_of(h, j->name)));
-        return 0;
-    case RQ_RT_T_DELETE: {
-        int lost = 0;
-        if (!e) {
-            known_set(h, j->name, 0);
-            job_error(j, 404, "no such topic");
-            return 0;
-        }
-        topic_stream(j->name, st, sizeof(st));
-        if ((e = queue_exists(h, st)) < 0)
-            goto lost;
-        if (e) {
-            amqp_queue_delete(h->conn, ADMIN_CH, amqp_cstring_bytes(st), 0, 0);
-            if (admin_ok(h, "queue.delete", err, sizeof(err), &lost) != 0 && lost)
-                goto lost;
-        }
-        amqp_exchange_delete(h->conn, ADMIN_CH, amqp_cstring_bytes(ex), 0);
-        if (admin_ok(h, "exchange.delete", err, sizeof(err), &lost) != 0 && lost)
-            goto lost;
-        topic_gone_locally(h, j->name);
-        j->status = 200;
-        j->body = json_pack("{s:s}", "deleted", j->name);
-        return 0;
-    }
+        rc = job_get(h, j, e);
+        break;
+    case RQ_RT_T_DELETE:
+        rc = job_delete(h, j, ex, e);
+        break;
     default:
         job_error(j, 400, "unknown topic operation");
         return 0;
     }
+    if (rc >= 0)
+        return rc;
 
 lost:
     job_error(j, 503, "the broker connection was lost");
@@ -683,14 +735,15 @@ static void group_key(rq_rt_sub_t *s, char *key, size_t len)
     }
 }
 
-/* 0 started, 1 refused (ready answered), -1 connection lost. */
+/* Joins s to its group, or makes the group (the topic exchange exists). 0 started, 1
+ * refused (ready answered), -1 connection lost. */
 static int start_group(rq_rt_hub_t *h, rq_rt_sub_t *s)
 {
     char key[sizeof(((group_t *)0)->key)], ex[RQ_QNAME_MAX + 32], err[512];
     group_t *g;
     amqp_queue_declare_ok_t *q;
     amqp_bytes_t qname;
-    int e, lost = 0;
+    int lost = 0;
 
     group_key(s, key, sizeof(key));
     g = rq_hmap_get(h->group_of, key);
@@ -699,13 +752,7 @@ static int start_group(rq_rt_hub_t *h, rq_rt_sub_t *s)
         s->group = g;
         return 0;
     }
-    topic_exchange(s->name, ex, sizeof(ex));
-    if ((e = exchange_exists(h, ex)) < 0)
-        return -1;
-    if (!e) {
-        sub_ready(s, 404, "no such topic");
-        return 1;
-    }
+    topic_exchange(s->name, ex, sizeof(ex)); /* exists: start_topic() looked */
     q = amqp_queue_declare(h->conn, ADMIN_CH, amqp_empty_bytes, 0, 0, /*exclusive=*/1,
                            /*auto_delete=*/1, amqp_empty_table);
     if (admin_ok(h, "queue.declare", err, sizeof(err), &lost) != 0)
@@ -715,6 +762,11 @@ static int start_group(rq_rt_hub_t *h, rq_rt_sub_t *s)
         amqp_queue_bind(h->conn, ADMIN_CH, qname, amqp_cstring_bytes(ex),
                         amqp_cstring_bytes(s->binds[i]), amqp_empty_table);
         if (admin_ok(h, "queue.bind", err, sizeof(err), &lost) != 0) {
+            if (!lost) { /* never consumed, so auto-delete would not fire: delete it */
+                char e2[128];
+                amqp_queue_delete(h->conn, ADMIN_CH, qname, 0, 0);
+                (void)admin_ok(h, "queue.delete", e2, sizeof(e2), &lost);
+            }
             amqp_bytes_free(qname);
             goto refused;
         }
@@ -726,6 +778,7 @@ static int start_group(rq_rt_hub_t *h, rq_rt_sub_t *s)
     }
     snprintf(g->key, sizeof(g->key), "%s", key);
     snprintf(g->topic, sizeof(g->topic), "%s", s->name);
+    snprintf(g->queue, sizeof(g->queue), "%.*s", (int)qname.len, (const char *)qname.bytes);
     snprintf(g->ctag, sizeof(g->ctag), "rt-g-%" PRIu64, ++h->next_gid);
     amqp_basic_consume(h->conn, GROUP_CH, qname, amqp_cstring_bytes(g->ctag), 0, /*no_ack=*/1, 0,
                        amqp_empty_table);
@@ -790,6 +843,48 @@ static int start_channel(rq_rt_hub_t *h, rq_rt_sub_t *s, const char *q, int pref
     return 1;
 }
 
+/* A topic subscription. Reads the topic's stream on a channel of its own (M_STREAM, event
+ * ids = stream offsets) when it resumes, and also when it is live on a topic with a retained
+ * stream (from "next"): so a client's Last-Event-ID is always an offset of that stream. A
+ * live subscription of a topic without retention joins a shared group. 0 started, 1
+ * refused (ready answered), -1 connection lost. */
+static int start_topic(rq_rt_hub_t *h, rq_rt_sub_t *s)
+{
+    char ex[RQ_QNAME_MAX + 32], st[RQ_QNAME_MAX + 48];
+    amqp_table_entry_t a[1];
+    amqp_table_t t = {1, a};
+    int e;
+
+    if (!s->resume) {
+        char key[sizeof(((group_t *)0)->key)];
+        group_key(s, key, sizeof(key));
+        if (rq_hmap_get(h->group_of, key) != NULL)
+            return start_group(h, s); /* a group: the topic has no stream */
+    }
+    topic_exchange(s->name, ex, sizeof(ex));
+    topic_stream(s->name, st, sizeof(st));
+    if ((e = exchange_exists(h, ex)) < 0)
+        return -1;
+    if (e == 0) {
+        sub_ready(s, 404, "no such topic");
+        return 1;
+    }
+    if (s->resume) {
+        s->mode = M_STREAM;
+        a[0] = rq_amqp_i64_entry("x-stream-offset", (int64_t)(s->after_offset + 1));
+        return start_channel(h, s, st, STREAM_PREFETCH, t, 400, "topic has no retention");
+    }
+    if ((e = queue_exists(h, st)) < 0)
+        return -1;
+    if (e == 0) {
+        s->mode = M_GROUP;
+        return start_group(h, s);
+    }
+    s->mode = M_STREAM;
+    a[0] = rq_amqp_utf8_entry("x-stream-offset", "next");
+    return start_channel(h, s, st, STREAM_PREFETCH, t, 404, "no such topic");
+}
+
 static void sub_start(rq_rt_hub_t *h, rq_rt_sub_t *s)
 {
     int rc;
@@ -804,27 +899,8 @@ static void sub_start(rq_rt_hub_t *h, rq_rt_sub_t *s)
         s->mode = M_QUEUE;
         rc = start_channel(h, s, s->name, h->cfg->rt_queue_prefetch, amqp_empty_table, 404,
                            "no such queue");
-    } else if (s->resume) {
-        char ex[RQ_QNAME_MAX + 32], st[RQ_QNAME_MAX + 48];
-        amqp_table_entry_t a[1];
-        amqp_table_t t = {1, a};
-        int e;
-
-        s->mode = M_STREAM;
-        topic_exchange(s->name, ex, sizeof(ex));
-        topic_stream(s->name, st, sizeof(st));
-        if ((e = exchange_exists(h, ex)) == 0) {
-            sub_ready(s, 404, "no such topic");
-            rc = 1;
-        } else if (e < 0) {
-            rc = -1;
-        } else {
-            a[0] = rq_amqp_i64_entry("x-stream-offset", (int64_t)(s->after_offset + 1));
-            rc = start_channel(h, s, st, STREAM_PREFETCH, t, 400, "topic has no retention");
-        }
     } else {
-        s->mode = M_GROUP;
-        rc = start_group(h, s);
+        rc = start_topic(h, s);
     }
     if (rc < 0) {
         connection_lost(h, "starting a subscription");
@@ -1103,6 +1179,50 @@ static void read_frames(rq_rt_hub_t *h)
 
 /* Every CHECK_NS: the topics of live topic subscriptions still exist (another replica may
  * have deleted one: its bindings are gone, and nothing else would tell). */
+/* Binds group g's queue again with each of its patterns (the key's lines after the topic):
+ * idempotent on the broker. 0, 1 when the topic exchange is gone, -1 connection lost. */
+static int rebind_group(rq_rt_hub_t *h, group_t *g)
+{
+    char ex[RQ_QNAME_MAX + 32], bind[RQ_RT_BIND_MAX + 1], err[256];
+    const char *p = strchr(g->key, '\n');
+    int lost = 0;
+
+    topic_exchange(g->topic, ex, sizeof(ex));
+    while (p != NULL) {
+        const char *b = p + 1, *e = strchr(b, '\n');
+        int bl = (int)(e != NULL ? (size_t)(e - b) : strlen(b));
+        snprintf(bind, sizeof(bind), "%.*s", bl, b);
+        amqp_queue_bind(h->conn, ADMIN_CH, amqp_cstring_bytes(g->queue), amqp_cstring_bytes(ex),
+                        amqp_cstring_bytes(bind), amqp_empty_table);
+        if (admin_ok(h, "queue.bind (check)", err, sizeof(err), &lost) != 0)
+            return lost ? -1 : 1;
+        p = e;
+    }
+    return 0;
+}
+
+/* A topic deleted and created again on another replica between two checks leaves a group's
+ * queue without its bindings (they went with the old exchange): its members would get
+ * nothing, with no end event. So every check binds each group again; a group whose exchange
+ * is gone ends its members (topic_deleted). Returns 0, or -1 when the connection was lost. */
+static int rebind_groups(rq_rt_hub_t *h)
+{
+    char gone[16][RQ_QNAME_MAX + 1];
+    size_t ngone = 0;
+
+    for (rq_list_node_t *i = h->groups.head; i != NULL && h->conn != NULL; i = i->next) {
+        group_t *g = RQ_LIST_ENTRY(i, group_t, node);
+        int rc = rebind_group(h, g);
+        if (rc < 0)
+            return -1;
+        if (rc > 0 && ngone < 16)
+            snprintf(gone[ngone++], sizeof(gone[0]), "%s", g->topic);
+    }
+    for (size_t k = 0; k < ngone; k++)
+        topic_gone_locally(h, gone[k]);
+    return 0;
+}
+
 static void check_topics(rq_rt_hub_t *h)
 {
     char ex[RQ_QNAME_MAX + 32], done[64][RQ_QNAME_MAX + 1];
@@ -1129,6 +1249,8 @@ static void check_topics(rq_rt_hub_t *h)
         else
             topic_gone_locally(h, s->name);
     }
+    if (h->conn != NULL && rebind_groups(h) != 0)
+        connection_lost(h, "binding a group again");
 }
 
 /* ---- the inbox ---- */
@@ -1182,18 +1304,103 @@ static void run_cmds(rq_rt_hub_t *h, rq_list_t *cmds)
     }
 }
 
+/* Answers j 503 "the hub is stopping" (dropping a body the worker may have made). */
+static void job_stopping(rq_rt_topic_job_t *j)
+{
+    json_decref(j->body);
+    j->body = NULL;
+    job_error(j, 503, "the hub is stopping");
+    j->done(j, j->done_arg);
+}
+
+/* Hands j to the management worker (it comes back through h->jobs). */
+static void mgmt_defer(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
+{
+    pthread_mutex_lock(&h->lock);
+    j->mgmt_state = 1;
+    j->next = NULL;
+    *h->mjobs_tail = j;
+    h->mjobs_tail = &j->next;
+    pthread_cond_signal(&h->mcond);
+    pthread_mutex_unlock(&h->lock);
+}
+
 static void run_jobs(rq_rt_hub_t *h, rq_rt_topic_job_t *j)
 {
     while (j != NULL) {
         rq_rt_topic_job_t *next = j->next;
-        j->body = NULL;
-        if (h->conn == NULL)
+        if (j->op == RQ_RT_T_LIST && j->mgmt_state == 2)
+            ; /* answered by the worker */
+        else if (h->conn == NULL)
             job_error(j, 503, "the broker is unreachable");
-        else
-            job_run(h, j);
+        else if (job_run(h, j) == 1) {
+            mgmt_defer(h, j);
+            j = next;
+            continue;
+        }
         j->done(j, j->done_arg);
         j = next;
     }
+}
+
+/* The management worker: asks the management API for the jobs the hub thread hands it
+ * (LIST: the whole answer; CREATE/GET: the topic's retention) and gives them back to the
+ * hub thread; answers them 503 itself once the hub thread is gone. */
+static void *mgmt_main(void *arg)
+{
+    rq_rt_hub_t *h = arg;
+
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        rq_rt_topic_job_t *j;
+        int back;
+        while (h->mjobs == NULL && !h->mstop)
+            pthread_cond_wait(&h->mcond, &h->lock);
+        if ((j = h->mjobs) == NULL)
+            break;
+        if ((h->mjobs = j->next) == NULL)
+            h->mjobs_tail = &h->mjobs;
+        j->next = NULL;
+        if (h->mstop) {
+            pthread_mutex_unlock(&h->lock);
+            job_stopping(j);
+            pthread_mutex_lock(&h->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&h->lock);
+        if (j->op == RQ_RT_T_LIST)
+            job_list(h, j);
+        else
+            j->mgmt_rc = mgmt_retention(h, j->name, &j->mgmt_retention_s);
+        pthread_mutex_lock(&h->lock);
+        j->mgmt_state = 2;
+        back = !h->thread_done;
+        if (back) {
+            *h->jobs_tail = j;
+            h->jobs_tail = &j->next;
+        }
+        pthread_mutex_unlock(&h->lock);
+        if (back)
+            rq_wakeup_signal(h->wake);
+        else
+            job_stopping(j);
+        pthread_mutex_lock(&h->lock);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* Stops and joins the management worker (its jobs answered 503). */
+static void mgmt_stop(rq_rt_hub_t *h)
+{
+    if (!h->mstarted)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->mstop = 1;
+    pthread_cond_signal(&h->mcond);
+    pthread_mutex_unlock(&h->lock);
+    pthread_join(h->mthread, NULL);
+    h->mstarted = 0;
 }
 
 static void wait_for_work(rq_rt_hub_t *h, int timeout_ms)
@@ -1229,9 +1436,7 @@ static void *hub_main(void *arg)
         if (stopping) {
             while (jobs != NULL) {
                 rq_rt_topic_job_t *next = jobs->next;
-                jobs->body = NULL;
-                job_error(jobs, 503, "the hub is stopping");
-                jobs->done(jobs, jobs->done_arg);
+                job_stopping(jobs);
                 jobs = next;
             }
             break;
@@ -1279,9 +1484,7 @@ static void *hub_main(void *arg)
     }
     while (jobs != NULL) {
         rq_rt_topic_job_t *next = jobs->next;
-        jobs->body = NULL;
-        job_error(jobs, 503, "the hub is stopping");
-        jobs->done(jobs, jobs->done_arg);
+        job_stopping(jobs);
         jobs = next;
     }
     return NULL;
@@ -1299,7 +1502,9 @@ rq_rt_hub_t *rq_rt_hub_new(const rq_config_t *cfg, rq_metrics_t *metrics)
         return NULL;
     h->cfg = cfg;
     pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->mcond, NULL);
     h->jobs_tail = &h->jobs;
+    h->mjobs_tail = &h->mjobs;
     h->per_key = rq_hmap_new(0);
     h->known = rq_hmap_new(0);
     h->group_of = rq_hmap_new(0);
@@ -1327,18 +1532,22 @@ rq_rt_hub_t *rq_rt_hub_new(const rq_config_t *cfg, rq_metrics_t *metrics)
         h->m_ref_key = rq_metric_series(f, 1, (const char *const[]){"key_limit"});
         h->m_ref_unavail = rq_metric_series(f, 1, (const char *const[]){"unavailable"});
     }
+    if (h->mgmt != NULL && pthread_create(&h->mthread, NULL, mgmt_main, h) == 0)
+        h->mstarted = 1; /* else the hub thread asks the management API itself */
     if (pthread_create(&h->thread, NULL, hub_main, h) != 0)
         goto fail;
     h->started = 1;
     return h;
 
 fail:
+    mgmt_stop(h);
     rq_mgmt_free(h->mgmt);
     rq_wakeup_free(h->wake);
     rq_hmap_free(h->per_key);
     rq_hmap_free(h->known);
     rq_hmap_free(h->group_of);
     rq_hmap_free(h->group_by_tag);
+    pthread_cond_destroy(&h->mcond);
     pthread_mutex_destroy(&h->lock);
     free(h);
     return NULL;
@@ -1358,6 +1567,7 @@ void rq_rt_hub_stop(rq_rt_hub_t *h)
         return;
     rq_wakeup_signal(h->wake);
     pthread_join(h->thread, NULL);
+    mgmt_stop(h); /* after the hub thread: it may still hand the worker a job */
 }
 
 static void free_known(const char *key, void *value, void *arg)
@@ -1379,6 +1589,7 @@ void rq_rt_hub_free(rq_rt_hub_t *h)
     rq_hmap_free(h->group_by_tag);
     rq_mgmt_free(h->mgmt);
     rq_wakeup_free(h->wake);
+    pthread_cond_destroy(&h->mcond);
     pthread_mutex_destroy(&h->lock);
     free(h);
 }
@@ -1562,6 +1773,10 @@ int rq_rt_topic_submit(rq_rt_hub_t *h, rq_rt_topic_job_t *job)
     if (h == NULL || job == NULL)
         return -1;
     job->next = NULL;
+    job->body = NULL;
+    job->mgmt_state = 0;
+    job->mgmt_rc = -1;
+    job->mgmt_retention_s = 0;
     pthread_mutex_lock(&h->lock);
     if (!h->stopping && !h->thread_done) {
         *h->jobs_tail = job;

@@ -12,14 +12,19 @@
  *
  * Subscriptions. One hub thread owns one broker connection of its own (never the
  * publisher's) and every subscription's consumer:
- *   - a live topic subscription joins a group: subscriptions of the same topic with the same
+ *   - a live topic subscription of a topic WITHOUT retention joins a group: subscriptions of
+ *     the same topic with the same
  *     set of binding patterns share one exclusive, auto-delete, server-named queue bound with
  *     those patterns, consumed with no-ack; each message is decoded once, formatted once
  *     (event.h) and handed to every member whose filter matches. So 1,000 subscribers of a
  *     topic cost the broker one queue, not 1,000;
  *   - a resuming subscription of a retained topic (last_event_id given, or from_start)
  *     consumes the topic's stream from that offset on a channel of its own, matching the
- *     binding patterns itself (tmatch.h);
+ *     binding patterns itself (tmatch.h); a live subscription of a retained topic does the
+ *     same from "next" (x-stream-offset "next": what is published from now on), so that
+ *     every event id of a retained topic is a stream offset and a reconnecting client's
+ *     Last-Event-ID resumes right after the last event it got (a retained topic's live
+ *     subscribers cost one stream consumer and one channel each);
  *   - a queue subscription consumes the named queue on a channel of its own with
  *     RT_QUEUE_PREFETCH unacked (competing with every other consumer of the queue); the
  *     transport acks each message once written to its socket (or once the WebSocket client
@@ -40,8 +45,9 @@
  * (recursive), and must not block (copy into a buffer, wake the connection). A callback may
  * call rq_rt_ack() and rq_rt_unsubscribe() itself; but a thread that holds a lock the
  * callbacks take must not call rq_rt_unsubscribe() (it waits for a callback in progress:
- * deadlock). The hub thread waits for the broker's answers to its declares and, for topic
- * GET/LIST and CREATE of an existing topic, for the management API (at most 2 s).
+ * deadlock). The hub thread waits for the broker's answers to its declares; never for the
+ * management API: topic GET/LIST and CREATE of an existing topic ask it (at most 2 s) on a
+ * worker thread of the hub, meanwhile deliveries go on.
  */
 #ifndef RQ_RT_HUB_H
 #define RQ_RT_HUB_H
@@ -77,8 +83,9 @@ typedef enum { RQ_RT_TOPIC = 1, RQ_RT_QUEUE = 2 } rq_rt_kind_t;
 typedef struct rq_rt_event {
     const char *json; /* NUL-terminated, len bytes, one line (no '\n' inside) */
     size_t len;
-    const char *id; /* the SSE id: the stream offset (retained topic, resuming) or the
-                       subscription's own sequence number 1, 2, ... (decimal) */
+    const char *id; /* the SSE id: the stream offset (retained topic, live or resuming),
+                       the delivery tag (queue), or the live member's own sequence number
+                       1, 2, ... (topic without retention) (decimal) */
     uint64_t tag;   /* queue subscriptions: the token for rq_rt_ack(); 0 for topics */
 } rq_rt_event_t;
 
@@ -145,7 +152,8 @@ void rq_rt_unsubscribe(rq_rt_hub_t *h, rq_rt_sub_t *s);
 typedef enum { RQ_RT_T_CREATE = 0, RQ_RT_T_GET, RQ_RT_T_LIST, RQ_RT_T_DELETE } rq_rt_topic_op_t;
 
 /* A topic job. The submitter fills op, name (not LIST), retention_s (CREATE: 0 none),
- * done/done_arg and keeps the job valid until done has run (on the hub thread, once).
+ * done/done_arg and keeps the job valid until done has run (on the hub thread, once; on the
+ * hub's management worker when the hub stops meanwhile).
  *   CREATE  201 {"name","exchange","retention_s"}; 200 when the same topic exists; 409 it
  *           exists with another retention; 400 bad name
  *   GET     200 {"name","exchange","retention_s","subscribers"(this replica)}; 404
@@ -162,7 +170,10 @@ typedef struct rq_rt_topic_job {
     void *done_arg;
     unsigned status;              /* results */
     json_t *body;                 /* new reference, the submitter's */
-    struct rq_rt_topic_job *next; /* private */
+    struct rq_rt_topic_job *next; /* private (set by rq_rt_topic_submit) */
+    int mgmt_state;               /* private: 0, 1 at the management worker, 2 answered */
+    int mgmt_rc;                  /* private: the management lookup's result */
+    int64_t mgmt_retention_s;     /* private */
 } rq_rt_topic_job_t;
 
 /* Queues a topic job. 0, or -1 when the hub is stopped (done is not called: answer 503). */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,11 @@
 #define SSE_END_MAX 1024     /* room kept beyond the send buffer for the end event */
 #define SSE_SMALL 4096       /* the buffer an idle session keeps */
 #define SSE_READ_BLOCK 65536 /* what MHD asks the callback for, at most */
+/* A session woken less than this long ago is woken again by the flusher (the heartbeat
+ * thread) at its next tick instead of at once, so that the events of a busy subscription go
+ * out several per send(2): one TCP segment per event per subscriber is what a fan-out to
+ * 1,000 subscribers spends its CPU on. The first event after a quiet spell goes at once. */
+#define SSE_COALESCE_MS 15
 
 struct rq_sse_server {
     const rq_config_t *cfg;
@@ -28,6 +34,7 @@ struct rq_sse_server {
     int running, stop;
     rq_sse_conn_t *head; /* every session, for the heartbeat */
     size_t nsessions;
+    atomic_int pending; /* some session has wake_pending set */
 };
 
 typedef struct sse_ack {
@@ -54,11 +61,13 @@ struct rq_sse_conn {
     uint64_t taken;    /* bytes ever handed to MHD */
     sse_ack_t *acks;   /* queue messages not yet handed over, in order */
     size_t nacks, acap;
-    int streaming; /* the response is queued: the callback runs */
-    int suspended; /* the callback suspended the connection */
-    int ended;     /* the end event is in the buffer */
-    int end_told;  /* on_end ran */
-    int listed;    /* in srv->head */
+    int streaming;        /* the response is queued: the callback runs */
+    int suspended;        /* the callback suspended the connection */
+    int ended;            /* the end event is in the buffer */
+    int end_told;         /* on_end ran */
+    int listed;           /* in srv->head */
+    int wake_pending;     /* the flusher is to resume it at its next tick */
+    int64_t last_wake_ms; /* when deliver() or the flusher last resumed it */
 };
 
 /* ---- formatting ---- */
@@ -134,6 +143,26 @@ static int wake(rq_sse_conn_t *s)
     return 1;
 }
 
+/* wake() for an event: at once when the session was last woken SSE_COALESCE_MS ago or more,
+ * else at the flusher's next tick (wake_pending). Returns 1 when the caller must resume. */
+static int wake_soon(rq_sse_conn_t *s)
+{
+    int64_t now;
+
+    if (!s->suspended)
+        return 0;
+    now = rq_mono_ms();
+    if (now - s->last_wake_ms >= SSE_COALESCE_MS) {
+        s->last_wake_ms = now;
+        return wake(s);
+    }
+    if (!s->wake_pending) {
+        s->wake_pending = 1;
+        atomic_store(&s->srv->pending, 1);
+    }
+    return 0;
+}
+
 /* ---- the sink (hub thread, subscription lock held) ---- */
 
 static void sink_ready(void *arg, unsigned status, const char *err)
@@ -160,31 +189,60 @@ static int acks_room(rq_sse_conn_t *s)
     return 0;
 }
 
+/* Appends ev (session lock held). The limit applies to the backlog: an event goes into an
+ * empty buffer whatever its size (a queue message bigger than RT_SEND_BUFFER_BYTES would
+ * otherwise end every subscriber and come back first forever), but a topic event over the
+ * limit is replaced by a small notice (one message must not cost every subscriber its size).
+ * Returns 0, or -1 when the backlog leaves no room (a slow consumer). */
+static int put_event(rq_sse_conn_t *s, const rq_rt_event_t *ev, int *queued)
+{
+    char head[160];
+    const char *id = ev->id ? ev->id : "";
+    size_t used = s->len - s->off, need;
+    int n = snprintf(head, sizeof(head), "id: %s\nevent: message\ndata: ", id);
+
+    *queued = 0;
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return -1;
+    need = (size_t)n + ev->len + 2;
+    if (need > s->limit && s->kind != RQ_RT_QUEUE) {
+        n = snprintf(head, sizeof(head),
+                     "id: %s\nevent: skipped\ndata: {\"bytes\":%zu,\"reason\":\"the event "
+                     "is larger than RT_SEND_BUFFER_BYTES\"}\n\n",
+                     id, ev->len);
+        if (n < 0 || (size_t)n >= sizeof(head))
+            return -1;
+        return buf_put(s, head, (size_t)n, 0);
+    }
+    if (used > 0 && used + need > s->limit)
+        return -1;
+    if (s->kind == RQ_RT_QUEUE && acks_room(s) != 0)
+        return -1;
+    if (buf_put(s, head, (size_t)n, 1) != 0 || buf_put(s, ev->json, ev->len, 1) != 0 ||
+        buf_put(s, "\n\n", 2, 1) != 0)
+        return -1; /* out of memory (what was put is a partial event: the end follows) */
+    *queued = 1;
+    return 0;
+}
+
 static int sink_deliver(void *arg, const rq_rt_event_t *ev)
 {
     rq_sse_conn_t *s = arg;
-    char head[96];
-    int n = snprintf(head, sizeof(head), "id: %s\nevent: message\ndata: ", ev->id ? ev->id : "");
-    int rc = -1, resume = 0;
+    int rc, queued, resume = 0;
 
-    if (n < 0 || (size_t)n >= sizeof(head))
-        return -1;
     pthread_mutex_lock(&s->mu);
     if (s->ended) {
         pthread_mutex_unlock(&s->mu);
         return 0;
     }
-    if (s->len - s->off + (size_t)n + ev->len + 2 <= s->limit &&
-        (s->kind != RQ_RT_QUEUE || acks_room(s) == 0) && buf_put(s, head, (size_t)n, 0) == 0) {
-        if (buf_put(s, ev->json, ev->len, 1) == 0 && buf_put(s, "\n\n", 2, 1) == 0) {
-            rc = 0;
-            if (s->kind == RQ_RT_QUEUE) {
-                s->acks[s->nacks].end = s->appended;
-                s->acks[s->nacks].tag = ev->tag;
-                s->nacks++;
-            }
-            resume = wake(s);
+    rc = put_event(s, ev, &queued);
+    if (rc == 0) {
+        if (queued && s->kind == RQ_RT_QUEUE) {
+            s->acks[s->nacks].end = s->appended;
+            s->acks[s->nacks].tag = ev->tag;
+            s->nacks++;
         }
+        resume = wake_soon(s);
     }
     pthread_mutex_unlock(&s->mu);
     if (resume)
@@ -240,7 +298,8 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
     n = s->len - s->off;
     if (n > max)
         n = max;
-    memcpy(out, s->buf + s->off, n);
+    if (n > 0) /* an idle session's buffer is freed: NULL */
+        memcpy(out, s->buf + s->off, n);
     s->off += n;
     s->taken += n;
     if (s->off == s->len) {
@@ -288,6 +347,40 @@ ssize_t rq_sse_conn_read(rq_sse_conn_t *c, char *out, size_t max)
 
 /* ---- the heartbeat thread ---- */
 
+/* Resumes the sessions waiting for the flusher (srv->mu held). */
+static void flush_pending(rq_sse_server_t *srv)
+{
+    int64_t now = rq_mono_ms();
+
+    for (rq_sse_conn_t *s = srv->head; s != NULL; s = s->next) {
+        int resume = 0;
+        pthread_mutex_lock(&s->mu);
+        if (s->wake_pending) {
+            s->wake_pending = 0;
+            s->last_wake_ms = now;
+            resume = wake(s);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (resume) /* s stays listed (alive) while srv->mu is held */
+            MHD_resume_connection(s->conn);
+    }
+}
+
+/* A heartbeat comment into every streaming session (srv->mu held). */
+static void heartbeat_all(rq_sse_server_t *srv)
+{
+    for (rq_sse_conn_t *s = srv->head; s != NULL; s = s->next) {
+        int resume = 0;
+        pthread_mutex_lock(&s->mu);
+        if (s->streaming && !s->ended && buf_put(s, SSE_HEARTBEAT, strlen(SSE_HEARTBEAT), 0) == 0)
+            resume = wake(s);
+        pthread_mutex_unlock(&s->mu);
+        if (resume)
+            MHD_resume_connection(s->conn);
+    }
+}
+
+/* The heartbeat and flusher thread: ticks every SSE_COALESCE_MS while sessions exist. */
 static void *hb_main(void *arg)
 {
     rq_sse_server_t *srv = arg;
@@ -298,30 +391,25 @@ static void *hb_main(void *arg)
     pthread_mutex_lock(&srv->mu);
     while (!srv->stop) {
         int64_t now = rq_mono_ms();
-        if (now < next) {
-            struct timespec ts;
-            int64_t wait_ms = next - now;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += (time_t)(wait_ms / 1000);
-            ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+        if (atomic_exchange(&srv->pending, 0))
+            flush_pending(srv);
+        if (now >= next) {
+            next = now + period_ms;
+            heartbeat_all(srv);
             continue;
         }
-        next = now + period_ms;
-        for (rq_sse_conn_t *s = srv->head; s != NULL; s = s->next) {
-            int resume = 0;
-            pthread_mutex_lock(&s->mu);
-            if (s->streaming && !s->ended &&
-                buf_put(s, SSE_HEARTBEAT, strlen(SSE_HEARTBEAT), 0) == 0)
-                resume = wake(s);
-            pthread_mutex_unlock(&s->mu);
-            if (resume) /* s stays listed (alive) while srv->mu is held */
-                MHD_resume_connection(s->conn);
+        struct timespec ts;
+        int64_t wait_ms = next - now;
+        if (srv->nsessions > 0 && wait_ms > SSE_COALESCE_MS)
+            wait_ms = SSE_COALESCE_MS;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(wait_ms / 1000);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
         }
+        pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
     }
     pthread_mutex_unlock(&srv->mu);
     return NULL;
@@ -418,7 +506,8 @@ rq_sse_conn_t *rq_sse_conn_new(rq_sse_server_t *srv, struct MHD_Connection *conn
         srv->head->prev = s;
     srv->head = s;
     s->listed = 1;
-    srv->nsessions++;
+    if (srv->nsessions++ == 0) /* the flusher may sleep a whole heartbeat: tick from now on */
+        pthread_cond_signal(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
     return s;
 }

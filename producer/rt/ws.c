@@ -61,6 +61,11 @@ struct rq_ws_conn {
     uint64_t q_total, w_total;
     ack_ent_t *acks;
     size_t a_head, a_n, a_cap;
+    /* client-ack mode: the tags sent and not yet acked by the client (at most the prefetch),
+     * and the highest tag sent; under mu */
+    uint64_t *pend;
+    size_t pend_n, pend_cap;
+    uint64_t pend_max;
     int closing;       /* a close frame is queued: nothing else is */
     int can_send;      /* fd is registered and open: deliver() may flush (non-blocking) */
     unsigned code_out; /* the code of the close frame sent */
@@ -184,6 +189,7 @@ static void conn_free(rq_ws_conn_t *c)
     rq_ws_parser_free(c->parser);
     free(c->out);
     free(c->acks);
+    free(c->pend);
     free(c->extra);
     free(c);
 }
@@ -284,6 +290,99 @@ static void sink_ready(void *arg, unsigned status, const char *error)
         c->on_ready(c->arg, status, error);
 }
 
+/* Under c->mu: records that the frame ending at stream byte `end` carries queue message
+ * `tag` (auto mode: acked once written). 0, or -1 out of memory. */
+static int auto_ack_add(rq_ws_conn_t *c, uint64_t end, uint64_t tag)
+{
+    if (c->a_n == c->a_cap) {
+        size_t cap = c->a_cap ? c->a_cap * 2 : 64;
+        ack_ent_t *na = malloc(cap * sizeof(*na));
+        if (na == NULL)
+            return -1;
+        for (size_t i = 0; i < c->a_n; i++)
+            na[i] = c->acks[(c->a_head + i) % c->a_cap];
+        free(c->acks);
+        c->acks = na;
+        c->a_cap = cap;
+        c->a_head = 0;
+    }
+    c->acks[(c->a_head + c->a_n) % c->a_cap] = (ack_ent_t){end, tag};
+    c->a_n++;
+    return 0;
+}
+
+/* Under c->mu: client-ack mode, `tag` was sent and awaits the client's ack. 0, or -1. */
+static int pend_add(rq_ws_conn_t *c, uint64_t tag)
+{
+    if (c->pend_n == c->pend_cap) {
+        size_t cap = c->pend_cap ? c->pend_cap * 2 : 64;
+        uint64_t *np = realloc(c->pend, cap * sizeof(*np));
+        if (np == NULL)
+            return -1;
+        c->pend = np;
+        c->pend_cap = cap;
+    }
+    c->pend[c->pend_n++] = tag;
+    if (tag > c->pend_max)
+        c->pend_max = tag;
+    return 0;
+}
+
+/* Under c->mu: the client acked `tag`. 1 when it was outstanding (now removed: pass it on),
+ * 0 for a repeat of an acked tag (ignored), -1 for a tag never sent (a protocol error: the
+ * broker would close the channel on it). */
+static int pend_take(rq_ws_conn_t *c, uint64_t tag)
+{
+    for (size_t i = 0; i < c->pend_n; i++) {
+        if (c->pend[i] == tag) {
+            c->pend[i] = c->pend[--c->pend_n];
+            return 1;
+        }
+    }
+    return tag != 0 && tag <= c->pend_max ? 0 : -1;
+}
+
+/* Under c->mu: a topic event over RT_SEND_BUFFER_BYTES is replaced by a small notice frame
+ * (one message must not cost every subscriber its size). 0, or -1 when it does not fit. */
+static int put_notice(rq_ws_conn_t *c, const rq_rt_event_t *ev)
+{
+    char text[200];
+    unsigned char h[RQ_WS_HDR_MAX];
+    int n = snprintf(text, sizeof(text),
+                     EVENT_PREFIX "%s\",\"skipped\":true,\"bytes\":%zu,\"reason\":\"the event "
+                                  "is larger than RT_SEND_BUFFER_BYTES\"}",
+                     ev->id, ev->len);
+    size_t hl;
+
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -1;
+    hl = rq_ws_frame_header(h, 1, RQ_WS_OP_TEXT, (size_t)n, NULL);
+    if (out_reserve(c, hl + (size_t)n, data_limit(c)) < 0)
+        return -1;
+    memcpy(c->out + c->out_len, h, hl);
+    memcpy(c->out + c->out_len + hl, text, (size_t)n);
+    c->out_len += hl + (size_t)n;
+    c->q_total += hl + (size_t)n;
+    return 0;
+}
+
+/* Under c->mu: room for a frame of n bytes. The limit applies to the backlog: a queue event
+ * goes into an empty buffer whatever its size (else it would end every subscriber and come
+ * back first forever). 0, or -1 (a slow consumer). */
+static int reserve_event(rq_ws_conn_t *c, size_t n)
+{
+    size_t limit = data_limit(c);
+
+    if (n > limit && c->out_len == c->out_off)
+        limit = n;
+    if (out_reserve(c, n, limit) == 0)
+        return 0;
+    flush_locked(c);
+    if (n > data_limit(c) && c->out_len == c->out_off)
+        limit = n;
+    return out_reserve(c, n, limit);
+}
+
 static int sink_deliver(void *arg, const rq_rt_event_t *ev)
 {
     rq_ws_conn_t *c = arg;
@@ -298,30 +397,17 @@ static int sink_deliver(void *arg, const rq_rt_event_t *ev)
     pthread_mutex_lock(&c->mu);
     if (c->closing)
         goto out;
-    if (out_reserve(c, hl + plen, data_limit(c)) < 0) {
-        flush_locked(c);
-        if (out_reserve(c, hl + plen, data_limit(c)) < 0) {
-            rc = -1;
-            goto out;
-        }
+    if (ev->tag == 0 && hl + plen > data_limit(c)) {
+        rc = put_notice(c, ev);
+        dirty = rc == 0;
+        goto out;
     }
-    if (!c->client_acks && ev->tag != 0) {
-        if (c->a_n == c->a_cap) {
-            size_t cap = c->a_cap ? c->a_cap * 2 : 64;
-            ack_ent_t *na = malloc(cap * sizeof(*na));
-            if (na == NULL) {
-                rc = -1;
-                goto out;
-            }
-            for (size_t i = 0; i < c->a_n; i++)
-                na[i] = c->acks[(c->a_head + i) % c->a_cap];
-            free(c->acks);
-            c->acks = na;
-            c->a_cap = cap;
-            c->a_head = 0;
-        }
-        c->acks[(c->a_head + c->a_n) % c->a_cap] = (ack_ent_t){c->q_total + hl + plen, ev->tag};
-        c->a_n++;
+    if (reserve_event(c, hl + plen) < 0 ||
+        (ev->tag != 0 && (c->client_acks ? pend_add(c, ev->tag)
+                                         : auto_ack_add(c, c->q_total + hl + plen, ev->tag))) !=
+            0) {
+        rc = -1;
+        goto out;
     }
     unsigned char *p = c->out + c->out_len;
     memcpy(p, h, hl);
@@ -511,8 +597,14 @@ static void on_message(rq_ws_conn_t *c, const rq_ws_msg_t *m)
         }
         pthread_mutex_lock(&c->mu);
         rq_rt_sub_t *sub = c->sub;
+        int known = pend_take(c, tag);
         pthread_mutex_unlock(&c->mu);
-        hub_ack(s, sub, tag);
+        if (known < 0) {
+            count_error(s, RQ_WS_CLOSE_POLICY);
+            close_with(c, RQ_WS_CLOSE_POLICY, "ack of an event_id this socket was not sent");
+        } else if (known > 0) {
+            hub_ack(s, sub, tag);
+        }
         break;
     }
     default:

@@ -276,8 +276,10 @@ pstep "real-time: WebSocket subscriptions, acks, ping/pong, 1002/1009/1007, slow
 	"$PY" "$here/test_rt_ws.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-ws"
 pstep "real-time: topic routes, SSE, binds, filters, heartbeat, queue subscription, slow consumer, limits, resume, SIGTERM, kill -9 (test_rt_sse.py)" 240 \
 	"$PY" "$here/test_rt_sse.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-sse"
-pstep "real-time hub: topics, fan-out with filters, shared group queues, slow consumer, queue acks/requeue, deleted topic/queue, stream resume, limits, broker restart (test_rt_hub.py)" 240 \
+pstep "real-time hub: topics, fan-out with filters, shared group queues, slow consumer, queue acks/requeue, deleted topic/queue, stream resume, live retained ids, slow management API, limits, broker restart (test_rt_hub.py)" 240 \
 	/usr/bin/python3 "$here/test_rt_hub.py" --build-dir "$BUILD_DIR"
+pstep "real-time: a live EventSource on a retained topic reconnects with Last-Event-ID; ids past 2^63 are 400 (test_rt_sse_liveret.py)" 120 \
+	"$PY" "$here/test_rt_sse_liveret.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-sse-liveret"
 run_psteps
 
 # The rest runs in three lanes beside each other (lstep above). Lane a: the steps on this

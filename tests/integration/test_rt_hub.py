@@ -15,6 +15,12 @@ by rq_rt_tool (tools/rt/rq_rt_tool.c: JSON commands on stdin, JSON lines on stdo
             under its subscription ends it "queue_deleted"
   resume    a retained topic's stream read from after_offset + 1 (event ids = offsets), with
             the binds matched by the hub; resume on a topic without retention is refused (400)
+  liveret   a live subscription of a retained topic reads the stream from "next": its event
+            ids are the stream offsets (resuming after one gets exactly the rest); binds and
+            filters still apply; a topic without retention keeps counter ids 1, 2, ...
+  slowmgmt  a management API that accepts and never answers: topic GET and LIST wait for it
+            (then 200 from the AMQP fallback / 503) but deliveries to a subscriber go on
+            meanwhile (< 150 ms): the management calls are off the hub's thread
   limits    RT_MAX_SUBSCRIPTIONS_PER_KEY (429, only with a key id) and RT_MAX_SUBSCRIPTIONS (503)
   restart   the broker restarted: every subscription ends "broker_lost", then new ones work
 Usage: test_rt_hub.py --build-dir build [--keep] [CHECK ...] (default: all; restart runs
@@ -56,9 +62,12 @@ class Tool:
     def _read(self):
         for line in self.p.stdout:
             try:
-                self.q.put(json.loads(line))
+                o = json.loads(line)
             except ValueError:
-                pass
+                continue
+            if isinstance(o, dict):
+                o["_t"] = time.monotonic()  # when it was read
+            self.q.put(o)
 
     def send(self, **cmd):
         self.p.stdin.write(json.dumps(cmd) + "\n")
@@ -352,6 +361,33 @@ def check_deleted(c, e):
     t.close()
 
 
+def check_recreated(c, e):
+    """Review: a topic deleted and created again on another replica between two of the hub's
+    2 s checks left the group queue without its bindings: its subscribers got nothing, with no
+    end event. The hub binds each group again at every check."""
+    t = e.spawn("recreated")
+    t.topic("create", "again", 0)
+    a = t.sub("ra", kind="topic", name="again", binds=["k.#"])
+    c.check("recreated: subscribed", a and a["status"] == 0, str(a))
+    other = e.spawn("recreator")
+    r1, r2 = other.topic("delete", "again"), other.topic("create", "again", 0)
+    c.check("recreated: deleted and created again on another replica",
+            r1["status"] == 200 and r2["status"] == 201, str((r1, r2)))
+    got, deadline = [], time.monotonic() + 8
+    while not got and time.monotonic() < deadline:
+        other.pub("again", "k.1", '{"n":1}')
+        t.drain(0.7)
+        got = t.msgs("ra")
+        ended = t.take(lambda o: o.get("ev") == "end" and o.get("id") == "ra")
+        if ended:
+            break
+    c.check("recreated: the subscriber gets messages again (or is ended), never silence",
+            bool(got) or bool(ended), "nothing within 8 s")
+    t.send(op="unsub", id="ra")
+    other.close()
+    t.close()
+
+
 def check_resume(c, e):
     t = e.spawn("resume")
     t.topic("create", "ret", 3600)
@@ -382,6 +418,107 @@ def check_resume(c, e):
     for k in ("r", "ra", "p"):
         t.send(op="unsub", id=k)
     t.close()
+
+
+def check_liveret(c, e):
+    """A live subscription of a retained topic reads the stream from "next": its event ids are
+    stream offsets, so a reconnect with Last-Event-ID resumes at the right message."""
+    t = e.spawn("liveret")
+    t.topic("create", "lret", 3600)
+    ok = [t.pub("lret", "old", json.dumps({"i": i})) for i in range(2)]
+    c.check("liveret: 2 messages before the subscription", ok == ["confirmed"] * 2, str(ok))
+    r = t.sub("l", kind="topic", name="lret")
+    rb = t.sub("lb", kind="topic", name="lret", binds=["a.*"], filter="payload.i >= 3")
+    c.check("liveret: live subscriptions ready", r and r["status"] == 0 and rb and
+            rb["status"] == 0, str((r, rb)))
+    ok = [t.pub("lret", k, json.dumps({"i": i})) for i, k in
+          ((2, "a.1"), (3, "b.1"), (4, "a.2"))]
+    c.check("liveret: 3 live publishes confirmed", ok == ["confirmed"] * 3, str(ok))
+    t.drain(1.5)
+    got = t.msgs("l")
+    ids = [(m["event_id"], m["data"].get("offset"), m["data"]["payload"]["i"]) for m in got]
+    c.check("liveret: a live member's event ids are the events' stream offsets (from next)",
+            len(got) == 3 and all(i == str(o) for i, o, _ in ids) and
+            [p for _, _, p in ids] == [2, 3, 4], str(ids))
+    gb = t.msgs("lb")
+    c.check("liveret: binds and filter still apply (only a.2)",
+            [m["data"]["payload"]["i"] for m in gb] == [4] and
+            gb[0]["event_id"] == str(gb[0]["data"].get("offset")), str(gb))
+    r = t.sub("rs", kind="topic", name="lret") if len(got) < 2 else \
+        t.sub("rs", kind="topic", name="lret", resume=True, after=int(got[1]["event_id"]))
+    t.drain(1.5)
+    rest = t.msgs("rs")
+    c.check("liveret: resume after the 2nd id gets exactly the rest",
+            [m["data"]["payload"]["i"] for m in rest] == [4], str(rest))
+    r = t.topic("get", "lret")
+    c.check("liveret: get counts them", r["body"].get("subscribers") == 3, str(r))
+    t.topic("create", "lplain", 0)
+    r = t.sub("p", kind="topic", name="lplain")
+    t.pub("lplain", "k", '{"i": 0}')
+    t.drain(1.0)
+    got = t.msgs("p")
+    c.check("liveret: a topic without retention keeps counter ids",
+            [m["event_id"] for m in got] == ["1"] and "offset" not in got[0]["data"], str(got))
+    for k in ("l", "lb", "rs", "p"):
+        t.send(op="unsub", id=k)
+    t.close()
+
+
+def check_slowmgmt(c, e):
+    """The management API accepts and never answers: topic GET/LIST wait for it (up to 2 s),
+    but not on the hub's thread: deliveries to an existing subscriber go on meanwhile."""
+    import socket
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    held, stop = [], threading.Event()
+
+    def hold():  # accept, read nothing, answer nothing
+        ls.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(ls.accept()[0])
+            except OSError:
+                pass
+    threading.Thread(target=hold, daemon=True).start()
+    mute = f"http://127.0.0.1:{ls.getsockname()[1]}"
+    try:
+        t = e.spawn("slowmgmt", RABBITMQ_MANAGEMENT_URL=mute)
+        pub = e.spawn("slowmgmt-pub")
+        r = t.topic("create", "smg", 0)
+        c.check("slowmgmt: create a new topic (no management call)", r["status"] == 201, str(r))
+        a = t.sub("a", kind="topic", name="smg")
+        c.check("slowmgmt: subscribed", a and a["status"] == 0, str(a))
+        c.check("slowmgmt: a first message", pub.pub("smg", "k", '{"i": -1}') == "confirmed"
+                and t.wait(lambda o: o.get("ev") == "msg", timeout=5) is not None)
+        for job in ("get", "list"):
+            t0 = time.monotonic()
+            t.send(op="topic", job=job, name="smg")
+            time.sleep(0.3)  # the job now waits for the mute management API
+            delays = []
+            for i in range(3):
+                st = pub.pub("smg", "k", json.dumps({"i": i}))
+                tp = time.monotonic()
+                m = t.wait(lambda o: o.get("ev") == "msg", timeout=5)
+                delays.append(round(m["_t"] - tp, 3) if st == "confirmed" and m else None)
+                time.sleep(0.3)
+            ans = t.ev("topic", timeout=10)
+            took = time.monotonic() - t0
+            log(f"slowmgmt {job}: delivery delays {delays} s, answered after {took:.1f} s")
+            c.check(f"slowmgmt: {job}: deliveries go on while it waits (< 150 ms each)",
+                    None not in delays and max(delays) < 0.15, f"delays {delays}")
+            want = 200 if job == "get" else 503
+            c.check(f"slowmgmt: {job} answered {want} after the management timeout",
+                    ans and ans["status"] == want and 1.5 < took < 6, f"{ans} after {took:.1f} s")
+        t.send(op="unsub", id="a")
+        t.close()
+        pub.close()
+    finally:
+        stop.set()
+        for s_ in held:
+            s_.close()
+        ls.close()
 
 
 def check_limits(c, e):
@@ -433,7 +570,9 @@ def check_restart(c, e):
 
 
 CHECKS = {"topics": check_topics, "fanout": check_fanout, "slow": check_slow,
-          "queue": check_queue, "deleted": check_deleted, "resume": check_resume,
+          "queue": check_queue, "deleted": check_deleted, "recreated": check_recreated,
+          "resume": check_resume,
+          "liveret": check_liveret, "slowmgmt": check_slowmgmt,
           "limits": check_limits, "restart": check_restart}
 
 

@@ -275,6 +275,40 @@ static void cmd_pub(json_t *c, rq_publisher_t *p)
     emit(json_pack("{s:s, s:s}", "ev", "pub", "status", st[job.status]));
 }
 
+static void cmd_metrics(rq_metrics_t *metrics)
+{
+    size_t len;
+    char *text = rq_metrics_render(metrics, &len);
+    json_t *o = json_pack("{s:s, s:s}", "ev", "metrics", "text", text ? text : "");
+
+    free(text);
+    emit(o);
+}
+
+static void cmd_wait_ready(void)
+{
+    int up = 0;
+
+    /* connected: a topic job that needs no name answers without 503 "unreachable" */
+    for (int i = 0; i < 200 && !up; i++) {
+        waiter_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+        rq_rt_topic_job_t j;
+        memset(&j, 0, sizeof(j));
+        j.op = RQ_RT_T_GET;
+        snprintf(j.name, sizeof(j.name), "probe");
+        j.done = topic_done;
+        j.done_arg = &w;
+        if (rq_rt_topic_submit(hub, &j) != 0)
+            break;
+        wait_done(&w);
+        up = j.status != 503;
+        json_decref(j.body);
+        if (!up)
+            nanosleep(&(struct timespec){0, 50000000}, NULL);
+    }
+    emit(json_pack("{s:s, s:i}", "ev", "connected", "up", up));
+}
+
 int main(void)
 {
     rq_config_t cfg;
@@ -322,31 +356,9 @@ int main(void)
                 nanosleep(&(struct timespec){0, 50000000}, NULL);
             cmd_pub(c, pub);
         } else if (strcmp(op, "metrics") == 0) {
-            size_t len;
-            char *text = rq_metrics_render(metrics, &len);
-            json_t *o = json_pack("{s:s, s:s}", "ev", "metrics", "text", text ? text : "");
-            free(text);
-            emit(o);
+            cmd_metrics(metrics);
         } else if (strcmp(op, "wait_ready") == 0) {
-            int up = 0;
-            /* connected: a topic job that needs no name answers without 503 "unreachable" */
-            for (int i = 0; i < 200 && !up; i++) {
-                waiter_t w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-                rq_rt_topic_job_t j;
-                memset(&j, 0, sizeof(j));
-                j.op = RQ_RT_T_GET;
-                snprintf(j.name, sizeof(j.name), "probe");
-                j.done = topic_done;
-                j.done_arg = &w;
-                if (rq_rt_topic_submit(hub, &j) != 0)
-                    break;
-                wait_done(&w);
-                up = j.status != 503;
-                json_decref(j.body);
-                if (!up)
-                    nanosleep(&(struct timespec){0, 50000000}, NULL);
-            }
-            emit(json_pack("{s:s, s:i}", "ev", "connected", "up", up));
+            cmd_wait_ready();
         }
         json_decref(c);
     }

@@ -144,3 +144,72 @@ Test(sse, bounded_buffer_refuses_then_ends)
     rq_sse_conn_free(c);
     rq_sse_server_free(srv);
 }
+
+/* Review (issue 18): an event larger than RT_SEND_BUFFER_BYTES never fit, so every subscriber
+ * it reached ended as slow_consumer, and a queue (or a resume) got it first again forever.
+ * A queue event goes into an empty buffer whatever its size; a topic event over the limit is
+ * replaced by a small `event: skipped` notice. Also (UBSan): draining a large event frees the
+ * buffer, and the next read must not memcpy from NULL. */
+static char *big_json(size_t n)
+{
+    char *j = malloc(n + 1);
+
+    memset(j, 'x', n);
+    j[0] = '"';
+    j[n - 1] = '"';
+    j[n] = '\0';
+    return j;
+}
+
+Test(sse, oversized_queue_event_fits_an_empty_buffer)
+{
+    rq_config_t cfg = cfg_with(4096);
+    rq_sse_server_t *srv = rq_sse_server_new(&cfg, NULL, NULL);
+    rq_sse_conn_t *c = rq_sse_conn_new(srv, NULL, RQ_RT_QUEUE, on_ready, NULL);
+    const rq_rt_sink_t *sink = rq_sse_conn_sink(c);
+    char *json = big_json(30000), small[64], *all;
+    rq_rt_event_t ev = {json, 30000, "1", 1};
+    size_t len;
+
+    cr_assert_eq(rq_sse_conn_read(c, small, sizeof(small)), 26, "the start comment");
+    cr_assert_eq(sink->deliver(sink->arg, &ev), 0, "an empty buffer takes any event");
+    ev.json = "{}";
+    ev.len = 2;
+    ev.id = "2";
+    ev.tag = 2;
+    cr_assert_eq(sink->deliver(sink->arg, &ev), -1, "behind it, the limit holds");
+    sink->ended(sink->arg, "shutdown", "");
+    all = read_all(c, &len); /* the last read finds the drained buffer freed */
+    cr_assert_gt(len, 30000);
+    cr_assert_not_null(strstr(all, "event: end"));
+    free(all);
+    free(json);
+    rq_sse_conn_free(c);
+    rq_sse_server_free(srv);
+}
+
+Test(sse, oversized_topic_event_is_skipped_with_a_notice)
+{
+    rq_config_t cfg = cfg_with(4096);
+    rq_sse_server_t *srv = rq_sse_server_new(&cfg, NULL, NULL);
+    rq_sse_conn_t *c = rq_sse_conn_new(srv, NULL, RQ_RT_TOPIC, on_ready, NULL);
+    const rq_rt_sink_t *sink = rq_sse_conn_sink(c);
+    char *json = big_json(10000), *all;
+    rq_rt_event_t ev = {json, 10000, "5", 0};
+    size_t len;
+
+    cr_assert_eq(sink->deliver(sink->arg, &ev), 0, "not a slow consumer");
+    ev.json = "{\"n\":6}";
+    ev.len = 7;
+    ev.id = "6";
+    cr_assert_eq(sink->deliver(sink->arg, &ev), 0);
+    sink->ended(sink->arg, "shutdown", "");
+    all = read_all(c, &len);
+    cr_assert_not_null(strstr(all, "id: 5\nevent: skipped\ndata: {\"bytes\":10000,"), "%s", all);
+    cr_assert_not_null(strstr(all, "id: 6\nevent: message\ndata: {\"n\":6}\n\n"));
+    cr_assert_lt(len, 4096);
+    free(all);
+    free(json);
+    rq_sse_conn_free(c);
+    rq_sse_server_free(srv);
+}

@@ -5,6 +5,7 @@
  * auto-acks only once written, client acks, ping/pong, the close handshake, protocol errors
  * (1002, 1009, 1003, 1008) and their metric, the bounded send buffer, the hub's end codes,
  * heartbeat pings and the pong timeout, the client going away, abandon before the upgrade. */
+#define _GNU_SOURCE /* memmem */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <poll.h>
@@ -508,6 +509,61 @@ Test(ws_big, auto_acks_wait_for_a_blocked_socket, .init = setup_big, .fini = tea
     for (int i = 0; i < 20; i++)
         cr_assert_eq(acks[i], (uint64_t)i + 1, "acked in order");
     close(sv[1]);
+    cr_assert(wait_for(&nunsub, 1, 2000));
+    rq_ws_conn_abandon(c);
+}
+
+/* Review (issue 18): a client's ack for a tag it was never sent went straight to basic.ack,
+ * and the broker closed the channel (the client saw 1011 broker_lost, every unacked message
+ * was redelivered). An ack for a tag not outstanding now closes 1008 without reaching the
+ * hub; a repeated ack of an acked tag is ignored. */
+Test(ws, client_ack_of_an_unknown_tag_is_1008_and_never_reaches_the_hub)
+{
+    rq_ws_conn_t *c;
+    int fd = open_session(&c, 1);
+    unsigned char b[512];
+    size_t n;
+
+    cr_assert_eq(deliver(c, "5", "{\"id\":\"m\"}", 5), 0);
+    cr_assert_eq(deliver(c, "6", "{\"id\":\"m\"}", 6), 0);
+    cr_assert_eq(read_frame(fd, b, sizeof(b), &n, 2000), RQ_WS_OP_TEXT);
+    cr_assert_eq(read_frame(fd, b, sizeof(b), &n, 2000), RQ_WS_OP_TEXT);
+    send_frame(fd, RQ_WS_OP_TEXT, "{\"ack\":\"5\"}", 11);
+    cr_assert(wait_for(&nacks, 1, 2000));
+    send_frame(fd, RQ_WS_OP_TEXT, "{\"ack\":\"5\"}", 11); /* again: ignored */
+    send_frame(fd, RQ_WS_OP_PING, "p", 1);
+    cr_assert_eq(read_frame(fd, b, sizeof(b), &n, 2000), RQ_WS_OP_PONG, "still open");
+    cr_assert_eq(get(&nacks), 1, "a repeated ack is not passed on");
+    send_frame(fd, RQ_WS_OP_TEXT, "{\"ack\":\"999\"}", 13);
+    expect_close(fd, 1008, NULL, 2000);
+    cr_assert_eq(get(&nacks), 1, "the unknown tag never reached the hub");
+    close(fd);
+    cr_assert(wait_for(&nunsub, 1, 2000));
+    rq_ws_conn_abandon(c);
+}
+
+/* Review (issue 18): an event larger than RT_SEND_BUFFER_BYTES never fit: every subscriber
+ * ended as slow_consumer and a queue got it back first forever. A queue event goes into an
+ * empty buffer whatever its size; a topic event over the limit becomes a small notice. */
+Test(ws, oversized_events_queue_fits_empty_buffer_topic_gets_a_notice)
+{
+    rq_ws_conn_t *c;
+    int fd = open_session(&c, 0);
+    static unsigned char b[70000];
+    static char json[10001];
+    size_t n;
+
+    memset(json, ' ', sizeof(json) - 1);
+    json[0] = '{';
+    json[sizeof(json) - 2] = '}';
+    cr_assert_eq(deliver(c, "1", json, 1), 0, "a queue event: any size into an empty buffer");
+    cr_assert_eq(read_frame(fd, b, sizeof(b), &n, 2000), RQ_WS_OP_TEXT);
+    cr_assert_gt(n, 10000);
+    cr_assert_eq(deliver(c, "2", json, 0), 0, "a topic event over the limit: a notice");
+    cr_assert_eq(read_frame(fd, b, sizeof(b), &n, 2000), RQ_WS_OP_TEXT);
+    cr_assert_lt(n, 300);
+    cr_assert(memmem(b, n, "\"skipped\":true", 14) != NULL, "%.*s", (int)n, b);
+    close(fd);
     cr_assert(wait_for(&nunsub, 1, 2000));
     rq_ws_conn_abandon(c);
 }
