@@ -178,6 +178,8 @@ const char *rq_wire_header_reserved(const char *name, size_t len)
 
     if (name_has_prefix(name, len, RQ_WIRE_HDR_RELAYQ_PREFIX))
         return "relayq's own x-relayq-* space";
+    if (len == strlen(RQ_WIRE_HDR_TOPIC) && strncasecmp(name, RQ_WIRE_HDR_TOPIC, len) == 0)
+        return "the header that routes topic messages (relayq-topic)";
     if (name_has_prefix(name, len, RQ_WIRE_HDR_DEATH) ||
         name_has_prefix(name, len, "x-first-death") || name_has_prefix(name, len, "x-last-death"))
         return "the broker's dead-letter history (x-death, x-first-death*, x-last-death*)";

@@ -87,6 +87,10 @@
 #define RQ_WIRE_HDR_ATTEMPTS "x-relayq-attempts"
 #define RQ_WIRE_HDR_HEADERS_DROPPED "x-relayq-headers-dropped"
 #define RQ_WIRE_HDR_REPLAYED "x-relayq-replayed"
+/* A topic message's topic (issue 18), matched by the relayq.topics headers exchange: not
+ * x-prefixed, because RabbitMQ's headers exchange ignores binding arguments starting with
+ * "x-" (with x-match all every topic exchange then matched every message). */
+#define RQ_WIRE_HDR_TOPIC "relayq-topic"
 #define RQ_WIRE_HDR_RELAYQ_PREFIX "x-relayq-" /* relayq's counters: dropped from copies */
 #define RQ_WIRE_HDR_DEATH "x-death"           /* the broker's: an array of tables */
 #define RQ_WIRE_HDR_FIRST_DEATH_PREFIX "x-first-death-"

@@ -895,7 +895,7 @@ static int publish_head(rq_publisher_t *p)
     int rc, mandatory = 1;
 
     if (job->topic != NULL) {
-        /* A topic message (hub.h): the ingress routes it by its x-relayq-topic header to the
+        /* A topic message (hub.h): the ingress routes it by its relayq-topic header to the
          * topic's exchange, which routes it by the routing key. Not mandatory: a topic
          * without subscribers (or deleted) drops it, and the confirm still comes. */
         exchange = amqp_cstring_bytes(RQ_RT_INGRESS);

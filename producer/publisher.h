@@ -133,7 +133,7 @@ typedef struct rq_pub_job {
     const char *queue;
     const char *queue_type; /* the type of `queue` for its delay buckets; NULL: QUEUE_TYPE */
     /* A topic (issue 18, hub.h; owned by the job's owner), or NULL. Every message goes to the
-     * headers exchange RQ_RT_INGRESS with the header x-relayq-topic = topic and its own
+     * headers exchange RQ_RT_INGRESS with the header relayq-topic = topic and its own
      * routing_key, NOT mandatory (a topic without subscribers, or deleted, drops it and the
      * broker still confirms it): CONFIRMED after the confirms. `queue`, delay_ms and
      * want_reply are not used with a topic (the route refuses them). */

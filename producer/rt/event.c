@@ -29,7 +29,7 @@ static int header_hidden(const char *key, size_t len)
     static const char *const prefixes[] = {
         RQ_WIRE_HDR_RELAYQ_PREFIX, RQ_WIRE_HDR_FIRST_DEATH_PREFIX, RQ_WIRE_HDR_LAST_DEATH_PREFIX};
     static const char *const names[] = {RQ_WIRE_HDR_DEATH, RQ_WIRE_HDR_PUBLISHED_MS,
-                                        "x-stream-offset"};
+                                        "x-stream-offset", RQ_WIRE_HDR_TOPIC};
 
     for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
         size_t n = strlen(prefixes[i]);

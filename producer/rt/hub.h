@@ -2,8 +2,9 @@
  *
  * Topics. A topic <name> (the queue name alphabet, rq_qname_check) is a durable topic
  * exchange RQ_RT_TOPIC_PREFIX<name>, bound to the durable headers exchange RQ_RT_INGRESS
- * with the arguments {x-match: all, x-relayq-topic: <name>}. The publisher sends every topic
- * message to RQ_RT_INGRESS with the header x-relayq-topic and the message's routing key
+ * with the arguments {x-match: all, relayq-topic: <name>} (a binding argument starting with
+ * "x-" is ignored by the headers exchange). The publisher sends every topic
+ * message to RQ_RT_INGRESS with the header relayq-topic and the message's routing key
  * (publisher.h: job->topic), not mandatory: a deleted topic or one without subscribers drops
  * it, and never closes the publisher's channel (publishing to a missing exchange would). A
  * foreign AMQP client may publish to the topic exchange itself. A topic created with a
@@ -59,13 +60,14 @@
 #include "config.h"
 #include "filter.h"
 #include "metrics.h"
+#include "wire.h"
 
 #define RQ_RT_INGRESS "relayq.topics"
 #define RQ_RT_TOPIC_PREFIX "relayq.topic."
-#define RQ_RT_TOPIC_HEADER "x-relayq-topic"
-#define RQ_RT_BINDS_MAX 16    /* binding patterns per subscription */
-#define RQ_RT_BIND_MAX 255    /* bytes of one binding pattern */
-#define RQ_RT_EVENT_ID_MAX 32 /* an SSE id: decimal uint64 */
+#define RQ_RT_TOPIC_HEADER RQ_WIRE_HDR_TOPIC /* "relayq-topic" (wire.h: never x-prefixed) */
+#define RQ_RT_BINDS_MAX 16                   /* binding patterns per subscription */
+#define RQ_RT_BIND_MAX 255                   /* bytes of one binding pattern */
+#define RQ_RT_EVENT_ID_MAX 32                /* an SSE id: decimal uint64 */
 #define RQ_RT_RETENTION_MAX_S 31536000
 
 typedef struct rq_rt_hub rq_rt_hub_t;

@@ -196,8 +196,8 @@ def check_topics(c, e):
     c.check("list: the topics from the management API", r["status"] == 200 and
             names == ["kept", "orders"] and r["body"]["count"] == 2, str(r))
     q = e.broker("ctl", "list_bindings", "source_name", "destination_name", "arguments")
-    c.check("the ingress binds the topic exchange with x-relayq-topic",
-            "relayq.topics\trelayq.topic.orders" in q.stdout and "x-relayq-topic" in q.stdout,
+    c.check("the ingress binds the topic exchange with relayq-topic",
+            "relayq.topics\trelayq.topic.orders" in q.stdout and "relayq-topic" in q.stdout,
             q.stdout[-400:])
     q = e.broker("ctl", "list_queues", "name", "type", "arguments")
     c.check("the retained topic's stream", "relayq.topic.kept.retained\tstream" in q.stdout
@@ -358,6 +358,29 @@ def check_deleted(c, e):
     c.check("queue deleted: queue_deleted", eq and eq["reason"] == "queue_deleted", str(eq))
     for k in ("a", "b", "c", "q"):
         t.send(op="unsub", id=k)
+    t.close()
+
+
+def check_isolation(c, e):
+    """CI (issue 18): the ingress bound each topic exchange with {x-match: all,
+    x-relayq-topic: <name>}, but RabbitMQ's headers exchange ignores binding arguments that
+    start with "x-": every topic exchange matched every topic message, so a subscriber of one
+    topic got the messages of all the others."""
+    t = e.spawn("isolation")
+    t.topic("create", "iso-a", 0)
+    t.topic("create", "iso-b", 0)
+    a = t.sub("ia", kind="topic", name="iso-a")
+    c.check("isolation: subscribed to iso-a", a and a["status"] == 0, str(a))
+    c.check("isolation: publish to iso-b confirmed", t.pub("iso-b", "k", '{"to":"b"}') == "confirmed")
+    c.check("isolation: publish to iso-a confirmed", t.pub("iso-a", "k", '{"to":"a"}') == "confirmed")
+    t.drain(1.0)
+    got = [m.get("ev_json", m) for m in t.msgs("ia")]
+    text = json.dumps(got)
+    c.check("isolation: the iso-a subscriber got iso-a's message and not iso-b's",
+            '\\"to\\":\\"a\\"' in text.replace(" ", "") or '"to":"a"' in text.replace(" ", ""),
+            text[:400])
+    c.check("isolation: nothing of iso-b reached iso-a", '"b"' not in text.replace(" ", ""), text[:400])
+    t.send(op="unsub", id="ia")
     t.close()
 
 
@@ -571,6 +594,7 @@ def check_restart(c, e):
 
 CHECKS = {"topics": check_topics, "fanout": check_fanout, "slow": check_slow,
           "queue": check_queue, "deleted": check_deleted, "recreated": check_recreated,
+          "isolation": check_isolation,
           "resume": check_resume,
           "liveret": check_liveret, "slowmgmt": check_slowmgmt,
           "limits": check_limits, "restart": check_restart}

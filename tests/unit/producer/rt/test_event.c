@@ -105,7 +105,7 @@ Test(event, headers_id_published_and_filter)
     e[0] = rq_amqp_utf8_entry("region", "eu");
     e[1] = rq_amqp_i64_entry("x-published-ms", 1700000000123);
     e[2] = rq_amqp_utf8_entry("x-relayq-uid", "u-1");
-    e[3] = rq_amqp_utf8_entry("x-relayq-topic", "orders");
+    e[3] = rq_amqp_utf8_entry("relayq-topic", "orders");
     e[4] = rq_amqp_i64_entry("n", 7);
     e[5].key = amqp_cstring_bytes("x-death");
     e[5].value.kind = AMQP_FIELD_KIND_ARRAY;
