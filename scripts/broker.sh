@@ -22,8 +22,10 @@
 #   scripts/broker.sh unpartition DIR K            remove exactly those rules again (the node stays
 #                                                  partitioned in RabbitMQ's view until restarted)
 #
-# The node name, Erlang distribution port and cookie are derived from PORT, so several nodes
-# (a developer's `make run` and a `make test`) can run side by side without touching each other.
+# The node name and cookie are derived from PORT, and the Erlang distribution port is PORT + 20000
+# when that is free and below the ephemeral port range, else another free one (DIR/dist_port),
+# so several nodes (a developer's `make run` and a `make test`) can run side by side without
+# touching each other.
 #
 # The nodes of a cluster make their distribution connections from 127.0.1.K (node K; file
 # DIR/nodeK/dist_src), so that `partition` can tell node K's traffic from the others' on loopback.
@@ -49,7 +51,8 @@ node_env() {
 	export RABBITMQ_NODENAME="relayq$port@localhost"
 	export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 	export RABBITMQ_NODE_PORT="$port"
-	export RABBITMQ_DIST_PORT=$((port + 20000))
+	export RABBITMQ_DIST_PORT
+	RABBITMQ_DIST_PORT=$(cat "$dir/dist_port" 2>/dev/null || echo $((port + 20000)))
 	export RABBITMQ_MNESIA_BASE="$dir/mnesia"
 	export RABBITMQ_LOG_BASE="$dir/log"
 	export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
@@ -71,6 +74,35 @@ node_env() {
 	export HOME="$dir/home"
 }
 
+# pick_dist_port PORT: prints the Erlang distribution port for a node on PORT: the one it had
+# (DIR/dist_port) or PORT + 20000 when free and below the kernel's ephemeral range, else a free
+# port from 20000 up to that range. A port in the ephemeral range may be any client socket's at
+# the moment RabbitMQ binds it (dist_port_already_used, not_erlang), so it is never chosen.
+pick_dist_port() {
+	python3 - "$1" "$(cat "$dir/dist_port" 2>/dev/null || echo 0)" <<'PY' 2>/dev/null || echo $(($1 + 20000))
+import random, socket, sys
+port, had = int(sys.argv[1]), int(sys.argv[2])
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+def free(p):
+    if not 1024 < p < lo:
+        return False
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for p in [had, port + 20000] + [random.randrange(20000, max(lo, 20001)) for _ in range(500)]:
+    if free(p):
+        print(p)
+        break
+else:
+    print(port + 20000)
+PY
+}
+
 ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
 upgrade() { rabbitmq-upgrade -n "$RABBITMQ_NODENAME" "$@"; }
 
@@ -85,6 +117,8 @@ start)
 		echo "broker already running (pid $(cat "$RABBITMQ_PID_FILE"))"
 		exit 0
 	fi
+	pick_dist_port "$port" >"$dir/dist_port.new" && mv "$dir/dist_port.new" "$dir/dist_port"
+	node_env
 	mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE" "$HOME"
 	{
 		echo "listeners.tcp.1 = 127.0.0.1:$port"
@@ -123,8 +157,11 @@ start)
 	if [ "$(id -u)" = 0 ] && [ -d /etc/security/limits.d ] && [ "$(cat "$limits" 2>/dev/null)" != "$want" ]; then
 		printf '%s\n' "$want" >"$limits"
 	fi
-	(cd "$dir" && exec setsid rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null) &
+	(cd "$dir" && exec setsid -w rabbitmq-server >"$RABBITMQ_LOG_BASE/stdout.log" 2>&1 </dev/null) &
+	server=$!
 	for _ in $(seq 1 120); do
+		# rabbitmq-server runs in the foreground: once it has exited, waiting longer is useless.
+		kill -0 "$server" 2>/dev/null || break
 		if [ -f "$RABBITMQ_PID_FILE" ] && ctl await_startup --timeout 2 >/dev/null 2>&1; then
 			echo "broker up on 127.0.0.1:$port (node $RABBITMQ_NODENAME, pid $(cat "$RABBITMQ_PID_FILE"))"
 			exit 0
@@ -199,7 +236,7 @@ cluster-stop)
 	;;
 partition | unpartition)
 	# Node K's distribution connections come from 127.0.1.K, the others' from 127.0.1.J, and
-	# every node listens on 127.0.0.1:(its port + 20000). Four rules per other node J drop
+	# every node listens on 127.0.0.1:(its DIR/nodeK/dist_port). Four rules per other node J drop
 	# both directions of K -> J and J -> K; the comment names them, and unpartition deletes
 	# exactly these rules (never a flush).
 	[ -f "$dir/nodes" ] || { echo "no cluster in $dir" >&2; exit 1; }
@@ -207,11 +244,11 @@ partition | unpartition)
 	n=$(cat "$dir/nodes")
 	op=-I
 	[ "$cmd" = unpartition ] && op=-D
-	kd=$(($(cat "$dir/node$k/port") + 20000))
+	kd=$(cat "$dir/node$k/dist_port" 2>/dev/null || echo $(($(cat "$dir/node$k/port") + 20000)))
 	rc=0
 	for j in $(seq 1 "$n"); do
 		[ "$j" = "$k" ] && continue
-		jd=$(($(cat "$dir/node$j/port") + 20000))
+		jd=$(cat "$dir/node$j/dist_port" 2>/dev/null || echo $(($(cat "$dir/node$j/port") + 20000)))
 		for rule in "-s 127.0.1.$k -d 127.0.0.1 -p tcp --dport $jd" \
 			"-s 127.0.0.1 -d 127.0.1.$k -p tcp --sport $jd" \
 			"-s 127.0.1.$j -d 127.0.0.1 -p tcp --dport $kd" \

@@ -286,6 +286,8 @@ lstep d "real-time hub: topics, fan-out with filters, shared group queues, slow 
 	/usr/bin/python3 "$here/test_rt_hub.py" --build-dir "$BUILD_DIR"
 lstep d "real-time: a live EventSource on a retained topic reconnects with Last-Event-ID; ids past 2^63 are 400 (test_rt_sse_liveret.py)" 120 \
 	"$PY" "$here/test_rt_sse_liveret.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-sse-liveret"
+lstep b "broker.sh: PORT + 20000 taken by a non-Erlang socket: the node takes another distribution port (test_broker_ports.sh)" 120 \
+	bash "$here/test_broker_ports.sh"
 if [ -f "$here/test_consumer.sh" ]; then
 	BROKER2_PORT=$(free_broker_port)
 	lstep b "consumer tests (tests/integration/test_consumer.sh)" 180 \
