@@ -927,6 +927,11 @@ static int drain_frames(rq_status_log_t *l)
         }
         if (handle_frame(l, &f) != 0)
             return -1;
+        /* Nothing refers to the frame (or the message read after it) any more: give its
+         * channel's pool back now. Releasing only once no data waits, as before, never
+         * happens while a long stream is replayed, and librabbitmq keeps a pool's pages: a
+         * restarted producer grew by the size of the stream. */
+        amqp_maybe_release_buffers_on_channel(l->conn, f.channel);
     }
     /* Idle: ack what was read, at most once a second. Acking each delivery as it comes would
      * keep the consumer's credit low, and a stream then reads its chunk again for every
@@ -940,8 +945,7 @@ static int drain_frames(rq_status_log_t *l)
         l->unacked = 0;
         l->last_ack_ns = rq_mono_ns();
     }
-    if (!amqp_frames_enqueued(l->conn) && !amqp_data_in_buffer(l->conn))
-        amqp_maybe_release_buffers(l->conn);
+    amqp_maybe_release_buffers(l->conn);
     return 0;
 }
 

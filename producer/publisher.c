@@ -1151,8 +1151,10 @@ static int drain_frames(rq_publisher_t *p, int wait_ms, int budget)
         if (handle_frame(p, &f) != 0)
             return -1;
     }
-    if (!amqp_frames_enqueued(p->conn) && !amqp_data_in_buffer(p->conn))
-        amqp_maybe_release_buffers(p->conn);
+    /* Every frame read in this pass is handled: release (librabbitmq skips a channel with
+     * frames still queued). Waiting for no data in the buffer would never release under
+     * sustained traffic, and a pool keeps the pages it grew to. */
+    amqp_maybe_release_buffers(p->conn);
     return n;
 }
 

@@ -346,7 +346,10 @@ static void read_idle_frames(rq_leaser_t *l)
         if (f.channel == CH_GET && on_async_method(l, &f) != 0)
             return;
     }
-    if (l->conn != NULL && !amqp_frames_enqueued(l->conn) && !amqp_data_in_buffer(l->conn))
+    /* Every frame read in this pass is handled: release (librabbitmq skips a channel with
+     * frames still queued). Waiting for no data in the buffer would never release under
+     * sustained traffic, and a pool keeps the pages it grew to. */
+    if (l->conn != NULL)
         amqp_maybe_release_buffers(l->conn);
 }
 
@@ -961,8 +964,10 @@ static int take(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, int 
     if (l->conn == NULL || flush_acks(l) != 0)
         goto lost;
     update_gauge(l);
-    if (!amqp_frames_enqueued(l->conn) && !amqp_data_in_buffer(l->conn))
-        amqp_maybe_release_buffers(l->conn);
+    /* Every frame read in this pass is handled: release (librabbitmq skips a channel with
+     * frames still queued). Waiting for no data in the buffer would never release under
+     * sustained traffic, and a pool keeps the pages it grew to. */
+    amqp_maybe_release_buffers(l->conn);
     return got;
 
 lost:

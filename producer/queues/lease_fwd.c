@@ -514,7 +514,10 @@ static void read_frames(rq_lease_fwd_t *f)
         on_message(f, &m, fr.payload.method.id == AMQP_BASIC_RETURN_METHOD);
         amqp_destroy_message(&m);
     }
-    if (f->conn != NULL && !amqp_frames_enqueued(f->conn) && !amqp_data_in_buffer(f->conn))
+    /* Every frame read in this pass is handled: release (librabbitmq skips a channel with
+     * frames still queued). Waiting for no data in the buffer would never release under
+     * sustained traffic, and a pool keeps the pages it grew to. */
+    if (f->conn != NULL)
         amqp_maybe_release_buffers(f->conn);
 }
 

@@ -286,6 +286,8 @@ lstep d "real-time hub: topics, fan-out with filters, shared group queues, slow 
 	/usr/bin/python3 "$here/test_rt_hub.py" --build-dir "$BUILD_DIR"
 lstep d "real-time: a live EventSource on a retained topic reconnects with Last-Event-ID; ids past 2^63 are 400 (test_rt_sse_liveret.py)" 120 \
 	"$PY" "$here/test_rt_sse_liveret.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/rt-sse-liveret"
+lstep c "status stream: a restarted producer replays 150,000 messages' events with its RSS flat (test_status_memory.py, a broker of its own: 150,000 messages)" 120 \
+	"$PY" "$here/test_status_memory.py" --bin "$bin" --work "$TMP/status-memory"
 lstep b "broker.sh: PORT + 20000 taken by a non-Erlang socket: the node takes another distribution port (test_broker_ports.sh)" 120 \
 	bash "$here/test_broker_ports.sh"
 if [ -f "$here/test_consumer.sh" ]; then
