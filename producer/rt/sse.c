@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -35,6 +38,12 @@ struct rq_sse_server {
     rq_sse_conn_t *head; /* every session, for the heartbeat */
     size_t nsessions;
     atomic_int pending; /* some session has wake_pending set */
+    /* The close watcher: a suspended connection is out of MHD's event loop, so MHD cannot
+     * see its client go; an epoll set of their sockets (EPOLLRDHUP, one shot) can. */
+    int wfd, wstop; /* the epoll set; an eventfd that stops the watcher */
+    pthread_t wthread;
+    int wrunning;
+    uint64_t serial; /* the last session's serial (srv->mu) */
 };
 
 typedef struct sse_ack {
@@ -68,6 +77,9 @@ struct rq_sse_conn {
     int listed;           /* in srv->head */
     int wake_pending;     /* the flusher is to resume it at its next tick */
     int64_t last_wake_ms; /* when deliver() or the flusher last resumed it */
+    uint64_t serial;      /* the watcher's name for it (never reused) */
+    int watched;          /* its socket is in the watcher's set */
+    int peer_closed;      /* the watcher saw the client close: end the stream */
 };
 
 /* ---- formatting ---- */
@@ -276,6 +288,124 @@ static void sink_ended(void *arg, const char *reason, const char *detail)
         MHD_resume_connection(s->conn);
 }
 
+/* ---- the close watcher ---- */
+
+/* Puts the session's socket into the watcher's set, once (session lock held). EPOLLONESHOT:
+ * the one event that matters is the first; the registration goes with the socket when MHD
+ * closes it, so it is never removed by hand (a reused descriptor number is another file). */
+static void watch(rq_sse_conn_t *s)
+{
+    const union MHD_ConnectionInfo *ci;
+    struct epoll_event ev;
+
+    if (s->watched || s->srv->wfd < 0)
+        return;
+    ci = MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLRDHUP | EPOLLONESHOT;
+    ev.data.u64 = s->serial;
+    if (epoll_ctl(s->srv->wfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0)
+        s->watched = 1;
+    else
+        rq_warn("SSE: cannot watch a connection for its close: %s", strerror(errno));
+}
+
+/* The client of the session with this serial closed: end its stream (resume it when
+ * suspended; its reader then ends with an error, and MHD closes the connection). */
+static void peer_closed(rq_sse_server_t *srv, uint64_t serial)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (rq_sse_conn_t *s = srv->head; s != NULL; s = s->next) {
+        int resume;
+        if (s->serial != serial)
+            continue;
+        pthread_mutex_lock(&s->mu);
+        s->peer_closed = 1;
+        resume = wake(s);
+        pthread_mutex_unlock(&s->mu);
+        if (resume) /* s stays listed (alive) while srv->mu is held */
+            MHD_resume_connection(s->conn);
+        break;
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void *watch_main(void *arg)
+{
+    rq_sse_server_t *srv = arg;
+    struct epoll_event evs[64];
+
+    for (;;) {
+        int n = epoll_wait(srv->wfd, evs, 64, -1);
+        if (n < 0 && errno != EINTR) {
+            rq_error("SSE close watcher: epoll_wait: %s", strerror(errno));
+            return NULL;
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.u64 == 0)
+                return NULL; /* rq_sse_server_stop() */
+            peer_closed(srv, evs[i].data.u64);
+        }
+    }
+}
+
+/* Starts the watcher (0), or -1 (logged; sessions then see a close at their next write). */
+static int watcher_start(rq_sse_server_t *srv)
+{
+    struct epoll_event ev;
+    int rc = -1;
+
+    srv->wfd = epoll_create1(EPOLL_CLOEXEC);
+    srv->wstop = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->wfd < 0 || srv->wstop < 0)
+        goto cleanup;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.u64 = 0;
+    if (epoll_ctl(srv->wfd, EPOLL_CTL_ADD, srv->wstop, &ev) != 0 ||
+        pthread_create(&srv->wthread, NULL, watch_main, srv) != 0)
+        goto cleanup;
+    srv->wrunning = 1;
+    rc = 0;
+cleanup:
+    if (rc != 0) {
+        rq_warn("SSE: no close watcher (%s): a closed client is seen at its next write",
+                strerror(errno));
+        if (srv->wfd >= 0)
+            close(srv->wfd);
+        if (srv->wstop >= 0)
+            close(srv->wstop);
+        srv->wfd = srv->wstop = -1;
+    }
+    return rc;
+}
+
+/* Stops and joins the watcher. Its set stays open (sessions may still add to it, harmlessly)
+ * until watcher_close(). Idempotent. */
+static void watcher_stop(rq_sse_server_t *srv)
+{
+    uint64_t one = 1;
+
+    if (!srv->wrunning)
+        return;
+    if (write(srv->wstop, &one, sizeof(one)) < 0)
+        rq_warn("SSE: stopping the close watcher: %s", strerror(errno));
+    pthread_join(srv->wthread, NULL);
+    srv->wrunning = 0;
+}
+
+/* Closes the watcher's set (the server is freed: no session is left). */
+static void watcher_close(rq_sse_server_t *srv)
+{
+    if (srv->wfd >= 0)
+        close(srv->wfd);
+    if (srv->wstop >= 0)
+        close(srv->wstop);
+    srv->wfd = srv->wstop = -1;
+}
+
 /* ---- MHD's content reader (an HTTP thread) ---- */
 
 #define SSE_ACK_BATCH 128
@@ -291,6 +421,10 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 
     (void)pos;
     pthread_mutex_lock(&s->mu);
+    if (s->peer_closed) { /* nobody reads: MHD closes the connection, the request completes */
+        pthread_mutex_unlock(&s->mu);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     /* MHD asks for the next chunk once the previous one went to the socket: what was taken
      * before this call is written (a dead client's write fails instead: not acked, the
      * message goes back to the queue when the session ends) */
@@ -335,6 +469,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
         }
         MHD_suspend_connection(s->conn); /* deliver(), a heartbeat or the end resume it */
         s->suspended = 1;
+        watch(s);
     }
     pthread_mutex_unlock(&s->mu);
     return (ssize_t)n;
@@ -424,10 +559,14 @@ rq_sse_server_t *rq_sse_server_new(const rq_config_t *cfg, rq_metrics_t *m, rq_r
         return NULL;
     srv->cfg = cfg;
     srv->hub = hub;
+    srv->wfd = srv->wstop = -1;
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
+    (void)watcher_start(srv);
     if (pthread_create(&srv->thread, NULL, hb_main, srv) != 0) {
         rq_error("cannot start the SSE heartbeat thread");
+        watcher_stop(srv);
+        watcher_close(srv);
         pthread_cond_destroy(&srv->cv);
         pthread_mutex_destroy(&srv->mu);
         free(srv);
@@ -441,6 +580,7 @@ void rq_sse_server_stop(rq_sse_server_t *srv)
 {
     if (srv == NULL || !srv->running)
         return;
+    watcher_stop(srv);
     pthread_mutex_lock(&srv->mu);
     srv->stop = 1;
     pthread_cond_broadcast(&srv->cv);
@@ -456,6 +596,7 @@ void rq_sse_server_free(rq_sse_server_t *srv)
     rq_sse_server_stop(srv);
     if (srv->head != NULL)
         rq_warn("SSE server freed with sessions left");
+    watcher_close(srv);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
     free(srv);
@@ -501,6 +642,7 @@ rq_sse_conn_t *rq_sse_conn_new(rq_sse_server_t *srv, struct MHD_Connection *conn
         return NULL;
     }
     pthread_mutex_lock(&srv->mu);
+    s->serial = ++srv->serial;
     s->next = srv->head;
     if (srv->head != NULL)
         srv->head->prev = s;

@@ -553,6 +553,55 @@ def pull_section(facts, res, checks, targets, rows, ratio):
                    % (w.get("acks"), w.get("ack_requests"), w.get("ack_failures"), w.get("other"))})
 
 
+def rt_section(facts, res, checks, targets, rows):
+    """12. real-time delivery (scripts/bench/rt.py's JSON): SSE fan-out latency (target p99
+    <= 50 ms) and the producer's peak RSS (target <= 64 MB), WebSocket queue consumption beside
+    the broker's own consume rate."""
+    path = facts.get("rt.out")
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            rt = json.load(f)
+    except (OSError, ValueError):
+        checks.append({"step": "12 real-time", "result": "MISMATCH",
+                       "detail": "no figures (see %s)" % path.replace(".json", ".log")})
+        return
+    res["rt"] = rt
+    sse = rt.get("sse")
+    if sse:
+        lat = sse.get("latency_ms") or {}
+        n = len(rt.get("sse_runs") or [sse])
+        okl = lat.get("p99") is not None and lat["p99"] <= 50.0
+        rss = (sse.get("producer_rss_peak_kb") or 0) / 1024.0
+        okr = 0 < rss <= 64.0
+        targets.append({"name": "SSE fan-out latency", "target": "p99<=50 ms",
+                        "value": "p50 %s ms, p99 %s ms" % (lat.get("p50"), lat.get("p99")),
+                        "result": "PASS" if okl else "MISS"})
+        targets.append({"name": "producer peak RSS with the SSE subscribers", "target": "<=64 MB",
+                        "value": "%.1f MB" % rss, "result": "PASS" if okr else "MISS"})
+        rows.append(("12", "SSE: %s subscribers x %s msg/s, %s s (median p99 of %d runs)"
+                     % (sse.get("subscribers"), sse.get("rate"), sse.get("seconds"), n),
+                     fmt_rate((sse.get("received") or 0) / float(sse.get("seconds") or 1),
+                              " ev/s"), "-",
+                     lat.get("p50"), lat.get("p99"), None, "%d" % (sse.get("lost") or 0),
+                     "p99<=50 ms", "PASS" if okl else "MISS"))
+        rows.append(("12", "peak RSS producer (VmHWM, with the SSE subscribers)",
+                     "%.1f MB" % rss, "-", None, None, None, "-", "<=64 MB",
+                     "PASS" if okr else "MISS"))
+        checks.append({"step": "12 SSE", "result": "OK" if sse.get("lost") == 0 else "MISMATCH",
+                       "detail": "%s events lost over %d runs" % (sse.get("lost"), n)})
+    ws = rt.get("ws")
+    if ws:
+        bc = (rt.get("broker_consume") or {}).get("rate")
+        rows.append(("12", "broker's own consume rate (basic.consume, prefetch 1000)",
+                     fmt_rate(bc, " msg/s"), "-", None, None, None, "-", "", ""))
+        rows.append(("12", "WebSocket queue consumption, %s clients (%s of consume)"
+                     % (ws.get("clients"), fmt_pct(ws.get("vs_broker_consume"))),
+                     fmt_rate(ws.get("rate"), " msg/s"), "-", None, None, None,
+                     "%d" % len(ws.get("errors") or []), "", ""))
+
+
 def summarize(d):
     facts = load_facts(d)
     clk = tofloat(facts.get("meta.clk_tck"), 100.0)
@@ -833,6 +882,7 @@ def summarize(d):
                      % res["failover"]["kills"], "-", "-", fo50 * 1000, fomax * 1000, None, "-",
                      "max<=5 s", "PASS" if okf else "MISS"))
     pull_section(facts, res, checks, targets, rows, ratio)
+    rt_section(facts, res, checks, targets, rows)
     status_section(facts, res, checks, targets, rows, ratio, clk)
     res["targets"] = targets
     res["checks"] = checks

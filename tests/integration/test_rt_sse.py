@@ -553,6 +553,40 @@ class RtTest:
                  sum(v for k, v in metric_samples(m, "producer_rt_subscriptions_refused_total")) >= 2,
                  [l for l in m.splitlines() if "refused" in l])
 
+    def closed(self):
+        """Clients that close their sockets while nothing is sent to them: a suspended SSE
+        session must see the close at once, not at its next write (a heartbeat, 15 s by
+        default, or never while the topic is quiet): until then it holds its connection, its
+        subscription slot, and the hub keeps filling its buffer."""
+        ck = self.ck
+        p = self.st.producer("rt-closed", {"API_KEYS": self.keys(), "RT_HEARTBEAT_S": "60"})
+        name = self.topic(p)
+        subs = [self.sse(p, "/topics/%s/events" % name, self.sub) for _ in range(20)]
+        for i, s in enumerate(subs):
+            self.subscribed(s, "closed: subscription %d" % (i + 1))
+
+        def gauge():
+            return sum(v for _, v in metric_samples(p.metrics(), "producer_rt_subscriptions"))
+        ck.check("closed: 20 subscriptions counted", gauge() == 20, gauge())
+        fds0 = len(os.listdir("/proc/%d/fd" % p.proc.pid))
+        for s in subs:
+            s.close()
+        t0, n = time.monotonic(), -1
+        while time.monotonic() - t0 < 5 and n != 0:
+            time.sleep(0.1)
+            n = gauge()
+        ck.check("closed: 20 closed clients, all their subscriptions end within 3 s "
+                 "(RT_HEARTBEAT_S=60, no message published)",
+                 n == 0 and time.monotonic() - t0 < 3, "%s left after %.1f s" % (n, time.monotonic() - t0))
+        fds = len(os.listdir("/proc/%d/fd" % p.proc.pid))
+        ck.check("closed: the producer closed their sockets (%d fds before, %d after)" % (fds0, fds),
+                 fds <= fds0 - 20, (fds0, fds))
+        r = self.publish(p, name, [{"routing_key": "a.b", "payload": {"after": 1}}])
+        ck.check("closed: a publish after the closes is 201", r.status == 201, r.status)
+        s = self.sse(p, "/topics/%s/events" % name, self.sub)
+        self.subscribed(s, "closed: a new subscription after the closes")
+        s.close()
+
     def sigterm(self):
         ck = self.ck
         p = self.st.producer("rt-term", {"API_KEYS": self.keys()})
@@ -683,6 +717,8 @@ def main():
             t.resume(p)
         if want("limits"):
             t.limits()
+        if want("closed"):
+            t.closed()
         if want("sigterm"):
             t.sigterm()
         if want("kill"):
