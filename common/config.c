@@ -88,9 +88,11 @@ static const rq_cfg_desc_t settings[] = {
     S_INT("HTTP_MAX_CONNECTIONS_PER_IP", "0", http_max_connections_per_ip, 0, 1000000, ALL, G_GEN,
           "Most open HTTP connections from one client address; beyond, new ones are closed at "
           "once; 0 sets no per-address limit"),
-    S_INT("MAX_HEADER_BYTES", "32768", max_header_bytes, 4096, 1048576, ALL, G_GEN,
+    S_INT("MAX_HEADER_BYTES", "36864", max_header_bytes, 4096, 1048576, ALL, G_GEN,
           "Memory per HTTP connection for the request line and headers (libmicrohttpd's "
-          "connection memory limit); a longer URL gets 414, larger headers 431"),
+          "connection memory limit); a longer URL gets 414, larger headers 431. Over 32768, "
+          "libmicrohttpd maps each connection's pool: pages it does not touch cost nothing and "
+          "all of it goes back to the system at the close (at 32768 or less it is heap memory)"),
     S_STR("HTTP_TLS_CERT", "", http_tls_cert, 0, 4095, ALL, G_GEN, 0,
           "PEM certificate chain file: with HTTP_TLS_KEY the HTTP port speaks HTTPS only; "
           "empty: plain HTTP"),

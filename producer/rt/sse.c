@@ -19,9 +19,13 @@
 
 #define SSE_START ("retry: 2000\n: subscribed\n\n")
 #define SSE_HEARTBEAT (": heartbeat\n\n")
-#define SSE_END_MAX 1024     /* room kept beyond the send buffer for the end event */
-#define SSE_SMALL 4096       /* the buffer an idle session keeps */
-#define SSE_READ_BLOCK 65536 /* what MHD asks the callback for, at most */
+#define SSE_END_MAX 1024 /* room kept beyond the send buffer for the end event */
+#define SSE_SMALL 4096   /* the buffer an idle session keeps */
+/* What MHD asks the callback for, at most. libmicrohttpd callocs the response with a buffer of
+ * this size (zeroed again whenever glibc hands back a used chunk): at 64 KiB, 1,000 subscribers
+ * cost 64 MB, and each round of them that came and went grew the producer by about 55 MB. A
+ * busy session's coalesced events are 1-3 KiB; a larger backlog takes more calls. */
+#define SSE_READ_BLOCK 8192
 /* A session woken less than this long ago is woken again by the flusher (the heartbeat
  * thread) at its next tick instead of at once, so that the events of a busy subscription go
  * out several per send(2): one TCP segment per event per subscriber is what a fan-out to
