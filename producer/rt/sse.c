@@ -296,7 +296,9 @@ static void sink_ended(void *arg, const char *reason, const char *detail)
 
 /* Puts the session's socket into the watcher's set, once (session lock held). EPOLLONESHOT:
  * the one event that matters is the first; the registration goes with the socket when MHD
- * closes it, so it is never removed by hand (a reused descriptor number is another file). */
+ * closes it, so it is never removed by hand (a reused descriptor number is another file).
+ * EPOLLRDHUP is the client's FIN: a client that half-closes its side (shutdown(SHUT_WR))
+ * while it still reads ends its stream too, as libmicrohttpd does when it reads the EOF. */
 static void watch(rq_sse_conn_t *s)
 {
     const union MHD_ConnectionInfo *ci;
@@ -310,7 +312,10 @@ static void watch(rq_sse_conn_t *s)
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLRDHUP | EPOLLONESHOT;
     ev.data.u64 = s->serial;
-    if (epoll_ctl(s->srv->wfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0)
+    /* EEXIST: a keep-alive connection whose earlier stream ended (the socket, and so its
+     * registration, lives on): name this session and arm it again. */
+    if (epoll_ctl(s->srv->wfd, EPOLL_CTL_ADD, ci->connect_fd, &ev) == 0 ||
+        (errno == EEXIST && epoll_ctl(s->srv->wfd, EPOLL_CTL_MOD, ci->connect_fd, &ev) == 0))
         s->watched = 1;
     else
         rq_warn("SSE: cannot watch a connection for its close: %s", strerror(errno));
