@@ -22,9 +22,9 @@
 #   scripts/broker.sh unpartition DIR K            remove exactly those rules again (the node stays
 #                                                  partitioned in RabbitMQ's view until restarted)
 #
-# The node name and cookie are derived from PORT, and the Erlang distribution port is PORT + 20000
-# when that is free and below the ephemeral port range, else another free one (DIR/dist_port),
-# so several nodes (a developer's `make run` and a `make test`) can run side by side without
+# The node name and cookie are derived from PORT, and the Erlang distribution port is a free
+# one of the 1000 ports below the ephemeral range (DIR/dist_port, kept across restarts), so
+# several nodes (a developer's `make run` and a `make test`) can run side by side without
 # touching each other.
 #
 # The nodes of a cluster make their distribution connections from 127.0.1.K (node K; file
@@ -75,9 +75,10 @@ node_env() {
 }
 
 # pick_dist_port PORT: prints the Erlang distribution port for a node on PORT: the one it had
-# (DIR/dist_port) or PORT + 20000 when free and below the kernel's ephemeral range, else a free
-# port from 20000 up to that range. A port in the ephemeral range may be any client socket's at
-# the moment RabbitMQ binds it (dist_port_already_used, not_erlang), so it is never chosen.
+# (DIR/dist_port, so a restarted node keeps it) when free, else a free one of the 1000 ports
+# just below the kernel's ephemeral range. A port in the ephemeral range may be any client
+# socket's at the moment RabbitMQ binds it (dist_port_already_used, not_erlang), and the test
+# helpers pick their ports below those 1000. PORT + 20000 when no other can be found.
 pick_dist_port() {
 	python3 - "$1" "$(cat "$dir/dist_port" 2>/dev/null || echo 0)" <<'PY' 2>/dev/null || echo $(($1 + 20000))
 import random, socket, sys
@@ -94,7 +95,7 @@ def free(p):
         return False
     finally:
         s.close()
-for p in [had, port + 20000] + [random.randrange(20000, max(lo, 20001)) for _ in range(500)]:
+for p in [had] + [random.randrange(max(1025, lo - 1000), lo) for _ in range(500)]:
     if free(p):
         print(p)
         break

@@ -41,8 +41,9 @@ print(s.getsockname()[1])
 s.close()'
 }
 
-# free_broker_port: prints a port P below 45536 such that P and P+20000 (the Erlang
-# distribution port scripts/broker.sh derives from it) are both free.
+# free_broker_port: prints a free port P for a broker's AMQP listener, below the kernel's
+# ephemeral range less 1000 (scripts/broker.sh takes the Erlang distribution ports from those
+# last 1000 ports, and a port in the ephemeral range may be any client socket's).
 free_broker_port() {
 	"$PY" -c 'import random, socket
 def free(p):
@@ -54,9 +55,10 @@ def free(p):
         return False
     finally:
         s.close()
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 for _ in range(200):
-    p = random.randint(20000, 45000)
-    if free(p) and free(p + 20000):
+    p = random.randint(20000, max(20001, lo - 1001))
+    if free(p):
         print(p)
         break
 else:

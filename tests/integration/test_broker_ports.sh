@@ -4,8 +4,9 @@
 #
 # CI found it: the queue-service tests pick AMQP ports up to 31768, so PORT + 20000 lands in
 # the kernel's ephemeral range, where any client socket of a test beside it may hold it, and
-# RabbitMQ then stops with dist_port_already_used. broker.sh must choose another free port
-# below the ephemeral range for the distribution (file DIR/dist_port), which `partition` reads.
+# RabbitMQ then stops with dist_port_already_used. broker.sh must choose a free port of the
+# 1000 below the ephemeral range for the distribution (file DIR/dist_port, kept across restarts;
+# `partition` reads it); the test helpers pick their ports below those.
 #
 # Checks: a listener on PORT + 20000, then `broker.sh start DIR PORT`: the node starts, serves
 # rabbitmqctl, DIR/dist_port names the port it listens on (not PORT + 20000, and below the
@@ -65,10 +66,10 @@ else
 fi
 check "rabbitmqctl reaches the node" "$root/scripts/broker.sh" status "$broker_dir"
 got=$(cat "$broker_dir/dist_port" 2>/dev/null || echo none)
-if [ "$got" != none ] && [ "$got" != "$dist" ] && [ "$got" -lt "$eph_lo" ]; then
-	pass "DIR/dist_port is another port below the ephemeral range ($got < $eph_lo)"
+if [ "$got" != none ] && [ "$got" != "$dist" ] && [ "$got" -lt "$eph_lo" ] && [ "$got" -ge $((eph_lo - 1000)) ]; then
+	pass "DIR/dist_port is one of the 1000 ports below the ephemeral range ($got, range from $eph_lo)"
 else
-	fail "DIR/dist_port is another port below the ephemeral range" "dist_port $got, taken $dist, ephemeral from $eph_lo"
+	fail "DIR/dist_port is one of the 1000 ports below the ephemeral range" "dist_port $got, taken $dist, ephemeral from $eph_lo"
 fi
 pid=$(cat "$broker_dir/rabbitmq.pid" 2>/dev/null || echo 0)
 if [ "$got" != none ] && awk -v p="$(printf '%04X' "$got" 2>/dev/null)" '$2 ~ ":"p"$" && $4 == "0A" { f = 1 } END { exit !f }' /proc/net/tcp; then
@@ -85,4 +86,10 @@ else
 	fail "a restart of the stopped node starts" "$(tail -c 400 "$WORK/start2.log" | tr '\n' ' ')"
 fi
 check "rabbitmqctl reaches the restarted node" "$root/scripts/broker.sh" status "$broker_dir"
+again=$(cat "$broker_dir/dist_port" 2>/dev/null || echo none)
+if [ "$again" = "$got" ]; then
+	pass "the restarted node kept its distribution port ($again)"
+else
+	fail "the restarted node kept its distribution port" "$got before, $again after"
+fi
 summary
