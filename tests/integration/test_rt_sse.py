@@ -600,28 +600,14 @@ class RtTest:
         sock = socket.create_connection((HOST, p.port), timeout=10)
         req = ("GET /topics/%s/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n%s\r\n")
         sock.sendall((req % (a, auth)).encode())
-        got = b""
-        while b": subscribed" not in got:
-            d = sock.recv(65536)
-            if not d:
-                break
-            got += d
+        got = read_until(sock, b": subscribed")
         self.req(p, "DELETE", "/topics/%s" % a, headers=self.adm)
-        while b"\r\n0\r\n\r\n" not in got:  # the end event, then the last chunk
-            d = sock.recv(65536)
-            if not d:
-                break
-            got += d
+        got = read_until(sock, b"\r\n0\r\n\r\n", got)  # the end event, then the last chunk
         ck.check("closed: keep-alive: the first stream ended with its topic (end event, last "
                  "chunk), the connection open", b"event: end" in got and got.endswith(b"0\r\n\r\n"),
                  got[-200:])
         sock.sendall((req % (b, auth)).encode())
-        got = b""
-        while b": subscribed" not in got:
-            d = sock.recv(65536)
-            if not d:
-                break
-            got += d
+        got = read_until(sock, b": subscribed")
         ck.check("closed: keep-alive: a second subscription on the same connection: 200",
                  got.startswith(b"HTTP/1.1 200"), got[:200])
         time.sleep(0.3)  # suspended, watched
@@ -754,6 +740,16 @@ class RtTest:
     def no_token_in_logs(self, procs):
         leaked = [p.name for p in procs for sec in (SA, SP, SS, SN) if sec in p.log_text()]
         self.ck.check("no secret (?access_token=) in any producer log", not leaked, leaked)
+
+
+def read_until(sock, marker, got=b""):
+    """What sock gives until marker is in it (or the peer closes), appended to got."""
+    while marker not in got:
+        d = sock.recv(65536)
+        if not d:
+            break
+        got += d
+    return got
 
 
 def rss_kb(pid):
