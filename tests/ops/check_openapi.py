@@ -62,23 +62,29 @@ def check(name, ok, detail=""):
 
 
 def free_port(avoid_dist=False):
-    for _ in range(200):
+    """A free TCP port on 127.0.0.1. avoid_dist (a broker's AMQP port): one picked below the
+    kernel's ephemeral range less 1000 (scripts/broker.sh takes Erlang distribution ports from
+    those 1000), so that no client socket can take it before the broker binds it; else one the
+    kernel hands out."""
+    lo = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(500):
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        if not avoid_dist:
-            return port
-        if port + 20000 >= 65536:
-            continue
-        t = socket.socket()
         try:
-            t.bind(("127.0.0.1", port + 20000))
-            return port
+            if avoid_dist:
+                pick = int.from_bytes(os.urandom(4), "big") % max(1000, lo - 11000)
+                s.bind(("127.0.0.1", 10000 + pick))
+            else:
+                s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
         except OSError:
             continue
         finally:
-            t.close()
+            s.close()
     raise RuntimeError("no free port")
 
 
