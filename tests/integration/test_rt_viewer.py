@@ -27,12 +27,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_reliability import free_port  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEBS = {"chromium": "/usr/bin/chromium", "chromium-driver": "/usr/bin/chromedriver"}
@@ -71,33 +73,6 @@ def ensure_browser():
     if r.returncode != 0:
         return "apt-get install failed: " + r.stderr[-400:]
     return ""
-
-
-def free_port(avoid_dist=False):
-    """A free TCP port on 127.0.0.1. avoid_dist (a broker's AMQP port): one picked below the
-    kernel's ephemeral range less 1000 (scripts/broker.sh takes Erlang distribution ports from
-    those 1000), so that no client socket can take it before the broker binds it; else one the
-    kernel hands out."""
-    lo = 32768
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(500):
-        s = socket.socket()
-        try:
-            if avoid_dist:
-                pick = int.from_bytes(os.urandom(4), "big") % max(1000, lo - 11000)
-                s.bind(("127.0.0.1", 10000 + pick))
-            else:
-                s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no free port")
 
 
 def call(port, method, path, body=None, timeout=10):

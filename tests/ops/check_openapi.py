@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEC = os.path.join(ROOT, "docs", "openapi.json")
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from test_reliability import free_port  # noqa: E402  (a broker's port below the ephemeral range)
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH")
 UNKNOWN = {"producer": "no such endpoint", "consumer": "not found"}
 SAMPLES = {"id": "rq-check-q", "name": "rq-check-t", "msgId": "rq-check-m", "asset": "swagger-ui.css"}
@@ -59,33 +60,6 @@ def check(name, ok, detail=""):
         failed += 1
         print(f"FAIL  {name}{': ' + detail if detail else ''}", flush=True)
     return ok
-
-
-def free_port(avoid_dist=False):
-    """A free TCP port on 127.0.0.1. avoid_dist (a broker's AMQP port): one picked below the
-    kernel's ephemeral range less 1000 (scripts/broker.sh takes Erlang distribution ports from
-    those 1000), so that no client socket can take it before the broker binds it; else one the
-    kernel hands out."""
-    lo = 32768
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(500):
-        s = socket.socket()
-        try:
-            if avoid_dist:
-                pick = int.from_bytes(os.urandom(4), "big") % max(1000, lo - 11000)
-                s.bind(("127.0.0.1", 10000 + pick))
-            else:
-                s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no free port")
 
 
 def request(port, method, path, timeout=5.0):
