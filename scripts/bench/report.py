@@ -506,18 +506,26 @@ def status_section(facts, res, checks, targets, rows, ratio, clk):
                      "-", p50, p99, None, "-", "", ""))
 
 
+def step_json(facts, key, step, checks):
+    """The JSON a step's script wrote (its path is the fact `key`): None when the step did not
+    run, or when the file is missing or unreadable (then a MISMATCH check for `step`)."""
+    path = facts.get(key)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        checks.append({"step": step, "result": "MISMATCH",
+                       "detail": "no figures (see %s)" % path.replace(".json", ".log")})
+        return None
+
+
 def pull_section(facts, res, checks, targets, rows, ratio):
     """10. pull consumption (scripts/bench/pull.py's JSON): the broker's own consume rate, the
     pull rate against it (target >= 50 %), the batch ack's latency (target p99 <= 10 ms)."""
-    path = facts.get("pull.out")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            pr = json.load(f)
-    except (OSError, ValueError):
-        checks.append({"step": "10 pull", "result": "MISMATCH",
-                       "detail": "no figures (see %s)" % path.replace(".json", ".log")})
+    pr = step_json(facts, "pull.out", "10 pull", checks)
+    if pr is None:
         return
     res["pull"] = pr
     bc = (pr.get("broker_consume") or {}).get("rate")
@@ -557,15 +565,8 @@ def rt_section(facts, res, checks, targets, rows):
     """12. real-time delivery (scripts/bench/rt.py's JSON): SSE fan-out latency (target p99
     <= 50 ms) and the producer's peak RSS (target <= 64 MB), WebSocket queue consumption beside
     the broker's own consume rate."""
-    path = facts.get("rt.out")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            rt = json.load(f)
-    except (OSError, ValueError):
-        checks.append({"step": "12 real-time", "result": "MISMATCH",
-                       "detail": "no figures (see %s)" % path.replace(".json", ".log")})
+    rt = step_json(facts, "rt.out", "12 real-time", checks)
+    if rt is None:
         return
     res["rt"] = rt
     sse = rt.get("sse")
