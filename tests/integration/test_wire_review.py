@@ -26,6 +26,7 @@ wait is bounded. Standard library only (/usr/bin/python3); openssl makes a throw
 """
 import argparse
 import collections
+import json
 import os
 import shutil
 import subprocess
@@ -187,19 +188,21 @@ def stuck_send_queue(st, name, port, seconds, still=1.5):
     return 0
 
 
-def burst(url, n, size, tag, timeout=25.0, late=4):
+def burst(url, n, size, tag, timeout=25.0, late=4, stored=None):
     """n threads each POST one /produce of `size` payload bytes at once, then `late` small
     ones 1 s later (they meet a publisher already stuck). Returns [(status, latency, kind,
-    sent at)]."""
+    sent at)]; the message_id of each 201 is appended to `stored` when given."""
     out = []
     lock = threading.Lock()
 
     def one(i, big):
         body = {"payload": ("x" * size) if big else f"{tag}-late-{i}"}
         t_sent = time.monotonic()
-        st, _, _, lat, _ = rel.http_call(url + "/produce", "POST", body, timeout=timeout)
+        st, _, data, lat, _ = rel.http_call(url + "/produce", "POST", body, timeout=timeout)
         with lock:
             out.append((st, lat, "big" if big else "late", t_sent - t_start))
+            if st == 201 and stored is not None:
+                stored.append(json.loads(data).get("message_id"))
 
     ts = [threading.Thread(target=one, args=(i, True), daemon=True) for i in range(n)]
     t_start = time.monotonic()
@@ -227,9 +230,15 @@ def check_burst(c, what, res, n):
             set(by) <= {503, 504}, f"{dict(by)}")
 
 
-def warm_up(c, st, what, n=3):
-    codes = [rel.http_call(st.url("producer") + "/produce", "POST",
-                           {"payload": f"warm-{i}"}, timeout=10)[0] for i in range(n)]
+def warm_up(c, st, what, n=3, stored=None):
+    """n small /produce requests, each must be 201 (their message ids go to `stored`)."""
+    codes = []
+    for i in range(n):
+        code, _, data, _, _ = rel.http_call(st.url("producer") + "/produce", "POST",
+                                            {"payload": f"warm-{i}"}, timeout=10)
+        codes.append(code)
+        if code == 201 and stored is not None:
+            stored.append(json.loads(data).get("message_id"))
     return c.check(f"{what}: {n} x 201 before the fault", codes.count(201) == n, f"{codes}")
 
 
@@ -239,7 +248,8 @@ def producer_fault(c, st, tls, fault):
     port = st.tls_port if tls else st.amqp
     st.use_queue(f"wire_p{fault}_{'tls' if tls else 'tcp'}_{os.getpid()}")
     st.start("producer", **st.transport_env(tls))
-    warm_up(c, st, what)
+    stored = []  # message ids answered 201 (warm-up, fault, recovery): each must be queued
+    warm_up(c, st, what, stored=stored)
     if fault == "freeze":
         st.freeze(True)
     else:
@@ -250,7 +260,7 @@ def producer_fault(c, st, tls, fault):
         watcher = threading.Thread(
             target=lambda: box.update(q=max_send_queue(st, "producer", port, 6.0)), daemon=True)
         watcher.start()
-        res = burst(st.url("producer"), n, 900_000, f"p{fault}", late=late)
+        res = burst(st.url("producer"), n, 900_000, f"p{fault}", late=late, stored=stored)
         watcher.join(10)
         if fault == "freeze":
             c.check(f"{what}: the broker stopped reading (>= 1 MiB waiting in the producer's "
@@ -269,13 +279,13 @@ def producer_fault(c, st, tls, fault):
         else:
             st.ctl("set_vm_memory_high_watermark", "0.4")
     st.start("producer", **st.transport_env(tls))
-    warm_up(c, st, f"{what}, after recovery", 1)
+    warm_up(c, st, f"{what}, after recovery", 1, stored=stored)
     if fault == "freeze":
         # SIGTERM while the publisher thread is blocked in the send itself
         st.freeze(True)
         try:
             t = threading.Thread(target=burst, args=(st.url("producer"), 16, 900_000, "pterm"),
-                                 kwargs={"late": 0}, daemon=True)
+                                 kwargs={"late": 0, "stored": stored}, daemon=True)
             t.start()
             q = max_send_queue(st, "producer", port, 6.0)
             rc, secs = st.term("producer", timeout=PRODUCER_STOP_LIMIT_S + 8)
@@ -286,6 +296,17 @@ def producer_fault(c, st, tls, fault):
         finally:
             st.freeze(False)
     st.term("producer")
+    check_stored(c, st, what, stored)
+
+
+def check_stored(c, st, what, stored):
+    """Every message answered 201 is in the queue (the 503/504 ones may be there too: the
+    broker may still read them once it runs again)."""
+    out = st.tool("get", "--queue", st.queue, "--format", "props")
+    ids = {line.split("\t")[1] for line in out.splitlines() if line.count("\t") >= 2}
+    lost = [i for i in stored if i not in ids]
+    c.check(f"{what}: every 201 is in the queue ({len(stored)} answered 201, "
+            f"{len(ids)} messages in the queue)", not lost, f"not in the queue: {lost}")
 
 
 class Deferred:
