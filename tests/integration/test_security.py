@@ -427,7 +427,7 @@ class SecurityTest:
             # The held connections are idle, so HTTP_CONNECTION_TIMEOUT_S=3 closes them: an
             # attempt counts only if all 24 were still open after the 25th was answered (CI, a
             # loaded machine: the 25th got a 200 once, its 24 held connections timed out).
-            extra, tries = None, []
+            tries = []
             for _ in range(3):
                 for s in held:
                     s.close()

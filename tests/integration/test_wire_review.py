@@ -188,6 +188,12 @@ def stuck_send_queue(st, name, port, seconds, still=1.5):
     return 0
 
 
+def note_201(stored, status, body):
+    """Appends a 201's message_id (from its JSON body) to `stored`, unless stored is None."""
+    if status == 201 and stored is not None:
+        stored.append(json.loads(body).get("message_id"))
+
+
 def burst(url, n, size, tag, timeout=25.0, late=4, stored=None):
     """n threads each POST one /produce of `size` payload bytes at once, then `late` small
     ones 1 s later (they meet a publisher already stuck). Returns [(status, latency, kind,
@@ -201,8 +207,7 @@ def burst(url, n, size, tag, timeout=25.0, late=4, stored=None):
         st, _, data, lat, _ = rel.http_call(url + "/produce", "POST", body, timeout=timeout)
         with lock:
             out.append((st, lat, "big" if big else "late", t_sent - t_start))
-            if st == 201 and stored is not None:
-                stored.append(json.loads(data).get("message_id"))
+            note_201(stored, st, data)
 
     ts = [threading.Thread(target=one, args=(i, True), daemon=True) for i in range(n)]
     t_start = time.monotonic()
@@ -237,8 +242,7 @@ def warm_up(c, st, what, n=3, stored=None):
         code, _, data, _, _ = rel.http_call(st.url("producer") + "/produce", "POST",
                                             {"payload": f"warm-{i}"}, timeout=10)
         codes.append(code)
-        if code == 201 and stored is not None:
-            stored.append(json.loads(data).get("message_id"))
+        note_201(stored, code, data)
     return c.check(f"{what}: {n} x 201 before the fault", codes.count(201) == n, f"{codes}")
 
 
