@@ -10,6 +10,7 @@
 #   fuzzing: each libFuzzer harness for FUZZ_SECONDS (10) under ASan+UBSan (scripts/fuzz.sh)
 #   the OpenAPI document: redocly lint, routes both ways (tests/ops/check_openapi.py)
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
+#   test and bench ports below the ephemeral range (tests/ops/check_ports.py)
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 #   Docker Compose for real (scripts/test-compose.sh: prepared in the background from the start;
 #   SKIP where no Docker engine can be started)
@@ -126,6 +127,7 @@ step "no function over 80 lines (scripts/check-function-length.py)" "$PYTHON" sc
 step "README configuration table up to date" "$PYTHON" scripts/gen-readme-config.py --check
 step "fuzzing, ${FUZZ_SECONDS:-10} s per harness (scripts/fuzz.sh)" bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
 step "operations files (tests/ops/check_files.py)" "$PYTHON" tests/ops/check_files.py
+step "test ports below the ephemeral range (tests/ops/check_ports.py)" "$PYTHON" tests/ops/check_ports.py
 step "OpenAPI document: redocly lint, every route both ways (tests/ops/check_openapi.py)" "$PYTHON" tests/ops/check_openapi.py --build-dir "$BUILD_DIR"
 step "promtool check rules" promtool check rules prometheus/alerts.yml
 step "promtool check config" promtool check config prometheus/prometheus.yml

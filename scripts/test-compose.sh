@@ -306,7 +306,7 @@ prepare() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+	/usr/bin/python3 "$ROOT/scripts/rq_ports.py"
 }
 
 # docker ps/network/volume entries of the compose project $1 (by label and by name).

@@ -26,10 +26,12 @@ nest (produce_c64.server_status.201). Values that name wrk outputs (*.wrk) are p
 import json
 import os
 import re
-import socket
 import sys
 import time
 import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rq_ports import free_port, port_free  # noqa: E402  (below the ephemeral range)
 
 # ---------------------------------------------------------------------------- metrics
 
@@ -186,25 +188,6 @@ def cmd_gen_lines(path, n):
                 f.write("".join(buf))
                 buf = []
         f.write("".join(buf))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def port_free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", int(p)))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 # ---------------------------------------------------------------------------- summary
@@ -1053,7 +1036,7 @@ def main(argv):
         print(free_port())
         return 0
     if cmd == "portfree":
-        return 0 if all(port_free(p) for p in args) else 1
+        return 0 if all(port_free(int(p)) for p in args) else 1
     if cmd == "settle":
         cmd_settle(args)
         return 0

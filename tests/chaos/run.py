@@ -86,7 +86,7 @@ class Stack:
         self.args, self.tmp = args, tmp
         self.build = os.path.abspath(args.build_dir)
         self.tool_build = os.path.abspath(args.tool_build_dir)
-        self.amqp = free_port(avoid_dist=True)
+        self.amqp = free_port()
         self.broker_dir = os.path.join(tmp, "broker")
         self.outdir = os.path.join(tmp, "out")
         os.makedirs(self.outdir)

@@ -22,7 +22,7 @@ class EchoServer:
     def __init__(self):
         self.s = socket.socket()
         self.s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.s.bind(("127.0.0.1", 0))
+        self.s.bind(("127.0.0.1", 0))  # listens
         self.s.listen(16)
         self.port = self.s.getsockname()[1]
         self.received = []  # one counter per connection

@@ -32,37 +32,17 @@ summary() {
 	[ "$RQ_FAILED" -eq 0 ]
 }
 
-# free_port: prints a TCP port on 127.0.0.1 that was free a moment ago (kernel-chosen).
+# free_port: prints a TCP port on 127.0.0.1 free a moment ago, below the kernel's ephemeral range
+# less 1000 (scripts/rq_ports.py): no client socket can take it before a service or broker binds
+# it, and scripts/broker.sh keeps those last 1000 ports for Erlang distribution.
+RQ_PORTS_PY="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/scripts/rq_ports.py"
 free_port() {
-	"$PY" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
+	"$PY" "$RQ_PORTS_PY"
 }
 
-# free_broker_port: prints a free port P for a broker's AMQP listener, below the kernel's
-# ephemeral range less 1000 (scripts/broker.sh takes the Erlang distribution ports from those
-# last 1000 ports, and a port in the ephemeral range may be any client socket's).
+# free_broker_port: a port for a broker's AMQP listener (the same rule as free_port).
 free_broker_port() {
-	"$PY" -c 'import random, socket
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-for _ in range(200):
-    p = random.randint(20000, max(20001, lo - 1001))
-    if free(p):
-        print(p)
-        break
-else:
-    raise SystemExit("no free broker port")'
+	free_port
 }
 
 # http_status URL [MAX_SECONDS]: prints the HTTP status of GET URL (000 when unreachable).

@@ -47,23 +47,6 @@ def arg_parser(doc):
     return ap
 
 
-def low_port():
-    """A free port below the ephemeral range (a broker restart cannot lose it to a client)."""
-    import socket
-    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    for _ in range(200):
-        port = 10000 + secrets.randbelow(max(1000, lo - 11000))
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    return free_port()
-
-
 class Stack:
     def __init__(self, args):
         self.args = args
@@ -79,7 +62,7 @@ class Stack:
     def __enter__(self):
         a = self.args
         if not a.amqp_port:
-            a.amqp_port, a.mgmt_port = low_port(), low_port()
+            a.amqp_port, a.mgmt_port = free_port(), free_port()
             self.broker_dir = self.ctl_dir = os.path.join(a.work, "broker")
             r = subprocess.run([os.path.join(ROOT, "scripts", "broker.sh"), "start", self.broker_dir,
                                 str(a.amqp_port), str(a.mgmt_port)],

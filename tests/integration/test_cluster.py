@@ -39,9 +39,7 @@ Standard library only (/usr/bin/python3).
 import argparse
 import json
 import os
-import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_reliability import (Checks, Load, Stack, check_output_exactly_once,  # noqa: E402
                               finish, free_port, get_json, http_call, log, metrics,
                               summarize_load, wait_output_size)
+import rq_ports  # noqa: E402  (test_reliability put scripts/ on sys.path)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BROKER = os.path.join(ROOT, "scripts", "broker.sh")
@@ -59,37 +58,6 @@ RESUME_BOUND_S = 5.0  # 201s again within this long after a node is killed
 CONSUME_BOUND_S = 10.0  # the consumer takes messages again within this long after its node died
 LOAD_THREADS = 4
 LOAD_RATE = 60.0  # requests/s per thread
-
-
-def ephemeral_low():
-    """The first port the kernel hands out for outgoing connections (ip_local_port_range)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_base(n):
-    """A port P with P..P+n-1 and their distribution ports (+20000) free on 127.0.0.1, all
-    below the ephemeral range: a node restarted on its port must not find it taken by some
-    client's outgoing connection (EADDRINUSE, seen in CI)."""
-    top = ephemeral_low() - 20000 - n
-    rng = random.Random()
-    for _ in range(400):
-        base = rng.randrange(10000, max(top, 10001))
-        ok = True
-        for p in [base + k for k in range(n)] + [base + 20000 + k for k in range(n)]:
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
-    raise RuntimeError("no free port range below the ephemeral ports")
 
 
 class Cluster:
@@ -657,7 +625,7 @@ def main():
     t0 = time.monotonic()
     tmp = tempfile.mkdtemp(prefix="relayq-cluster.")
     os.chmod(tmp, 0o755)  # the nodes (user rabbitmq) must reach their folders inside
-    cl = Cluster(tmp, free_base(NODES))
+    cl = Cluster(tmp, rq_ports.free_port(span=NODES))
     try:
         t = time.monotonic()
         cl.start_all()

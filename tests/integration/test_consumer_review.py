@@ -477,7 +477,7 @@ class CuttingProxy:
         self.accepts = []
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.ls.bind(("127.0.0.1", 0))
+        self.ls.bind(("127.0.0.1", 0))  # listens
         self.ls.listen(16)
         self.port = self.ls.getsockname()[1]
         self.stop = False

@@ -42,21 +42,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import test_system as ts  # noqa: E402  (Checker)
+from rq_ports import free_port  # noqa: E402  (below the ephemeral range)
 
 HOST = "127.0.0.1"
 MAX_BODY = 1048576  # the producer's MAX_BODY_BYTES here (the default)
 DRAIN_BYTES = 64 << 20  # RQ_HTTP_DRAIN_MAX_BYTES (common/http_server.h)
 DRAIN_S = 10.0  # RQ_HTTP_DRAIN_MAX_MS / 1000
-
-
-def free_port():
-    while True:
-        s = socket.socket()
-        s.bind((HOST, 0))
-        port = s.getsockname()[1]
-        s.close()
-        if port + 20000 < 65536:  # broker.sh puts Erlang distribution on port + 20000
-            return port
 
 
 def request(port, method, path, body=None, headers=None, timeout=60.0, chunked=False):

@@ -30,7 +30,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,39 +39,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 import test_system as ts  # noqa: E402  (Checker)
+from rq_ports import free_port  # noqa: E402  (below the ephemeral range)
 
 HOST = "127.0.0.1"
 ISS = "https://idp.test.invalid"
 AUD = "relayq-test"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def free_broker_port():
-    """A port P (and P + 20000, the Erlang distribution port broker.sh derives) both free."""
-    import random
-
-    def free(p):
-        s = socket.socket()
-        try:
-            s.bind((HOST, p))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-
-    for _ in range(200):
-        p = random.randint(20000, 45000)
-        if free(p) and free(p + 20000):
-            return p
-    raise SystemExit("no free broker port")
 
 
 def b64u(data):
@@ -421,7 +392,7 @@ class Test:
             if self.args.amqp_port:
                 self.amqp = self.args.amqp_port
             else:
-                self.amqp = free_broker_port()
+                self.amqp = free_port()
                 self.broker_dir = os.path.join(self.args.work, "broker")
                 if not self.ck.check("private broker started on %d" % self.amqp,
                                      self.broker("start") == 0):

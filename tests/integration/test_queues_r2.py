@@ -376,7 +376,7 @@ def frame_max(args):
         os.chmod(os.path.join(d, n), 0o644)
     os.chmod(d, 0o755)
     subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", d], capture_output=True, timeout=30)
-    tls_port = qharness.low_port()
+    tls_port = qharness.free_port()
     os.environ["BROKER_EXTRA_CONF"] = (
         "frame_max = 4096\n"
         f"listeners.ssl.1 = 127.0.0.1:{tls_port}\n"

@@ -52,6 +52,9 @@ import time
 import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from rq_ports import free_port  # noqa: E402  (below the ephemeral range)
+
 PUBLISH_TIMEOUT_MS = 3000
 LATENCY_SLACK_S = 1.5
 
@@ -73,33 +76,6 @@ class Checks:
             detail = detail if len(detail) <= 400 else detail[:400] + "..."
             print(f"FAIL  {name}{': ' + detail if detail else ''}", flush=True)
         return ok
-
-
-def free_port(avoid_dist=False):
-    """A free TCP port on 127.0.0.1. avoid_dist (a broker's AMQP port): one picked below the
-    kernel's ephemeral range less 1000 (scripts/broker.sh takes Erlang distribution ports from
-    those 1000), so that no client socket can take it before the broker binds it; else one the
-    kernel hands out."""
-    lo = 32768
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            lo = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        pass
-    for _ in range(500):
-        s = socket.socket()
-        try:
-            if avoid_dist:
-                pick = int.from_bytes(os.urandom(4), "big") % max(1000, lo - 11000)
-                s.bind(("127.0.0.1", 10000 + pick))
-            else:
-                s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise RuntimeError("no free port")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +234,7 @@ class Stack:
     def __init__(self, build, tmp, queue, amqp_port=None, extra_env=None):
         self.build, self.tmp, self.queue = build, tmp, queue
         self.own_broker = amqp_port is None
-        self.amqp = amqp_port or free_port(avoid_dist=True)
+        self.amqp = amqp_port or free_port()
         self.broker_dir = os.path.join(tmp, "broker")
         self.output = os.path.join(tmp, "output.txt")
         self.procs = {}

@@ -493,7 +493,7 @@ def check_slowmgmt(c, e):
     import socket
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("127.0.0.1", 0))
+    ls.bind(("127.0.0.1", 0))  # listens
     ls.listen(16)
     held, stop = [], threading.Event()
 
@@ -609,7 +609,7 @@ def main():
     names = args.checks or list(CHECKS)
     tmp = tempfile.mkdtemp(prefix="relayq-rt-hub.")
     os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
-    e = Env(os.path.abspath(args.build_dir), tmp, free_port(avoid_dist=True), free_port())
+    e = Env(os.path.abspath(args.build_dir), tmp, free_port(), free_port())
     c = Checks()
     t0 = time.monotonic()
     try:

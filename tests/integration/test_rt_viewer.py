@@ -92,7 +92,7 @@ class Stack:
     def __init__(self, args, tmp):
         self.tmp, self.args = tmp, args
         self.own = args.amqp_port is None
-        self.amqp = args.amqp_port or free_port(avoid_dist=True)
+        self.amqp = args.amqp_port or free_port()
         self.mgmt = args.mgmt_port or (free_port() if self.own else None)
         self.broker_dir = os.path.join(tmp, "broker")
         self.port = free_port()

@@ -26,40 +26,15 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import test_system as ts  # noqa: E402  (Checker, metric_sum)
+from rq_ports import free_port  # noqa: E402  (below the ephemeral range)
 
 HOST = "127.0.0.1"
 OTHER = "127.0.0.2"  # a second client address on loopback
-
-
-def free_port():
-    """A free port below the ephemeral range: a port the kernel handed out (bind to 0) can be
-    taken by another test's outgoing connection before the service binds it (tests run side
-    by side), one picked at random below the range cannot."""
-    try:
-        lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    except (OSError, ValueError, IndexError):
-        lo = 32768
-    for _ in range(200):
-        port = 10000 + secrets.randbelow(max(1000, lo - 11000))
-        s = socket.socket()
-        try:
-            s.bind((HOST, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    s = socket.socket()
-    s.bind((HOST, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Resp:

@@ -312,7 +312,7 @@ def main():
         names.insert(0, "order")
     tmp = tempfile.mkdtemp(prefix="relayq-status-log.")
     os.chmod(tmp, 0o755)  # the broker (user rabbitmq) must reach its folder inside
-    e = Env(os.path.abspath(args.build_dir), tmp, free_port(avoid_dist=True))
+    e = Env(os.path.abspath(args.build_dir), tmp, free_port())
     c = Checks()
     t0 = time.monotonic()
     try:

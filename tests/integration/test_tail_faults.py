@@ -45,7 +45,7 @@ class Stack:
 
     def __init__(self, build, tmp):
         self.build, self.tmp = build, tmp
-        self.amqp = free_port(avoid_dist=True)
+        self.amqp = free_port()
         self.pport, self.cport = free_port(), free_port()
         self.broker_dir = os.path.join(tmp, "broker")
         self.input = os.path.join(tmp, "in.log")

@@ -21,7 +21,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,26 +30,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLE = os.path.join(ROOT, "tests/unit/producer/rt/test_tmatch.c")
-
-
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def ports():
-    for _ in range(200):
-        p = random.randint(20000, 44000)
-        m = p + 1
-        if free(p) and free(p + 20000) and free(m) and free(m + 20000):
-            return p, m
-    raise SystemExit("no free ports")
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+import rq_ports  # noqa: E402  (below the ephemeral range)
 
 
 def cases():
@@ -82,7 +63,7 @@ def main():
     if len(table) < 50:
         print("FAIL: read only %d cases from %s" % (len(table), TABLE))
         return 1
-    amqp, mgmt_port = ports() if not given else (0, given)
+    amqp, mgmt_port = tuple(rq_ports.free_ports(2)) if not given else (0, given)
     bdir = tempfile.mkdtemp(prefix="rq-tmatch-broker-") if not given else None
     broker = os.path.join(ROOT, "scripts/broker.sh")
     failures = 0

@@ -33,29 +33,8 @@ check() {
 
 # Ports: AMQP P with P+20000 free too (scripts/broker.sh puts Erlang distribution there), a
 # management port, a producer port, and 3 consecutive consumer ports.
-read -r AMQP_PORT MGMT_PORT PRODUCER_PORT CONSUMER_PORT < <("$PY" - <<'EOF'
-import random, socket
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-rng = random.Random()
-picked = []
-def pick(lo, hi, span=1, extra=()):
-    for _ in range(500):
-        p = rng.randint(lo, hi)
-        ports = list(range(p, p + span)) + [p + e for e in extra]
-        if all(free(x) and x not in picked for x in ports):
-            picked.extend(ports)
-            return p
-    raise SystemExit("no free port")
-print(pick(20000, 45000, extra=(20000,)), pick(20000, 45000), pick(20000, 45000), pick(20000, 45000, span=3))
-EOF
-)
+# Below the ephemeral range (scripts/rq_ports.py); the consumers' first port starts 3 free ones.
+read -r AMQP_PORT MGMT_PORT PRODUCER_PORT CONSUMER_PORT < <("$PY" "$ROOT/scripts/rq_ports.py" 4 3)
 export AMQP_PORT MGMT_PORT PRODUCER_PORT CONSUMER_PORT
 echo "local mode test: run folder $RUN_DIR, amqp $AMQP_PORT, mgmt $MGMT_PORT, producer $PRODUCER_PORT, consumers from $CONSUMER_PORT"
 
