@@ -7,7 +7,8 @@
  *
  * Locks: the registry mutex guards the family list (registration, render); each family's
  * mutex guards its children (lookup/creation, and the walk during render). Lock order is
- * registry, then family.
+ * registry, then family. Collectors run one at a time under their own mutex, before the
+ * render takes the registry mutex (a collector may look children up: collector, then family).
  */
 #include "metrics.h"
 
@@ -53,10 +54,19 @@ struct rq_metric {
     rq_metric_t *next; /* registration order */
 };
 
+typedef struct rq_collector {
+    rq_metrics_collect_fn fn;
+    void (*arg_free)(void *arg);
+    void *arg;
+    struct rq_collector *next;
+} rq_collector_t;
+
 struct rq_metrics {
     pthread_mutex_t mu;
     rq_hmap_t *names; /* family name -> rq_metric_t */
     rq_metric_t *head, *tail;
+    pthread_mutex_t collect_mu; /* serialises the collectors; guards the list */
+    rq_collector_t *collectors; /* in the reverse order of registration */
 };
 
 /* ---- atomics on doubles ---- */
@@ -239,6 +249,7 @@ rq_metrics_t *rq_metrics_new(void)
         return NULL;
     }
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->collect_mu, NULL);
     return m;
 }
 
@@ -273,8 +284,42 @@ void rq_metrics_free(rq_metrics_t *m)
         f = next;
     }
     rq_hmap_free(m->names);
+    while (m->collectors != NULL) {
+        rq_collector_t *c = m->collectors;
+        m->collectors = c->next;
+        if (c->arg_free != NULL)
+            c->arg_free(c->arg);
+        free(c);
+    }
+    pthread_mutex_destroy(&m->collect_mu);
     pthread_mutex_destroy(&m->mu);
     free(m);
+}
+
+int rq_metrics_add_collector(rq_metrics_t *m, rq_metrics_collect_fn fn, void (*arg_free)(void *),
+                             void *arg)
+{
+    rq_collector_t *c = m != NULL && fn != NULL ? calloc(1, sizeof(*c)) : NULL;
+
+    if (c == NULL)
+        return -1;
+    c->fn = fn;
+    c->arg_free = arg_free;
+    c->arg = arg;
+    pthread_mutex_lock(&m->collect_mu);
+    c->next = m->collectors;
+    m->collectors = c;
+    pthread_mutex_unlock(&m->collect_mu);
+    return 0;
+}
+
+/* Runs every collector once, one at a time. */
+static void run_collectors(rq_metrics_t *m)
+{
+    pthread_mutex_lock(&m->collect_mu);
+    for (rq_collector_t *c = m->collectors; c != NULL; c = c->next)
+        c->fn(c->arg);
+    pthread_mutex_unlock(&m->collect_mu);
 }
 
 static int is_alpha_(char c)
@@ -573,6 +618,7 @@ char *rq_metrics_render(rq_metrics_t *m, size_t *len)
     rq_sbuf_t b = {0};
     if (!m)
         return NULL;
+    run_collectors(m);
     sb_reserve(&b, 0); /* an empty registry still yields "" */
     pthread_mutex_lock(&m->mu);
     for (rq_metric_t *f = m->head; f; f = f->next) {

@@ -54,8 +54,20 @@ void rq_series_set(rq_series_t *s, double v);     /* gauge = v */
 void rq_series_observe(rq_series_t *s, double v); /* histogram */
 double rq_series_value(const rq_series_t *s);     /* counter/gauge value; histogram count */
 
-/* Renders every family in registration order in the text format 0.0.4 (HELP, TYPE, then
- * samples; histograms as _bucket{le=...} cumulative, _sum, _count; label values escaped).
+/* A collector: called at each render, before any sample is written, to bring the series it
+ * owns up to date (rq_series_set/add on children it looked up). Collectors of one registry
+ * run one at a time; one must not render or register a collector itself. */
+typedef void (*rq_metrics_collect_fn)(void *arg);
+
+/* Adds a collector. The registry owns arg from then on: rq_metrics_free() passes it to
+ * arg_free (when not NULL) after the last render. Returns 0, or -1 on allocation failure or a
+ * NULL m or fn (arg is then still the caller's). Thread-safe. */
+int rq_metrics_add_collector(rq_metrics_t *m, rq_metrics_collect_fn fn, void (*arg_free)(void *),
+                             void *arg);
+
+/* Runs the collectors, then renders every family in registration order in the text format
+ * 0.0.4 (HELP, TYPE, then samples; histograms as _bucket{le=...} cumulative, _sum, _count;
+ * label values escaped).
  * Returns a NUL-terminated buffer the caller frees with free(), or NULL on allocation
  * failure; *len (optional) receives the length. Thread-safe. */
 char *rq_metrics_render(rq_metrics_t *m, size_t *len);

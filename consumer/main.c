@@ -32,6 +32,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "output.h"
+#include "procmetrics.h"
 #include "status_log.h"
 #include "util.h"
 #include "worker.h"
@@ -256,7 +257,7 @@ int main(int argc, char **argv)
     }
     metrics = rq_metrics_new();
     if (metrics == NULL || rq_worker_metrics_register(&wm, metrics) < 0 ||
-        rq_amqp_nodes_metrics(metrics) < 0) {
+        rq_amqp_nodes_metrics(metrics) < 0 || rq_procmetrics_register(metrics) < 0) {
         rq_error("cannot create the metrics registry");
         goto out;
     }

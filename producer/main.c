@@ -14,6 +14,7 @@
 #include "json_alloc.h"
 #include "log.h"
 #include "metrics.h"
+#include "procmetrics.h"
 #include "publisher.h"
 #include "results.h"
 #include "tailer.h"
@@ -106,6 +107,7 @@ static int start_parts(producer_t *p, const rq_config_t *cfg)
 {
     p->metrics = rq_metrics_new();
     if (p->metrics == NULL || rq_amqp_nodes_metrics(p->metrics) < 0 ||
+        rq_procmetrics_register(p->metrics) < 0 ||
         (p->results = rq_results_new(cfg, p->metrics)) == NULL) {
         rq_error("out of memory");
         return -1;

@@ -420,25 +420,54 @@ static void watcher_close(rq_sse_server_t *srv)
 
 #define SSE_ACK_BATCH 128
 
+/* Acks the queue messages whose last byte is before `sent` (s->mu held; dropped around the
+ * hub's calls, which never take our lock under the hub's). */
+static void ack_written(rq_sse_conn_t *s, uint64_t sent)
+{
+    uint64_t tags[SSE_ACK_BATCH];
+    size_t k, more;
+
+    do {
+        k = 0;
+        while (k < s->nacks && k < SSE_ACK_BATCH && s->acks[k].end <= sent) {
+            tags[k] = s->acks[k].tag;
+            k++;
+        }
+        if (k > 0) {
+            memmove(s->acks, s->acks + k, (s->nacks - k) * sizeof(*s->acks));
+            s->nacks -= k;
+        }
+        more = s->nacks > 0 && s->acks[0].end <= sent;
+        if (k > 0) {
+            pthread_mutex_unlock(&s->mu);
+            for (size_t i = 0; i < k; i++)
+                rq_rt_ack(s->srv->hub, s->sub, tags[i]);
+            pthread_mutex_lock(&s->mu);
+        }
+    } while (more);
+}
+
 /* Hands MHD what the buffer holds; acks the queue messages whose last byte was written to
  * the socket (handed over in an earlier call); suspends the connection when there is nothing
  * to send. */
 static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
 {
     rq_sse_conn_t *s = cls;
-    uint64_t tags[SSE_ACK_BATCH], sent;
-    size_t n, k, more;
+    uint64_t sent;
+    size_t n;
 
     (void)pos;
     pthread_mutex_lock(&s->mu);
+    /* MHD asks for the next chunk once the previous one went to the socket: what was taken
+     * before this call is written (a dead client's write fails instead: not acked, the
+     * message goes back to the queue when the session ends). Acked first, also when the
+     * client has closed since: it was written (the client may well have read it and left). */
+    sent = s->taken;
+    ack_written(s, sent);
     if (s->peer_closed) { /* nobody reads: MHD closes the connection, the request completes */
         pthread_mutex_unlock(&s->mu);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    /* MHD asks for the next chunk once the previous one went to the socket: what was taken
-     * before this call is written (a dead client's write fails instead: not acked, the
-     * message goes back to the queue when the session ends) */
-    sent = s->taken;
     n = s->len - s->off;
     if (n > max)
         n = max;
@@ -454,24 +483,6 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
             s->cap = 0;
         }
     }
-    do {
-        k = 0;
-        while (k < s->nacks && k < SSE_ACK_BATCH && s->acks[k].end <= sent) {
-            tags[k] = s->acks[k].tag;
-            k++;
-        }
-        if (k > 0) {
-            memmove(s->acks, s->acks + k, (s->nacks - k) * sizeof(*s->acks));
-            s->nacks -= k;
-        }
-        more = s->nacks > 0 && s->acks[0].end <= sent;
-        if (k > 0) {
-            pthread_mutex_unlock(&s->mu); /* never the hub's lock under ours */
-            for (size_t i = 0; i < k; i++)
-                rq_rt_ack(s->srv->hub, s->sub, tags[i]);
-            pthread_mutex_lock(&s->mu);
-        }
-    } while (more);
     if (n == 0 && s->len == s->off) {
         if (s->ended) {
             pthread_mutex_unlock(&s->mu);

@@ -462,3 +462,81 @@ Test(metrics, concurrent_updates_exact)
     free(txt);
     rq_metrics_free(m);
 }
+
+/* ---- collectors ---- */
+
+typedef struct {
+    rq_series_t *g;
+    int calls;
+    int *freed;
+} collect_state_t;
+
+static void collect_count(void *arg)
+{
+    collect_state_t *st = arg;
+    st->calls++;
+    rq_series_set(st->g, st->calls);
+}
+
+static void collect_state_free(void *arg)
+{
+    collect_state_t *st = arg;
+    (*st->freed)++;
+    free(st);
+}
+
+Test(metrics, collector_runs_before_each_render_and_is_freed_with_the_registry)
+{
+    int freed = 0;
+    rq_metrics_t *m = rq_metrics_new();
+    rq_metric_t *f = rq_metrics_gauge(m, "rq_collected", "Set by a collector.", 0, NULL);
+    collect_state_t *st = calloc(1, sizeof(*st));
+
+    cr_assert_not_null(st);
+    st->g = rq_metric_series(f, 0, NULL);
+    st->freed = &freed;
+    cr_assert_eq(rq_metrics_add_collector(m, collect_count, collect_state_free, st), 0);
+    for (int i = 1; i <= 3; i++) {
+        char want[64], *text = rq_metrics_render(m, NULL);
+        snprintf(want, sizeof(want), "\nrq_collected %d\n", i);
+        cr_assert_not_null(strstr(text, want), "render %d: %s", i, text);
+        free(text);
+    }
+    cr_assert_eq(st->calls, 3);
+    cr_assert_eq(freed, 0);
+    rq_metrics_free(m);
+    cr_assert_eq(freed, 1, "the registry frees the collector's state");
+}
+
+Test(metrics, collector_refused_arguments)
+{
+    rq_metrics_t *m = rq_metrics_new();
+    int x = 0;
+
+    cr_assert_eq(rq_metrics_add_collector(NULL, collect_count, NULL, &x), -1);
+    cr_assert_eq(rq_metrics_add_collector(m, NULL, NULL, &x), -1);
+    rq_metrics_free(m);
+}
+
+static void *render_loop(void *arg)
+{
+    for (int i = 0; i < 200; i++)
+        free(rq_metrics_render(arg, NULL));
+    return NULL;
+}
+
+Test(metrics, collectors_run_one_at_a_time)
+{
+    rq_metrics_t *m = rq_metrics_new();
+    rq_metric_t *f = rq_metrics_gauge(m, "rq_collected", "Set by a collector.", 0, NULL);
+    collect_state_t st = {.g = rq_metric_series(f, 0, NULL)};
+    pthread_t t[4];
+
+    cr_assert_eq(rq_metrics_add_collector(m, collect_count, NULL, &st), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, render_loop, m);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    cr_assert_eq(st.calls, 800, "a plain int counted every call: no two ran at once");
+    rq_metrics_free(m);
+}
