@@ -277,6 +277,13 @@ void rq_metrics_free(rq_metrics_t *m)
 {
     if (!m)
         return;
+    while (m->collectors != NULL) { /* first: their state may name the families' series */
+        rq_collector_t *c = m->collectors;
+        m->collectors = c->next;
+        if (c->arg_free != NULL)
+            c->arg_free(c->arg);
+        free(c);
+    }
     rq_metric_t *f = m->head;
     while (f) {
         rq_metric_t *next = f->next;
@@ -284,13 +291,6 @@ void rq_metrics_free(rq_metrics_t *m)
         f = next;
     }
     rq_hmap_free(m->names);
-    while (m->collectors != NULL) {
-        rq_collector_t *c = m->collectors;
-        m->collectors = c->next;
-        if (c->arg_free != NULL)
-            c->arg_free(c->arg);
-        free(c);
-    }
     pthread_mutex_destroy(&m->collect_mu);
     pthread_mutex_destroy(&m->mu);
     free(m);

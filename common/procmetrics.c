@@ -2,11 +2,15 @@
  *
  * The collector runs under the registry's collector mutex (one at a time), so it keeps the CPU
  * time it last reported without a lock of its own and adds the difference to the counter.
+ * /proc/self/stat, /proc/self/statm and /proc/self/fd are opened once, at registration, and
+ * kept (close-on-exec): at the descriptor limit, when process_open_fds matters most, a scrape
+ * could not open them.
  */
 #define _GNU_SOURCE
 #include "procmetrics.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +20,17 @@
 
 #include "util.h"
 
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+/* AddressSanitizer's allocator replaces malloc: glibc's mallinfo2 then reads zeros. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RQ_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RQ_ASAN 1
+#endif
+#endif
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) &&          \
+    !defined(RQ_ASAN)
 #define RQ_HAVE_MALLINFO2 1
 #endif
 
@@ -24,7 +38,41 @@ typedef struct {
     rq_series_t *cpu, *rss, *vsz, *fds, *max_fds, *start, *threads;
     rq_series_t *heap_in_use, *heap_free; /* NULL without mallinfo2 */
     double cpu_reported;                  /* seconds added to the counter so far */
+    int stat_fd, statm_fd;                /* /proc/self/stat, /proc/self/statm; -1 */
+    DIR *fd_dir;                          /* /proc/self/fd; NULL */
 } rq_procmetrics_t;
+
+static void procmetrics_free(void *arg)
+{
+    rq_procmetrics_t *p = arg;
+
+    if (p == NULL)
+        return;
+    if (p->stat_fd >= 0)
+        close(p->stat_fd);
+    if (p->statm_fd >= 0)
+        close(p->statm_fd);
+    if (p->fd_dir != NULL)
+        closedir(p->fd_dir);
+    free(p);
+}
+
+/* The whole of a small /proc file kept open, NUL-terminated, into buf; its length, or -1. */
+static ssize_t read_proc(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+
+    while (fd >= 0 && n < cap - 1) {
+        ssize_t r = pread(fd, buf + n, cap - 1 - n, (off_t)n);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return fd >= 0 ? (ssize_t)n : -1;
+}
 
 /* The one child of a new label-less family, or NULL. */
 static rq_series_t *family(rq_metrics_t *m, int counter, const char *name, const char *help)
@@ -44,32 +92,29 @@ static double cpu_seconds(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-/* Open descriptors: the entries of /proc/self/fd but the one opendir holds; -1 when unread. */
-static long open_fds(void)
+/* Open descriptors: the entries of /proc/self/fd (the three the collector keeps included); -1
+ * when unread. */
+static long open_fds(DIR *d)
 {
-    DIR *d = opendir("/proc/self/fd");
     long n = 0;
 
     if (d == NULL)
         return -1;
+    rewinddir(d); /* procfs lists the descriptors afresh */
     for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
         if (e->d_name[0] != '.')
             n++;
-    closedir(d);
-    return n - 1;
+    return n;
 }
 
 /* Field 20 of /proc/self/stat (num_threads), after the command name's closing parenthesis. */
-static long thread_count(void)
+static long thread_count(int fd)
 {
     char buf[1024], *p;
-    FILE *f = fopen("/proc/self/stat", "r");
-    size_t n = f != NULL ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
     long v = -1;
 
-    if (f != NULL)
-        fclose(f);
-    buf[n] = '\0';
+    if (read_proc(fd, buf, sizeof(buf)) < 0)
+        return -1;
     p = strrchr(buf, ')');
     if (p != NULL && sscanf(p + 1,
                             " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
@@ -82,18 +127,17 @@ static long thread_count(void)
 static void collect(void *arg)
 {
     rq_procmetrics_t *p = arg;
-    long page = sysconf(_SC_PAGESIZE), fds = open_fds(), threads = thread_count();
+    long page = sysconf(_SC_PAGESIZE), fds = open_fds(p->fd_dir),
+         threads = thread_count(p->stat_fd);
     unsigned long vsz = 0, rss = 0;
     double cpu = cpu_seconds();
     struct rlimit rl;
-    FILE *f = fopen("/proc/self/statm", "r");
+    char statm[256];
 
-    if (f != NULL) {
-        if (fscanf(f, "%lu %lu", &vsz, &rss) == 2) {
-            rq_series_set(p->vsz, (double)vsz * (double)page);
-            rq_series_set(p->rss, (double)rss * (double)page);
-        }
-        fclose(f);
+    if (read_proc(p->statm_fd, statm, sizeof(statm)) > 0 &&
+        sscanf(statm, "%lu %lu", &vsz, &rss) == 2) {
+        rq_series_set(p->vsz, (double)vsz * (double)page);
+        rq_series_set(p->rss, (double)rss * (double)page);
     }
     if (cpu > p->cpu_reported) {
         rq_series_add(p->cpu, cpu - p->cpu_reported);
@@ -143,6 +187,9 @@ int rq_procmetrics_register(rq_metrics_t *m)
 
     if (p == NULL)
         goto fail;
+    p->stat_fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    p->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    p->fd_dir = opendir("/proc/self/fd"); /* glibc opens it O_CLOEXEC */
     p->cpu = family(m, 1, "process_cpu_seconds_total",
                     "Total user and system CPU time spent in "
                     "seconds.");
@@ -157,10 +204,10 @@ int rq_procmetrics_register(rq_metrics_t *m)
         p->max_fds == NULL || p->start == NULL || p->threads == NULL || register_heap(m, p) != 0)
         goto fail;
     rq_series_set(p->start, (double)(rq_wall_ms() / 1000));
-    if (rq_metrics_add_collector(m, collect, free, p) != 0)
+    if (rq_metrics_add_collector(m, collect, procmetrics_free, p) != 0)
         goto fail;
     return 0;
 fail:
-    free(p);
+    procmetrics_free(p);
     return -1;
 }

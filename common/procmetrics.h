@@ -14,7 +14,8 @@
  *
  * RSS that grows while heap in_use stays flat is fragmentation (glibc's per-thread arenas);
  * in_use that grows with the work done is a leak. Where mallinfo2 does not exist (glibc before
- * 2.33, another libc) the heap family is not registered.
+ * 2.33, another libc) or reads nothing (AddressSanitizer's allocator) the heap family is not
+ * registered. process_open_fds counts the three /proc descriptors the collector keeps open.
  */
 #ifndef RQ_PROCMETRICS_H
 #define RQ_PROCMETRICS_H

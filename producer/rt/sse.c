@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -11,6 +14,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -447,6 +452,28 @@ static void ack_written(rq_sse_conn_t *s, uint64_t sent)
     } while (more);
 }
 
+uint64_t rq_sse_peer_confirmed(int fd, uint64_t taken)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    int queued = 0;
+
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        ti.tcpi_state == TCP_CLOSE || ioctl(fd, SIOCOUTQ, &queued) != 0 || queued < 0)
+        return 0;
+    return (uint64_t)queued >= taken ? 0 : taken - (uint64_t)queued;
+}
+
+/* What a closed client received of s->taken (see rq_sse_peer_confirmed). */
+static uint64_t closed_peer_confirmed(rq_sse_conn_t *s)
+{
+    const union MHD_ConnectionInfo *ci =
+        s->conn != NULL ? MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD)
+                        : NULL;
+
+    return ci != NULL ? rq_sse_peer_confirmed(ci->connect_fd, s->taken) : 0;
+}
+
 /* Hands MHD what the buffer holds; acks the queue messages whose last byte was written to
  * the socket (handed over in an earlier call); suspends the connection when there is nothing
  * to send. */
@@ -460,14 +487,19 @@ static ssize_t reader(void *cls, uint64_t pos, char *out, size_t max)
     pthread_mutex_lock(&s->mu);
     /* MHD asks for the next chunk once the previous one went to the socket: what was taken
      * before this call is written (a dead client's write fails instead: not acked, the
-     * message goes back to the queue when the session ends). Acked first, also when the
-     * client has closed since: it was written (the client may well have read it and left). */
-    sent = s->taken;
-    ack_written(s, sent);
-    if (s->peer_closed) { /* nobody reads: MHD closes the connection, the request completes */
+     * message goes back to the queue when the session ends). */
+    if (s->peer_closed) {
+        /* The client closed, maybe after reading all and leaving (those messages are acked:
+         * else the next subscriber gets them again), maybe before the last block reached it
+         * (its kernel answers that block with a reset and drops it: not acked, back to the
+         * queue). What its TCP confirmed tells them apart. Then MHD closes the connection
+         * and the request completes. */
+        ack_written(s, closed_peer_confirmed(s));
         pthread_mutex_unlock(&s->mu);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
+    sent = s->taken;
+    ack_written(s, sent);
     n = s->len - s->off;
     if (n > max)
         n = max;

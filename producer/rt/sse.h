@@ -82,6 +82,13 @@ void rq_sse_conn_free(rq_sse_conn_t *c);
  * the connection (never with a NULL conn in tests: call it while bytes are buffered). */
 ssize_t rq_sse_conn_read(rq_sse_conn_t *c, char *out, size_t max);
 
+/* Of the first `taken` bytes handed to the kernel on the TCP socket fd, how many the peer is
+ * known to have received, for a session whose client has closed: taken less what is still in
+ * the send queue (SIOCOUTQ), and 0 after a reset (TCP state CLOSE: the kernel dropped the
+ * queue, nothing more is known) or when the socket cannot be asked. Errs low: chunk framing
+ * and TLS records only lengthen the queue. Exposed for tests. */
+uint64_t rq_sse_peer_confirmed(int fd, uint64_t taken);
+
 /* ---- formatting (pure; exposed for tests) ---- */
 
 /* The SSE text of a message event, `id: <id>\nevent: message\ndata: <json>\n\n`, into out

@@ -82,8 +82,16 @@ Test(procmetrics, cpu_seconds_grow_with_work)
     rq_metrics_free(m);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define RQ_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RQ_TEST_ASAN 1
+#endif
+#endif
+
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33)) &&          \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(RQ_TEST_ASAN)
 /* Globals, so that the compiler cannot drop the allocations. */
 static char *volatile big;
 static char *volatile chunks[100];
@@ -111,7 +119,43 @@ Test(procmetrics, heap_in_use_follows_allocations)
     cr_assert_geq(scrape(m, "process_heap_bytes{state=\"free\"}"), 0);
     rq_metrics_free(m);
 }
+#else
+Test(procmetrics, no_heap_family_where_mallinfo2_reads_nothing)
+{
+    rq_metrics_t *m = rq_metrics_new();
+
+    cr_assert_eq(rq_procmetrics_register(m), 0);
+    cr_assert_eq(scrape(m, "process_heap_bytes{state=\"in_use\"}"), -1, "not registered");
+    rq_metrics_free(m);
+}
 #endif
+
+Test(procmetrics, keeps_reading_at_the_descriptor_limit)
+{
+    rq_metrics_t *m = rq_metrics_new();
+    struct rlimit old, low;
+    int fds[64], n = 0;
+
+    cr_assert_eq(rq_procmetrics_register(m), 0);
+    double before = scrape(m, "process_open_fds");
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)before + 8;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    while (n < 64 && (fds[n] = dup(2)) >= 0) /* up to the limit */
+        n++;
+    cr_assert_lt(n, 64, "reached the limit");
+    double at_limit = scrape(m, "process_open_fds");
+    double threads = scrape(m, "process_threads"), rss = scrape(m, "process_resident_memory_bytes");
+    while (n > 0)
+        close(fds[--n]);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(at_limit, (double)low.rlim_cur, "every descriptor counted at the limit (%f)",
+                 at_limit);
+    cr_assert_geq(threads, 1);
+    cr_assert_gt(rss, 0);
+    rq_metrics_free(m);
+}
 
 Test(procmetrics, a_second_registration_is_refused)
 {

@@ -1,10 +1,16 @@
 /* test_sse.c - the SSE transport: event and end formatting, the bounded send buffer
  * (deliver() refuses past RT_SEND_BUFFER_BYTES), the start comment, the end event after
  * what was queued, and the end of the stream. No MHD connection: the reads run while bytes
- * are buffered (the reader only suspends an empty session). */
+ * are buffered (the reader only suspends an empty session). What a closed client is known
+ * to have received (rq_sse_peer_confirmed) runs on real loopback TCP pairs. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "sse.h"
@@ -212,4 +218,107 @@ Test(sse, oversized_topic_event_is_skipped_with_a_notice)
     free(json);
     rq_sse_conn_free(c);
     rq_sse_server_free(srv);
+}
+
+/* ---- what a closed client received (rq_sse_peer_confirmed) on a real loopback TCP pair ---- */
+
+/* A connected pair: *srv the accepted side (what the producer writes on), *cli the client. */
+static void tcp_pair(int *srv, int *cli, int cli_rcvbuf)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_geq(lfd, 0);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 1), 0);
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    *cli = socket(AF_INET, SOCK_STREAM, 0);
+    if (cli_rcvbuf > 0) /* before connect: the window it advertises */
+        setsockopt(*cli, SOL_SOCKET, SO_RCVBUF, &cli_rcvbuf, sizeof(cli_rcvbuf));
+    cr_assert_eq(connect(*cli, (struct sockaddr *)&a, sizeof(a)), 0);
+    *srv = accept(lfd, NULL, NULL);
+    cr_assert_geq(*srv, 0);
+    close(lfd);
+}
+
+/* Writes n bytes on fd without blocking; returns how many the kernel took. */
+static uint64_t write_some(int fd, size_t n)
+{
+    static char block[65536];
+    uint64_t total = 0;
+
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (total < n) {
+        size_t want = n - total < sizeof(block) ? n - total : sizeof(block);
+        ssize_t w = send(fd, block, want, MSG_NOSIGNAL);
+        if (w <= 0)
+            break;
+        total += (uint64_t)w;
+    }
+    return total;
+}
+
+static void drain(int fd, uint64_t n)
+{
+    char buf[65536];
+
+    while (n > 0) {
+        ssize_t r = recv(fd, buf, n < sizeof(buf) ? n : sizeof(buf), 0);
+        cr_assert_gt(r, 0);
+        n -= (uint64_t)r;
+    }
+}
+
+Test(sse, peer_confirmed_read_all_and_left)
+{
+    int srv, cli;
+
+    tcp_pair(&srv, &cli, 0);
+    cr_assert_eq(write_some(srv, 3000), 3000);
+    drain(cli, 3000);
+    close(cli); /* a FIN: everything was read */
+    usleep(50000);
+    cr_assert_eq(rq_sse_peer_confirmed(srv, 3000), 3000, "read and left: all confirmed");
+    close(srv);
+}
+
+Test(sse, peer_confirmed_stops_at_what_the_client_has_not_taken)
+{
+    int srv, cli;
+    uint64_t taken;
+
+    tcp_pair(&srv, &cli, 4096); /* a small window: most of what is written stays queued */
+    taken = write_some(srv, 4u << 20);
+    usleep(50000);
+    uint64_t c = rq_sse_peer_confirmed(srv, taken);
+    cr_assert_lt(c, taken, "the send queue is not confirmed (%lu of %lu)", (unsigned long)c,
+                 (unsigned long)taken);
+    shutdown(cli, SHUT_WR); /* the client's FIN while bytes still wait: what it took counts */
+    usleep(50000);
+    cr_assert_lt(rq_sse_peer_confirmed(srv, taken), taken);
+    close(cli); /* unread data: a reset, the kernel drops the queue */
+    usleep(50000);
+    cr_assert_eq(rq_sse_peer_confirmed(srv, taken), 0, "after a reset nothing more is known");
+    close(srv);
+}
+
+Test(sse, peer_confirmed_a_block_sent_after_the_clients_close_is_not_confirmed)
+{
+    int srv, cli;
+    tcp_pair(&srv, &cli, 0);
+    cr_assert_eq(write_some(srv, 1000), 1000);
+    drain(cli, 1000);
+    close(cli); /* read all and left: the FIN comes first */
+    usleep(50000);
+    cr_assert_eq(rq_sse_peer_confirmed(srv, 1000), 1000);
+    /* the next block goes out before the producer notices: the client's kernel resets */
+    cr_assert_eq(write_some(srv, 500), 500);
+    usleep(50000);
+    cr_assert_eq(rq_sse_peer_confirmed(srv, 1500), 0, "reset: the last block is not confirmed");
+    close(srv);
+    cr_assert_eq(rq_sse_peer_confirmed(-1, 10), 0, "no socket: nothing confirmed");
 }
