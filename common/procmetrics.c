@@ -62,7 +62,9 @@ static ssize_t read_proc(int fd, char *buf, size_t cap)
 {
     size_t n = 0;
 
-    while (fd >= 0 && n < cap - 1) {
+    if (fd < 0)
+        return -1;
+    while (n < cap - 1) {
         ssize_t r = pread(fd, buf + n, cap - 1 - n, (off_t)n);
         if (r < 0)
             return -1;
@@ -71,7 +73,7 @@ static ssize_t read_proc(int fd, char *buf, size_t cap)
         n += (size_t)r;
     }
     buf[n] = '\0';
-    return fd >= 0 ? (ssize_t)n : -1;
+    return (ssize_t)n;
 }
 
 /* The one child of a new label-less family, or NULL. */

@@ -40,7 +40,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_reliability import (  # noqa: E402
-    ROOT, Checks, Stack, finish, free_port, metrics, read_output, wait_until)
+    ROOT, Checks, Stack, finish, metrics, read_output, wait_until)
 
 
 def log(msg):
