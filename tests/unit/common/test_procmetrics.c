@@ -1,8 +1,10 @@
 /* Unit tests for common/procmetrics.c: the process_* families read the process itself. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -165,5 +167,22 @@ Test(procmetrics, a_second_registration_is_refused)
     cr_assert_eq(rq_procmetrics_register(m), -1, "the names are taken");
     cr_assert_eq(rq_procmetrics_register(NULL), -1);
     free(rq_metrics_render(m, NULL));
+    rq_metrics_free(m);
+}
+
+/* The command name in /proc/self/stat is the process's own choice (prctl, or the file it ran):
+ * one holding ") R 1 (" and spaces must not shift the fields read after it. */
+Test(procmetrics, a_hostile_command_name_does_not_shift_the_fields)
+{
+    rq_metrics_t *m = rq_metrics_new();
+
+    cr_assert_eq(prctl(PR_SET_NAME, "a) R 1 (b 9 9", 0, 0, 0), 0);
+    cr_assert_eq(rq_procmetrics_register(m), 0);
+    double threads = scrape(m, "process_threads"), tasks = 0;
+    DIR *d = opendir("/proc/self/task"); /* the oracle: one entry per thread */
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
+        tasks += e->d_name[0] != '.';
+    closedir(d);
+    cr_assert_eq(threads, tasks, "%f threads, /proc/self/task lists %f", threads, tasks);
     rq_metrics_free(m);
 }
