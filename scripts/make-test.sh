@@ -11,6 +11,7 @@
 #   the OpenAPI document: redocly lint, routes both ways (tests/ops/check_openapi.py)
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
 #   test and bench ports below the ephemeral range (tests/ops/check_ports.py)
+#   background jobs' exit status through a file, proof against PID reuse (tests/ops/test_bgjob.sh)
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 #   Docker Compose for real (scripts/test-compose.sh: prepared in the background from the start;
 #   SKIP where no Docker engine can be started)
@@ -37,7 +38,7 @@ t0=$SECONDS
 epmd_before=0
 epmd -names >/dev/null 2>&1 && epmd_before=1
 finish() {
-	[ -n "${compose_pid:-}" ] && kill "$compose_pid" 2>/dev/null
+	[ -n "${compose_pid:-}" ] && bg_running "$compose_log" "$compose_pid" && kill "$compose_pid" 2>/dev/null
 	if [ "$epmd_before" = 0 ] && epmd -names >/dev/null 2>&1; then
 		epmd -kill >/dev/null 2>&1 || true
 	fi
@@ -85,9 +86,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # Docker Compose for real (issue 15): the slow part (packages, dockerd, base and stand-in
 # images, the relayq image) runs in the background from here, the checks near the end.
 # Where no engine can be started it says SKIP and the step passes.
+# Its status goes through a file (scripts/bgjob.sh): in CI, bash had forgotten it by the end.
+. scripts/bgjob.sh
 compose_log="$BUILD_DIR/test-compose-prepare.log"
-RQ_COMPOSE_OPTIONAL=1 bash scripts/test-compose.sh prepare >"$compose_log" 2>&1 &
-compose_pid=$!
+bg_start "$compose_log" env RQ_COMPOSE_OPTIONAL=1 bash scripts/test-compose.sh prepare
+compose_pid=$BG_PID
 
 # two test programs at a time (each runs its own tests on several workers already)
 step "unit tests" ctest --test-dir "$BUILD_DIR" -j2 --output-on-failure --no-tests=error
@@ -132,11 +135,11 @@ step "OpenAPI document: redocly lint, every route both ways (tests/ops/check_ope
 step "promtool check rules" promtool check rules prometheus/alerts.yml
 step "promtool check config" promtool check config prometheus/prometheus.yml
 step "promtool test rules (alert unit tests)" promtool test rules tests/ops/alerts_test.yml
+step "a background job's status survives PID reuse (tests/ops/test_bgjob.sh)" bash tests/ops/test_bgjob.sh
 step "local mode end to end (tests/ops/test_local.sh)" env BUILD_DIR="$BUILD_DIR" bash tests/ops/test_local.sh
 compose_run() {
-	local rc
-	wait "$compose_pid"
-	rc=$?
+	local rc=0
+	bg_wait "$compose_log" "$compose_pid" || rc=$?
 	compose_pid=
 	cat "$compose_log"
 	if [ $rc -ne 0 ]; then

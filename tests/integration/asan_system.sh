@@ -12,6 +12,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 # shellcheck source=tests/integration/lib.sh
 . "$here/lib.sh"
+. "$root/scripts/bgjob.sh"
 ASAN_DIR=${ASAN_DIR:-build-asan}
 case $ASAN_DIR in /*) ;; *) ASAN_DIR=$root/$ASAN_DIR ;; esac
 bin=$ASAN_DIR/bin
@@ -85,13 +86,13 @@ for t in test_queues_admin test_queues_produce test_queues_pull test_queues_repl
 	margs=(--mgmt-port "$MGMT_PORT")
 	[ $t = test_jwt ] && margs=()
 	[ $t = test_queues_replicas ] || [ $t = test_status ] && margs+=(--broker-dir "$TMP/broker")
-	timeout -k 5 240 "$PY" "$here/$t.py" --bin "$bin" --amqp-port "$BROKER_PORT" "${margs[@]}" \
-		--work "$TMP/$t" >"$TMP/$t.out" 2>&1 &
-	qpids+=("$t:$!")
+	bg_start "$TMP/$t.out" timeout -k 5 240 "$PY" "$here/$t.py" --bin "$bin" \
+		--amqp-port "$BROKER_PORT" "${margs[@]}" --work "$TMP/$t"
+	qpids+=("$t:$BG_PID")
 done
 for tp in "${qpids[@]}"; do
 	rc=0
-	wait "${tp#*:}" || rc=$?
+	bg_wait "$TMP/${tp%%:*}.out" "${tp#*:}" || rc=$?
 	res=$(grep -E '^ *[0-9]+ passed, [0-9]+ failed$' "$TMP/${tp%%:*}.out" | tail -n 1)
 	if [ "$rc" -eq 0 ]; then
 		pass "${tp%%:*}.py against the ASan producer ($res)"
