@@ -51,6 +51,15 @@ void rq_jbuf_raw(rq_jbuf_t *b, const char *s, size_t n)
     b->p[b->len] = '\0';
 }
 
+void rq_jbuf_truncate(rq_jbuf_t *b, size_t len)
+{
+    if (b->failed || len > b->len)
+        return;
+    b->len = len;
+    if (b->p != NULL)
+        b->p[len] = '\0';
+}
+
 void rq_jbuf_lit(rq_jbuf_t *b, const char *s)
 {
     rq_jbuf_raw(b, s, strlen(s));

@@ -27,6 +27,10 @@ void rq_jbuf_init(rq_jbuf_t *b, size_t hint);
 /* Appends the n bytes s as they are (JSON text the caller vouches for). */
 void rq_jbuf_raw(rq_jbuf_t *b, const char *s, size_t n);
 
+/* Cuts the text back to its first len bytes (len at most the current length; a position
+ * noted before appending). No-op on a failed buffer. */
+void rq_jbuf_truncate(rq_jbuf_t *b, size_t len);
+
 /* Appends the NUL-terminated text s as it is. */
 void rq_jbuf_lit(rq_jbuf_t *b, const char *s);
 

@@ -14,11 +14,11 @@ work=${FUZZ_DIR:-$build/corpus}
 
 CC=clang cmake -S . -B "$build" -DRQ_FUZZ=ON -DRQ_TESTS=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DRQ_WERROR=ON >/dev/null
-harnesses=(fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt fuzz_status_event fuzz_filter fuzz_ws_frame)
+harnesses=(fuzz_request fuzz_request_fast fuzz_message fuzz_linesplit fuzz_env fuzz_keys fuzz_jwt fuzz_status_event fuzz_filter fuzz_ws_frame fuzz_lease_json)
 cmake --build "$build" -j"$(nproc)" --target "${harnesses[@]}" >/dev/null
 
 declare -A seeds=([fuzz_request]="request batch" [fuzz_request_fast]="request batch" [fuzz_message]=message [fuzz_linesplit]=linesplit
-	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt [fuzz_status_event]=status_event [fuzz_filter]=filter [fuzz_ws_frame]=ws_frame)
+	[fuzz_env]=env [fuzz_keys]=keys [fuzz_jwt]=jwt [fuzz_status_event]=status_event [fuzz_filter]=filter [fuzz_ws_frame]=ws_frame [fuzz_lease_json]="message request")
 mkdir -p "$build/artifacts"
 # Harnesses run FUZZ_JOBS at a time (default: the number of cores), each on one core.
 jobs=${FUZZ_JOBS:-$(nproc)}

@@ -34,7 +34,7 @@ static void ext_free(void *p)
 {
     pull_ext_t *x = p;
 
-    json_decref(x->job.result);
+    rq_lease_job_clear(&x->job);
     free(x->acks);
     free(x);
 }
@@ -43,7 +43,8 @@ static enum MHD_Result reply_job(req_ctx_t *c)
 {
     pull_ext_t *x = c->ext;
     unsigned status = x->job.status ? x->job.status : 503;
-    char *text = x->job.result ? json_dumps(x->job.result, JSON_COMPACT) : strdup("{}");
+    size_t len = 0;
+    char *text = rq_lease_job_text(&x->job, &len);
 
     if (text == NULL)
         return MHD_NO;
@@ -51,10 +52,10 @@ static enum MHD_Result reply_job(req_ctx_t *c)
         rq_series_inc(c->api->m_rejected);
     c->status = status;
     if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
-        return rq_http_reply_buf(c->conn, status, "application/json", text, strlen(text),
+        return rq_http_reply_buf(c->conn, status, "application/json", text, len,
                                  MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    return rq_http_reply_buf(c->conn, status, "application/json", text, strlen(text),
-                             "Relayq-Replica", x->job.replica);
+    return rq_http_reply_buf(c->conn, status, "application/json", text, len, "Relayq-Replica",
+                             x->job.replica);
 }
 
 static void job_done(rq_lease_job_t *job, void *arg)

@@ -8,6 +8,7 @@
 
 #include "jbuf.h"
 #include "json_alloc.h"
+#include "json_scan.h"
 #include "json_span.h"
 #include "util.h"
 
@@ -631,211 +632,17 @@ err:
 
 /* ---- the fast path: the common body without jansson --------------------------------------
  *
- * A validating scanner for the subset of JSON that ordinary requests use: strings without
- * escapes (UTF-8 checked as jansson checks it), numbers in the JSON grammar that strtod()
- * reads as finite, true/false/null, nesting up to FAST_MAX_DEPTH, no duplicate keys in any
- * object (JSON_REJECT_DUPLICATES). What it accepts, jansson accepts with the same values;
- * anything else (an escape, a validation error, an unusual number, a deep or wide body) is
- * left to rq_request_parse(), so every refusal keeps its exact status and text. */
+ * The body is first checked by the validating scanner of common/json_scan.h (the subset of
+ * JSON that ordinary requests use; integers read as reals, as rq_request_parse() loads them).
+ * What it accepts, jansson accepts with the same values; anything else (an escape, a
+ * validation error, an unusual number, a deep or wide body) is left to rq_request_parse(),
+ * so every refusal keeps its exact status and text. */
 
-#define FAST_MAX_DEPTH 32
-#define FAST_MAX_KEYS 256 /* keys open at once (all enclosing objects); more: the slow path */
-#define FAST_NUM_MAX 40   /* a longer number token: the slow path */
-
-typedef struct fast_scan {
-    const char *p, *end;
-    size_t max_depth; /* lim->max_depth; 0: none */
-    size_t nkeys;
-    rq_json_span_t keys[FAST_MAX_KEYS];
-} fast_scan_t;
+#define FAST_NUM_MAX RQ_JSON_SCAN_NUM_MAX /* a longer number token: the slow path */
 
 static int is_ws(char ch)
 {
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
-}
-
-static void skip_ws(fast_scan_t *s)
-{
-    while (s->p < s->end && is_ws(*s->p))
-        s->p++;
-}
-
-/* A string without escapes at s->p (the opening quote): its contents into *out. 0 or -1. */
-static int scan_string(fast_scan_t *s, rq_json_span_t *out)
-{
-    const char *q = s->p + 1;
-    int ascii = 1;
-
-    for (; q < s->end; q++) {
-        unsigned char ch = (unsigned char)*q;
-        if (ch == '"')
-            break;
-        if (ch < 0x20 || ch == '\\')
-            return -1;
-        ascii &= ch < 0x80;
-    }
-    if (q >= s->end)
-        return -1;
-    out->p = s->p + 1;
-    out->len = (size_t)(q - out->p);
-    if (!ascii && !rq_jbuf_utf8_valid(out->p, out->len))
-        return -1;
-    s->p = q + 1;
-    return 0;
-}
-
-/* A number token at s->p in the JSON grammar, whose value strtod() reads as finite (jansson
- * refuses an overflow). Returns 0 with *v set, or -1. */
-static int scan_number(fast_scan_t *s, double *v)
-{
-    const char *q = s->p, *e = s->end;
-    char text[FAST_NUM_MAX + 1];
-    size_t n;
-
-    if (q < e && *q == '-')
-        q++;
-    if (q >= e || *q < '0' || *q > '9')
-        return -1;
-    if (*q == '0') {
-        q++;
-        if (q < e && *q >= '0' && *q <= '9')
-            return -1; /* a leading zero */
-    } else {
-        while (q < e && *q >= '0' && *q <= '9')
-            q++;
-    }
-    if (q < e && *q == '.') {
-        q++;
-        if (q >= e || *q < '0' || *q > '9')
-            return -1;
-        while (q < e && *q >= '0' && *q <= '9')
-            q++;
-    }
-    if (q < e && (*q == 'e' || *q == 'E')) {
-        q++;
-        if (q < e && (*q == '+' || *q == '-'))
-            q++;
-        if (q >= e || *q < '0' || *q > '9')
-            return -1;
-        while (q < e && *q >= '0' && *q <= '9')
-            q++;
-    }
-    n = (size_t)(q - s->p);
-    if (n > FAST_NUM_MAX)
-        return -1;
-    memcpy(text, s->p, n);
-    text[n] = '\0';
-    *v = strtod(text, NULL);
-    if (!isfinite(*v))
-        return -1;
-    s->p = q;
-    return 0;
-}
-
-static int scan_literal(fast_scan_t *s, const char *word, size_t n)
-{
-    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
-        return -1;
-    s->p += n;
-    return 0;
-}
-
-static int scan_value(fast_scan_t *s, size_t depth);
-
-/* An object at s->p ('{'), nested `depth` levels deep. 0 or -1. */
-static int scan_object(fast_scan_t *s, size_t depth)
-{
-    size_t first = s->nkeys;
-
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
-        return 0;
-    }
-    for (;;) {
-        rq_json_span_t key;
-        if (s->p >= s->end || *s->p != '"' || scan_string(s, &key) != 0)
-            return -1;
-        for (size_t i = first; i < s->nkeys; i++)
-            if (s->keys[i].len == key.len && memcmp(s->keys[i].p, key.p, key.len) == 0)
-                return -1; /* a duplicate: jansson's error text */
-        if (s->nkeys >= FAST_MAX_KEYS)
-            return -1;
-        s->keys[s->nkeys++] = key;
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != ':')
-            return -1;
-        s->p++;
-        skip_ws(s);
-        if (scan_value(s, depth) != 0)
-            return -1;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (s->p < s->end && *s->p == '}') {
-            s->p++;
-            s->nkeys = first;
-            return 0;
-        }
-        return -1;
-    }
-}
-
-static int scan_array(fast_scan_t *s, size_t depth)
-{
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == ']') {
-        s->p++;
-        return 0;
-    }
-    for (;;) {
-        if (scan_value(s, depth) != 0)
-            return -1;
-        skip_ws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
-            return 0;
-        }
-        return -1;
-    }
-}
-
-/* A value at s->p (no whitespace before it), inside `depth` levels of nesting. 0 or -1.
- * Recursion is bounded by FAST_MAX_DEPTH. */
-static int scan_value(fast_scan_t *s, size_t depth)
-{
-    rq_json_span_t str;
-    double v;
-
-    if (s->p >= s->end)
-        return -1;
-    switch (*s->p) {
-    case '{':
-    case '[':
-        if (depth + 1 > FAST_MAX_DEPTH || (s->max_depth > 0 && depth + 1 > s->max_depth))
-            return -1;
-        return *s->p == '{' ? scan_object(s, depth + 1) : scan_array(s, depth + 1);
-    case '"':
-        return scan_string(s, &str);
-    case 't':
-        return scan_literal(s, "true", 4);
-    case 'f':
-        return scan_literal(s, "false", 5);
-    case 'n':
-        return scan_literal(s, "null", 4);
-    default:
-        return scan_number(s, &v);
-    }
 }
 
 /* The value of number token t (a whole valid token). */
@@ -1086,7 +893,6 @@ static int fast_item(rq_json_span_t span, int allow_wait, const rq_limits_t *lim
 static int fast_parse(const char *body, size_t len, int batch, const rq_limits_t *lim,
                       rq_request_t *req)
 {
-    fast_scan_t *s = NULL;
     rq_json_span_t top, msgs, one[1], *spans = NULL;
     long n;
     int rc = -1;
@@ -1096,15 +902,8 @@ static int fast_parse(const char *body, size_t len, int batch, const rq_limits_t
     top = rq_json_trim(body, len);
     if (top.len == 0 || top.p[0] != '{')
         return -1;
-    s = malloc(sizeof(*s));
-    if (s == NULL)
+    if (!rq_json_scan_valid(top.p, top.len, lim->max_depth, RQ_JSON_SCAN_INT_AS_REAL))
         return -1;
-    s->p = top.p;
-    s->end = top.p + top.len;
-    s->max_depth = lim->max_depth;
-    s->nkeys = 0;
-    if (scan_value(s, 0) != 0 || s->p != s->end)
-        goto out;
     if (batch == RQ_PARSE_AUTO) {
         rq_json_span_t x;
         batch = req->batch = rq_json_member(top.p, top.len, "messages", &x) == 1 &&
@@ -1142,7 +941,6 @@ static int fast_parse(const char *body, size_t len, int batch, const rq_limits_t
 out:
     if (spans != one)
         free(spans);
-    free(s);
     if (rc != 0)
         rq_request_clear(req);
     return rc;

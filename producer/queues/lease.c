@@ -9,7 +9,6 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,6 +20,7 @@
 #include "amqp_conn.h"
 #include "amqp_pub.h"
 #include "hmap.h"
+#include "lease_json.h"
 #include "log.h"
 #include "qsettings.h"
 #include "util.h"
@@ -127,6 +127,13 @@ static void job_error(rq_lease_job_t *job, unsigned status, const char *fmt, ...
     json_decref(job->result);
     job->result = json_pack("{ss}", "error", text);
     job->status = status;
+}
+
+/* Forgets the messages written for a pull (their leases stay until acked or expired). */
+static void clear_messages(rq_lease_job_t *job)
+{
+    rq_jbuf_free(&job->msgs);
+    job->nmsgs = 0;
 }
 
 /* Ends job: done() is called, after which the job is not touched. */
@@ -627,152 +634,6 @@ static void manage_consumers(rq_leaser_t *l)
     flush_acks(l);
 }
 
-/* ---- converting a message to JSON ---- */
-
-static json_t *bytes_json(amqp_bytes_t b)
-{
-    json_t *s = json_stringn(b.bytes, b.len); /* NULL for invalid UTF-8 */
-
-    if (s != NULL)
-        return s;
-    {
-        size_t n = 4 * ((b.len + 2) / 3) + 1;
-        char *out = malloc(n);
-        json_t *o;
-        if (out == NULL)
-            return NULL;
-        EVP_EncodeBlock((unsigned char *)out, b.bytes, (int)b.len);
-        o = json_pack("{ss}", "base64", out);
-        free(out);
-        return o;
-    }
-}
-
-static json_t *table_json(const amqp_table_t *t, int depth);
-
-static json_t *field_json(const amqp_field_value_t *v, int depth)
-{
-    switch (v->kind) {
-    case AMQP_FIELD_KIND_BOOLEAN:
-        return json_boolean(v->value.boolean);
-    case AMQP_FIELD_KIND_I8:
-        return json_integer(v->value.i8);
-    case AMQP_FIELD_KIND_U8:
-        return json_integer(v->value.u8);
-    case AMQP_FIELD_KIND_I16:
-        return json_integer(v->value.i16);
-    case AMQP_FIELD_KIND_U16:
-        return json_integer(v->value.u16);
-    case AMQP_FIELD_KIND_I32:
-        return json_integer(v->value.i32);
-    case AMQP_FIELD_KIND_U32:
-        return json_integer(v->value.u32);
-    case AMQP_FIELD_KIND_I64:
-        return json_integer(v->value.i64);
-    case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP:
-        return json_integer((json_int_t)v->value.u64);
-    case AMQP_FIELD_KIND_F32:
-        return json_real(v->value.f32);
-    case AMQP_FIELD_KIND_F64:
-        return json_real(v->value.f64);
-    case AMQP_FIELD_KIND_UTF8:
-    case AMQP_FIELD_KIND_BYTES:
-        return bytes_json(v->value.bytes);
-    case AMQP_FIELD_KIND_TABLE:
-        return depth > 8 ? json_null() : table_json(&v->value.table, depth + 1);
-    case AMQP_FIELD_KIND_ARRAY: {
-        json_t *a = json_array();
-        for (int i = 0; a != NULL && depth <= 8 && i < v->value.array.num_entries; i++)
-            json_array_append_new(a, field_json(&v->value.array.entries[i], depth + 1));
-        return a;
-    }
-    default:
-        return json_null();
-    }
-}
-
-static json_t *table_json(const amqp_table_t *t, int depth)
-{
-    json_t *o = json_object();
-
-    for (int i = 0; o != NULL && i < t->num_entries; i++) {
-        char key[256];
-        amqp_bytes_t k = t->entries[i].key;
-        snprintf(key, sizeof(key), "%.*s", (int)(k.len < 255 ? k.len : 255), (const char *)k.bytes);
-        json_t *v = field_json(&t->entries[i].value, depth);
-        json_object_set_new(o, key, v != NULL ? v : json_null());
-    }
-    return o;
-}
-
-/* 1 for application/json and any type/subtype+json (parameters ignored). */
-static int is_json_type(const amqp_basic_properties_t *p)
-{
-    char ct[128];
-    char *semi;
-    size_t n;
-
-    if (!(p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG))
-        return 0;
-    snprintf(ct, sizeof(ct), "%.*s", (int)(p->content_type.len < 127 ? p->content_type.len : 127),
-             (const char *)p->content_type.bytes);
-    if ((semi = strchr(ct, ';')) != NULL)
-        *semi = '\0';
-    n = strlen(ct);
-    while (n > 0 && ct[n - 1] == ' ')
-        ct[--n] = '\0';
-    return strcasecmp(ct, "application/json") == 0 ||
-           (n > 5 && strcasecmp(ct + n - 5, "+json") == 0);
-}
-
-static void set_body(json_t *o, const amqp_message_t *m)
-{
-    const amqp_basic_properties_t *p = &m->properties;
-
-    if (is_json_type(p)) {
-        json_t *v =
-            json_loadb(m->body.bytes, m->body.len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
-        if (v != NULL) {
-            json_object_set_new(o, "body", v);
-            return;
-        }
-    }
-    size_t n = 4 * ((m->body.len + 2) / 3) + 1;
-    char *out = malloc(n);
-    if (out == NULL)
-        return;
-    EVP_EncodeBlock((unsigned char *)out, m->body.bytes, (int)m->body.len);
-    json_object_set_new(o, "body_base64", json_string(out));
-    free(out);
-}
-
-static json_t *lease_json(const rq_leaser_t *l, const lease_t *ls)
-{
-    const amqp_basic_properties_t *p = &ls->msg.properties;
-    int64_t wall = rq_wall_ms() + (ls->e.expires_ms - rq_mono_ms());
-    char iso[RQ_ISO8601_LEN + 1];
-    json_t *o;
-
-    (void)l;
-    o = json_pack("{ss si ss ss sI}", "message_id", ls->msgid, "attempt", ls->attempt, "lease_id",
-                  ls->e.id, "lease_expires_at", rq_iso8601(wall, iso), "lease_expires_ms",
-                  (json_int_t)wall);
-    if (o == NULL)
-        return NULL;
-    if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
-        json_object_set_new(o, "content_type", bytes_json(p->content_type));
-    else
-        json_object_set_new(o, "content_type", json_null());
-    json_object_set_new(o, "headers",
-                        (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? table_json(&p->headers, 0)
-                                                              : json_object());
-    if (p->_flags & AMQP_BASIC_PRIORITY_FLAG)
-        json_object_set_new(o, "priority", json_integer(p->priority));
-    set_body(o, &ls->msg);
-    return o;
-}
-
 /* ---- taking messages ---- */
 
 static long long header_int(const amqp_basic_properties_t *p, const char *key, long long dflt)
@@ -803,16 +664,20 @@ static long long header_int(const amqp_basic_properties_t *p, const char *key, l
     }
 }
 
-/* message_id: the property, else x-relayq-uid, else a new "gen-<uuid>". */
+/* message_id: the property, else x-relayq-uid, else a new "gen-<uuid>". An id that is not
+ * UTF-8 (or holds a NUL: a foreign client's) cannot be written in the answer nor sent back
+ * in an ack: it counts as none (rejecting the delivery would only bring it back, forever). */
 static char *message_id_of(const amqp_basic_properties_t *p, int *gen)
 {
     const amqp_field_value_t *uid = rq_amqp_header(p, "x-relayq-uid");
     char uuid[RQ_UUID_LEN + 5];
 
     *gen = 0;
-    if ((p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) && p->message_id.len > 0)
+    if ((p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+        rq_lease_msgid_ok(p->message_id.bytes, p->message_id.len))
         return rq_amqp_strdup(p->message_id);
-    if (uid != NULL && uid->kind == AMQP_FIELD_KIND_UTF8 && uid->value.bytes.len > 0)
+    if (uid != NULL && uid->kind == AMQP_FIELD_KIND_UTF8 &&
+        rq_lease_msgid_ok(uid->value.bytes.bytes, uid->value.bytes.len))
         return rq_amqp_strdup(uid->value.bytes);
     *gen = 1;
     memcpy(uuid, "gen-", 4);
@@ -831,13 +696,30 @@ static int attempt_of(const amqp_basic_properties_t *p, int redelivered)
     return a > 1000000 ? 1000000 : (int)a;
 }
 
-/* Makes the lease of one delivery (msg taken over) and appends its JSON to arr. Returns 0,
- * or -1 (the delivery is rejected back to the queue). */
+/* Appends ls's object to job's messages (job->msgs). Returns 0 or -1 (the text as it was, or
+ * the buffer failed: out of memory). */
+static int append_message(rq_lease_job_t *job, const lease_t *ls)
+{
+    rq_lease_msg_info_t info = {ls->msgid, ls->attempt, ls->e.id,
+                                rq_wall_ms() + (ls->e.expires_ms - rq_mono_ms())};
+    size_t mark = job->msgs.len;
+
+    if (job->nmsgs > 0)
+        rq_jbuf_raw(&job->msgs, ",", 1);
+    if (rq_lease_msg_json(&job->msgs, &ls->msg, &info) != 0) {
+        rq_jbuf_truncate(&job->msgs, mark);
+        return -1;
+    }
+    job->nmsgs++;
+    return 0;
+}
+
+/* Makes the lease of one delivery (msg taken over) and appends its JSON to job's messages.
+ * Returns 0, or -1 (the delivery is rejected back to the queue). */
 static int lease_delivery(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, uint64_t tag,
-                          unsigned gen, int redelivered, amqp_message_t *msg, json_t *arr)
+                          unsigned gen, int redelivered, amqp_message_t *msg)
 {
     lease_t *ls = calloc(1, sizeof(*ls));
-    json_t *item;
 
     if (ls == NULL)
         goto err;
@@ -856,8 +738,7 @@ static int lease_delivery(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, uint
     if (ls->msgid == NULL || rq_lease_id_new(l->replica, ls->e.id) != 0 ||
         rq_lease_table_add(l->leases, &ls->e) != 0)
         goto err;
-    item = lease_json(l, ls);
-    if (item == NULL || json_array_append_new(arr, item) != 0) {
+    if (append_message(job, ls) != 0) {
         rq_lease_table_remove(l->leases, &ls->e);
         goto err;
     }
@@ -902,13 +783,13 @@ static int sync_deliveries(rq_leaser_t *l, const qstate_t *q, int wait_ms)
 }
 
 /* Leases up to want of q's buffered deliveries for job. Returns the count. */
-static int take_buffered(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, json_t *arr)
+static int take_buffered(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want)
 {
     int got = 0;
     delivery_t *dv;
 
     while (got < want && (dv = buf_pop(l, q)) != NULL) {
-        if (lease_delivery(l, q, job, dv->tag, dv->gen, dv->redelivered, &dv->msg, arr) == 0)
+        if (lease_delivery(l, q, job, dv->tag, dv->gen, dv->redelivered, &dv->msg) == 0)
             got++;
         free(dv);
     }
@@ -928,7 +809,7 @@ static void renew_if_spent(rq_leaser_t *l, qstate_t *q)
 }
 
 /* Takes up to `want` messages of q for job, leased for job->lease_s, appended to
- * job->result's "messages", from what q's consumer buffered. With may_wait (a pull, not a
+ * job's messages (job->msgs), from what q's consumer buffered. With may_wait (a pull, not a
  * long-poll's turn) and nothing buffered: a consumer started now has its first deliveries
  * awaited here (FRESH_WAIT_MS); a consumer already running sets *park (when not NULL): the
  * caller parks the pull as a waiter for PARK_MS (served as soon as deliveries come, the
@@ -938,7 +819,6 @@ static void renew_if_spent(rq_leaser_t *l, qstate_t *q)
  * taken are gone with it). */
 static int take(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, int may_wait, int *park)
 {
-    json_t *arr = json_object_get(job->result, "messages");
     size_t room = rq_lease_table_max(l->leases) - rq_lease_table_len(l->leases);
     int got;
 
@@ -948,7 +828,7 @@ static int take(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, int 
         want = (int)room;
     q->last_demand_ms = rq_mono_ms();
     renew_if_spent(l, q);
-    got = take_buffered(l, q, job, want, arr);
+    got = take_buffered(l, q, job, want);
     if (l->conn != NULL && got == 0 && want > 0 && l->bytes < l->lim.max_bytes) {
         int fresh = !q->consuming;
         set_consuming(l, q, 1);
@@ -957,7 +837,7 @@ static int take(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, int 
         } else if (may_wait) {
             if (l->conn != NULL && sync_deliveries(l, q, fresh ? FRESH_WAIT_MS : 0) != 0)
                 goto lost;
-            got = take_buffered(l, q, job, want, arr);
+            got = take_buffered(l, q, job, want);
         }
     }
     renew_if_spent(l, q);
@@ -971,7 +851,7 @@ static int take(rq_leaser_t *l, qstate_t *q, rq_lease_job_t *job, int want, int 
     return got;
 
 lost:
-    json_array_clear(arr);
+    clear_messages(job);
     job_error(job, 503, "the broker connection was lost; try again");
     return -1;
 }
@@ -1487,6 +1367,7 @@ static void serve_queue(rq_leaser_t *l, qstate_t *q, int final)
                     continue;
                 }
                 job->status = 0; /* the connection: try again later */
+                clear_messages(job);
                 json_decref(job->result);
                 job->result = json_pack("{ss s[] ss}", "queue", job->queue, "messages", "replica",
                                         l->replica);
@@ -1784,6 +1665,42 @@ err:
     return NULL;
 }
 
+char *rq_lease_job_text(const rq_lease_job_t *job, size_t *len)
+{
+    rq_jbuf_t b;
+    char *text;
+
+    if (job->kind == RQ_LJ_PULL && job->status == 200 && job->result != NULL &&
+        json_object_get(job->result, "messages") != NULL) {
+        /* {"queue","messages","replica"}: the messages as they were written */
+        rq_jbuf_init(&b, job->msgs.len + 128);
+        rq_jbuf_lit(&b, "{\"queue\":");
+        rq_jbuf_str(&b, job->queue, strlen(job->queue));
+        rq_jbuf_lit(&b, ",\"messages\":[");
+        if (job->nmsgs > 0)
+            rq_jbuf_raw(&b, job->msgs.p, job->msgs.len);
+        rq_jbuf_lit(&b, "],\"replica\":");
+        rq_jbuf_str(&b, job->replica, strlen(job->replica));
+        rq_jbuf_raw(&b, "}", 1);
+        if (job->msgs.failed) { /* a message could not be written: no answer */
+            rq_jbuf_free(&b);
+            return NULL;
+        }
+        return rq_jbuf_take(&b, len);
+    }
+    text = job->result != NULL ? json_dumps(job->result, JSON_COMPACT) : strdup("{}");
+    if (text != NULL && len != NULL)
+        *len = strlen(text);
+    return text;
+}
+
+void rq_lease_job_clear(rq_lease_job_t *job)
+{
+    json_decref(job->result);
+    job->result = NULL;
+    clear_messages(job);
+}
+
 const char *rq_leaser_replica(const rq_leaser_t *l)
 {
     return l->replica;
@@ -1796,6 +1713,8 @@ int rq_leaser_submit(rq_leaser_t *l, rq_lease_job_t *job)
     snprintf(job->replica, sizeof(job->replica), "%s", l->replica);
     job->status = 0;
     job->result = NULL;
+    rq_jbuf_init(&job->msgs, 0);
+    job->nmsgs = 0;
     job->next = NULL;
     pthread_mutex_lock(&l->mu);
     if (l->stopping)

@@ -68,6 +68,7 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "jbuf.h"
 #include "lease_table.h"
 #include "metrics.h"
 #include "qname.h"
@@ -118,7 +119,10 @@ struct rq_lease_job {
     void *done_arg;
     /* the outcome, set before done() */
     unsigned status; /* HTTP status */
-    json_t *result;  /* the answer's JSON object (new reference, the job's) */
+    json_t *result;  /* the answer's JSON object (new reference, the job's); for a pull
+                        answered 200 {"queue","messages":[],"replica"}, the messages in: */
+    rq_jbuf_t msgs;  /* a pull's messages, their objects written comma-separated */
+    size_t nmsgs;
     char replica[RQ_LEASE_REPLICA_LEN + 1];
     /* the leaser's */
     rq_lease_job_t *next;
@@ -127,6 +131,14 @@ struct rq_lease_job {
 };
 
 typedef struct rq_leaser rq_leaser_t;
+
+/* The answer's text for a job done() was called for: compact JSON of job->result, or for a
+ * pull answered 200 {"queue","messages":[...],"replica"} with job's messages. A heap string
+ * (caller frees) with its length in *len (may be NULL), or NULL when out of memory. */
+char *rq_lease_job_text(const rq_lease_job_t *job, size_t *len);
+
+/* Frees what a finished job holds (its result and messages). Safe twice. */
+void rq_lease_job_clear(rq_lease_job_t *job);
 
 /* Starts the leaser thread for cfg's broker (cfg and metrics outlive it), registering its
  * metrics: producer_lease_expired_total, producer_leases (gauge), producer_pulled_total,

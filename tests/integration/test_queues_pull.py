@@ -11,10 +11,15 @@ answer after wait_s, a client that leaves a long-poll, 400/404/409 bodies, and a
 the producer returning its leased messages; the batch ack (POST /queues/{id}/messages/ack:
 all good, a mix of expired/mismatched/unknown leases acked item by item, 400 naming the bad
 item), a queue's own max_retries (POST /queues {"max_retries": 1}) honoured over MAX_RETRIES,
-and LEASE_MAX_OUTSTANDING (503 when full). Standard library only; bounded in time.
+and LEASE_MAX_OUTSTANDING (503 when full); messages from a foreign AMQP client (python3-pika)
+with a message_id that is not UTF-8, headers of every AMQP field type, JSON bodies with
+escapes and whitespace, a content type that is not UTF-8. Standard library and python3-pika;
+bounded in time.
 """
 
 import base64
+import datetime
+import decimal
 import json
 import os
 import signal
@@ -93,6 +98,78 @@ class PullTest:
         return (r.json or {}).get("messages", []) if r.status == 200 else []
 
     # ---- scenarios ----
+    def foreign(self, p):
+        """Messages from pika: each is pulled once (none rejected back forever), fields as
+        documented, the body and headers what the client sent (pika cannot send float
+        headers: rq_lease_json's unit test covers them)."""
+        import pika  # python3-pika: a foreign client
+        ck, q = self.ck, self.st.qname("foreign")
+        self.declare(q)
+        conn = pika.BlockingConnection(pika.ConnectionParameters(host=HOST, port=self.args.amqp_port))
+        ch = conn.channel()
+        ch.confirm_delivery()
+        when = datetime.datetime(2026, 12, 2, 12, 0, 0)
+        headers = {"s": "text \u00e9 \"q\" \\ \n", "b": b"bytes", "bin": b"\xff\x00\xfe", "i": 7,
+                   "neg": -2 ** 40, "t": True, "none": None, "nested": {"k": [1, "two", {"x": False}]},
+                   "list": [1, "s"], "dec": decimal.Decimal("1.5"), "ts": when}
+        sent = [
+            ("bad-id", pika.BasicProperties(message_id=b"\xffbad\xfe", content_type="text/plain"), b"plain"),
+            ("headers", pika.BasicProperties(message_id="f-headers", content_type="application/json",
+                                             headers=headers, priority=3), b'{"a": 1}'),
+            ("escapes", pika.BasicProperties(message_id="f-escapes", content_type="application/json; charset=utf-8"),
+             ' \n{ "s" : "tab\\t quote\\" \\u00e9 \\ud83d\\ude00 nul\\u0001", "n": [1.50, -0, 1E3, 12345678901234567],'
+             ' "e": {}, "z": [] } \r\n'.encode()),
+            ("bigint", pika.BasicProperties(message_id="f-bigint", content_type="application/json"),
+             b'{"n": 99999999999999999999}'),
+            ("dup", pika.BasicProperties(message_id="f-dup", content_type="application/json"), b'{"a":1,"a":2}'),
+            ("binary", pika.BasicProperties(message_id="f-binary", content_type=b"x/\xff"), b"\x00\xff\x01"),
+            ("none", pika.BasicProperties(message_id="f-none"), "caf\u00e9".encode()),
+        ]
+        for _, props, body in sent:
+            ch.basic_publish("", q, body, props)
+        conn.close()
+        got, t0 = {}, time.monotonic()
+        while len(got) < len(sent) and time.monotonic() - t0 < 10:
+            r = self.pull(p, q, max=10, lease_s=30)
+            for m in self.msgs(r):
+                got[m.get("message_id")] = m
+            if r.status != 200:
+                break
+        bad = [m for k, m in got.items() if k is not None and k.startswith("gen-")]
+        ck.check("foreign: every message pulled (%d of %d)" % (len(got), len(sent)),
+                 len(got) == len(sent) and len(bad) == 1, sorted(got))
+        ck.check("foreign: a message_id that is not UTF-8 gets a gen-<uuid> id",
+                 len(bad) == 1 and base64.b64decode(bad[0].get("body_base64", "")) == b"plain", bad)
+        h = got.get("f-headers", {})
+        want = {"s": headers["s"], "b": "bytes", "bin": {"base64": base64.b64encode(b"\xff\x00\xfe").decode()},
+                "i": 7, "neg": -2 ** 40, "t": True, "none": None,
+                "nested": {"k": [1, "two", {"x": False}]}, "list": [1, "s"], "dec": None,
+                "ts": int(when.replace(tzinfo=datetime.timezone.utc).timestamp())}
+        hh = h.get("headers") or {}
+        ck.check("foreign: every AMQP header type as JSON", hh == want,
+                 {k: (hh.get(k), want[k]) for k in want if hh.get(k) != want[k]})
+        ck.check("foreign: priority and JSON body", h.get("priority") == 3 and h.get("body") == {"a": 1}, h)
+        e = got.get("f-escapes", {})
+        ck.check("foreign: a JSON body with escapes and whitespace is the same value",
+                 "body" in e and e["body"] == json.loads(sent[2][2]), e)
+        ck.check("foreign: a JSON body jansson cannot hold (too big an integer) comes as base64",
+                 base64.b64decode(got.get("f-bigint", {}).get("body_base64", "")) == sent[3][2], got.get("f-bigint"))
+        ck.check("foreign: a JSON body with a duplicate key comes as base64",
+                 base64.b64decode(got.get("f-dup", {}).get("body_base64", "")) == sent[4][2], got.get("f-dup"))
+        b = got.get("f-binary", {})
+        ck.check("foreign: binary body and a content type that is not UTF-8 as base64",
+                 base64.b64decode(b.get("body_base64", "")) == sent[5][2]
+                 and b.get("content_type") == {"base64": base64.b64encode(b"x/\xff").decode()}, b)
+        n = got.get("f-none", {})
+        ck.check("foreign: no content type: null, body as base64, headers {}",
+                 n.get("content_type") is None and n.get("headers") == {}
+                 and base64.b64decode(n.get("body_base64", "")) == "caf\u00e9".encode(), n)
+        acks = [{"message_id": k, "lease_id": m["lease_id"]} for k, m in got.items()]
+        r = self.st.request(p, "POST", "/queues/%s/messages/ack" % q, {"acks": acks})
+        ck.check("foreign: all acked", r.status == 200 and json.loads(r.body).get("acked") == len(acks), r.body)
+        time.sleep(0.3)
+        ck.check("foreign: the queue is empty after the acks", self.depth(q) == 0, self.depth(q))
+
     def fields_and_visibility(self, p):
         ck, q = self.ck, self.st.qname("pull")
         self.declare(q)
@@ -502,11 +579,13 @@ class PullTest:
 
 def main():
     ap = qharness.arg_parser(__doc__)
+    ap.add_argument("--only", default="", help="run only the scenario of this name")
     args = ap.parse_args()
     with qharness.Stack(args) as st:
         t = PullTest(st)
         p = st.producer("pull", {"MAX_RETRIES": "2"})
         for name, fn in [("fields", lambda: t.fields_and_visibility(p)),
+                         ("foreign", lambda: t.foreign(p)),
                          ("nack quorum", lambda: t.nacks(p, "quorum")),
                          ("nack classic", lambda: t.nacks(p, "classic")),
                          ("max retries", lambda: t.max_retries(p)),
@@ -519,6 +598,8 @@ def main():
                          ("lease limit", t.lease_limit),
                          ("kill -9", t.kill9),
                          ("sigterm", t.sigterm_drain)]:
+            if args.only and name != args.only:
+                continue
             try:
                 fn()
             except Exception as e:  # noqa: BLE001
