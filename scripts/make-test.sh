@@ -12,6 +12,7 @@
 #   operations files (tests/ops/check_files.py)   promtool check rules / check config / test rules
 #   test and bench ports below the ephemeral range (tests/ops/check_ports.py)
 #   background jobs' exit status through a file, proof against PID reuse (tests/ops/test_bgjob.sh)
+#   the tests' management-API queue listing retries bad answers (tests/integration/test_mgmt_list.py)
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 #   Docker Compose for real (scripts/test-compose.sh: prepared in the background from the start;
 #   SKIP where no Docker engine can be started)
@@ -136,6 +137,7 @@ step "promtool check rules" promtool check rules prometheus/alerts.yml
 step "promtool check config" promtool check config prometheus/prometheus.yml
 step "promtool test rules (alert unit tests)" promtool test rules tests/ops/alerts_test.yml
 step "a background job's status survives PID reuse (tests/ops/test_bgjob.sh)" bash tests/ops/test_bgjob.sh
+step "the tests' management-API listing survives bad answers (tests/integration/test_mgmt_list.py)" "$PYTHON" tests/integration/test_mgmt_list.py
 step "local mode end to end (tests/ops/test_local.sh)" env BUILD_DIR="$BUILD_DIR" bash tests/ops/test_local.sh
 compose_run() {
 	local rc=0

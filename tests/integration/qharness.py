@@ -47,6 +47,30 @@ def arg_parser(doc):
     return ap
 
 
+MGMT_AUTH = {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}  # guest:guest
+
+
+def mgmt_queue_names(mgmt_port, prefix, tries=20, pause=0.3):
+    """Sorted names of the broker's queues that start with prefix, from the management API's
+    GET /api/queues/%2F?columns=name; None without a port or when no answer in `tries` was a
+    200 with a JSON list (the API answers 500 or an empty body for a moment while queues are
+    deleted under load: asked again `pause` seconds later)."""
+    if not mgmt_port:
+        return None
+    for i in range(tries):
+        if i:
+            time.sleep(pause)
+        try:
+            r = request(mgmt_port, "GET", "/api/queues/%2F?columns=name", headers=MGMT_AUTH)
+        except OSError:
+            continue
+        listing = r.json() if r.status == 200 else None
+        if isinstance(listing, list):
+            return sorted(q["name"] for q in listing
+                          if isinstance(q, dict) and str(q.get("name", "")).startswith(prefix))
+    return None
+
+
 class Stack:
     def __init__(self, args):
         self.args = args

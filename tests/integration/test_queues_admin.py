@@ -10,13 +10,10 @@ API); a per-queue DLQ: messages put into <q>.dlq, listed, and moved back to <q>.
 library only; bounded (every request 15 s, the whole run a few minutes at most).
 """
 
-import base64
 import json
 import os
 import subprocess
 import sys
-import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qharness  # noqa: E402
@@ -35,13 +32,7 @@ def main():
 
 def mgmt_names(args, prefix):
     """Names of the broker's queues starting with prefix (management API), or None."""
-    if not args.mgmt_port:
-        return None
-    auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
-    r = qharness.request(args.mgmt_port, "GET", "/api/queues/%2F?columns=name", headers=auth)
-    if r.status != 200:
-        return None
-    return sorted(q["name"] for q in r.json() if q["name"].startswith(prefix))
+    return qharness.mgmt_queue_names(args.mgmt_port, prefix)
 
 
 def tool(args, *argv, timeout=30):

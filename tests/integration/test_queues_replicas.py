@@ -39,7 +39,11 @@ def mgmt(st, method, path):
 def replica_queue(st, rid):
     """The management API's view of relayq.replica.<rid> (a dict, {} when absent)."""
     r = mgmt(st, "GET", "/api/queues/%2F/" + urllib.parse.quote("relayq.replica." + rid))
-    return json.loads(r.body) if r.status == 200 else {}
+    try:
+        got = json.loads(r.body) if r.status == 200 else {}
+    except ValueError:  # a 200 whose body is not JSON (the API under load): as absent
+        got = {}
+    return got if isinstance(got, dict) else {}
 
 
 def forwarder_faults(st, t, a, b):
