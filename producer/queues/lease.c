@@ -9,6 +9,7 @@
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,6 +38,7 @@
 #define CTAG_PREFIX "rq-pull."
 #define FRESH_WAIT_MS 100 /* an empty pull waits this long for a new consumer's deliveries */
 #define PARK_MS 25 /* an empty pull while consuming waits (parked) this long for deliveries */
+#define ATTEMPT_MAX 1000000 /* at most this attempt count (from headers any client sets) */
 
 typedef struct delivery {
     struct delivery *next;
@@ -658,7 +660,7 @@ static long long header_int(const amqp_basic_properties_t *p, const char *key, l
     case AMQP_FIELD_KIND_I64:
         return v->value.i64;
     case AMQP_FIELD_KIND_U64:
-        return (long long)v->value.u64;
+        return v->value.u64 > LLONG_MAX ? LLONG_MAX : (long long)v->value.u64;
     default:
         return dflt;
     }
@@ -690,10 +692,11 @@ static int attempt_of(const amqp_basic_properties_t *p, int redelivered)
     long long a = header_int(p, "x-relayq-attempts", 1);
     long long dc = header_int(p, "x-delivery-count", -1);
 
-    if (a < 1)
-        a = 1;
-    a += dc >= 0 ? dc : (redelivered ? 1 : 0);
-    return a > 1000000 ? 1000000 : (int)a;
+    /* both come from the publisher (any client): bounded before the sum, never overflowing */
+    a = a < 1 ? 1 : (a > ATTEMPT_MAX ? ATTEMPT_MAX : a);
+    dc = dc < 0 ? (redelivered ? 1 : 0) : (dc > ATTEMPT_MAX ? ATTEMPT_MAX : dc);
+    a += dc;
+    return a > ATTEMPT_MAX ? ATTEMPT_MAX : (int)a;
 }
 
 /* Appends ls's object to job's messages (job->msgs). Returns 0 or -1 (the text as it was, or

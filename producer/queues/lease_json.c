@@ -2,6 +2,7 @@
 #include "lease_json.h"
 
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +69,9 @@ static json_t *field_json(const amqp_field_value_t *v, int depth)
     case AMQP_FIELD_KIND_I64:
         return json_integer(v->value.i64);
     case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP:
-        return json_integer((json_int_t)v->value.u64);
+    case AMQP_FIELD_KIND_TIMESTAMP: /* above INT64_MAX: a real (jansson's integers are signed) */
+        return v->value.u64 > INT64_MAX ? json_real((double)v->value.u64)
+                                        : json_integer((json_int_t)v->value.u64);
     case AMQP_FIELD_KIND_F32:
         return json_real(v->value.f32);
     case AMQP_FIELD_KIND_F64:
@@ -211,8 +213,11 @@ static int put_scalar(rq_jbuf_t *b, const amqp_field_value_t *v)
         rq_jbuf_int(b, v->value.i64);
         return 0;
     case AMQP_FIELD_KIND_U64:
-    case AMQP_FIELD_KIND_TIMESTAMP:
-        rq_jbuf_int(b, (long long)v->value.u64);
+    case AMQP_FIELD_KIND_TIMESTAMP: /* above INT64_MAX: a real, as the reference writes it */
+        if (v->value.u64 > INT64_MAX)
+            rq_jbuf_real(b, (double)v->value.u64);
+        else
+            rq_jbuf_int(b, (long long)v->value.u64);
         return 0;
     case AMQP_FIELD_KIND_F32:
     case AMQP_FIELD_KIND_F64:

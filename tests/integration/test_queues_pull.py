@@ -127,6 +127,10 @@ class PullTest:
             ("dup", pika.BasicProperties(message_id="f-dup", content_type="application/json"), b'{"a":1,"a":2}'),
             ("binary", pika.BasicProperties(message_id="f-binary", content_type=b"x/\xff"), b"\x00\xff\x01"),
             ("none", pika.BasicProperties(message_id="f-none"), "caf\u00e9".encode()),
+            ("huge", pika.BasicProperties(message_id="f-huge", headers={
+                "x-relayq-attempts": 2 ** 63 - 1, "x-delivery-count": 2 ** 63 - 1}), b"h"),
+            ("negative", pika.BasicProperties(message_id="f-negative", headers={
+                "x-relayq-attempts": -2 ** 63, "x-delivery-count": -2 ** 63}), b"n"),
         ]
         for _, props, body in sent:
             ch.basic_publish("", q, body, props)
@@ -167,6 +171,10 @@ class PullTest:
         ck.check("foreign: no content type: null, body as base64, headers {}",
                  n.get("content_type") is None and n.get("headers") == {}
                  and base64.b64decode(n.get("body_base64", "")) == "caf\u00e9".encode(), n)
+        ck.check("foreign: attempt headers at the int64 limits: attempt 1000000 and 1 (no overflow)",
+                 got.get("f-huge", {}).get("attempt") == 1000000
+                 and got.get("f-negative", {}).get("attempt") == 1,
+                 (got.get("f-huge", {}).get("attempt"), got.get("f-negative", {}).get("attempt")))
         acks = [{"message_id": k, "lease_id": m["lease_id"]} for k, m in got.items()]
         r = self.st.request(p, "POST", "/queues/%s/messages/ack" % q, {"acks": acks})
         ck.check("foreign: all acked", r.status == 200 and json.loads(r.body).get("acked") == len(acks), r.body)

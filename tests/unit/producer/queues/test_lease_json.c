@@ -231,6 +231,52 @@ Test(lease_json, headers_every_kind)
 #undef ADD
 }
 
+/* An unsigned 64-bit header above INT64_MAX (a foreign client's 'L' field) is a positive
+ * number in both writers, never cast to a negative integer (18446744073709551615 came out as
+ * -1); at or below INT64_MAX it stays an exact integer. */
+Test(lease_json, u64_above_int64_max)
+{
+    static const unsigned long long vals[] = {18446744073709551615ULL, 9223372036854775808ULL,
+                                              9223372036854775807ULL};
+    amqp_table_entry_t e[1];
+    amqp_message_t m = msg("application/json", "{}", 2);
+
+    m.properties._flags |= AMQP_BASIC_HEADERS_FLAG;
+    m.properties.headers.entries = e;
+    m.properties.headers.num_entries = 1;
+    e[0].key = B("big");
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        rq_jbuf_t b;
+        size_t len = 0;
+        char *text;
+        json_t *got, *ref, *h;
+
+        e[0].value = F(AMQP_FIELD_KIND_U64);
+        e[0].value.value.u64 = vals[i];
+        check_msg(&m, "a u64 header");
+        rq_jbuf_init(&b, 0);
+        cr_assert_eq(rq_lease_msg_json(&b, &m, &info), 0);
+        text = rq_jbuf_take(&b, &len);
+        got = json_loadb(text, len, 0, NULL);
+        ref = rq_lease_msg_jansson(&m, &info);
+        cr_assert_not_null(got);
+        cr_assert_not_null(ref);
+        for (int w = 0; w < 2; w++) {
+            h = json_object_get(json_object_get(w ? ref : got, "headers"), "big");
+            cr_assert(json_is_number(h), "%llu: not a number", vals[i]);
+            cr_assert(json_number_value(h) > 9.2e18, "%llu came out as %.17g (%s)", vals[i],
+                      json_number_value(h), w ? "jansson" : "writer");
+            if (vals[i] <= 9223372036854775807ULL)
+                cr_assert(json_is_integer(h) &&
+                              (unsigned long long)json_integer_value(h) == vals[i],
+                          "%llu: not the exact integer", vals[i]);
+        }
+        json_decref(got);
+        json_decref(ref);
+        free(text);
+    }
+}
+
 Test(lease_json, bad_ids_leave_the_buffer)
 {
     amqp_message_t m = msg("application/json", "{}", 2);
