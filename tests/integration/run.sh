@@ -305,6 +305,8 @@ rel=("$PY" "$here/test_reliability.py" --build-dir "$BUILD_DIR")
 lstep a "reliability: consumer kill -9 with messages in flight" 120 "${rel[@]}" consumer-kill --amqp-port "$BROKER_PORT"
 lstep a "reliability: producer kill -9 under HTTP load" 120 "${rel[@]}" producer-kill --amqp-port "$BROKER_PORT"
 lstep a "reliability: retries, dead-letter queue, GET /dlq, POST /dlq/retry" 120 "${rel[@]}" retry-dlq --amqp-port "$BROKER_PORT"
+lstep a "reliability: GET /dlq then POST /dlq/retry at once, 10 rounds: all moved, none left behind (dlq-race)" 120 \
+	"${rel[@]}" dlq-race --rounds 10 --amqp-port "$BROKER_PORT"
 lstep a "reliability: graceful shutdown (SIGTERM) of each service under load" 120 "${rel[@]}" graceful --amqp-port "$BROKER_PORT"
 lstep a "reliability: output disk full (tmpfs): deliveries held, no requeue, all written after" 120 "${rel[@]}" output-full --amqp-port "$BROKER_PORT"
 

@@ -16,6 +16,10 @@ Scenarios (one per run; each uses its own queue, and broker-restart its own brok
                   the backoff), dead-lettering after MAX_RETRIES (GET /dlq shows reason and
                   attempts), undecodable messages dead-lettered with their reason, and
                   POST /dlq/retry bringing messages back.
+  dlq-race        GET /dlq?limit=3 and at once POST /dlq/retry, round after round (--rounds,
+                  --dlq-messages): the retry moves every message (none still out with the
+                  page) and none of them is left behind in the DLQ (quorum DLQ: a multiple
+                  ack of many basic.get deliveries lost most of its settles at the close).
   graceful        SIGTERM under load: the consumer (mid-backlog) and the producer (under HTTP
                   load) exit 0; no line is lost, repeated or half-written.
   output-full     the consumer's OUTPUT_FILE sits on a 1 MiB tmpfs that is then filled: the
@@ -877,11 +881,49 @@ def broker_alarm(c, st, args):
     expect_clean_exit(c, st)
 
 
+def dlq_race(c, st, args):
+    """GET /dlq followed at once by POST /dlq/retry, round after round, with the consumer
+    working: every message read by the page must be back in the DLQ before the retry counts
+    it, and every message the retry moved must leave the DLQ (CI: moved 299 of 302, then 71
+    originals back in the DLQ)."""
+    st.start("consumer")
+    st.start("producer")
+    pu = st.url("producer")
+    tag = str(os.getpid())
+    n, bad = args.dlq_messages, []
+    for rnd in range(args.rounds):
+        prefix = f"race-{tag}-{rnd}"
+        st.tool("publish", "--queue", st.queue + ".dlq", "--id-prefix", prefix,
+                "--count", str(n))
+        want = {f"{prefix} message {i}".encode() for i in range(n)}
+        s, page = get_json(f"{pu}/dlq?limit=3")
+        s2, _, body, _, _ = http_call(pu + "/dlq/retry", "POST", {})
+        moved = json.loads(body).get("moved") if s2 == 200 else None
+        lines = wait_lines(st.output, want, 20)
+        got = collections.Counter(x for x in lines if x in want)
+        left = wait_until(lambda: (lambda x: x if x is not None and x[1] and
+                                   x[1].get("count") == 0 else None)(get_json(f"{pu}/dlq?limit=0")),
+                          5)
+        s3, after = get_json(f"{pu}/dlq?limit=0")
+        ok = (s == 200 and page.get("count") == n and moved == n and len(got) == n and
+              max(got.values(), default=0) == 1 and left is not None)
+        if not ok:
+            bad.append(f"round {rnd}: page {s} count {page and page.get('count')}, retry {s2} "
+                       f"{body[:120]!r}, {len(got)} of {n} lines, DLQ then "
+                       f"{after and after.get('count')}")
+            if len(bad) >= 3:
+                break
+    c.check(f"{args.rounds} rounds of GET /dlq then POST /dlq/retry of {n}: each moves all, "
+            "each message processed once, the DLQ empty after", not bad, "; ".join(bad))
+    expect_clean_exit(c, st)
+
+
 SCENARIOS = {
     "broker-restart": broker_restart,
     "consumer-kill": consumer_kill,
     "producer-kill": producer_kill,
     "retry-dlq": retry_dlq,
+    "dlq-race": dlq_race,
     "graceful": graceful,
     "broker-alarm": broker_alarm,
     "output-full": output_full,
@@ -946,6 +988,8 @@ def main():
     ap.add_argument("--before", type=float, default=3.0, help="load seconds before a fault")
     ap.add_argument("--after", type=float, default=6.0, help="load seconds after recovery")
     ap.add_argument("--freeze", type=float, default=6.0, help="broker-restart: SIGSTOP seconds")
+    ap.add_argument("--rounds", type=int, default=10, help="dlq-race: rounds")
+    ap.add_argument("--dlq-messages", type=int, default=200, help="dlq-race: messages a round")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
     return run_scenario(SCENARIOS, args, "rel")
