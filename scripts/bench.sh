@@ -46,7 +46,7 @@
 #   BENCH_CLUSTER (1)              N >= 2: the broker is a cluster of N nodes (scripts/broker.sh
 #                                  cluster; services get RABBITMQ_ADDRESSES), the limit is also
 #                                  measured on a single node beside it, and step 9 runs
-#   BENCH_PULL_CONNECTIONS (16)  BENCH_PULL_COUNT (20000 x BENCH_SECONDS, messages per queue)
+#   BENCH_PULL_CONNECTIONS (16)  BENCH_PULL_COUNT (60000 x BENCH_SECONDS, messages per queue)
 #   BENCH_CONC_CONNECTIONS (200)  BENCH_CONC_PROCESSING_TIME (0.1)  BENCH_CONC_PREFETCH (= callers)
 #   BENCH_REPEAT (3)               runs of each step with a target (/produce at 64 connections,
 #                                  /batch-produce, request/reply, step 8's steady state);
@@ -676,7 +676,7 @@ if want 9; then
 fi
 if want 10 || want pull; then
 	PULL_CONNS=${BENCH_PULL_CONNECTIONS:-16}
-	PULL_COUNT=${BENCH_PULL_COUNT:-$((20000 * SECS))}
+	PULL_COUNT=${BENCH_PULL_COUNT:-$((60000 * SECS))}
 	log "10/10 pull consumption: GET max=100 + one batch ack per pull, $PULL_CONNS connections, ${SECS} s, beside the broker's own consume rate ($PULL_COUNT messages per queue)"
 	[ -x "$BIN/rq_consume_rate" ] || die "$BIN/rq_consume_rate is missing (build it)"
 	quiesce pull

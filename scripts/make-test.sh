@@ -13,6 +13,7 @@
 #   test and bench ports below the ephemeral range (tests/ops/check_ports.py)
 #   background jobs' exit status through a file, proof against PID reuse (tests/ops/test_bgjob.sh)
 #   the tests' management-API queue listing retries bad answers (tests/integration/test_mgmt_list.py)
+#   the pull bench's rate is the pull phase's, not the idle tail's (tests/ops/test_bench_pull.py)
 #   local mode end to end (tests/ops/test_local.sh: make run/scale/monitor/down on free ports)
 #   Docker Compose for real (scripts/test-compose.sh: prepared in the background from the start;
 #   SKIP where no Docker engine can be started)
@@ -138,6 +139,7 @@ step "promtool check config" promtool check config prometheus/prometheus.yml
 step "promtool test rules (alert unit tests)" promtool test rules tests/ops/alerts_test.yml
 step "a background job's status survives PID reuse (tests/ops/test_bgjob.sh)" bash tests/ops/test_bgjob.sh
 step "the tests' management-API listing survives bad answers (tests/integration/test_mgmt_list.py)" "$PYTHON" tests/integration/test_mgmt_list.py
+step "the pull bench's rate leaves out the idle tail after the queue drained (tests/ops/test_bench_pull.py)" "$PYTHON" tests/ops/test_bench_pull.py
 step "local mode end to end (tests/ops/test_local.sh)" env BUILD_DIR="$BUILD_DIR" bash tests/ops/test_local.sh
 compose_run() {
 	local rc=0
