@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "amqp_conn.h"
+#include "ackwin.h"
 #include "amqp_pub.h"
 #include "hmap.h"
 #include "lease_json.h"
@@ -38,7 +39,8 @@
 #define CTAG_PREFIX "rq-pull."
 #define FRESH_WAIT_MS 100 /* an empty pull waits this long for a new consumer's deliveries */
 #define PARK_MS 25 /* an empty pull while consuming waits (parked) this long for deliveries */
-#define ATTEMPT_MAX 1000000 /* at most this attempt count (from headers any client sets) */
+#define ATTEMPT_MAX 1000000    /* at most this attempt count (from headers any client sets) */
+#define ACKWIN_TAGS (1u << 20) /* delivery tags the ack merging covers above the lowest out */
 
 typedef struct delivery {
     struct delivery *next;
@@ -93,7 +95,12 @@ struct rq_leaser {
     rq_wakeup_t *wake;
     /* the thread's */
     amqp_connection_state_t conn;
-    rq_pubbuf_t *acks;           /* basic.ack / basic.reject on CH_GET, one send() per loop turn */
+    rq_pubbuf_t *acks;         /* basic.ack / basic.reject on CH_GET, one send() per loop turn */
+    rq_ackwin_t *win;          /* CH_GET's settled tags: acks merged into multiple frames */
+    uint64_t *pend;            /* tags acked this turn, planned into frames by flush_acks */
+    rq_ackwin_frame_t *frames; /* room for cap_pend frames */
+    size_t npend, cap_pend;
+    uint64_t last_tag;           /* the highest delivery tag on CH_GET (this connection) */
     rq_lease_job_t *after_flush; /* ack jobs answered once their acks are written */
     rq_backoff_t backoff;
     int64_t next_connect_ms;
@@ -213,6 +220,7 @@ static void drop_conn(rq_leaser_t *l, const char *why)
     rq_warn("leaser: broker connection dropped: %s", why);
     rq_pubbuf_free(l->acks);
     l->acks = NULL;
+    l->npend = 0;
     finish_after_flush(l, 0);
     rq_amqp_close(l->conn);
     l->conn = NULL;
@@ -221,10 +229,48 @@ static void drop_conn(rq_leaser_t *l, const char *why)
     l->next_connect_ms = rq_mono_ms() + rq_backoff_next(&l->backoff);
 }
 
+/* Queues one frame on CH_GET: basic.reject (requeue) or basic.ack. Returns 0, or -1 when
+ * the connection was dropped. */
+static int add_frame(rq_leaser_t *l, uint64_t tag, int reject_requeue, int multiple)
+{
+    int rc;
+
+    if (reject_requeue) {
+        amqp_basic_reject_t m = {.delivery_tag = tag, .requeue = 1};
+        rc = rq_pubbuf_add_method(l->acks, CH_GET, AMQP_BASIC_REJECT_METHOD, &m);
+    } else {
+        amqp_basic_ack_t m = {.delivery_tag = tag, .multiple = multiple != 0};
+        rc = rq_pubbuf_add_method(l->acks, CH_GET, AMQP_BASIC_ACK_METHOD, &m);
+    }
+    if (rc != AMQP_STATUS_OK) {
+        drop_conn(l, amqp_error_string2(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* The acks of this turn as frames, merged where every lower tag is settled (ackwin.h);
+ * after every frame queued before them. Returns 0, or -1 when the connection was dropped. */
+static int plan_acks(rq_leaser_t *l)
+{
+    size_t nf = rq_ackwin_plan(l->win, l->pend, l->npend, l->frames);
+
+    l->npend = 0;
+    for (size_t i = 0; i < nf; i++)
+        if (add_frame(l, l->frames[i].tag, 0, l->frames[i].multiple) != 0)
+            return -1;
+    /* nothing of the channel out: tags settled beyond the window no longer stop merging */
+    if (rq_lease_table_len(l->leases) == 0 && l->buffered == 0)
+        rq_ackwin_skip(l->win, l->last_tag + 1);
+    return 0;
+}
+
 /* Writes the queued acks and rejects; answers the ack jobs once they are written. */
 static int flush_acks(rq_leaser_t *l)
 {
     if (l->conn == NULL)
+        return -1;
+    if (l->npend > 0 && plan_acks(l) != 0)
         return -1;
     if (rq_pubbuf_pending(l->acks) > 0) {
         int rc = rq_pubbuf_flush(l->acks);
@@ -237,21 +283,37 @@ static int flush_acks(rq_leaser_t *l)
     return 0;
 }
 
+/* Room for one more ack this turn. Returns 0, or -1 when out of memory. */
+static int pend_room(rq_leaser_t *l)
+{
+    size_t cap = l->cap_pend ? l->cap_pend * 2 : 256;
+    uint64_t *p;
+    rq_ackwin_frame_t *f;
+
+    if (l->npend < l->cap_pend)
+        return 0;
+    p = realloc(l->pend, cap * sizeof(*p));
+    if (p == NULL)
+        return -1;
+    l->pend = p;
+    f = realloc(l->frames, cap * sizeof(*f));
+    if (f == NULL)
+        return -1;
+    l->frames = f;
+    l->cap_pend = cap;
+    return 0;
+}
+
+/* Settles a delivery: a reject (requeue) is queued now, an ack is kept for flush_acks, which
+ * merges the turn's acks (out of memory for that: a frame of its own now). Returns 0, or -1
+ * when the connection was dropped. */
 static int send_ack(rq_leaser_t *l, uint64_t tag, int reject_requeue)
 {
-    int rc;
-
-    if (reject_requeue) {
-        amqp_basic_reject_t m = {.delivery_tag = tag, .requeue = 1};
-        rc = rq_pubbuf_add_method(l->acks, CH_GET, AMQP_BASIC_REJECT_METHOD, &m);
-    } else {
-        amqp_basic_ack_t m = {.delivery_tag = tag, .multiple = 0};
-        rc = rq_pubbuf_add_method(l->acks, CH_GET, AMQP_BASIC_ACK_METHOD, &m);
+    if (reject_requeue || pend_room(l) != 0) {
+        (void)rq_ackwin_settle(l->win, tag);
+        return add_frame(l, tag, reject_requeue, 0);
     }
-    if (rc != AMQP_STATUS_OK) {
-        drop_conn(l, amqp_error_string2(rc));
-        return -1;
-    }
+    l->pend[l->npend++] = tag;
     return 0;
 }
 
@@ -295,6 +357,9 @@ static void try_connect(rq_leaser_t *l)
         snprintf(err, sizeof(err), "out of memory");
         goto err;
     }
+    rq_ackwin_reset(l->win); /* a new channel: its tags start at 1 */
+    l->npend = 0;
+    l->last_tag = 0;
     rq_backoff_reset(&l->backoff);
     rq_info("leaser: connected to the broker (replica %s)", l->replica);
     return;
@@ -513,6 +578,8 @@ static int on_deliver(rq_leaser_t *l, const amqp_frame_t *f)
         drop_conn(l, "cannot read a delivery");
         return -1;
     }
+    if (tag > l->last_tag)
+        l->last_tag = tag;
     if (q == NULL || dv == NULL) {
         amqp_destroy_message(dv != NULL ? &dv->msg : &tmp);
         free(dv);
@@ -1649,13 +1716,14 @@ rq_leaser_t *rq_leaser_new(const rq_config_t *cfg, rq_metrics_t *metrics,
     if (l->lim.idle_ms <= 0)
         l->lim.idle_ms = cfg->lease_idle_ms > 0 ? cfg->lease_idle_ms : 5000;
     l->leases = rq_lease_table_new(l->lim.max_leases);
+    l->win = rq_ackwin_new(ACKWIN_TAGS);
     l->queues = rq_hmap_new(0);
     l->delays = rq_hmap_new(0);
     l->wake = rq_wakeup_new();
     if (l->wake != NULL)
         l->qs = rq_qsettings_new(cfg, settings_came, l);
-    if (l->leases == NULL || l->queues == NULL || l->delays == NULL || l->wake == NULL ||
-        l->qs == NULL || rq_lease_replica_id(l->replica) != 0)
+    if (l->leases == NULL || l->win == NULL || l->queues == NULL || l->delays == NULL ||
+        l->wake == NULL || l->qs == NULL || rq_lease_replica_id(l->replica) != 0)
         goto err;
     register_metrics(l, metrics);
     if (pthread_create(&l->thread, NULL, leaser_main, l) != 0)
@@ -1777,6 +1845,9 @@ void rq_leaser_free(rq_leaser_t *l)
     rq_hmap_free(l->queues);
     rq_hmap_free(l->delays);
     rq_lease_table_free(l->leases);
+    rq_ackwin_free(l->win);
+    free(l->pend);
+    free(l->frames);
     rq_qsettings_free(l->qs); /* its thread signals l->wake: freed before it */
     rq_wakeup_free(l->wake);
     pthread_mutex_destroy(&l->mu);

@@ -417,6 +417,53 @@ class PullTest:
     def leases_gauge(self, p):
         return qharness.metric(p.metrics(), "producer_leases")
 
+    def ack_merge(self, p):
+        """Acks merged into multiple frames (producer/queues/ackwin.c) never reach a lease
+        still held: three clients lease 100 each, acks come in another order than the
+        deliveries (the newest batch first, half of the middle one), one requeue nack, the
+        oldest batch expires: exactly the messages not acked come back, each once."""
+        ck, q = self.ck, self.st.qname("ackmerge")
+        self.declare(q)
+        self.publish(q, 300, "am")
+        a = self.msgs(self.pull(p, q, max=100, lease_s=3))
+        b = self.msgs(self.pull(p, q, max=100, lease_s=60))
+        c = self.msgs(self.pull(p, q, max=100, lease_s=60))
+        if not ck.check("ack merge: 3 x 100 leased", [len(a), len(b), len(c)] == [100] * 3,
+                        [len(a), len(b), len(c)]):
+            return
+
+        def items(ms):
+            return [{"message_id": m["message_id"], "lease_id": m["lease_id"]} for m in ms]
+
+        r1 = self.acks(p, q, items(c))
+        r2 = self.acks(p, q, items(b[0::2]))
+        nacked = b[1]
+        r3 = self.act(p, q, nacked["message_id"], "nack",
+                      {"lease_id": nacked["lease_id"], "requeue": True})
+        ck.check("ack merge: the newest batch, half the middle one, one nack: all 200",
+                 r1.status == 200 and r1.json.get("acked") == 100 and r2.status == 200
+                 and r2.json.get("acked") == 50 and r3.status == 200, (r1.body[:80], r2.body[:80],
+                                                                       r3.status, r3.body[:80]))
+        time.sleep(3.5)  # a's leases expire: their messages go back
+        back = []
+        for _ in range(20):
+            got = self.msgs(self.pull(p, q, max=100, lease_s=60))
+            if not got:
+                break
+            back += got
+        want = {m["message_id"] for m in a} | {nacked["message_id"]}
+        ids = [m["message_id"] for m in back]
+        ck.check("ack merge: exactly the expired batch and the nacked message come back, once "
+                 "each (none acked by a merged frame, none lost)", sorted(ids) == sorted(want),
+                 "%d back, %d wanted, %d unexpected, %d missing" %
+                 (len(ids), len(want), len(set(ids) - want), len(want - set(ids))))
+        r4 = self.acks(p, q, items(back) + items(b[3::2]))
+        ck.check("ack merge: the rest acked (the middle batch's held half too)",
+                 r4.status == 200 and r4.json.get("acked") == len(back) + 49
+                 and r4.json.get("failed") == [], r4.body[:200])
+        ck.check("ack merge: queue empty, nothing leased", self.depth(q) == 0
+                 and self.leases_gauge(p) == 0, (self.depth(q), self.leases_gauge(p)))
+
     def batch_ack(self, p):
         ck, q = self.ck, self.st.qname("bat")
         self.declare(q)
@@ -605,6 +652,7 @@ def main():
                          ("long poll", lambda: t.long_poll(p)),
                          ("errors", lambda: t.errors(p)),
                          ("batch ack", lambda: t.batch_ack(p)),
+                         ("ack merge", lambda: t.ack_merge(p)),
                          ("queue max_retries", lambda: t.queue_max_retries(p)),
                          ("lease limit", t.lease_limit),
                          ("kill -9", t.kill9),
