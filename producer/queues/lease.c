@@ -1480,7 +1480,9 @@ static void collect_idle(const char *key, void *value, void *arg)
     qstate_t *q = value;
     idle_list_t *idle = arg;
 
-    if (q->wait_head == NULL && q->nleases == 0 && !q->active &&
+    /* a running consumer or a buffer keeps its state: freed with them, the buffered
+     * deliveries stayed out and the next pull re-made the consumer under its live tag */
+    if (q->wait_head == NULL && q->nleases == 0 && !q->active && !q->consuming && q->nbuf == 0 &&
         idle->n < sizeof(idle->names) / sizeof(idle->names[0]))
         idle->names[idle->n++] = strdup(key);
 }

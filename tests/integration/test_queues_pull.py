@@ -464,6 +464,35 @@ class PullTest:
         ck.check("ack merge: queue empty, nothing leased", self.depth(q) == 0
                  and self.leases_gauge(p) == 0, (self.depth(q), self.leases_gauge(p)))
 
+    def sweep(self):
+        """A queue whose consumer runs with a buffer survives the sweep of idle queue states
+        (more than 64 known names): before, its state was freed with the buffer in it, and
+        the next pull re-made the consumer under the tag still live, so the broker closed the
+        connection (every lease lost), and the buffered deliveries stayed out."""
+        ck = self.ck
+        p = self.st.producer("sweep", {"LEASE_IDLE_MS": "60000"})
+        q = self.st.qname("sweep")
+        self.declare(q)
+        self.publish(q, 500, "sw")
+        ms = self.msgs(self.pull(p, q, max=1, lease_s=60))
+        if not ck.check("sweep: pulled 1 of 500", len(ms) == 1, len(ms)):
+            return
+        r = self.acks(p, q, [{"message_id": ms[0]["message_id"], "lease_id": ms[0]["lease_id"]}])
+        missing = [self.pull(p, "%s-none-%d" % (q, i), max=1).status for i in range(70)]
+        ck.check("sweep: 70 unknown queue names are 404", set(missing) == {404}, set(missing))
+        time.sleep(11)  # the sweep runs every 10 s
+        got = self.msgs(self.pull(p, q, max=100, lease_s=60))
+        ck.check("sweep: after the sweep the queue still pulls (100 of 499)", len(got) == 100,
+                 len(got))
+        r = self.acks(p, q, [{"message_id": m["message_id"], "lease_id": m["lease_id"]} for m in got])
+        p.stop()  # its buffer goes back with the connection
+        t0 = time.monotonic()
+        while self.depth(q) != 399 and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        ck.check("sweep: acked; once the producer stopped, 399 back in the queue",
+                 r.status == 200 and (r.json or {}).get("acked") == 100 and self.depth(q) == 399,
+                 (r.status, r.body[:120], self.depth(q)))
+
     def batch_ack(self, p):
         ck, q = self.ck, self.st.qname("bat")
         self.declare(q)
@@ -653,6 +682,7 @@ def main():
                          ("errors", lambda: t.errors(p)),
                          ("batch ack", lambda: t.batch_ack(p)),
                          ("ack merge", lambda: t.ack_merge(p)),
+                         ("sweep", t.sweep),
                          ("queue max_retries", lambda: t.queue_max_retries(p)),
                          ("lease limit", t.lease_limit),
                          ("kill -9", t.kill9),
