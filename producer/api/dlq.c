@@ -196,19 +196,23 @@ static int dlq_of(amqp_connection_state_t conn, const RabbitMQConfig *cfg, const
     return 0;
 }
 
-/* How long a page waits for the messages it read to be back in the DLQ. */
+/* How long a page waits, at most, for the messages it read to be back in the DLQ, and how
+ * long their count may stand still before it stops waiting (another client took some). */
 #define RESTORE_WAIT_MS 2000
+#define RESTORE_STILL_MS 300
 
-/* Puts back the messages a page read (every delivery up to `last_tag`) and waits, at most
- * RESTORE_WAIT_MS, until the DLQ holds `count` ready messages again, so that the next call
- * (a POST /dlq/retry right after) finds them. A quorum queue returns the messages of a closed
- * channel only once its log applied the channel's end: a retry sent right after the page's
- * answer found 47 of 50 on a loaded machine. Without a wait the return would still happen;
- * the wait only orders it. */
-static void restore(amqp_connection_state_t conn, const char *dlq, uint64_t last_tag, size_t count)
+/* Puts back the messages a page read (every delivery up to `last_tag`) and waits until the
+ * DLQ holds `count` ready messages again, so that the next call (a POST /dlq/retry right
+ * after) finds them. A quorum queue returns the messages of a closed channel only once its
+ * log applied the channel's end: a retry sent right after the page's answer found 47 of 50 on
+ * a loaded machine. The wait ends at RESTORE_WAIT_MS, when the count stood still for
+ * RESTORE_STILL_MS below `count` (messages taken by others meanwhile), or on `stop` (the
+ * producer stopping, the client gone); the return happens anyway, the wait only orders it. */
+static void restore(amqp_connection_state_t conn, const char *dlq, uint64_t last_tag, size_t count,
+                    const rq_dlq_stop_t *stop)
 {
-    int64_t until = rq_mono_ms() + RESTORE_WAIT_MS;
-    size_t now = 0;
+    int64_t t0 = rq_mono_ms(), moved = t0;
+    size_t now = 0, seen = (size_t)-1;
     char err[256];
 
     if (last_tag == 0)
@@ -216,9 +220,17 @@ static void restore(amqp_connection_state_t conn, const char *dlq, uint64_t last
     if (amqp_basic_nack(conn, RQ_AMQP_CHANNEL, last_tag, /*multiple=*/1, /*requeue=*/1) !=
         AMQP_STATUS_OK)
         return;
-    while (queue_depth(conn, dlq, &now, err, sizeof(err)) == 0 && now < count &&
-           rq_mono_ms() < until)
+    while (queue_depth(conn, dlq, &now, err, sizeof(err)) == 0 && now < count) {
+        int64_t t = rq_mono_ms();
+        if (now != seen) {
+            seen = now;
+            moved = t;
+        }
+        if (t - t0 >= RESTORE_WAIT_MS || t - moved >= RESTORE_STILL_MS ||
+            check_stop(stop, err, sizeof(err)) == GIVE_UP)
+            break;
         rq_sleep_interruptible(0.005, NULL);
+    }
 }
 
 json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size_t max_bytes,
@@ -304,7 +316,7 @@ json_t *rq_dlq_peek_queue(const RabbitMQConfig *cfg, const char *queue, size_t o
                     timed_out, "next_offset", next, "messages", list);
     if (out == NULL)
         rq_errf(err, errlen, "out of memory");
-    restore(conn, dlq, last_tag, count);
+    restore(conn, dlq, last_tag, count, stop);
 out:
     json_decref(list);
     /* Closing the channel requeues every unacked message still out (after an error). */

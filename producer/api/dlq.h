@@ -61,7 +61,7 @@ json_t *rq_dlq_peek(const RabbitMQConfig *cfg, size_t offset, size_t limit, size
 /* Moves up to `count` messages (0 = all present when called) from the DLQ back to the
  * request queue: each is republished with the headers of rq_dlq_replay_headers(), confirmed
  * by the broker, and only then removed from the DLQ (so a failure duplicates, never loses).
- * `stop` as for rq_dlq_peek() (may be NULL; checked between batches of 100): past its
+ * `stop` as for rq_dlq_peek() (may be NULL; checked between batches of 16): past its
  * deadline, or cancelled, or when the client went away after the first batch, the call
  * returns the number moved so far with *partial (may be NULL) set to 1 (the moved ones are
  * confirmed and gone from the DLQ: POST again for the rest); cancelled or client gone before
