@@ -100,6 +100,7 @@ struct rq_leaser {
     uint64_t *pend;            /* tags acked this turn, planned into frames by flush_acks */
     rq_ackwin_frame_t *frames; /* room for cap_pend frames */
     size_t npend, cap_pend;
+    int64_t next_resync_ms;      /* resync_window() not before */
     uint64_t last_tag;           /* the highest delivery tag on CH_GET (this connection) */
     rq_lease_job_t *after_flush; /* ack jobs answered once their acks are written */
     rq_backoff_t backoff;
@@ -249,6 +250,42 @@ static int add_frame(rq_leaser_t *l, uint64_t tag, int reject_requeue, int multi
     return 0;
 }
 
+static void min_lease_tag(rq_lease_entry_t *e, void *arg)
+{
+    const lease_t *ls = e->data;
+    uint64_t *m = arg;
+
+    if (ls->tag < *m)
+        *m = ls->tag;
+}
+
+static void min_buffer_tag(const char *key, void *value, void *arg)
+{
+    const qstate_t *q = value;
+    uint64_t *m = arg;
+
+    (void)key;
+    if (q->buf_head != NULL && q->buf_head->tag < *m) /* a buffer is in tag order */
+        *m = q->buf_head->tag;
+}
+
+/* Moves the window's low up to the lowest tag still out (leased or buffered): every tag
+ * below it is settled. Needed when low stopped at a tag settled beyond the window (a lease
+ * held while more than ACKWIN_TAGS went by, then rejected at its expiry): merging resumes.
+ * At most once a second, and only when low lags half a window: it walks every lease. */
+static void resync_window(rq_leaser_t *l)
+{
+    uint64_t m = l->last_tag + 1;
+    int64_t now = rq_mono_ms();
+
+    if (l->last_tag + 1 - rq_ackwin_low(l->win) < ACKWIN_TAGS / 2 || now < l->next_resync_ms)
+        return;
+    l->next_resync_ms = now + 1000;
+    rq_lease_table_each(l->leases, min_lease_tag, &m);
+    rq_hmap_each(l->queues, min_buffer_tag, &m);
+    rq_ackwin_skip(l->win, m);
+}
+
 /* The acks of this turn as frames, merged where every lower tag is settled (ackwin.h);
  * after every frame queued before them. Returns 0, or -1 when the connection was dropped. */
 static int plan_acks(rq_leaser_t *l)
@@ -262,6 +299,8 @@ static int plan_acks(rq_leaser_t *l)
     /* nothing of the channel out: tags settled beyond the window no longer stop merging */
     if (rq_lease_table_len(l->leases) == 0 && l->buffered == 0)
         rq_ackwin_skip(l->win, l->last_tag + 1);
+    else
+        resync_window(l);
     return 0;
 }
 

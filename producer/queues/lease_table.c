@@ -225,6 +225,13 @@ rq_lease_entry_t *rq_lease_table_pop_any(rq_lease_table_t *t)
     return e;
 }
 
+void rq_lease_table_each(const rq_lease_table_t *t, void (*fn)(rq_lease_entry_t *e, void *arg),
+                         void *arg)
+{
+    for (size_t i = 0; i < t->len; i++)
+        fn(t->heap[i], arg);
+}
+
 size_t rq_lease_table_len(const rq_lease_table_t *t)
 {
     return t->len;

@@ -69,6 +69,10 @@ int64_t rq_lease_table_next_expiry(const rq_lease_table_t *t);
 /* Removes and returns any lease (the heap's last), or NULL when empty: to clear the table. */
 rq_lease_entry_t *rq_lease_table_pop_any(rq_lease_table_t *t);
 
+/* Calls fn(e, arg) for every lease in t, in no order; fn must not change the table. */
+void rq_lease_table_each(const rq_lease_table_t *t, void (*fn)(rq_lease_entry_t *e, void *arg),
+                         void *arg);
+
 size_t rq_lease_table_len(const rq_lease_table_t *t);
 size_t rq_lease_table_max(const rq_lease_table_t *t);
 
