@@ -1684,10 +1684,11 @@ static void *leaser_main(void *arg)
     if (l->conn != NULL) {
         rq_pubbuf_free(l->acks);
         l->acks = NULL;
-        rq_amqp_close(l->conn); /* the broker requeues every leased message */
+        rq_amqp_close(l->conn); /* the broker requeues every leased and buffered message */
         l->conn = NULL;
     }
     forget_leases(l);
+    forget_buffers(l); /* a stop with deliveries buffered freed the queues without them */
     return NULL;
 }
 
