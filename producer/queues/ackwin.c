@@ -34,10 +34,15 @@ void rq_ackwin_free(rq_ackwin_t *w)
     free(w);
 }
 
-void rq_ackwin_reset(rq_ackwin_t *w)
+static void clear(rq_ackwin_t *w, uint64_t low)
 {
     memset(w->bits, 0, w->cap / 64 * sizeof(*w->bits));
-    w->low = 1;
+    w->low = low;
+}
+
+void rq_ackwin_reset(rq_ackwin_t *w)
+{
+    clear(w, 1);
 }
 
 static int bit(const rq_ackwin_t *w, uint64_t t)
@@ -58,6 +63,15 @@ static void set_bit(rq_ackwin_t *w, uint64_t t, int on)
         w->bits[i / 64] &= ~m;
 }
 
+/* Moves low past the settled tags at it; each tag is passed once: amortised O(1). */
+static void advance(rq_ackwin_t *w)
+{
+    while (bit(w, w->low)) {
+        set_bit(w, w->low, 0);
+        w->low++;
+    }
+}
+
 int rq_ackwin_settle(rq_ackwin_t *w, uint64_t tag)
 {
     if (tag < w->low)
@@ -65,10 +79,7 @@ int rq_ackwin_settle(rq_ackwin_t *w, uint64_t tag)
     if (tag - w->low >= w->cap)
         return 0;
     set_bit(w, tag, 1);
-    while (bit(w, w->low)) { /* each tag is passed once: amortised O(1) */
-        set_bit(w, w->low, 0);
-        w->low++;
-    }
+    advance(w);
     return 1;
 }
 
@@ -77,16 +88,12 @@ void rq_ackwin_skip(rq_ackwin_t *w, uint64_t next)
     if (next <= w->low)
         return;
     if (next - w->low >= w->cap) {
-        memset(w->bits, 0, w->cap / 64 * sizeof(*w->bits));
-        w->low = next;
+        clear(w, next);
         return;
     }
     for (; w->low < next; w->low++)
         set_bit(w, w->low, 0);
-    while (bit(w, w->low)) {
-        set_bit(w, w->low, 0);
-        w->low++;
-    }
+    advance(w);
 }
 
 uint64_t rq_ackwin_low(const rq_ackwin_t *w)
@@ -101,9 +108,9 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-size_t rq_ackwin_plan(rq_ackwin_t *w, uint64_t *tags, size_t n, rq_ackwin_frame_t *out)
+size_t rq_ackwin_plan(rq_ackwin_t *w, uint64_t *tags, size_t n)
 {
-    size_t k = 0, nf = 0;
+    size_t k = 0;
 
     if (n == 0)
         return 0;
@@ -112,9 +119,5 @@ size_t rq_ackwin_plan(rq_ackwin_t *w, uint64_t *tags, size_t n, rq_ackwin_frame_
         (void)rq_ackwin_settle(w, tags[i]);
     while (k < n && tags[k] < w->low) /* settled with every tag below them: one frame */
         k++;
-    if (k > 0)
-        out[nf++] = (rq_ackwin_frame_t){tags[k - 1], k > 1};
-    for (size_t i = k; i < n; i++)
-        out[nf++] = (rq_ackwin_frame_t){tags[i], 0};
-    return nf;
+    return k;
 }

@@ -24,12 +24,6 @@
 
 typedef struct rq_ackwin rq_ackwin_t;
 
-/* One frame of a plan: basic.ack of `tag`, with `multiple` (0 or 1). */
-typedef struct rq_ackwin_frame {
-    uint64_t tag;
-    int multiple;
-} rq_ackwin_frame_t;
-
 /* A window of cap tags (rounded up to a multiple of 64, at least 64), low = 1. NULL when out
  * of memory. */
 rq_ackwin_t *rq_ackwin_new(size_t cap);
@@ -42,7 +36,7 @@ void rq_ackwin_reset(rq_ackwin_t *w);
 
 /* Records that a frame settling `tag` (a reject, or an ack not planned here) is queued.
  * Returns 1 when recorded (or below low already), 0 when beyond the window (merging stops
- * until a reset). */
+ * until a skip or a reset). */
 int rq_ackwin_settle(rq_ackwin_t *w, uint64_t tag);
 
 /* The owner knows every tag below `next` is settled (nothing of the channel is outstanding):
@@ -52,11 +46,10 @@ void rq_ackwin_skip(rq_ackwin_t *w, uint64_t next);
 /* The lowest tag not settled: every tag below it is. */
 uint64_t rq_ackwin_low(const rq_ackwin_t *w);
 
-/* Records the n acked tags (distinct, none settled before; sorted in place) and plans their
- * frames into out (room for n): the acked tags below the new low go in one frame with
- * multiple=1 (a single tag: multiple=0), each other one in a frame of its own with
- * multiple=0. The frames must be sent after every frame recorded before, in the order given.
- * Returns the number of frames (0 for n == 0). */
-size_t rq_ackwin_plan(rq_ackwin_t *w, uint64_t *tags, size_t n, rq_ackwin_frame_t *out);
+/* Records the n acked tags (distinct, none settled before) and sorts them in place. Returns
+ * k: tags[0..k) are below the new low and settle with one basic.ack naming tags[k - 1]
+ * (multiple=1 when k > 1); each of tags[k..n) needs a frame of its own (multiple=0). The
+ * frames go after every frame recorded before, the merged one first. */
+size_t rq_ackwin_plan(rq_ackwin_t *w, uint64_t *tags, size_t n);
 
 #endif

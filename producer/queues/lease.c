@@ -95,10 +95,9 @@ struct rq_leaser {
     rq_wakeup_t *wake;
     /* the thread's */
     amqp_connection_state_t conn;
-    rq_pubbuf_t *acks;         /* basic.ack / basic.reject on CH_GET, one send() per loop turn */
-    rq_ackwin_t *win;          /* CH_GET's settled tags: acks merged into multiple frames */
-    uint64_t *pend;            /* tags acked this turn, planned into frames by flush_acks */
-    rq_ackwin_frame_t *frames; /* room for cap_pend frames */
+    rq_pubbuf_t *acks; /* basic.ack / basic.reject on CH_GET, one send() per loop turn */
+    rq_ackwin_t *win;  /* CH_GET's settled tags: acks merged into multiple frames */
+    uint64_t *pend;    /* tags acked this turn, planned into frames by flush_acks */
     size_t npend, cap_pend;
     int64_t next_resync_ms;      /* resync_window() not before */
     uint64_t last_tag;           /* the highest delivery tag on CH_GET (this connection) */
@@ -272,13 +271,18 @@ static void min_buffer_tag(const char *key, void *value, void *arg)
 /* Moves the window's low up to the lowest tag still out (leased or buffered): every tag
  * below it is settled. Needed when low stopped at a tag settled beyond the window (a lease
  * held while more than ACKWIN_TAGS went by, then rejected at its expiry): merging resumes.
- * At most once a second, and only when low lags half a window: it walks every lease. */
+ * With nothing out, at once; else at most once a second, and only when low lags half a
+ * window: it walks every lease. */
 static void resync_window(rq_leaser_t *l)
 {
     uint64_t m = l->last_tag + 1;
     int64_t now = rq_mono_ms();
 
-    if (l->last_tag + 1 - rq_ackwin_low(l->win) < ACKWIN_TAGS / 2 || now < l->next_resync_ms)
+    if (rq_lease_table_len(l->leases) == 0 && l->buffered == 0) {
+        rq_ackwin_skip(l->win, m);
+        return;
+    }
+    if (m - rq_ackwin_low(l->win) < ACKWIN_TAGS / 2 || now < l->next_resync_ms)
         return;
     l->next_resync_ms = now + 1000;
     rq_lease_table_each(l->leases, min_lease_tag, &m);
@@ -290,17 +294,15 @@ static void resync_window(rq_leaser_t *l)
  * after every frame queued before them. Returns 0, or -1 when the connection was dropped. */
 static int plan_acks(rq_leaser_t *l)
 {
-    size_t nf = rq_ackwin_plan(l->win, l->pend, l->npend, l->frames);
+    size_t n = l->npend, k = rq_ackwin_plan(l->win, l->pend, n);
 
     l->npend = 0;
-    for (size_t i = 0; i < nf; i++)
-        if (add_frame(l, l->frames[i].tag, 0, l->frames[i].multiple) != 0)
+    if (k > 0 && add_frame(l, l->pend[k - 1], 0, k > 1) != 0)
+        return -1;
+    for (size_t i = k; i < n; i++)
+        if (add_frame(l, l->pend[i], 0, 0) != 0)
             return -1;
-    /* nothing of the channel out: tags settled beyond the window no longer stop merging */
-    if (rq_lease_table_len(l->leases) == 0 && l->buffered == 0)
-        rq_ackwin_skip(l->win, l->last_tag + 1);
-    else
-        resync_window(l);
+    resync_window(l);
     return 0;
 }
 
@@ -327,7 +329,6 @@ static int pend_room(rq_leaser_t *l)
 {
     size_t cap = l->cap_pend ? l->cap_pend * 2 : 256;
     uint64_t *p;
-    rq_ackwin_frame_t *f;
 
     if (l->npend < l->cap_pend)
         return 0;
@@ -335,10 +336,6 @@ static int pend_room(rq_leaser_t *l)
     if (p == NULL)
         return -1;
     l->pend = p;
-    f = realloc(l->frames, cap * sizeof(*f));
-    if (f == NULL)
-        return -1;
-    l->frames = f;
     l->cap_pend = cap;
     return 0;
 }
@@ -1889,7 +1886,6 @@ void rq_leaser_free(rq_leaser_t *l)
     rq_lease_table_free(l->leases);
     rq_ackwin_free(l->win);
     free(l->pend);
-    free(l->frames);
     rq_qsettings_free(l->qs); /* its thread signals l->wake: freed before it */
     rq_wakeup_free(l->wake);
     pthread_mutex_destroy(&l->mu);

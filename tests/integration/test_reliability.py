@@ -891,6 +891,11 @@ def dlq_race(c, st, args):
     pu = st.url("producer")
     tag = str(os.getpid())
     n, bad = args.dlq_messages, []
+
+    def dlq_count():
+        page = get_json(f"{pu}/dlq?limit=0")[1]
+        return page.get("count") if page else None
+
     for rnd in range(args.rounds):
         prefix = f"race-{tag}-{rnd}"
         st.tool("publish", "--queue", st.queue + ".dlq", "--id-prefix", prefix,
@@ -901,16 +906,12 @@ def dlq_race(c, st, args):
         moved = json.loads(body).get("moved") if s2 == 200 else None
         lines = wait_lines(st.output, want, 20)
         got = collections.Counter(x for x in lines if x in want)
-        left = wait_until(lambda: (lambda x: x if x is not None and x[1] and
-                                   x[1].get("count") == 0 else None)(get_json(f"{pu}/dlq?limit=0")),
-                          5)
-        s3, after = get_json(f"{pu}/dlq?limit=0")
+        empty = wait_until(lambda: dlq_count() == 0, 5)
         ok = (s == 200 and page.get("count") == n and moved == n and len(got) == n and
-              max(got.values(), default=0) == 1 and left is not None)
+              max(got.values(), default=0) == 1 and empty)
         if not ok:
             bad.append(f"round {rnd}: page {s} count {page and page.get('count')}, retry {s2} "
-                       f"{body[:120]!r}, {len(got)} of {n} lines, DLQ then "
-                       f"{after and after.get('count')}")
+                       f"{body[:120]!r}, {len(got)} of {n} lines, DLQ then {dlq_count()}")
             if len(bad) >= 3:
                 break
     c.check(f"{args.rounds} rounds of GET /dlq then POST /dlq/retry of {n}: each moves all, "
