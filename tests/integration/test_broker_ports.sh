@@ -43,17 +43,28 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 eph_lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range)
-port=$(free_broker_port)
-dist=$((port + 20000))
 # Something that is not Erlang holds PORT + 20000 (a plain listener, as a client socket would).
-"$PY" -c 'import socket, sys, time
+# PORT + 20000 lies in the ephemeral range, so another process may hold it already (CI: "Address
+# already in use"): then another PORT is tried, up to 20 times.
+for _ in $(seq 1 20); do
+	port=$(free_broker_port)
+	dist=$((port + 20000))
+	"$PY" -c 'import socket, sys, time
 s = socket.socket()
 s.bind(("127.0.0.1", int(sys.argv[1])))
 s.listen(1)
 print("bound", flush=True)
 time.sleep(300)' "$dist" >"$WORK/holder.out" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do grep -q bound "$WORK/holder.out" 2>/dev/null && break; sleep 0.1; done
+	holder=$!
+	for _ in $(seq 1 50); do
+		grep -q bound "$WORK/holder.out" 2>/dev/null && break
+		kill -0 "$holder" 2>/dev/null || break # could not bind: exited
+		sleep 0.1
+	done
+	grep -q bound "$WORK/holder.out" && break
+	kill_quietly "$holder"
+done
+pids+=("$holder")
 check "a listener holds 127.0.0.1:$dist (PORT + 20000)" grep -q bound "$WORK/holder.out"
 
 log "broker.sh start on $port with $dist taken"
