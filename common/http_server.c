@@ -267,6 +267,7 @@ static void *linger_main(void *arg)
     struct pollfd pfd[RQ_HTTP_LINGER_MAX + 1];
     char drop[64];
 
+    rq_thread_name("rq-http-linger");
     pthread_mutex_lock(&s->linger_lock);
     while (!s->linger_stop) {
         int n = s->linger_n, timeout = -1;

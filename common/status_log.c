@@ -52,6 +52,7 @@ typedef struct item {
     void *arg;
     uint64_t tag;                 /* delivery tag on the current connection; 0 unpublished */
     char marker[RQ_UUID_LEN + 1]; /* "": an event; else a marker's token */
+    char text[];                  /* an event's body (body points here): one allocation */
 } item_t;
 
 typedef struct barrier {
@@ -80,6 +81,11 @@ struct rq_status_log {
     size_t pend_count, pend_bytes;
     uint64_t barrier_seq;
     int stopping;
+    /* The thread waits out a linger (lingering): appends then wake it only when they must not
+     * wait (a done callback) or fill a stream message (intake_bytes reaching linger_room), not
+     * at every first append after a take, which woke it thousands of times a second. */
+    int lingering;
+    size_t intake_bytes, linger_room;
     rq_wakeup_t *wake;
     atomic_int up, caught_up;
 
@@ -198,7 +204,6 @@ static void item_finish(rq_status_log_t *l, item_t *it, int ok)
         if (it->done != NULL)
             it->done(it->arg, ok);
     }
-    free(it->body);
     free(it);
 }
 
@@ -264,9 +269,10 @@ int rq_status_log_append(rq_status_log_t *log, const void *body, size_t len, int
 
     if (len > BODY_MAX)
         goto err;
-    it = calloc(1, sizeof(*it));
-    if (it == NULL || (it->body = malloc(len > 0 ? len : 1)) == NULL)
+    if ((it = malloc(sizeof(*it) + (len > 0 ? len : 1))) == NULL)
         goto err;
+    memset(it, 0, sizeof(*it));
+    it->body = it->text;
     memcpy(it->body, body, len);
     it->len = len;
     it->done = done;
@@ -281,16 +287,19 @@ int rq_status_log_append(rq_status_log_t *log, const void *body, size_t len, int
     }
     log->pend_count++;
     log->pend_bytes += len;
+    log->intake_bytes += len + 1;
     was_empty = log->intake.head == NULL;
     rq_list_push_back(&log->intake, &it->node);
+    if (log->lingering) {
+        was_empty = done != NULL || log->intake_bytes >= log->linger_room;
+        log->lingering = !was_empty;
+    }
     pthread_mutex_unlock(&log->lock);
     if (was_empty)
         rq_wakeup_signal(log->wake);
     return 0;
 err:
     rq_series_inc(log->m_dropped);
-    if (it != NULL)
-        free(it->body);
     free(it);
     return -1;
 }
@@ -357,6 +366,8 @@ static int take_intake(rq_status_log_t *l)
         rq_list_push_back(&l->barriers, n);
     }
     l->seq_seen = l->barrier_seq;
+    l->intake_bytes = 0;
+    l->lingering = 0;
     stopping = l->stopping;
     pthread_mutex_unlock(&l->lock);
     return stopping;
@@ -681,7 +692,7 @@ static amqp_bytes_t pack_events(rq_status_log_t *l, rq_list_node_t *n, rq_list_n
 /* With opts.linger_ms: how long to wait before publishing what is queued (0: now), so that
  * more events share a stream message. Never for a marker or an event someone waits on (a
  * done callback), nor once a message's worth is queued. */
-static int64_t linger_left_ns(const rq_status_log_t *l)
+static int64_t linger_left_ns(const rq_status_log_t *l, size_t *room)
 {
     const item_t *first = NULL;
     size_t bytes = 0;
@@ -701,6 +712,8 @@ static int64_t linger_left_ns(const rq_status_log_t *l)
     }
     if (first == NULL)
         return 0;
+    if (room != NULL)
+        *room = l->o.pack_max - bytes;
     int64_t left = first->queued_ns + (int64_t)l->o.linger_ms * 1000000 - rq_mono_ns();
     return left > 0 ? left : 0;
 }
@@ -710,7 +723,7 @@ static int publish_ready(rq_status_log_t *l)
     int sent = 0, rc;
     char why[160];
 
-    if (linger_left_ns(l) > 0)
+    if (linger_left_ns(l, NULL) > 0)
         return 0;
 
     for (rq_list_node_t *n = l->q.head; n != NULL && sent < PUBLISH_BATCH; n = n->next) {
@@ -974,6 +987,23 @@ static int events_queued(const rq_status_log_t *l)
     return 0;
 }
 
+/* Before waiting out a linger: from now on appends wake the thread only when they have to
+ * (see rq_status_log_t.lingering); take_intake() ends it. Returns 0, without lingering, when
+ * something was handed over since the last take. */
+static int linger_begin(rq_status_log_t *l, size_t room)
+{
+    int empty;
+
+    pthread_mutex_lock(&l->lock);
+    empty = l->intake.head == NULL && l->bintake.head == NULL && !l->stopping;
+    if (empty) {
+        l->lingering = 1;
+        l->linger_room = room;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return empty;
+}
+
 /* One turn while connected. */
 static void connected_turn(rq_status_log_t *l)
 {
@@ -986,7 +1016,10 @@ static void connected_turn(rq_status_log_t *l)
     if (drain_frames(l) != 0)
         return;
     if (!sent) {
-        int64_t left = linger_left_ns(l);
+        size_t room = 0;
+        int64_t left = linger_left_ns(l, &room);
+        if (left > 0 && !linger_begin(l, room))
+            return; /* appended meanwhile: take it first */
         wait_for_work(l, left > 0 ? (int)(left / 1000000) + 1 : 50);
     }
 }
@@ -995,6 +1028,7 @@ static void *log_main(void *arg)
 {
     rq_status_log_t *l = arg;
 
+    rq_thread_name("rq-status-log");
     for (;;) {
         int64_t now = rq_mono_ns();
         int stopping = take_intake(l);

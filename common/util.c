@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/types.h>
 #include <time.h>
@@ -279,4 +280,12 @@ const char *rq_strerror(int errnum, char *buf, size_t len)
     buf[len - 1] = '\0';
     errno = saved;
     return buf;
+}
+
+void rq_thread_name(const char *name)
+{
+    char cut[16];
+
+    snprintf(cut, sizeof(cut), "%s", name != NULL ? name : "");
+    (void)prctl(PR_SET_NAME, cut, 0, 0, 0);
 }

@@ -53,6 +53,10 @@ int rq_verrf(char *err, size_t errlen, const char *fmt, va_list ap)
  * (strerror() is not): use it in any code that may run on more than one thread. */
 const char *rq_strerror(int errnum, char *buf, size_t len);
 
+/* Names the calling thread (what `top -H`, `ps -L` and /proc/PID/task/TID/comm show), cut to
+ * the kernel's 15 characters. Best effort: nothing happens where it cannot be set. */
+void rq_thread_name(const char *name);
+
 /* Room for the text of any errno value. */
 #define RQ_STRERROR_LEN 128
 

@@ -6,6 +6,11 @@
  * wake-up, so the loop must take everything queued (not one item per wake-up). A signal sent
  * before the loop sleeps is not lost: the fd stays readable until rq_wakeup_drain(). Drain
  * before looking at the queue, never after, or a signal sent in between is dropped.
+ *
+ * A signal writes to the fd only once per drain. A busy loop can also spare the signalling
+ * threads their write (and itself the wake-up it would find nothing new by) while it works:
+ * rq_wakeup_hold() after the drain, and before it sleeps rq_wakeup_arm(), then one more look
+ * at its queue, and poll() only when that found nothing.
  */
 #ifndef RQ_WAKEUP_H
 #define RQ_WAKEUP_H
@@ -26,6 +31,15 @@ int rq_wakeup_signal(rq_wakeup_t *w);
 /* Clears w (the owning loop only, before it looks at its queue). Never blocks. Returns 1 when
  * w had been signalled, 0 when not, or a negative errno from read(). */
 int rq_wakeup_drain(rq_wakeup_t *w);
+
+/* The owning loop only, after rq_wakeup_drain(): it is awake and looks at its queue again
+ * before it sleeps, so signals from now until rq_wakeup_arm() write nothing. */
+void rq_wakeup_hold(rq_wakeup_t *w);
+
+/* The owning loop only, before it sleeps after rq_wakeup_hold(): signals write again. The loop
+ * must look at its queue after this call and sleep only when it found nothing there (work
+ * handed over between its last look and this call sent no signal). */
+void rq_wakeup_arm(rq_wakeup_t *w);
 
 /* The fd to poll for POLLIN: readable while w is signalled. Borrowed: owned by w. */
 int rq_wakeup_fd(const rq_wakeup_t *w);

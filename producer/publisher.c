@@ -29,6 +29,7 @@
 #include "log.h"
 #include "qname.h"
 #include "ring.h"
+#include "util.h"
 #include "wakeup.h"
 #include "wire.h"
 
@@ -69,7 +70,8 @@ struct rq_publisher {
     int ready;
     char reason[256];
     int stopping;
-    int blocked; /* connection.blocked: the broker refuses publishes (resource alarm) */
+    int stop_seen; /* stopping, as wait_for_work() last saw it */
+    int blocked;   /* connection.blocked: the broker refuses publishes (resource alarm) */
     int64_t stop_deadline_ns;
 
     /* publisher thread only */
@@ -608,6 +610,7 @@ static void take_intake(rq_publisher_t *p)
 
     if ((r = rq_wakeup_drain(p->wake)) < 0)
         rq_warn("eventfd read: %s", RQ_STRERR(-r));
+    rq_wakeup_hold(p->wake); /* awake: wait_for_work() looks at the intake before it sleeps */
     pthread_mutex_lock(&p->lock);
     taken = p->intake;
     p->intake.head = p->intake.tail = NULL;
@@ -1239,10 +1242,20 @@ static int stopping_now(rq_publisher_t *p, int64_t now)
     return s;
 }
 
+/* Sleeps until a signal, the broker's socket or timeout_ms, unless jobs or a stop came in
+ * since the last take_intake() (their signals wrote nothing while the loop held). */
 static void wait_for_work(rq_publisher_t *p, int timeout_ms)
 {
     struct pollfd pf[2];
-    int n = 1;
+    int n = 1, news;
+
+    rq_wakeup_arm(p->wake);
+    pthread_mutex_lock(&p->lock);
+    news = p->intake.head != NULL || p->stopping != p->stop_seen;
+    p->stop_seen = p->stopping;
+    pthread_mutex_unlock(&p->lock);
+    if (news)
+        return;
 
     pf[0].fd = rq_wakeup_fd(p->wake);
     pf[0].events = POLLIN;
@@ -1259,6 +1272,7 @@ static void *publisher_main(void *arg)
     rq_publisher_t *p = arg;
     int64_t last_hb = 0, last_sweep = 0;
 
+    rq_thread_name("rq-publisher");
     for (;;) {
         int64_t now = rq_mono_ns();
         int busy = 0;

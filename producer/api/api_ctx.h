@@ -100,6 +100,11 @@ struct rq_api {
     rq_metric_t *m_queue_limited; /* producer_queue_rate_limited_total{queue} */
     rq_dlq_worker_t *dlq;         /* runs GET /dlq and POST /dlq/retry off the HTTP threads */
     atomic_int open;              /* requests past their headers and not yet completed (drain) */
+    /* req_ctx_t blocks freed, kept for the next requests (at most CTX_CACHE_MAX): a context
+     * is 2.4 KB, beyond malloc's per-thread cache, and one came and went per request */
+    pthread_mutex_t ctx_lock;
+    struct req_ctx *ctx_cache; /* linked through cache_next */
+    size_t ctx_cached;
     /* the queue service (issue 16) */
     struct rq_qadmin *qadmin;       /* queue declare/inspect/delete worker */
     struct rq_leaser *leaser;       /* pull consumption with leases */
@@ -176,6 +181,7 @@ typedef struct req_ctx {
     /* a streaming answer (SSE, WebSocket): counted done for rq_api_drain once its end was
      * queued (rq_api_ctx_answered), not at MHD's completion notice */
     atomic_int counted_done;
+    struct req_ctx *cache_next; /* in rq_api_t.ctx_cache, once freed */
 } req_ctx_t;
 
 /* Sends `body` (consumed) as JSON with `status`; records the status for the metric. */

@@ -541,6 +541,7 @@ static void *worker_main(void *arg)
 {
     rq_dlq_worker_t *w = arg;
 
+    rq_thread_name("rq-dlq");
     pthread_mutex_lock(&w->lock);
     for (;;) {
         rq_dlq_job_t *job;

@@ -18,6 +18,9 @@
 #define PENDING_EVENTS_MAX 100000
 #define PENDING_BYTES_MAX (64u * 1024 * 1024)
 #define PACK_MAX (64 * 1024) /* events queued together share a stream message up to this */
+/* A job's stream text to begin with: its two events (about 400 bytes) per message, at most
+ * 4 KiB (it grows); a small start stays in malloc's per-thread cache. */
+#define BODY_HINT(n) ((n) > 8 ? 4096 : 512 * (n))
 
 /* A request waiting on the stream (a barrier, a keyed confirm): answered once, by the log's
  * callback or by rq_results_stop(), whichever comes first; freed by the log's callback (the log
@@ -311,7 +314,7 @@ static int flush_body(rq_results_t *r, rq_jbuf_t *b, int timeout_ms, rq_status_d
     if (!rc && p != NULL)
         pending_drop(r, p);
     free(text);
-    rq_jbuf_init(b, 4096);
+    rq_jbuf_init(b, BODY_HINT(1));
     return rc;
 }
 
@@ -350,7 +353,7 @@ int rq_results_job_done(rq_results_t *r, const rq_pub_job_t *job, const char *qu
     rq_jbuf_t b;
     int keyed = 0;
 
-    rq_jbuf_init(&b, 4096);
+    rq_jbuf_init(&b, BODY_HINT(job->n));
     for (size_t i = 0; i < job->n; i++) {
         keyed |= done_events(r, job, &job->msgs[i], q, now, r->log != NULL ? &b : NULL);
         if (r->log != NULL && b.len > STREAM_BODY_MAX)

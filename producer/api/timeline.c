@@ -496,6 +496,7 @@ static void *timer_main(void *arg)
 {
     rq_timeline_t *tl = arg;
 
+    rq_thread_name("rq-timeline");
     pthread_mutex_lock(&tl->lock);
     while (!tl->stop) {
         int64_t now = rq_mono_ms();

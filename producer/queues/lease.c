@@ -1655,6 +1655,7 @@ static void *leaser_main(void *arg)
     int stop = 0;
     int64_t next_serve = 0;
 
+    rq_thread_name("rq-leaser");
     while (!stop) {
         if (l->conn == NULL)
             try_connect(l);

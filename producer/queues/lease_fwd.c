@@ -539,6 +539,7 @@ static void *fwd_main(void *arg)
 {
     rq_lease_fwd_t *f = arg;
 
+    rq_thread_name("rq-lease-fwd");
     for (;;) {
         struct pollfd pf[2] = {{.fd = rq_wakeup_fd(f->wake), .events = POLLIN}};
         pending_t *intake;

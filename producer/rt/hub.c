@@ -1427,6 +1427,7 @@ static void *hub_main(void *arg)
     rq_rt_topic_job_t *jobs;
     int stopping;
 
+    rq_thread_name("rq-hub");
     for (;;) {
         int64_t now = rq_mono_ns();
 

@@ -576,6 +576,7 @@ static void *hb_main(void *arg)
         (int64_t)(srv->cfg->rt_heartbeat_s > 0 ? srv->cfg->rt_heartbeat_s : 15) * 1000;
     int64_t next = rq_mono_ms() + period_ms;
 
+    rq_thread_name("rq-sse");
     pthread_mutex_lock(&srv->mu);
     while (!srv->stop) {
         int64_t now = rq_mono_ms();

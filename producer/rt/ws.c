@@ -30,6 +30,7 @@
 
 #include "b64.h"
 #include "log.h"
+#include "util.h"
 #include "ws_frame.h"
 
 #define CTL_RESERVE 512 /* room past the send limit for control frames (ping, pong, close) */
@@ -759,7 +760,10 @@ static void *ws_main(void *arg)
 {
     rq_ws_server_t *s = arg;
     struct epoll_event evs[64];
-    double last_tick = now_s();
+    double last_tick;
+
+    rq_thread_name("rq-ws");
+    last_tick = now_s();
     for (;;) {
         int n = epoll_wait(s->epfd, evs, 64, 500);
         for (int i = 0; i < n; i++) {

@@ -796,6 +796,7 @@ static void *tail_main(void *arg)
 {
     rq_tailer_t *t = arg;
 
+    rq_thread_name("rq-tailer");
     for (;;) {
         int64_t now = rq_mono_ms();
 

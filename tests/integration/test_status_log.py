@@ -15,12 +15,16 @@ script's own (scripts/broker.sh, 127.0.0.1), driven by tools/rq_status_tool:
   mismatch   a stream declared before with another x-max-age is used, after one warning
   barrier    barriers against a concurrent writer (another connection): none passes before
              the writer's events confirmed before it were read
+  wakeups    a producer under /produce load (16 keep-alive callers, 3 s): its status log
+             thread (rq-status-log) wakes at most 1,000 times a second, the linger's pace
+             (5 ms: publishes, their confirms and the read-back), not once per completion
 Usage: test_status_log.py --build-dir build [--keep] [CHECK ...] (default: all; restart
 runs last). Prints PASS/FAIL lines and `N passed, M failed`; exit 1 on any failure. Every
 wait is bounded (about 60 s in all); only processes this script started are signalled, by
 PID.
 """
 import argparse
+import http.client
 import json
 import os
 import re
@@ -29,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -295,10 +300,97 @@ def check_restart(c, e, how="stop"):
                 "\n".join(w)[-600:])
 
 
+def thread_switches(pid, name):
+    """Voluntary context switches of PID's thread NAME (its wake-ups), None without one."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        return int(line.split()[1])
+        except OSError:
+            continue
+    return None
+
+
+def produce_load(port, seconds, callers=16):
+    """POST /produce from CALLERS keep-alive threads for SECONDS; returns the 201 count."""
+    body = json.dumps({"payload": {"n": 1, "text": "wakeups"}})
+    stop = time.monotonic() + seconds
+    counts = []
+
+    def caller():
+        n = 0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            while time.monotonic() < stop:
+                conn.request("POST", "/produce", body, {"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                n += r.status == 201
+        except (OSError, http.client.HTTPException):
+            pass
+        conn.close()
+        counts.append(n)
+
+    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 10)
+    return sum(counts)
+
+
+def check_wakeups(c, e):
+    hport = free_port()
+    env = dict(e.env, PRODUCER_BIND="127.0.0.1", PRODUCER_PORT=str(hport), LOG_LEVEL="warn",
+               REQUEST_QUEUE="status.wakeups", STATUS_STREAM=STREAM + ".wakeups")
+    err = open(os.path.join(e.tmp, "wakeups.producer.log"), "w")
+    p = subprocess.Popen([os.path.join(os.path.dirname(e.tool), "producer")], env=env,
+                         stdout=err, stderr=err)
+    try:
+        ready = False
+        for _ in range(100):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", hport, timeout=1)
+                conn.request("GET", "/health/ready")
+                ready = conn.getresponse().status == 200
+                conn.close()
+            except OSError:
+                pass
+            if ready:
+                break
+            time.sleep(0.1)
+        if not c.check("wakeups: producer ready", ready, e.text("wakeups.producer", "log")[-300:]):
+            return
+        produce_load(hport, 1)  # warm-up: connections, the stream declared
+        before, t0 = thread_switches(p.pid, "rq-status-log"), time.monotonic()
+        n = produce_load(hport, 3)
+        after, secs = thread_switches(p.pid, "rq-status-log"), time.monotonic() - t0
+        if not c.check("wakeups: the producer has a thread named rq-status-log",
+                       before is not None and after is not None):
+            return
+        per_s = (after - before) / secs
+        c.check(f"wakeups: the status log thread woke {per_s:.0f} times/s for {n / secs:.0f} "
+                f"requests/s (at most 1,000)", n >= 1000 and per_s <= 1000,
+                f"{n} answered 201 in {secs:.1f} s")
+    finally:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        err.close()
+
+
 CHECKS = {"order": check_order, "from-ms": check_from_ms, "stop-flush": check_stop_flush,
-          "args": check_args,
-          "pika": check_pika, "mismatch": check_mismatch, "barrier": check_barrier,
-          "restart": check_restart, "crash": lambda c, e: check_restart(c, e, "kill")}
+          "args": check_args, "pika": check_pika, "mismatch": check_mismatch,
+          "barrier": check_barrier, "wakeups": check_wakeups, "restart": check_restart,
+          "crash": lambda c, e: check_restart(c, e, "kill")}
 
 
 def main():

@@ -116,3 +116,55 @@ Test(wakeup, signal_wakes_a_blocked_poll)
     cr_expect_eq(rq_wakeup_drain(w), 1);
     rq_wakeup_free(w);
 }
+
+/* A loop that holds while it works: signals meanwhile do not make the fd readable (no write,
+ * no wake-up to find nothing by); rq_wakeup_arm() makes the next signal write again. */
+Test(wakeup, a_holding_loop_is_not_signalled_until_it_arms)
+{
+    rq_wakeup_t *w = rq_wakeup_new();
+
+    cr_assert_not_null(w);
+    cr_assert_eq(rq_wakeup_signal(w), 0);
+    cr_assert_eq(rq_wakeup_drain(w), 1);
+    rq_wakeup_hold(w);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rq_wakeup_signal(w), 0);
+    cr_expect_eq(readable(w, 0), 0, "signals while the loop holds write nothing");
+    rq_wakeup_arm(w);
+    cr_expect_eq(readable(w, 0), 0, "arming is not a signal");
+    cr_assert_eq(rq_wakeup_signal(w), 0);
+    cr_expect_eq(readable(w, 0), 1, "armed: the next signal wakes the loop");
+    cr_expect_eq(rq_wakeup_drain(w), 1);
+    cr_expect_eq(rq_wakeup_drain(w), 0);
+    rq_wakeup_free(w);
+}
+
+/* The publisher's pattern: drain, hold, take; arm, look again, and poll only when that look
+ * found nothing. No item is ever left waiting for a signal that was not written: each poll
+ * that sleeps out its whole timeout would be one (the test counts them). */
+Test(wakeup, hold_and_arm_lose_no_hand_over)
+{
+    shared_t s = {.w = rq_wakeup_new()};
+    pthread_t th[SIGNALLERS];
+    int taken = 0, stalls = 0;
+
+    cr_assert_not_null(s.w);
+    atomic_init(&s.queued, 0);
+    for (int i = 0; i < SIGNALLERS; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, signaller, &s), 0);
+    while (taken < SIGNALLERS * PER_SIGNALLER && stalls < 3) {
+        cr_assert_geq(rq_wakeup_drain(s.w), 0);
+        rq_wakeup_hold(s.w);
+        taken += atomic_exchange(&s.queued, 0);
+        rq_wakeup_arm(s.w);
+        int more = atomic_exchange(&s.queued, 0);
+        taken += more;
+        if (more == 0 && taken < SIGNALLERS * PER_SIGNALLER && !readable(s.w, 2000))
+            stalls++;
+    }
+    for (int i = 0; i < SIGNALLERS; i++)
+        pthread_join(th[i], NULL);
+    cr_expect_eq(stalls, 0, "a poll slept out its timeout with work handed over");
+    cr_expect_eq(taken, SIGNALLERS * PER_SIGNALLER);
+    rq_wakeup_free(s.w);
+}
