@@ -35,10 +35,11 @@
 /* Freed contexts kept for reuse (rq_api_t.ctx_cache); none under AddressSanitizer, which
  * must see each context's use after its free. */
 #if defined(__SANITIZE_ADDRESS__)
-#define CTX_CACHE_MAX 0
+#define CTX_CACHE 0
 #else
-#define CTX_CACHE_MAX 256
+#define CTX_CACHE 1
 #endif
+#define CTX_CACHE_MAX 256
 
 static const char *const route_label[R_COUNT] = {
     "other",
@@ -316,7 +317,7 @@ static void ctx_free(req_ctx_t *c)
     pthread_mutex_destroy(&c->lock);
     api = c->api;
     pthread_mutex_lock(&api->ctx_lock);
-    if (api->ctx_cached < CTX_CACHE_MAX) {
+    if (CTX_CACHE && api->ctx_cached < CTX_CACHE_MAX) {
         c->cache_next = api->ctx_cache;
         api->ctx_cache = c;
         api->ctx_cached++;
