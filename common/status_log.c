@@ -265,7 +265,7 @@ int rq_status_log_append(rq_status_log_t *log, const void *body, size_t len, int
                          rq_status_done_fn done, void *arg)
 {
     item_t *it = NULL;
-    int was_empty;
+    int wake;
 
     if (len > BODY_MAX)
         goto err;
@@ -288,14 +288,14 @@ int rq_status_log_append(rq_status_log_t *log, const void *body, size_t len, int
     log->pend_count++;
     log->pend_bytes += len;
     log->intake_bytes += len + 1;
-    was_empty = log->intake.head == NULL;
+    wake = log->intake.head == NULL; /* the first since the thread's last take */
     rq_list_push_back(&log->intake, &it->node);
     if (log->lingering) {
-        was_empty = done != NULL || log->intake_bytes >= log->linger_room;
-        log->lingering = !was_empty;
+        wake = done != NULL || log->intake_bytes >= log->linger_room;
+        log->lingering = !wake;
     }
     pthread_mutex_unlock(&log->lock);
-    if (was_empty)
+    if (wake)
         rq_wakeup_signal(log->wake);
     return 0;
 err:
@@ -691,13 +691,14 @@ static amqp_bytes_t pack_events(rq_status_log_t *l, rq_list_node_t *n, rq_list_n
  * was lost. */
 /* With opts.linger_ms: how long to wait before publishing what is queued (0: now), so that
  * more events share a stream message. Never for a marker or an event someone waits on (a
- * done callback), nor once a message's worth is queued. */
+ * done callback), nor once a message's worth is queued, nor once the thread saw a stop (it
+ * publishes what is queued within STOP_FLUSH_MS; lingering would spin to that bound). */
 static int64_t linger_left_ns(const rq_status_log_t *l, size_t *room)
 {
     const item_t *first = NULL;
     size_t bytes = 0;
 
-    if (l->o.linger_ms <= 0 || l->o.pack_max == 0)
+    if (l->o.linger_ms <= 0 || l->o.pack_max == 0 || l->stop_deadline_ns != 0)
         return 0;
     for (rq_list_node_t *n = l->q.head; n != NULL; n = n->next) {
         const item_t *it = RQ_LIST_ENTRY(n, item_t, node);

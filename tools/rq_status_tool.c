@@ -5,6 +5,10 @@
  *       R per second (0: at once), waits for every confirm (at most S s after the last) and
  *       prints "confirmed i" per confirm, then "appended N confirmed C failed F dropped D".
  *       Exit 0 when all N were confirmed.
+ *       With --linger MS: the log packs events (64 KiB stream messages) and lingers MS for
+ *       more; the appends have no callback (a linger waits only for those), the log is freed
+ *       right after them (its stop must publish them at once) and the line reads
+ *       "appended N confirmed 0 failed 0 dropped D" (exit 0 when D is 0; read them back).
  *   rq_status_tool read --count N [--tag T] [--from-ms T] [--timeout S]
  *       reads the stream (from its start, or from epoch ms T) and prints "OFFSET BODY" per
  *       event until N were read (with --tag: N distinct n of that tag) (exit 0) or S s passed
@@ -43,6 +47,7 @@ typedef struct args {
     int tag_given;
     double rate, timeout;
     long long from_ms;
+    int linger_ms;
 } args_t;
 
 typedef struct state {
@@ -56,7 +61,8 @@ typedef struct state {
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: " TOOL " append N [--size B] [--tag T] [--rate R] [--timeout S]\n"
+    fprintf(stderr, "usage: " TOOL " append N [--size B] [--tag T] [--rate R] [--timeout S] "
+                    "[--linger MS]\n"
                     "       " TOOL " read --count N [--tag T] [--from-ms T] [--timeout S]\n"
                     "       " TOOL " barrier [--count N] [--rate R] [--timeout S]\n"
                     "       " TOOL " stream-args\n"
@@ -95,6 +101,8 @@ static int parse(int argc, char **argv, args_t *a)
             a->timeout = atof(v);
         else if (strcmp(k, "--from-ms") == 0)
             a->from_ms = atoll(v);
+        else if (strcmp(k, "--linger") == 0)
+            a->linger_ms = atoi(v);
         else
             return -1;
     }
@@ -111,6 +119,10 @@ static void opts_of(const rq_config_t *c, const args_t *a, rq_status_log_opts_t 
     o->service = "tool";
     o->max_pending = 100000;
     o->max_pending_bytes = 256u * 1024 * 1024;
+    if (a->linger_ms > 0) {
+        o->pack_max = 64 * 1024;
+        o->linger_ms = a->linger_ms;
+    }
 }
 
 static void on_done(void *arg, int ok)
@@ -182,17 +194,21 @@ static int cmd_append(const rq_config_t *c, const args_t *a)
         int len = body_of(buf, cap, i, a->tag, a->size);
         pace(a->rate, i, t0);
         cs[i] = (confirm_t){&s, i};
-        if (rq_status_log_append(log, buf, (size_t)len, 0, on_done_print, &cs[i]) != 0)
+        if (rq_status_log_append(log, buf, (size_t)len, 0, a->linger_ms > 0 ? NULL : on_done_print,
+                                 &cs[i]) != 0)
             dropped++;
     }
     deadline = rq_mono_ns() + (int64_t)(a->timeout * 1e9);
-    while (atomic_load(&s.ok) + atomic_load(&s.failed) + dropped < a->n && rq_mono_ns() < deadline)
+    while (a->linger_ms <= 0 && atomic_load(&s.ok) + atomic_load(&s.failed) + dropped < a->n &&
+           rq_mono_ns() < deadline)
         usleep(10000);
     rq_status_log_free(log);
     printf("appended %ld confirmed %ld failed %ld dropped %ld\n", a->n, atomic_load(&s.ok),
            atomic_load(&s.failed), dropped);
     free(cs);
     free(buf);
+    if (a->linger_ms > 0)
+        return dropped == 0 ? 0 : 1;
     return atomic_load(&s.ok) == a->n ? 0 : 1;
 }
 
@@ -212,18 +228,26 @@ static long body_n(const void *body, size_t len, const char *tag)
     return atol(p + 4) < MAX_N ? atol(p + 4) : -1;
 }
 
-/* Prints every event; counts all (no --tag) or the distinct n of --tag's. */
+/* Prints every event (a packed stream message: each of its '\n'-separated events, under the
+ * message's offset); counts all (no --tag) or the distinct n of --tag's. */
 static void on_read_print(const void *body, size_t len, uint64_t offset, int64_t ts_ms, void *arg)
 {
     state_t *s = arg;
-    long n;
+    const char *p = body, *end = p + len;
 
-    printf("%llu %.*s\n", (unsigned long long)offset, (int)len, (const char *)body);
-    if (s->seen == NULL) {
-        atomic_fetch_add(&s->read, 1);
-    } else if ((n = body_n(body, len, s->tag)) >= 0 && !s->seen[n]) {
-        s->seen[n] = 1;
-        atomic_fetch_add(&s->read, 1);
+    (void)ts_ms;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n_len = (size_t)((nl != NULL ? nl : end) - p);
+        long n;
+        printf("%llu %.*s\n", (unsigned long long)offset, (int)n_len, p);
+        if (s->seen == NULL) {
+            atomic_fetch_add(&s->read, 1);
+        } else if ((n = body_n(p, n_len, s->tag)) >= 0 && !s->seen[n]) {
+            s->seen[n] = 1;
+            atomic_fetch_add(&s->read, 1);
+        }
+        p += n_len + 1;
     }
 }
 

@@ -260,7 +260,7 @@ pstep "queue service review: create race, delayed load, DELETE vs delay buckets,
 	"$PY" "$here/test_queues_r2.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --work "$TMP/queues-r2"
 pstep "results (issue 17): 202 + Location on A, result on B, long poll, timeline, restart, idempotency keys across replicas, stream outage (test_status.py)" 300 \
 	"$PY" "$here/test_status.py" --bin "$bin" --amqp-port "$BROKER_PORT" --mgmt-port "$MGMT_PORT" --broker-dir "$broker_dir" --work "$TMP/status"
-pstep "status stream transport: replay order, from-ms, stop flush, stream args, pika reader, mismatch, barriers, broker restart and kill -9 (test_status_log.py)" 180 \
+pstep "status stream transport: replay order, from-ms, stop flush, stop during a linger, stream args, pika reader, mismatch, barriers, broker restart and kill -9 (test_status_log.py)" 180 \
 	/usr/bin/python3 "$here/test_status_log.py" --build-dir "$BUILD_DIR"
 pstep "consumer lifecycle events on the status stream, idempotency dedup key (test_consumer_events.py)" 120 \
 	/usr/bin/python3 "$here/test_consumer_events.py" --build-dir "$BUILD_DIR"
