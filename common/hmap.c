@@ -23,6 +23,7 @@ struct rq_hmap {
     rq_hslot_t *slots;
     size_t cap; /* power of two */
     size_t len;
+    int borrowed; /* keys are the caller's (rq_hmap_new_borrowed), never copied nor freed */
 };
 
 /* FNV-1a, 64-bit. */
@@ -73,11 +74,20 @@ err:
     return NULL;
 }
 
+rq_hmap_t *rq_hmap_new_borrowed(size_t hint)
+{
+    rq_hmap_t *h = rq_hmap_new(hint);
+
+    if (h)
+        h->borrowed = 1;
+    return h;
+}
+
 void rq_hmap_free(rq_hmap_t *h)
 {
     if (!h)
         return;
-    for (size_t i = 0; i < h->cap; i++)
+    for (size_t i = 0; h->borrowed == 0 && i < h->cap; i++)
         free(h->slots[i].key);
     free(h->slots);
     free(h);
@@ -127,10 +137,12 @@ int rq_hmap_put(rq_hmap_t *h, const char *key, void *value)
     uint64_t hash = hash_key(key);
     size_t i = find_slot(h, key, hash);
     if (h->slots[i].key) {
+        if (h->borrowed)
+            h->slots[i].key = (char *)key; /* the caller's newer pointer to the same text */
         h->slots[i].value = value;
         return 0;
     }
-    char *copy = strdup(key);
+    char *copy = h->borrowed ? (char *)key : strdup(key);
     if (!copy)
         goto err;
     if (over_load(h->len + 1, h->cap)) {
@@ -144,7 +156,8 @@ int rq_hmap_put(rq_hmap_t *h, const char *key, void *value)
     assert(!over_load(h->len, h->cap));
     return 0;
 err:
-    free(copy);
+    if (!h->borrowed)
+        free(copy);
     return -1;
 }
 
@@ -166,7 +179,8 @@ void *rq_hmap_del(rq_hmap_t *h, const char *key)
         return NULL;
     void *value = h->slots[i].value;
     assert(h->len > 0);
-    free(h->slots[i].key);
+    if (!h->borrowed)
+        free(h->slots[i].key);
     h->slots[i].key = NULL;
     h->len--;
     /* Backward shift: move later entries of the run into the hole when their home slot is

@@ -1,7 +1,7 @@
 /* hmap.h - a string-keyed hash map (open addressing, linear probing, grows at 70 % load).
  *
- * Keys are copied into the map; values are opaque pointers the map never frees.
- * Not thread-safe: callers serialise access.
+ * Keys are copied into the map (rq_hmap_new_borrowed: not copied); values are opaque pointers
+ * the map never frees. Not thread-safe: callers serialise access.
  */
 #ifndef RQ_HMAP_H
 #define RQ_HMAP_H
@@ -12,6 +12,12 @@ typedef struct rq_hmap rq_hmap_t;
 
 /* Creates a map sized for about `hint` entries (0 for a default). NULL on allocation failure. */
 rq_hmap_t *rq_hmap_new(size_t hint);
+
+/* A map like rq_hmap_new's that keeps the caller's key pointers instead of copies (one
+ * allocation fewer per entry): each key must stay alive and unchanged while it is in the map,
+ * for example a string inside the value. A put that replaces a value also takes its key
+ * pointer. NULL on allocation failure. */
+rq_hmap_t *rq_hmap_new_borrowed(size_t hint);
 
 /* Frees the map and its key copies (not the values). NULL is a no-op. */
 void rq_hmap_free(rq_hmap_t *h);

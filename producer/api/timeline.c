@@ -4,7 +4,11 @@
  * Three structures under one mutex:
  *   - entries: id -> entry (hmap), and a list in creation order for eviction; an entry holds
  *     its events sorted by (ts, type, attempt) and sticky facts (replied, highest attempts...)
- *     from which its status is derived, so that dropping events never changes the status;
+ *     from which its status is derived, so that dropping events never changes the status.
+ *     Per message one allocation in the common case (issue 20: it is applied on every
+ *     /produce): the entry holds its id (the map's key, borrowed), a short uid and its first
+ *     EV_INLINE events; sources and queue names are interned (tl->strs, a few distinct texts:
+ *     the services and queues), past RQ_TIMELINE_INTERN_MAX distinct ones copied per use;
  *   - keys: key -> (id, ts) (hmap), and a list in insertion order for eviction and expiry;
  *   - waiters: id -> list of waiters (hmap; an id need not be held), and a min-heap of every
  *     waiter by deadline, served by the timer thread.
@@ -13,6 +17,7 @@
 #include "timeline.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,19 +29,24 @@
 #include "util.h"
 
 #define TL_WAITERS_MAX 100000
+#define EV_INLINE 4   /* events held in the entry itself: accepted, confirmed, delivered, replied */
+#define UID_INLINE 40 /* uids shorter than this (a UUID's 36) are held in the entry */
 
 typedef struct tl_ev {
     rq_sev_type_t type;
     int attempt;
     int64_t ts;
-    char *src;   /* NULL: none */
-    char *error; /* NULL: none */
+    const char *src; /* NULL: none; interned (tl->strs) unless src_owned */
+    char *error;     /* NULL: none */
+    int src_owned;
 } tl_ev_t;
 
 typedef struct entry {
     rq_list_node_t node; /* in tl->entries, creation order */
-    char *id, *uid, *queue;
-    tl_ev_t *ev; /* nev sorted events, room for evcap */
+    char *uid;           /* NULL, uid_in, or a copy */
+    const char *queue;   /* NULL, or interned unless queue_owned */
+    int queue_owned;
+    tl_ev_t *ev; /* nev sorted events, room for evcap: ev_in, or an allocation */
     size_t nev, evcap, dropped;
     /* sticky facts, from every event applied (held or dropped) */
     int replied, not_stored;
@@ -46,6 +56,9 @@ typedef struct entry {
     size_t reply_len;
     int reply_truncated;
     rq_tl_status_t status;
+    tl_ev_t ev_in[EV_INLINE];
+    char uid_in[UID_INLINE];
+    char id[]; /* the message id, tl->map's key; entry_reset() keeps it */
 } entry_t;
 
 typedef struct kent {
@@ -77,7 +90,8 @@ struct rq_timeline {
     int closing; /* rq_timeline_wake_all() was called: no more waiters */
     size_t cap, kcap;
     int64_t ttl;
-    rq_hmap_t *map, *kmap, *wmap;
+    rq_hmap_t *map, *kmap, *wmap; /* keys borrowed: entry_t.id, kent_t.key, wlist_t.id */
+    rq_hmap_t *strs;              /* interned sources and queue names (key = value) */
     rq_list_t entries, keys;
     waiter_t **heap;
     size_t hlen, hcap;
@@ -85,24 +99,38 @@ struct rq_timeline {
 
 /* ---- entries ---- */
 
-/* Frees what e holds and empties it (no events, no facts), keeping its id; e must not be
- * in a list (its node is cleared). */
-static void entry_reset(entry_t *e)
+/* An empty e (no events, no facts), its id untouched; e is in no list. */
+static void entry_init(entry_t *e)
 {
-    for (size_t i = 0; i < e->nev; i++) {
-        free(e->ev[i].src);
-        free(e->ev[i].error);
-    }
-    free(e->ev);
-    free(e->uid);
-    free(e->queue);
-    free(e->reply);
-    free(e->error);
-    char *id = e->id;
-    memset(e, 0, sizeof(*e));
-    e->id = id;
+    memset(e, 0, offsetof(entry_t, id));
+    e->ev = e->ev_in;
+    e->evcap = EV_INLINE;
     e->max_live = e->max_dead = e->max_delivered = -1;
     e->queued_ms = e->processed_ms = e->error_ts = -1;
+}
+
+static void ev_clear(tl_ev_t *v)
+{
+    if (v->src_owned)
+        free((char *)v->src);
+    free(v->error);
+}
+
+/* Frees what e holds and empties it (entry_init), keeping its id; e must not be in a list
+ * (its node is cleared). */
+static void entry_reset(entry_t *e)
+{
+    for (size_t i = 0; i < e->nev; i++)
+        ev_clear(&e->ev[i]);
+    if (e->ev != e->ev_in)
+        free(e->ev);
+    if (e->uid != e->uid_in)
+        free(e->uid);
+    if (e->queue_owned)
+        free((char *)e->queue);
+    free(e->reply);
+    free(e->error);
+    entry_init(e);
 }
 
 static void entry_free(entry_t *e)
@@ -110,8 +138,26 @@ static void entry_free(entry_t *e)
     if (e == NULL)
         return;
     entry_reset(e);
-    free(e->id);
     free(e);
+}
+
+/* s interned in *out (one copy per distinct text, kept until the timeline is freed) with
+ * *owned 0; once RQ_TIMELINE_INTERN_MAX texts are interned, a copy of s for the caller to free
+ * (*owned 1), so that a writer of many distinct texts costs what it did before interning.
+ * 0, or -1 out of memory. Locked. */
+static int str_intern(rq_timeline_t *tl, const char *s, const char **out, int *owned)
+{
+    char *c = rq_hmap_get(tl->strs, s);
+
+    *owned = 0;
+    if (c == NULL) {
+        if ((c = strdup(s)) == NULL)
+            return -1;
+        if (rq_hmap_len(tl->strs) >= RQ_TIMELINE_INTERN_MAX || rq_hmap_put(tl->strs, c, c) != 0)
+            *owned = 1;
+    }
+    *out = c;
+    return 0;
 }
 
 static int is_final(rq_tl_status_t s)
@@ -158,19 +204,40 @@ static char *text_dup(const char *s)
     return strndup(s, n);
 }
 
-/* Copies ev's strings into *out (NULL: absent). 0, or -1 out of memory. */
-static int ev_copy(const rq_status_event_t *ev, tl_ev_t *out)
+/* Copies ev into *out, its source interned, its error copied (NULL: absent). 0, or -1 out of
+ * memory. Locked. */
+static int ev_copy(rq_timeline_t *tl, const rq_status_event_t *ev, tl_ev_t *out)
 {
+    memset(out, 0, sizeof(*out));
     out->type = ev->type;
     out->attempt = ev->attempt;
     out->ts = ev->ts_ms;
-    out->src = is_text(ev->src) ? strdup(ev->src) : NULL;
-    out->error = is_text(ev->error) ? text_dup(ev->error) : NULL;
-    if ((is_text(ev->src) && out->src == NULL) || (is_text(ev->error) && out->error == NULL)) {
-        free(out->src);
+    if (is_text(ev->error) && (out->error = text_dup(ev->error)) == NULL)
+        return -1;
+    if (is_text(ev->src) && str_intern(tl, ev->src, &out->src, &out->src_owned) != 0) {
         free(out->error);
         return -1;
     }
+    return 0;
+}
+
+/* Room for one more event in e (e->nev < RQ_TIMELINE_EVENTS_MAX). 0, or -1 out of memory. */
+static int ev_room(entry_t *e)
+{
+    size_t ncap = e->evcap * 2;
+    tl_ev_t *v;
+
+    if (e->nev < e->evcap)
+        return 0;
+    if (e->ev == e->ev_in) {
+        if ((v = malloc(ncap * sizeof(*v))) == NULL)
+            return -1;
+        memcpy(v, e->ev_in, e->nev * sizeof(*v));
+    } else if ((v = realloc(e->ev, ncap * sizeof(*v))) == NULL) {
+        return -1;
+    }
+    e->ev = v;
+    e->evcap = ncap;
     return 0;
 }
 
@@ -178,7 +245,7 @@ static int ev_copy(const rq_status_event_t *ev, tl_ev_t *out)
  * RQ_TIMELINE_EVENTS_MAX. Returns 1 when held, 0 when a repeat or when, e being full, it
  * would be the one dropped (a repeat of an event dropped before sorts there too: dropped
  * events always sort before e->ev[1]), -1 out of memory. */
-static int ev_insert(entry_t *e, const rq_status_event_t *ev)
+static int ev_insert(rq_timeline_t *tl, entry_t *e, const rq_status_event_t *ev)
 {
     size_t pos = e->nev;
     tl_ev_t t;
@@ -190,21 +257,14 @@ static int ev_insert(entry_t *e, const rq_status_event_t *ev)
         pos--;
     if (e->nev == RQ_TIMELINE_EVENTS_MAX && pos == 1)
         return 0;
-    if (e->nev == e->evcap && e->nev < RQ_TIMELINE_EVENTS_MAX) {
-        size_t ncap = e->evcap ? e->evcap * 2 : 4;
-        tl_ev_t *v = realloc(e->ev, ncap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        e->ev = v;
-        e->evcap = ncap;
-    }
-    if (ev_copy(ev, &t) != 0)
+    if (e->nev < RQ_TIMELINE_EVENTS_MAX && ev_room(e) != 0)
+        return -1;
+    if (ev_copy(tl, ev, &t) != 0)
         return -1;
     if (e->nev == RQ_TIMELINE_EVENTS_MAX) {
         /* drop the oldest after the first, once ev is in: the old first when ev sorts first */
         size_t d = pos == 0 ? 0 : 1;
-        free(e->ev[d].src);
-        free(e->ev[d].error);
+        ev_clear(&e->ev[d]);
         memmove(&e->ev[d], &e->ev[d + 1], (e->nev - d - 1) * sizeof(*e->ev));
         e->nev--;
         e->dropped++;
@@ -255,10 +315,11 @@ static int note_reply(entry_t *e, const rq_status_event_t *ev)
     return 0;
 }
 
-/* Updates e's sticky facts with ev (idempotent). 0 or -1 out of memory. */
-static int note_facts(entry_t *e, const rq_status_event_t *ev)
+/* Updates e's sticky facts with ev (idempotent). 0 or -1 out of memory. Locked. */
+static int note_facts(rq_timeline_t *tl, entry_t *e, const rq_status_event_t *ev)
 {
-    if (e->queue == NULL && is_text(ev->queue) && (e->queue = strdup(ev->queue)) == NULL)
+    if (e->queue == NULL && is_text(ev->queue) &&
+        str_intern(tl, ev->queue, &e->queue, &e->queue_owned) != 0)
         return -1;
     switch (ev->type) {
     case RQ_SEV_ACCEPTED:
@@ -289,14 +350,14 @@ static int note_facts(entry_t *e, const rq_status_event_t *ev)
 /* A new entry for id, the newest (evicting the least recently created when full). Locked. */
 static entry_t *entry_add(rq_timeline_t *tl, const char *id)
 {
-    entry_t *e = calloc(1, sizeof(*e));
+    size_t n = strlen(id);
+    entry_t *e = malloc(offsetof(entry_t, id) + n + 1);
 
-    if (e == NULL || (e->id = strdup(id)) == NULL) {
-        free(e);
+    if (e == NULL)
         return NULL;
-    }
-    entry_reset(e);
-    if (rq_hmap_put(tl->map, id, e) != 0) {
+    entry_init(e);
+    memcpy(e->id, id, n + 1);
+    if (rq_hmap_put(tl->map, e->id, e) != 0) {
         entry_free(e);
         return NULL;
     }
@@ -330,8 +391,13 @@ static entry_t *entry_for(rq_timeline_t *tl, const rq_status_event_t *ev, int *r
         entry_reset(e);
         rq_list_push_back(&tl->entries, &e->node);
     }
-    if (e != NULL && e->uid == NULL && is_text(ev->uid) && (e->uid = strdup(ev->uid)) == NULL)
-        return NULL;
+    if (e != NULL && e->uid == NULL && is_text(ev->uid)) {
+        size_t n = strlen(ev->uid);
+        if (n < UID_INLINE)
+            e->uid = memcpy(e->uid_in, ev->uid, n + 1);
+        else if ((e->uid = strdup(ev->uid)) == NULL)
+            return NULL;
+    }
     return e;
 }
 
@@ -381,7 +447,7 @@ static int key_record(rq_timeline_t *tl, const rq_status_event_t *ev)
         return 1;
     }
     if ((k = calloc(1, sizeof(*k))) == NULL || (k->key = strdup(ev->key)) == NULL ||
-        (k->id = strdup(ev->id)) == NULL || rq_hmap_put(tl->kmap, ev->key, k) != 0)
+        (k->id = strdup(ev->id)) == NULL || rq_hmap_put(tl->kmap, k->key, k) != 0)
         goto fail;
     k->ts = ev->ts_ms;
     if (rq_hmap_len(tl->kmap) > tl->kcap)
@@ -532,10 +598,11 @@ rq_timeline_t *rq_timeline_new(size_t capacity, size_t keys_capacity, int64_t ke
     tl->cap = capacity;
     tl->kcap = keys_capacity;
     tl->ttl = key_ttl_ms;
-    tl->map = rq_hmap_new(capacity < 65536 ? capacity : 65536);
-    tl->kmap = rq_hmap_new(keys_capacity < 65536 ? keys_capacity : 65536);
-    tl->wmap = rq_hmap_new(0);
-    if (tl->map == NULL || tl->kmap == NULL || tl->wmap == NULL)
+    tl->map = rq_hmap_new_borrowed(capacity < 65536 ? capacity : 65536);
+    tl->kmap = rq_hmap_new_borrowed(keys_capacity < 65536 ? keys_capacity : 65536);
+    tl->wmap = rq_hmap_new_borrowed(0);
+    tl->strs = rq_hmap_new_borrowed(0);
+    if (tl->map == NULL || tl->kmap == NULL || tl->wmap == NULL || tl->strs == NULL)
         goto fail;
     pthread_mutex_init(&tl->lock, NULL);
     pthread_condattr_init(&ca);
@@ -552,8 +619,16 @@ fail:
     rq_hmap_free(tl->map);
     rq_hmap_free(tl->kmap);
     rq_hmap_free(tl->wmap);
+    rq_hmap_free(tl->strs);
     free(tl);
     return NULL;
+}
+
+static void free_str(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
 }
 
 static void free_wlist(const char *key, void *value, void *arg)
@@ -589,9 +664,11 @@ void rq_timeline_free(rq_timeline_t *tl)
     }
     while (tl->keys.head != NULL)
         kent_drop(tl, RQ_LIST_ENTRY(tl->keys.head, kent_t, node));
+    rq_hmap_each(tl->strs, free_str, NULL); /* the entries using them are gone */
     rq_hmap_free(tl->map);
     rq_hmap_free(tl->kmap);
     rq_hmap_free(tl->wmap);
+    rq_hmap_free(tl->strs);
     free(tl->heap);
     pthread_cond_destroy(&tl->cond);
     pthread_mutex_destroy(&tl->lock);
@@ -608,7 +685,7 @@ static int apply_locked(rq_timeline_t *tl, const rq_status_event_t *ev, rq_list_
     if (tl->cap == 0 || (e = entry_for(tl, ev, &rc)) == NULL)
         return tl->cap == 0 ? 0 : rc;
     was = e->status;
-    if ((held = ev_insert(e, ev)) < 0 || note_facts(e, ev) != 0)
+    if ((held = ev_insert(tl, e, ev)) < 0 || note_facts(tl, e, ev) != 0)
         return -1;
     e->status = derive(e);
     if (!is_final(was) && is_final(e->status))
@@ -783,7 +860,7 @@ static int waiter_add(rq_timeline_t *tl, const char *id, int64_t deadline, rq_ti
     }
     if (wl == NULL) {
         if ((wl = calloc(1, sizeof(*wl))) == NULL || (wl->id = strdup(id)) == NULL ||
-            rq_hmap_put(tl->wmap, id, wl) != 0)
+            rq_hmap_put(tl->wmap, wl->id, wl) != 0)
             goto fail;
     }
     if ((w = calloc(1, sizeof(*w))) == NULL)

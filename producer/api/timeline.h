@@ -32,6 +32,9 @@
 #include "status_event.h"
 
 #define RQ_TIMELINE_EVENTS_MAX 32
+/* Distinct event sources and queue names kept once each for the timeline's life; texts
+ * beyond are copied per event or message. */
+#define RQ_TIMELINE_INTERN_MAX 1024
 
 typedef struct rq_timeline rq_timeline_t;
 

@@ -60,6 +60,40 @@ Test(hmap, keys_are_copied)
     rq_hmap_free(h);
 }
 
+static void each_same_ptr(const char *key, void *value, void *arg)
+{
+    (void)arg;
+    cr_expect_eq(key, (const char *)value, "the map holds the caller's pointer");
+}
+
+/* Borrowed keys: the map keeps the caller's pointers (neither copies nor frees them: ASan
+ * would report a double free or a leak), lookups go by content, a replace takes the newer
+ * pointer, and growth and backward-shift deletes keep every key reachable. */
+Test(hmap, borrowed_keys_are_the_callers)
+{
+    enum { N = 3000 };
+    static char keys[N][16], again[16];
+    rq_hmap_t *h = rq_hmap_new_borrowed(0);
+    cr_assert_not_null(h);
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        cr_assert_eq(rq_hmap_put(h, keys[i], keys[i]), 0); /* the value is the key itself */
+    }
+    cr_expect_eq(rq_hmap_len(h), N);
+    rq_hmap_each(h, each_same_ptr, NULL);
+    for (int i = 0; i < N; i += 2)
+        cr_assert_eq(rq_hmap_del(h, keys[i]), keys[i]);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(rq_hmap_get(h, keys[i]), i % 2 ? keys[i] : NULL, "key %d", i);
+    strcpy(again, keys[1]);
+    cr_assert_eq(rq_hmap_put(h, again, again), 0); /* same text, another pointer */
+    cr_expect_eq(rq_hmap_len(h), N / 2);
+    keys[1][0] = 'x'; /* the old pointer may change now: the map holds again */
+    cr_expect_eq(rq_hmap_get(h, "k1"), again);
+    rq_hmap_each(h, each_same_ptr, NULL);
+    rq_hmap_free(h);
+}
+
 Test(hmap, null_arguments)
 {
     rq_hmap_free(NULL);

@@ -634,3 +634,57 @@ Test(timeline, concurrent_apply_and_wait_each_callback_once, .timeout = 60)
     cr_expect_eq(atomic_load(&rec.calls), atomic_load(&registered));
     cr_expect_geq(atomic_load(&registered), 2000);
 }
+
+/* Sources and queue names are interned up to RQ_TIMELINE_INTERN_MAX distinct texts and copied
+ * past it; uids are held in the entry up to a UUID's length and copied beyond; events beyond
+ * the entry's inline ones move to an allocation. Every text reads back as applied, also after
+ * an id is reused and after evictions (ASan checks that nothing is freed twice or leaked). */
+Test(timeline, interned_and_inline_texts_read_back)
+{
+    enum { N = RQ_TIMELINE_INTERN_MAX + 300, CAP = N - 100 };
+    rq_timeline_t *tl = rq_timeline_new(CAP, 0, DAY_MS);
+    char id[32], src[32], queue[32], uid[128], buf[512];
+
+    cr_assert_not_null(tl);
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        snprintf(src, sizeof(src), "svc:%d", i);
+        snprintf(queue, sizeof(queue), "q.%d", i % 2 ? i : 0); /* half share one queue */
+        memset(uid, 'u', sizeof(uid) - 1);
+        uid[i % 3 == 0 ? 100 : 36] = '\0'; /* beyond the inline room, and a UUID's length */
+        rq_status_event_t ev = mk(RQ_SEV_CONFIRMED, id, uid, 1000 + i, 0);
+        ev.src = src;
+        ev.queue = queue;
+        cr_assert_eq(rq_timeline_apply(tl, &ev), 1);
+        for (int a = 1; a <= 3; a++) /* 6 events in all: past the inline 4 */
+            cr_assert_eq(ap(tl, RQ_SEV_DELIVERED, id, uid, 2000 + i + a, a), 1);
+        cr_assert_eq(ap(tl, RQ_SEV_RETRIED, id, uid, 3000 + i, 1), 1);
+        cr_assert_eq(ap(tl, RQ_SEV_REPLIED, id, uid, 4000 + i, 0), 1);
+    }
+    cr_expect_eq(rq_timeline_len(tl), CAP);
+    for (int i = N - CAP; i < N; i++) {
+        snprintf(id, sizeof(id), "m%d", i);
+        snprintf(src, sizeof(src), "svc:%d", i);
+        snprintf(queue, sizeof(queue), "q.%d", i % 2 ? i : 0);
+        json_t *o = rq_timeline_get(tl, id),
+               *first = json_array_get(json_object_get(o, "timeline"), 0);
+        cr_assert_not_null(o, "%s", id);
+        cr_expect_str_eq(str_of(first, "by"), src, "%s", id);
+        cr_expect_str_eq(str_of(o, "queue"), queue, "%s", id);
+        cr_expect_eq(strlen(str_of(o, "uid")), i % 3 == 0 ? 100u : 36u, "%s", id);
+        json_decref(o);
+        cr_expect_str_eq(events_of(tl, id, buf, sizeof(buf)),
+                         "confirmed delivered1 delivered2 delivered3 retried1 replied", "%s", id);
+    }
+    /* an id reused by a newer message starts again with its own texts */
+    rq_status_event_t ev = mk(RQ_SEV_CONFIRMED, "m500", "v", 9000, 0);
+    ev.src = "svc:new";
+    ev.queue = "q.new";
+    cr_expect_eq(rq_timeline_apply(tl, &ev), 1);
+    json_t *o = rq_timeline_get(tl, "m500");
+    cr_expect_str_eq(str_of(o, "uid"), "v");
+    cr_expect_str_eq(str_of(o, "queue"), "q.new");
+    cr_expect_str_eq(str_of(json_array_get(json_object_get(o, "timeline"), 0), "by"), "svc:new");
+    json_decref(o);
+    rq_timeline_free(tl);
+}
