@@ -1047,7 +1047,8 @@ static void *log_main(void *arg)
             break;
         if (l->conn == NULL) {
             if (now >= l->next_attempt_ns)
-                connect_stream(l, stopping ? (l->stop_deadline_ns - now) / 1000000 : 0);
+                /* rounded up: in the deadline's last millisecond 0 would mean no bound */
+                connect_stream(l, stopping ? (l->stop_deadline_ns - now + 999999) / 1000000 : 0);
             if (l->conn == NULL)
                 wait_for_work(l, 20);
             continue;

@@ -700,6 +700,8 @@ int rq_timeline_apply(rq_timeline_t *tl, const rq_status_event_t *ev)
 
     if (rq_sev_name(ev->type) == NULL || !is_text(ev->id) || strlen(ev->id) > RQ_SEV_ID_MAX ||
         ev->ts_ms < 0 || ev->attempt < 0 || (ev->uid != NULL && strlen(ev->uid) > RQ_SEV_ID_MAX) ||
+        (ev->src != NULL && strlen(ev->src) > RQ_SEV_ID_MAX) ||
+        (ev->queue != NULL && strlen(ev->queue) > RQ_SEV_ID_MAX) ||
         (ev->key != NULL && strlen(ev->key) > RQ_SEV_KEY_MAX) ||
         (ev->reply == NULL && ev->reply_len))
         return -1;

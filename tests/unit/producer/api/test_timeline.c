@@ -332,6 +332,13 @@ Test(timeline, apply_refuses_invalid)
     ev = mk(RQ_SEV_REPLIED, "m", "u", 1, 0);
     ev.reply_len = 3;
     cr_expect_eq(rq_timeline_apply(tl, &ev), -1);
+    /* sources and queue names are interned for the timeline's life: bounded like an id */
+    ev = mk(RQ_SEV_ACCEPTED, "m", "u", 1, 0);
+    ev.src = longid;
+    cr_expect_eq(rq_timeline_apply(tl, &ev), -1);
+    ev = mk(RQ_SEV_ACCEPTED, "m", "u", 1, 0);
+    ev.queue = longid;
+    cr_expect_eq(rq_timeline_apply(tl, &ev), -1);
     cr_expect_eq(rq_timeline_len(tl), 0);
     rq_timeline_free(tl);
 }
