@@ -206,10 +206,17 @@ int rq_jbuf_real(rq_jbuf_t *b, double v)
 
 void rq_jbuf_int(rq_jbuf_t *b, long long v)
 {
-    char text[24];
-    int n = snprintf(text, sizeof(text), "%lld", v);
+    char text[24], *p = text + sizeof(text);
+    /* the magnitude in unsigned arithmetic: -LLONG_MIN does not fit a long long */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
 
-    rq_jbuf_raw(b, text, (size_t)n);
+    do { /* digits from the right: no snprintf on the hot path (issue 20) */
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    rq_jbuf_raw(b, p, (size_t)(text + sizeof(text) - p));
 }
 
 char *rq_jbuf_take(rq_jbuf_t *b, size_t *len)

@@ -6,6 +6,8 @@
  */
 #include <criterion/criterion.h>
 #include <float.h>
+#include <limits.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -109,6 +111,44 @@ static void check_real(double v)
     free(got);
     free(want);
     json_decref(j);
+}
+
+static void check_int(long long v)
+{
+    rq_jbuf_t b;
+    char want[32], *got;
+    size_t len = 0;
+
+    snprintf(want, sizeof(want), "%lld", v);
+    rq_jbuf_init(&b, 0);
+    rq_jbuf_int(&b, v);
+    got = rq_jbuf_take(&b, &len);
+    cr_assert_not_null(got);
+    cr_assert_eq(len, strlen(want), "%s vs %s", got, want);
+    cr_assert_str_eq(got, want);
+    free(got);
+}
+
+/* Integers as printf's %lld: the limits, every power of ten and its neighbours, random. */
+Test(jbuf, integers_like_printf)
+{
+    long long p = 1;
+
+    check_int(0);
+    check_int(LLONG_MAX);
+    check_int(LLONG_MIN);
+    check_int(LLONG_MIN + 1);
+    for (int i = 0; i < 19; i++, p *= 10)
+        for (long long d = -1; d <= 1; d++) {
+            check_int(p + d);
+            check_int(-(p + d));
+        }
+    srand(11);
+    for (int i = 0; i < 100000; i++) {
+        long long v = ((long long)rand() << 33) ^ ((long long)rand() << 2) ^ rand();
+        check_int(v >> (rand() % 63));
+        check_int(-(v >> (rand() % 63)));
+    }
 }
 
 Test(jbuf, reals)
