@@ -348,6 +348,12 @@ def check_kubernetes(settings):
         psc = tpl["spec"].get("securityContext", {})
         check(psc.get("runAsNonRoot") is True and psc.get("runAsUser", 0) != 0,
               "deploy: %s pod securityContext is not non-root" % name)
+        if name == "relayq-consumer":
+            # exec handlers: a command's orphaned grandchildren go to PID 1, which the consumer
+            # must not be (it reaps only its own children); compose has init: true for it
+            check(tpl["spec"].get("shareProcessNamespace") is True,
+                  "deploy: relayq-consumer would be PID 1 (no shareProcessNamespace): an exec "
+                  "handler's orphans would stay zombies")
         cs = tpl["spec"]["containers"]
         check(len(cs) == 1, "deploy: %s has %d containers" % (name, len(cs)))
         c = cs[0]
