@@ -145,7 +145,10 @@ def check_stop_flush(c, e):
 def check_stop_linger(c, e):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    r = e.run("append", "50", "--tag", "linger", "--linger", "3000")
+    # a stream of its own: its one packed message would show 50 events under one offset to
+    # the restart checks' reader of STREAM
+    stream = STREAM + ".linger"
+    r = e.run("append", "50", "--tag", "linger", "--linger", "3000", "--stream", stream)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -154,7 +157,8 @@ def check_stop_linger(c, e):
             r.stdout[-120:] + r.stderr[-300:])
     c.check(f"stop-linger: the stop took {cpu:.2f} s of CPU, {wall:.2f} s in all (at most 0.5 s "
             f"of CPU: no spin through the linger)", cpu <= 0.5, r.stderr[-300:])
-    r = e.run("read", "--count", "50", "--tag", "linger", "--timeout", "10", timeout=30)
+    r = e.run("read", "--count", "50", "--tag", "linger", "--timeout", "10", "--stream", stream,
+              timeout=30)
     c.check("stop-linger: all 50 events were published at the stop (read back)",
             r.returncode == 0 and len(events(r.stdout, "linger")) == 50,
             r.stdout[-200:] + r.stderr[-200:])

@@ -138,16 +138,22 @@ Test(jbuf, integers_like_printf)
     check_int(LLONG_MAX);
     check_int(LLONG_MIN);
     check_int(LLONG_MIN + 1);
-    for (int i = 0; i < 19; i++, p *= 10)
+    for (int i = 0; i < 19; i++) { /* 10^0 .. 10^18 (10^19 does not fit) */
         for (long long d = -1; d <= 1; d++) {
             check_int(p + d);
             check_int(-(p + d));
         }
+        if (i < 18)
+            p *= 10;
+    }
     srand(11);
     for (int i = 0; i < 100000; i++) {
-        long long v = ((long long)rand() << 33) ^ ((long long)rand() << 2) ^ rand();
-        check_int(v >> (rand() % 63));
-        check_int(-(v >> (rand() % 63)));
+        unsigned long long u = ((unsigned long long)rand() << 33) ^
+                               ((unsigned long long)rand() << 2) ^ (unsigned long long)rand();
+        long long v = (long long)(u >> 1); /* 0 .. LLONG_MAX: its negation fits */
+        int k = rand() % 63;
+        check_int(v >> k);
+        check_int(-(v >> k));
     }
 }
 
